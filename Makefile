@@ -1,0 +1,19 @@
+# `make run` sets up and runs the whole stack; `make test` sets up and runs every test.
+.PHONY: run test lint setup
+
+setup:
+	@scripts/setup-venv.sh requirements.txt
+	@.venv/bin/python manage.py migrate --noinput -v0
+	@.venv/bin/python manage.py bootstrap
+
+run: setup
+	@.venv/bin/python manage.py runstack
+
+test:
+	@scripts/install-test-packages.sh
+	@scripts/setup-venv.sh requirements-dev.txt
+	@scripts/run-tests.sh
+
+lint:
+	@scripts/setup-venv.sh requirements-dev.txt
+	@.venv/bin/ruff check .

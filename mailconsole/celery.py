@@ -1,0 +1,25 @@
+"""The Celery app: supervision and (later) delivery tasks, routed to each node's own queue."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailconsole.settings")
+
+app = Celery("mailconsole")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def schedule_reconcile(sender: Celery, **kwargs) -> None:
+    """Run the periodic reconcile for this node; beat is started per node by `runstack`."""
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.RECONCILE_INTERVAL_S),
+        sender.signature("servers.reconcile_node", args=(settings.NODE_NAME,)),
+        name=f"reconcile {settings.NODE_NAME}",
+        queue=settings.NODE_NAME,
+        expires=settings.RECONCILE_INTERVAL_S * 2,
+    )

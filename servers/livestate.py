@@ -1,0 +1,77 @@
+"""Live state in Redis: worker heartbeats. It may vanish at any time; missing means "unknown/down"."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+HEARTBEAT_PREFIX = "mailconsole:heartbeat:smtp:"
+
+
+def heartbeat_key(server_id: int) -> str:
+    return f"{HEARTBEAT_PREFIX}{server_id}"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2,
+                                decode_responses=True)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a worker last said about itself."""
+
+    server_id: int
+    pid: int
+    state: str
+    config_version: int
+    sent_at: float
+    error: str = ""
+    sessions: int = 0
+
+    @property
+    def age_s(self) -> float:
+        return time.time() - self.sent_at
+
+    @classmethod
+    def from_hash(cls, server_id: int, data: dict[str, str]) -> Heartbeat | None:
+        try:
+            return cls(
+                server_id=server_id,
+                pid=int(data["pid"]),
+                state=data["state"],
+                config_version=int(data.get("config_version") or 0),
+                sent_at=float(data["sent_at"]),
+                error=data.get("error", ""),
+                sessions=int(data.get("sessions") or 0),
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+def read_heartbeats(client: redis.Redis, server_ids: list[int]) -> dict[int, Heartbeat]:
+    """The heartbeats of the given servers that are present in Redis."""
+    if not server_ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for server_id in server_ids:
+        pipe.hgetall(heartbeat_key(server_id))
+    beats = {}
+    for server_id, data in zip(server_ids, pipe.execute(), strict=False):
+        beat = Heartbeat.from_hash(server_id, data) if data else None
+        if beat is not None:
+            beats[server_id] = beat
+    return beats
+
+
+def heartbeat_server_ids(client: redis.Redis) -> list[int]:
+    """Ids of every server that has a heartbeat, known to the database or not."""
+    ids = []
+    for key in client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=500):
+        suffix = key[len(HEARTBEAT_PREFIX):]
+        if suffix.isdigit():
+            ids.append(int(suffix))
+    return ids

@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+
+from servers.workers.smtpd import run_worker
+
+
+class Command(BaseCommand):
+    help = "Run one virtual SMTP server in the foreground (started by the node's supervisor)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--server", type=int, required=True, help="id of the virtual server")
+
+    def handle(self, *args, server: int, **options) -> None:
+        raise SystemExit(run_worker(server))

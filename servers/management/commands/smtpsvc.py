@@ -1,0 +1,207 @@
+"""`manage.py smtpsvc`: the virtual SMTP servers of this node from the command line."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from servers import services
+from servers.models import Domain, Node, ObservedState, ServiceState, VirtualServer
+from servers.services import DomainError
+
+ACTOR = "cli"
+WAIT_S = 20
+
+
+def find_server(node: Node, ref: str) -> VirtualServer:
+    servers = VirtualServer.objects.on_node(node).select_related("node")
+    server = servers.filter(pk=int(ref)).first() if ref.isdigit() else None
+    server = server or servers.filter(name=ref).first()
+    if server is None:
+        raise CommandError(f"No virtual server {ref!r} on node {node.name}. See `smtpsvc list`.")
+    return server
+
+
+def find_domain(server: VirtualServer, name: str) -> Domain:
+    domain = server.domains.filter(name=services.canonical_domain_name(name)).first()
+    if domain is None:
+        raise CommandError(f"Server {server.name!r} has no domain {name!r}.")
+    return domain
+
+
+class Command(BaseCommand):
+    help = "Create, change, start, pause and stop virtual SMTP servers and their domains."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="verb", required=True)
+        sub.add_parser("list", help="servers of this node with their states")
+        show = sub.add_parser("show", help="one server's settings and domains")
+        show.add_argument("server")
+
+        create = sub.add_parser("create", help="the New SMTP Virtual Server wizard")
+        create.add_argument("name")
+        create.add_argument("--ip", default=None, help='IP address (default: all unassigned, 0.0.0.0)')
+        create.add_argument("--port", type=int, default=25)
+        create.add_argument("--home", default=None, help="home directory (cannot be changed later)")
+        create.add_argument("--domain", required=True, help="default domain")
+        create.add_argument("--stopped", action="store_true", help="create it stopped")
+
+        change = sub.add_parser("set", help="change a server's settings")
+        change.add_argument("server")
+        change.add_argument("--name")
+        change.add_argument("--ip")
+        change.add_argument("--port", type=int)
+        change.add_argument("--home", help="always refused: the home directory is fixed")
+        change.add_argument("--max-message-size-kb", type=int)
+
+        delete = sub.add_parser("delete", help="delete a server (its home directory stays on disk)")
+        delete.add_argument("server")
+
+        for verb in ("start", "pause", "stop"):
+            action = sub.add_parser(verb, help=f"{verb} a server, or the whole SMTP service of this node")
+            action.add_argument("server", nargs="?", help="omit to act on every server of the node")
+            action.add_argument("--no-wait", action="store_true", help="do not wait for the new state")
+
+        domain = sub.add_parser("domain", help="domains of a server")
+        domain_sub = domain.add_subparsers(dest="domain_verb", required=True)
+        d_list = domain_sub.add_parser("list")
+        d_list.add_argument("server")
+        d_add = domain_sub.add_parser("add")
+        d_add.add_argument("server")
+        d_add.add_argument("domain")
+        d_add.add_argument("--type", choices=["local", "alias", "remote"], default="local")
+        d_add.add_argument("--alias-of")
+        d_add.add_argument("--relay", action="store_true", help="remote: allow mail to be relayed to it")
+        d_remove = domain_sub.add_parser("remove")
+        d_remove.add_argument("server")
+        d_remove.add_argument("domain")
+        d_default = domain_sub.add_parser("default")
+        d_default.add_argument("server")
+        d_default.add_argument("domain")
+
+    def handle(self, *args, verb: str, **options) -> None:
+        self.node = services.local_node()
+        try:
+            getattr(self, f"do_{verb}")(**options)
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+
+    # -- reading -----------------------------------------------------------------------------
+    def do_list(self, **_) -> None:
+        self.stdout.write(f"Node {self.node.name}: SMTP service {self.node.smtp_service_state}")
+        self.stdout.write(f"{'ID':>4}  {'NAME':<32} {'ADDRESS':<22} {'DESIRED':<8} {'STATE':<9} {'RESTARTS':>8}")
+        for server in VirtualServer.objects.on_node(self.node).select_related("node"):
+            address = f"{server.ip_address}:{server.port}"
+            self.stdout.write(
+                f"{server.pk:>4}  {server.name:<32} {address:<22} {server.desired_state:<8} "
+                f"{server.state:<9} {server.restart_count:>8}"
+            )
+            if server.state == ObservedState.ERROR and server.last_error:
+                self.stdout.write(f"      error: {server.last_error}")
+
+    def do_show(self, server: str, **_) -> None:
+        srv = find_server(self.node, server)
+        rows = [
+            ("id", srv.pk), ("name", srv.name), ("node", srv.node.name),
+            ("ip address", srv.ip_address), ("port", srv.port), ("home directory", srv.home_dir),
+            ("max message size (KB)", srv.max_message_size_kb),
+            ("desired state", srv.desired_state), ("effective desired state", srv.effective_desired_state),
+            ("state", srv.state), ("pid", srv.pid or "-"), ("restarts", srv.restart_count),
+            ("last error", srv.last_error or "-"),
+        ]
+        for label, value in rows:
+            self.stdout.write(f"{label + ':':<26}{value}")
+        self.do_domain_list(srv)
+
+    def do_domain_list(self, server: VirtualServer) -> None:
+        self.stdout.write("domains:")
+        for domain in server.domains.select_related("alias_of"):
+            notes = []
+            if domain.is_default:
+                notes.append("default")
+            if domain.alias_of:
+                notes.append(f"alias of {domain.alias_of.name}")
+            if domain.relay_allowed:
+                notes.append("relay allowed")
+            self.stdout.write(f"  {domain.name:<40} {domain.type:<7} {', '.join(notes)}")
+
+    # -- changing ----------------------------------------------------------------------------
+    def do_create(self, name: str, ip: str | None, port: int, home: str | None, domain: str, stopped: bool,
+                  **_) -> None:
+        server = services.create_virtual_server(
+            name=name, ip_address=ip, port=port, home_dir=home, default_domain=domain,
+            node=self.node, start=not stopped, actor=ACTOR,
+        )
+        self.stdout.write(f"Created server {server.pk} {server.name!r} on {server.ip_address}:{server.port}, "
+                          f"home {server.home_dir}")
+
+    def do_set(self, server: str, name, ip, port, home, max_message_size_kb, **_) -> None:
+        srv = find_server(self.node, server)
+        changes = {"name": name, "ip_address": ip, "port": port, "home_dir": home,
+                   "max_message_size_kb": max_message_size_kb}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if not changes:
+            raise CommandError("Nothing to change: give at least one option.")
+        srv = services.update_virtual_server(srv, actor=ACTOR, **changes)
+        self.stdout.write(f"Server {srv.pk} {srv.name!r} updated.")
+
+    def do_delete(self, server: str, **_) -> None:
+        srv = find_server(self.node, server)
+        services.delete_virtual_server(srv, actor=ACTOR)
+        self.stdout.write(f"Deleted server {srv.name!r}; its home directory {srv.home_dir} was kept.")
+
+    def do_start(self, **options) -> None:
+        self._change_state(ServiceState.RUNNING, **options)
+
+    def do_pause(self, **options) -> None:
+        self._change_state(ServiceState.PAUSED, **options)
+
+    def do_stop(self, **options) -> None:
+        self._change_state(ServiceState.STOPPED, **options)
+
+    def _change_state(self, desired: ServiceState, server: str | None, no_wait: bool, **_) -> None:
+        if server is None:
+            services.set_node_service_state(self.node, desired, actor=ACTOR)
+            self.stdout.write(f"SMTP service of node {self.node.name}: {desired.value}")
+            targets = list(VirtualServer.objects.on_node(self.node))
+        else:
+            srv = services.set_server_state(find_server(self.node, server), desired, actor=ACTOR)
+            targets = [srv]
+        if not no_wait:
+            self._wait_and_report(targets)
+
+    def _wait_and_report(self, targets: list[VirtualServer]) -> None:
+        deadline = time.monotonic() + WAIT_S
+        pending = {s.pk for s in targets}
+        while pending and time.monotonic() < deadline:
+            for server in VirtualServer.objects.filter(pk__in=pending).select_related("node"):
+                if server.state == server.effective_desired_state or server.state == ObservedState.ERROR:
+                    pending.discard(server.pk)
+            if pending:
+                time.sleep(0.2)
+        for server in VirtualServer.objects.filter(pk__in=[s.pk for s in targets]).select_related("node"):
+            line = f"  {server.name}: {server.state}"
+            if server.state == ObservedState.ERROR:
+                line += f" ({server.last_error})"
+            elif server.pk in pending:
+                line += (f" (wanted {server.effective_desired_state}; is the stack running? "
+                         "`make run` starts the node's supervisor)")
+            self.stdout.write(line)
+
+    def do_domain(self, domain_verb: str, server: str, **options) -> None:
+        srv = find_server(self.node, server)
+        if domain_verb == "list":
+            self.do_domain_list(srv)
+        elif domain_verb == "add":
+            domain = services.add_domain(
+                srv, options["domain"], type=options["type"], alias_of=options.get("alias_of"),
+                relay_allowed=options.get("relay", False), actor=ACTOR,
+            )
+            self.stdout.write(f"Added {domain.type} domain {domain.name} to {srv.name!r}.")
+        elif domain_verb == "remove":
+            services.remove_domain(find_domain(srv, options["domain"]), actor=ACTOR)
+            self.stdout.write(f"Removed domain {options['domain']} from {srv.name!r}.")
+        elif domain_verb == "default":
+            domain = services.set_default_domain(find_domain(srv, options["domain"]), actor=ACTOR)
+            self.stdout.write(f"{domain.name} is now the default domain of {srv.name!r}.")

@@ -1,0 +1,13 @@
+"""SMTP replies we send, as named constants that the code and the tests share.
+
+Enhanced status codes follow RFC 3463; the basic codes RFC 5321 section 4.2.
+"""
+
+OK_QUEUED = "250 2.0.0 OK: message {message_id} accepted"
+OK_RECIPIENT = "250 2.1.5 OK"
+# RFC 5321 4.2.3: 421 when the service is closing the channel.
+SERVICE_NOT_AVAILABLE = "421 {hostname} Service not available, try again later"
+SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
+LOCAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
+BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
+RELAY_DENIED = "550 5.7.1 Unable to relay for {address}"

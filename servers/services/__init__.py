@@ -1,0 +1,34 @@
+"""The domain layer: every face (admin, API, CLI, Celery tasks, workers) changes data through these."""
+
+from .domains import add_domain, change_domain_type, remove_domain, set_default_domain
+from .errors import DomainError
+from .names import canonical_domain_name
+from .nodes import local_node, request_reconcile, set_node_service_state
+from .virtual_servers import (
+    create_virtual_server,
+    delete_virtual_server,
+    pause_server,
+    set_server_state,
+    start_server,
+    stop_server,
+    update_virtual_server,
+)
+
+__all__ = [
+    "DomainError",
+    "add_domain",
+    "canonical_domain_name",
+    "change_domain_type",
+    "create_virtual_server",
+    "delete_virtual_server",
+    "local_node",
+    "pause_server",
+    "remove_domain",
+    "request_reconcile",
+    "set_default_domain",
+    "set_node_service_state",
+    "set_server_state",
+    "start_server",
+    "stop_server",
+    "update_virtual_server",
+]

@@ -1,0 +1,141 @@
+"""Domains of a virtual server: local, alias and remote (the IIS "Domains" node)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from servers.models import Domain, DomainType, VirtualServer
+
+from .audit import record_change, snapshot_of
+from .errors import DomainError
+from .names import canonical_domain_name
+from .nodes import request_reconcile
+from .virtual_servers import bump_config_version
+
+
+def _resolve_alias_target(server: VirtualServer, alias_of: Domain | str | None) -> Domain:
+    if alias_of is None or alias_of == "":
+        raise DomainError("An alias domain must name the local domain it stands for.", field="alias_of")
+    if isinstance(alias_of, Domain):
+        target = alias_of
+    else:
+        target = Domain.objects.filter(server=server, name=canonical_domain_name(alias_of, field="alias_of")).first()
+        if target is None:
+            raise DomainError(f"Server {server.name!r} has no domain {alias_of!r}.", field="alias_of")
+    if target.server_id != server.pk or target.type != DomainType.LOCAL:
+        raise DomainError("An alias domain must point at a local domain of the same server.", field="alias_of")
+    return target
+
+
+def _changed(server: VirtualServer) -> None:
+    bump_config_version(server)
+    request_reconcile(server.node)
+
+
+@transaction.atomic
+def add_domain(
+    server: VirtualServer,
+    name: str,
+    *,
+    type: str = DomainType.LOCAL,
+    alias_of: Domain | str | None = None,
+    relay_allowed: bool = False,
+    actor: str = "system",
+) -> Domain:
+    """Add a local, alias or remote domain to a server."""
+    try:
+        domain_type = DomainType(type)
+    except ValueError:
+        raise DomainError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
+    canonical = canonical_domain_name(name)
+    if Domain.objects.filter(server=server, name=canonical).exists():
+        raise DomainError(f"Server {server.name!r} already has the domain {canonical}.", field="name")
+    domain = Domain(server=server, name=canonical, type=domain_type)
+    if domain_type == DomainType.ALIAS:
+        domain.alias_of = _resolve_alias_target(server, alias_of)
+    elif alias_of:
+        raise DomainError("Only an alias domain points at another domain.", field="alias_of")
+    if relay_allowed and domain_type != DomainType.REMOTE:
+        raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
+    domain.relay_allowed = relay_allowed
+    domain.save()
+    record_change(actor=actor, action="add_domain", obj=domain, after=snapshot_of(domain))
+    _changed(server)
+    return domain
+
+
+@transaction.atomic
+def set_default_domain(domain: Domain, *, actor: str = "system") -> Domain:
+    """Make a local domain the server's default domain."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    if domain.is_default:
+        return domain
+    if domain.type != DomainType.LOCAL:
+        raise DomainError("Only a local domain can be the default domain.", field="is_default")
+    previous = Domain.objects.filter(server=domain.server, is_default=True).first()
+    Domain.objects.filter(server=domain.server, is_default=True).update(is_default=False)
+    domain.is_default = True
+    domain.save(update_fields=["is_default"])
+    record_change(actor=actor, action="set_default_domain", obj=domain,
+                  before={"default_domain": previous.name if previous else None},
+                  after={"default_domain": domain.name})
+    _changed(domain.server)
+    return domain
+
+
+@transaction.atomic
+def change_domain_type(
+    domain: Domain,
+    type: str,
+    *,
+    alias_of: Domain | str | None = None,
+    relay_allowed: bool = False,
+    actor: str = "system",
+) -> Domain:
+    """Turn a domain into another type; the default domain must stay local."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    try:
+        new_type = DomainType(type)
+    except ValueError:
+        raise DomainError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
+    if domain.is_default and new_type != DomainType.LOCAL:
+        raise DomainError("The default domain must stay a local domain.", field="type")
+    if domain.type == DomainType.LOCAL and new_type != DomainType.LOCAL:
+        if domain.aliases.exists():
+            raise DomainError(f"Alias domains still point at {domain.name}; change them first.", field="type")
+        _check_keeps_a_local_domain(domain)
+    before = snapshot_of(domain)
+    domain.type = new_type
+    domain.alias_of = _resolve_alias_target(domain.server, alias_of) if new_type == DomainType.ALIAS else None
+    if domain.alias_of_id == domain.pk:
+        raise DomainError("A domain cannot be an alias of itself.", field="alias_of")
+    if relay_allowed and new_type != DomainType.REMOTE:
+        raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
+    domain.relay_allowed = relay_allowed
+    domain.save()
+    record_change(actor=actor, action="change_domain_type", obj=domain, before=before, after=snapshot_of(domain))
+    _changed(domain.server)
+    return domain
+
+
+def _check_keeps_a_local_domain(domain: Domain) -> None:
+    others = Domain.objects.filter(server=domain.server, type=DomainType.LOCAL).exclude(pk=domain.pk)
+    if not others.exists():
+        raise DomainError("A virtual server must keep at least one local domain.", field="name")
+
+
+@transaction.atomic
+def remove_domain(domain: Domain, *, actor: str = "system") -> None:
+    """Remove a domain; the default domain and the last local domain stay."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    if domain.is_default:
+        raise DomainError("The default domain cannot be deleted; make another domain the default first.",
+                          field="name")
+    if domain.type == DomainType.LOCAL:
+        _check_keeps_a_local_domain(domain)
+        if domain.aliases.exists():
+            raise DomainError(f"Alias domains still point at {domain.name}; remove them first.", field="name")
+    record_change(actor=actor, action="remove_domain", obj=domain, before=snapshot_of(domain))
+    server = domain.server
+    domain.delete()
+    _changed(server)

@@ -1,0 +1,256 @@
+"""Create, change, start, pause, stop and delete virtual SMTP servers."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from servers.models import Domain, DomainType, Node, ServiceState, VirtualServer
+
+from .audit import record_change, snapshot_of
+from .errors import DomainError
+from .names import canonical_domain_name
+from .nodes import local_node, request_reconcile
+
+# The IIS home-directory layout; `.tmp` holds files being written before their atomic rename.
+HOME_SUBDIRS = ("BadMail", "Drop", "Pickup", "Queue", ".tmp")
+ALL_UNASSIGNED = "0.0.0.0"
+EDITABLE_FIELDS = ("name", "ip_address", "port", "max_message_size_kb")
+
+
+def default_home_dir(name: str) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "server"
+    return settings.VAR_DIR / "mailroot" / slug
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise DomainError("Enter a name for the virtual server.", field="name")
+    if len(name) > 100:
+        raise DomainError("The name is at most 100 characters long.", field="name")
+    return name
+
+
+def _clean_ip(raw: str | None) -> str:
+    if raw is None or str(raw).strip().lower() in ("", "*", "all", "all unassigned"):
+        return ALL_UNASSIGNED
+    try:
+        return str(ipaddress.ip_address(str(raw).strip()))
+    except ValueError:
+        raise DomainError(f"{raw!r} is not an IP address.", field="ip_address") from None
+
+
+def _clean_port(raw: int | str) -> int:
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise DomainError(f"{raw!r} is not a TCP port number.", field="port") from None
+    if not 1 <= port <= 65535:
+        raise DomainError("The TCP port must be between 1 and 65535.", field="port")
+    return port
+
+
+def _clean_size_kb(raw: int | str) -> int:
+    try:
+        size_kb = int(raw)
+    except (TypeError, ValueError):
+        raise DomainError(f"{raw!r} is not a number.", field="max_message_size_kb") from None
+    if size_kb < 1:
+        raise DomainError("The limit must be at least 1 KB.", field="max_message_size_kb")
+    return size_kb
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _clean_home_dir(raw: str | Path | None, name: str) -> Path:
+    home = Path(raw).expanduser() if raw else default_home_dir(name)
+    if not home.is_absolute():
+        home = settings.VAR_DIR / home
+    home = Path(home.resolve())
+    if home.exists() and not home.is_dir():
+        raise DomainError(f"{home} exists and is not a directory.", field="home_dir")
+    for other in VirtualServer.objects.values_list("name", "home_dir"):
+        other_name, other_home = other[0], Path(other[1])
+        if _is_within(home, other_home) or _is_within(other_home, home):
+            raise DomainError(
+                f"{home} overlaps the home directory of server {other_name!r} ({other_home}).",
+                field="home_dir",
+            )
+    return home
+
+
+def _addresses_overlap(ip_a: str, ip_b: str) -> bool:
+    wildcard = {ALL_UNASSIGNED, "::"}
+    return ip_a == ip_b or ip_a in wildcard or ip_b in wildcard
+
+
+def address_conflict(server: VirtualServer) -> VirtualServer | None:
+    """Another server of the same node that would run on the same IP:port, if any."""
+    candidates = (
+        VirtualServer.objects.on_node(server.node_id and server.node)
+        .filter(port=server.port)
+        .exclude(pk=server.pk)
+        .select_related("node")
+    )
+    for other in candidates:
+        if other.effective_desired_state == ServiceState.STOPPED:
+            continue
+        if _addresses_overlap(server.ip_address, other.ip_address):
+            return other
+    return None
+
+
+def _check_can_run(server: VirtualServer) -> None:
+    other = address_conflict(server)
+    if other is not None:
+        raise DomainError(
+            f"Server {other.name!r} already uses {other.ip_address}:{other.port} on node "
+            f"{server.node.name}; stop it or choose another IP address or port.",
+            field="port",
+        )
+
+
+def create_home_dirs(home: Path) -> None:
+    for sub in HOME_SUBDIRS:
+        (home / sub).mkdir(parents=True, exist_ok=True)
+
+
+@transaction.atomic
+def create_virtual_server(
+    *,
+    name: str,
+    default_domain: str,
+    ip_address: str | None = None,
+    port: int | str = 25,
+    home_dir: str | Path | None = None,
+    node: Node | None = None,
+    start: bool = True,
+    actor: str = "system",
+) -> VirtualServer:
+    """Create a server with the wizard's four answers and its default local domain."""
+    node = node or local_node()
+    name = _clean_name(name)
+    if VirtualServer.objects.filter(node=node, name=name).exists():
+        raise DomainError(f"Node {node.name} already has a server named {name!r}.", field="name")
+    domain_name = canonical_domain_name(default_domain, field="default_domain")
+    server = VirtualServer(
+        node=node,
+        name=name,
+        ip_address=_clean_ip(ip_address),
+        port=_clean_port(port),
+        home_dir=str(_clean_home_dir(home_dir, name)),
+        desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
+    )
+    if start:
+        _check_can_run(server)
+    try:
+        server.save()
+    except IntegrityError:
+        raise DomainError("Another server already uses this home directory.", field="home_dir") from None
+    Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
+    create_home_dirs(server.home_path)
+    record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
+    request_reconcile(node)
+    return server
+
+
+@transaction.atomic
+def update_virtual_server(server: VirtualServer, *, actor: str = "system", **changes) -> VirtualServer:
+    """Change a server's settings; the home directory can never change."""
+    server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
+    if "home_dir" in changes:
+        if str(Path(changes["home_dir"]).expanduser().resolve()) != server.home_dir:
+            raise DomainError(
+                "The home directory of a virtual server cannot be changed after creation.",
+                field="home_dir",
+            )
+        del changes["home_dir"]
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise DomainError(f"{field} cannot be changed here.", field=field)
+    before = snapshot_of(server)
+    cleaners = {
+        "name": _clean_name,
+        "ip_address": _clean_ip,
+        "port": _clean_port,
+        "max_message_size_kb": _clean_size_kb,
+    }
+    for field, value in changes.items():
+        setattr(server, field, cleaners[field](value))
+    if "name" in changes and (
+        VirtualServer.objects.filter(node=server.node, name=server.name).exclude(pk=server.pk).exists()
+    ):
+        raise DomainError(f"Node {server.node.name} already has a server named {server.name!r}.", field="name")
+    if server.effective_desired_state != ServiceState.STOPPED:
+        _check_can_run(server)
+    server.config_version = F("config_version") + 1
+    server.save()
+    server.refresh_from_db()
+    record_change(actor=actor, action="update_virtual_server", obj=server, before=before, after=snapshot_of(server))
+    request_reconcile(server.node)
+    return server
+
+
+def bump_config_version(server: VirtualServer) -> None:
+    """Tell the server's running worker that its configuration changed."""
+    VirtualServer.objects.filter(pk=server.pk).update(config_version=F("config_version") + 1)
+
+
+@transaction.atomic
+def set_server_state(server: VirtualServer, desired: str, *, actor: str = "system") -> VirtualServer:
+    """Record the state an administrator wants (start/pause/stop); the node's reconcile applies it."""
+    desired = ServiceState(desired)
+    server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
+    if server.desired_state == desired:
+        return server
+    before = {"desired_state": server.desired_state}
+    server.desired_state = desired
+    if desired != ServiceState.STOPPED:
+        _check_can_run(server)
+        # An explicit start clears a back-off left by earlier failures.
+        server.next_start_at = None
+        server.consecutive_failures = 0
+    server.save(update_fields=["desired_state", "next_start_at", "consecutive_failures", "updated_at"])
+    verb = {ServiceState.RUNNING: "start", ServiceState.PAUSED: "pause", ServiceState.STOPPED: "stop"}[desired]
+    record_change(actor=actor, action=f"{verb}_virtual_server", obj=server, before=before,
+                  after={"desired_state": desired.value})
+    request_reconcile(server.node)
+    return server
+
+
+def start_server(server: VirtualServer, *, actor: str = "system") -> VirtualServer:
+    return set_server_state(server, ServiceState.RUNNING, actor=actor)
+
+
+def pause_server(server: VirtualServer, *, actor: str = "system") -> VirtualServer:
+    return set_server_state(server, ServiceState.PAUSED, actor=actor)
+
+
+def stop_server(server: VirtualServer, *, actor: str = "system") -> VirtualServer:
+    return set_server_state(server, ServiceState.STOPPED, actor=actor)
+
+
+@transaction.atomic
+def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> None:
+    """Delete a server's configuration; its worker is stopped, its home directory is kept on disk."""
+    server = VirtualServer.objects.select_related("node").get(pk=server.pk)
+    record_change(actor=actor, action="delete_virtual_server", obj=server, before=snapshot_of(server))
+    node = server.node
+    orphan = (server.pk, server.pid)
+    Domain.objects.filter(server=server, type=DomainType.ALIAS).delete()
+    server.delete()
+    if orphan[1]:
+        from servers.tasks import terminate_worker
+
+        transaction.on_commit(
+            lambda: terminate_worker.apply_async(args=orphan, queue=node.name, retry=False)
+        )
