@@ -1,0 +1,110 @@
+"""Fixtures for tests that run the real thing: a Celery worker and beat, SMTP worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+
+from servers import services, supervision
+from servers.models import Node
+from tests.helpers import wait_until
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def database_url_of(settings_dict: dict) -> str:
+    """A DATABASE_URL that points a child process at the database the tests use."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgresql://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def child_env(django_db_setup) -> dict[str, str]:
+    """The environment for processes the tests start: same var dir, node, Redis and test database."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_of(connection.settings_dict)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class CeleryStack:
+    """A real Celery worker on the test node's queue, and beat driving the periodic reconcile."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.log_dir = settings.VAR_DIR / "log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.worker: subprocess.Popen | None = None
+        self.beat: subprocess.Popen | None = None
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "mailconsole", *argv], cwd=REPO_DIR,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self) -> None:
+        node = settings.NODE_NAME
+        self.worker = self._spawn("celery-worker", [
+            "worker", "--queues", node, "--hostname", f"{node}@%h", "--concurrency", "2",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        self.beat = self._spawn("celery-beat", [
+            "beat", "--loglevel", "INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
+            "--pidfile", ""])
+        wait_until(self.worker_ready, timeout_s=30, message="the Celery worker to be ready")
+
+    def worker_ready(self) -> bool:
+        log = (self.log_dir / "celery-worker.log").read_text(errors="replace")
+        return " ready." in log
+
+    def stop(self) -> None:
+        for process in (self.beat, self.worker):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in (self.beat, self.worker):
+            if process is not None:
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        (self.log_dir / "celery-worker.log").unlink(missing_ok=True)
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def celery_stack(child_env) -> Iterator[CeleryStack]:
+    stack = CeleryStack(child_env)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def node(transactional_db) -> Iterator[Node]:
+    """This test session's node. SMTP workers left running by a test are stopped afterwards."""
+    yield services.local_node()
+    supervision.stop_node_workers(settings.NODE_NAME, timeout_s=10)
+
+
+@pytest.fixture
+def supervised(celery_stack, node) -> Iterator[Node]:
+    """The node, with a real Celery worker and beat supervising it."""
+    yield node
