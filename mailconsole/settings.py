@@ -40,6 +40,7 @@ def envbool(name: str, default: bool) -> bool:
 
 # Everything the running service writes (database, mail homes, pid and log files) lives here.
 VAR_DIR = Path(envstr("MAILCONSOLE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = envstr("MAILCONSOLE_SECRET_KEY") or envstr("SECRET_KEY")
 if not SECRET_KEY:
@@ -48,7 +49,6 @@ if not SECRET_KEY:
     if not _key_file.exists():
         from django.core.management.utils import get_random_secret_key
 
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
         _key_file.write_text(get_random_secret_key())
         _key_file.chmod(0o600)
     SECRET_KEY = _key_file.read_text().strip()
