@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-HEARTBEAT_PREFIX = "mailconsole:heartbeat:smtp:"
+HEARTBEAT_PREFIX = "mailconsole:heartbeat:"
 
 
-def heartbeat_key(server_id: int) -> str:
-    return f"{HEARTBEAT_PREFIX}{server_id}"
+def heartbeat_key(kind: str, unit_id: int) -> str:
+    """The Redis key of one worker's heartbeat; `kind` is "smtp" or "pop3"."""
+    return f"{HEARTBEAT_PREFIX}{kind}:{unit_id}"
 
 
 def redis_client() -> redis.Redis:
@@ -52,13 +53,13 @@ class Heartbeat:
             return None
 
 
-def read_heartbeats(client: redis.Redis, server_ids: list[int]) -> dict[int, Heartbeat]:
-    """The heartbeats of the given servers that are present in Redis."""
+def read_heartbeats(client: redis.Redis, kind: str, server_ids: list[int]) -> dict[int, Heartbeat]:
+    """The heartbeats of the given workers that are present in Redis."""
     if not server_ids:
         return {}
     pipe = client.pipeline(transaction=False)
     for server_id in server_ids:
-        pipe.hgetall(heartbeat_key(server_id))
+        pipe.hgetall(heartbeat_key(kind, server_id))
     beats = {}
     for server_id, data in zip(server_ids, pipe.execute(), strict=False):
         beat = Heartbeat.from_hash(server_id, data) if data else None
@@ -67,11 +68,12 @@ def read_heartbeats(client: redis.Redis, server_ids: list[int]) -> dict[int, Hea
     return beats
 
 
-def heartbeat_server_ids(client: redis.Redis) -> list[int]:
-    """Ids of every server that has a heartbeat, known to the database or not."""
+def heartbeat_unit_ids(client: redis.Redis, kind: str) -> list[int]:
+    """Ids of every worker of a kind that has a heartbeat, known to the database or not."""
     ids = []
-    for key in client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=500):
-        suffix = key[len(HEARTBEAT_PREFIX):]
+    prefix = heartbeat_key(kind, 0)[:-1]
+    for key in client.scan_iter(match=f"{prefix}*", count=500):
+        suffix = key[len(prefix):]
         if suffix.isdigit():
             ids.append(int(suffix))
     return ids

@@ -51,23 +51,14 @@ class Node(models.Model):
         return self.name
 
 
-class VirtualServerQuerySet(models.QuerySet):
-    def on_node(self, node: Node | str) -> VirtualServerQuerySet:
-        if isinstance(node, str):
-            return self.filter(node__name=node)
-        return self.filter(node=node)
+class SupervisedProcess(models.Model):
+    """What the node supervisor keeps about anything it runs as a worker process.
 
+    Subclasses name their `process_kind` (the heartbeat key and the `run_<kind>d` command) and say
+    which arguments start their worker.
+    """
 
-class VirtualServer(models.Model):
-    """An IIS-style virtual SMTP server: one listening address, one home directory, its domains."""
-
-    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="servers")
-    name = models.CharField(max_length=100)
-    # "0.0.0.0" is IIS's "(All Unassigned)".
-    ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
-    port = models.PositiveIntegerField(default=25)
-    home_dir = models.CharField(max_length=500, unique=True)
-    max_message_size_kb = models.PositiveIntegerField(default=2048)
+    process_kind = ""
 
     desired_state = models.CharField(
         max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING
@@ -86,6 +77,38 @@ class VirtualServer(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Bumped by every configuration change; a worker running an older version reloads.
     config_version = models.PositiveIntegerField(default=1)
+
+
+    class Meta:
+        abstract = True
+
+    @property
+    def effective_desired_state(self) -> str:
+        return self.desired_state
+
+    def worker_argv(self) -> list[str]:
+        raise NotImplementedError
+
+
+class VirtualServerQuerySet(models.QuerySet):
+    def on_node(self, node: Node | str) -> VirtualServerQuerySet:
+        if isinstance(node, str):
+            return self.filter(node__name=node)
+        return self.filter(node=node)
+
+
+class VirtualServer(SupervisedProcess):
+    """An IIS-style virtual SMTP server: one listening address, one home directory, its domains."""
+
+    process_kind = "smtp"
+
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="servers")
+    name = models.CharField(max_length=100)
+    # "0.0.0.0" is IIS's "(All Unassigned)".
+    ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
+    port = models.PositiveIntegerField(default=25)
+    home_dir = models.CharField(max_length=500, unique=True)
+    max_message_size_kb = models.PositiveIntegerField(default=2048)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -112,6 +135,9 @@ class VirtualServer(models.Model):
     @property
     def default_domain(self) -> Domain | None:
         return self.domains.filter(is_default=True).first()
+
+    def worker_argv(self) -> list[str]:
+        return ["run_smtpd", "--server", str(self.pk)]
 
     @property
     def effective_desired_state(self) -> str:
@@ -146,6 +172,8 @@ class Domain(models.Model):
     # Remote domains only: "Allow incoming mail to be relayed to this domain".
     relay_allowed = models.BooleanField(default=False)
     is_default = models.BooleanField(default=False)
+    # winpop lock DOMAIN: its mailboxes still receive mail but cannot log in.
+    is_locked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -163,6 +191,118 @@ class Domain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Pop3ServiceQuerySet(models.QuerySet):
+    def on_node(self, node: Node | str) -> Pop3ServiceQuerySet:
+        if isinstance(node, str):
+            return self.filter(node__name=node)
+        return self.filter(node=node)
+
+
+class Pop3Service(SupervisedProcess):
+    """The POP3 service of a node: it serves every mailbox of the node's virtual servers."""
+
+    process_kind = "pop3"
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="pop3_service")
+    ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
+    port = models.PositiveIntegerField(default=110)
+    # Appended to a bare user name at login ("USER alice" means alice@<default_domain>).
+    default_domain = models.CharField(max_length=253, blank=True, default="")
+    # RFC 2595: refuse USER/PASS and AUTH PLAIN until the client has run STLS.
+    plaintext_requires_tls = models.BooleanField(default=False)
+
+    objects = Pop3ServiceQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"POP3 service of {self.node.name}"
+
+    def worker_argv(self) -> list[str]:
+        return ["run_pop3d", "--service", str(self.pk)]
+
+
+class MailboxQuerySet(models.QuerySet):
+    def for_address(self, address: str) -> MailboxQuerySet:
+        local_part, _, domain = address.lower().rpartition("@")
+        return self.filter(local_part=local_part, domain__name=domain)
+
+
+class Mailbox(models.Model):
+    """A POP3 mailbox in a local domain, stored as a Maildir under its server's home directory."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.PROTECT, related_name="mailboxes")
+    local_part = models.CharField(max_length=64)
+    display_name = models.CharField(max_length=200, blank=True, default="")
+    password = models.CharField(max_length=200)
+    quota_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    quota_messages = models.PositiveIntegerField(null=True, blank=True)
+    is_locked = models.BooleanField(default=False)
+    # Receives mail for every unknown address of its domain.
+    is_catch_all = models.BooleanField(default=False)
+    last_logon_at = models.DateTimeField(null=True, blank=True)
+    last_logon_from = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MailboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain__name", "local_part"]
+        verbose_name_plural = "mailboxes"
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "local_part"], name="mailbox_unique_per_domain"),
+            models.UniqueConstraint(fields=["domain"], condition=models.Q(is_catch_all=True),
+                                    name="one_catch_all_per_domain"),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+    @property
+    def address(self) -> str:
+        return f"{self.local_part}@{self.domain.name}"
+
+    @property
+    def maildir(self) -> Path:
+        return Path(self.domain.server.home_dir) / "Mailbox" / self.domain.name / self.local_part
+
+
+class GroupAddress(models.Model):
+    """One address that delivers to several mailboxes (the seed's info@company).
+
+    A group with no members delivers to its server's Drop folder; every local domain gets a
+    `postmaster` group so that RFC 5321's postmaster is always accepted.
+    """
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="groups")
+    local_part = models.CharField(max_length=64)
+    members = models.ManyToManyField(Mailbox, blank=True, related_name="groups")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain__name", "local_part"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "local_part"], name="group_unique_per_domain"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.local_part}@{self.domain.name}"
+
+
+class Logon(models.Model):
+    """One sign-in to a mailbox (Exchange's Logons view)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="logons")
+    protocol = models.CharField(max_length=10, default="POP3")
+    client_address = models.CharField(max_length=100)
+    logon_at = models.DateTimeField(db_index=True)
+    last_access_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-logon_at"]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} from {self.client_address} at {self.logon_at:%Y-%m-%d %H:%M:%S}"
 
 
 class AuditEntry(models.Model):

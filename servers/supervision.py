@@ -25,8 +25,11 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from servers.livestate import Heartbeat, heartbeat_key, heartbeat_server_ids, read_heartbeats, redis_client
-from servers.models import Node, ObservedState, ServiceState, VirtualServer
+from servers.livestate import Heartbeat, heartbeat_key, heartbeat_unit_ids, read_heartbeats, redis_client
+from servers.models import Node, ObservedState, Pop3Service, ServiceState, SupervisedProcess, VirtualServer
+
+# Everything a node supervises, each kind with its own worker command and heartbeat keys.
+SUPERVISED_MODELS: tuple[type[SupervisedProcess], ...] = (VirtualServer, Pop3Service)
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,8 @@ def reap_children() -> None:
             return
 
 
-def worker_alive(pid: int | None, server_id: int) -> bool:
-    """Whether `pid` is a live SMTP worker for `server_id` (not a zombie, not a reused pid)."""
+def worker_alive(pid: int | None, kind: str, unit_id: int) -> bool:
+    """Whether `pid` is a live `kind` worker for `unit_id` (not a zombie, not a reused pid)."""
     if not pid:
         return False
     try:
@@ -89,7 +92,7 @@ def worker_alive(pid: int | None, server_id: int) -> bool:
         cmdline = process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
-    return "run_smtpd" in cmdline and str(server_id) in cmdline
+    return f"run_{kind}d" in cmdline and str(unit_id) in cmdline
 
 
 def send_signal(pid: int, sig: signal.Signals) -> bool:
@@ -107,12 +110,12 @@ def backoff_s(consecutive_failures: int, *, first_is_free: bool) -> float:
     return min(5 * 2 ** max(consecutive_failures - 1, 0), MAX_BACKOFF_S)
 
 
-def spawn_worker(server: VirtualServer) -> subprocess.Popen:
+def spawn_worker(unit: SupervisedProcess) -> subprocess.Popen:
     log_dir = settings.VAR_DIR / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"smtpd-{server.pk}.log", "ab") as log_file:
+    with open(log_dir / f"{unit.process_kind}d-{unit.pk}.log", "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_smtpd", "--server", str(server.pk)],
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), *unit.worker_argv()],
             cwd=settings.BASE_DIR,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -129,9 +132,9 @@ class NodeSupervisor:
         self.redis_ok = True
         self.report = ReconcileReport()
 
-    def heartbeats(self, server_ids: list[int]) -> dict[int, Heartbeat]:
+    def heartbeats(self, kind: str, unit_ids: list[int]) -> dict[int, Heartbeat]:
         try:
-            beats = read_heartbeats(self.redis, server_ids)
+            beats = read_heartbeats(self.redis, kind, unit_ids)
             self.redis_ok = True
             return beats
         except (redis.RedisError, OSError) as exc:
@@ -139,192 +142,203 @@ class NodeSupervisor:
             self.redis_ok = False
             return {}
 
-    def heartbeat(self, server_id: int) -> Heartbeat | None:
-        return self.heartbeats([server_id]).get(server_id)
+    def heartbeat(self, unit: SupervisedProcess) -> Heartbeat | None:
+        return self.heartbeats(unit.process_kind, [unit.pk]).get(unit.pk)
 
     # -- one server --------------------------------------------------------------------------
-    def reconcile(self, server: VirtualServer, beat: Heartbeat | None) -> None:
-        desired = ServiceState(server.effective_desired_state)
-        if not worker_alive(server.pid, server.pk) and beat and worker_alive(beat.pid, server.pk):
+    def reconcile(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
+        desired = ServiceState(unit.effective_desired_state)
+        if not self.alive(unit, unit.pid) and beat and self.alive(unit, beat.pid):
             # A worker that outlived a crashed supervisor: adopt it rather than start a second one.
-            server.pid = beat.pid
-        alive = worker_alive(server.pid, server.pk)
+            unit.pid = beat.pid
+        alive = self.alive(unit, unit.pid)
         if desired == ServiceState.STOPPED:
-            self._stop(server, alive)
+            self._stop(unit, alive)
         elif alive:
-            self._steer(server, beat, desired)
+            self._steer(unit, beat, desired)
         else:
-            self._start(server, beat)
+            self._start(unit, beat)
 
-    def _save(self, server: VirtualServer, **changes) -> None:
-        if "state" in changes and changes["state"] != server.state:
+    def _save(self, unit: SupervisedProcess, **changes) -> None:
+        if "state" in changes and changes["state"] != unit.state:
             changes["state_changed_at"] = timezone.now()
-        changes = {k: v for k, v in changes.items() if getattr(server, k) != v}
+        changes = {k: v for k, v in changes.items() if getattr(unit, k) != v}
         if not changes:
             return
         for key, value in changes.items():
-            setattr(server, key, value)
-        VirtualServer.objects.filter(pk=server.pk).update(**changes)
+            setattr(unit, key, value)
+        type(unit).objects.filter(pk=unit.pk).update(**changes)
 
-    def _stop(self, server: VirtualServer, alive: bool) -> None:
+    def _stop(self, unit: SupervisedProcess, alive: bool) -> None:
         if not alive:
-            self._save(server, state=ObservedState.STOPPED, pid=None)
+            self._save(unit, state=ObservedState.STOPPED, pid=None)
             return
-        if server.state != ObservedState.STOPPING:
-            send_signal(server.pid, signal.SIGTERM)
-            self._save(server, state=ObservedState.STOPPING)
-        elif server.state_changed_at and timezone.now() - server.state_changed_at > timedelta(
+        if unit.state != ObservedState.STOPPING:
+            send_signal(unit.pid, signal.SIGTERM)
+            self._save(unit, state=ObservedState.STOPPING)
+        elif unit.state_changed_at and timezone.now() - unit.state_changed_at > timedelta(
             seconds=settings.STOP_GRACE_S + 5
         ):
-            log.warning("server %s did not stop in time; killing pid %s", server.pk, server.pid)
-            send_signal(server.pid, signal.SIGKILL)
-        if self._wait_for_exit(server.pid, server.pk, settings.STOP_GRACE_S + 2):
-            self._save(server, state=ObservedState.STOPPED, pid=None)
-            self.report.stopped.append(server.pk)
+            log.warning("%s %s did not stop in time; killing pid %s", unit.process_kind, unit.pk, unit.pid)
+            send_signal(unit.pid, signal.SIGKILL)
+        if self._wait_for_exit(unit, unit.pid, settings.STOP_GRACE_S + 2):
+            self._save(unit, state=ObservedState.STOPPED, pid=None)
+            self.report.stopped.append(unit.pk)
 
-    def _wait_for_exit(self, pid: int, server_id: int, timeout_s: float) -> bool:
+    @staticmethod
+    def alive(unit: SupervisedProcess, pid: int | None) -> bool:
+        return worker_alive(pid, unit.process_kind, unit.pk)
+
+    def _wait_for_exit(self, unit: SupervisedProcess, pid: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             reap_children()
-            if not worker_alive(pid, server_id):
+            if not self.alive(unit, pid):
                 return True
             time.sleep(0.05)
         return False
 
-    def _steer(self, server: VirtualServer, beat: Heartbeat | None, desired: ServiceState) -> None:
+    def _steer(self, unit: SupervisedProcess, beat: Heartbeat | None, desired: ServiceState) -> None:
         now = timezone.now()
-        if beat is None or beat.pid != server.pid or beat.age_s > settings.HEARTBEAT_TTL_S:
-            running_for_s = (now - server.started_at).total_seconds() if server.started_at else 1e9
+        if beat is None or beat.pid != unit.pid or beat.age_s > settings.HEARTBEAT_TTL_S:
+            running_for_s = (now - unit.started_at).total_seconds() if unit.started_at else 1e9
             if self.redis_ok and running_for_s > settings.HEARTBEAT_TTL_S:
-                log.warning("server %s: pid %s stopped sending heartbeats; killing it", server.pk, server.pid)
-                send_signal(server.pid, signal.SIGKILL)
-                self._wait_for_exit(server.pid, server.pk, 2)
+                log.warning("%s %s: pid %s stopped sending heartbeats; killing it",
+                            unit.process_kind, unit.pk, unit.pid)
+                send_signal(unit.pid, signal.SIGKILL)
+                self._wait_for_exit(unit, unit.pid, 2)
             return
         if beat.state in (ObservedState.RUNNING, ObservedState.PAUSED) and beat.state != desired:
-            send_signal(server.pid, SIGNAL_FOR_STATE[desired])
-            self.report.signalled.append(server.pk)
-            beat = self._await_heartbeat(server.pk, server.pid, desired) or beat
-        if beat.config_version < server.config_version:
-            send_signal(server.pid, signal.SIGHUP)
-            self.report.signalled.append(server.pk)
+            send_signal(unit.pid, SIGNAL_FOR_STATE[desired])
+            self.report.signalled.append(unit.pk)
+            beat = self._await_heartbeat(unit, unit.pid, desired) or beat
+        if beat.config_version < unit.config_version:
+            send_signal(unit.pid, signal.SIGHUP)
+            self.report.signalled.append(unit.pk)
         changes = {"state": beat.state}
-        if server.consecutive_failures and server.started_at and (
-            (now - server.started_at).total_seconds() > HEALTHY_UPTIME_S
+        if unit.consecutive_failures and unit.started_at and (
+            (now - unit.started_at).total_seconds() > HEALTHY_UPTIME_S
         ):
             changes["consecutive_failures"] = 0
-        if not server.heartbeat_at or (now - server.heartbeat_at).total_seconds() > 30 or (
-            beat.state != server.state
+        if not unit.heartbeat_at or (now - unit.heartbeat_at).total_seconds() > 30 or (
+            beat.state != unit.state
         ):
             changes["heartbeat_at"] = now
         if beat.state in (ObservedState.RUNNING, ObservedState.PAUSED):
             changes["last_error"] = ""
-        self._save(server, **changes)
+        self._save(unit, **changes)
 
-    def _await_heartbeat(self, server_id: int, pid: int, state: str, timeout_s: float = 3) -> Heartbeat | None:
+    def _await_heartbeat(self, unit: SupervisedProcess, pid: int, state: str, timeout_s: float = 3) -> Heartbeat | None:
         """Wait for the worker to confirm a state change, so the database shows it at once."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            beat = self.heartbeat(server_id)
+            beat = self.heartbeat(unit)
             if beat is not None and beat.pid == pid and beat.state == state:
                 return beat
             time.sleep(0.05)
         return None
 
-    def _start(self, server: VirtualServer, beat: Heartbeat | None) -> None:
+    def _start(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
         now = timezone.now()
-        if server.pid is not None or server.state in (
+        if unit.pid is not None or unit.state in (
             ObservedState.STARTING, ObservedState.RUNNING, ObservedState.PAUSED, ObservedState.STOPPING
         ):
-            self._record_exit(server, beat)
-        if server.next_start_at and now < server.next_start_at:
+            self._record_exit(unit, beat)
+        if unit.next_start_at and now < unit.next_start_at:
             return
         with suppress(redis.RedisError, OSError):
-            self.redis.delete(heartbeat_key(server.pk))
-        process = spawn_worker(server)
-        self._save(server, state=ObservedState.STARTING, pid=process.pid, started_at=now, next_start_at=None)
-        self.report.started.append(server.pk)
-        self._wait_for_report(server, process)
+            self.redis.delete(heartbeat_key(unit.process_kind, unit.pk))
+        process = spawn_worker(unit)
+        self._save(unit, state=ObservedState.STARTING, pid=process.pid, started_at=now, next_start_at=None)
+        self.report.started.append(unit.pk)
+        self._wait_for_report(unit, process)
 
-    def _record_exit(self, server: VirtualServer, beat: Heartbeat | None) -> None:
+    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
         """The worker is gone though it should run: note why and schedule the restart."""
         reap_children()
-        if beat is not None and beat.state == ObservedState.STOPPED and beat.pid == server.pid:
+        if beat is not None and beat.state == ObservedState.STOPPED and beat.pid == unit.pid:
             # It left on purpose (e.g. to rebind a changed address): start again at once.
-            self._save(server, pid=None, state=ObservedState.STOPPED)
+            self._save(unit, pid=None, state=ObservedState.STOPPED)
             return
         failed_on_error = beat is not None and beat.state == ObservedState.ERROR
-        failures = server.consecutive_failures + 1
+        failures = unit.consecutive_failures + 1
         delay = backoff_s(failures, first_is_free=not failed_on_error)
-        error = beat.error if failed_on_error else f"worker process {server.pid} exited unexpectedly"
-        log.warning("server %s: %s; restart in %ss", server.pk, error, delay)
+        error = beat.error if failed_on_error else f"worker process {unit.pid} exited unexpectedly"
+        log.warning("%s %s: %s; restart in %ss", unit.process_kind, unit.pk, error, delay)
         self._save(
-            server,
+            unit,
             pid=None,
             state=ObservedState.ERROR,
             last_error=error,
-            restart_count=server.restart_count + 1,
+            restart_count=unit.restart_count + 1,
             consecutive_failures=failures,
             next_start_at=timezone.now() + timedelta(seconds=delay),
         )
-        self.report.failed.append(server.pk)
+        self.report.failed.append(unit.pk)
 
-    def _wait_for_report(self, server: VirtualServer, process: subprocess.Popen) -> None:
+    def _wait_for_report(self, unit: SupervisedProcess, process: subprocess.Popen) -> None:
         """Wait until the new worker heartbeats or exits, so the caller sees a settled state."""
         deadline = time.monotonic() + START_WAIT_S
         while time.monotonic() < deadline:
-            beat = self.heartbeat(server.pk)
+            beat = self.heartbeat(unit)
             if beat is not None and beat.pid == process.pid and beat.state != ObservedState.STOPPED:
                 if beat.state == ObservedState.ERROR:
                     process.wait(timeout=5)
-                    self._record_exit(server, beat)
+                    self._record_exit(unit, beat)
                 else:
-                    self._save(server, state=beat.state, heartbeat_at=timezone.now(), last_error="")
+                    self._save(unit, state=beat.state, heartbeat_at=timezone.now(), last_error="")
                 return
             if process.poll() is not None:
-                self._record_exit(server, self.heartbeat(server.pk))
+                self._record_exit(unit, self.heartbeat(unit))
                 return
             time.sleep(0.05)
 
     # -- the whole node ----------------------------------------------------------------------
+    def units(self) -> list[SupervisedProcess]:
+        units: list[SupervisedProcess] = []
+        for model in SUPERVISED_MODELS:
+            units += list(model.objects.on_node(self.node).select_related("node"))
+        return units
+
     def reconcile_all(self) -> ReconcileReport:
         reap_children()
-        servers = list(VirtualServer.objects.on_node(self.node).select_related("node"))
-        beats = self.heartbeats([s.pk for s in servers])
-        for server in servers:
-            try:
-                self.reconcile(server, beats.get(server.pk))
-            except Exception:
-                log.exception("reconcile of server %s failed", server.pk)
-        self.terminate_orphans({s.pk for s in servers})
+        for model in SUPERVISED_MODELS:
+            units = list(model.objects.on_node(self.node).select_related("node"))
+            beats = self.heartbeats(model.process_kind, [u.pk for u in units])
+            for unit in units:
+                try:
+                    self.reconcile(unit, beats.get(unit.pk))
+                except Exception:
+                    log.exception("reconcile of %s %s failed", model.process_kind, unit.pk)
+            self.terminate_orphans(model)
         return self.report
 
-    def terminate_orphans(self, known_ids: set[int]) -> None:
-        """Stop workers of servers that no longer exist (deleted while running)."""
+    def terminate_orphans(self, model: type[SupervisedProcess]) -> None:
+        """Stop workers whose configuration was deleted while they ran."""
         if not self.redis_ok:
             return
+        kind = model.process_kind
         try:
-            orphan_ids = [i for i in heartbeat_server_ids(self.redis) if i not in known_ids]
+            beat_ids = heartbeat_unit_ids(self.redis, kind)
         except (redis.RedisError, OSError):
             return
-        if orphan_ids and VirtualServer.objects.filter(pk__in=orphan_ids).exists():
-            # Servers of another node sharing this Redis: not ours to touch.
-            orphan_ids = [i for i in orphan_ids if not VirtualServer.objects.filter(pk=i).exists()]
-        for server_id, beat in self.heartbeats(orphan_ids).items():
-            if worker_alive(beat.pid, server_id):
-                log.info("stopping worker %s of deleted server %s", beat.pid, server_id)
+        existing = set(model.objects.filter(pk__in=beat_ids).values_list("pk", flat=True))
+        for unit_id, beat in self.heartbeats(kind, [i for i in beat_ids if i not in existing]).items():
+            if worker_alive(beat.pid, kind, unit_id):
+                log.info("stopping worker %s of deleted %s %s", beat.pid, kind, unit_id)
                 send_signal(beat.pid, signal.SIGTERM)
 
     def stop_all(self, timeout_s: float) -> None:
         """Stop every worker of the node without changing what is desired (stack shutdown)."""
-        servers = [s for s in VirtualServer.objects.on_node(self.node) if worker_alive(s.pid, s.pk)]
-        for server in servers:
-            send_signal(server.pid, signal.SIGTERM)
+        units = [u for u in self.units() if self.alive(u, u.pid)]
+        for unit in units:
+            send_signal(unit.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for server in servers:
-            if not self._wait_for_exit(server.pid, server.pk, max(deadline - time.monotonic(), 0.1)):
-                send_signal(server.pid, signal.SIGKILL)
-                self._wait_for_exit(server.pid, server.pk, 2)
-            self._save(server, state=ObservedState.STOPPED, pid=None)
+        for unit in units:
+            if not self._wait_for_exit(unit, unit.pid, max(deadline - time.monotonic(), 0.1)):
+                send_signal(unit.pid, signal.SIGKILL)
+                self._wait_for_exit(unit, unit.pid, 2)
+            self._save(unit, state=ObservedState.STOPPED, pid=None)
 
 
 def reconcile_node(node_name: str) -> ReconcileReport:
@@ -345,8 +359,8 @@ def stop_node_workers(node_name: str, timeout_s: float | None = None) -> None:
             NodeSupervisor(node).stop_all(timeout_s if timeout_s is not None else settings.STOP_GRACE_S + 2)
 
 
-def terminate_worker(server_id: int, pid: int) -> bool:
-    """Stop the worker of a deleted server, if it is still that server's worker."""
-    if worker_alive(pid, server_id):
+def terminate_worker(kind: str, unit_id: int, pid: int) -> bool:
+    """Stop the worker of a deleted server or service, if it is still that one's worker."""
+    if worker_alive(pid, kind, unit_id):
         return send_signal(pid, signal.SIGTERM)
     return False

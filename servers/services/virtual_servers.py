@@ -245,10 +245,10 @@ def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> No
     server = VirtualServer.objects.select_related("node").get(pk=server.pk)
     record_change(actor=actor, action="delete_virtual_server", obj=server, before=snapshot_of(server))
     node = server.node
-    orphan = (server.pk, server.pid)
+    orphan = ("smtp", server.pk, server.pid)
     Domain.objects.filter(server=server, type=DomainType.ALIAS).delete()
     server.delete()
-    if orphan[1]:
+    if orphan[2]:
         from servers.tasks import terminate_worker
 
         transaction.on_commit(

@@ -48,7 +48,7 @@ class SMTPWorker:
         return ObservedState.PAUSED if self.control.paused else ObservedState.RUNNING
 
     async def publish_heartbeat(self, *, state: str | None = None, error: str = "", ttl_s: int | None = None) -> None:
-        key = heartbeat_key(self.server_id)
+        key = heartbeat_key("smtp", self.server_id)
         fields = {
             "pid": os.getpid(),
             "state": state or self.reported_state,
