@@ -1,0 +1,224 @@
+"""A Maildir store for one mailbox: durable delivery, a listing for POP3, reads and deletions.
+
+Layout and naming follow https://cr.yp.to/proto/maildir.html: a message is written under tmp/,
+then linked into new/; a reader may later rename it into cur/ with a ":2,FLAGS" info suffix.
+The part of the file name before ":" never changes, so it is the message's POP3 unique-id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from servers.storage import fsync_dir
+
+SUBDIRS = ("tmp", "new", "cur")
+# new/ before cur/: a message moved between the two scans is then seen in cur/, not missed.
+MESSAGE_SUBDIRS = ("new", "cur")
+INFO_SEPARATOR = ":"
+READ_CHUNK_OCTETS = 64 * 1024
+# RFC 1939 section 7 allows 70 characters in a unique-id; time, pid and random take at most 46.
+MAX_HOST_PART_CHARS = 24
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message file in a Maildir, as a POP3 listing sees it."""
+
+    uid: str
+    path: Path
+    size_octets: int  # what RETR sends for it: every line ending counted as CRLF
+    mtime_ns: int
+
+
+def unique_part(file_name: str) -> str:
+    """Return the part of a Maildir file name that survives flag changes: everything before ':'."""
+    return file_name.split(INFO_SEPARATOR, 1)[0]
+
+
+def new_unique_name() -> str:
+    """Return a fresh Maildir file name: delivery time, process, 64 random bits, host."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:MAX_HOST_PART_CHARS]
+    return f"{time.time_ns()}.P{os.getpid()}R{secrets.token_hex(8)}.{host}"
+
+
+def ensure_maildir(path: Path) -> Path:
+    """Create the Maildir `path` with its tmp/, new/ and cur/ if they are missing; return it."""
+    path = Path(path)
+    root_created = not path.exists()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = [path / name for name in SUBDIRS if not (path / name).is_dir()]
+    for directory in missing:
+        directory.mkdir(mode=0o700, exist_ok=True)
+    # A new directory entry survives a crash only once its parent directory is synced.
+    if missing:
+        fsync_dir(path)
+    if root_created:
+        fsync_dir(path.parent)
+    return path
+
+
+def _publish(tmp_path: Path, new_path: Path) -> None:
+    try:
+        # link, not rename: it fails rather than silently replacing a file of the same name.
+        os.link(tmp_path, new_path)
+    except OSError as error:
+        # Some filesystems (FAT, some FUSE and network mounts) refuse hard links; rename is atomic too.
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        os.rename(tmp_path, new_path)
+
+
+def deliver(maildir: Path, chunks: Iterable[bytes]) -> str:
+    """Write a message durably into `maildir`/new and return its unique name.
+
+    The file appears in new/ complete and synced, or not at all; our tmp/ file is removed either way.
+    """
+    name = new_unique_name()
+    tmp_path = Path(maildir) / "tmp" / name
+    new_path = Path(maildir) / "new" / name
+    published = False
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _publish(tmp_path, new_path)
+        published = True
+        fsync_dir(new_path.parent)
+    except BaseException:
+        if published:
+            # The caller will report failure, so the sender retries: do not keep a second copy.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(new_path)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+    return name
+
+
+def crlf_size_octets(path: Path, chunk_octets: int = READ_CHUNK_OCTETS) -> int:
+    """Return how many octets the file takes with every line ending sent as CRLF.
+
+    A bare LF becomes CRLF and an unterminated last line gets a CRLF, exactly as
+    `servers.pop3.message_lines` splits it, so STAT and LIST match what RETR sends.
+    """
+    size = 0
+    bare_lf_count = 0
+    last_octet = b""
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_octets):
+            bare_lf_count += chunk.count(b"\n") - chunk.count(b"\r\n")
+            if chunk.startswith(b"\n") and last_octet == b"\r":
+                bare_lf_count -= 1  # a CRLF split across two reads
+            last_octet = chunk[-1:]
+            size += len(chunk)
+    if size and last_octet != b"\n":
+        size += 2
+    return size + bare_lf_count
+
+
+def _message_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            # Maildir readers skip dot-files; other tools keep their own state there.
+            if not entry.name.startswith(".") and entry.is_file():
+                yield entry
+
+
+def list_messages(maildir: Path) -> list[StoredMessage]:
+    """List the messages in new/ and cur/, oldest delivery first."""
+    by_uid: dict[str, StoredMessage] = {}
+    for subdir in MESSAGE_SUBDIRS:
+        for entry in _message_entries(Path(maildir) / subdir):
+            path = Path(entry.path)
+            try:
+                mtime_ns = entry.stat().st_mtime_ns
+                size_octets = crlf_size_octets(path)
+            except FileNotFoundError:
+                continue  # moved to cur/ or deleted while we looked; cur/ is scanned after new/
+            uid = unique_part(entry.name)
+            # A message caught mid-move sits in both; the later scan (cur/) wins and it is listed once.
+            by_uid[uid] = StoredMessage(uid=uid, path=path, size_octets=size_octets, mtime_ns=mtime_ns)
+    return sorted(by_uid.values(), key=lambda message: (message.mtime_ns, message.uid))
+
+
+def _find_path(maildir: Path, uid: str) -> Path | None:
+    for subdir in MESSAGE_SUBDIRS:
+        for entry in _message_entries(Path(maildir) / subdir):
+            if unique_part(entry.name) == uid:
+                return Path(entry.path)
+    return None
+
+
+def read_message(message: StoredMessage) -> bytes:
+    """Return the stored bytes of `message`, following it if it was moved or flagged since listing."""
+    try:
+        return message.path.read_bytes()
+    except FileNotFoundError:
+        current_path = _find_path(message.path.parent.parent, message.uid)
+        if current_path is None:
+            raise
+        return current_path.read_bytes()
+
+
+def delete_messages(maildir: Path, uids: Collection[str]) -> int:
+    """Remove the messages with these UIDs from new/ and cur/, durably; return how many files went."""
+    wanted = set(uids)
+    removed_count = 0
+    for subdir in MESSAGE_SUBDIRS:
+        directory = Path(maildir) / subdir
+        removed_here = 0
+        for entry in _message_entries(directory):
+            if unique_part(entry.name) in wanted:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed_here += 1
+        if removed_here:
+            fsync_dir(directory)
+        removed_count += removed_here
+    return removed_count
+
+
+class MaildirMailbox:
+    """Serve one Maildir to a POP3 session: the listing, reads by UID, deletions after QUIT."""
+
+    def __init__(self, maildir: Path, *, on_release: Callable[[], None] | None = None) -> None:
+        self.maildir = Path(maildir)
+        self._on_release = on_release
+        self._listed_by_uid: dict[str, StoredMessage] = {}
+
+    def messages(self) -> list[StoredMessage]:
+        """List the messages now, oldest first, and remember them for reads."""
+        listing = list_messages(self.maildir)
+        self._listed_by_uid = {message.uid: message for message in listing}
+        return listing
+
+    def read(self, uid: str) -> bytes:
+        """Return the stored bytes of a listed message."""
+        return read_message(self._listed_by_uid[uid])
+
+    def commit_deletions(self, uids: Collection[str]) -> None:
+        """Remove these messages for good."""
+        delete_messages(self.maildir, uids)
+
+    def release(self) -> None:
+        """Run the release callback (unlock the mailbox) once."""
+        callback, self._on_release = self._on_release, None
+        if callback is not None:
+            callback()
