@@ -222,3 +222,24 @@ class MaildirMailbox:
         callback, self._on_release = self._on_release, None
         if callback is not None:
             callback()
+
+
+def usage(maildir: Path) -> tuple[int, int]:
+    """Total stored octets and message count, from file sizes alone (no reads): for quotas and stats."""
+    total_octets = 0
+    count = 0
+    for sub in ("new", "cur"):
+        try:
+            entries = os.scandir(maildir / sub)
+        except FileNotFoundError:
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    total_octets += entry.stat().st_size
+                    count += 1
+                except FileNotFoundError:
+                    continue
+    return total_octets, count

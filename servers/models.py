@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.conf import settings
 from django.db import models
 
 
@@ -96,6 +97,14 @@ class VirtualServerQuerySet(models.QuerySet):
             return self.filter(node__name=node)
         return self.filter(node=node)
 
+    def for_user(self, user) -> VirtualServerQuerySet:
+        """Servers a user may manage: all for an administrator, assigned ones for an operator."""
+        if user.is_superuser:
+            return self.all()
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(operators=user)
+
 
 class VirtualServer(SupervisedProcess):
     """An IIS-style virtual SMTP server: one listening address, one home directory, its domains."""
@@ -158,6 +167,14 @@ class DomainQuerySet(models.QuerySet):
         """Domains whose mail this server takes in for local handling."""
         return self.filter(type__in=[DomainType.LOCAL, DomainType.ALIAS])
 
+    def for_user(self, user) -> DomainQuerySet:
+        """Domains a user may see: via the servers they operate, or as the domain's administrator."""
+        if user.is_superuser:
+            return self.all()
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(models.Q(server__operators=user) | models.Q(administrators=user)).distinct()
+
 
 class Domain(models.Model):
     """A mail domain of one virtual server (IIS "Domains" node)."""
@@ -174,6 +191,8 @@ class Domain(models.Model):
     is_default = models.BooleanField(default=False)
     # winpop lock DOMAIN: its mailboxes still receive mail but cannot log in.
     is_locked = models.BooleanField(default=False)
+    # Delegated administrators (as in Kerio): they manage only this domain's mailboxes and groups.
+    administrators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="administered_domains")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -227,6 +246,11 @@ class MailboxQuerySet(models.QuerySet):
         local_part, _, domain = address.lower().rpartition("@")
         return self.filter(local_part=local_part, domain__name=domain)
 
+    def for_user(self, user) -> MailboxQuerySet:
+        if user.is_superuser:
+            return self.all()
+        return self.filter(domain__in=Domain.objects.for_user(user))
+
 
 class Mailbox(models.Model):
     """A POP3 mailbox in a local domain, stored as a Maildir under its server's home directory."""
@@ -267,6 +291,13 @@ class Mailbox(models.Model):
         return Path(self.domain.server.home_dir) / "Mailbox" / self.domain.name / self.local_part
 
 
+class GroupAddressQuerySet(models.QuerySet):
+    def for_user(self, user) -> GroupAddressQuerySet:
+        if user.is_superuser:
+            return self.all()
+        return self.filter(domain__in=Domain.objects.for_user(user))
+
+
 class GroupAddress(models.Model):
     """One address that delivers to several mailboxes (the seed's info@company).
 
@@ -278,6 +309,8 @@ class GroupAddress(models.Model):
     local_part = models.CharField(max_length=64)
     members = models.ManyToManyField(Mailbox, blank=True, related_name="groups")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = GroupAddressQuerySet.as_manager()
 
     class Meta:
         ordering = ["domain__name", "local_part"]

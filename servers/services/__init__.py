@@ -2,6 +2,25 @@
 
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain
 from .errors import DomainError
+from .mailboxes import (
+    LoginRefusedError,
+    add_group,
+    add_mailbox,
+    authenticate_mailbox,
+    change_password,
+    delete_mailbox,
+    find_local_domain,
+    find_mailbox,
+    mailbox_usage,
+    password_policy_errors,
+    record_logon,
+    remove_group,
+    set_catch_all,
+    set_domain_lock,
+    set_group_members,
+    set_mailbox_lock,
+    update_mailbox,
+)
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile, set_node_service_state
 from .virtual_servers import (
@@ -16,6 +35,23 @@ from .virtual_servers import (
 
 __all__ = [
     "DomainError",
+    "LoginRefusedError",
+    "add_group",
+    "add_mailbox",
+    "authenticate_mailbox",
+    "change_password",
+    "delete_mailbox",
+    "find_local_domain",
+    "find_mailbox",
+    "mailbox_usage",
+    "password_policy_errors",
+    "record_logon",
+    "remove_group",
+    "set_catch_all",
+    "set_domain_lock",
+    "set_group_members",
+    "set_mailbox_lock",
+    "update_mailbox",
     "add_domain",
     "canonical_domain_name",
     "change_domain_type",

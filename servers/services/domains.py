@@ -10,6 +10,7 @@ from .audit import record_change, snapshot_of
 from .errors import DomainError
 from .names import canonical_domain_name
 from .nodes import request_reconcile
+from .postmaster import ensure_postmaster
 from .virtual_servers import bump_config_version
 
 
@@ -59,6 +60,7 @@ def add_domain(
         raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
     domain.relay_allowed = relay_allowed
     domain.save()
+    ensure_postmaster(domain)
     record_change(actor=actor, action="add_domain", obj=domain, after=snapshot_of(domain))
     _changed(server)
     return domain
@@ -101,6 +103,8 @@ def change_domain_type(
     if domain.is_default and new_type != DomainType.LOCAL:
         raise DomainError("The default domain must stay a local domain.", field="type")
     if domain.type == DomainType.LOCAL and new_type != DomainType.LOCAL:
+        if domain.mailboxes.exists():
+            raise DomainError(f"{domain.name} still has mailboxes; delete them first.", field="type")
         if domain.aliases.exists():
             raise DomainError(f"Alias domains still point at {domain.name}; change them first.", field="type")
         _check_keeps_a_local_domain(domain)
@@ -113,6 +117,7 @@ def change_domain_type(
         raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
     domain.relay_allowed = relay_allowed
     domain.save()
+    ensure_postmaster(domain)
     record_change(actor=actor, action="change_domain_type", obj=domain, before=before, after=snapshot_of(domain))
     _changed(domain.server)
     return domain
@@ -135,6 +140,8 @@ def remove_domain(domain: Domain, *, actor: str = "system") -> None:
         _check_keeps_a_local_domain(domain)
         if domain.aliases.exists():
             raise DomainError(f"Alias domains still point at {domain.name}; remove them first.", field="name")
+    if domain.mailboxes.exists():
+        raise DomainError(f"{domain.name} still has mailboxes; delete them first.", field="name")
     record_change(actor=actor, action="remove_domain", obj=domain, before=snapshot_of(domain))
     server = domain.server
     domain.delete()

@@ -10,12 +10,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from servers.models import Domain, DomainType, Node, ServiceState, VirtualServer
+from servers.models import Domain, DomainType, Mailbox, Node, ServiceState, VirtualServer
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile
+from .postmaster import ensure_postmaster
 
 # The IIS home-directory layout; `.tmp` holds files being written before their atomic rename.
 HOME_SUBDIRS = ("BadMail", "Drop", "Pickup", "Queue", ".tmp")
@@ -155,7 +156,8 @@ def create_virtual_server(
         server.save()
     except IntegrityError:
         raise DomainError("Another server already uses this home directory.", field="home_dir") from None
-    Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
+    default = Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
+    ensure_postmaster(default)
     create_home_dirs(server.home_path)
     record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
     request_reconcile(node)
@@ -246,6 +248,8 @@ def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> No
     record_change(actor=actor, action="delete_virtual_server", obj=server, before=snapshot_of(server))
     node = server.node
     orphan = ("smtp", server.pk, server.pid)
+    if Mailbox.objects.filter(domain__server=server).exists():
+        raise DomainError("The server still has mailboxes; delete them (or their domains) first.", field="name")
     Domain.objects.filter(server=server, type=DomainType.ALIAS).delete()
     server.delete()
     if orphan[2]:

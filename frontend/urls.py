@@ -1,0 +1,3 @@
+"""The browser console and webmail."""
+
+urlpatterns: list = []

@@ -1,0 +1,336 @@
+"""Mailboxes, group addresses and locks: the `winpop` verbs, for every face."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from servers import maildir
+from servers.models import Domain, DomainType, GroupAddress, Logon, Mailbox
+
+from .audit import record_change, snapshot_of
+from .errors import DomainError
+from .names import canonical_domain_name
+from .nodes import request_reconcile
+from .postmaster import POSTMASTER
+from .virtual_servers import bump_config_version
+
+MIN_PASSWORD_LENGTH = 8
+# RFC 5321 dot-atom local parts, kept to what mail clients type: letters, digits and . _ + -
+LOCAL_PART_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+MAILBOX_AUDIT_FIELDS = ["local_part", "display_name", "quota_bytes", "quota_messages", "is_locked", "is_catch_all"]
+
+
+def password_policy_errors(password: str) -> list[str]:
+    """What a password lacks under the lab's rule: 8+ characters, upper and lower case, digits."""
+    errors = []
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors.append(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
+    if not any(c.isupper() for c in password):
+        errors.append("The password must contain an upper-case letter.")
+    if not any(c.islower() for c in password):
+        errors.append("The password must contain a lower-case letter.")
+    if not any(c.isdigit() for c in password):
+        errors.append("The password must contain a digit.")
+    return errors
+
+
+def check_password_policy(password: str) -> None:
+    errors = password_policy_errors(password or "")
+    if errors:
+        raise DomainError(" ".join(errors), field="password")
+
+
+def canonical_local_part(raw: str, *, field: str = "local_part") -> str:
+    local_part = (raw or "").strip().lower()
+    if not local_part:
+        raise DomainError("Enter a mailbox name.", field=field)
+    if len(local_part) > 64 or not LOCAL_PART_RE.match(local_part):
+        raise DomainError(f"{raw!r} is not a valid mailbox name (letters, digits, . _ + -).", field=field)
+    return local_part
+
+
+def split_address(address: str, *, field: str = "address") -> tuple[str, str]:
+    local_part, at, domain = (address or "").strip().rpartition("@")
+    if not at:
+        raise DomainError(f"{address!r} is not a mail address (user@domain).", field=field)
+    return canonical_local_part(local_part, field=field), canonical_domain_name(domain, field=field)
+
+
+def find_local_domain(name: str, *, field: str = "domain") -> Domain:
+    """The local domain called `name`, on whichever server of the installation holds it."""
+    canonical = canonical_domain_name(name, field=field)
+    domains = list(Domain.objects.filter(name=canonical).select_related("server__node"))
+    if not domains:
+        raise DomainError(f"There is no domain {canonical}.", field=field)
+    local = [d for d in domains if d.type == DomainType.LOCAL]
+    if not local:
+        raise DomainError(f"{canonical} is not a local domain; mailboxes live in local domains.", field=field)
+    return local[0]
+
+
+def find_mailbox(address: str, *, field: str = "address") -> Mailbox:
+    local_part, domain = split_address(address, field=field)
+    mailbox = Mailbox.objects.filter(local_part=local_part, domain__name=domain).select_related(
+        "domain__server__node").first()
+    if mailbox is None:
+        raise DomainError(f"There is no mailbox {local_part}@{domain}.", field=field)
+    return mailbox
+
+
+def _changed(domain: Domain) -> None:
+    """Workers hold mailboxes in their snapshot: tell them."""
+    bump_config_version(domain.server)
+    request_reconcile(domain.server.node)
+
+
+def _check_address_free(domain: Domain, local_part: str) -> None:
+    if Mailbox.objects.filter(domain=domain, local_part=local_part).exists():
+        raise DomainError(f"{local_part}@{domain.name} is already a mailbox.", field="local_part")
+    if GroupAddress.objects.filter(domain=domain, local_part=local_part).exists():
+        raise DomainError(f"{local_part}@{domain.name} is already a group address.", field="local_part")
+
+
+def _clean_quota(value: int | str | None, field: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        quota = int(value)
+    except (TypeError, ValueError):
+        raise DomainError(f"{value!r} is not a number.", field=field) from None
+    if quota < 0:
+        raise DomainError("A quota cannot be negative.", field=field)
+    return quota or None
+
+
+@transaction.atomic
+def add_mailbox(
+    domain: Domain,
+    local_part: str,
+    password: str,
+    *,
+    display_name: str = "",
+    quota_bytes: int | None = None,
+    quota_messages: int | None = None,
+    actor: str = "system",
+) -> Mailbox:
+    """Create a mailbox in a local domain, with its Maildir on disk."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    if domain.type != DomainType.LOCAL:
+        raise DomainError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
+    local_part = canonical_local_part(local_part)
+    _check_address_free(domain, local_part)
+    check_password_policy(password)
+    mailbox = Mailbox(
+        domain=domain,
+        local_part=local_part,
+        display_name=(display_name or "").strip()[:200],
+        password=make_password(password),
+        quota_bytes=_clean_quota(quota_bytes, "quota_bytes"),
+        quota_messages=_clean_quota(quota_messages, "quota_messages"),
+    )
+    mailbox.save()
+    maildir.ensure_maildir(mailbox.maildir)
+    record_change(actor=actor, action="add_mailbox", obj=mailbox, after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
+    _changed(domain)
+    return mailbox
+
+
+@transaction.atomic
+def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = "system") -> None:
+    """Delete a mailbox; its stored mail stays on disk unless `remove_mail`."""
+    mailbox = Mailbox.objects.select_related("domain__server__node").get(pk=mailbox.pk)
+    path = mailbox.maildir
+    record_change(actor=actor, action="delete_mailbox", obj=mailbox,
+                  before=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS), after={"remove_mail": remove_mail})
+    domain = mailbox.domain
+    mailbox.delete()
+    if remove_mail:
+        transaction.on_commit(lambda: shutil.rmtree(path, ignore_errors=True))
+    _changed(domain)
+
+
+@transaction.atomic
+def change_password(mailbox: Mailbox, new_password: str, *, actor: str = "system") -> Mailbox:
+    check_password_policy(new_password)
+    mailbox = Mailbox.objects.select_related("domain__server__node").select_for_update().get(pk=mailbox.pk)
+    mailbox.password = make_password(new_password)
+    mailbox.save(update_fields=["password"])
+    record_change(actor=actor, action="change_password", obj=mailbox)
+    return mailbox
+
+
+@transaction.atomic
+def set_mailbox_lock(mailbox: Mailbox, locked: bool, *, actor: str = "system") -> Mailbox:
+    """winpop lock/unlock USER@DOMAIN: a locked mailbox receives mail but cannot log in."""
+    mailbox = Mailbox.objects.select_related("domain__server__node").get(pk=mailbox.pk)
+    if mailbox.is_locked != locked:
+        Mailbox.objects.filter(pk=mailbox.pk).update(is_locked=locked)
+        mailbox.is_locked = locked
+        record_change(actor=actor, action="lock_mailbox" if locked else "unlock_mailbox", obj=mailbox,
+                      before={"is_locked": not locked}, after={"is_locked": locked})
+    return mailbox
+
+
+@transaction.atomic
+def set_domain_lock(domain: Domain, locked: bool, *, actor: str = "system") -> Domain:
+    """winpop lock/unlock DOMAIN: no mailbox of the domain can log in; mail still arrives."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    if domain.is_locked != locked:
+        Domain.objects.filter(pk=domain.pk).update(is_locked=locked)
+        domain.is_locked = locked
+        record_change(actor=actor, action="lock_domain" if locked else "unlock_domain", obj=domain,
+                      before={"is_locked": not locked}, after={"is_locked": locked})
+    return domain
+
+
+@transaction.atomic
+def update_mailbox(mailbox: Mailbox, *, actor: str = "system", **changes) -> Mailbox:
+    """Change display name, quotas or the catch-all flag."""
+    mailbox = Mailbox.objects.select_related("domain__server__node").select_for_update().get(pk=mailbox.pk)
+    before = snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS)
+    for field, value in changes.items():
+        if field == "display_name":
+            mailbox.display_name = (value or "").strip()[:200]
+        elif field in ("quota_bytes", "quota_messages"):
+            setattr(mailbox, field, _clean_quota(value, field))
+        elif field == "is_catch_all":
+            if value:
+                Mailbox.objects.filter(domain=mailbox.domain, is_catch_all=True).exclude(pk=mailbox.pk).update(
+                    is_catch_all=False)
+            mailbox.is_catch_all = bool(value)
+        else:
+            raise DomainError(f"{field} cannot be changed here.", field=field)
+    mailbox.save()
+    record_change(actor=actor, action="update_mailbox", obj=mailbox, before=before,
+                  after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
+    _changed(mailbox.domain)
+    return mailbox
+
+
+def set_catch_all(mailbox: Mailbox, enabled: bool = True, *, actor: str = "system") -> Mailbox:
+    """Make a mailbox receive the mail for every unknown address of its domain."""
+    return update_mailbox(mailbox, is_catch_all=enabled, actor=actor)
+
+
+@transaction.atomic
+def add_group(domain: Domain, local_part: str, members: Iterable[Mailbox] = (), *,
+              actor: str = "system") -> GroupAddress:
+    """One address delivering to several mailboxes of the same server."""
+    domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
+    if domain.type != DomainType.LOCAL:
+        raise DomainError(f"{domain.name} is not a local domain.", field="domain")
+    local_part = canonical_local_part(local_part)
+    _check_address_free(domain, local_part)
+    try:
+        group = GroupAddress.objects.create(domain=domain, local_part=local_part)
+    except IntegrityError:
+        raise DomainError(f"{local_part}@{domain.name} already exists.", field="local_part") from None
+    _set_members(group, members)
+    record_change(actor=actor, action="add_group", obj=group,
+                  after={"members": [m.address for m in group.members.all()]})
+    _changed(domain)
+    return group
+
+
+def _set_members(group: GroupAddress, members: Iterable[Mailbox]) -> None:
+    members = list(members)
+    for member in members:
+        if member.domain.server_id != group.domain.server_id:
+            raise DomainError(f"{member.address} is on another server.", field="members")
+    group.members.set(members)
+
+
+@transaction.atomic
+def set_group_members(group: GroupAddress, members: Iterable[Mailbox], *, actor: str = "system") -> GroupAddress:
+    group = GroupAddress.objects.select_related("domain__server__node").get(pk=group.pk)
+    before = [m.address for m in group.members.all()]
+    _set_members(group, members)
+    record_change(actor=actor, action="set_group_members", obj=group, before={"members": before},
+                  after={"members": [m.address for m in group.members.all()]})
+    _changed(group.domain)
+    return group
+
+
+@transaction.atomic
+def remove_group(group: GroupAddress, *, actor: str = "system") -> None:
+    group = GroupAddress.objects.select_related("domain__server__node").get(pk=group.pk)
+    if group.local_part == POSTMASTER:
+        raise DomainError("Every local domain keeps its postmaster address (RFC 5321).", field="local_part")
+    record_change(actor=actor, action="remove_group", obj=group)
+    domain = group.domain
+    group.delete()
+    _changed(domain)
+
+
+# -- sign-in, for POP3 and webmail ------------------------------------------------------------
+
+class LoginRefusedError(Exception):
+    """Why a sign-in failed: 'credentials' (same for unknown user and bad password) or 'locked'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    mailbox_id: int
+    address: str
+    maildir: str
+
+
+# Compared against when the user does not exist, so both failures take the same time.
+_DUMMY_HASH = make_password("not-a-real-password-0")
+
+
+def authenticate_mailbox(address: str, password: str) -> SignedIn:
+    """Check a mailbox's credentials; raise LoginRefusedError with the same reason for any bad pair."""
+    try:
+        local_part, domain = split_address(address)
+    except DomainError:
+        check_password(password, _DUMMY_HASH)
+        raise LoginRefusedError("credentials") from None
+    mailbox = (Mailbox.objects.filter(local_part=local_part, domain__name=domain, domain__type=DomainType.LOCAL)
+               .select_related("domain__server").first())
+    if mailbox is None:
+        check_password(password, _DUMMY_HASH)
+        raise LoginRefusedError("credentials")
+    if not check_password(password, mailbox.password):
+        raise LoginRefusedError("credentials")
+    if mailbox.is_locked or mailbox.domain.is_locked:
+        raise LoginRefusedError("locked")
+    return SignedIn(mailbox_id=mailbox.pk, address=mailbox.address, maildir=str(mailbox.maildir))
+
+
+def record_logon(mailbox_id: int, client_address: str, protocol: str = "POP3") -> int:
+    """Note a successful sign-in (Exchange's Logons view, the mailbox's last logon columns)."""
+    now = timezone.now()
+    Mailbox.objects.filter(pk=mailbox_id).update(last_logon_at=now, last_logon_from=client_address)
+    logon = Logon.objects.create(mailbox_id=mailbox_id, protocol=protocol, client_address=client_address,
+                                 logon_at=now, last_access_at=now)
+    return logon.pk
+
+
+def touch_logon(logon_id: int) -> None:
+    Logon.objects.filter(pk=logon_id).update(last_access_at=timezone.now())
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MailboxUsage:
+    size_bytes: int
+    message_count: int
+
+
+def mailbox_usage(mailbox: Mailbox) -> MailboxUsage:
+    """Size and item count of a mailbox as stored (Exchange's Size and Total Items columns)."""
+    size_bytes, message_count = maildir.usage(mailbox.maildir)
+    return MailboxUsage(size_bytes=size_bytes, message_count=message_count)
