@@ -176,3 +176,37 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("MAILCONSOLE_LOG_LEVEL", "INFO")},
     "loggers": {"aiosmtpd": {"level": "WARNING"}},
 }
+
+# --- REST API ---
+# /api/v1/: token auth for scripts (`manage.py api_token USER`), the session (with CSRF) for the browser.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasRole"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MailConsole API",
+    "DESCRIPTION": "Virtual SMTP servers, domains, mailboxes and group addresses of a MailConsole installation.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Write-only and read-only fields differ a lot here; separate request and response components say so.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Served from the drf-spectacular-sidecar package: the docs work without Internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ServiceStateEnum": "servers.models.ServiceState",
+        "ObservedStateEnum": "servers.models.ObservedState",
+        "DomainTypeEnum": "servers.models.DomainType",
+    },
+}

@@ -1,0 +1,245 @@
+"""What each resource shows and which fields a request may set.
+
+Read serializers describe the objects; the *Create/*Update serializers only validate input, which
+the views hand to `servers.services`. Fields not listed there cannot be set through the API.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from api.permissions import operators_supported
+from servers.models import AuditEntry, Domain, DomainType, GroupAddress, Logon, Mailbox, Node, VirtualServer
+from servers.services import mailbox_usage
+
+MAX_INT = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+
+
+class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """An id that must name an object the requesting user can see (`Model.objects.for_user`)."""
+
+    def get_queryset(self):
+        return self.queryset.model.objects.for_user(self.context["request"].user)
+
+
+def usernames_field(**kwargs) -> serializers.ManyRelatedField:
+    """A list of user names, each naming an active user."""
+    user_model = get_user_model()
+    return serializers.SlugRelatedField(many=True, slug_field=user_model.USERNAME_FIELD,
+                                        queryset=user_model.objects.filter(is_active=True), **kwargs)
+
+
+# -- nodes ----------------------------------------------------------------------------------------
+
+class NodeSerializer(serializers.ModelSerializer):
+    server_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Node
+        fields = ["id", "name", "smtp_service_state", "registered_at", "last_seen_at", "server_count"]
+        read_only_fields = fields
+
+    def get_server_count(self, node: Node) -> int:
+        return node.servers.count()
+
+
+# -- virtual servers ------------------------------------------------------------------------------
+
+class VirtualServerSerializer(serializers.ModelSerializer):
+    default_domain = serializers.SerializerMethodField()
+    operators = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VirtualServer
+        fields = ["id", "node", "name", "ip_address", "port", "home_dir", "max_message_size_kb", "default_domain",
+                  "desired_state", "state", "last_error", "pid", "restart_count", "started_at", "heartbeat_at",
+                  "config_version", "operators", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_operators(self, server: VirtualServer) -> list[str]:
+        if not operators_supported():
+            return []
+        return sorted(user.get_username() for user in server.operators.all())
+
+    def get_default_domain(self, server: VirtualServer) -> str | None:
+        domain = server.default_domain
+        return domain.name if domain else None
+
+
+class VirtualServerCreateSerializer(serializers.Serializer):
+    node = serializers.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
+                                              help_text="Defaults to the node running the console.")
+    name = serializers.CharField(max_length=100)
+    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True,
+                                       help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
+    port = serializers.IntegerField(min_value=1, max_value=65535, default=25)
+    home_dir = serializers.CharField(max_length=500, required=False, allow_blank=True,
+                                     help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
+    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    default_domain = serializers.CharField(max_length=253)
+    start = serializers.BooleanField(default=True, help_text="Start the server once it is created.")
+    operators = usernames_field(required=False)
+
+
+class VirtualServerUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True)
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
+    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    home_dir = serializers.CharField(max_length=500, required=False,
+                                     help_text="Accepted only if unchanged: the home directory is fixed.")
+    operators = usernames_field(required=False, help_text="Administrators only.")
+
+
+# -- domains --------------------------------------------------------------------------------------
+
+class DomainSerializer(serializers.ModelSerializer):
+    server_name = serializers.CharField(source="server.name", read_only=True)
+    alias_of_name = serializers.CharField(source="alias_of.name", read_only=True, default=None)
+    administrators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
+
+    class Meta:
+        model = Domain
+        fields = ["id", "server", "server_name", "name", "type", "alias_of", "alias_of_name", "relay_allowed",
+                  "is_default", "is_locked", "administrators", "created_at"]
+        read_only_fields = fields
+
+
+class DomainCreateSerializer(serializers.Serializer):
+    server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
+    name = serializers.CharField(max_length=253)
+    type = serializers.ChoiceField(choices=DomainType.choices, default=DomainType.LOCAL)
+    alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
+                                            help_text="For an alias domain: the local domain it stands for.")
+    relay_allowed = serializers.BooleanField(default=False, help_text="Remote domains only.")
+    administrators = usernames_field(required=False)
+
+
+class DomainUpdateSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=DomainType.choices, required=False)
+    alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
+    relay_allowed = serializers.BooleanField(required=False)
+    administrators = usernames_field(required=False)
+
+
+# -- mailboxes ------------------------------------------------------------------------------------
+
+class MailboxSerializer(serializers.ModelSerializer):
+    address = serializers.CharField(read_only=True)
+    size_bytes = serializers.SerializerMethodField()
+    message_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Mailbox
+        fields = ["id", "domain", "address", "local_part", "display_name", "quota_bytes", "quota_messages",
+                  "is_catch_all", "is_locked", "size_bytes", "message_count", "last_logon_at", "last_logon_from",
+                  "created_at"]
+        read_only_fields = fields
+
+    def _usage(self, mailbox: Mailbox):
+        # Both columns come from one scan of the Maildir.
+        cached = getattr(mailbox, "_api_usage", None)
+        if cached is None:
+            cached = mailbox._api_usage = mailbox_usage(mailbox)
+        return cached
+
+    def get_size_bytes(self, mailbox: Mailbox) -> int:
+        return self._usage(mailbox).size_bytes
+
+    def get_message_count(self, mailbox: Mailbox) -> int:
+        return self._usage(mailbox).message_count
+
+
+class MailboxCreateSerializer(serializers.Serializer):
+    domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
+    local_part = serializers.CharField(max_length=64)
+    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False,
+                                     help_text="8+ characters with upper and lower case letters and a digit.")
+    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = serializers.BooleanField(required=False)
+
+
+class MailboxUpdateSerializer(serializers.Serializer):
+    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = serializers.BooleanField(required=False)
+
+
+class PasswordSerializer(serializers.Serializer):
+    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False)
+
+
+# -- group addresses ------------------------------------------------------------------------------
+
+class GroupAddressSerializer(serializers.ModelSerializer):
+    address = serializers.SerializerMethodField()
+    member_addresses = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GroupAddress
+        fields = ["id", "domain", "local_part", "address", "members", "member_addresses", "created_at"]
+        read_only_fields = fields
+
+    def get_address(self, group: GroupAddress) -> str:
+        return str(group)
+
+    def get_member_addresses(self, group: GroupAddress) -> list[str]:
+        return [member.address for member in group.members.all()]
+
+
+class GroupAddressCreateSerializer(serializers.Serializer):
+    domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
+    local_part = serializers.CharField(max_length=64)
+    members = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.all(), many=True, required=False)
+
+
+class GroupAddressUpdateSerializer(serializers.Serializer):
+    members = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.all(), many=True)
+
+
+# -- logs and statistics --------------------------------------------------------------------------
+
+class LogonSerializer(serializers.ModelSerializer):
+    address = serializers.CharField(source="mailbox.address", read_only=True)
+
+    class Meta:
+        model = Logon
+        fields = ["id", "mailbox", "address", "protocol", "client_address", "logon_at", "last_access_at"]
+        read_only_fields = fields
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    before = serializers.JSONField(read_only=True)
+    after = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "at", "actor", "source", "action", "object_type", "object_id", "object_repr", "before",
+                  "after"]
+        read_only_fields = fields
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"},
+                      "example": {"running": 1, "stopped": 2}})
+class CountsField(serializers.DictField):
+    pass
+
+
+class StatsSerializer(serializers.Serializer):
+    servers = serializers.IntegerField()
+    servers_by_state = CountsField(help_text="Observed state of each server the user manages.")
+    servers_by_desired_state = CountsField()
+    domains = serializers.IntegerField()
+    domains_by_type = CountsField()
+    mailboxes = serializers.IntegerField()
+    locked_mailboxes = serializers.IntegerField()
+    groups = serializers.IntegerField()
+    messages_stored = serializers.IntegerField()
+    bytes_stored = serializers.IntegerField()
+

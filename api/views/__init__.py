@@ -1,0 +1,11 @@
+"""The API's views, one module per group of resources."""
+
+from .domains import DomainViewSet
+from .logs import AuditEntryViewSet, LogonViewSet
+from .mailboxes import GroupAddressViewSet, MailboxViewSet
+from .nodes import NodeViewSet
+from .servers import VirtualServerViewSet
+from .stats import StatsView
+
+__all__ = ["AuditEntryViewSet", "DomainViewSet", "GroupAddressViewSet", "LogonViewSet", "MailboxViewSet",
+           "NodeViewSet", "StatsView", "VirtualServerViewSet"]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from api.filters import Param
+from api.permissions import HasRole, OperatorChangesDomains
+from api.serializers import DomainCreateSerializer, DomainSerializer, DomainUpdateSerializer
+from servers import services
+from servers.models import Domain, DomainType
+from servers.services.api_support import set_domain_administrators
+
+from .base import ServiceBackedViewSet
+
+
+class DomainViewSet(ServiceBackedViewSet):
+    """Local, alias and remote domains of the servers a user operates, or that a user administers."""
+
+    serializer_class = DomainSerializer
+    create_serializer_class = DomainCreateSerializer
+    update_serializer_class = DomainUpdateSerializer
+    permission_classes = [HasRole, OperatorChangesDomains]
+    filter_params = {
+        "server": Param("server_id", description="Only domains of this virtual server."),
+        "type": Param("type", kind=list(DomainType.values)),
+    }
+    ordering_fields = ["id", "name", "type", "created_at"]
+
+    def get_queryset(self):
+        return (Domain.objects.for_user(self.request.user).select_related("server", "alias_of")
+                .prefetch_related("administrators"))
+
+    @extend_schema(request=DomainCreateSerializer, responses={201: DomainSerializer})
+    def create(self, request):
+        data = self.validated()
+        administrators = data.pop("administrators", None)
+        with transaction.atomic():
+            domain = services.add_domain(data.pop("server"), data.pop("name"), actor=self.actor, **data)
+            if administrators is not None:
+                set_domain_administrators(domain, administrators, actor=self.actor)
+        return self.respond(domain, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
+    def update(self, request, pk=None, partial=False):
+        """Change the type (with alias target and relaying) or the domain administrators; names are fixed."""
+        domain = self.get_object()
+        data = self.validated(partial=True)
+        administrators = data.pop("administrators", None)
+        with transaction.atomic():
+            if data:
+                new_type = data.get("type", domain.type)
+                alias_of = data.get("alias_of", domain.alias_of if new_type == DomainType.ALIAS else None)
+                relay_allowed = data.get("relay_allowed", domain.relay_allowed and new_type == DomainType.REMOTE)
+                domain = services.change_domain_type(domain, new_type, alias_of=alias_of, relay_allowed=relay_allowed,
+                                                     actor=self.actor)
+            if administrators is not None:
+                set_domain_administrators(domain, administrators, actor=self.actor)
+        return self.respond(domain)
+
+    @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request, pk=None):
+        services.remove_domain(self.get_object(), actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=DomainSerializer, summary="Make this local domain the server's default")
+    @action(detail=True, methods=["post"], url_path="set-default")
+    def set_default(self, request, pk=None):
+        return self.respond(services.set_default_domain(self.get_object(), actor=self.actor))
+
+    @extend_schema(request=None, responses=DomainSerializer,
+                   summary="Lock the domain: its mailboxes still receive mail but cannot sign in")
+    @action(detail=True, methods=["post"])
+    def lock(self, request, pk=None):
+        return self.respond(services.set_domain_lock(self.get_object(), True, actor=self.actor))
+
+    @extend_schema(request=None, responses=DomainSerializer, summary="Unlock the domain")
+    @action(detail=True, methods=["post"])
+    def unlock(self, request, pk=None):
+        return self.respond(services.set_domain_lock(self.get_object(), False, actor=self.actor))

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from api.filters import Param
+from api.permissions import is_administrator
+from api.serializers import AuditEntrySerializer, LogonSerializer
+from servers.models import AuditEntry, Logon, Mailbox
+
+from .base import ServiceBackedViewSet
+
+
+class LogonViewSet(ServiceBackedViewSet):
+    """Sign-ins to the mailboxes a user manages (Exchange's Logons view); read-only."""
+
+    serializer_class = LogonSerializer
+    filter_params = {"mailbox": Param("mailbox_id", description="Only sign-ins to this mailbox.")}
+    ordering_fields = ["id", "logon_at", "last_access_at", "client_address"]
+
+    def get_queryset(self):
+        return Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(self.request.user)).select_related(
+            "mailbox__domain")
+
+
+class AuditEntryViewSet(ServiceBackedViewSet):
+    """The audit log, read-only: an administrator sees every entry, anyone else the changes they made."""
+
+    serializer_class = AuditEntrySerializer
+    filter_params = {
+        "object_type": Param("object_type", kind=str, description="e.g. virtualserver, domain, mailbox."),
+        "object_id": Param("object_id", kind=str),
+        "action": Param("action", kind=str, description="e.g. start_virtual_server."),
+        "actor": Param("actor", kind=str),
+    }
+    ordering_fields = ["id", "at"]
+
+    def get_queryset(self):
+        user = self.request.user
+        if is_administrator(user):
+            return AuditEntry.objects.all()
+        return AuditEntry.objects.filter(actor=user.get_username())

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from api.filters import Param
+from api.permissions import AdministratorCreatesAndDeletes, HasRole, is_administrator, operators_supported
+from api.serializers import VirtualServerCreateSerializer, VirtualServerSerializer, VirtualServerUpdateSerializer
+from servers import services
+from servers.models import ObservedState, ServiceState, VirtualServer
+from servers.services import DomainError
+from servers.services.api_support import set_server_operators
+
+from .base import ServiceBackedViewSet
+
+
+def _check_operators_supported(operators) -> None:
+    if operators is not None and not operators_supported():
+        raise ValidationError({"operators": ["Server operators are not available in this version."]})
+
+
+class VirtualServerViewSet(ServiceBackedViewSet):
+    """Virtual SMTP servers: an administrator sees all, an operator the ones assigned to them."""
+
+    serializer_class = VirtualServerSerializer
+    create_serializer_class = VirtualServerCreateSerializer
+    update_serializer_class = VirtualServerUpdateSerializer
+    permission_classes = [HasRole, AdministratorCreatesAndDeletes]
+    filter_params = {
+        "node": Param("node_id", description="Only servers of this node."),
+        "state": Param("state", kind=list(ObservedState.values), description="Observed state."),
+        "desired_state": Param("desired_state", kind=list(ServiceState.values)),
+    }
+    ordering_fields = ["id", "name", "port", "state", "desired_state", "created_at"]
+
+    def get_queryset(self):
+        return VirtualServer.objects.for_user(self.request.user).select_related("node")
+
+    @extend_schema(request=VirtualServerCreateSerializer, responses={201: VirtualServerSerializer})
+    def create(self, request):
+        data = self.validated()
+        operators = data.pop("operators", None)
+        _check_operators_supported(operators)
+        size_kb = data.pop("max_message_size_kb", None)
+        with transaction.atomic():
+            try:
+                server = services.create_virtual_server(actor=self.actor, **data)
+            except (OSError, RuntimeError) as exc:
+                # The home directory could not be made (permissions, a bad path): nothing was saved.
+                raise DomainError(f"The home directory cannot be created: {exc}", field="home_dir") from None
+            if size_kb is not None:
+                server = services.update_virtual_server(server, actor=self.actor, max_message_size_kb=size_kb)
+            if operators is not None:
+                set_server_operators(server, operators, actor=self.actor)
+        return self.respond(server, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=VirtualServerUpdateSerializer, responses=VirtualServerSerializer)
+    def update(self, request, pk=None, partial=False):
+        server = self.get_object()
+        data = self.validated(partial=True)
+        operators = data.pop("operators", None)
+        if operators is not None and not is_administrator(request.user):
+            raise ValidationError({"operators": ["Only an administrator can change the operators of a server."]})
+        _check_operators_supported(operators)
+        with transaction.atomic():
+            if data:
+                try:
+                    server = services.update_virtual_server(server, actor=self.actor, **data)
+                except RuntimeError as exc:  # Path.expanduser on an unknown "~user"
+                    raise DomainError(str(exc), field="home_dir") from None
+            if operators is not None:
+                set_server_operators(server, operators, actor=self.actor)
+        return self.respond(server)
+
+    @extend_schema(request=VirtualServerUpdateSerializer, responses=VirtualServerSerializer)
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request, pk=None):
+        """Delete the server's configuration; its worker stops and its home directory stays on disk."""
+        services.delete_virtual_server(self.get_object(), actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _set_state(self, desired: str) -> Response:
+        server = services.set_server_state(self.get_object(), desired, actor=self.actor)
+        return self.respond(server)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer, summary="Start the server (idempotent)")
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._set_state(ServiceState.RUNNING)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer,
+                   summary="Pause the server: new connections get 421 (idempotent)")
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._set_state(ServiceState.PAUSED)
+
+    @extend_schema(request=None, responses=VirtualServerSerializer, summary="Stop the server (idempotent)")
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        return self._set_state(ServiceState.STOPPED)
