@@ -165,6 +165,7 @@ HTTP_PORT = envint("MAILCONSOLE_HTTP_PORT", 8000)
 DEFAULT_MAIL_DOMAIN = envstr("MAILCONSOLE_DOMAIN", "example.test")
 DEFAULT_SMTP_HOST = envstr("MAILCONSOLE_SMTP_HOST", "127.0.0.1")
 DEFAULT_SMTP_PORT = envint("MAILCONSOLE_SMTP_PORT", 2525)
+DEFAULT_POP3_PORT = envint("MAILCONSOLE_POP3_PORT", 1110)
 # The name the SMTP servers give in their greeting and Received: headers.
 MAIL_HOSTNAME = envstr("MAILCONSOLE_HOSTNAME", socket.getfqdn())
 

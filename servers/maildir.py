@@ -66,43 +66,54 @@ def ensure_maildir(path: Path) -> Path:
     return path
 
 
-def _publish(tmp_path: Path, new_path: Path) -> None:
+def _write_synced(path: Path, chunks: Iterable[bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        # link, not rename: it fails rather than silently replacing a file of the same name.
-        os.link(tmp_path, new_path)
-    except OSError as error:
-        # Some filesystems (FAT, some FUSE and network mounts) refuse hard links; rename is atomic too.
-        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-        os.rename(tmp_path, new_path)
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def deliver(maildir: Path, chunks: Iterable[bytes]) -> str:
-    """Write a message durably into `maildir`/new and return its unique name.
+def deliver_many(maildirs: Collection[Path], chunks: Iterable[bytes]) -> str:
+    """Write one message durably into the new/ of every Maildir and return its unique name.
 
-    The file appears in new/ complete and synced, or not at all; our tmp/ file is removed either way.
+    The message is written and synced once, in the first Maildir's tmp/, then hard-linked into each
+    new/ (one fsync of the data for any number of recipients). Either every new/ gets the complete
+    message or, on failure, none keeps it; our tmp/ file is removed either way.
     """
+    maildirs = [Path(m) for m in maildirs]
     name = new_unique_name()
-    tmp_path = Path(maildir) / "tmp" / name
-    new_path = Path(maildir) / "new" / name
-    published = False
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp_path = maildirs[0] / "tmp" / name
+    published: list[Path] = []
     try:
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _publish(tmp_path, new_path)
-        published = True
-        fsync_dir(new_path.parent)
+        _write_synced(tmp_path, chunks)
+        for index, maildir in enumerate(maildirs):
+            new_path = maildir / "new" / name
+            try:
+                os.link(tmp_path, new_path)
+            except OSError as error:
+                if error.errno != errno.EXDEV and error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # Another filesystem, or no hard links: a copy of our own for this Maildir.
+                own_tmp = maildir / "tmp" / f"{name}.{index}"
+                _write_synced(own_tmp, [tmp_path.read_bytes()])
+                try:
+                    os.rename(own_tmp, new_path)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(own_tmp)
+                    raise
+            published.append(new_path)
+        for directory in {p.parent for p in published}:
+            fsync_dir(directory)
     except BaseException:
-        if published:
-            # The caller will report failure, so the sender retries: do not keep a second copy.
+        # The caller will report failure, so the sender retries: keep no copy anywhere.
+        for new_path in published:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(new_path)
         raise
@@ -110,6 +121,14 @@ def deliver(maildir: Path, chunks: Iterable[bytes]) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
     return name
+
+
+def deliver(maildir: Path, chunks: Iterable[bytes]) -> str:
+    """Write a message durably into `maildir`/new and return its unique name.
+
+    The file appears in new/ complete and synced, or not at all; our tmp/ file is removed either way.
+    """
+    return deliver_many([maildir], chunks)
 
 
 def crlf_size_octets(path: Path, chunk_octets: int = READ_CHUNK_OCTETS) -> int:

@@ -227,6 +227,8 @@ class Pop3Service(SupervisedProcess):
     node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="pop3_service")
     ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
     port = models.PositiveIntegerField(default=110)
+    # Implicit TLS (POP3S, usually 995); empty means none.
+    tls_port = models.PositiveIntegerField(null=True, blank=True)
     # Appended to a bare user name at login ("USER alice" means alice@<default_domain>).
     default_domain = models.CharField(max_length=253, blank=True, default="")
     # RFC 2595: refuse USER/PASS and AUTH PLAIN until the client has run STLS.
@@ -239,6 +241,14 @@ class Pop3Service(SupervisedProcess):
 
     def worker_argv(self) -> list[str]:
         return ["run_pop3d", "--service", str(self.pk)]
+
+    @property
+    def cert_path(self) -> Path:
+        return settings.VAR_DIR / "tls" / f"pop3-{self.pk}.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return settings.VAR_DIR / "tls" / f"pop3-{self.pk}.key"
 
 
 class MailboxQuerySet(models.QuerySet):

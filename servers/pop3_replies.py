@@ -68,3 +68,8 @@ AUTH_MALFORMED = "-ERR Malformed authentication response"
 TLS_ALREADY_ACTIVE = "-ERR TLS already active"
 TLS_UNAVAILABLE = "-ERR TLS not available"
 TLS_EXPECTED = "-ERR Command received before TLS negotiation, closing connection"
+
+# Said by the worker process, not the session (RFC 2449 section 8.2: SYS/TEMP means "try later").
+SERVICE_PAUSED = "-ERR [SYS/TEMP] {hostname} POP3 service paused, try again later"
+SHUTTING_DOWN = "-ERR [SYS/TEMP] {hostname} shutting down"
+IDLE_TIMEOUT = "-ERR Idle timeout, closing connection"

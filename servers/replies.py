@@ -11,3 +11,8 @@ SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmissio
 LOCAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
 RELAY_DENIED = "550 5.7.1 Unable to relay for {address}"
+UNKNOWN_USER = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+MAILBOX_FULL = "552 5.2.2 <{address}>: Mailbox full"
+# RFC 5321 gives one reply to DATA for all recipients: if the message does not fit one mailbox,
+# the whole message is refused, so no recipient gets it while another silently does not.
+MESSAGE_EXCEEDS_QUOTA = "552 5.2.2 Message would exceed the quota of <{address}>; nothing was delivered"

@@ -1,4 +1,4 @@
-"""The SMTP protocol of a virtual server: aiosmtpd's session plus our policy and durable drop.
+"""The SMTP protocol of a virtual server: aiosmtpd's session plus our policy and durable local delivery.
 
 The worker process (`servers.workers.smtpd`) owns the sockets and the event loop; this module
 holds what a session does with each command.
@@ -9,41 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from email.utils import formatdate
-from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from servers import replies
-from servers.snapshot import ServerSnapshot
+from servers import maildir, replies
+from servers.snapshot import MailboxEntry, ServerSnapshot
 from servers.storage import unique_message_name, write_durably
+from servers.workers.base import WorkerControl
 
 log = logging.getLogger(__name__)
-
-
-class ListenerControl:
-    """State shared by every session of one worker: paused or stopping, and who is connected."""
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.stopping = False
-        self.sessions: set[MailConsoleSMTP] = set()
-
-    @property
-    def refuses_new_sessions(self) -> bool:
-        return self.paused or self.stopping
-
-    def sessions_in_transaction(self) -> list[MailConsoleSMTP]:
-        return [s for s in self.sessions if s.in_transaction]
 
 
 class MailConsoleSMTP(SMTP):
     """aiosmtpd's SMTP session, refusing new clients while the server is paused or stopping."""
 
-    def __init__(self, handler: DropHandler, *, control: ListenerControl, **kwargs) -> None:
+    def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self.control = control
+
+    def _create_envelope(self) -> LocalEnvelope:
+        return LocalEnvelope()
 
     @property
     def in_transaction(self) -> bool:
@@ -91,22 +79,47 @@ def received_header(snapshot: ServerSnapshot, session: Session, message_id: str)
     ).encode("utf-8", "surrogateescape")
 
 
-def drop_file_chunks(envelope: Envelope, received: bytes) -> list[bytes]:
+def drop_file_chunks(envelope: Envelope, recipients: list[str], received: bytes) -> list[bytes]:
     """An IIS-style Drop file: x-sender/x-receiver envelope lines, a Received: header, the message."""
     lines = [f"x-sender: {envelope.mail_from or ''}\r\n"]
-    lines += [f"x-receiver: {rcpt}\r\n" for rcpt in envelope.rcpt_tos]
+    lines += [f"x-receiver: {rcpt}\r\n" for rcpt in recipients]
     head = "".join(lines).encode("utf-8", "surrogateescape")
     return [head, received, envelope.original_content or b""]
 
 
-class DropHandler:
-    """Accepts mail for the server's local and alias domains into `Drop/`; refuses relaying."""
+def mailbox_file_chunks(envelope: Envelope, received: bytes) -> list[bytes]:
+    """A message as stored in a Maildir: Return-Path (RFC 5321 4.4), Received:, the message."""
+    return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode("utf-8", "surrogateescape")
+    return [return_path, received, envelope.original_content or b""]
+
+
+def over_quota(entry: MailboxEntry, extra_octets: int, extra_messages: int) -> bool:
+    """Whether a mailbox would pass its quota after taking `extra_octets` in `extra_messages` messages."""
+    if entry.quota_bytes is None and entry.quota_messages is None:
+        return False
+    size_octets, count = maildir.usage(entry.maildir)
+    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
+        return True
+    return entry.quota_messages is not None and count + extra_messages > entry.quota_messages
+
+
+class LocalEnvelope(Envelope):
+    """aiosmtpd's envelope plus where each accepted recipient's copy goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mailbox_targets: dict[str, MailboxEntry] = {}
+        self.drop_recipients: list[str] = []
+
+
+class LocalDeliveryHandler:
+    """Delivers into the Maildirs of local mailboxes (or Drop/), before answering 250; refuses relaying."""
 
     def __init__(self, snapshot_getter: Callable[[], ServerSnapshot]) -> None:
         self._snapshot = snapshot_getter
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self, server: SMTP, session: Session, envelope: LocalEnvelope, address: str, rcpt_options: list[str]
     ) -> str:
         snapshot = self._snapshot()
         local_part, at, domain = address.rpartition("@")
@@ -122,20 +135,55 @@ class DropHandler:
             return replies.BAD_ADDRESS
         if not snapshot.accepts_domain(domain):
             return replies.RELAY_DENIED.format(address=address)
-        envelope.rcpt_tos.append(f"{local_part}@{domain}")
+        recipient = f"{local_part.lower()}@{domain}"
+        destination = snapshot.destination(local_part.lower(), domain)
+        if destination is None:
+            return replies.UNKNOWN_USER.format(address=recipient)
+        loop = asyncio.get_running_loop()
+        for entry in destination.mailboxes:
+            # A mailbox that is already full refuses at RCPT, so the other recipients still get the mail.
+            if await loop.run_in_executor(None, over_quota, entry, 1, 1):
+                return replies.MAILBOX_FULL.format(address=recipient)
+        for entry in destination.mailboxes:
+            envelope.mailbox_targets[entry.address] = entry
+        if destination.to_drop:
+            envelope.drop_recipients.append(recipient)
+        envelope.rcpt_tos.append(recipient)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.OK_RECIPIENT
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: LocalEnvelope) -> str:
         snapshot = self._snapshot()
-        name = unique_message_name(".eml")
-        message_id = Path(name).stem
-        chunks = drop_file_chunks(envelope, received_header(snapshot, session, message_id))
+        message_id = unique_message_name("")
+        received = received_header(snapshot, session, message_id)
         loop = asyncio.get_running_loop()
         try:
-            # Disk work leaves the event loop; the 250 goes out only once the file is durable.
-            await loop.run_in_executor(None, write_durably, snapshot.tmp_dir, snapshot.drop_dir, name, chunks)
+            # Disk work leaves the event loop; the 250 goes out only once every copy is durable.
+            refusal = await loop.run_in_executor(None, self._store, snapshot, envelope, received)
         except OSError:
-            log.exception("could not write message to %s", snapshot.drop_dir)
+            log.exception("could not store message %s", message_id)
             return replies.LOCAL_ERROR
-        return replies.OK_QUEUED.format(message_id=message_id)
+        return refusal or replies.OK_QUEUED.format(message_id=message_id)
+
+    @staticmethod
+    def _store(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> str | None:
+        targets = list(envelope.mailbox_targets.values())
+        if targets:
+            chunks = mailbox_file_chunks(envelope, received)
+            size_octets = sum(len(chunk) for chunk in chunks)
+            for entry in targets:
+                if over_quota(entry, size_octets, 1):
+                    return replies.MESSAGE_EXCEEDS_QUOTA.format(address=entry.address)
+            name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
+        if envelope.drop_recipients:
+            try:
+                write_durably(snapshot.tmp_dir, snapshot.drop_dir, unique_message_name(".eml"),
+                              drop_file_chunks(envelope, envelope.drop_recipients, received))
+            except OSError:
+                if targets:
+                    # The sender will retry the whole message: take back the mailbox copies.
+                    for entry in targets:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.maildir / "new" / name)
+                raise
+        return None

@@ -9,9 +9,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
-from servers.models import DomainType, VirtualServer
+from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    """What the SMTP path needs to know about one mailbox, without asking the database."""
+
+    address: str
+    maildir: Path
+    quota_bytes: int | None
+    quota_messages: int | None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where mail for one recipient goes: mailboxes, or (IIS-style) the server's Drop folder."""
+
+    mailboxes: tuple[MailboxEntry, ...] = ()
+    to_drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,7 +44,17 @@ class ServerSnapshot:
     max_message_size_bytes: int
     default_domain: str
     local_domains: frozenset[str] = field(default_factory=frozenset)
-    alias_domains: frozenset[str] = field(default_factory=frozenset)
+    # alias domain -> the local domain it stands for
+    alias_targets: dict[str, str] = field(default_factory=dict)
+    mailboxes: dict[str, MailboxEntry] = field(default_factory=dict)
+    # group address -> member mailbox addresses (empty: the Drop folder)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # domain -> the address of its catch-all mailbox
+    catch_all: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def alias_domains(self) -> frozenset[str]:
+        return frozenset(self.alias_targets)
 
     @property
     def drop_dir(self) -> Path:
@@ -39,7 +66,47 @@ class ServerSnapshot:
 
     def accepts_domain(self, domain: str) -> bool:
         """Whether mail for `domain` is ours to take in (local or alias domain)."""
-        return domain in self.local_domains or domain in self.alias_domains
+        return domain in self.local_domains or domain in self.alias_targets
+
+    def destination(self, local_part: str, domain: str) -> Destination | None:
+        """Where mail for local_part@domain goes, or None if there is no such address here.
+
+        An alias domain delivers like its local domain; a domain without any mailbox keeps the IIS
+        behaviour of taking all its mail into Drop/.
+        """
+        domain = self.alias_targets.get(domain, domain)
+        if domain not in self.local_domains:
+            return None
+        address = f"{local_part}@{domain}"
+        if address in self.mailboxes:
+            return Destination(mailboxes=(self.mailboxes[address],))
+        if address in self.groups:
+            members = tuple(self.mailboxes[m] for m in self.groups[address] if m in self.mailboxes)
+            return Destination(mailboxes=members) if members else Destination(to_drop=True)
+        if domain in self.catch_all:
+            return Destination(mailboxes=(self.mailboxes[self.catch_all[domain]],))
+        if not any(a.endswith(f"@{domain}") for a in self.mailboxes):
+            return Destination(to_drop=True)
+        return None
+
+
+def _mail_routes(server: VirtualServer) -> dict:
+    mailboxes = {}
+    catch_all = {}
+    for mailbox in Mailbox.objects.filter(domain__server=server).select_related("domain"):
+        entry = MailboxEntry(mailbox.address, mailbox.maildir, mailbox.quota_bytes, mailbox.quota_messages)
+        mailboxes[entry.address] = entry
+        if mailbox.is_catch_all:
+            catch_all[mailbox.domain.name] = entry.address
+    groups: dict[str, list[str]] = {}
+    for group in GroupAddress.objects.filter(domain__server=server).select_related("domain"):
+        groups[str(group)] = []
+    memberships = GroupAddress.members.through.objects.filter(groupaddress__domain__server=server).values_list(
+        "groupaddress__local_part", "groupaddress__domain__name", "mailbox__local_part", "mailbox__domain__name")
+    for local_part, domain, member_local_part, member_domain in memberships:
+        groups[f"{local_part}@{domain}"].append(f"{member_local_part}@{member_domain}")
+    return {"mailboxes": mailboxes, "catch_all": catch_all,
+            "groups": {address: tuple(members) for address, members in groups.items()}}
 
 
 def load_snapshot(server_id: int) -> ServerSnapshot:
@@ -58,8 +125,9 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
         max_message_size_bytes=server.max_message_size_kb * 1024,
         default_domain=next((name for name, _, is_default in domains if is_default), ""),
         local_domains=frozenset(name for name, kind, _ in domains if kind == DomainType.LOCAL),
-        alias_domains=frozenset(name for name, kind, _ in domains if kind == DomainType.ALIAS),
+        alias_targets=dict(
+            server.domains.filter(type=DomainType.ALIAS, alias_of__isnull=False).values_list("name", "alias_of__name")
+        ),
+        **_mail_routes(server),
     )
-    # The worker may not touch the database again for hours: give the connection back.
-    connection.close()
     return snapshot

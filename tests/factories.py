@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 
 from servers import services
-from servers.models import VirtualServer
+from servers.models import Mailbox, Pop3Service, VirtualServer
 from tests.helpers import free_port
 
 _counter = 0
@@ -29,3 +29,21 @@ def make_server(*, name: str | None = None, domain: str | None = None, port: int
         start=start,
         **kwargs,
     )
+
+
+PASSWORD = "Labpass123"
+
+
+def make_mailbox(server: VirtualServer, local_part: str, *, domain: str | None = None,
+                 password: str = PASSWORD, **kwargs) -> Mailbox:
+    """A mailbox in the server's default domain (or the named local domain of that server)."""
+    target = server.domains.get(name=domain) if domain else server.default_domain
+    return services.add_mailbox(target, local_part, password, **kwargs)
+
+
+def make_pop3_service(**kwargs) -> Pop3Service:
+    """The test node's POP3 service on loopback, with fresh ports for POP3 and POP3S."""
+    kwargs.setdefault("ip_address", "127.0.0.1")
+    kwargs.setdefault("port", free_port())
+    kwargs.setdefault("tls_port", free_port())
+    return services.create_pop3_service(**kwargs)

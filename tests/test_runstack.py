@@ -28,6 +28,7 @@ def fresh_install(tmp_path) -> dict[str, str]:
         MAILCONSOLE_REDIS_PORT=str(free_port()),
         MAILCONSOLE_HTTP_PORT=str(free_port()),
         MAILCONSOLE_SMTP_PORT=str(free_port()),
+        MAILCONSOLE_POP3_PORT=str(free_port()),
         MAILCONSOLE_DOMAIN="firstrun.test",
         PYTHONUNBUFFERED="1",
     )
@@ -92,4 +93,4 @@ def test_the_stack_runs_mail_in_and_stops_cleanly_on_one_ctrl_c(fresh_install, t
             code = stack.wait(timeout=60)
         assert code == 0, (tmp_path / "stack.log").read_text()
         for port in (http_port, smtp_port, redis_port):
-            assert port_is_closed(port), f"port {port} still open after Ctrl-C"
+            assert port_is_closed(port), f"port {port} still open after Ctrl-C\n" + (tmp_path / "stack.log").read_text()

@@ -23,6 +23,7 @@ from .mailboxes import (
 )
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile, set_node_service_state
+from .pop3 import create_pop3_service, set_pop3_state, update_pop3_service
 from .virtual_servers import (
     create_virtual_server,
     delete_virtual_server,
@@ -40,6 +41,9 @@ __all__ = [
     "add_mailbox",
     "authenticate_mailbox",
     "change_password",
+    "create_pop3_service",
+    "set_pop3_state",
+    "update_pop3_service",
     "delete_mailbox",
     "find_local_domain",
     "find_mailbox",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from django.conf import settings
 from django.db import transaction
 
@@ -20,6 +21,15 @@ def local_node() -> Node:
     return node
 
 
+def broker_answers() -> bool:
+    """A quick check, so a console command does not wait on a broker that is not there."""
+    try:
+        return bool(redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5,
+                                         socket_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
 def send_to_node(node: Node | str, task, *args) -> None:
     """Queue a task on a node's own Celery queue once the current transaction commits.
 
@@ -29,6 +39,9 @@ def send_to_node(node: Node | str, task, *args) -> None:
     queue = node if isinstance(node, str) else node.name
 
     def send() -> None:
+        if not broker_answers():
+            log.warning("the task queue (Redis) is not running; node %s applies this when its stack starts", queue)
+            return
         try:
             task.apply_async(args=args, queue=queue, retry=False)
         except Exception as exc:  # broker down: reconcile will catch up

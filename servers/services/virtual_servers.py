@@ -10,7 +10,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from servers.models import Domain, DomainType, Mailbox, Node, ServiceState, VirtualServer
+from servers.models import (
+    Domain,
+    DomainType,
+    Mailbox,
+    Node,
+    Pop3Service,
+    ServiceState,
+    SupervisedProcess,
+    VirtualServer,
+)
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
@@ -93,28 +102,38 @@ def _addresses_overlap(ip_a: str, ip_b: str) -> bool:
     return ip_a == ip_b or ip_a in wildcard or ip_b in wildcard
 
 
-def address_conflict(server: VirtualServer) -> VirtualServer | None:
-    """Another server of the same node that would run on the same IP:port, if any."""
-    candidates = (
-        VirtualServer.objects.on_node(server.node_id and server.node)
-        .filter(port=server.port)
-        .exclude(pk=server.pk)
-        .select_related("node")
-    )
-    for other in candidates:
+def listening_addresses(unit: SupervisedProcess) -> list[tuple[str, int]]:
+    """The (ip, port) pairs a server or service listens on when it runs."""
+    pairs = [(unit.ip_address, unit.port)]
+    if getattr(unit, "tls_port", None):
+        pairs.append((unit.ip_address, unit.tls_port))
+    return pairs
+
+
+def address_conflict(unit: SupervisedProcess) -> SupervisedProcess | None:
+    """Another server or service of the same node that would listen on one of the same IP:ports."""
+    others: list[SupervisedProcess] = [
+        *VirtualServer.objects.on_node(unit.node).select_related("node"),
+        *Pop3Service.objects.on_node(unit.node).select_related("node"),
+    ]
+    for other in others:
+        if type(other) is type(unit) and other.pk == unit.pk:
+            continue
         if other.effective_desired_state == ServiceState.STOPPED:
             continue
-        if _addresses_overlap(server.ip_address, other.ip_address):
-            return other
+        for ip_address, port in listening_addresses(unit):
+            for other_ip, other_port in listening_addresses(other):
+                if port == other_port and _addresses_overlap(ip_address, other_ip):
+                    return other
     return None
 
 
-def _check_can_run(server: VirtualServer) -> None:
-    other = address_conflict(server)
+def _check_unique_address(unit: SupervisedProcess) -> None:
+    other = address_conflict(unit)
     if other is not None:
+        used = ", ".join(f"{ip}:{port}" for ip, port in listening_addresses(other))
         raise DomainError(
-            f"Server {other.name!r} already uses {other.ip_address}:{other.port} on node "
-            f"{server.node.name}; stop it or choose another IP address or port.",
+            f"{other} already uses {used} on node {unit.node.name}; stop it or choose another IP address or port.",
             field="port",
         )
 
@@ -151,7 +170,7 @@ def create_virtual_server(
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
     )
     if start:
-        _check_can_run(server)
+        _check_unique_address(server)
     try:
         server.save()
     except IntegrityError:
@@ -193,7 +212,7 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
     ):
         raise DomainError(f"Node {server.node.name} already has a server named {server.name!r}.", field="name")
     if server.effective_desired_state != ServiceState.STOPPED:
-        _check_can_run(server)
+        _check_unique_address(server)
     server.config_version = F("config_version") + 1
     server.save()
     server.refresh_from_db()
@@ -217,7 +236,7 @@ def set_server_state(server: VirtualServer, desired: str, *, actor: str = "syste
     before = {"desired_state": server.desired_state}
     server.desired_state = desired
     if desired != ServiceState.STOPPED:
-        _check_can_run(server)
+        _check_unique_address(server)
         # An explicit start clears a back-off left by earlier failures.
         server.next_start_at = None
         server.consecutive_failures = 0

@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from servers.services import create_virtual_server, local_node
+from servers.models import Pop3Service
+from servers.services import create_pop3_service, create_virtual_server, local_node
 from servers.services.virtual_servers import default_home_dir
 
 DEFAULT_SERVER_NAME = "Default SMTP Virtual Server"
@@ -18,6 +19,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         node = local_node()
         user_model = get_user_model()
+        if not Pop3Service.objects.filter(node=node).exists():
+            # Also for installations made before the POP3 service existed.
+            create_pop3_service(node=node, ip_address=settings.DEFAULT_SMTP_HOST, port=settings.DEFAULT_POP3_PORT,
+                                default_domain=settings.DEFAULT_MAIL_DOMAIN, actor="bootstrap")
+            self.stdout.write(f"  POP3 service: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_POP3_PORT}")
         if user_model.objects.filter(is_superuser=True).exists():
             return
         with transaction.atomic():

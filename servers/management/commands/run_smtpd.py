@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from servers.workers.smtpd import run_worker
+from servers.workers.smtpd import run
 
 
 class Command(BaseCommand):
@@ -10,4 +10,4 @@ class Command(BaseCommand):
         parser.add_argument("--server", type=int, required=True, help="id of the virtual server")
 
     def handle(self, *args, server: int, **options) -> None:
-        raise SystemExit(run_worker(server))
+        raise SystemExit(run(server))

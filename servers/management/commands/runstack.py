@@ -146,19 +146,20 @@ class Command(BaseCommand):
         self.log(f"stopped {child.name}")
 
     def shut_down(self) -> None:
-        self.log("stopping: beat, SMTP workers, Celery worker, web, Redis")
+        # Beat and the Celery worker go first, so no reconcile can start a worker behind our back.
+        self.log("stopping: beat, Celery worker, SMTP/POP3 workers, web, Redis")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         by_name = {child.name: child for child in self.children}
-        if "beat" in by_name:
-            self.terminate(by_name["beat"])
-        try:
-            stop_node_workers(settings.NODE_NAME)
-            self.log("stopped SMTP workers (their desired states are kept for the next start)")
-        except Exception as exc:  # keep stopping the rest whatever happened here
-            self.log(f"could not stop SMTP workers cleanly: {exc}")
-        for name in ("worker", "web"):
+        for name in ("beat", "worker"):
             if name in by_name:
                 self.terminate(by_name[name])
+        try:
+            stop_node_workers(settings.NODE_NAME)
+            self.log("stopped SMTP/POP3 workers (their desired states are kept for the next start)")
+        except Exception as exc:  # keep stopping the rest whatever happened here
+            self.log(f"could not stop SMTP/POP3 workers cleanly: {exc}")
+        if "web" in by_name:
+            self.terminate(by_name["web"])
         if self.redis_child:
             self.terminate(self.redis_child)
         self.log("bye")

@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+
+from servers.workers.pop3d import run
+
+
+class Command(BaseCommand):
+    help = "Run the node's POP3 service in the foreground (started by the node's supervisor)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--service", type=int, required=True, help="id of the POP3 service")
+
+    def handle(self, *args, service: int, **options) -> None:
+        raise SystemExit(run(service))

@@ -1,0 +1,224 @@
+"""`manage.py winpop`: the Windows POP3 service's command, verb for verb.
+
+    winpop add DOMAIN                              a local domain (on --server, default: the first server)
+    winpop add USER@DOMAIN /createuser PASSWORD    a mailbox
+    winpop delete DOMAIN                           the domain and its mailboxes (stored mail is kept)
+    winpop delete USER@DOMAIN [/deleteuser]        a mailbox; /deleteuser also removes its stored mail
+    winpop list [DOMAIN]                           domains, or the mailboxes of one
+    winpop lock|unlock DOMAIN|USER@DOMAIN          locked: receives mail, cannot log in
+    winpop stat [DOMAIN]                           mailboxes, messages and size per domain
+    winpop changepwd USER@DOMAIN NEWPASSWORD
+    winpop createquotafile USER@DOMAIN [/user:NAME]   write the Maildir++ maildirsize file (owned by NAME)
+    winpop help
+
+MailConsole additions:
+    winpop setquota USER@DOMAIN BYTES [MESSAGES]   0 means no limit
+    winpop catchall USER@DOMAIN [off]              receive mail for unknown addresses of the domain
+    winpop group add ADDRESS [MEMBER@DOMAIN ...]   a group address delivering to several mailboxes
+    winpop group delete ADDRESS
+    winpop group list [DOMAIN]
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from servers import maildir, services
+from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
+from servers.services import DomainError
+from servers.services.mailboxes import canonical_local_part, split_address
+
+ACTOR = "winpop"
+
+
+def is_address(argument: str) -> bool:
+    return "@" in argument
+
+
+class Command(BaseCommand):
+    help = "Manage POP3 domains and mailboxes with the Windows `winpop` syntax (see `winpop help`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("verb", nargs="?", default="help")
+        parser.add_argument("arguments", nargs="*")
+        parser.add_argument("--server", help="virtual server for `add DOMAIN` (name or id)")
+
+    def handle(self, *args, verb: str, arguments: list[str], server: str | None, **options) -> None:
+        self.server_ref = server
+        handler = getattr(self, f"do_{verb.lower()}", None)
+        if handler is None:
+            raise CommandError(f"Unknown verb {verb!r}. Run `winpop help`.")
+        try:
+            handler(*arguments)
+        except TypeError:
+            raise CommandError(f"Wrong arguments for `winpop {verb}`. Run `winpop help`.") from None
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+
+    # -- the Windows verbs -------------------------------------------------------------------
+    def do_help(self) -> None:
+        self.stdout.write(__doc__.strip())
+
+    def do_add(self, target: str, *rest: str) -> None:
+        if not is_address(target):
+            if rest:
+                raise CommandError("Usage: winpop add DOMAIN")
+            domain = services.add_domain(self.target_server(), target, type=DomainType.LOCAL, actor=ACTOR)
+            self.stdout.write(f"Added domain {domain.name}.")
+            return
+        if len(rest) != 2 or rest[0].lower() != "/createuser":
+            raise CommandError("Usage: winpop add USER@DOMAIN /createuser PASSWORD "
+                               "(a mailbox needs a password to log in)")
+        local_part, domain_name = split_address(target)
+        domain = services.find_local_domain(domain_name)
+        mailbox = services.add_mailbox(domain, local_part, rest[1], actor=ACTOR)
+        self.stdout.write(f"Added mailbox {mailbox.address}.")
+
+    def do_delete(self, target: str, *flags: str) -> None:
+        unknown = [f for f in flags if f.lower() != "/deleteuser"]
+        if unknown:
+            raise CommandError(f"Unknown option {unknown[0]!r}.")
+        if is_address(target):
+            mailbox = services.find_mailbox(target)
+            services.delete_mailbox(mailbox, remove_mail=bool(flags), actor=ACTOR)
+            kept = "" if flags else f" Its stored mail was kept in {mailbox.maildir}."
+            self.stdout.write(f"Deleted mailbox {mailbox.address}.{kept}")
+            return
+        domain = self.find_domain(target)
+        for mailbox in domain.mailboxes.all():
+            services.delete_mailbox(mailbox, remove_mail=bool(flags), actor=ACTOR)
+        services.remove_domain(domain, actor=ACTOR)
+        self.stdout.write(f"Deleted domain {domain.name}.")
+
+    def do_list(self, domain_name: str | None = None) -> None:
+        if domain_name is None:
+            domains = Domain.objects.filter(type=DomainType.LOCAL).select_related("server")
+            self.stdout.write(f"{'DOMAIN':<40} {'SERVER':<30} {'MAILBOXES':>9}  STATE")
+            for domain in domains:
+                state = "locked" if domain.is_locked else "unlocked"
+                self.stdout.write(f"{domain.name:<40} {domain.server.name:<30} {domain.mailboxes.count():>9}  {state}")
+            return
+        domain = self.find_domain(domain_name)
+        self.stdout.write(f"Mailboxes of {domain.name}:")
+        for mailbox in domain.mailboxes.order_by("local_part"):
+            notes = [n for n, on in (("locked", mailbox.is_locked), ("catch-all", mailbox.is_catch_all)) if on]
+            self.stdout.write(f"  {mailbox.address:<50} {' '.join(notes)}")
+
+    def do_lock(self, target: str) -> None:
+        self._set_lock(target, True)
+
+    def do_unlock(self, target: str) -> None:
+        self._set_lock(target, False)
+
+    def _set_lock(self, target: str, locked: bool) -> None:
+        word = "Locked" if locked else "Unlocked"
+        if is_address(target):
+            mailbox = services.set_mailbox_lock(services.find_mailbox(target), locked, actor=ACTOR)
+            self.stdout.write(f"{word} mailbox {mailbox.address}.")
+        else:
+            domain = services.set_domain_lock(self.find_domain(target), locked, actor=ACTOR)
+            self.stdout.write(f"{word} domain {domain.name}.")
+
+    def do_stat(self, domain_name: str | None = None) -> None:
+        domains = [self.find_domain(domain_name)] if domain_name else list(
+            Domain.objects.filter(type=DomainType.LOCAL))
+        self.stdout.write(f"{'DOMAIN':<40} {'MAILBOXES':>9} {'MESSAGES':>9} {'SIZE (KB)':>10}")
+        totals = [0, 0, 0]
+        for domain in domains:
+            mailboxes = list(domain.mailboxes.select_related("domain__server"))
+            usages = [services.mailbox_usage(m) for m in mailboxes]
+            row = [len(mailboxes), sum(u.message_count for u in usages), sum(u.size_bytes for u in usages)]
+            totals = [a + b for a, b in zip(totals, row, strict=True)]
+            self.stdout.write(f"{domain.name:<40} {row[0]:>9} {row[1]:>9} {row[2] / 1024:>10.1f}")
+        if len(domains) > 1:
+            self.stdout.write(f"{'Total':<40} {totals[0]:>9} {totals[1]:>9} {totals[2] / 1024:>10.1f}")
+
+    def do_changepwd(self, address: str, new_password: str) -> None:
+        mailbox = services.change_password(services.find_mailbox(address), new_password, actor=ACTOR)
+        self.stdout.write(f"Changed the password of {mailbox.address}.")
+
+    def do_createquotafile(self, address: str, *flags: str) -> None:
+        mailbox = services.find_mailbox(address)
+        owner = None
+        for flag in flags:
+            if not flag.lower().startswith("/user:"):
+                raise CommandError(f"Unknown option {flag!r}; use /user:NAME.")
+            name = flag.split(":", 1)[1]
+            try:
+                owner = pwd.getpwnam(name)
+            except KeyError:
+                raise CommandError(f"There is no user {name!r} on this system.") from None
+        path = write_maildirsize(mailbox)
+        if owner is not None:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        self.stdout.write(f"Wrote the quota file {path}" + (f", owned by {owner.pw_name}." if owner else "."))
+
+    # -- MailConsole additions ---------------------------------------------------------------
+    def do_setquota(self, address: str, quota_bytes: str, quota_messages: str = "0") -> None:
+        mailbox = services.update_mailbox(services.find_mailbox(address), quota_bytes=quota_bytes,
+                                          quota_messages=quota_messages, actor=ACTOR)
+        self.stdout.write(f"Quota of {mailbox.address}: {mailbox.quota_bytes or 'unlimited'} bytes, "
+                          f"{mailbox.quota_messages or 'unlimited'} messages.")
+
+    def do_catchall(self, address: str, switch: str = "on") -> None:
+        if switch not in ("on", "off"):
+            raise CommandError("Usage: winpop catchall USER@DOMAIN [off]")
+        mailbox = services.set_catch_all(services.find_mailbox(address), switch == "on", actor=ACTOR)
+        state = "now receives" if mailbox.is_catch_all else "no longer receives"
+        self.stdout.write(f"{mailbox.address} {state} mail for unknown addresses of {mailbox.domain.name}.")
+
+    def do_group(self, action: str, *arguments: str) -> None:
+        if action == "list":
+            groups = GroupAddress.objects.select_related("domain").prefetch_related("members__domain")
+            if arguments:
+                groups = groups.filter(domain=self.find_domain(arguments[0]))
+            for group in groups:
+                members = ", ".join(m.address for m in group.members.all()) or "(the Drop folder)"
+                self.stdout.write(f"  {group!s:<40} -> {members}")
+        elif action == "add" and arguments:
+            local_part, domain_name = split_address(arguments[0])
+            members = [services.find_mailbox(a, field="members") for a in arguments[1:]]
+            group = services.add_group(services.find_local_domain(domain_name), local_part, members, actor=ACTOR)
+            self.stdout.write(f"Added group {group} with {len(members)} member(s).")
+        elif action == "delete" and len(arguments) == 1:
+            local_part, domain_name = split_address(arguments[0])
+            group = GroupAddress.objects.filter(local_part=canonical_local_part(local_part),
+                                                domain__name=domain_name).first()
+            if group is None:
+                raise CommandError(f"There is no group {arguments[0]}.")
+            services.remove_group(group, actor=ACTOR)
+            self.stdout.write(f"Deleted group {arguments[0]}.")
+        else:
+            raise CommandError("Usage: winpop group add ADDRESS [MEMBER...] | delete ADDRESS | list [DOMAIN]")
+
+    # -- lookups -----------------------------------------------------------------------------
+    def find_domain(self, name: str) -> Domain:
+        return services.find_local_domain(name)
+
+    def target_server(self) -> VirtualServer:
+        servers = VirtualServer.objects.on_node(services.local_node()).order_by("pk")
+        if self.server_ref:
+            ref = self.server_ref
+            server = servers.filter(pk=int(ref)).first() if ref.isdigit() else servers.filter(name=ref).first()
+        else:
+            server = servers.first()
+        if server is None:
+            raise CommandError("No virtual server to add the domain to; create one with `smtpsvc create`.")
+        return server
+
+
+def write_maildirsize(mailbox: Mailbox) -> str:
+    """The Maildir++ quota file: the limits on the first line, then the current usage."""
+    size_octets, count = maildir.usage(mailbox.maildir)
+    limits = []
+    if mailbox.quota_bytes:
+        limits.append(f"{mailbox.quota_bytes}S")
+    if mailbox.quota_messages:
+        limits.append(f"{mailbox.quota_messages}C")
+    path = mailbox.maildir / "maildirsize"
+    maildir.ensure_maildir(mailbox.maildir)
+    path.write_text(f"{','.join(limits) or '0S'}\n{size_octets} {count}\n")
+    return str(path)

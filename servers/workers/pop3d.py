@@ -1,0 +1,254 @@
+"""The POP3 service of a node as an OS process (`manage.py run_pop3d --service N`).
+
+A thin asyncio adapter around `servers.pop3.POP3Session`: it reads lines, hands them to the
+session in a thread (sign-in and mailbox reads touch the database and the disk), writes replies,
+and upgrades the connection when the session asks for STLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from servers import pop3_replies
+from servers.maildir import MaildirMailbox
+from servers.models import Pop3Service
+from servers.pop3 import AuthOutcome, AuthStatus, POP3Session
+from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, record_logon, touch_logon
+from servers.tls import ensure_self_signed_certificate, server_context
+from servers.workers.base import SupervisedWorker, run_worker
+
+log = logging.getLogger("mailconsole.pop3d")
+
+IDLE_TIMEOUT_S = 600  # RFC 1939 section 3: at least 10 minutes
+MAX_LINE_OCTETS = 1000
+LOCK_FILE_NAME = ".pop3.lock"
+# Failed logins per client address or per mailbox within the window before replies slow down,
+# and the count after which logins are refused without even checking the password.
+THROTTLE_WINDOW_S = 300
+THROTTLE_FREE_FAILURES = 3
+THROTTLE_HARD_LIMIT = 30
+
+
+@dataclass(frozen=True)
+class Pop3Snapshot:
+    service_id: int
+    ip_address: str
+    port: int
+    tls_port: int | None
+    default_domain: str
+    plaintext_requires_tls: bool
+    hostname: str
+    desired_state: str
+    config_version: int
+    cert_path: Path
+    key_path: Path
+
+
+def load_pop3_snapshot(service_id: int) -> Pop3Snapshot:
+    service = Pop3Service.objects.select_related("node").get(pk=service_id)
+    default_domain = service.default_domain
+    if not default_domain:
+        # Like IIS: the default domain of the node's first virtual server.
+        default = service.node.servers.order_by("pk").first()
+        default_domain = default.default_domain.name if default and default.default_domain else ""
+    snapshot = Pop3Snapshot(
+        service_id=service.pk, ip_address=service.ip_address, port=service.port, tls_port=service.tls_port,
+        default_domain=default_domain, plaintext_requires_tls=service.plaintext_requires_tls,
+        hostname=settings.MAIL_HOSTNAME, desired_state=service.effective_desired_state,
+        config_version=service.config_version, cert_path=service.cert_path, key_path=service.key_path,
+    )
+    return snapshot
+
+
+class LoginThrottle:
+    """Counts recent failed logins per client address and per user name (thread-safe enough: GIL)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: str) -> int:
+        window = self.failures[key]
+        cutoff = time.monotonic() - THROTTLE_WINDOW_S
+        while window and window[0] < cutoff:
+            window.popleft()
+        return len(window)
+
+    def failures_for(self, client: str, username: str) -> int:
+        return max(self._recent(f"ip:{client}"), self._recent(f"user:{username.lower()}"))
+
+    def delay_s(self, client: str, username: str) -> float:
+        excess = self.failures_for(client, username) - THROTTLE_FREE_FAILURES
+        return 0.0 if excess < 0 else min(0.5 * 2**excess, 10.0)
+
+    def record_failure(self, client: str, username: str) -> None:
+        now = time.monotonic()
+        self.failures[f"ip:{client}"].append(now)
+        self.failures[f"user:{username.lower()}"].append(now)
+
+
+class MailboxLock:
+    """One POP3 session per mailbox (RFC 1939 section 8), across processes: an flock on the Maildir."""
+
+    def __init__(self, maildir: Path) -> None:
+        self.path = maildir / LOCK_FILE_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class POP3Worker(SupervisedWorker):
+    kind = "pop3"
+    snapshot: Pop3Snapshot
+
+    def __init__(self, unit_id: int) -> None:
+        super().__init__(unit_id)
+        self.throttle = LoginThrottle()
+        self.tls_context: ssl.SSLContext | None = None
+
+    def load_snapshot(self) -> Pop3Snapshot:
+        return load_pop3_snapshot(self.unit_id)
+
+    def addresses(self, snapshot: Pop3Snapshot) -> list[tuple[str, int]]:
+        pairs = [(snapshot.ip_address, snapshot.port)]
+        if snapshot.tls_port:
+            pairs.append((snapshot.ip_address, snapshot.tls_port))
+        return pairs
+
+    async def before_serving(self) -> None:
+        snapshot = self.snapshot
+        await asyncio.get_running_loop().run_in_executor(
+            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname)
+        self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
+
+    async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
+        plain = await asyncio.start_server(lambda r, w: self.handle_client(r, w, implicit_tls=False),
+                                           sock=sockets[0], limit=MAX_LINE_OCTETS * 4)
+        servers = [plain]
+        if len(sockets) > 1:
+            servers.append(await asyncio.start_server(
+                lambda r, w: self.handle_client(r, w, implicit_tls=True), sock=sockets[1],
+                ssl=self.tls_context, limit=MAX_LINE_OCTETS * 4))
+        return servers
+
+    async def close_sessions(self) -> None:
+        """POP3 has no transaction to finish mid-command; tell everyone and hang up (no deletions)."""
+        for writer in list(self.control.sessions):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(f"{pop3_replies.SHUTTING_DOWN.format(hostname=self.snapshot.hostname)}\r\n".encode())
+                writer.close()
+
+    def authenticator_for(self, client: str) -> Callable[[str, str], AuthOutcome]:
+        """The session's sign-in check, run in a thread: throttle, password, lock, logon record."""
+
+        def authenticate(username: str, password: str) -> AuthOutcome:
+            if self.throttle.failures_for(client, username) >= THROTTLE_HARD_LIMIT:
+                return AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+            time.sleep(self.throttle.delay_s(client, username))
+            try:
+                signed_in = authenticate_mailbox(username, password)
+            except LoginRefusedError as refusal:
+                if refusal.reason == "locked":
+                    return AuthOutcome(AuthStatus.LOCKED)
+                self.throttle.record_failure(client, username)
+                return AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+            lock = MailboxLock(Path(signed_in.maildir))
+            if not lock.acquire():
+                return AuthOutcome(AuthStatus.IN_USE)
+            logon_id = record_logon(signed_in.mailbox_id, client, "POP3")
+
+            def release() -> None:
+                lock.release()
+                touch_logon(logon_id)
+
+            return AuthOutcome(AuthStatus.OK, MaildirMailbox(Path(signed_in.maildir), on_release=release))
+
+        return authenticate
+
+    async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                            implicit_tls: bool) -> None:
+        snapshot = self.snapshot
+        if self.control.refuses_new_sessions:
+            # RFC 2449 section 8.2: SYS/TEMP says "try again later".
+            writer.write(f"{pop3_replies.SERVICE_PAUSED.format(hostname=snapshot.hostname)}\r\n".encode())
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else "unknown"
+        session = POP3Session(
+            authenticator=self.authenticator_for(client),
+            hostname=snapshot.hostname,
+            default_domain=snapshot.default_domain,
+            tls_active=implicit_tls,
+            tls_available=self.tls_context is not None and not implicit_tls,
+            plaintext_login_requires_tls=snapshot.plaintext_requires_tls,
+            max_line_length=MAX_LINE_OCTETS,
+        )
+        self.control.sessions.add(writer)
+        loop = asyncio.get_running_loop()
+        try:
+            for line in session.greeting():
+                writer.write(line)
+            await writer.drain()
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
+                except asyncio.LimitOverrunError as overrun:
+                    # Discard the rest of an overlong line; the session answers -ERR for it.
+                    await reader.readexactly(overrun.consumed)
+                    with contextlib.suppress(asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                        await reader.readuntil(b"\n")
+                    line = b"X" * (MAX_LINE_OCTETS + 1)
+                except TimeoutError:
+                    writer.write(f"{pop3_replies.IDLE_TIMEOUT}\r\n".encode())
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                reply = await loop.run_in_executor(None, session.receive_line, line)
+                writer.write(reply.data)
+                await writer.drain()
+                if reply.start_tls:
+                    await writer.start_tls(self.tls_context)
+                    session.tls_started()
+                if reply.close:
+                    break
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.info("%s: connection ended: %s", client, exc)
+        finally:
+            self.control.sessions.discard(writer)
+            # A dropped connection deletes nothing (RFC 1939 section 6) and unlocks the mailbox.
+            await loop.run_in_executor(None, session.connection_lost)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+def run(service_id: int) -> int:
+    return run_worker(POP3Worker(service_id))
