@@ -98,7 +98,7 @@ class VirtualServerUpdateSerializer(serializers.Serializer):
 
 class DomainSerializer(serializers.ModelSerializer):
     server_name = serializers.CharField(source="server.name", read_only=True)
-    alias_of_name = serializers.CharField(source="alias_of.name", read_only=True, default=None)
+    alias_of_name = serializers.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
     administrators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
 
     class Meta:

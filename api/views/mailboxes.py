@@ -81,7 +81,7 @@ class MailboxViewSet(ServiceBackedViewSet):
         return self.respond(services.set_mailbox_lock(self.get_object(), False, actor=self.actor))
 
     @extend_schema(request=PasswordSerializer, responses=MailboxSerializer, summary="Set a new password")
-    @action(detail=True, methods=["post"], serializer_class=PasswordSerializer)
+    @action(detail=True, methods=["post"])
     def password(self, request, pk=None):
         mailbox = self.get_object()
         data = self.validated(PasswordSerializer)
