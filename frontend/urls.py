@@ -1,3 +1,37 @@
-"""The browser console and webmail."""
+"""The browser console under /console/ (`/` redirects there); /mail/ is kept for webmail."""
 
-urlpatterns: list = []
+from django.urls import include, path
+
+from frontend.views import auth, bulk, console, domains, mailboxes, servers
+
+console_patterns = [
+    path("", console.dashboard, name="dashboard"),
+    path("login/", auth.login_view, name="login"),
+    path("logout/", auth.logout_view, name="logout"),
+    path("servers/", servers.server_list, name="servers"),
+    path("servers/new/", servers.server_wizard, name="server-new"),
+    path("servers/service-state/", servers.node_service_state, name="node-service-state"),
+    path("servers/<int:pk>/", servers.server_properties, name="server"),
+    path("servers/<int:pk>/state/", servers.server_state, name="server-state"),
+    path("servers/<int:pk>/delete/", servers.server_delete, name="server-delete"),
+    path("servers/<int:pk>/domains/", domains.server_domains, name="server-domains"),
+    path("servers/<int:pk>/sessions/", servers.server_placeholder, {"what": "sessions"}, name="server-sessions"),
+    path("servers/<int:pk>/queue/", servers.server_placeholder, {"what": "queue"}, name="server-queue"),
+    path("domains/<int:pk>/action/", domains.domain_action, name="domain-action"),
+    path("pop3/", domains.pop3_domains, name="pop3"),
+    path("domains/<int:pk>/", mailboxes.domain_mailboxes, name="domain"),
+    path("domains/<int:pk>/mailboxes/new/", mailboxes.mailbox_new, name="mailbox-new"),
+    path("domains/<int:pk>/groups/new/", mailboxes.group_new, name="group-new"),
+    path("domains/<int:pk>/import/", bulk.mailbox_import, name="domain-import"),
+    path("domains/<int:pk>/export.csv", bulk.mailbox_export, name="domain-export"),
+    path("mailboxes/<int:pk>/", mailboxes.mailbox_detail, name="mailbox"),
+    path("groups/<int:pk>/", mailboxes.group_detail, name="group"),
+    path("logons/", console.logons, name="logons"),
+    path("audit/", console.audit_log, name="audit"),
+    path("services/", console.node_services, name="services"),
+]
+
+urlpatterns = [
+    path("", console.root, name="root"),
+    path("console/", include((console_patterns, "console"))),
+]

@@ -178,6 +178,28 @@ LOGGING = {
     "loggers": {"aiosmtpd": {"level": "WARNING"}},
 }
 
+# --- Console ---
+# The browser console lives under /console/; Bootstrap and plotly.js come from installed wheels.
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:dashboard"
+LOGOUT_REDIRECT_URL = "console:login"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.staticfinders.VendorFinder",
+]
+# Login throttling counts failures in Redis, so every web worker process sees the same numbers.
+CACHES = globals().get("CACHES") or {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES["console"] = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": REDIS_URL,
+    "KEY_PREFIX": "mailconsole:console",
+    "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+}
+CONSOLE_LOGIN_FAILURES_PER_USERNAME = envint("MAILCONSOLE_LOGIN_FAILURES_PER_USERNAME", 5)
+CONSOLE_LOGIN_FAILURES_PER_ADDRESS = envint("MAILCONSOLE_LOGIN_FAILURES_PER_ADDRESS", 20)
+CONSOLE_LOGIN_LOCKOUT_S = envint("MAILCONSOLE_LOGIN_LOCKOUT_S", 900)
+
 # --- REST API ---
 # /api/v1/: token auth for scripts (`manage.py api_token USER`), the session (with CSRF) for the browser.
 REST_FRAMEWORK = {

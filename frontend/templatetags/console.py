@@ -1,0 +1,32 @@
+"""Small filters the console templates share."""
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def kb(size_bytes: int | None) -> str:
+    """Bytes as whole kilobytes, rounded up, as Exchange shows mailbox sizes."""
+    if size_bytes is None:
+        return ""
+    return f"{(int(size_bytes) + 1023) // 1024:,}"
+
+
+@register.filter
+def state_badge(state: str) -> str:
+    return {"running": "success", "paused": "warning", "stopped": "secondary", "error": "danger"}.get(state, "info")
+
+
+@register.simple_tag(takes_context=True)
+def page_query(context, page_number: int) -> str:
+    """The current query string with another page number (search terms kept)."""
+    query = context["request"].GET.copy()
+    query["page"] = page_number
+    return "?" + query.urlencode()
+
+
+@register.simple_tag
+def tree_key(*parts) -> str:
+    """The name of a tree item, as views pass it in `selected` ("server-3-domains")."""
+    return "-".join(str(part) for part in parts)

@@ -1,0 +1,1 @@
+"""Views of the console: parse the request, call a service or a query, render."""

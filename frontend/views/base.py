@@ -1,0 +1,32 @@
+"""The console's frame: the tree on the left, the selected item on the right."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from servers.models import Domain, DomainType, VirtualServer
+from servers.services import local_node
+
+PAGE_SIZE = 50
+
+
+def console_tree(user) -> dict:
+    """What the left-hand tree shows this user."""
+    servers = list(VirtualServer.objects.for_user(user).select_related("node").order_by("name"))
+    pop3_domains = list(Domain.objects.for_user(user).filter(type=DomainType.LOCAL)
+                        .select_related("server").order_by("name")[:200])
+    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node()}
+
+
+def render_console(request: HttpRequest, template: str, context: dict | None = None, *,
+                   selected: str = "", status: int = 200) -> HttpResponse:
+    """Render a page inside the console frame, with `selected` naming the highlighted tree item."""
+    context = dict(context or {})
+    context.update(tree=console_tree(request.user), selected=selected)
+    return render(request, template, context, status=status)
+
+
+def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE):
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))

@@ -1,0 +1,78 @@
+"""Import mailboxes from CSV with a dry-run preview; export a domain's mailboxes to CSV."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from frontend.access import actor, domain_for
+from frontend.bulk import check_rows, export_csv, import_rows, parse_csv
+from frontend.forms import ImportForm, add_domain_error
+from frontend.views.base import render_console
+from servers.models import Mailbox
+from servers.services import DomainError
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+
+
+@login_required
+def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
+    """Upload a CSV: a dry run lists every row with its errors; a real run creates all rows or none."""
+    domain = domain_for(request.user, pk)
+    session_key = f"console-import-{domain.pk}"
+    if request.method == "POST" and request.POST.get("confirm") and request.session.get(session_key):
+        # The file checked by the dry run, kept server-side so that passwords never go back to the page.
+        text = request.session.pop(session_key)
+        try:
+            rows = check_rows(domain, parse_csv(text))
+            if any(row.errors for row in rows):
+                raise DomainError("The rows changed since the dry run; check the file again.", field="csv_file")
+            created = import_rows(domain, rows, actor=actor(request))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return redirect("console:domain-import", pk=domain.pk)
+        messages.success(request, f"{created} mailboxes were created in {domain.name}.")
+        return redirect("console:domain", pk=domain.pk)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    rows = None
+    can_confirm = False
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["csv_file"]
+        try:
+            if upload.size > MAX_UPLOAD_BYTES:
+                raise DomainError("The file is larger than 2 MB.", field="csv_file")
+            try:
+                text = upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise DomainError("The file is not UTF-8 text.", field="csv_file") from None
+            rows = check_rows(domain, parse_csv(text))
+            if form.cleaned_data["dry_run"]:
+                can_confirm = bool(rows) and not any(row.errors for row in rows)
+                if can_confirm:
+                    request.session[session_key] = text
+            else:
+                if any(row.errors for row in rows):
+                    form.add_error(None, "Nothing was created: fix the rows marked below first.")
+                else:
+                    created = import_rows(domain, rows, actor=actor(request))
+                    messages.success(request, f"{created} mailboxes were created in {domain.name}.")
+                    return redirect("console:domain", pk=domain.pk)
+        except DomainError as exc:
+            add_domain_error(form, exc)
+            rows = None
+    return render_console(request, "console/mailbox_import.html", {
+        "domain": domain, "form": form, "rows": rows, "can_confirm": can_confirm,
+        "error_count": sum(1 for row in rows if row.errors) if rows else 0,
+    }, selected=f"domain-{domain.pk}")
+
+
+@login_required
+def mailbox_export(request: HttpRequest, pk: int) -> HttpResponse:
+    domain = domain_for(request.user, pk)
+    mailboxes = (Mailbox.objects.for_user(request.user).filter(domain=domain).select_related("domain__server")
+                 .order_by("local_part"))
+    response = HttpResponse(export_csv(mailboxes), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{domain.name}-mailboxes.csv"'
+    return response

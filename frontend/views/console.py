@@ -1,0 +1,88 @@
+"""The dashboard, Logons, the audit log and the Services view."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+
+from frontend import queries
+from frontend.access import administrator_required
+from frontend.views.base import paginate, render_console
+from servers.models import AuditEntry, Logon, Mailbox, VirtualServer
+from servers.services import local_node
+
+
+def root(request: HttpRequest) -> HttpResponse:
+    return redirect("console:dashboard")
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    servers = list(VirtualServer.objects.for_user(request.user).select_related("node").order_by("name"))
+    beats = queries.server_heartbeats(servers)
+    counts = queries.dashboard_counts(request.user)
+    return render_console(request, "console/dashboard.html", {
+        "statuses": [queries.server_status(s, beats.get(s.pk)) for s in servers],
+        "counts_list": [("Virtual servers", counts["servers"]), ("Running", counts["servers_running"]),
+                        ("Domains", counts["domains"]), ("Mailboxes", counts["mailboxes"]),
+                        ("Group addresses", counts["groups"]), ("Sign-ins (24 h)", counts["logons_24h"])],
+        "chart_data": {
+            "mailboxes": queries.mailboxes_per_domain(request.user),
+            "logons": queries.logons_per_day(request.user),
+        },
+    }, selected="dashboard")
+
+
+@login_required
+def logons(request: HttpRequest) -> HttpResponse:
+    """Exchange's Logons view: who signed in to which mailbox, from where, when."""
+    rows = (Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(request.user))
+            .select_related("mailbox__domain").order_by("-logon_at"))
+    query = request.GET.get("q", "").strip()
+    if query:
+        local, _, domain = query.rpartition("@")
+        match = Q(mailbox__local_part__icontains=query) | Q(client_address__icontains=query)
+        if local:
+            match |= Q(mailbox__local_part__iexact=local, mailbox__domain__name__iexact=domain)
+        rows = rows.filter(match)
+    return render_console(request, "console/logons.html", {"page": paginate(request, rows), "q": query},
+                          selected="logons")
+
+
+def _day_bound(raw: str, end: bool) -> datetime | None:
+    day = parse_date(raw or "")
+    if day is None:
+        return None
+    return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
+
+
+@administrator_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Every change made through the services, filterable by user, object and time."""
+    entries = AuditEntry.objects.all()
+    filters = {key: request.GET.get(key, "").strip() for key in ("user", "object", "since", "until")}
+    if filters["user"]:
+        entries = entries.filter(actor__icontains=filters["user"])
+    if filters["object"]:
+        entries = entries.filter(Q(object_repr__icontains=filters["object"])
+                                 | Q(object_type__iexact=filters["object"]) | Q(action__icontains=filters["object"]))
+    since, until = _day_bound(filters["since"], False), _day_bound(filters["until"], True)
+    if since:
+        entries = entries.filter(at__gte=since)
+    if until:
+        entries = entries.filter(at__lte=until)
+    return render_console(request, "console/audit.html", {"page": paginate(request, entries), "filters": filters},
+                          selected="audit")
+
+
+@administrator_required
+def node_services(request: HttpRequest) -> HttpResponse:
+    node = local_node()
+    return render_console(request, "console/services.html", {"node": node, "rows": queries.node_services(node)},
+                          selected="services")

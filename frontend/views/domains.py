@@ -1,0 +1,88 @@
+"""Domains of a server (IIS's Domains node) and the POP3 service's view of local domains."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from frontend.access import actor, domain_for, server_for
+from frontend.forms import AddDomainForm, add_domain_error
+from frontend.views.base import paginate, render_console
+from servers import services
+from servers.models import Domain, DomainType
+from servers.services import DomainError
+
+
+@login_required
+def server_domains(request: HttpRequest, pk: int) -> HttpResponse:
+    """A server's domains with their type; POST adds one."""
+    server = server_for(request.user, pk)
+    local_names = list(server.domains.filter(type=DomainType.LOCAL).values_list("name", flat=True))
+    form = AddDomainForm(request.POST or None, local_domains=local_names)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            domain = services.add_domain(server, data["name"], type=data["type"], alias_of=data["alias_of"] or None,
+                                         relay_allowed=data["relay_allowed"], actor=actor(request))
+        except DomainError as exc:
+            add_domain_error(form, exc)
+        else:
+            messages.success(request, f"Domain {domain.name} ({domain.get_type_display().lower()}) was added.")
+            return redirect("console:server-domains", pk=server.pk)
+    domains = (server.domains.select_related("alias_of").annotate(mailbox_count=Count("mailboxes"))
+               .order_by("-is_default", "name"))
+    query = request.GET.get("q", "").strip()
+    if query:
+        domains = domains.filter(name__icontains=query)
+    return render_console(request, "console/server_domains.html", {
+        "server": server, "form": form, "page": paginate(request, domains), "q": query,
+    }, selected=f"server-{server.pk}-domains")
+
+
+DOMAIN_ACTIONS = ("default", "lock", "unlock", "remove")
+
+
+@login_required
+@require_POST
+def domain_action(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set default, lock, unlock or remove one domain."""
+    domain = domain_for(request.user, pk)
+    action = request.POST.get("action", "")
+    if action not in DOMAIN_ACTIONS:
+        raise Http404("no such action")
+    server_scope = action in ("default", "remove")
+    if server_scope:
+        # Changing a server's set of domains is for its operators, not for a domain's administrator.
+        server_for(request.user, domain.server_id)
+    try:
+        if action == "default":
+            services.set_default_domain(domain, actor=actor(request))
+            messages.success(request, f"{domain.name} is now the default domain of {domain.server.name}.")
+        elif action in ("lock", "unlock"):
+            services.set_domain_lock(domain, action == "lock", actor=actor(request))
+            messages.success(request, f"{domain.name} is {action}ed.")
+        else:
+            services.remove_domain(domain, actor=actor(request))
+            messages.success(request, f"Domain {domain.name} was removed.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    target = request.POST.get("next", "")
+    if target.startswith("/console/"):
+        return redirect(target)
+    return redirect("console:server-domains", pk=domain.server_id)
+
+
+@login_required
+def pop3_domains(request: HttpRequest) -> HttpResponse:
+    """The POP3 service's Domains node: every local domain this user may manage."""
+    domains = (Domain.objects.for_user(request.user).filter(type=DomainType.LOCAL).select_related("server")
+               .annotate(mailbox_count=Count("mailboxes", distinct=True)).order_by("name"))
+    query = request.GET.get("q", "").strip()
+    if query:
+        domains = domains.filter(Q(name__icontains=query) | Q(server__name__icontains=query))
+    return render_console(request, "console/pop3_domains.html", {"page": paginate(request, domains), "q": query},
+                          selected="pop3")

@@ -1,0 +1,184 @@
+"""Mailboxes and group addresses of a local domain (the POP3 service and Exchange's Mailboxes view)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from frontend.access import actor, domain_for, group_for, mailbox_for
+from frontend.forms import (
+    PASSWORD_RULE,
+    AddGroupForm,
+    AddMailboxForm,
+    ChangePasswordForm,
+    DeleteMailboxForm,
+    MailboxPropertiesForm,
+    add_domain_error,
+)
+from frontend.views.base import paginate, render_console
+from servers import services
+from servers.models import DomainType, Mailbox, VirtualServer
+from servers.services import DomainError
+
+KB = 1024
+
+
+def kb_to_bytes(value: int | None) -> int | None:
+    return None if value in (None, 0) else value * KB
+
+
+@login_required
+def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
+    """Exchange's Mailboxes view of one domain: name, display name, size, items, last logon."""
+    domain = domain_for(request.user, pk)
+    if domain.type != DomainType.LOCAL:
+        raise Http404("only local domains have mailboxes")
+    mailboxes = Mailbox.objects.for_user(request.user).filter(domain=domain).select_related("domain__server")
+    query = request.GET.get("q", "").strip()
+    if query:
+        mailboxes = mailboxes.filter(Q(local_part__icontains=query) | Q(display_name__icontains=query))
+    page = paginate(request, mailboxes.order_by("local_part"))
+    rows = [(m, services.mailbox_usage(m)) for m in page.object_list]
+    groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
+    return render_console(request, "console/domain_mailboxes.html", {
+        "domain": domain, "page": page, "rows": rows, "q": query, "groups": groups,
+        "can_manage_server": VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists(),
+    }, selected=f"domain-{domain.pk}")
+
+
+@sensitive_post_parameters("password")
+@login_required
+def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
+    domain = domain_for(request.user, pk)
+    form = AddMailboxForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            mailbox = services.add_mailbox(domain, data["local_part"], data["password"],
+                                           display_name=data["display_name"],
+                                           quota_bytes=kb_to_bytes(data["quota_kb"]),
+                                           quota_messages=data["quota_messages"], actor=actor(request))
+        except DomainError as exc:
+            add_domain_error(form, exc)
+        else:
+            messages.success(request, f"Mailbox {mailbox.address} was created.")
+            return redirect("console:domain", pk=domain.pk)
+    return render_console(request, "console/mailbox_new.html",
+                          {"domain": domain, "form": form, "password_rule": PASSWORD_RULE},
+                          selected=f"domain-{domain.pk}")
+
+
+def _properties_initial(mailbox: Mailbox) -> dict:
+    return {
+        "display_name": mailbox.display_name,
+        "quota_kb": mailbox.quota_bytes // KB if mailbox.quota_bytes else None,
+        "quota_messages": mailbox.quota_messages,
+        "is_catch_all": mailbox.is_catch_all,
+    }
+
+
+@sensitive_post_parameters("password")
+@login_required
+def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A mailbox's properties, password, lock and deletion; each form posts on its own."""
+    mailbox = mailbox_for(request.user, pk)
+    form_name = request.POST.get("form", "") if request.method == "POST" else ""
+    properties = MailboxPropertiesForm(request.POST if form_name == "properties" else None,
+                                       initial=_properties_initial(mailbox))
+    password = ChangePasswordForm(request.POST if form_name == "password" else None)
+    delete = DeleteMailboxForm(request.POST if form_name == "delete" else None)
+    who = actor(request)
+    if form_name == "properties" and properties.is_valid():
+        data = properties.cleaned_data
+        try:
+            services.update_mailbox(mailbox, display_name=data["display_name"],
+                                    quota_bytes=kb_to_bytes(data["quota_kb"]),
+                                    quota_messages=data["quota_messages"], is_catch_all=data["is_catch_all"],
+                                    actor=who)
+        except DomainError as exc:
+            add_domain_error(properties, exc, {"quota_bytes": "quota_kb"})
+        else:
+            changed = [f for f in properties.changed_data]
+            messages.success(request, "Saved: " + (", ".join(properties.fields[f].label or f for f in changed)
+                                                   if changed else "nothing changed") + ".")
+            return redirect("console:mailbox", pk=mailbox.pk)
+    elif form_name == "password" and password.is_valid():
+        try:
+            services.change_password(mailbox, password.cleaned_data["password"], actor=who)
+        except DomainError as exc:
+            add_domain_error(password, exc)
+        else:
+            messages.success(request, f"The password of {mailbox.address} was changed.")
+            return redirect("console:mailbox", pk=mailbox.pk)
+    elif form_name in ("lock", "unlock"):
+        services.set_mailbox_lock(mailbox, form_name == "lock", actor=who)
+        messages.success(request, f"{mailbox.address} is {form_name}ed.")
+        return redirect("console:mailbox", pk=mailbox.pk)
+    elif form_name == "delete" and delete.is_valid():
+        remove_mail = delete.cleaned_data["remove_mail"]
+        domain_pk = mailbox.domain_id
+        services.delete_mailbox(mailbox, remove_mail=remove_mail, actor=who)
+        kept = "its stored mail was removed" if remove_mail else f"its stored mail stays in {mailbox.maildir}"
+        messages.success(request, f"Mailbox {mailbox.address} was deleted; {kept}.")
+        return redirect("console:domain", pk=domain_pk)
+    elif request.method == "POST" and form_name not in ("properties", "password", "delete"):
+        raise Http404("no such form")
+    return render_console(request, "console/mailbox_detail.html", {
+        "mailbox": mailbox, "usage": services.mailbox_usage(mailbox), "properties": properties,
+        "password": password, "delete": delete, "password_rule": PASSWORD_RULE,
+        "logons": mailbox.logons.all()[:10],
+    }, selected=f"domain-{mailbox.domain_id}")
+
+
+@login_required
+@require_POST
+def group_new(request: HttpRequest, pk: int) -> HttpResponse:
+    domain = domain_for(request.user, pk)
+    form = AddGroupForm(request.POST)
+    if form.is_valid():
+        try:
+            group = services.add_group(domain, form.cleaned_data["local_part"], actor=actor(request))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Group address {group} was created; choose its members.")
+            return redirect("console:group", pk=group.pk)
+    else:
+        messages.error(request, "Enter the group's address.")
+    return redirect("console:domain", pk=domain.pk)
+
+
+@login_required
+def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A group address and its members (mailboxes of the same server)."""
+    group = group_for(request.user, pk)
+    candidates = (Mailbox.objects.for_user(request.user).filter(domain__server=group.domain.server)
+                  .select_related("domain").order_by("domain__name", "local_part"))
+    if request.method == "POST":
+        if request.POST.get("action") == "remove":
+            try:
+                services.remove_group(group, actor=actor(request))
+            except DomainError as exc:
+                messages.error(request, exc.message)
+                return redirect("console:group", pk=group.pk)
+            messages.success(request, f"Group address {group} was removed.")
+            return redirect("console:domain", pk=group.domain_id)
+        chosen = candidates.filter(pk__in=request.POST.getlist("members"))
+        # Members the user cannot see (another domain's administrator's) stay as they are.
+        hidden = group.members.exclude(pk__in=candidates.values("pk"))
+        try:
+            services.set_group_members(group, [*chosen, *hidden], actor=actor(request))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Members of {group} saved ({chosen.count() + hidden.count()}).")
+        return redirect("console:group", pk=group.pk)
+    member_ids = set(group.members.values_list("pk", flat=True))
+    return render_console(request, "console/group_detail.html", {
+        "group": group, "candidates": candidates, "member_ids": member_ids,
+    }, selected=f"domain-{group.domain_id}")

@@ -1,0 +1,214 @@
+"""SMTP virtual servers: the list, the live toolbar, the creation wizard and the property sheet."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from frontend import queries
+from frontend.access import actor, administrator_required, server_for
+from frontend.forms import (
+    WIZARD_FIELD_STEP,
+    WIZARD_STEPS,
+    GeneralTabForm,
+    MessagesTabForm,
+    WizardAddressForm,
+    add_domain_error,
+)
+from frontend.views.base import render_console
+from servers import services
+from servers.models import ServiceState, VirtualServer
+from servers.services import DomainError
+from servers.services.virtual_servers import default_home_dir
+
+STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
+TABS = [("general", "General"), ("access", "Access"), ("messages", "Messages"), ("delivery", "Delivery"),
+        ("security", "Security")]
+
+
+@login_required
+def server_list(request: HttpRequest) -> HttpResponse:
+    servers = list(VirtualServer.objects.for_user(request.user).select_related("node").order_by("name"))
+    beats = queries.server_heartbeats(servers)
+    statuses = [queries.server_status(s, beats.get(s.pk)) for s in servers]
+    return render_console(request, "console/server_list.html", {"statuses": statuses}, selected="servers")
+
+
+def _render_state(request: HttpRequest, server: VirtualServer, *, error: str = "") -> HttpResponse:
+    beat = queries.server_heartbeats([server]).get(server.pk)
+    return render(request, "console/partials/server_state.html",
+                  {"status": queries.server_status(server, beat), "error": error})
+
+
+@login_required
+def server_state(request: HttpRequest, pk: int) -> HttpResponse:
+    """The state badge and Start/Pause/Stop toolbar of one server; POST changes the desired state."""
+    server = server_for(request.user, pk)
+    error = ""
+    if request.method == "POST":
+        desired = STATE_ACTIONS.get(request.POST.get("action", ""))
+        if desired is None:
+            raise Http404("no such action")
+        try:
+            services.set_server_state(server, desired, actor=actor(request))
+        except DomainError as exc:
+            error = exc.message
+        server.refresh_from_db()
+        if not request.htmx:
+            if error:
+                messages.error(request, error)
+            return redirect(request.POST.get("next") or reverse("console:server", args=[server.pk]))
+    return _render_state(request, server, error=error)
+
+
+@administrator_required
+@require_POST
+def node_service_state(request: HttpRequest) -> HttpResponse:
+    """Start, pause or stop this node's whole SMTP service."""
+    desired = STATE_ACTIONS.get(request.POST.get("action", ""))
+    if desired is None:
+        raise Http404("no such action")
+    node = services.set_node_service_state(services.local_node(), desired, actor=actor(request))
+    messages.success(request, f"The SMTP service of {node.name} is now set to {desired.label.lower()}.")
+    return redirect("console:servers")
+
+
+# -- the New SMTP Virtual Server wizard ----------------------------------------------------------
+
+def _wizard_form(index: int, data=None, initial=None):
+    form_class = WIZARD_STEPS[index][2]
+    kwargs = {"initial": initial or {}, "prefix": f"step{index}"}
+    if form_class is WizardAddressForm:
+        kwargs["ip_choices"] = queries.node_ip_addresses()
+    return form_class(data, **kwargs)
+
+
+@administrator_required
+def server_wizard(request: HttpRequest) -> HttpResponse:
+    """The four steps of IIS's New SMTP Virtual Server wizard; answers so far live in the session."""
+    if request.method != "POST":
+        request.session.pop("server_wizard", None)
+    answers = request.session.get("server_wizard", {})
+    index = 0
+    form = _wizard_form(0)
+    if request.method == "POST":
+        index = min(max(int(request.POST.get("step", 0) or 0), 0), len(WIZARD_STEPS) - 1)
+        if "back" in request.POST:
+            index = max(index - 1, 0)
+            form = _wizard_form(index, initial=answers)
+        else:
+            form = _wizard_form(index, data=request.POST, initial=answers)
+            if form.is_valid():
+                answers.update({k: v for k, v in form.cleaned_data.items()})
+                request.session["server_wizard"] = answers
+                if index + 1 < len(WIZARD_STEPS):
+                    index += 1
+                    initial = dict(answers)
+                    if index == 2 and not answers.get("home_dir"):
+                        initial["home_dir"] = str(default_home_dir(answers["name"]))
+                    form = _wizard_form(index, initial=initial)
+                else:
+                    try:
+                        server = services.create_virtual_server(
+                            name=answers["name"], ip_address=answers["ip_address"], port=answers["port"],
+                            home_dir=answers["home_dir"], default_domain=answers["default_domain"],
+                            start=answers.get("start", False), actor=actor(request))
+                    except DomainError as exc:
+                        index = WIZARD_FIELD_STEP.get(exc.field or "", index)
+                        form = _wizard_form(index, data=_as_data(_wizard_form(index), answers))
+                        form.is_valid()
+                        add_domain_error(form, exc)
+                    else:
+                        request.session.pop("server_wizard", None)
+                        messages.success(request, f"Virtual server {server.name!r} was created.")
+                        return redirect("console:server", pk=server.pk)
+    return render_console(request, "console/server_wizard.html", {
+        "form": form, "step": index, "steps": [(i, title) for i, (_, title, _) in enumerate(WIZARD_STEPS)],
+        "last_step": index == len(WIZARD_STEPS) - 1, "answers": answers,
+    }, selected="servers")
+
+
+def _as_data(form, answers: dict) -> dict:
+    """The answers as POST data for `form`, so a refused answer is shown as it was typed."""
+    data = {}
+    for name in form.fields:
+        value = answers.get(name)
+        if isinstance(value, bool):
+            if value:
+                data[form.add_prefix(name)] = "on"
+        elif value is not None:
+            data[form.add_prefix(name)] = str(value)
+    return data
+
+
+# -- property sheet -----------------------------------------------------------------------------
+
+def _changes(server: VirtualServer, cleaned: dict) -> dict:
+    return {field: value for field, value in cleaned.items() if str(getattr(server, field)) != str(value)}
+
+
+@login_required
+def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
+    """The server's property sheet; each tab saves on its own and says what changed."""
+    server = server_for(request.user, pk)
+    tab = request.GET.get("tab", "general")
+    if tab not in dict(TABS):
+        tab = "general"
+    form = None
+    changed: list[tuple[str, str, str]] = []
+    if tab in ("general", "messages"):
+        fields = ["name", "ip_address", "port"] if tab == "general" else ["max_message_size_kb"]
+        initial = {field: getattr(server, field) for field in fields}
+        kwargs = {"ip_choices": queries.node_ip_addresses()} if tab == "general" else {}
+        form_class = GeneralTabForm if tab == "general" else MessagesTabForm
+        form = form_class(request.POST or None, initial=initial, **kwargs)
+        if request.method == "POST" and form.is_valid():
+            changes = _changes(server, form.cleaned_data)
+            if not changes:
+                messages.info(request, "Nothing changed.")
+                return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
+            try:
+                before = {field: getattr(server, field) for field in changes}
+                server = services.update_virtual_server(server, actor=actor(request), **changes)
+            except DomainError as exc:
+                add_domain_error(form, exc)
+            else:
+                changed = [(form.fields[f].label or f.replace("_", " ").capitalize(), str(before[f]),
+                            str(getattr(server, f))) for f in changes]
+                summary = "; ".join(f"{label}: {old} \u2192 {new}" for label, old, new in changed)
+                messages.success(request, f"Saved. {summary}")
+                return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
+    elif request.method == "POST":
+        raise Http404("this tab has nothing to save")
+    operators = list(server.operators.order_by("username")) if tab == "security" else []
+    return render_console(request, "console/server_properties.html", {
+        "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
+        "home_dir": server.home_dir,
+        "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
+    }, selected=f"server-{server.pk}")
+
+
+@administrator_required
+@require_POST
+def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    server = server_for(request.user, pk)
+    try:
+        services.delete_virtual_server(server, actor=actor(request))
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("console:server", pk=server.pk)
+    messages.success(request, f"Virtual server {server.name!r} was deleted; its home directory {server.home_dir} "
+                              "stays on disk.")
+    return redirect("console:servers")
+
+
+@login_required
+def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse:
+    server = server_for(request.user, pk)
+    title = {"sessions": "Current Sessions", "queue": "Queue"}[what]
+    return render_console(request, "console/placeholder.html", {"server": server, "title": title},
+                          selected=f"server-{server.pk}-{what}")
