@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian programs the tests drive as real clients (swaks, and chromium for the console's browser tests), if any is missing.
+# Install the Debian programs the tests drive as real clients (swaks, fetchmail, curl, and chromium for the console browser tests), if any is missing.
 set -euo pipefail
-packages=(swaks chromium)
-commands=(swaks chromium)
+packages=(swaks chromium fetchmail curl)
+commands=(swaks chromium fetchmail curl)
 missing=()
 for i in "${!commands[@]}"; do
   command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
