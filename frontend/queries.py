@@ -144,7 +144,8 @@ class ServiceRow:
 
     @property
     def badge(self) -> str:
-        return {"Running": "success", "Paused": "warning", "Stopped": "secondary"}.get(self.state, "danger")
+        return {"Running": "success", "Paused": "warning", "Stopped": "secondary",
+                "Not installed": "secondary"}.get(self.state, "danger")
 
 
 def _celery_worker_answers(node: Node) -> bool:
