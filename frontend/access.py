@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, resolve_url
+from django.utils.http import urlencode
+from django_htmx.http import HttpResponseClientRedirect
 
 from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
 
@@ -40,5 +43,19 @@ def administrator_required(view):
         if not request.user.is_superuser:
             raise PermissionDenied("Only an administrator can do this.")
         return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def login_required_partial(view):
+    """Like login_required, but an htmx request after the session ended reloads the sign-in page."""
+    protected = login_required(view)
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated and getattr(request, "htmx", False):
+            current = request.htmx.current_url_abs_path or resolve_url("console:dashboard")
+            return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': current})}")
+        return protected(request, *args, **kwargs)
 
     return wrapper

@@ -141,6 +141,9 @@ class ServiceRow:
     state: str
     startup_type: str
     detail: str = ""
+    # Which service the row's Start/Pause/Stop buttons drive ("smtp", "pop3"), and its desired state.
+    controls: str = ""
+    desired: str = ""
 
     @property
     def badge(self) -> str:
@@ -170,6 +173,8 @@ def node_services(node: Node) -> list[ServiceRow]:
         state=ServiceState(node.smtp_service_state).label,
         startup_type="Automatic",
         detail=f"{running} of {len(servers)} virtual servers running",
+        controls="smtp",
+        desired=node.smtp_service_state,
     ))
     pop3 = Pop3Service.objects.filter(node=node).first()
     rows.append(ServiceRow(
@@ -178,6 +183,8 @@ def node_services(node: Node) -> list[ServiceRow]:
         state=pop3.get_state_display() if pop3 else "Not installed",
         startup_type="Automatic" if pop3 and pop3.desired_state != ServiceState.STOPPED else "Manual",
         detail=f"{pop3.ip_address}:{pop3.port}" if pop3 else "",
+        controls="pop3" if pop3 else "",
+        desired=pop3.desired_state if pop3 else "",
     ))
     rows.append(ServiceRow(
         name="Web console",

@@ -29,6 +29,7 @@ console_patterns = [
     path("logons/", console.logons, name="logons"),
     path("audit/", console.audit_log, name="audit"),
     path("services/", console.node_services, name="services"),
+    path("services/<str:service>/state/", console.service_state, name="service-state"),
 ]
 
 urlpatterns = [

@@ -425,3 +425,28 @@ def test_dashboard_and_services_render_with_vendor_assets_from_the_wheels(cast):
     from django.contrib.staticfiles import finders
 
     assert finders.find("vendor/bootstrap/bootstrap.min.css") and finders.find("vendor/plotly/plotly.min.js")
+
+
+def test_live_state_poll_after_the_session_ended_sends_the_browser_to_sign_in(cast):
+    client = Client()
+    response = client.get(reverse("console:server-state", args=[cast.server.pk]), HTTP_HX_REQUEST="true",
+                          HTTP_HX_CURRENT_URL="http://testserver/console/servers/")
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/console/login/?next=%2Fconsole%2Fservers%2F"
+
+
+def test_services_view_starts_and_stops_the_nodes_pop3_service(cast):
+    pop3 = services.create_pop3_service(ip_address="127.0.0.1", port=free_port(), start=False, actor="test")
+    client = client_for(cast.alice)
+    assert b'data-testid="service-pop3"' in client.get(reverse("console:services")).content
+    client.post(reverse("console:service-state", args=["pop3"]), {"action": "start"})
+    pop3.refresh_from_db()
+    assert pop3.desired_state == "running"
+    client.post(reverse("console:service-state", args=["smtp"]), {"action": "pause"})
+    assert services.local_node().smtp_service_state == "paused"
+
+
+def test_vendor_assets_are_served_by_the_app_itself(cast):
+    response = Client().get("/static/vendor/bootstrap/bootstrap.min.css")
+    assert response.status_code == 200
+    assert b"Bootstrap" in b"".join(response.streaming_content)[:400]

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_POST
 
 from frontend import queries
-from frontend.access import administrator_required
+from frontend.access import actor, administrator_required
 from frontend.views.base import paginate, render_console
-from servers.models import AuditEntry, Logon, Mailbox, VirtualServer
-from servers.services import local_node
+from servers import services
+from servers.models import AuditEntry, Logon, Mailbox, Pop3Service, ServiceState, VirtualServer
+from servers.services import DomainError, local_node
 
 
 def root(request: HttpRequest) -> HttpResponse:
@@ -86,3 +89,29 @@ def node_services(request: HttpRequest) -> HttpResponse:
     node = local_node()
     return render_console(request, "console/services.html", {"node": node, "rows": queries.node_services(node)},
                           selected="services")
+
+
+@administrator_required
+@require_POST
+def service_state(request: HttpRequest, service: str) -> HttpResponse:
+    """Start, pause or stop one of the node's services from the Services view."""
+    desired = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED,
+               "stop": ServiceState.STOPPED}.get(request.POST.get("action", ""))
+    if desired is None:
+        raise Http404("no such action")
+    node = local_node()
+    try:
+        if service == "smtp":
+            services.set_node_service_state(node, desired, actor=actor(request))
+        elif service == "pop3":
+            pop3 = Pop3Service.objects.filter(node=node).first()
+            if pop3 is None:
+                raise Http404("this node has no POP3 service")
+            services.set_pop3_state(pop3, desired, actor=actor(request))
+        else:
+            raise Http404("no such service")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"The {service.upper()} service of {node.name} is set to {desired.label.lower()}.")
+    return redirect("console:services")

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from frontend import queries
-from frontend.access import actor, administrator_required, server_for
+from frontend.access import actor, administrator_required, login_required_partial, server_for
 from frontend.forms import (
     WIZARD_FIELD_STEP,
     WIZARD_STEPS,
@@ -44,7 +44,7 @@ def _render_state(request: HttpRequest, server: VirtualServer, *, error: str = "
                   {"status": queries.server_status(server, beat), "error": error})
 
 
-@login_required
+@login_required_partial
 def server_state(request: HttpRequest, pk: int) -> HttpResponse:
     """The state badge and Start/Pause/Stop toolbar of one server; POST changes the desired state."""
     server = server_for(request.user, pk)

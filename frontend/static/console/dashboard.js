@@ -14,5 +14,5 @@
   }
   Plotly.newPlot("chart-logons", [{ type: "scatter", mode: "lines+markers", x: data.logons.map(r => r[0]),
     y: data.logons.map(r => r[1]), line: { color: "#198754" } }],
-    Object.assign({}, layout, { yaxis: { rangemode: "tozero", dtick: 1 } }), config);
+    Object.assign({}, layout, { yaxis: { rangemode: "tozero", tickformat: "d" } }), config);
 })();
