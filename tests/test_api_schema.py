@@ -40,3 +40,14 @@ def test_docs_page_loads_swagger_ui_from_this_server(anonymous):
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "cdn" not in page.lower() and "https://" not in page
+
+
+def test_every_operation_documents_its_error_answers(anonymous):
+    schema = anonymous.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            if "{id}" in path:
+                assert "404" in operation["responses"], (method, path)
+            if method == "delete":
+                assert {"400", "409"} <= set(operation["responses"]), (method, path)

@@ -167,3 +167,10 @@ def test_nodes_cannot_be_created_or_deleted_through_the_api(admin):
     node = make_server().node
     assert admin.post("/api/v1/nodes/", {"name": "x"}, format="json").status_code == 405
     assert admin.delete(f"/api/v1/nodes/{node.pk}/").status_code == 405
+
+
+def test_unknown_api_paths_answer_404_in_json_even_for_a_post_without_trailing_slash(admin):
+    for response in (admin.get("/api/v1/nothing-here/"), admin.post("/api/v1/servers", {}, format="json"),
+                     admin.get("/api/v1/servers/abc/")):
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not found."}

@@ -13,6 +13,7 @@ from api.filters import ParamFilter
 class ServiceBackedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """List and retrieve from the user's scope; subclasses write through `servers.services` only."""
 
+    lookup_value_regex = r"[0-9]+"
     filter_backends = [ParamFilter, OrderingFilter]
     filter_params: dict = {}
     create_serializer_class: type[Serializer] | None = None
