@@ -15,6 +15,9 @@ class ConsoleForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.style_widgets()
+
+    def style_widgets(self) -> None:
         for field in self.fields.values():
             widget = field.widget
             if isinstance(widget, (forms.CheckboxInput, forms.RadioSelect)):
@@ -77,21 +80,61 @@ WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "defa
 
 # -- property sheet tabs ----------------------------------------------------------------------------
 
-class GeneralTabForm(ConsoleForm):
-    name = forms.CharField(max_length=100)
-    ip_address = forms.ChoiceField(label="IP address")
-    port = forms.IntegerField(label="TCP port", min_value=1, max_value=65535)
+# Where each setting of a virtual server goes on its property sheet, in IIS's order. A tab shows
+# only the settings the domain layer lets the console change today (`EDITABLE_FIELDS`), so new
+# settings appear as soon as a service accepts them.
+SERVER_TABS: dict[str, list[str]] = {
+    "general": ["name", "ip_address", "port", "max_connections", "max_connections_per_client", "idle_timeout_s",
+                "max_session_duration_s", "min_data_rate_bps", "protocol_logging"],
+    "access": ["allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
+               "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
+               "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour",
+               "max_messages_per_client_per_hour", "max_auth_failures_per_connection",
+               "max_auth_failures_per_client_per_hour"],
+    "messages": ["max_message_size_kb", "max_session_size_kb", "max_messages_per_connection",
+                 "max_recipients_per_message"],
+    "delivery": ["max_hop_count"],
+}
+SERVER_FIELD_LABELS = {
+    "ip_address": "IP address",
+    "port": "TCP port",
+    "max_message_size_kb": "Limit message size to (KB)",
+    "max_session_size_kb": "Limit session size to (KB)",
+    "idle_timeout_s": "Connection time-out (seconds)",
+    "max_session_duration_s": "Longest session (seconds)",
+    "min_data_rate_bps": "Slowest data rate (bytes/s)",
+    "tls_port": "TLS port",
+    "pop_before_smtp_minutes": "POP before SMTP (minutes)",
+}
 
-    def __init__(self, *args, ip_choices: list[tuple[str, str]], **kwargs) -> None:
+
+def server_tab_fields(tab: str, model, editable: tuple[str, ...]) -> list[str]:
+    """The settings a tab shows: editable ones on its list (unplaced editable ones go on General)."""
+    known = {f.name for f in model._meta.get_fields()}
+    fields = [name for name in SERVER_TABS.get(tab, []) if name in editable and name in known]
+    if tab == "general":
+        placed = {name for names in SERVER_TABS.values() for name in names}
+        fields += [name for name in editable if name not in placed and name in known and name != "home_dir"]
+    return fields
+
+
+class ServerTabForm(ConsoleForm):
+    """One tab of a virtual server's property sheet, built from the model's own fields."""
+
+    def __init__(self, *args, server, field_names: list[str], ip_choices: list[tuple[str, str]], **kwargs) -> None:
+        kwargs.setdefault("initial", {name: getattr(server, name) for name in field_names})
         super().__init__(*args, **kwargs)
-        current = self.initial.get("ip_address")
-        if current and current not in dict(ip_choices):
-            ip_choices = [*ip_choices, (current, current)]
-        self.fields["ip_address"].choices = ip_choices
-
-
-class MessagesTabForm(ConsoleForm):
-    max_message_size_kb = forms.IntegerField(label="Limit message size to (KB)", min_value=1)
+        for name in field_names:
+            if name == "ip_address":
+                choices = list(ip_choices)
+                if server.ip_address not in dict(choices):
+                    choices.append((server.ip_address, server.ip_address))
+                field = forms.ChoiceField(choices=choices)
+            else:
+                field = server._meta.get_field(name).formfield()
+            field.label = SERVER_FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
+            self.fields[name] = field
+        self.style_widgets()
 
 
 # -- domains, mailboxes, groups -------------------------------------------------------------------

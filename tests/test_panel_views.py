@@ -450,3 +450,22 @@ def test_vendor_assets_are_served_by_the_app_itself(cast):
     response = Client().get("/static/vendor/bootstrap/bootstrap.min.css")
     assert response.status_code == 200
     assert b"Bootstrap" in b"".join(response.streaming_content)[:400]
+
+
+def test_security_tab_opens_for_an_administrator(cast):
+    response = client_for(cast.alice).get(reverse("console:server", args=[cast.server.pk]) + "?tab=security")
+    assert response.status_code == 200 and "Operators" in response.content.decode()
+
+
+def test_property_sheet_offers_only_settings_the_domain_layer_accepts(cast, monkeypatch):
+    from servers.services import virtual_servers
+
+    url = reverse("console:server", args=[cast.server.pk])
+    client = client_for(cast.alice)
+    html = client.get(url + "?tab=general").content.decode()
+    for name in virtual_servers.EDITABLE_FIELDS:
+        if name != "max_message_size_kb":
+            assert f'name="{name}"' in html
+    monkeypatch.setattr(virtual_servers, "EDITABLE_FIELDS", ("name", "ip_address", "port"))
+    assert 'name="max_message_size_kb"' not in client.get(url + "?tab=messages").content.decode()
+    assert client.post(url + "?tab=messages", {"max_message_size_kb": "1"}).status_code == 404

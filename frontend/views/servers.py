@@ -14,15 +14,16 @@ from frontend.access import actor, administrator_required, login_required_partia
 from frontend.forms import (
     WIZARD_FIELD_STEP,
     WIZARD_STEPS,
-    GeneralTabForm,
-    MessagesTabForm,
+    ServerTabForm,
     WizardAddressForm,
     add_domain_error,
+    server_tab_fields,
 )
 from frontend.views.base import render_console
 from servers import services
 from servers.models import ServiceState, VirtualServer
 from servers.services import DomainError
+from servers.services import virtual_servers as server_services
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
@@ -151,6 +152,14 @@ def _changes(server: VirtualServer, cleaned: dict) -> dict:
     return {field: value for field, value in cleaned.items() if str(getattr(server, field)) != str(value)}
 
 
+def _shown(value) -> str:
+    if value is None or value == "":
+        return "(none)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
 @login_required
 def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     """The server's property sheet; each tab saves on its own and says what changed."""
@@ -159,13 +168,10 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     if tab not in dict(TABS):
         tab = "general"
     form = None
-    changed: list[tuple[str, str, str]] = []
-    if tab in ("general", "messages"):
-        fields = ["name", "ip_address", "port"] if tab == "general" else ["max_message_size_kb"]
-        initial = {field: getattr(server, field) for field in fields}
-        kwargs = {"ip_choices": queries.node_ip_addresses()} if tab == "general" else {}
-        form_class = GeneralTabForm if tab == "general" else MessagesTabForm
-        form = form_class(request.POST or None, initial=initial, **kwargs)
+    field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
+    if field_names:
+        form = ServerTabForm(request.POST or None, server=server, field_names=field_names,
+                             ip_choices=queries.node_ip_addresses())
         if request.method == "POST" and form.is_valid():
             changes = _changes(server, form.cleaned_data)
             if not changes:
@@ -177,16 +183,17 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:
-                changed = [(form.fields[f].label or f.replace("_", " ").capitalize(), str(before[f]),
-                            str(getattr(server, f))) for f in changes]
-                summary = "; ".join(f"{label}: {old} \u2192 {new}" for label, old, new in changed)
+                summary = "; ".join(f"{form.fields[f].label}: {_shown(before[f])} \u2192 {_shown(getattr(server, f))}"
+                                    for f in changes)
                 messages.success(request, f"Saved. {summary}")
                 return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
     elif request.method == "POST":
         raise Http404("this tab has nothing to save")
-    operators = list(server.operators.order_by("username")) if tab == "security" else []
+    roles_available = hasattr(server, "operators")
+    operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
     return render_console(request, "console/server_properties.html", {
         "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
+        "roles_available": roles_available,
         "home_dir": server.home_dir,
         "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
     }, selected=f"server-{server.pk}")
