@@ -7,12 +7,14 @@ the views hand to `servers.services`. Fields not listed there cannot be set thro
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.permissions import operators_supported
 from servers.models import AuditEntry, Domain, DomainType, GroupAddress, Logon, Mailbox, Node, VirtualServer
 from servers.services import mailbox_usage
+from servers.services.virtual_servers import EDITABLE_FIELDS
 
 MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
@@ -48,15 +50,18 @@ class NodeSerializer(serializers.ModelSerializer):
 
 # -- virtual servers ------------------------------------------------------------------------------
 
+# Supervisor bookkeeping that means nothing to a client.
+SERVER_INTERNAL_FIELDS = {"consecutive_failures", "next_start_at", "operators"}
+
+
 class VirtualServerSerializer(serializers.ModelSerializer):
     default_domain = serializers.SerializerMethodField()
     operators = serializers.SerializerMethodField()
 
     class Meta:
         model = VirtualServer
-        fields = ["id", "node", "name", "ip_address", "port", "home_dir", "max_message_size_kb", "default_domain",
-                  "desired_state", "state", "last_error", "pid", "restart_count", "started_at", "heartbeat_at",
-                  "config_version", "operators", "created_at", "updated_at"]
+        fields = [field.name for field in VirtualServer._meta.concrete_fields
+                  if field.name not in SERVER_INTERNAL_FIELDS] + ["default_domain", "operators"]
         read_only_fields = fields
 
     def get_operators(self, server: VirtualServer) -> list[str]:
@@ -69,29 +74,60 @@ class VirtualServerSerializer(serializers.ModelSerializer):
         return domain.name if domain else None
 
 
-class VirtualServerCreateSerializer(serializers.Serializer):
+def _setting_kwargs() -> dict[str, dict]:
+    """Every setting optional, and integers bounded to what the database column holds."""
+    kwargs = {}
+    for name in EDITABLE_FIELDS:
+        field = VirtualServer._meta.get_field(name)
+        extra: dict = {"required": False}
+        if isinstance(field, models.PositiveBigIntegerField):
+            extra.update(min_value=0, max_value=MAX_BIGINT)
+        elif isinstance(field, models.PositiveIntegerField | models.PositiveSmallIntegerField):
+            extra.update(min_value=0, max_value=MAX_INT)
+        kwargs[name] = extra
+    return kwargs
+
+
+class VirtualServerSettingsSerializer(serializers.ModelSerializer):
+    """Every setting the services let change (their `EDITABLE_FIELDS`), typed from the model."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True,
+                                       help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
+    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
+    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+
+    class Meta:
+        model = VirtualServer
+        fields = list(EDITABLE_FIELDS)
+        extra_kwargs = _setting_kwargs()
+        # The services check uniqueness themselves, with messages that name the node.
+        validators: list = []
+
+
+class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
     node = serializers.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
                                               help_text="Defaults to the node running the console.")
     name = serializers.CharField(max_length=100)
-    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True,
-                                       help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
     port = serializers.IntegerField(min_value=1, max_value=65535, default=25)
     home_dir = serializers.CharField(max_length=500, required=False, allow_blank=True,
                                      help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
-    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
     default_domain = serializers.CharField(max_length=253)
     start = serializers.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
 
+    class Meta(VirtualServerSettingsSerializer.Meta):
+        fields = [*VirtualServerSettingsSerializer.Meta.fields, "node", "home_dir", "default_domain", "start",
+                  "operators"]
 
-class VirtualServerUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False)
-    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True)
-    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
-    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+
+class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
     home_dir = serializers.CharField(max_length=500, required=False,
                                      help_text="Accepted only if unchanged: the home directory is fixed.")
     operators = usernames_field(required=False, help_text="Administrators only.")
+
+    class Meta(VirtualServerSettingsSerializer.Meta):
+        fields = [*VirtualServerSettingsSerializer.Meta.fields, "home_dir", "operators"]
 
 
 # -- domains --------------------------------------------------------------------------------------

@@ -51,3 +51,13 @@ def test_every_operation_documents_its_error_answers(anonymous):
                 assert "404" in operation["responses"], (method, path)
             if method == "delete":
                 assert {"400", "409"} <= set(operation["responses"]), (method, path)
+
+
+def test_every_setting_the_services_accept_can_be_set_on_create_and_update(anonymous):
+    from servers.services.virtual_servers import EDITABLE_FIELDS
+
+    schema = anonymous.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    components = schema["components"]["schemas"]
+    for component in ("VirtualServerCreateRequest", "PatchedVirtualServerUpdateRequest"):
+        assert set(EDITABLE_FIELDS) <= set(components[component]["properties"]), component
+    assert set(EDITABLE_FIELDS) <= set(components["VirtualServer"]["properties"])

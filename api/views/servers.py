@@ -17,6 +17,9 @@ from servers.services.api_support import set_server_operators
 
 from .base import ServiceBackedViewSet
 
+# What `create_virtual_server` takes (the IIS wizard's steps); every other setting is applied after it.
+WIZARD_FIELDS = ("name", "ip_address", "port", "home_dir", "node", "default_domain", "start")
+
 
 def _check_operators_supported(operators) -> None:
     if operators is not None and not operators_supported():
@@ -45,15 +48,15 @@ class VirtualServerViewSet(ServiceBackedViewSet):
         data = self.validated()
         operators = data.pop("operators", None)
         _check_operators_supported(operators)
-        size_kb = data.pop("max_message_size_kb", None)
+        wizard = {key: data.pop(key) for key in WIZARD_FIELDS if key in data}
         with transaction.atomic():
             try:
-                server = services.create_virtual_server(actor=self.actor, **data)
+                server = services.create_virtual_server(actor=self.actor, **wizard)
             except (OSError, RuntimeError) as exc:
                 # The home directory could not be made (permissions, a bad path): nothing was saved.
                 raise DomainError(f"The home directory cannot be created: {exc}", field="home_dir") from None
-            if size_kb is not None:
-                server = services.update_virtual_server(server, actor=self.actor, max_message_size_kb=size_kb)
+            if data:  # the other settings, as the property sheet would set them right after the wizard
+                server = services.update_virtual_server(server, actor=self.actor, **data)
             if operators is not None:
                 set_server_operators(server, operators, actor=self.actor)
         return self.respond(server, status=status.HTTP_201_CREATED)
