@@ -174,3 +174,12 @@ def test_unknown_api_paths_answer_404_in_json_even_for_a_post_without_trailing_s
                      admin.get("/api/v1/servers/abc/")):
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
+
+
+def test_a_home_dir_that_cannot_be_created_answers_400_and_saves_nothing(admin, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    response = admin.post("/api/v1/servers/", new_server_body(name="Blocked", home_dir=str(blocker / "home")),
+                          format="json")
+    assert response.status_code == 400 and "home_dir" in response.json()
+    assert not VirtualServer.objects.filter(name="Blocked").exists()
