@@ -16,6 +16,16 @@ def heartbeat_key(kind: str, unit_id: int) -> str:
     return f"{HEARTBEAT_PREFIX}{kind}:{unit_id}"
 
 
+def sessions_key(kind: str, unit_id: int) -> str:
+    """A hash of session id -> JSON description, rewritten by the worker every heartbeat."""
+    return f"mailconsole:sessions:{kind}:{unit_id}"
+
+
+def terminate_key(kind: str, unit_id: int) -> str:
+    """A set of session ids an administrator asked the worker to close."""
+    return f"mailconsole:terminate:{kind}:{unit_id}"
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2,
                                 decode_responses=True)

@@ -117,7 +117,48 @@ class VirtualServer(SupervisedProcess):
     ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
     port = models.PositiveIntegerField(default=25)
     home_dir = models.CharField(max_length=500, unique=True)
+
+    # General tab. Empty limits mean "unlimited", as IIS's unchecked boxes do.
+    max_connections = models.PositiveIntegerField(null=True, blank=True)
+    max_connections_per_client = models.PositiveIntegerField(null=True, blank=True)
+    idle_timeout_s = models.PositiveIntegerField(default=600)
+    max_session_duration_s = models.PositiveIntegerField(default=3600)
+    # After the first minute, a session slower than this (bytes/s, commands included) is closed.
+    min_data_rate_bps = models.PositiveIntegerField(default=0)
+    protocol_logging = models.BooleanField(default=False)
+
+    # Messages tab (IIS defaults).
     max_message_size_kb = models.PositiveIntegerField(default=2048)
+    max_session_size_kb = models.PositiveIntegerField(default=10240)
+    max_messages_per_connection = models.PositiveIntegerField(default=20)
+    max_recipients_per_message = models.PositiveIntegerField(default=100)
+    max_hop_count = models.PositiveIntegerField(default=15)
+
+    # Access tab: authentication and TLS.
+    allow_anonymous = models.BooleanField(default=True)
+    # "Basic authentication": AUTH PLAIN and AUTH LOGIN against mailbox credentials.
+    allow_basic_auth = models.BooleanField(default=True)
+    # AUTH and MAIL only after STARTTLS (or on the implicit-TLS port).
+    require_tls = models.BooleanField(default=False)
+    tls_port = models.PositiveIntegerField(null=True, blank=True)
+
+    # Access tab: connection control ("only the list below" or "all except the list below").
+    connection_policy = models.CharField(
+        max_length=12, default="all_except",
+        choices=[("all_except", "All except the list below"), ("only_listed", "Only the list below")],
+    )
+    # Access tab: relay restrictions, beyond authenticated users and the relay list.
+    pop_before_smtp_minutes = models.PositiveIntegerField(default=0)
+
+    # Optional checks, off by default.
+    require_client_ptr = models.BooleanField(default=False)
+    require_auth_for_local_senders = models.BooleanField(default=False)
+    # After this many unknown recipients in a session, slow down, then disconnect (0 = off).
+    harvest_unknown_recipients_limit = models.PositiveIntegerField(default=0)
+    max_messages_per_sender_per_hour = models.PositiveIntegerField(default=0)
+    max_messages_per_client_per_hour = models.PositiveIntegerField(default=0)
+    max_auth_failures_per_connection = models.PositiveIntegerField(default=3)
+    max_auth_failures_per_client_per_hour = models.PositiveIntegerField(default=20)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -142,6 +183,14 @@ class VirtualServer(SupervisedProcess):
         return self.home_path / "Drop"
 
     @property
+    def cert_path(self) -> Path:
+        return self.home_path / "tls" / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.home_path / "tls" / "server.key"
+
+    @property
     def default_domain(self) -> Domain | None:
         return self.domains.filter(is_default=True).first()
 
@@ -154,6 +203,45 @@ class VirtualServer(SupervisedProcess):
         node_state = ServiceState(self.node.smtp_service_state)
         own_state = ServiceState(self.desired_state)
         return min(node_state, own_state, key=STATE_RANK.__getitem__).value
+
+
+class AccessRuleKind(models.TextChoices):
+    """How a rule names clients: Courier-style addresses and ranges, or a (reverse-DNS) name."""
+
+    ADDRESS = "address", "Single address"
+    NETWORK = "network", "Network (CIDR)"
+    RANGE = "range", "Address range (start-end)"
+    DOMAIN = "domain", "Domain name"
+
+
+class AccessRule(models.Model):
+    """One entry of a server's connection-control list (Access tab, "Connection...")."""
+
+    server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="access_rules")
+    kind = models.CharField(max_length=10, choices=AccessRuleKind.choices)
+    value = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["server_id", "id"]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RelayRule(models.Model):
+    """A client that may relay without authenticating (Access tab, "Relay...": the trusted LAN)."""
+
+    server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="relay_rules")
+    kind = models.CharField(max_length=10, choices=AccessRuleKind.choices)
+    value = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["server_id", "id"]
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class DomainType(models.TextChoices):
@@ -368,3 +456,4 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_repr}"
 
+from servers.delivery.models import *  # noqa: E402,F403

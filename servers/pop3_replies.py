@@ -73,3 +73,4 @@ TLS_EXPECTED = "-ERR Command received before TLS negotiation, closing connection
 SERVICE_PAUSED = "-ERR [SYS/TEMP] {hostname} POP3 service paused, try again later"
 SHUTTING_DOWN = "-ERR [SYS/TEMP] {hostname} shutting down"
 IDLE_TIMEOUT = "-ERR Idle timeout, closing connection"
+TERMINATED = "-ERR [SYS/TEMP] Session terminated by the administrator"

@@ -10,9 +10,50 @@ SERVICE_NOT_AVAILABLE = "421 {hostname} Service not available, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
 LOCAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
-RELAY_DENIED = "550 5.7.1 Unable to relay for {address}"
+RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 UNKNOWN_USER = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 MAILBOX_FULL = "552 5.2.2 <{address}>: Mailbox full"
 # RFC 5321 gives one reply to DATA for all recipients: if the message does not fit one mailbox,
 # the whole message is refused, so no recipient gets it while another silently does not.
 MESSAGE_EXCEEDS_QUOTA = "552 5.2.2 Message would exceed the quota of <{address}>; nothing was delivered"
+
+# Connection-level refusals (General and Access tabs).
+TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Too many connections, try again later"
+TOO_MANY_FROM_CLIENT = "421 4.7.0 {hostname} Too many connections from your address, try again later"
+CONNECTION_REFUSED = "554 5.7.1 {hostname} Connection refused: access denied for your address"
+NO_REVERSE_DNS = "554 5.7.1 {hostname} Connection refused: your address has no matching reverse DNS name"
+IDLE_TIMEOUT = "421 4.4.2 {hostname} Idle timeout, closing connection"
+SESSION_TOO_LONG = "421 4.4.2 {hostname} Session time limit reached, closing connection"
+TOO_SLOW = "421 4.4.2 {hostname} Data rate too low, closing connection"
+TERMINATED = "421 4.3.2 {hostname} Session terminated by the administrator"
+
+# Messages tab.
+MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+SESSION_TOO_BIG = "552 5.3.4 Session size limit exceeded"
+TOO_MANY_MESSAGES = "421 4.7.0 {hostname} Too many messages in this session, closing connection"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TOO_MANY_HOPS = "554 5.4.6 Too many hops: mail loop detected"
+
+# Access tab: authentication, TLS and senders.
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
+AUTH_SUCCEEDED = "235 2.7.0 Authentication successful"
+AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_LOCKED = "535 5.7.8 Mailbox locked"
+TOO_MANY_AUTH_FAILURES = "421 4.7.0 {hostname} Too many authentication failures, closing connection"
+SENDER_NOT_OWNED = "553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}"
+LOCAL_SENDER_MUST_AUTHENTICATE = "530 5.7.0 <{address}>: Sender in a local domain must authenticate"
+RATE_LIMITED = "450 4.7.1 Message rate limit exceeded, try again later"
+HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing connection"
+
+# aiosmtpd's stock replies, rewritten to carry RFC 3463 enhanced codes.
+STOCK_REWRITES = {
+    "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
+    "552 Error: Too much mail data": MESSAGE_TOO_BIG,
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
+}

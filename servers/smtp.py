@@ -1,7 +1,9 @@
-"""The SMTP protocol of a virtual server: aiosmtpd's session plus our policy and durable local delivery.
+"""The SMTP protocol of a virtual server: aiosmtpd's session plus our policy and durable delivery.
 
 The worker process (`servers.workers.smtpd`) owns the sockets and the event loop; this module
-holds what a session does with each command.
+holds what a session does with each command: the General tab's limits, the Access tab's
+authentication, TLS, connection control and relay rules, the Messages tab's limits, and local
+delivery into Maildirs (or IIS's Drop folder) before the 250.
 """
 
 from __future__ import annotations
@@ -10,68 +12,262 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+import uuid
 from collections.abc import Callable
 from email.utils import formatdate
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, replies
+from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox
+from servers.smtp_policy import connection_allowed, count_received_headers, is_relay_trick
 from servers.snapshot import MailboxEntry, ServerSnapshot
 from servers.storage import unique_message_name, write_durably
 from servers.workers.base import WorkerControl
 
 log = logging.getLogger(__name__)
+protocol_log = logging.getLogger("mailconsole.smtp.protocol")
+
+# What a protocol log may show of a command whose argument is a secret.
+SECRET_COMMANDS = ("AUTH",)
+
+
+class WorkerCounters:
+    """Per-worker memory shared by the sessions: connections per client, hourly counts."""
+
+    def __init__(self) -> None:
+        self.connections_by_client: dict[str, int] = {}
+        self._events: dict[str, list[float]] = {}
+
+    def count_recent(self, key: str, window_s: float = 3600) -> int:
+        cutoff = time.monotonic() - window_s
+        events = [t for t in self._events.get(key, ()) if t > cutoff]
+        self._events[key] = events
+        return len(events)
+
+    def record(self, key: str) -> None:
+        self._events.setdefault(key, []).append(time.monotonic())
+
+
+class RecordingReader:
+    """Wraps the session's StreamReader: counts bytes and remembers the last command line."""
+
+    _own = ("_inner", "_owner")
+
+    def __init__(self, inner: asyncio.StreamReader, owner: MailConsoleSMTP) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_owner", owner)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        line = await self._inner.readuntil(separator)
+        self._owner.note_input(line)
+        return line
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._inner.read(n)
+        self._owner.bytes_in += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # aiosmtpd swaps the transport under the reader on STARTTLS: that must reach the real reader.
+        setattr(self._inner, name, value)
 
 
 class MailConsoleSMTP(SMTP):
-    """aiosmtpd's SMTP session, refusing new clients while the server is paused or stopping."""
+    """One SMTP session: aiosmtpd's protocol engine plus the virtual server's policy."""
 
-    def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, **kwargs) -> None:
+    def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, counters: WorkerCounters,
+                 snapshot: ServerSnapshot, implicit_tls: bool = False, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self.control = control
+        self.counters = counters
+        self.snapshot = snapshot
+        self.implicit_tls = implicit_tls
+        self.session_id = uuid.uuid4().hex[:12]
+        self.connected_at = time.time()
+        self.bytes_in = 0
+        self.messages_accepted = 0
+        self.bytes_accepted = 0
+        self.auth_failures = 0
+        self.unknown_recipients = 0
+        self.signed_in_as: str | None = None
+        self.last_command = ""
+        self.client_ip = ""
+        self._counted_client = False
+        self._in_data = False
+        self._awaiting_secret = False
+        self._pending_credentials: tuple[str, LoginPassword] | None = None
 
     def _create_envelope(self) -> LocalEnvelope:
         return LocalEnvelope()
 
+    # -- live state ---------------------------------------------------------------------------
     @property
     def in_transaction(self) -> bool:
         envelope = getattr(self, "envelope", None)
         return envelope is not None and envelope.mail_from is not None
 
+    @property
+    def tls_active(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    def session_info(self) -> dict[str, Any]:
+        """What the console's Current Sessions view shows."""
+        return {
+            "id": self.session_id, "protocol": "SMTP", "client": self.client_ip, "user": self.signed_in_as or "",
+            "connected_at": self.connected_at, "state": self.last_command.split(" ", 1)[0] or "CONNECTED",
+            "messages": self.messages_accepted, "bytes": self.bytes_accepted, "tls": self.tls_active,
+        }
+
+    def note_input(self, line: bytes) -> None:
+        self.bytes_in += len(line)
+        if self._in_data:
+            return
+        if self._awaiting_secret:
+            self.last_command = "(credentials)"
+            return
+        text = line.decode("ascii", "replace").rstrip("\r\n")
+        verb = text.split(" ", 1)[0].upper()
+        self.last_command = f"{verb} ****" if verb in SECRET_COMMANDS and " " in text else text[:200]
+
+    # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first_connection = self.transport is None
         super().connection_made(transport)
         if first_connection:
             self.control.sessions.add(self)
+            peer = transport.get_extra_info("peername")
+            self.client_ip = peer[0] if peer else ""
 
     def connection_lost(self, error: Exception | None) -> None:
         self.control.sessions.discard(self)
+        if self._counted_client:
+            counts = self.counters.connections_by_client
+            counts[self.client_ip] = counts.get(self.client_ip, 1) - 1
+            if counts[self.client_ip] <= 0:
+                counts.pop(self.client_ip, None)
+            self._counted_client = False
         super().connection_lost(error)
 
-    async def _handle_client(self) -> None:
-        # A paused server still listens, but answers new clients 421 and hangs up (IIS "paused").
-        if self.control.refuses_new_sessions:
-            template = replies.SHUTTING_DOWN if self.control.stopping else replies.SERVICE_NOT_AVAILABLE
-            await self.push(template.format(hostname=self.hostname))
-            self.transport.close()
-            return
-        await super()._handle_client()
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(RecordingReader(reader, self), writer)
 
-    async def close_idle(self) -> None:
-        """Tell a client between transactions that we are going away, and hang up."""
-        if self.transport is None:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.push(replies.SHUTTING_DOWN.format(hostname=self.hostname))
+    async def _refuse(self, reply: str) -> None:
+        await self.push(reply.format(hostname=self.hostname))
         if self.transport is not None:
             self.transport.close()
 
+    async def _handle_client(self) -> None:
+        policy = self.snapshot.policy
+        # A paused server still listens, but answers new clients 421 and hangs up (IIS "paused").
+        if self.control.refuses_new_sessions:
+            await self._refuse(replies.SHUTTING_DOWN if self.control.stopping else replies.SERVICE_NOT_AVAILABLE)
+            return
+        if policy.max_connections is not None and len(self.control.sessions) > policy.max_connections:
+            await self._refuse(replies.TOO_MANY_CONNECTIONS)
+            return
+        counts = self.counters.connections_by_client
+        if policy.max_connections_per_client is not None and (
+            counts.get(self.client_ip, 0) >= policy.max_connections_per_client
+        ):
+            await self._refuse(replies.TOO_MANY_FROM_CLIENT)
+            return
+        counts[self.client_ip] = counts.get(self.client_ip, 0) + 1
+        self._counted_client = True
+        confirmed_name = None
+        if policy.access_list.needs_reverse_dns or policy.require_client_ptr:
+            from servers.dnsutil import forward_confirmed_name
 
-def received_header(snapshot: ServerSnapshot, session: Session, message_id: str) -> bytes:
+            confirmed_name = await forward_confirmed_name(self.client_ip)
+            if policy.require_client_ptr and not confirmed_name:
+                await self._refuse(replies.NO_REVERSE_DNS)
+                return
+        if policy.access_list and not connection_allowed(
+            policy.connection_policy, policy.access_list, self.client_ip, confirmed_name
+        ):
+            await self._refuse(replies.CONNECTION_REFUSED)
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd hangs up silently; RFC 5321 4.2.3 wants a 421 first.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"{replies.IDLE_TIMEOUT.format(hostname=self.hostname)}\r\n".encode())
+        super()._timeout_cb()
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str):
+            status = replies.STOCK_REWRITES.get(status, status)
+            self._in_data = status.startswith("354")
+            self._awaiting_secret = status.startswith("334")
+            if self.snapshot.policy.protocol_logging:
+                protocol_log.info("%s %s %r %s", self.session_id, self.client_ip, self.last_command, status[:3])
+        await super().push(status)
+
+    async def close_with(self, reply: str) -> None:
+        """Say why we are hanging up (stop, terminate, limits) and close the connection."""
+        if self.transport is None:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.push(reply.format(hostname=self.hostname))
+        if self.transport is not None:
+            self.transport.close()
+
+    async def close_idle(self) -> None:
+        await self.close_with(replies.SHUTTING_DOWN)
+
+    # -- AUTH: aiosmtpd parses PLAIN and LOGIN; the password check leaves the event loop --------
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        self._pending_credentials = (mechanism, auth_data)
+        return AuthResult(success=False, handled=False)
+
+    async def auth_PLAIN(self, _, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(_, args))
+
+    async def _verified(self, parsed: AuthResult) -> AuthResult:
+        pending, self._pending_credentials = self._pending_credentials, None
+        if pending is None:
+            return parsed  # aiosmtpd already answered (bad base64, cancelled exchange)
+        policy = self.snapshot.policy
+        client_key = f"authfail:{self.client_ip}"
+        # Throttled before the password hash is computed, so failures cost the attacker, not us.
+        if self.counters.count_recent(client_key) >= policy.max_auth_failures_per_client_per_hour:
+            await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+            return AuthResult(success=False, handled=True)
+        _, credentials = pending
+        login = credentials.login.decode("utf-8", "replace")
+        password = credentials.password.decode("utf-8", "replace")
+        loop = asyncio.get_running_loop()
+        try:
+            signed_in = await loop.run_in_executor(None, authenticate_mailbox, login, password)
+        except LoginRefusedError as refusal:
+            self.auth_failures += 1
+            self.counters.record(client_key)
+            if self.auth_failures >= policy.max_auth_failures_per_connection:
+                await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+                return AuthResult(success=False, handled=True)
+            message = replies.AUTH_LOCKED if refusal.reason == "locked" else replies.AUTH_FAILED
+            return AuthResult(success=False, handled=False, message=message)
+        self.signed_in_as = signed_in.address
+        return AuthResult(success=True, auth_data=signed_in.address, message=replies.AUTH_SUCCEEDED)
+
+
+def received_header(snapshot: ServerSnapshot, session: Session, message_id: str, *, tls: bool = False,
+                    user: str | None = None) -> bytes:
     """The trace header (RFC 5321 4.4) we prepend to every message we accept."""
     peer_ip = session.peer[0] if session.peer else "unknown"
     helo = session.host_name or "unknown"
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    # RFC 3848 protocol types: S for TLS, A for authenticated.
+    protocol += ("S" if tls else "") + ("A" if user else "")
     return (
         f"Received: from {helo} ([{peer_ip}])\r\n"
         f"\tby {snapshot.hostname} (MailConsole) with {protocol} id {message_id};\r\n"
@@ -110,34 +306,111 @@ class LocalEnvelope(Envelope):
         super().__init__()
         self.mailbox_targets: dict[str, MailboxEntry] = {}
         self.drop_recipients: list[str] = []
+        self.remote_recipients: list[str] = []
 
 
-class LocalDeliveryHandler:
-    """Delivers into the Maildirs of local mailboxes (or Drop/), before answering 250; refuses relaying."""
-
-    def __init__(self, snapshot_getter: Callable[[], ServerSnapshot]) -> None:
-        self._snapshot = snapshot_getter
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: LocalEnvelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        snapshot = self._snapshot()
-        local_part, at, domain = address.rpartition("@")
-        if not at:
-            # RFC 5321 allows a bare "postmaster"; IIS appends the default domain to bare names.
-            local_part, domain = address, snapshot.default_domain
-        domain = domain.strip().rstrip(".").lower()
+def split_recipient(address: str, default_domain: str) -> tuple[str, str] | None:
+    """Local part and canonical domain of a RCPT address; a bare name gets the default domain."""
+    local_part, at, domain = address.rpartition("@")
+    if not at:
+        # RFC 5321 allows a bare "postmaster"; IIS appends the default domain to bare names.
+        local_part, domain = address, default_domain
+    domain = domain.strip().rstrip(".").lower()
+    if not domain.startswith("["):
         try:
             domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
         except UnicodeError:
+            return None
+    if not local_part or not domain:
+        return None
+    return local_part, domain
+
+
+class LocalDeliveryHandler:
+    """The policy hooks of a session, and delivery before the 250."""
+
+    def __init__(self, snapshot_getter: Callable[[], ServerSnapshot], counters: WorkerCounters,
+                 relay_check: Callable[[str], Any] | None = None) -> None:
+        self._snapshot = snapshot_getter
+        self.counters = counters
+        # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
+        self._pop_before_smtp = relay_check
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Never show a client our internals; the log has the traceback.
+        log.exception("SMTP session error", exc_info=error)
+        return replies.LOCAL_ERROR
+
+    async def handle_EHLO(self, server: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if not self._snapshot().policy.allow_basic_auth:
+            responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_MAIL(self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        snapshot = self._snapshot()
+        policy = snapshot.policy
+        if policy.require_tls and not server.tls_active:
+            return replies.TLS_REQUIRED
+        if server.messages_accepted >= policy.max_messages_per_connection:
+            await server.close_with(replies.TOO_MANY_MESSAGES)
+            return replies.TOO_MANY_MESSAGES.format(hostname=server.hostname)
+        if server.bytes_accepted >= policy.max_session_size_bytes:
+            return replies.SESSION_TOO_BIG
+        sender_domain = address.rpartition("@")[2].lower()
+        if server.signed_in_as:
+            if address and not snapshot.may_send_as(server.signed_in_as, address):
+                return replies.SENDER_NOT_OWNED.format(address=address, user=server.signed_in_as)
+        elif policy.require_auth_for_local_senders and snapshot.accepts_domain(sender_domain):
+            return replies.LOCAL_SENDER_MUST_AUTHENTICATE.format(address=address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def may_relay(self, server: MailConsoleSMTP, domain: str) -> bool:
+        snapshot = self._snapshot()
+        if server.signed_in_as or domain in snapshot.relay_domains:
+            return True
+        if snapshot.policy.relay_list.matches(server.client_ip):
+            return True
+        if snapshot.policy.pop_before_smtp_minutes and self._pop_before_smtp is not None:
+            return await self._pop_before_smtp(server.client_ip, snapshot.policy.pop_before_smtp_minutes)
+        return False
+
+    async def handle_RCPT(
+        self, server: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        snapshot = self._snapshot()
+        policy = snapshot.policy
+        if len(envelope.rcpt_tos) >= policy.max_recipients_per_message:
+            return replies.TOO_MANY_RECIPIENTS
+        parts = split_recipient(address, snapshot.default_domain)
+        if parts is None:
             return replies.BAD_ADDRESS
-        if not local_part or not domain:
-            return replies.BAD_ADDRESS
-        if not snapshot.accepts_domain(domain):
+        local_part, domain = parts
+        if is_relay_trick(address) and not await self.may_relay(server, domain):
             return replies.RELAY_DENIED.format(address=address)
+        if not snapshot.accepts_domain(domain):
+            if not await self.may_relay(server, domain):
+                return replies.RELAY_DENIED.format(address=address)
+            recipient = f"{local_part}@{domain}"
+            envelope.remote_recipients.append(recipient)
+            envelope.rcpt_tos.append(recipient)
+            envelope.rcpt_options.extend(rcpt_options)
+            return replies.OK_RECIPIENT
         recipient = f"{local_part.lower()}@{domain}"
         destination = snapshot.destination(local_part.lower(), domain)
         if destination is None:
+            server.unknown_recipients += 1
+            limit = policy.harvest_unknown_recipients_limit
+            if limit and server.unknown_recipients >= limit:
+                # Directory harvesting: slow the client down, then send it away.
+                await asyncio.sleep(min(server.unknown_recipients - limit + 1, 5))
+                if server.unknown_recipients >= limit * 2:
+                    await server.close_with(replies.HARVEST_LIMIT)
             return replies.UNKNOWN_USER.format(address=recipient)
         loop = asyncio.get_running_loop()
         for entry in destination.mailboxes:
@@ -152,10 +425,23 @@ class LocalDeliveryHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return replies.OK_RECIPIENT
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: LocalEnvelope) -> str:
+    async def handle_DATA(self, server: MailConsoleSMTP, session: Session, envelope: LocalEnvelope) -> str:
         snapshot = self._snapshot()
+        policy = snapshot.policy
+        content = envelope.original_content or b""
+        if count_received_headers(content) > policy.max_hop_count:
+            return replies.TOO_MANY_HOPS
+        if server.bytes_accepted + len(content) > policy.max_session_size_bytes:
+            return replies.SESSION_TOO_BIG
+        rate_keys = []
+        if policy.max_messages_per_client_per_hour:
+            rate_keys.append((f"client:{server.client_ip}", policy.max_messages_per_client_per_hour))
+        if policy.max_messages_per_sender_per_hour:
+            rate_keys.append((f"sender:{(envelope.mail_from or '').lower()}", policy.max_messages_per_sender_per_hour))
+        if any(self.counters.count_recent(key) >= limit for key, limit in rate_keys):
+            return replies.RATE_LIMITED
         message_id = unique_message_name("")
-        received = received_header(snapshot, session, message_id)
+        received = received_header(snapshot, session, message_id, tls=server.tls_active, user=server.signed_in_as)
         loop = asyncio.get_running_loop()
         try:
             # Disk work leaves the event loop; the 250 goes out only once every copy is durable.
@@ -163,7 +449,13 @@ class LocalDeliveryHandler:
         except OSError:
             log.exception("could not store message %s", message_id)
             return replies.LOCAL_ERROR
-        return refusal or replies.OK_QUEUED.format(message_id=message_id)
+        if refusal:
+            return refusal
+        server.messages_accepted += 1
+        server.bytes_accepted += len(content)
+        for key, _ in rate_keys:
+            self.counters.record(key)
+        return replies.OK_QUEUED.format(message_id=message_id)
 
     @staticmethod
     def _store(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> str | None:
@@ -174,16 +466,31 @@ class LocalDeliveryHandler:
             for entry in targets:
                 if over_quota(entry, size_octets, 1):
                     return replies.MESSAGE_EXCEEDS_QUOTA.format(address=entry.address)
-            name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
-        if envelope.drop_recipients:
-            try:
-                write_durably(snapshot.tmp_dir, snapshot.drop_dir, unique_message_name(".eml"),
-                              drop_file_chunks(envelope, envelope.drop_recipients, received))
-            except OSError:
-                if targets:
-                    # The sender will retry the whole message: take back the mailbox copies.
-                    for entry in targets:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(entry.maildir / "new" / name)
-                raise
+        undo: list[Callable[[], None]] = []
+        try:
+            if targets:
+                name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
+                undo += [lambda path=entry.maildir / "new" / name: os.unlink(path) for entry in targets]
+            if envelope.drop_recipients:
+                drop_path = write_durably(snapshot.tmp_dir, snapshot.drop_dir, unique_message_name(".eml"),
+                                          drop_file_chunks(envelope, envelope.drop_recipients, received))
+                undo.append(lambda: os.unlink(drop_path))
+            if envelope.remote_recipients:
+                enqueue_remote(snapshot, envelope, received)
+        except OSError:
+            # The sender will retry the whole message: take back the copies already stored.
+            for step in undo:
+                with contextlib.suppress(FileNotFoundError):
+                    step()
+            raise
         return None
+
+
+def enqueue_remote(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> None:
+    """Write the message for remote recipients durably into Queue/ (the delivery engine takes it)."""
+    try:
+        from servers.delivery.queue import enqueue
+    except ImportError:
+        raise OSError("outbound delivery is not available") from None
+    enqueue(snapshot.home_dir, envelope.mail_from or "", list(envelope.remote_recipients),
+            [received, envelope.original_content or b""])

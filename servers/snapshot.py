@@ -11,6 +11,48 @@ from pathlib import Path
 from django.conf import settings
 
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
+from servers.smtp_policy import ClientList
+
+# VirtualServer settings the SMTP session reads, copied into the snapshot under the same names.
+POLICY_FIELDS = (
+    "max_connections", "max_connections_per_client", "idle_timeout_s", "max_session_duration_s",
+    "min_data_rate_bps", "protocol_logging", "max_messages_per_connection", "max_recipients_per_message",
+    "max_hop_count", "allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
+    "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
+    "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour",
+    "max_auth_failures_per_connection", "max_auth_failures_per_client_per_hour",
+)
+
+
+@dataclass(frozen=True)
+class SmtpPolicy:
+    """The General, Messages and Access tabs as the SMTP session needs them."""
+
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
+    idle_timeout_s: int = 600
+    max_session_duration_s: int = 3600
+    min_data_rate_bps: int = 0
+    protocol_logging: bool = False
+    max_session_size_bytes: int = 10240 * 1024
+    max_messages_per_connection: int = 20
+    max_recipients_per_message: int = 100
+    max_hop_count: int = 15
+    allow_anonymous: bool = True
+    allow_basic_auth: bool = True
+    require_tls: bool = False
+    tls_port: int | None = None
+    connection_policy: str = "all_except"
+    access_list: ClientList = field(default_factory=ClientList)
+    relay_list: ClientList = field(default_factory=ClientList)
+    pop_before_smtp_minutes: int = 0
+    require_client_ptr: bool = False
+    require_auth_for_local_senders: bool = False
+    harvest_unknown_recipients_limit: int = 0
+    max_messages_per_sender_per_hour: int = 0
+    max_messages_per_client_per_hour: int = 0
+    max_auth_failures_per_connection: int = 3
+    max_auth_failures_per_client_per_hour: int = 20
 
 
 @dataclass(frozen=True)
@@ -51,6 +93,11 @@ class ServerSnapshot:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # domain -> the address of its catch-all mailbox
     catch_all: dict[str, str] = field(default_factory=dict)
+    # remote domains with "allow incoming mail to be relayed to this domain"
+    relay_domains: frozenset[str] = field(default_factory=frozenset)
+    policy: SmtpPolicy = field(default_factory=SmtpPolicy)
+    cert_path: Path | None = None
+    key_path: Path | None = None
 
     @property
     def alias_domains(self) -> frozenset[str]:
@@ -63,6 +110,11 @@ class ServerSnapshot:
     @property
     def tmp_dir(self) -> Path:
         return self.home_dir / ".tmp"
+
+    def may_send_as(self, mailbox_address: str, sender: str) -> bool:
+        """Whether a user signed in as `mailbox_address` may use `sender` in MAIL FROM."""
+        local_part, _, domain = sender.lower().rpartition("@")
+        return f"{local_part}@{self.alias_targets.get(domain, domain)}" == mailbox_address.lower()
 
     def accepts_domain(self, domain: str) -> bool:
         """Whether mail for `domain` is ours to take in (local or alias domain)."""
@@ -128,6 +180,16 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
         alias_targets=dict(
             server.domains.filter(type=DomainType.ALIAS, alias_of__isnull=False).values_list("name", "alias_of__name")
         ),
+        relay_domains=frozenset(
+            server.domains.filter(type=DomainType.REMOTE, relay_allowed=True).values_list("name", flat=True)),
+        policy=SmtpPolicy(
+            **{name: getattr(server, name) for name in POLICY_FIELDS},
+            max_session_size_bytes=server.max_session_size_kb * 1024,
+            access_list=ClientList.from_rules(server.access_rules.values_list("kind", "value")),
+            relay_list=ClientList.from_rules(server.relay_rules.values_list("kind", "value")),
+        ),
+        cert_path=server.cert_path,
+        key_path=server.key_path,
         **_mail_routes(server),
     )
     return snapshot

@@ -1,5 +1,6 @@
 """The domain layer: every face (admin, API, CLI, Celery tasks, workers) changes data through these."""
 
+from .access import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain
 from .errors import DomainError
 from .mailboxes import (
@@ -24,6 +25,7 @@ from .mailboxes import (
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile, set_node_service_state
 from .pop3 import create_pop3_service, set_pop3_state, update_pop3_service
+from .sessions import list_sessions, terminate_session
 from .virtual_servers import (
     create_virtual_server,
     delete_virtual_server,
@@ -36,6 +38,12 @@ from .virtual_servers import (
 
 __all__ = [
     "DomainError",
+    "add_access_rule",
+    "add_relay_rule",
+    "list_sessions",
+    "remove_access_rule",
+    "remove_relay_rule",
+    "terminate_session",
     "LoginRefusedError",
     "add_group",
     "add_mailbox",

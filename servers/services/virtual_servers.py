@@ -30,7 +30,23 @@ from .postmaster import ensure_postmaster
 # The IIS home-directory layout; `.tmp` holds files being written before their atomic rename.
 HOME_SUBDIRS = ("BadMail", "Drop", "Pickup", "Queue", ".tmp")
 ALL_UNASSIGNED = "0.0.0.0"
-EDITABLE_FIELDS = ("name", "ip_address", "port", "max_message_size_kb")
+# Settings of the property sheet and how each is checked (besides name, IP address and port).
+OPTIONAL_LIMIT_FIELDS = ("max_connections", "max_connections_per_client", "tls_port")
+POSITIVE_FIELDS = (
+    "max_message_size_kb", "max_session_size_kb", "max_messages_per_connection", "max_recipients_per_message",
+    "idle_timeout_s", "max_session_duration_s", "max_hop_count",
+)
+COUNT_FIELDS = (
+    "min_data_rate_bps", "pop_before_smtp_minutes", "harvest_unknown_recipients_limit",
+    "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour", "max_auth_failures_per_connection",
+    "max_auth_failures_per_client_per_hour",
+)
+FLAG_FIELDS = (
+    "protocol_logging", "allow_anonymous", "allow_basic_auth", "require_tls", "require_client_ptr",
+    "require_auth_for_local_senders",
+)
+EDITABLE_FIELDS = ("name", "ip_address", "port", "connection_policy", *OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS,
+                   *COUNT_FIELDS, *FLAG_FIELDS)
 
 
 def default_home_dir(name: str) -> Path:
@@ -66,14 +82,55 @@ def _clean_port(raw: int | str) -> int:
     return port
 
 
-def _clean_size_kb(raw: int | str) -> int:
+def _clean_number(raw: int | str | None, field: str, *, minimum: int, optional: bool = False) -> int | None:
+    if optional and raw in (None, ""):
+        return None
+    if isinstance(raw, bool):
+        raise DomainError(f"{raw!r} is not a number.", field=field)
     try:
-        size_kb = int(raw)
+        number = int(raw)
     except (TypeError, ValueError):
-        raise DomainError(f"{raw!r} is not a number.", field="max_message_size_kb") from None
-    if size_kb < 1:
-        raise DomainError("The limit must be at least 1 KB.", field="max_message_size_kb")
-    return size_kb
+        raise DomainError(f"{raw!r} is not a number.", field=field) from None
+    if number < minimum:
+        raise DomainError(f"The value must be at least {minimum}.", field=field)
+    if number > 2**31 - 1:
+        raise DomainError("The value is too large.", field=field)
+    return number
+
+
+def _clean_flag(raw: object, field: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(raw).lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise DomainError(f"{raw!r} is not true or false.", field=field)
+
+
+def _clean_setting(field: str, value: object) -> object:
+    """Check one property-sheet value; raise DomainError naming the field."""
+    if field == "name":
+        return _clean_name(value)
+    if field == "ip_address":
+        return _clean_ip(value)
+    if field == "port":
+        return _clean_port(value)
+    if field == "tls_port":
+        return None if value in (None, "", 0) else _clean_port(value)
+    if field == "connection_policy":
+        if value not in ("all_except", "only_listed"):
+            raise DomainError("Choose all_except or only_listed.", field=field)
+        return value
+    if field in OPTIONAL_LIMIT_FIELDS:
+        return _clean_number(value, field, minimum=1, optional=True)
+    if field in POSITIVE_FIELDS:
+        return _clean_number(value, field, minimum=1)
+    if field in COUNT_FIELDS:
+        return _clean_number(value, field, minimum=0)
+    if field in FLAG_FIELDS:
+        return _clean_flag(value, field)
+    raise DomainError(f"{field} cannot be changed here.", field=field)
 
 
 def _is_within(inner: Path, outer: Path) -> bool:
@@ -199,14 +256,10 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
         field = sorted(unknown)[0]
         raise DomainError(f"{field} cannot be changed here.", field=field)
     before = snapshot_of(server)
-    cleaners = {
-        "name": _clean_name,
-        "ip_address": _clean_ip,
-        "port": _clean_port,
-        "max_message_size_kb": _clean_size_kb,
-    }
     for field, value in changes.items():
-        setattr(server, field, cleaners[field](value))
+        setattr(server, field, _clean_setting(field, value))
+    if server.tls_port is not None and server.tls_port == server.port:
+        raise DomainError("The implicit-TLS port must differ from the SMTP port.", field="tls_port")
     if "name" in changes and (
         VirtualServer.objects.filter(node=server.node, name=server.name).exclude(pk=server.pk).exists()
     ):

@@ -8,6 +8,7 @@ and close its sessions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 
-from servers.livestate import heartbeat_key
+from servers.livestate import heartbeat_key, sessions_key, terminate_key
 from servers.models import ObservedState, ServiceState
 
 log = logging.getLogger("mailconsole.worker")
@@ -119,7 +120,33 @@ class SupervisedWorker:
     async def heartbeat_forever(self) -> None:
         while True:
             await self.publish_heartbeat()
+            await self.publish_sessions_and_take_orders()
             await asyncio.sleep(settings.HEARTBEAT_INTERVAL_S)
+
+    async def publish_sessions_and_take_orders(self) -> None:
+        """Show who is connected (the console's Current Sessions) and close the ones asked to go."""
+        sessions = {s.session_id: s for s in self.control.sessions if hasattr(s, "session_info")}
+        key = sessions_key(self.kind, self.unit_id)
+        orders_key = terminate_key(self.kind, self.unit_id)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if sessions:
+                    pipe.hset(key, mapping={sid: json.dumps(s.session_info()) for sid, s in sessions.items()})
+                    pipe.expire(key, settings.HEARTBEAT_TTL_S)
+                pipe.smembers(orders_key)
+                pipe.delete(orders_key)
+                results = await pipe.execute()
+        except (aioredis.RedisError, OSError):
+            return
+        for session_id in results[-2]:
+            session = sessions.get(session_id.decode() if isinstance(session_id, bytes) else session_id)
+            if session is not None:
+                log.info("terminating session %s at the administrator's request", session.session_id)
+                await self.terminate_session(session)
+
+    async def terminate_session(self, session: Any) -> None:
+        raise NotImplementedError
 
     # -- control -----------------------------------------------------------------------------
     def pause(self) -> None:

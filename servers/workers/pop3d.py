@@ -15,14 +15,17 @@ import os
 import socket
 import ssl
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from django.conf import settings
 
 from servers import pop3_replies
+from servers.livestate import redis_client
 from servers.maildir import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session
@@ -40,6 +43,7 @@ LOCK_FILE_NAME = ".pop3.lock"
 THROTTLE_WINDOW_S = 300
 THROTTLE_FREE_FAILURES = 3
 THROTTLE_HARD_LIMIT = 30
+POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,29 @@ class MailboxLock:
             self.fd = None
 
 
+class Pop3Connection:
+    """One connected POP3 client, as the console's Current Sessions view sees it."""
+
+    def __init__(self, writer: asyncio.StreamWriter, client: str) -> None:
+        self.writer = writer
+        self.client = client
+        self.session_id = uuid.uuid4().hex[:12]
+        self.connected_at = time.time()
+        self.user = ""
+        self.state = "AUTHORIZATION"
+        self.messages_retrieved = 0
+
+    def session_info(self) -> dict:
+        return {"id": self.session_id, "protocol": "POP3", "client": self.client, "user": self.user,
+                "connected_at": self.connected_at, "state": self.state, "messages": self.messages_retrieved,
+                "bytes": 0, "tls": self.writer.get_extra_info("sslcontext") is not None}
+
+    def close_with(self, reply: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.writer.write(f"{reply}\r\n".encode())
+            self.writer.close()
+
+
 class POP3Worker(SupervisedWorker):
     kind = "pop3"
     snapshot: Pop3Snapshot
@@ -159,13 +186,16 @@ class POP3Worker(SupervisedWorker):
 
     async def close_sessions(self) -> None:
         """POP3 has no transaction to finish mid-command; tell everyone and hang up (no deletions)."""
-        for writer in list(self.control.sessions):
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                writer.write(f"{pop3_replies.SHUTTING_DOWN.format(hostname=self.snapshot.hostname)}\r\n".encode())
-                writer.close()
+        for connection in list(self.control.sessions):
+            connection.close_with(pop3_replies.SHUTTING_DOWN.format(hostname=self.snapshot.hostname))
 
-    def authenticator_for(self, client: str) -> Callable[[str, str], AuthOutcome]:
+    async def terminate_session(self, session: Pop3Connection) -> None:
+        session.close_with(pop3_replies.TERMINATED)
+
+    def authenticator_for(self, connection: Pop3Connection) -> Callable[[str, str], AuthOutcome]:
         """The session's sign-in check, run in a thread: throttle, password, lock, logon record."""
+
+        client = connection.client
 
         def authenticate(username: str, password: str) -> AuthOutcome:
             if self.throttle.failures_for(client, username) >= THROTTLE_HARD_LIMIT:
@@ -182,6 +212,9 @@ class POP3Worker(SupervisedWorker):
             if not lock.acquire():
                 return AuthOutcome(AuthStatus.IN_USE)
             logon_id = record_logon(signed_in.mailbox_id, client, "POP3")
+            connection.user = signed_in.address
+            connection.state = "TRANSACTION"
+            remember_pop_login(client)
 
             def release() -> None:
                 lock.release()
@@ -203,8 +236,9 @@ class POP3Worker(SupervisedWorker):
             return
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else "unknown"
+        connection = Pop3Connection(writer, client)
         session = POP3Session(
-            authenticator=self.authenticator_for(client),
+            authenticator=self.authenticator_for(connection),
             hostname=snapshot.hostname,
             default_domain=snapshot.default_domain,
             tls_active=implicit_tls,
@@ -212,7 +246,7 @@ class POP3Worker(SupervisedWorker):
             plaintext_login_requires_tls=snapshot.plaintext_requires_tls,
             max_line_length=MAX_LINE_OCTETS,
         )
-        self.control.sessions.add(writer)
+        self.control.sessions.add(connection)
         loop = asyncio.get_running_loop()
         try:
             for line in session.greeting():
@@ -243,11 +277,19 @@ class POP3Worker(SupervisedWorker):
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection ended: %s", client, exc)
         finally:
-            self.control.sessions.discard(writer)
+            self.control.sessions.discard(connection)
             # A dropped connection deletes nothing (RFC 1939 section 6) and unlocks the mailbox.
             await loop.run_in_executor(None, session.connection_lost)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+def remember_pop_login(client: str) -> None:
+    """Note a successful POP3 login by this address, for POP-before-SMTP relaying."""
+    try:
+        redis_client().set(f"{POP_AUTH_PREFIX}{client}", time.time(), ex=24 * 3600)
+    except (redis.RedisError, OSError):
+        log.warning("cannot record the POP3 login of %s for POP-before-SMTP", client)
 
 
 def run(service_id: int) -> int:

@@ -1,0 +1,59 @@
+"""The Access tab's lists: connection control and the clients that may relay without signing in."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from servers.models import AccessRule, RelayRule, VirtualServer
+from servers.smtp_policy import RuleError, normalize_rule
+
+from .audit import record_change
+from .errors import DomainError
+from .nodes import request_reconcile
+from .virtual_servers import bump_config_version
+
+
+def _clean(kind: str, value: str) -> str:
+    try:
+        return normalize_rule(kind, value)
+    except RuleError as exc:
+        raise DomainError(str(exc), field="value") from None
+
+
+def _changed(server: VirtualServer) -> None:
+    bump_config_version(server)
+    request_reconcile(server.node)
+
+
+@transaction.atomic
+def add_access_rule(server: VirtualServer, kind: str, value: str, *, actor: str = "system") -> AccessRule:
+    """Add an entry to the connection-control list (its meaning depends on `connection_policy`)."""
+    rule = AccessRule.objects.create(server=server, kind=kind, value=_clean(kind, value))
+    record_change(actor=actor, action="add_access_rule", obj=rule, after={"kind": kind, "value": rule.value})
+    _changed(server)
+    return rule
+
+
+@transaction.atomic
+def remove_access_rule(rule: AccessRule, *, actor: str = "system") -> None:
+    server = rule.server
+    record_change(actor=actor, action="remove_access_rule", obj=rule, before={"kind": rule.kind, "value": rule.value})
+    rule.delete()
+    _changed(server)
+
+
+@transaction.atomic
+def add_relay_rule(server: VirtualServer, kind: str, value: str, *, actor: str = "system") -> RelayRule:
+    """Let these clients (the trusted LAN) relay without authenticating."""
+    rule = RelayRule.objects.create(server=server, kind=kind, value=_clean(kind, value))
+    record_change(actor=actor, action="add_relay_rule", obj=rule, after={"kind": kind, "value": rule.value})
+    _changed(server)
+    return rule
+
+
+@transaction.atomic
+def remove_relay_rule(rule: RelayRule, *, actor: str = "system") -> None:
+    server = rule.server
+    record_change(actor=actor, action="remove_relay_rule", obj=rule, before={"kind": rule.kind, "value": rule.value})
+    rule.delete()
+    _changed(server)

@@ -1,0 +1,120 @@
+"""SMTP policy decisions without I/O: client lists, relay tricks, hop counts.
+
+The SMTP session asks these questions; the answers depend only on the arguments, so they are
+tested without sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from servers.models import AccessRuleKind
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RuleError(ValueError):
+    """A rule value that does not fit its kind; the message is fit for a user."""
+
+
+def normalize_rule(kind: str, value: str) -> str:
+    """Check one access/relay rule and return its canonical text."""
+    value = (value or "").strip()
+    try:
+        if kind == AccessRuleKind.ADDRESS:
+            return str(ipaddress.ip_address(value))
+        if kind == AccessRuleKind.NETWORK:
+            return str(ipaddress.ip_network(value, strict=False))
+        if kind == AccessRuleKind.RANGE:
+            start, _, end = value.partition("-")
+            first, last = ipaddress.ip_address(start.strip()), ipaddress.ip_address(end.strip())
+            if first.version != last.version or first > last:
+                raise RuleError(f"{value!r}: the range must go from a lower to a higher address of one family.")
+            return f"{first}-{last}"
+        if kind == AccessRuleKind.DOMAIN:
+            name = value.lower().rstrip(".")
+            if not name or " " in name:
+                raise RuleError(f"{value!r} is not a domain name.")
+            return name
+    except ValueError as exc:
+        if isinstance(exc, RuleError):
+            raise
+        raise RuleError(f"{value!r} is not a valid {AccessRuleKind(kind).label.lower()}.") from None
+    raise RuleError(f"{kind!r} is not a kind of rule (address, network, range, domain).")
+
+
+@dataclass(frozen=True)
+class ClientList:
+    """A list of clients by address, network, range or (reverse-DNS) domain name."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ranges: tuple[tuple[IPAddress, IPAddress], ...] = ()
+    domains: tuple[str, ...] = ()
+
+    @classmethod
+    def from_rules(cls, rules: Iterable[tuple[str, str]]) -> ClientList:
+        networks, ranges, domains = [], [], []
+        for kind, value in rules:
+            if kind in (AccessRuleKind.ADDRESS, AccessRuleKind.NETWORK):
+                networks.append(ipaddress.ip_network(value, strict=False))
+            elif kind == AccessRuleKind.RANGE:
+                start, _, end = value.partition("-")
+                ranges.append((ipaddress.ip_address(start), ipaddress.ip_address(end)))
+            elif kind == AccessRuleKind.DOMAIN:
+                domains.append(value)
+        return cls(tuple(networks), tuple(ranges), tuple(domains))
+
+    @property
+    def needs_reverse_dns(self) -> bool:
+        return bool(self.domains)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.ranges or self.domains)
+
+    def matches(self, client_ip: str, confirmed_name: str | None = None) -> bool:
+        """Whether the client is on the list; `confirmed_name` is its forward-confirmed PTR name."""
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.networks if network.version == address.version):
+            return True
+        if any(first.version == address.version and first <= address <= last for first, last in self.ranges):
+            return True
+        if confirmed_name:
+            name = confirmed_name.lower().rstrip(".")
+            return any(name == domain or name.endswith("." + domain) for domain in self.domains)
+        return False
+
+
+def connection_allowed(policy: str, access_list: ClientList, client_ip: str, confirmed_name: str | None) -> bool:
+    """The Access tab's connection control: "only the list below" or "all except the list below"."""
+    listed = access_list.matches(client_ip, confirmed_name)
+    return listed if policy == "only_listed" else not listed
+
+
+def is_relay_trick(address: str) -> bool:
+    """Addresses that try to route through us to somewhere else (RFC 5321 3.6.1, 4.1.3).
+
+    `user%other@ours` (percent hack), `other!user@ours` (UUCP bang path), `"user@other"@ours`
+    (quoted at-sign), `@ours:user@other` (source route), `user@[192.0.2.1]` (address literal).
+    """
+    if address.startswith("@"):
+        return True
+    local_part, at, domain = address.rpartition("@")
+    if not at:
+        return "%" in address or "!" in address or '"' in address
+    if domain.startswith("["):
+        return True
+    return any(char in local_part for char in "%!@\":")
+
+
+def count_received_headers(message: bytes) -> int:
+    """How many Received: trace headers (RFC 5321 6.3) the message already carries."""
+    header_end = message.find(b"\r\n\r\n")
+    headers = message if header_end < 0 else message[: header_end + 2]
+    return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
