@@ -160,6 +160,9 @@ class VirtualServer(SupervisedProcess):
     max_auth_failures_per_connection = models.PositiveIntegerField(default=3)
     max_auth_failures_per_client_per_hour = models.PositiveIntegerField(default=20)
 
+    # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
+    operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
