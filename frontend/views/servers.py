@@ -217,5 +217,7 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
 def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse:
     server = server_for(request.user, pk)
     title = {"sessions": "Current Sessions", "queue": "Queue"}[what]
-    return render_console(request, "console/placeholder.html", {"server": server, "title": title},
+    beat = queries.server_heartbeats([server]).get(server.pk)
+    return render_console(request, "console/placeholder.html",
+                          {"server": server, "title": title, "sessions": beat.sessions if beat else None},
                           selected=f"server-{server.pk}-{what}")
