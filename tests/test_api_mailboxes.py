@@ -166,3 +166,13 @@ def test_logons_list_sign_ins_and_filter_by_mailbox(admin, domain):
     assert mailbox["last_logon_from"] == "192.0.2.1" and mailbox["last_logon_at"]
     logon = Logon.objects.get(mailbox=ann)
     assert admin.delete(f"/api/v1/logons/{logon.pk}/").status_code == 405
+
+
+def test_mailboxes_and_groups_filter_by_server(admin, domain):
+    services.add_mailbox(domain, "ann", GOOD_PASSWORD)
+    other = make_server().default_domain
+    services.add_mailbox(other, "carl", GOOD_PASSWORD)
+    assert [m["address"] for m in results(admin.get(f"/api/v1/mailboxes/?server={domain.server_id}"))] == [
+        "ann@study003.local"]
+    assert [g["address"] for g in results(admin.get(f"/api/v1/groups/?server={other.server_id}"))] == [
+        f"postmaster@{other.name}"]

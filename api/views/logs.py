@@ -12,7 +12,10 @@ class LogonViewSet(ServiceBackedViewSet):
     """Sign-ins to the mailboxes a user manages (Exchange's Logons view); read-only."""
 
     serializer_class = LogonSerializer
-    filter_params = {"mailbox": Param("mailbox_id", description="Only sign-ins to this mailbox.")}
+    filter_params = {
+        "mailbox": Param("mailbox_id", description="Only sign-ins to this mailbox."),
+        "domain": Param("mailbox__domain_id", description="Only sign-ins to mailboxes of this domain."),
+    }
     ordering_fields = ["id", "logon_at", "last_access_at", "client_address"]
 
     def get_queryset(self):

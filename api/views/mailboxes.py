@@ -31,7 +31,10 @@ class MailboxViewSet(ServiceBackedViewSet):
     create_serializer_class = MailboxCreateSerializer
     update_serializer_class = MailboxUpdateSerializer
     filter_backends = [ParamFilter, SearchFilter, OrderingFilter]
-    filter_params = {"domain": Param("domain_id", description="Only mailboxes of this domain.")}
+    filter_params = {
+        "domain": Param("domain_id", description="Only mailboxes of this domain."),
+        "server": Param("domain__server_id", description="Only mailboxes of this virtual server."),
+    }
     search_fields = ["local_part", "display_name", "domain__name"]
     ordering_fields = ["id", "local_part", "display_name", "last_logon_at", "created_at"]
 
@@ -94,7 +97,10 @@ class GroupAddressViewSet(ServiceBackedViewSet):
     serializer_class = GroupAddressSerializer
     create_serializer_class = GroupAddressCreateSerializer
     update_serializer_class = GroupAddressUpdateSerializer
-    filter_params = {"domain": Param("domain_id", description="Only groups of this domain.")}
+    filter_params = {
+        "domain": Param("domain_id", description="Only groups of this domain."),
+        "server": Param("domain__server_id", description="Only groups of this virtual server."),
+    }
     ordering_fields = ["id", "local_part", "created_at"]
 
     def get_queryset(self):
