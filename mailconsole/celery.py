@@ -23,3 +23,12 @@ def schedule_reconcile(sender: Celery, **kwargs) -> None:
         queue=settings.NODE_NAME,
         expires=settings.RECONCILE_INTERVAL_S * 2,
     )
+    # Delivery: index Queue/ and send due messages to workers; take files from Pickup/.
+    for task in ("servers.delivery_scan", "servers.delivery_pickup"):
+        sender.add_periodic_task(
+            float(settings.DELIVERY_SCAN_INTERVAL_S),
+            sender.signature(task, args=(settings.NODE_NAME,)),
+            name=f"{task} {settings.NODE_NAME}",
+            queue=settings.NODE_NAME,
+            expires=settings.DELIVERY_SCAN_INTERVAL_S * 2,
+        )

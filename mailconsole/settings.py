@@ -234,3 +234,15 @@ SPECTACULAR_SETTINGS = {
         "DomainTypeEnum": "servers.models.DomainType",
     },
 }
+
+# --- Delivery ---
+# The DNS server outbound delivery asks ("ip" or "ip:port"); empty: the system's resolvers.
+# A server's Delivery tab may name its own.
+DELIVERY_DNS_SERVER = envstr("MAILCONSOLE_DNS_SERVER")
+DELIVERY_DNS_TIMEOUT_S = envint("MAILCONSOLE_DNS_TIMEOUT", 5)
+# Upper bound on any one SMTP command's wait, whatever a server's outbound time-out says.
+DELIVERY_SMTP_TIMEOUT_S = envint("MAILCONSOLE_SMTP_CLIENT_TIMEOUT", 300)
+# How often the node indexes Queue/, sends due messages to its workers, and takes Pickup/ files.
+DELIVERY_SCAN_INTERVAL_S = envint("MAILCONSOLE_DELIVERY_SCAN_INTERVAL", 2)
+# A due message whose task has not started after this long is sent to the workers again.
+DELIVERY_REDISPATCH_S = envint("MAILCONSOLE_DELIVERY_REDISPATCH", 120)

@@ -459,3 +459,4 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_repr}"
 
+from servers.delivery.models import *  # noqa: E402,F403

@@ -1,0 +1,401 @@
+"""Outbound delivery in-process: a real DNS server and real SMTP servers on loopback, no mocks.
+
+The servers here live on a node of their own, so a Celery worker running for other tests never
+delivers their mail behind the test's back; the tests drive `engine.process_message` themselves.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from servers import services
+from servers.delivery import engine, queue
+from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState, RemoteDomainRoute
+from servers.models import AuditEntry, DomainType, Node
+from tests.delivery_helpers import Refuser, RemoteBehaviour, RemoteSMTP, TestDNS, shared_port
+from tests.factories import make_mailbox, make_server
+
+HOSTS = [f"127.0.0.{n}" for n in range(2, 10)]
+MESSAGE = (b"From: Alice <alice@lab.test>\nTo: someone\nSubject: Quarterly report\n\n"
+           b"Line one\n.a line starting with a dot\r\n..two dots\rlast line without newline")
+
+
+@pytest.fixture
+def dns():
+    server = TestDNS().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def port() -> int:
+    return shared_port(HOSTS)
+
+
+@pytest.fixture
+def remotes(port, tmp_path):
+    started = []
+
+    def start(host: str, **kwargs):
+        kind = kwargs.pop("kind", RemoteSMTP)
+        remote = kind(host, port, **kwargs) if kind is Refuser else kind(host, port, tls_dir=tmp_path, **kwargs)
+        started.append(remote.start())
+        return remote
+
+    yield start
+    for remote in started:
+        remote.stop()
+
+
+@pytest.fixture
+def server(db, dns, port):
+    """A running server with mailbox alice@lab.test, on a node no Celery worker serves."""
+    node, _ = Node.objects.get_or_create(name="delivery-in-process")
+    vs = make_server(domain="lab.test", node=node, start=True)
+    make_mailbox(vs, "alice")
+    make_mailbox(vs, "postmaster-copy")
+    config = DeliverySettings.for_server(vs)
+    config.dns_server = dns.address
+    config.outbound_port = port
+    config.first_retry_interval_s = config.second_retry_interval_s = config.third_retry_interval_s = 1
+    config.subsequent_retry_interval_s = 1
+    config.outbound_timeout_s = 10
+    config.save()
+    return vs
+
+
+def configure(server, **changes) -> None:
+    DeliverySettings.objects.filter(server=server).update(**changes)
+
+
+def send(server, recipients, *, mail_from="alice@lab.test", message=MESSAGE) -> QueuedMessage:
+    message_id = queue.enqueue(server.home_dir, mail_from, recipients, [message])
+    engine.reconcile_queue(server)
+    return QueuedMessage.objects.get(server=server, name=message_id + ".eml")
+
+
+def run_queue(server, *, rounds: int = 1) -> None:
+    """Process every due message (and the DSNs they make) `rounds` times."""
+    for _ in range(rounds):
+        engine.reconcile_queue(server)
+        for message_id in QueuedMessage.objects.due(timezone.now()).filter(server=server).values_list("pk", flat=True):
+            engine.process_message(message_id)
+
+
+def run_until_empty(server, *, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while QueuedMessage.objects.filter(server=server).exists():
+        assert time.monotonic() < deadline, list(QueuedMessage.objects.filter(server=server).values())
+        run_queue(server)
+        time.sleep(0.1)
+
+
+def mailbox_messages(server, local_part: str) -> list[email.message.EmailMessage]:
+    maildir = server.home_path / "Mailbox" / "lab.test" / local_part / "new"
+    files = sorted(maildir.glob("*")) if maildir.exists() else []
+    return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in files]
+
+
+def delivery_status(report: email.message.EmailMessage) -> str:
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = list(report.iter_parts())
+    assert [part.get_content_type() for part in parts] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    blocks = parts[1].get_payload()
+    return "\n".join(str(block) for block in blocks)
+
+
+def original_headers_part(report) -> str:
+    return list(report.iter_parts())[2].get_payload(decode=True).decode()
+
+
+# --- the Queue folder ---------------------------------------------------------------------------
+
+def test_enqueue_writes_the_envelope_and_the_message_and_the_row_is_rebuilt_from_the_file(server):
+    message_id = queue.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test", "carol@far.test"],
+                               [b"Received: by us\r\n", b"Subject: hi\r\n\r\nbody\r\n"])
+    path = server.home_path / "Queue" / f"{message_id}.eml"
+    assert path.read_bytes() == (b"x-sender: alice@lab.test\r\nx-receiver: bob@far.test\r\n"
+                                 b"x-receiver: carol@far.test\r\nReceived: by us\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert not list((server.home_path / ".tmp").glob(f"{message_id}*"))
+
+    engine.reconcile_queue(server)
+    row = QueuedMessage.objects.get(name=path.name)
+    assert row.mail_from == "alice@lab.test"
+    assert row.size_octets == len(b"Received: by us\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert sorted(row.recipients.values_list("address", "state")) == [
+        ("bob@far.test", "pending"), ("carol@far.test", "pending")]
+
+    row.delete()  # the database lost it: the folder is the truth
+    engine.reconcile_queue(server)
+    assert QueuedMessage.objects.get(name=path.name).recipients.count() == 2
+
+
+def test_a_row_whose_file_is_gone_is_dropped_and_a_file_without_envelope_goes_to_badmail(server):
+    row = send(server, ["bob@far.test"])
+    (server.home_path / "Queue" / row.name).unlink()
+    (server.home_path / "Queue" / "junk.eml").write_bytes(b"Subject: no envelope\r\n\r\nhi\r\n")
+    engine.reconcile_queue(server)
+    assert not QueuedMessage.objects.filter(server=server).exists()
+    assert (server.home_path / "BadMail" / "junk.eml").exists()
+    assert "no x-sender/x-receiver" in (server.home_path / "BadMail" / "junk.bdr").read_text()
+
+
+# --- routing --------------------------------------------------------------------------------------
+
+def test_it_tries_mx_hosts_in_preference_order_and_sends_crlf_dot_stuffed_data(server, dns, remotes):
+    dns.add_mx("far.test", (20, "mx2.far.test"), (10, "mx1.far.test"))
+    dns.add_a("mx1.far.test", "127.0.0.2")
+    dns.add_a("mx2.far.test", "127.0.0.3")
+    busy = remotes("127.0.0.2", kind=Refuser)
+    good = remotes("127.0.0.3")
+    send(server, ["bob@far.test"])
+    run_queue(server)
+    assert busy.connections == 1
+    [received] = good.received
+    assert received.rcpt_tos == ["bob@far.test"]
+    assert received.tls  # opportunistic STARTTLS
+    # aiosmtpd undoes the dot-stuffing; every line ending arrived as CRLF
+    assert received.content == MESSAGE.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+    assert not QueuedMessage.objects.filter(server=server).exists()
+    assert not any((server.home_path / "Queue").iterdir())
+
+
+def test_a_domain_without_mx_gets_its_mail_at_its_address_record(server, dns, remotes):
+    dns.add_a("plain.test", "127.0.0.4")
+    remote = remotes("127.0.0.4")
+    send(server, ["bob@plain.test"])
+    run_queue(server)
+    assert remote.recipients() == ["bob@plain.test"]
+
+
+def test_null_mx_bounces_at_once_with_a_dsn_a_copy_to_the_ndr_address_and_badmail(server, dns):
+    configure(server, ndr_copy_address="postmaster-copy@lab.test")
+    dns.add_mx("nomail.test", (0, "."))
+    row = send(server, ["bob@nomail.test"])
+    run_until_empty(server)
+
+    [report] = mailbox_messages(server, "alice")
+    assert report["Subject"] == "Undeliverable: Quarterly report"
+    status = delivery_status(report)
+    assert "Reporting-MTA: dns; mx.test.invalid" in status
+    assert "Final-Recipient: rfc822; bob@nomail.test" in status
+    assert "Action: failed" in status
+    assert "Status: 5.1.10" in status
+    assert "Subject: Quarterly report" in original_headers_part(report)
+    assert report["Return-Path"] == "<>"
+    [copy] = mailbox_messages(server, "postmaster-copy")
+    assert copy["Subject"] == report["Subject"]
+
+    badmail = server.home_path / "BadMail"
+    assert (badmail / row.name).read_bytes().endswith(MESSAGE)
+    assert "bob@nomail.test" in (badmail / row.name.replace(".eml", ".bdr")).read_text()
+    assert "5.1.10" in (badmail / row.name.replace(".eml", ".bdr")).read_text()
+
+
+def test_nxdomain_is_permanent_and_servfail_is_temporary(server, dns):
+    dns.servfail.add("flaky.test")
+    row = send(server, ["bob@nowhere.test", "carol@flaky.test"])
+    run_queue(server)
+    states = dict(row.recipients.values_list("address", "status"))
+    assert states == {"bob@nowhere.test": "5.1.2", "carol@flaky.test": "4.4.3"}
+    assert row.recipients.get(address="carol@flaky.test").state == RecipientState.PENDING
+    run_queue(server)
+    assert "Status: 5.1.2" in delivery_status(mailbox_messages(server, "alice")[0])
+
+
+def test_an_mx_that_points_back_to_this_server_is_a_loop(server, dns):
+    dns.add_mx("loop.test", (10, settings.MAIL_HOSTNAME))
+    dns.add_a(settings.MAIL_HOSTNAME, "127.0.0.1")
+    send(server, ["bob@loop.test"])
+    run_until_empty(server)
+    assert "Status: 5.4.6" in delivery_status(mailbox_messages(server, "alice")[0])
+
+
+# --- per-recipient results and retries ----------------------------------------------------------
+
+def test_one_transaction_per_host_carries_all_recipients_with_per_recipient_results(server, dns, remotes):
+    for domain in ("a.test", "b.test"):
+        dns.add_mx(domain, (10, "mx.shared.test"))
+    dns.add_a("mx.shared.test", "127.0.0.5")
+    remote = remotes("127.0.0.5", behaviour=RemoteBehaviour(
+        rcpt_replies={"gone": "550 5.1.1 No such user", "later": "451 4.2.1 Mailbox busy"}))
+    row = send(server, ["ok1@a.test", "ok2@b.test", "gone@a.test", "later@a.test"])
+    run_queue(server, rounds=2)  # the message, then the DSN it made
+    [first] = remote.received
+    assert sorted(first.rcpt_tos) == ["ok1@a.test", "ok2@b.test"]
+    assert dict(row.recipients.values_list("address", "state")) == {
+        "ok1@a.test": "delivered", "ok2@b.test": "delivered", "gone@a.test": "failed", "later@a.test": "pending"}
+    status = delivery_status(mailbox_messages(server, "alice")[0])
+    assert "gone@a.test" in status and "later@a.test" not in status
+    assert "Diagnostic-Code: smtp; 550 5.1.1 No such user" in status
+
+    remote.behaviour.rcpt_replies.pop("later")
+    time.sleep(1.1)
+    run_until_empty(server)
+    assert [m.rcpt_tos for m in remote.received] == [first.rcpt_tos, ["later@a.test"]]
+    assert len(mailbox_messages(server, "alice")) == 1
+
+
+def test_a_deferring_host_is_retried_on_schedule_until_it_accepts(server, dns, remotes):
+    configure(server, first_retry_interval_s=1, second_retry_interval_s=2)
+    dns.add_a("slow.test", "127.0.0.6")
+    remote = remotes("127.0.0.6", behaviour=RemoteBehaviour(defer_data_times=2))
+    row = send(server, ["bob@slow.test"])
+    run_queue(server)
+    row.refresh_from_db()
+    assert row.attempts == 1 and "451 4.3.0 Try again later" in row.last_reply
+    assert timedelta(seconds=0.5) < row.next_attempt_at - row.last_attempt_at <= timedelta(seconds=1)
+    run_queue(server)  # not due yet: nothing happens
+    assert QueuedMessage.objects.get(pk=row.pk).attempts == 1
+    time.sleep(1.1)
+    run_queue(server)
+    row.refresh_from_db()
+    assert row.attempts == 2
+    assert timedelta(seconds=1.5) < row.next_attempt_at - row.last_attempt_at <= timedelta(seconds=2)
+    time.sleep(2.1)
+    run_queue(server)
+    assert remote.recipients() == ["bob@slow.test"]
+    assert remote.data_commands == 3
+    assert not QueuedMessage.objects.filter(pk=row.pk).exists()
+    assert mailbox_messages(server, "alice") == []
+
+
+def test_the_sender_is_told_of_a_delay_and_of_the_expiry(server, dns, remotes):
+    configure(server, delay_notification_s=1, expiration_timeout_s=3)
+    dns.add_a("down.test", "127.0.0.6")
+    remotes("127.0.0.6", behaviour=RemoteBehaviour(defer_data_times=100))
+    row = send(server, ["bob@down.test"])
+    run_queue(server)
+    time.sleep(1.1)
+    run_queue(server, rounds=2)
+    [delayed] = mailbox_messages(server, "alice")
+    status = delivery_status(delayed)
+    assert "Action: delayed" in status and "Will-Retry-Until:" in status
+    assert delayed["Subject"].startswith("Delivery delayed")
+    assert QueuedMessage.objects.filter(pk=row.pk).exists()
+
+    time.sleep(2)
+    run_until_empty(server)
+    expired = mailbox_messages(server, "alice")[1]
+    status = delivery_status(expired)
+    assert "Action: failed" in status and "Status: 4.4.7" in status
+    assert (server.home_path / "BadMail" / row.name).exists()
+
+
+def test_a_permanent_failure_of_a_message_from_the_null_sender_goes_only_to_badmail(server, dns, remotes):
+    dns.add_a("strict.test", "127.0.0.6")
+    remotes("127.0.0.6", behaviour=RemoteBehaviour(reject_data="554 5.7.1 Rejected"))
+    row = send(server, ["bob@strict.test"], mail_from="")
+    run_until_empty(server)
+    assert mailbox_messages(server, "alice") == []
+    assert "554 5.7.1 Rejected" in (server.home_path / "BadMail" / row.name.replace(".eml", ".bdr")).read_text()
+
+
+def test_a_message_past_the_max_hop_count_bounces_as_a_loop(server):
+    looping = b"".join(b"Received: from hop%d\r\n" % n for n in range(16)) + b"Subject: x\r\n\r\nbody\r\n"
+    send(server, ["bob@far.test"], message=looping)
+    run_until_empty(server)
+    assert "Status: 5.4.6" in delivery_status(mailbox_messages(server, "alice")[0])
+
+
+# --- smart hosts ----------------------------------------------------------------------------------
+
+def test_a_smart_host_gets_everything_with_auth_over_starttls(server, dns, remotes, port):
+    dns.add_a("relay.test", "127.0.0.7")
+    dns.add_mx("far.test", (10, "mx.far.test"))
+    relay = remotes("127.0.0.7", users={"relay-user": "relay-pass"})
+    configure(server, smart_host="relay.test", smart_host_port=port, smart_host_username="relay-user",
+              smart_host_password="relay-pass")
+    send(server, ["bob@far.test", "carol@unknown-anywhere.test"])
+    run_queue(server)
+    [received] = relay.received
+    assert sorted(received.rcpt_tos) == ["bob@far.test", "carol@unknown-anywhere.test"]
+    assert received.auth_user == "relay-user" and received.tls
+
+
+def test_a_wrong_smart_host_password_keeps_the_mail_queued(server, dns, remotes, port):
+    remotes("127.0.0.7", users={"relay-user": "relay-pass"})
+    configure(server, smart_host="[127.0.0.7]", smart_host_port=port, smart_host_username="relay-user",
+              smart_host_password="wrong")
+    row = send(server, ["bob@far.test"])
+    run_queue(server)
+    recipient = row.recipients.get()
+    assert recipient.state == RecipientState.PENDING and recipient.status == "4.7.0"
+
+
+def test_a_remote_domain_route_wins_over_dns(server, dns, remotes, port):
+    domain = services.add_domain(server, "partner.test", type=DomainType.REMOTE)
+    RemoteDomainRoute.objects.create(domain=domain, smart_host="127.0.0.8", port=port)
+    dns.add_a("partner.test", "127.0.0.9")
+    routed = remotes("127.0.0.8")
+    send(server, ["bob@partner.test"])
+    run_queue(server)
+    assert routed.recipients() == ["bob@partner.test"]
+
+
+def test_direct_delivery_is_tried_before_the_smart_host_when_asked(server, dns, remotes, port):
+    dns.add_a("direct.test", "127.0.0.4")
+    direct = remotes("127.0.0.4", behaviour=RemoteBehaviour(defer_data_times=0))
+    relay = remotes("127.0.0.7")
+    dns.add_a("dead.test", "127.0.0.3")  # nothing listens there
+    configure(server, smart_host="127.0.0.7", smart_host_port=port, attempt_direct_before_smart_host=True)
+    send(server, ["bob@direct.test", "carol@dead.test"])
+    run_queue(server)
+    assert direct.recipients() == ["bob@direct.test"]
+    assert relay.recipients() == ["carol@dead.test"]
+
+
+# --- local recipients, and a stopped server ------------------------------------------------------
+
+def test_local_recipients_of_a_queued_message_go_to_their_maildir(server):
+    row = send(server, ["alice@lab.test", "nobody@lab.test"], mail_from="")
+    run_queue(server)
+    assert [m["Subject"] for m in mailbox_messages(server, "alice")] == ["Quarterly report"]
+    assert mailbox_messages(server, "alice")[0]["Return-Path"] == "<>"
+    assert not QueuedMessage.objects.filter(pk=row.pk).exists()
+    report = (server.home_path / "BadMail" / row.name.replace(".eml", ".bdr")).read_text()
+    assert "<nobody@lab.test>: 550 5.1.1" in report
+
+
+def test_a_stopped_server_keeps_its_queue_and_resumes_where_it_left_off(server, dns, remotes):
+    dns.add_a("far.test", "127.0.0.4")
+    remote = remotes("127.0.0.4")
+    row = send(server, ["bob@far.test"])
+    services.stop_server(server)
+    assert server not in engine.active_servers(server.node.name)
+    assert engine.process_message(row.pk) == "server stopped"
+    assert remote.received == [] and QueuedMessage.objects.filter(pk=row.pk).exists()
+    services.pause_server(server)
+    run_queue(server)
+    assert remote.recipients() == ["bob@far.test"]
+
+
+# --- claims ------------------------------------------------------------------------------------------
+
+def test_a_claim_of_a_dead_process_is_void_and_a_live_one_holds(server):
+    row = send(server, ["bob@far.test"])
+    QueuedMessage.objects.filter(pk=row.pk).update(claimed_by=engine.claimant(), claimed_at=timezone.now())
+    assert engine.claim(row.pk) is None
+    dead = engine.claimant().rsplit(":", 1)[0] + ":1"  # our pid with another start time: a reused pid
+    QueuedMessage.objects.filter(pk=row.pk).update(claimed_by=dead)
+    assert engine.release_dead_claims([server.pk]) == 1
+    assert engine.claim(row.pk) is not None
+
+
+def test_audit_entries_are_written_for_queue_actions(server):
+    row = send(server, ["bob@far.test"])
+    from servers.delivery import services as queue_services
+
+    queue_services.freeze(row, actor="alice")
+    queue_services.unfreeze(row, actor="alice")
+    assert list(AuditEntry.objects.filter(object_type="queuedmessage").values_list("action", flat=True)) == [
+        "unfreeze_queued_message", "freeze_queued_message"]
