@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from django.utils import timezone
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from servers import tls
+from servers.delivery import engine, queue
+from servers.delivery.models import DeliverySettings, QueuedMessage
+from servers.models import Node
+from tests.factories import make_mailbox, make_server
 from tests.helpers import free_port
 
 
@@ -231,3 +239,102 @@ def shared_port(hosts: list[str]) -> int:
         except OSError:
             continue
     raise RuntimeError("no port free on every test host")
+
+
+# --- fixtures and steps shared by the delivery tests ------------------------------------------------
+
+HOSTS = [f"127.0.0.{n}" for n in range(2, 10)]
+MESSAGE = (b"From: Alice <alice@lab.test>\nTo: someone\nSubject: Quarterly report\n\n"
+           b"Line one\n.a line starting with a dot\r\n..two dots\rlast line without newline")
+
+
+@pytest.fixture
+def dns():
+    server = TestDNS().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def port() -> int:
+    return shared_port(HOSTS)
+
+
+@pytest.fixture
+def remotes(port, tmp_path):
+    started = []
+
+    def start(host: str, **kwargs):
+        kind = kwargs.pop("kind", RemoteSMTP)
+        remote = kind(host, port, **kwargs) if kind is Refuser else kind(host, port, tls_dir=tmp_path, **kwargs)
+        started.append(remote.start())
+        return remote
+
+    yield start
+    for remote in started:
+        remote.stop()
+
+
+@pytest.fixture
+def server(db, dns, port):
+    """A running server with mailbox alice@lab.test, on a node no Celery worker serves."""
+    node, _ = Node.objects.get_or_create(name="delivery-in-process")
+    vs = make_server(domain="lab.test", node=node, start=True)
+    make_mailbox(vs, "alice")
+    make_mailbox(vs, "postmaster-copy")
+    config = DeliverySettings.for_server(vs)
+    config.dns_server = dns.address
+    config.outbound_port = port
+    config.first_retry_interval_s = config.second_retry_interval_s = config.third_retry_interval_s = 1
+    config.subsequent_retry_interval_s = 1
+    config.outbound_timeout_s = 10
+    config.save()
+    return vs
+
+
+def configure(server, **changes) -> None:
+    DeliverySettings.objects.filter(server=server).update(**changes)
+
+
+def send(server, recipients, *, mail_from="alice@lab.test", message=MESSAGE) -> QueuedMessage:
+    message_id = queue.enqueue(server.home_dir, mail_from, recipients, [message])
+    engine.reconcile_queue(server)
+    return QueuedMessage.objects.get(server=server, name=message_id + ".eml")
+
+
+def run_queue(server, *, rounds: int = 1) -> None:
+    """Process every due message (and the DSNs they make) `rounds` times."""
+    for _ in range(rounds):
+        engine.reconcile_queue(server)
+        for message_id in QueuedMessage.objects.due(timezone.now()).filter(server=server).values_list("pk", flat=True):
+            engine.process_message(message_id)
+
+
+def run_until_empty(server, *, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while QueuedMessage.objects.filter(server=server).exists():
+        assert time.monotonic() < deadline, list(QueuedMessage.objects.filter(server=server).values())
+        run_queue(server)
+        time.sleep(0.1)
+
+
+def mailbox_messages(server, local_part: str) -> list[email.message.EmailMessage]:
+    maildir = server.home_path / "Mailbox" / "lab.test" / local_part / "new"
+    files = sorted(maildir.glob("*")) if maildir.exists() else []
+    return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in files]
+
+
+def delivery_status(report: email.message.EmailMessage) -> str:
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = list(report.iter_parts())
+    assert [part.get_content_type() for part in parts] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    blocks = parts[1].get_payload()
+    return "\n".join(str(block) for block in blocks)
+
+
+def original_headers_part(report) -> str:
+    return list(report.iter_parts())[2].get_payload(decode=True).decode()
+
+
