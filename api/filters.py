@@ -28,6 +28,8 @@ class Param:
 
     def parse(self, name: str, raw: str):
         if self.kind is str:
+            if "\x00" in raw:  # PostgreSQL cannot compare against a NUL character
+                raise ValidationError({name: ["Null characters are not allowed."]})
             return raw
         if isinstance(self.kind, list):
             if raw not in self.kind:
