@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian programs the tests drive as real clients (swaks, fetchmail, curl, and chromium for the console browser tests), if any is missing.
+# Install the Debian packages the tests drive as real clients, if any is missing: swaks (with
+# Net::SSLeay for its --tls), fetchmail, curl, and chromium for the console's browser tests.
 set -euo pipefail
-packages=(swaks chromium fetchmail curl)
-commands=(swaks chromium fetchmail curl)
+packages=(swaks libnet-ssleay-perl fetchmail curl chromium)
 missing=()
-for i in "${!commands[@]}"; do
-  command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -131,9 +131,11 @@ class MailConsoleSMTP(SMTP):
         if self._awaiting_secret:
             self.last_command = "(credentials)"
             return
-        text = line.decode("ascii", "replace").rstrip("\r\n")
-        verb = text.split(" ", 1)[0].upper()
-        self.last_command = f"{verb} ****" if verb in SECRET_COMMANDS and " " in text else text[:200]
+        verb, _, argument = line.decode("ascii", "replace").rstrip("\r\n").partition(" ")
+        verb = verb.upper()
+        if verb in SECRET_COMMANDS and argument:
+            argument = argument.split(" ", 1)[0] + " ****"
+        self.last_command = f"{verb} {argument}".strip()[:200]
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -171,9 +171,11 @@ class SupervisedWorker:
             log.exception("reload failed; keeping the previous configuration")
             return
         if self.addresses(snapshot) != self.addresses(self.snapshot):
-            # A new address needs a new socket: exit and let the supervisor start us again.
+            # A new address needs a new socket: exit and let the supervisor start us again. The old
+            # version stays in our heartbeat, so nobody mistakes this process for the new one.
             log.info("listening address changed; restarting")
             self.stop_requested.set()
+            return
         self.snapshot = snapshot
         self.control.paused = snapshot.desired_state == ServiceState.PAUSED
         await self.publish_heartbeat()

@@ -1,0 +1,345 @@
+"""The General, Access and Messages tabs on a real SMTP worker: every limit at its boundary."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from servers import replies, services
+from servers.livestate import read_heartbeats, redis_client
+from servers.models import ObservedState, VirtualServer
+from tests.factories import PASSWORD, make_mailbox, make_server
+from tests.helpers import read_greeting, wait_until
+
+pytestmark = pytest.mark.usefixtures("supervised")
+
+MESSAGE = b"Subject: policy\r\n\r\nbody\r\n"
+
+
+def unverified_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def running(server: VirtualServer) -> VirtualServer:
+    def worker_current():
+        server.refresh_from_db()
+        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
+        return (server.state == ObservedState.RUNNING and beat is not None and beat.pid == server.pid
+                and beat.config_version >= server.config_version)
+    wait_until(worker_current, timeout_s=20, message="the worker to run the current configuration")
+    return server
+
+
+def configure(server: VirtualServer, **changes) -> VirtualServer:
+    services.update_virtual_server(server, **changes)
+    return running(server)
+
+
+@pytest.fixture
+def server():
+    """A running server for lab.test with the mailbox alice, anonymous mail allowed."""
+    srv = running(make_server(domain="lab.test", start=True))
+    make_mailbox(srv, "alice")
+    return running(srv)
+
+
+def connect(server: VirtualServer, **kwargs) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", server.port, timeout=10, **kwargs)
+    client.ehlo("client.test")
+    return client
+
+
+def reply_text(template: str, **values) -> str:
+    return template.format(hostname="mx.test.invalid", **values)[4:]
+
+
+def test_the_connection_after_the_limit_gets_421_and_open_sessions_carry_on(server):
+    configure(server, max_connections=2)
+    first, second = connect(server), connect(server)
+
+    refused = read_greeting(server.port).decode().rstrip()
+
+    assert refused == replies.TOO_MANY_CONNECTIONS.format(hostname="mx.test.invalid")
+    assert first.noop()[0] == 250 and second.noop()[0] == 250
+    first.quit()
+    assert wait_until(lambda: read_greeting(server.port).startswith(b"220"), message="a free slot")
+    second.quit()
+
+
+def test_one_client_address_cannot_take_more_than_its_share(server):
+    configure(server, max_connections_per_client=1)
+    first = connect(server)
+
+    assert read_greeting(server.port).decode().rstrip() == replies.TOO_MANY_FROM_CLIENT.format(
+        hostname="mx.test.invalid")
+    other_address = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0))
+    assert other_address.noop()[0] == 250
+    other_address.quit()
+    first.quit()
+
+
+def test_an_idle_session_is_closed_with_421(server):
+    configure(server, idle_timeout_s=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.recv(512)
+        time.sleep(2.5)
+        goodbye = sock.recv(512).decode()
+    assert goodbye.startswith(replies.IDLE_TIMEOUT.format(hostname="mx.test.invalid"))
+
+
+def test_message_size_is_advertised_and_enforced_at_mail_and_after_data(server):
+    configure(server, max_message_size_kb=1)
+    client = connect(server)
+    assert client.esmtp_features["size"] == "1024"
+
+    code, text = client.mail("a@outside.test", ["SIZE=5000"])
+    assert (code, text.decode()) == (552, replies.MESSAGE_TOO_BIG[4:])
+    client.rset()
+    client.mail("a@outside.test")
+    client.rcpt("alice@lab.test")
+    code, text = client.data(b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 20)
+    assert (code, text.decode()) == (552, replies.MESSAGE_TOO_BIG[4:])
+    assert client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE) == {}
+    client.quit()
+
+
+def test_the_recipient_after_the_limit_gets_452(server):
+    configure(server, max_recipients_per_message=3)
+    client = connect(server)
+    client.mail("a@outside.test")
+
+    codes = [client.rcpt("alice@lab.test")[0] for _ in range(3)]
+    code, text = client.rcpt("alice@lab.test")
+
+    assert codes == [250, 250, 250]
+    assert (code, text.decode()) == (452, replies.TOO_MANY_RECIPIENTS[4:])
+    client.quit()
+
+
+def test_the_message_after_the_per_connection_limit_ends_the_session(server):
+    configure(server, max_messages_per_connection=2)
+    client = connect(server)
+    client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE)
+    client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE)
+
+    code, text = client.mail("a@outside.test")
+
+    assert (code, text.decode()) == (421, reply_text(replies.TOO_MANY_MESSAGES))
+    assert services.mailbox_usage(server.domains.get().mailboxes.get()).message_count == 2
+
+
+def test_the_session_size_limit_refuses_the_message_that_passes_it(server):
+    configure(server, max_session_size_kb=2)
+    client = connect(server)
+    body = b"Subject: s\r\n\r\n" + (b"y" * 76 + b"\r\n") * 20  # about 1.5 KB
+    assert client.sendmail("a@outside.test", ["alice@lab.test"], body) == {}
+
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail("a@outside.test", ["alice@lab.test"], body)
+    assert refused.value.smtp_code == 552
+
+
+def test_a_message_with_too_many_received_headers_is_refused_as_a_loop(server):
+    configure(server, max_hop_count=2)
+    client = connect(server)
+    looped = b"Received: from a\r\nReceived: from b\r\nReceived: from c\r\n" + MESSAGE
+
+    assert client.sendmail("a@outside.test", ["alice@lab.test"], b"Received: from a\r\n" + MESSAGE) == {}
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail("a@outside.test", ["alice@lab.test"], looped)
+    assert (refused.value.smtp_code, refused.value.smtp_error.decode()) == (554, replies.TOO_MANY_HOPS[4:])
+
+
+def test_unauthenticated_mail_to_other_domains_is_refused_as_relaying(server):
+    client = connect(server)
+    client.mail("a@outside.test")
+
+    code, text = client.rcpt("victim@elsewhere.test")
+
+    assert (code, text.decode()) == (554, replies.RELAY_DENIED.format(address="victim@elsewhere.test")[4:])
+
+
+@pytest.mark.parametrize("address", [
+    "victim%elsewhere.test@lab.test",
+    "elsewhere.test!victim@lab.test",
+    '"victim@elsewhere.test"@lab.test',
+    "victim@[127.0.0.9]",
+])
+def test_relay_tricks_are_refused_unauthenticated_and_pass_the_relay_check_when_signed_in(server, address):
+    anonymous = connect(server)
+    anonymous.mail("a@outside.test")
+    code, text = anonymous.rcpt(address)
+    assert code == 554 and b"Relay access denied" in text
+    anonymous.quit()
+
+    signed_in = connect(server)
+    signed_in.login("alice@lab.test", PASSWORD)
+    signed_in.mail("alice@lab.test")
+    code, text = signed_in.rcpt(address)
+    assert b"Relay access denied" not in text
+    signed_in.quit()
+
+
+def test_auth_plain_and_login_sign_in_and_a_signed_in_user_may_relay(server):
+    for mechanism in ("PLAIN", "LOGIN"):
+        client = connect(server)
+        assert mechanism in client.esmtp_features["auth"]
+        client.user, client.password = "alice@lab.test", PASSWORD
+        code, _ = client.auth(mechanism, getattr(client, f"auth_{mechanism.lower()}"))
+        assert code == 235
+        client.mail("alice@lab.test")
+        assert client.rcpt("friend@elsewhere.test")[0] == 250
+        client.quit()
+
+
+def test_a_signed_in_user_may_only_send_as_its_own_address(server):
+    services.add_domain(server, "alias.test", type="alias", alias_of="lab.test")
+    running(server)
+    client = connect(server)
+    client.login("alice@lab.test", PASSWORD)
+
+    code, text = client.mail("bob@lab.test")
+    assert (code, text.decode()) == (553, replies.SENDER_NOT_OWNED.format(address="bob@lab.test",
+                                                                          user="alice@lab.test")[4:])
+    client.rset()
+    assert client.mail("alice@alias.test")[0] == 250
+    client.quit()
+
+
+def test_wrong_passwords_are_refused_and_repeated_failures_end_the_session(server):
+    client = connect(server)
+    wrong = base64.b64encode(b"\0alice@lab.test\0Wrong-pass1").decode()
+    for _ in range(2):
+        code, text = client.docmd("AUTH", f"PLAIN {wrong}")
+        assert (code, text.decode()) == (535, replies.AUTH_FAILED[4:])
+    code, text = client.docmd("AUTH", f"PLAIN {wrong}")
+    assert (code, text.decode()) == (421, reply_text(replies.TOO_MANY_AUTH_FAILURES))
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+
+
+def test_require_tls_refuses_auth_and_mail_before_starttls(server):
+    configure(server, require_tls=True)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.recv(512)
+        sock.sendall(b"EHLO c.test\r\n")
+        time.sleep(0.3)
+        ehlo = sock.recv(4096).decode()
+        auth_plain = base64.b64encode(f"\0alice@lab.test\0{PASSWORD}".encode()).decode()
+        sock.sendall(f"AUTH PLAIN {auth_plain}\r\n".encode())
+        auth_reply = sock.recv(512).decode()
+        sock.sendall(b"MAIL FROM:<a@outside.test>\r\n")
+        mail_reply = sock.recv(512).decode()
+    assert "STARTTLS" in ehlo and "AUTH" not in ehlo
+    assert auth_reply.startswith("538 5.7.11")
+    assert mail_reply.rstrip() == replies.TLS_REQUIRED
+
+    client = connect(server)
+    client.starttls(context=unverified_tls())
+    client.ehlo("client.test")
+    client.login("alice@lab.test", PASSWORD)
+    assert client.sendmail("alice@lab.test", ["alice@lab.test"], MESSAGE) == {}
+    client.quit()
+
+
+def test_the_implicit_tls_port_serves_smtp_over_tls(server):
+    from tests.helpers import free_port
+
+    configure(server, tls_port=free_port())
+    with smtplib.SMTP_SSL("127.0.0.1", server.tls_port, timeout=10, context=unverified_tls()) as client:
+        client.ehlo("client.test")
+        client.login("alice@lab.test", PASSWORD)
+        assert client.sendmail("alice@lab.test", ["alice@lab.test"], MESSAGE) == {}
+
+
+def test_swaks_with_starttls_auth_and_pipelining(server):
+    result = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{server.port}", "--tls", "--auth", "PLAIN",
+         "--auth-user", "alice@lab.test", "--auth-password", PASSWORD, "--pipeline",
+         "--from", "alice@lab.test", "--to", "alice@lab.test", "--header", "Subject: swaks policy"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "235 2.7.0 Authentication successful" in result.stdout
+    assert "250 2.0.0 OK" in result.stdout
+
+
+def test_clients_on_the_relay_list_may_relay_without_signing_in(server):
+    services.add_relay_rule(server, "network", "127.0.0.0/30")
+    running(server)
+
+    trusted = connect(server)
+    trusted.mail("a@lan.test")
+    assert trusted.rcpt("friend@elsewhere.test")[0] == 250
+    trusted.quit()
+
+    outsider = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.9", 0))
+    outsider.ehlo("x.test")
+    outsider.mail("a@outside.test")
+    assert outsider.rcpt("friend@elsewhere.test")[0] == 554
+    outsider.quit()
+
+
+def test_connection_control_in_both_modes(server):
+    services.add_access_rule(server, "address", "127.0.0.2")
+    running(server)  # all except the list: 127.0.0.2 is refused
+    assert smtplib.SMTP("127.0.0.1", server.port, timeout=10).noop()[0] == 250
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0))
+    assert refused.value.smtp_code == 554
+
+    configure(server, connection_policy="only_listed")  # only the list: 127.0.0.2 alone may connect
+    with pytest.raises(smtplib.SMTPConnectError):
+        smtplib.SMTP("127.0.0.1", server.port, timeout=10)
+    assert smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0)).noop()[0] == 250
+
+
+def test_current_sessions_are_listed_and_can_be_terminated(server):
+    client = connect(server)
+    client.login("alice@lab.test", PASSWORD)
+
+    sessions = wait_until(lambda: services.list_sessions(server), message="the session to be published")
+    assert [(s["client"], s["user"], s["protocol"]) for s in sessions] == [("127.0.0.1", "alice@lab.test", "SMTP")]
+
+    services.terminate_session(server, sessions[0]["id"])
+    wait_until(lambda: not services.list_sessions(server), message="the session to go")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+        client.noop()
+
+
+def test_bad_input_gets_a_5xx_and_the_session_stays_usable(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        answers = []
+        for line in (b"NO\x00OP\r\n", b"\xff\xfe bad utf-8\r\n", b"X" * 3000 + b"\r\n", b"DATA\r\n", b"NOOP\r\n"):
+            sock.sendall(line)
+            answers.append(reader.readline().decode(errors="replace"))
+    assert [a[0] for a in answers[:4]] == ["5", "5", "5", "5"]
+    assert answers[4].startswith("250")
+
+
+def test_protocol_logging_writes_replies_and_never_a_password(server):
+    configure(server, protocol_logging=True)
+    client = connect(server)
+    client.login("alice@lab.test", PASSWORD)
+    client.sendmail("alice@lab.test", ["alice@lab.test"], MESSAGE)
+    client.quit()
+
+    log_file = Path(server.home_dir, "Logs", "smtp.log")
+    content = wait_until(lambda: log_file.exists() and log_file.read_text(), message="the protocol log")
+    secret = base64.b64encode(f"\0alice@lab.test\0{PASSWORD}".encode()).decode()
+    assert "'AUTH PLAIN ****' 235" in content
+    assert "'DATA' 354" in content
+    assert PASSWORD not in content and secret not in content
