@@ -12,7 +12,19 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.permissions import operators_supported
-from servers.models import AuditEntry, Domain, DomainType, GroupAddress, Logon, Mailbox, Node, VirtualServer
+from servers.models import (
+    AccessRule,
+    AccessRuleKind,
+    AuditEntry,
+    Domain,
+    DomainType,
+    GroupAddress,
+    Logon,
+    Mailbox,
+    Node,
+    RelayRule,
+    VirtualServer,
+)
 from servers.services import mailbox_usage
 from servers.services.virtual_servers import EDITABLE_FIELDS
 
@@ -279,3 +291,32 @@ class StatsSerializer(serializers.Serializer):
     messages_stored = serializers.IntegerField()
     bytes_stored = serializers.IntegerField()
 
+
+
+# -- access and relay rules -----------------------------------------------------------------------
+
+class AccessRuleSerializer(serializers.ModelSerializer):
+    server_name = serializers.CharField(source="server.name", read_only=True)
+
+    class Meta:
+        model = AccessRule
+        fields = ["id", "server", "server_name", "kind", "value", "created_at"]
+        read_only_fields = fields
+
+
+class RelayRuleSerializer(AccessRuleSerializer):
+    class Meta(AccessRuleSerializer.Meta):
+        model = RelayRule
+
+
+class RuleCreateSerializer(serializers.Serializer):
+    server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
+    kind = serializers.ChoiceField(choices=AccessRuleKind.choices,
+                                   help_text="address, network (CIDR), range (start-end) or domain name.")
+    value = serializers.CharField(max_length=300)
+
+    def validate_value(self, value: str) -> str:
+        # Stored lower-cased; a few characters grow when lower-cased, and the column holds 300.
+        if len(value.lower()) > 300:
+            raise serializers.ValidationError("Ensure this field has no more than 300 characters.")
+        return value

@@ -14,6 +14,8 @@ router.register("servers", views.VirtualServerViewSet, basename="server")
 router.register("domains", views.DomainViewSet, basename="domain")
 router.register("mailboxes", views.MailboxViewSet, basename="mailbox")
 router.register("groups", views.GroupAddressViewSet, basename="group")
+router.register("access-rules", views.AccessRuleViewSet, basename="access-rule")
+router.register("relay-rules", views.RelayRuleViewSet, basename="relay-rule")
 router.register("logons", views.LogonViewSet, basename="logon")
 router.register("audit", views.AuditEntryViewSet, basename="audit")
 

@@ -56,9 +56,12 @@ def seeded(db, settings, in_process_requests):
     maildir.deliver(ann.maildir, [b"Subject: seed\r\n\r\nhello\r\n"])
     group = services.add_group(domain, "info", [ann])
     logon_id = services.record_logon(ann.pk, "192.0.2.7")
+    access_rule = services.add_access_rule(server, "network", "192.0.2.0/24")
+    relay_rule = services.add_relay_rule(server, "address", "192.0.2.1")
     ids = {
         "nodes": [server.node_id], "servers": [server.pk], "domains": [domain.pk, remote.pk],
         "mailboxes": [ann.pk], "groups": [group.pk], "logons": [logon_id],
+        "access-rules": [access_rule.pk], "relay-rules": [relay_rule.pk],
         "audit": list(AuditEntry.objects.values_list("pk", flat=True)[:3]),
     }
     return {"key": key, "ids": ids}

@@ -1,5 +1,6 @@
 """The API's views, one module per group of resources."""
 
+from .access import AccessRuleViewSet, RelayRuleViewSet
 from .domains import DomainViewSet
 from .logs import AuditEntryViewSet, LogonViewSet
 from .mailboxes import GroupAddressViewSet, MailboxViewSet
@@ -7,5 +8,15 @@ from .nodes import NodeViewSet
 from .servers import VirtualServerViewSet
 from .stats import StatsView
 
-__all__ = ["AuditEntryViewSet", "DomainViewSet", "GroupAddressViewSet", "LogonViewSet", "MailboxViewSet",
-           "NodeViewSet", "StatsView", "VirtualServerViewSet"]
+__all__ = [
+    "AccessRuleViewSet",
+    "AuditEntryViewSet",
+    "DomainViewSet",
+    "GroupAddressViewSet",
+    "LogonViewSet",
+    "MailboxViewSet",
+    "NodeViewSet",
+    "RelayRuleViewSet",
+    "StatsView",
+    "VirtualServerViewSet",
+]
