@@ -55,8 +55,13 @@ def page(browser, live_server):
     context = browser.new_context(viewport=DESKTOP, base_url=live_server.url)
     context.set_default_timeout(15_000)
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
     yield page
     context.close()
+    # Every script (htmx, Bootstrap, plotly.js) loads from this server and runs without errors.
+    assert errors == []
 
 
 def shoot(page, name: str) -> None:
@@ -193,6 +198,10 @@ def test_csv_import_dry_run_shows_row_errors(page, transactional_db, tmp_path):
     assert "at least 8 characters" in page.inner_text('tr[data-line="4"]')
     assert not Mailbox.objects.exists()
     shoot(page, "11-import-dry-run")
+    services.add_mailbox(server.default_domain, "ann", PASSWORD, actor="test")
+    page.goto("/console/")
+    page.wait_for_selector("#chart-mailboxes .main-svg")
+    shoot(page, "14-dashboard-with-data")
     page.goto("/console/services/")
     shoot(page, "12-services")
     page.goto("/console/audit/")

@@ -38,6 +38,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "chart_data": {
             "mailboxes": queries.mailboxes_per_domain(request.user),
             "logons": queries.logons_per_day(request.user),
+            "changes": queries.changes_per_day() if request.user.is_superuser else [],
         },
     }, selected="dashboard")
 
