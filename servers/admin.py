@@ -45,7 +45,7 @@ class VirtualServerForm(forms.ModelForm):
 
     class Meta:
         model = VirtualServer
-        fields = ("node", "name", "ip_address", "port", "home_dir", "max_message_size_kb")
+        fields = ("node", "home_dir", *services.virtual_servers.EDITABLE_FIELDS)
 
 
 @admin.register(VirtualServer)

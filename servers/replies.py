@@ -51,7 +51,7 @@ STOCK_REWRITES = {
     "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
     "552 Error: Too much mail data": MESSAGE_TOO_BIG,
     "500 Command line too long": "500 5.5.2 Command line too long",
-    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax (commands end with CRLF, in ASCII)",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",

@@ -32,6 +32,8 @@ protocol_log = logging.getLogger("mailconsole.smtp.protocol")
 
 # What a protocol log may show of a command whose argument is a secret.
 SECRET_COMMANDS = ("AUTH",)
+# Not ASCII, so aiosmtpd answers it "500 Error: bad syntax" (see RecordingReader.readuntil).
+BARE_LINE_ENDING = b"\xff\r\n"
 
 
 class WorkerCounters:
@@ -63,6 +65,12 @@ class RecordingReader:
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         line = await self._inner.readuntil(separator)
         self._owner.note_input(line)
+        if separator == b"\n" and not self._owner.in_data and (
+            not line.endswith(b"\r\n") or b"\r" in line[:-2]
+        ):
+            # RFC 5321 2.3.8: commands end with CRLF only. A bare LF or CR would let a client smuggle
+            # commands past a filter; hand aiosmtpd a line it refuses with "500 bad syntax".
+            return BARE_LINE_ENDING
         return line
 
     async def read(self, n: int = -1) -> bytes:
@@ -111,6 +119,10 @@ class MailConsoleSMTP(SMTP):
     def in_transaction(self) -> bool:
         envelope = getattr(self, "envelope", None)
         return envelope is not None and envelope.mail_from is not None
+
+    @property
+    def in_data(self) -> bool:
+        return self._in_data or self._awaiting_secret
 
     @property
     def tls_active(self) -> bool:

@@ -343,3 +343,93 @@ def test_protocol_logging_writes_replies_and_never_a_password(server):
     assert "'AUTH PLAIN ****' 235" in content
     assert "'DATA' 354" in content
     assert PASSWORD not in content and secret not in content
+
+
+def test_bare_line_endings_in_commands_are_refused(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"NOOP\n")
+        bare_lf = reader.readline().decode()
+        sock.sendall(b"NOOP\rRSET\r\n")
+        bare_cr = reader.readline().decode()
+        sock.sendall(b"NOOP\r\n")
+        noop = reader.readline().decode()
+    assert bare_lf.startswith("500 5.5.2") and bare_cr.startswith("500 5.5.2")
+    assert noop.startswith("250")
+
+
+def test_a_client_that_just_read_its_pop3_mail_may_relay_when_pop_before_smtp_is_on(server):
+    import poplib
+
+    from tests.factories import make_pop3_service
+
+    pop3 = make_pop3_service()
+    configure(server, pop_before_smtp_minutes=10)
+    wait_until(lambda: pop3.__class__.objects.get(pk=pop3.pk).state == ObservedState.RUNNING, message="POP3")
+    anonymous = connect(server)
+    anonymous.mail("a@outside.test")
+    assert anonymous.rcpt("friend@elsewhere.test")[0] == 554
+    anonymous.quit()
+
+    reader = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+    reader.user("alice@lab.test")
+    reader.pass_(PASSWORD)
+    reader.quit()
+
+    after_pop = connect(server)
+    after_pop.mail("a@outside.test")
+    assert after_pop.rcpt("friend@elsewhere.test")[0] == 250
+    after_pop.quit()
+
+
+def test_a_sender_in_a_local_domain_must_sign_in_when_the_check_is_on(server):
+    configure(server, require_auth_for_local_senders=True)
+    client = connect(server)
+
+    code, text = client.mail("alice@lab.test")
+    assert (code, text.decode()) == (530, replies.LOCAL_SENDER_MUST_AUTHENTICATE.format(address="alice@lab.test")[4:])
+    client.rset()
+    assert client.mail("someone@outside.test")[0] == 250
+    client.quit()
+
+
+def test_directory_harvesting_is_slowed_then_disconnected(server):
+    configure(server, harvest_unknown_recipients_limit=2)
+    client = connect(server)
+    client.mail("a@outside.test")
+
+    codes = [client.rcpt(f"guess{n}@lab.test")[0] for n in range(3)]
+    assert codes == [550, 550, 550]
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        for n in range(3, 6):
+            client.rcpt(f"guess{n}@lab.test")
+
+
+def test_the_message_over_the_hourly_rate_of_a_client_is_deferred(server):
+    configure(server, max_messages_per_client_per_hour=2)
+    client = connect(server)
+    client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE)
+    client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE)
+
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        client.sendmail("a@outside.test", ["alice@lab.test"], MESSAGE)
+    assert (deferred.value.smtp_code, deferred.value.smtp_error.decode()) == (450, replies.RATE_LIMITED[4:])
+
+
+def test_an_uploaded_certificate_replaces_the_generated_one_without_a_restart(server, tmp_path):
+    from servers.tls import ensure_self_signed_certificate
+
+    ensure_self_signed_certificate(tmp_path / "c.pem", tmp_path / "k.pem", "uploaded.lab.test")
+    old_pid = server.pid
+    with pytest.raises(services.DomainError):
+        services.set_server_certificate(server, b"not a certificate", b"nor a key")
+
+    services.set_server_certificate(server, (tmp_path / "c.pem").read_bytes(), (tmp_path / "k.pem").read_bytes())
+    running(server)
+
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        client.starttls(context=unverified_tls())
+        der = client.sock.getpeercert(binary_form=True)
+    assert b"uploaded.lab.test" in der
+    assert server.pid == old_pid

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -20,6 +22,7 @@ from servers.models import (
     SupervisedProcess,
     VirtualServer,
 )
+from servers.storage import write_durably
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
@@ -330,3 +333,24 @@ def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> No
         transaction.on_commit(
             lambda: terminate_worker.apply_async(args=orphan, queue=node.name, retry=False)
         )
+
+
+@transaction.atomic
+def set_server_certificate(server: VirtualServer, cert_pem: bytes, key_pem: bytes, *, actor: str = "system") -> None:
+    """Install an administrator's PEM certificate and key (instead of the generated self-signed pair)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cert_file, key_file = Path(scratch, "cert.pem"), Path(scratch, "key.pem")
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise DomainError(f"The certificate and key do not make a usable pair: {exc}",
+                              field="certificate") from None
+    server.cert_path.parent.mkdir(parents=True, exist_ok=True)
+    write_durably(server.home_path / ".tmp", server.cert_path.parent, server.key_path.name, [key_pem])
+    server.key_path.chmod(0o600)
+    write_durably(server.home_path / ".tmp", server.cert_path.parent, server.cert_path.name, [cert_pem])
+    record_change(actor=actor, action="set_server_certificate", obj=server)
+    bump_config_version(server)
+    request_reconcile(server.node)

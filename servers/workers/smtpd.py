@@ -72,6 +72,9 @@ class SMTPWorker(SupervisedWorker):
     async def reload(self) -> None:
         await super().reload()
         self.configure_protocol_log()
+        if self.tls_context is not None:
+            # In place, so the implicit-TLS listener and new STARTTLS sessions both get a new certificate.
+            self.tls_context.load_cert_chain(self.snapshot.cert_path, self.snapshot.key_path)
 
     def session_factory(self, *, implicit_tls: bool) -> MailConsoleSMTP:
         snapshot = self.snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -54,6 +55,24 @@ class Command(BaseCommand):
         change.add_argument("--port", type=int)
         change.add_argument("--home", help="always refused: the home directory is fixed")
         change.add_argument("--max-message-size-kb", type=int)
+        change.add_argument("settings", nargs="*", metavar="SETTING=VALUE",
+                            help="any property-sheet setting, e.g. max_connections=50 require_tls=true")
+
+        for list_name in ("access", "relay"):
+            rules = sub.add_parser(list_name, help=f"the {list_name} list of a server (add|remove|list)")
+            rules.add_argument("server")
+            rules.add_argument("action", choices=["add", "remove", "list"])
+            rules.add_argument("kind", nargs="?", choices=["address", "network", "range", "domain"])
+            rules.add_argument("value", nargs="?")
+
+        tls = sub.add_parser("certificate", help="install a PEM certificate and key for a server's TLS")
+        tls.add_argument("server")
+        tls.add_argument("cert_file")
+        tls.add_argument("key_file")
+
+        sessions = sub.add_parser("sessions", help="current sessions of a server; --terminate ID closes one")
+        sessions.add_argument("server")
+        sessions.add_argument("--terminate", metavar="SESSION_ID")
 
         delete = sub.add_parser("delete", help="delete a server (its home directory stays on disk)")
         delete.add_argument("server")
@@ -136,15 +155,70 @@ class Command(BaseCommand):
         self.stdout.write(f"Created server {server.pk} {server.name!r} on {server.ip_address}:{server.port}, "
                           f"home {server.home_dir}")
 
-    def do_set(self, server: str, name, ip, port, home, max_message_size_kb, **_) -> None:
+    def do_set(self, server: str, name, ip, port, home, max_message_size_kb, settings, **_) -> None:
         srv = find_server(self.node, server)
         changes = {"name": name, "ip_address": ip, "port": port, "home_dir": home,
                    "max_message_size_kb": max_message_size_kb}
         changes = {key: value for key, value in changes.items() if value is not None}
+        for setting in settings:
+            key, equals, value = setting.partition("=")
+            if not equals:
+                raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
+            changes[key.strip()] = None if value.strip().lower() in ("", "none") else value.strip()
         if not changes:
             raise CommandError("Nothing to change: give at least one option.")
         srv = services.update_virtual_server(srv, actor=ACTOR, **changes)
         self.stdout.write(f"Server {srv.pk} {srv.name!r} updated.")
+
+    def do_access(self, **options) -> None:
+        self._rules("access", **options)
+
+    def do_relay(self, **options) -> None:
+        self._rules("relay", **options)
+
+    def _rules(self, list_name: str, server: str, action: str, kind: str | None, value: str | None, **_) -> None:
+        srv = find_server(self.node, server)
+        rules = srv.access_rules if list_name == "access" else srv.relay_rules
+        if action == "list":
+            if list_name == "access":
+                mode = "only the list below" if srv.connection_policy == "only_listed" else "all except the list below"
+                self.stdout.write(f"Connections allowed from: {mode}")
+            for rule in rules.all():
+                self.stdout.write(f"  {rule.kind:<8} {rule.value}")
+            return
+        if not kind or not value:
+            raise CommandError(f"Usage: smtpsvc {list_name} SERVER {action} KIND VALUE")
+        if action == "add":
+            add = services.add_access_rule if list_name == "access" else services.add_relay_rule
+            rule = add(srv, kind, value, actor=ACTOR)
+            self.stdout.write(f"Added {rule.kind} {rule.value} to the {list_name} list of {srv.name!r}.")
+        else:
+            rule = rules.filter(kind=kind, value=value.strip()).first()
+            if rule is None:
+                raise CommandError(f"The {list_name} list of {srv.name!r} has no {kind} {value}.")
+            remove = services.remove_access_rule if list_name == "access" else services.remove_relay_rule
+            remove(rule, actor=ACTOR)
+            self.stdout.write(f"Removed {kind} {value} from the {list_name} list of {srv.name!r}.")
+
+    def do_certificate(self, server: str, cert_file: str, key_file: str, **_) -> None:
+        srv = find_server(self.node, server)
+        try:
+            cert_pem, key_pem = Path(cert_file).read_bytes(), Path(key_file).read_bytes()
+        except OSError as exc:
+            raise CommandError(f"Cannot read the PEM files: {exc}") from None
+        services.set_server_certificate(srv, cert_pem, key_pem, actor=ACTOR)
+        self.stdout.write(f"Installed the certificate for {srv.name!r}; the server picks it up at once.")
+
+    def do_sessions(self, server: str, terminate: str | None, **_) -> None:
+        srv = find_server(self.node, server)
+        if terminate:
+            services.terminate_session(srv, terminate, actor=ACTOR)
+            self.stdout.write(f"Asked the server to close session {terminate}.")
+            return
+        for session in services.list_sessions(srv):
+            since = time.strftime("%H:%M:%S", time.localtime(session["connected_at"]))
+            self.stdout.write(f"  {session['id']}  {session['client']:<16} {session['user'] or '-':<30} "
+                              f"since {since}  {session['state']:<10} {session['messages']} msg")
 
     def do_delete(self, server: str, **_) -> None:
         srv = find_server(self.node, server)
