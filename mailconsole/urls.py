@@ -11,5 +11,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/v1/", include("api.urls")),
+    path("mail/", include("frontend.webmail.urls")),
     path("", include("frontend.urls")),
 ]

@@ -1,0 +1,1 @@
+"""Webmail-lite: mailbox users read, write and manage their mail at /mail/."""

@@ -1,0 +1,3 @@
+"""Webmail under /mail/."""
+
+urlpatterns: list = []
