@@ -11,27 +11,6 @@ from rest_framework.permissions import BasePermission
 from servers.models import Domain, VirtualServer
 
 
-def operators_supported() -> bool:
-    """Whether the domain model has `VirtualServer.operators` yet.
-
-    The managers' `for_user` scoping filters on it; without it, every scoped query for a
-    non-administrator fails, so until it lands the API serves administrators only (`HasRole`).
-    """
-    return any(field.name == "operators" for field in VirtualServer._meta.get_fields())
-
-
-class HasRole(BasePermission):
-    """Signed in, and in a role the domain model can scope: administrator, operator, domain administrator."""
-
-    message = "Only administrators can use the API until server operators exist in the domain model."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        return user.is_superuser or operators_supported()
-
-
 def is_administrator(user) -> bool:
     return bool(user and user.is_authenticated and user.is_superuser)
 
@@ -43,13 +22,6 @@ def operates(user, server_id: int) -> bool:
 
 def operates_any_server(user) -> bool:
     return VirtualServer.objects.for_user(user).exists()
-
-
-class IsAdministrator(BasePermission):
-    message = "Only an administrator can do this."
-
-    def has_permission(self, request, view) -> bool:
-        return is_administrator(request.user)
 
 
 class AdministratorCreatesAndDeletes(BasePermission):

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from api.models import ApiToken
-from api.permissions import operators_supported
-
-# The operator and domain-administrator roles need `VirtualServer.operators`, which the domain model lacks
-# so far (the managers' `for_user` filter on it); their tests run as soon as it exists.
-requires_operators = pytest.mark.skipif(not operators_supported(),
-                                        reason="VirtualServer.operators is not in the domain model yet")
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 GOOD_PASSWORD = "Secret123"
@@ -23,7 +16,7 @@ GOOD_PASSWORD = "Secret123"
 @dataclass
 class People:
     alice: object  # administrator
-    bob: object  # server operator (once the domain has operators)
+    bob: object  # server operator
     carol: object  # domain administrator
     dave: object  # signed in, no role
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
-from api.permissions import HasRole, operates_any_server
+from api.permissions import operates_any_server
 from api.serializers import AccessRuleSerializer, RelayRuleSerializer, RuleCreateSerializer
 from servers import services
 from servers.models import AccessRule, AccessRuleKind, RelayRule, VirtualServer
@@ -26,7 +26,7 @@ class _RuleViewSet(ServiceBackedViewSet):
 
     model: type = AccessRule
     create_serializer_class = RuleCreateSerializer
-    permission_classes = [HasRole, OperatorAddsRules]
+    permission_classes = [IsAuthenticated, OperatorAddsRules]
     filter_params = {
         "server": Param("server_id", description="Only rules of this virtual server."),
         "kind": Param("kind", kind=list(AccessRuleKind.values)),

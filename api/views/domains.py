@@ -4,10 +4,11 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
-from api.permissions import HasRole, OperatorChangesDomains
+from api.permissions import OperatorChangesDomains
 from api.serializers import DomainCreateSerializer, DomainSerializer, DomainUpdateSerializer
 from servers import services
 from servers.models import Domain, DomainType
@@ -22,7 +23,7 @@ class DomainViewSet(ServiceBackedViewSet):
     serializer_class = DomainSerializer
     create_serializer_class = DomainCreateSerializer
     update_serializer_class = DomainUpdateSerializer
-    permission_classes = [HasRole, OperatorChangesDomains]
+    permission_classes = [IsAuthenticated, OperatorChangesDomains]
     filter_params = {
         "server": Param("server_id", description="Only domains of this virtual server."),
         "type": Param("type", kind=list(DomainType.values)),

@@ -5,10 +5,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
-from api.permissions import AdministratorCreatesAndDeletes, HasRole, is_administrator, operators_supported
+from api.permissions import AdministratorCreatesAndDeletes, is_administrator
 from api.serializers import VirtualServerCreateSerializer, VirtualServerSerializer, VirtualServerUpdateSerializer
 from servers import services
 from servers.models import ObservedState, ServiceState, VirtualServer
@@ -21,18 +22,13 @@ from .base import ServiceBackedViewSet
 WIZARD_FIELDS = ("name", "ip_address", "port", "home_dir", "node", "default_domain", "start")
 
 
-def _check_operators_supported(operators) -> None:
-    if operators is not None and not operators_supported():
-        raise ValidationError({"operators": ["Server operators are not available in this version."]})
-
-
 class VirtualServerViewSet(ServiceBackedViewSet):
     """Virtual SMTP servers: an administrator sees all, an operator the ones assigned to them."""
 
     serializer_class = VirtualServerSerializer
     create_serializer_class = VirtualServerCreateSerializer
     update_serializer_class = VirtualServerUpdateSerializer
-    permission_classes = [HasRole, AdministratorCreatesAndDeletes]
+    permission_classes = [IsAuthenticated, AdministratorCreatesAndDeletes]
     filter_params = {
         "node": Param("node_id", description="Only servers of this node."),
         "state": Param("state", kind=list(ObservedState.values), description="Observed state."),
@@ -47,7 +43,6 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     def create(self, request):
         data = self.validated()
         operators = data.pop("operators", None)
-        _check_operators_supported(operators)
         wizard = {key: data.pop(key) for key in WIZARD_FIELDS if key in data}
         with transaction.atomic():
             try:
@@ -68,7 +63,6 @@ class VirtualServerViewSet(ServiceBackedViewSet):
         operators = data.pop("operators", None)
         if operators is not None and not is_administrator(request.user):
             raise ValidationError({"operators": ["Only an administrator can change the operators of a server."]})
-        _check_operators_supported(operators)
         with transaction.atomic():
             if data:
                 try:
