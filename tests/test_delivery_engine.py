@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from servers import services
 from servers.delivery import engine, queue
-from servers.delivery.models import QueuedMessage, RecipientState, RemoteDomainRoute
+from servers.delivery import services as queue_services
+from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
 from servers.models import AuditEntry, DomainType
+from servers.services import DomainError
 from tests.delivery_helpers import (
     MESSAGE,
     Refuser,
@@ -28,6 +31,7 @@ from tests.delivery_helpers import (
     run_until_empty,
     send,
 )
+from tests.factories import make_server
 
 # The fixtures dns, port, remotes and server.
 pytest_plugins = ["tests.delivery_helpers"]
@@ -228,8 +232,9 @@ def test_a_smart_host_gets_everything_with_auth_over_starttls(server, dns, remot
     dns.add_a("relay.test", "127.0.0.7")
     dns.add_mx("far.test", (10, "mx.far.test"))
     relay = remotes("127.0.0.7", users={"relay-user": "relay-pass"})
-    configure(server, smart_host="relay.test", smart_host_port=port, smart_host_username="relay-user",
-              smart_host_password="relay-pass")
+    queue_services.update_delivery_settings(server, smart_host="relay.test", smart_host_port=port,
+                                            smart_host_username="relay-user", smart_host_password="relay-pass",
+                                            actor="admin")
     send(server, ["bob@far.test", "carol@unknown-anywhere.test"])
     run_queue(server)
     [received] = relay.received
@@ -249,7 +254,7 @@ def test_a_wrong_smart_host_password_keeps_the_mail_queued(server, dns, remotes,
 
 def test_a_remote_domain_route_wins_over_dns(server, dns, remotes, port):
     domain = services.add_domain(server, "partner.test", type=DomainType.REMOTE)
-    RemoteDomainRoute.objects.create(domain=domain, smart_host="127.0.0.8", port=port)
+    queue_services.set_remote_domain_route(domain, smart_host="[127.0.0.8]", port=port, actor="admin")
     dns.add_a("partner.test", "127.0.0.9")
     routed = remotes("127.0.0.8")
     send(server, ["bob@partner.test"])
@@ -308,9 +313,36 @@ def test_a_claim_of_a_dead_process_is_void_and_a_live_one_holds(server):
 
 def test_audit_entries_are_written_for_queue_actions(server):
     row = send(server, ["bob@far.test"])
-    from servers.delivery import services as queue_services
-
     queue_services.freeze(row, actor="alice")
     queue_services.unfreeze(row, actor="alice")
     assert list(AuditEntry.objects.filter(object_type="queuedmessage").values_list("action", flat=True)) == [
         "unfreeze_queued_message", "freeze_queued_message"]
+
+
+# --- the Delivery tab -------------------------------------------------------------------------------
+
+def test_the_delivery_tab_starts_with_the_iis_defaults(server):
+    config = DeliverySettings.for_server(make_server())
+    assert [config.retry_interval_s(n) for n in (1, 2, 3, 4, 9)] == [600, 600, 600, 900, 900]
+    assert (config.delay_notification_s, config.expiration_timeout_s) == (12 * 3600, 2 * 24 * 3600)
+    assert (config.outbound_port, config.max_outbound_connections, config.smart_host) == (25, 1000, "")
+
+
+def test_delivery_settings_are_checked_and_audited_without_the_password(server):
+    for field, value in [("first_retry_interval_s", 0), ("outbound_port", 70000), ("smart_host", "not a host"),
+                         ("dns_server", "dns.example"), ("ndr_copy_address", "nobody")]:
+        with pytest.raises(DomainError) as error:
+            queue_services.update_delivery_settings(server, actor="admin", **{field: value})
+        assert error.value.field == field
+    with pytest.raises(DomainError, match="smart host"):
+        queue_services.update_delivery_settings(server, smart_host_username="u", actor="admin")
+    queue_services.update_delivery_settings(server, smart_host="[10.0.0.5]", smart_host_username="u",
+                                            smart_host_password="secret", actor="admin")
+    entry = AuditEntry.objects.get(action="update_delivery_settings")
+    assert entry.actor == "admin" and entry.after["smart_host_password"] == "********"
+    assert "secret" not in str(entry.before) + str(entry.after)
+
+
+def test_only_a_remote_domain_gets_a_route(server):
+    with pytest.raises(DomainError, match="remote domain"):
+        queue_services.set_remote_domain_route(server.default_domain, smart_host="relay.test", actor="admin")

@@ -71,8 +71,9 @@ def claim_is_alive(claimed_by: str, claimed_at: datetime | None, now: datetime) 
     return pid_text.isdigit() and _process_identity(int(pid_text)) == claimed_by
 
 
-def claim(message_id: int) -> QueuedMessage | None:
-    """Take a message for this process, or None if it is frozen, gone, or a live process has it."""
+def claim(message_id: int, *, frozen_ok: bool = False) -> QueuedMessage | None:
+    """Take a message for this process, or None if it is gone, a live process has it, or it is frozen
+    (unless `frozen_ok`: an administrator's action on a frozen message)."""
     now = timezone.now()
     me = claimant()
     message = QueuedMessage.objects.filter(pk=message_id).only("claimed_by", "claimed_at").first()
@@ -80,8 +81,10 @@ def claim(message_id: int) -> QueuedMessage | None:
         return None
     if message.claimed_by and claim_is_alive(message.claimed_by, message.claimed_at, now):
         return None
-    taken = QueuedMessage.objects.filter(pk=message_id, frozen=False, claimed_by=message.claimed_by).update(
-        claimed_by=me, claimed_at=now)
+    candidates = QueuedMessage.objects.filter(pk=message_id, claimed_by=message.claimed_by)
+    if not frozen_ok:
+        candidates = candidates.filter(frozen=False)
+    taken = candidates.update(claimed_by=me, claimed_at=now)
     if not taken:
         return None
     return QueuedMessage.objects.select_related("server__node").get(pk=message_id)
@@ -392,8 +395,8 @@ def process_message(message_id: int) -> str:
         if pending and now - message.queued_at >= timedelta(seconds=config.expiration_timeout_s):
             fail_pending(message, expiry_result(message, config))
             outcome = "expired"
-        elif pending and hop_count(data) > config.max_hop_count:
-            fail_pending(message, result_of(554, f"5.4.6 Hop count exceeded ({config.max_hop_count}): "
+        elif pending and hop_count(data) > server.max_hop_count:
+            fail_pending(message, result_of(554, f"5.4.6 Hop count exceeded ({server.max_hop_count}): "
                                                  "the message is looping"))
             outcome = "looping"
         elif pending and message.next_attempt_at <= now:

@@ -33,7 +33,6 @@ class DeliverySettings(models.Model):
     outbound_port = models.PositiveIntegerField(default=25)
     max_outbound_connections = models.PositiveIntegerField(default=1000)
     outbound_timeout_s = models.PositiveIntegerField(default=10 * MINUTE_S)
-    max_hop_count = models.PositiveIntegerField(default=15)
     # Messages tab: "Send copy of Non-Delivery Report to".
     ndr_copy_address = models.CharField(max_length=320, blank=True, default="")
     # "ip" or "ip:port" of the DNS server to ask; empty: MAILCONSOLE_DNS_SERVER, else the system's.

@@ -1,4 +1,5 @@
-"""The queue as an administrator sees it, and the actions on it (IIS "Queues", Exchange "Queue Viewer").
+"""The queue as an administrator sees it and the actions on it (IIS "Queues", Exchange "Queue Viewer"),
+the Delivery tab, and remote domains' own routes.
 
 Every action takes `actor=` and leaves an audit entry. An action never races a delivery in
 progress: it claims the message first, and refuses (DomainError) while a worker holds it.
@@ -6,19 +7,23 @@ progress: it claims the message first, and refuses (DomainError) while a worker 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import transaction
 from django.utils import timezone
 
-from servers.delivery import engine, queue
+from servers.delivery import engine, queue, routing
 from servers.delivery.client import Result
-from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
-from servers.models import VirtualServer
-from servers.services.audit import record_change
+from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState, RemoteDomainRoute
+from servers.models import Domain, DomainType, VirtualServer
+from servers.services.audit import record_change, snapshot_of
 from servers.services.errors import DomainError
 
-__all__ = ["QueueEntry", "delete_message", "freeze", "list_queue", "retry_now", "unfreeze"]
+__all__ = ["QueueEntry", "delete_message", "delivery_settings", "freeze", "list_queue", "retry_now",
+           "set_remote_domain_route", "unfreeze", "update_delivery_settings"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def _audit(actor: str, action: str, message: QueuedMessage, **after) -> None:
 
 def _claimed(message: QueuedMessage | int) -> QueuedMessage:
     message_id = message if isinstance(message, int) else message.pk
-    claimed = engine.claim(message_id)
+    claimed = engine.claim(message_id, frozen_ok=True)
     if claimed is None:
         if not QueuedMessage.objects.filter(pk=message_id).exists():
             raise DomainError("The message has already left the queue.")
@@ -79,22 +84,9 @@ def _claimed(message: QueuedMessage | int) -> QueuedMessage:
     return claimed
 
 
-def _unfrozen_claim(message: QueuedMessage | int) -> QueuedMessage:
-    """Claim even a frozen message (claims skip frozen ones): unfreeze, claim, restore the flag."""
-    message_id = message if isinstance(message, int) else message.pk
-    was_frozen = QueuedMessage.objects.filter(pk=message_id, frozen=True).update(frozen=False)
-    try:
-        claimed = _claimed(message_id)
-    finally:
-        if was_frozen:
-            QueuedMessage.objects.filter(pk=message_id).update(frozen=True)
-    claimed.frozen = bool(was_frozen) or claimed.frozen
-    return claimed
-
-
 def retry_now(message: QueuedMessage | int, *, actor: str) -> QueuedMessage:
     """Make the message due now (a frozen one stays frozen until unfrozen) and wake the node."""
-    claimed = _unfrozen_claim(message)
+    claimed = _claimed(message)
     engine.release(claimed, next_attempt_at=timezone.now(), dispatched_at=None)
     _audit(actor, "retry_queued_message", claimed)
     _wake(claimed)
@@ -123,7 +115,7 @@ def unfreeze(message: QueuedMessage | int, *, actor: str) -> QueuedMessage:
 
 def delete_message(message: QueuedMessage | int, *, ndr: bool, actor: str) -> None:
     """Remove a message from the queue; with `ndr`, tell the sender which recipients did not get it."""
-    claimed = _unfrozen_claim(message)
+    claimed = _claimed(message)
     server = claimed.server
     path = engine.queue_dir(server) / claimed.name
     now = timezone.now()
@@ -150,3 +142,124 @@ def _wake(message: QueuedMessage) -> None:
 
     send_to_node(message.server.node.name, delivery_scan, message.server.node.name)
 
+
+
+# --- the Delivery tab ----------------------------------------------------------------------------
+
+INTERVAL_FIELDS = ("first_retry_interval_s", "second_retry_interval_s", "third_retry_interval_s",
+                   "subsequent_retry_interval_s", "expiration_timeout_s", "outbound_timeout_s")
+EDITABLE_DELIVERY_FIELDS = (*INTERVAL_FIELDS, "delay_notification_s", "smart_host", "smart_host_port",
+                            "smart_host_username", "smart_host_password", "attempt_direct_before_smart_host",
+                            "outbound_port", "max_outbound_connections", "ndr_copy_address", "dns_server")
+SECRET_FIELDS = ("smart_host_password", "password")
+HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){HOST_LABEL}(?:\.{HOST_LABEL})*$")
+
+
+def _clean_int(value, field: str, *, minimum: int, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise DomainError("Enter a whole number.", field=field) from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise DomainError(f"Enter a number {bound}.", field=field)
+    return number
+
+
+def clean_smart_host(value: str, field: str = "smart_host") -> str:
+    """A host name, an IP address, or an IP address in brackets (IIS's "[10.0.0.5]"); "" for none."""
+    host = (value or "").strip().lower().rstrip(".")
+    if not host:
+        return ""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        pass
+    if not HOST_NAME.match(host):
+        raise DomainError("Enter a host name or an IP address.", field=field)
+    return host
+
+
+def _clean_delivery_field(field: str, value):
+    if field in INTERVAL_FIELDS:
+        return _clean_int(value, field, minimum=1)
+    if field == "delay_notification_s":
+        return _clean_int(value, field, minimum=0)  # 0: never send a delay notification
+    if field in ("smart_host_port", "outbound_port"):
+        return _clean_int(value, field, minimum=1, maximum=65535)
+    if field == "max_outbound_connections":
+        return _clean_int(value, field, minimum=1)
+    if field == "smart_host":
+        return clean_smart_host(value)
+    if field == "attempt_direct_before_smart_host":
+        if not isinstance(value, bool):
+            raise DomainError("Choose true or false.", field=field)
+        return value
+    if field == "ndr_copy_address":
+        address = (value or "").strip()
+        if address and ("@" not in address or " " in address):
+            raise DomainError("Enter an e-mail address, or nothing.", field=field)
+        return address
+    if field == "dns_server":
+        text = (value or "").strip()
+        if text:
+            try:
+                routing.parse_dns_server(text)
+            except ValueError:
+                raise DomainError("Enter an IP address, optionally with :port.", field=field) from None
+        return text
+    if field in ("smart_host_username", "smart_host_password"):
+        return str(value or "")
+    raise DomainError(f"{field} cannot be changed here.", field=field)
+
+
+def _redacted(values: dict) -> dict:
+    return {key: ("********" if key in SECRET_FIELDS and value else value) for key, value in values.items()}
+
+
+def delivery_settings(server: VirtualServer) -> DeliverySettings:
+    """The server's Delivery tab (created with the IIS defaults on first use)."""
+    return DeliverySettings.for_server(server)
+
+
+@transaction.atomic
+def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **changes) -> DeliverySettings:
+    """Change the Delivery tab of a server; every value is checked first, nothing is saved on an error."""
+    config = DeliverySettings.objects.select_for_update().get(pk=DeliverySettings.for_server(server).pk)
+    cleaned = {field: _clean_delivery_field(field, value) for field, value in changes.items()}
+    if cleaned.get("smart_host_username", config.smart_host_username) and not cleaned.get(
+            "smart_host", config.smart_host):
+        raise DomainError("Name a smart host before giving credentials for it.", field="smart_host")
+    before = {field: getattr(config, field) for field in cleaned}
+    changed = {field: value for field, value in cleaned.items() if before[field] != value}
+    if not changed:
+        return config
+    for field, value in changed.items():
+        setattr(config, field, value)
+    config.save(update_fields=list(changed))
+    record_change(actor=actor, action="update_delivery_settings", obj=config,
+                  before=_redacted({f: before[f] for f in changed}), after=_redacted(changed))
+    return config
+
+
+@transaction.atomic
+def set_remote_domain_route(domain: Domain, *, smart_host: str, port: int = 25, username: str = "",
+                            password: str = "", actor: str = "system") -> RemoteDomainRoute | None:
+    """Send a remote domain's mail through a named smart host; an empty `smart_host` removes the route."""
+    if domain.type != DomainType.REMOTE:
+        raise DomainError("Only a remote domain can have its own route.", field="smart_host")
+    host = clean_smart_host(smart_host)
+    existing = RemoteDomainRoute.objects.filter(domain=domain).first()
+    before = _redacted(snapshot_of(existing, ["smart_host", "port", "username", "password"])) if existing else None
+    if not host:
+        if existing is not None:
+            existing.delete()
+            record_change(actor=actor, action="remove_remote_domain_route", obj=domain, before=before)
+        return None
+    values = {"smart_host": host, "port": _clean_int(port, "port", minimum=1, maximum=65535),
+              "username": str(username or ""), "password": str(password or "")}
+    route, _ = RemoteDomainRoute.objects.update_or_create(domain=domain, defaults=values)
+    record_change(actor=actor, action="set_remote_domain_route", obj=domain, before=before, after=_redacted(values))
+    return route
