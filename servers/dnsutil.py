@@ -10,8 +10,8 @@ from django.conf import settings
 
 
 def make_async_resolver() -> dns.asyncresolver.Resolver:
-    """The system resolver, or MAILCONSOLE_DNS_SERVER ("ip" or "ip:port") when set."""
-    server = getattr(settings, "DNS_SERVER", "")
+    """The system resolver, or MAILCONSOLE_DNS_SERVER ("ip" or "ip:port") when set (tests, air gaps)."""
+    server = getattr(settings, "DELIVERY_DNS_SERVER", "")
     if not server:
         return dns.asyncresolver.Resolver()
     resolver = dns.asyncresolver.Resolver(configure=False)
