@@ -6,6 +6,8 @@ the views hand to `servers.services`. Fields not listed there cannot be set thro
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.contrib.auth import get_user_model
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
@@ -317,3 +319,24 @@ class RuleCreateSerializer(serializers.Serializer):
         if len(value.lower()) > 300:
             raise serializers.ValidationError("Ensure this field has no more than 300 characters.")
         return value
+
+
+# -- current sessions -----------------------------------------------------------------------------
+
+class SessionSerializer(serializers.Serializer):
+    """One open connection to a server's worker, as the worker last reported it (a second or two old)."""
+
+    id = serializers.CharField()
+    protocol = serializers.CharField()
+    client = serializers.CharField(help_text="The client's IP address.")
+    user = serializers.CharField(allow_blank=True, help_text="The signed-in mailbox, if any.")
+    connected_at = serializers.DateTimeField()
+    state = serializers.CharField(help_text="The last command, or the protocol state.")
+    messages = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    tls = serializers.BooleanField()
+
+    def to_representation(self, session: dict) -> dict:
+        connected = session.get("connected_at") or 0
+        session = {**session, "connected_at": datetime.fromtimestamp(float(connected), tz=UTC)}
+        return super().to_representation(session)

@@ -10,7 +10,12 @@ from rest_framework.response import Response
 
 from api.filters import Param
 from api.permissions import AdministratorCreatesAndDeletes, is_administrator
-from api.serializers import VirtualServerCreateSerializer, VirtualServerSerializer, VirtualServerUpdateSerializer
+from api.serializers import (
+    SessionSerializer,
+    VirtualServerCreateSerializer,
+    VirtualServerSerializer,
+    VirtualServerUpdateSerializer,
+)
 from servers import services
 from servers.models import ObservedState, ServiceState, VirtualServer
 from servers.services import DomainError
@@ -101,3 +106,18 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return self._set_state(ServiceState.STOPPED)
+
+    @extend_schema(responses=SessionSerializer(many=True), filters=False,
+                   summary="Current sessions: the connections open on the server's worker now")
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def sessions(self, request, pk=None):
+        sessions = services.list_sessions(self.get_object())
+        return Response(SessionSerializer(sessions, many=True).data)
+
+    @extend_schema(request=None, responses={204: None},
+                   summary="Close one session (the client gets 421) within a second or two")
+    @action(detail=True, methods=["delete"], url_path=r"sessions/(?P<session_id>[0-9a-f]{1,32})",
+            pagination_class=None, filter_backends=[])
+    def terminate_session(self, request, pk=None, session_id=None):
+        services.terminate_session(self.get_object(), session_id, actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
