@@ -346,3 +346,12 @@ def test_delivery_settings_are_checked_and_audited_without_the_password(server):
 def test_only_a_remote_domain_gets_a_route(server):
     with pytest.raises(DomainError, match="remote domain"):
         queue_services.set_remote_domain_route(server.default_domain, smart_host="relay.test", actor="admin")
+
+
+def test_an_unexpected_error_in_an_attempt_defers_the_message_instead_of_looping(server):
+    configure(server, dns_server="not-an-address", first_retry_interval_s=60)
+    row = send(server, ["bob@far.test"])
+    run_queue(server)
+    row.refresh_from_db()
+    assert row.recipients.get().status == "4.3.0" and row.attempts == 1
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=30)

@@ -400,7 +400,12 @@ def process_message(message_id: int) -> str:
                                                  "the message is looping"))
             outcome = "looping"
         elif pending and message.next_attempt_at <= now:
-            results = attempt(server, config, message.mail_from, [row.address for row in pending], data)
+            try:
+                results = attempt(server, config, message.mail_from, [row.address for row in pending], data)
+            except Exception as error:  # a bug or a database hiccup must not turn into a tight retry loop
+                log.exception("message %s: the delivery attempt failed", message.name)
+                failure = result_of(451, f"4.3.0 Internal error during delivery: {type(error).__name__}")
+                results = dict.fromkeys((row.address for row in pending), failure)
             outcome = record_results(message, pending, results, config, now)
             next_attempt_at = now + timedelta(seconds=config.retry_interval_s(message.attempts))
             message.refresh_from_db()
