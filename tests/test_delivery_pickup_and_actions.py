@@ -6,14 +6,17 @@ import os
 import random
 import threading
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from servers.delivery import client, engine, pickup, routing
 from servers.delivery import services as queue_services
 from servers.delivery.models import QueuedMessage
-from servers.models import AuditEntry
-from servers.services import DomainError
+from servers.models import AuditEntry, VirtualServer
+from servers.services import DomainError, local_node
 from tests.delivery_helpers import (
     RemoteBehaviour,
     configure,
@@ -189,3 +192,29 @@ def test_outbound_connections_never_exceed_the_servers_limit(tmp_path):
     thread.join()
     with slots.hold():
         pass
+
+
+# --- the smtpqueue command ----------------------------------------------------------------------------
+
+def smtpqueue(*args) -> str:
+    out = StringIO()
+    call_command("smtpqueue", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_smtpqueue_command_lists_acts_on_the_queue_and_changes_the_delivery_tab(server):
+    # The command finds servers on this node (uncommitted here, so no Celery worker sees it).
+    VirtualServer.objects.filter(pk=server.pk).update(node=local_node())
+    row = send(server, ["bob@far.test"])
+    listing = smtpqueue("list", str(server.pk))
+    assert row.name in listing and "<alice@lab.test>" in listing and "bob@far.test  pending" in listing
+    assert "frozen" in smtpqueue("freeze", str(server.pk), str(row.pk))
+    assert "frozen" in smtpqueue("list", str(server.pk))
+    smtpqueue("delete", str(server.pk), row.name, "--ndr")
+    assert not QueuedMessage.objects.filter(pk=row.pk).exists()
+    shown = smtpqueue("delivery", str(server.pk), "smart_host=relay.test", "smart_host_password=s3cret",
+                      "attempt_direct_before_smart_host=yes")
+    assert "smart_host=relay.test" in shown and "smart_host_password=********" in shown
+    assert "attempt_direct_before_smart_host=True" in shown
+    with pytest.raises(CommandError, match="Enter a number"):
+        smtpqueue("delivery", str(server.pk), "outbound_port=0")

@@ -1,0 +1,105 @@
+"""`smtpqueue`: a server's outbound queue (list, retry, delete, freeze) and its Delivery tab."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from servers import services
+from servers.delivery import services as delivery
+from servers.delivery.models import QueuedMessage
+from servers.management.commands.smtpsvc import find_domain, find_server
+from servers.services import DomainError
+
+ACTOR = "cli"
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
+
+
+class Command(BaseCommand):
+    help = "Show and act on a virtual server's outbound queue; show and change its Delivery tab."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="verb", required=True)
+        show = sub.add_parser("list", help="queued messages: sender, recipients and states, next retry")
+        show.add_argument("server")
+        for verb, text in [("retry", "try a message now"), ("freeze", "hold a message"),
+                           ("unfreeze", "release a held message"), ("delete", "remove a message")]:
+            action = sub.add_parser(verb, help=text)
+            action.add_argument("server")
+            action.add_argument("message", help="the id from `smtpqueue list`, or the Queue file name")
+            if verb == "delete":
+                action.add_argument("--ndr", action="store_true", help="tell the sender (a non-delivery report)")
+        tab = sub.add_parser("delivery", help="show the Delivery tab, or change it with NAME=VALUE ...")
+        tab.add_argument("server")
+        tab.add_argument("settings", nargs="*")
+        route = sub.add_parser("route", help="send a remote domain's mail through a smart host ('' removes)")
+        route.add_argument("server")
+        route.add_argument("domain")
+        route.add_argument("smart_host")
+        route.add_argument("--port", type=int, default=25)
+        route.add_argument("--user", default="")
+        route.add_argument("--password", default="")
+
+    def handle(self, *args, verb: str, server: str, **options) -> None:
+        self.server = find_server(services.local_node(), server)
+        try:
+            getattr(self, f"do_{verb}")(**options)
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+
+    def find_message(self, ref: str) -> QueuedMessage:
+        messages = QueuedMessage.objects.filter(server=self.server)
+        message = messages.filter(pk=int(ref)).first() if ref.isdigit() else None
+        message = message or messages.filter(name__in=[ref, f"{ref}.eml"]).first()
+        if message is None:
+            raise CommandError(f"No queued message {ref!r} on {self.server.name!r}. See `smtpqueue list`.")
+        return message
+
+    def do_list(self, **_) -> None:
+        entries = delivery.list_queue(self.server)
+        if not entries:
+            self.stdout.write("The queue is empty.")
+        for entry in entries:
+            state = "frozen" if entry.frozen else ("delivering" if entry.in_delivery else
+                                                   f"next retry {entry.next_retry_at:%Y-%m-%d %H:%M:%S}")
+            self.stdout.write(f"{entry.id}  {entry.name}  <{entry.sender}>  {entry.size_octets} octets  "
+                              f"queued {entry.queued_at:%Y-%m-%d %H:%M:%S}  attempts {entry.attempts}  {state}")
+            for recipient in entry.recipients:
+                self.stdout.write(f"    {recipient.address}  {recipient.state}  {recipient.last_reply}".rstrip())
+
+    def do_retry(self, message: str, **_) -> None:
+        delivery.retry_now(self.find_message(message), actor=ACTOR)
+        self.stdout.write(f"Message {message} is due now.")
+
+    def do_freeze(self, message: str, **_) -> None:
+        delivery.freeze(self.find_message(message), actor=ACTOR)
+        self.stdout.write(f"Message {message} is frozen.")
+
+    def do_unfreeze(self, message: str, **_) -> None:
+        delivery.unfreeze(self.find_message(message), actor=ACTOR)
+        self.stdout.write(f"Message {message} is no longer frozen.")
+
+    def do_delete(self, message: str, ndr: bool, **_) -> None:
+        delivery.delete_message(self.find_message(message), ndr=ndr, actor=ACTOR)
+        self.stdout.write(f"Message {message} was deleted{' and the sender told' if ndr else ''}.")
+
+    def do_delivery(self, settings: list[str], **_) -> None:
+        changes = {}
+        for setting in settings:
+            name, sep, value = setting.partition("=")
+            if not sep:
+                raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
+            if name not in delivery.EDITABLE_DELIVERY_FIELDS:
+                raise CommandError(f"{name} is not a Delivery setting: {', '.join(delivery.EDITABLE_DELIVERY_FIELDS)}")
+            changes[name] = BOOLEAN_WORDS.get(value.lower(), value) if name.startswith("attempt_") else value
+        config = (delivery.update_delivery_settings(self.server, actor=ACTOR, **changes) if changes
+                  else delivery.delivery_settings(self.server))
+        for name in delivery.EDITABLE_DELIVERY_FIELDS:
+            value = getattr(config, name)
+            shown = "********" if name in delivery.SECRET_FIELDS and value else value
+            self.stdout.write(f"{name}={shown}")
+
+    def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str, **_) -> None:
+        route = delivery.set_remote_domain_route(find_domain(self.server, domain), smart_host=smart_host, port=port,
+                                                 username=user, password=password, actor=ACTOR)
+        self.stdout.write(f"{domain}: {'via ' + route.smart_host + ':' + str(route.port) if route else 'MX records'}")
