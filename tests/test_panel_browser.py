@@ -6,6 +6,7 @@ Screenshots of the main screens go to test-artifacts/ (desktop 1280x800 and a ph
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,19 @@ def test_wizard_creates_a_server_that_starts_pauses_and_stops_from_the_toolbar(p
     # The real Celery worker starts the SMTP worker; the page sees it without a reload.
     expect_state(page, server.pk, "running")
     shoot(page, "05-server-running")
+    # A client connects; Current Sessions shows it and Terminate closes it with 421.
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        assert client.recv(512).startswith(b"220")
+        client.sendall(b"EHLO browser.test\r\n")
+        reply = b""
+        while b"\r\n250 " not in b"\r\n" + reply:
+            reply += client.recv(1024)
+        page.click(f'a.tree-item[href="/console/servers/{server.pk}/sessions/"]')
+        page.wait_for_selector('[data-testid="sessions"] td:has-text("127.0.0.1")', timeout=STATE_TIMEOUT_MS)
+        shoot(page, "05b-current-sessions")
+        page.click('[data-testid="sessions"] button:has-text("Terminate")')
+        assert client.recv(512).startswith(b"421"), "the terminated session was not closed with 421"
+    page.goto(f"/console/servers/{server.pk}/")
     page.click(f'#server-state-{server.pk} [data-testid="pause"]')
     expect_state(page, server.pk, "paused")
     assert page.is_disabled(f'#server-state-{server.pk} [data-testid="pause"]')

@@ -282,8 +282,7 @@ def test_node_service_can_be_stopped_by_an_administrator(cast):
 
 def test_placeholders_say_not_available_yet(cast):
     client = client_for(cast.alice)
-    for name in ("console:server-sessions", "console:server-queue"):
-        assert b"not available yet" in client.get(reverse(name, args=[cast.server.pk])).content
+    assert b'data-testid="placeholder"' in client.get(reverse("console:server-queue", args=[cast.server.pk])).content
 
 
 # -- domains ------------------------------------------------------------------------------------------
@@ -495,3 +494,45 @@ def test_property_sheet_offers_only_settings_the_domain_layer_accepts(cast, monk
     monkeypatch.setattr(virtual_servers, "EDITABLE_FIELDS", ("name", "ip_address", "port"))
     assert 'name="max_message_size_kb"' not in client.get(url + "?tab=messages").content.decode()
     assert client.post(url + "?tab=messages", {"max_message_size_kb": "1"}).status_code == 404
+
+
+def test_administrator_chooses_a_servers_operators_on_the_security_tab(cast):
+    client = client_for(cast.alice)
+    url = reverse("console:server", args=[cast.server.pk]) + "?tab=security"
+    response = client.post(url, {"operators": [cast.dora.pk]}, follow=True)
+    assert "Operators: dora" in response.content.decode()
+    assert list(VirtualServer.objects.get(pk=cast.server.pk).operators.all()) == [cast.dora]
+    assert client_for(cast.oscar).post(url, {"operators": [cast.oscar.pk]}).status_code == 404
+
+
+@needs_roles
+def test_operator_chooses_domain_administrators_but_a_domain_administrator_cannot(cast):
+    url = reverse("console:domain-administrators", args=[cast.domain.pk])
+    client_for(cast.oscar).post(url, {"administrators": [cast.dora.pk, cast.oscar.pk]})
+    assert set(Domain.objects.get(pk=cast.domain.pk).administrators.all()) == {cast.dora, cast.oscar}
+    assert client_for(cast.dora).post(url, {"administrators": []}).status_code == 404
+
+
+def test_current_sessions_lists_what_the_worker_reports_and_terminates_one(cast):
+    import json
+    import time
+
+    from servers.livestate import redis_client, sessions_key, terminate_key
+
+    redis = redis_client()
+    key = sessions_key("smtp", cast.server.pk)
+    redis.hset(key, "s1", json.dumps({"id": "s1", "protocol": "SMTP", "client": "198.51.100.9", "user": "",
+                                      "connected_at": time.time() - 5, "state": "RCPT", "messages": 1,
+                                      "bytes": 321, "tls": False}))
+    try:
+        client = client_for(cast.alice)
+        url = reverse("console:server-sessions", args=[cast.server.pk])
+        html = client.get(url).content.decode()
+        assert "198.51.100.9" in html and "RCPT" in html
+        assert b"<html" not in client.get(url, HTTP_HX_REQUEST="true").content
+        client.post(url, {"session": "s1"})
+        assert redis.sismember(terminate_key("smtp", cast.server.pk), "s1")
+        response = client.post(url, {"session": "gone"}, follow=True)
+        assert "no such session" in response.content.decode()
+    finally:
+        redis.delete(key, terminate_key("smtp", cast.server.pk))

@@ -12,9 +12,11 @@ from django.views.decorators.http import require_POST
 from frontend.access import actor, domain_for, server_for
 from frontend.forms import AddDomainForm, add_domain_error
 from frontend.views.base import paginate, render_console
+from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import Domain, DomainType
 from servers.services import DomainError
+from servers.services.api_support import set_domain_administrators
 
 
 @login_required
@@ -86,3 +88,16 @@ def pop3_domains(request: HttpRequest) -> HttpResponse:
         domains = domains.filter(Q(name__icontains=query) | Q(server__name__icontains=query))
     return render_console(request, "console/pop3_domains.html", {"page": paginate(request, domains), "q": query},
                           selected="pop3")
+
+
+@login_required
+@require_POST
+def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
+    """Choose a domain's delegated administrators: for the server's operators and administrators."""
+    domain = domain_for(request.user, pk)
+    server_for(request.user, domain.server_id)
+    chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("administrators")))
+    set_domain_administrators(domain, chosen, actor=actor(request))
+    names = ", ".join(u.get_username() for u in chosen) or "nobody"
+    messages.success(request, f"Administrators of {domain.name}: {names}.")
+    return redirect("console:domain", pk=domain.pk)

@@ -21,6 +21,7 @@ from frontend.forms import (
     add_domain_error,
 )
 from frontend.views.base import paginate, render_console
+from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DomainType, Mailbox, VirtualServer
 from servers.services import DomainError
@@ -45,9 +46,12 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
     page = paginate(request, mailboxes.order_by("local_part"))
     rows = [(m, services.mailbox_usage(m)) for m in page.object_list]
     groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
+    can_manage_server = VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists()
     return render_console(request, "console/domain_mailboxes.html", {
         "domain": domain, "page": page, "rows": rows, "q": query, "groups": groups,
-        "can_manage_server": VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists(),
+        "can_manage_server": can_manage_server,
+        "administrators": list(domain.administrators.order_by("username")),
+        "candidates": list(operator_candidates()) if can_manage_server else [],
     }, selected=f"domain-{domain.pk}")
 
 

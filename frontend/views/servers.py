@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +29,8 @@ from servers import services
 from servers.models import ServiceState, VirtualServer
 from servers.services import DomainError
 from servers.services import virtual_servers as server_services
+from servers.services.api_support import set_server_operators
+from servers.services.sessions import list_sessions, terminate_session
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
@@ -148,6 +155,11 @@ def _as_data(form, answers: dict) -> dict:
 
 # -- property sheet -----------------------------------------------------------------------------
 
+def operator_candidates():
+    """Users who can be given a role: active accounts that are not administrators already."""
+    return get_user_model().objects.filter(is_active=True, is_superuser=False).order_by("username")
+
+
 def _changes(server: VirtualServer, cleaned: dict) -> dict:
     return {field: value for field, value in cleaned.items() if str(getattr(server, field)) != str(value)}
 
@@ -187,13 +199,23 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
                                     for f in changes)
                 messages.success(request, f"Saved. {summary}")
                 return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
+    elif request.method == "POST" and tab == "security":
+        if not request.user.is_superuser:
+            raise PermissionDenied("Only an administrator can change the operators.")
+        chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("operators")))
+        set_server_operators(server, chosen, actor=actor(request))
+        names = ", ".join(u.get_username() for u in chosen) or "nobody"
+        messages.success(request, f"Saved. Operators: {names}.")
+        return redirect(f"{reverse('console:server', args=[server.pk])}?tab=security")
     elif request.method == "POST":
         raise Http404("this tab has nothing to save")
     roles_available = hasattr(server, "operators")
     operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
+    candidates = list(operator_candidates()) if tab == "security" and request.user.is_superuser else []
     return render_console(request, "console/server_properties.html", {
         "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
-        "roles_available": roles_available,
+        "roles_available": roles_available, "candidates": candidates,
+        "operator_ids": {u.pk for u in operators},
         "home_dir": server.home_dir,
         "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
     }, selected=f"server-{server.pk}")
@@ -221,3 +243,31 @@ def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse
     return render_console(request, "console/placeholder.html",
                           {"server": server, "title": title, "sessions": beat.sessions if beat else None},
                           selected=f"server-{server.pk}-{what}")
+
+
+def _session_rows(server: VirtualServer) -> list[dict]:
+    now = time.time()
+    rows = []
+    for session in list_sessions(server):
+        connected = session.get("connected_at") or now
+        rows.append({**session, "connected": datetime.fromtimestamp(connected, tz=UTC),
+                     "duration_s": int(max(0, now - connected))})
+    return rows
+
+
+@login_required_partial
+def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
+    """IIS's Current Sessions: who is connected now; POST terminates one session."""
+    server = server_for(request.user, pk)
+    if request.method == "POST":
+        try:
+            terminate_session(server, request.POST.get("session", ""), actor=actor(request))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, "The session is being closed.")
+        return redirect("console:server-sessions", pk=server.pk)
+    context = {"server": server, "rows": _session_rows(server)}
+    if request.htmx:
+        return render(request, "console/partials/sessions_table.html", context)
+    return render_console(request, "console/server_sessions.html", context, selected=f"server-{server.pk}-sessions")
