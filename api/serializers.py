@@ -340,3 +340,29 @@ class SessionSerializer(serializers.Serializer):
         connected = session.get("connected_at") or 0
         session = {**session, "connected_at": datetime.fromtimestamp(float(connected), tz=UTC)}
         return super().to_representation(session)
+
+
+# -- the queue ------------------------------------------------------------------------------------
+
+class QueuedRecipientSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    state = serializers.CharField()
+    status = serializers.CharField(allow_blank=True, help_text="The enhanced status code of the last reply.")
+    last_reply = serializers.CharField(allow_blank=True)
+
+
+class QueueEntrySerializer(serializers.Serializer):
+    """One message waiting for remote delivery (IIS "Queues", Exchange's Queue Viewer)."""
+
+    id = serializers.IntegerField()
+    server = serializers.IntegerField()
+    name = serializers.CharField(help_text="The file name in the server's Queue folder.")
+    sender = serializers.CharField(allow_blank=True)
+    recipients = QueuedRecipientSerializer(many=True)
+    size_octets = serializers.IntegerField()
+    queued_at = serializers.DateTimeField()
+    attempts = serializers.IntegerField()
+    last_reply = serializers.CharField(allow_blank=True)
+    next_retry_at = serializers.DateTimeField(allow_null=True)
+    frozen = serializers.BooleanField()
+    in_delivery = serializers.BooleanField(help_text="A worker holds the message now; actions wait for it.")

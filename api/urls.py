@@ -16,6 +16,7 @@ router.register("mailboxes", views.MailboxViewSet, basename="mailbox")
 router.register("groups", views.GroupAddressViewSet, basename="group")
 router.register("access-rules", views.AccessRuleViewSet, basename="access-rule")
 router.register("relay-rules", views.RelayRuleViewSet, basename="relay-rule")
+router.register("queue", views.QueueViewSet, basename="queue")
 router.register("logons", views.LogonViewSet, basename="logon")
 router.register("audit", views.AuditEntryViewSet, basename="audit")
 

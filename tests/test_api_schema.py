@@ -20,7 +20,7 @@ def test_schema_is_openapi_3_and_lists_every_resource(anonymous):
     for path in ["/api/v1/nodes/{id}/stop/", "/api/v1/servers/", "/api/v1/servers/{id}/pause/",
                  "/api/v1/domains/{id}/set-default/", "/api/v1/mailboxes/{id}/password/", "/api/v1/groups/",
                  "/api/v1/logons/", "/api/v1/audit/", "/api/v1/stats/", "/api/v1/access-rules/{id}/",
-                 "/api/v1/relay-rules/"]:
+                 "/api/v1/relay-rules/", "/api/v1/queue/{id}/freeze/", "/api/v1/servers/{id}/sessions/"]:
         assert path in paths
     assert schema["components"]["securitySchemes"]["tokenAuth"] == {
         "type": "apiKey", "in": "header", "name": "Authorization",

@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.models import ApiToken
 from servers import maildir, services
+from servers.delivery import engine
 from servers.models import AuditEntry
 from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, make_people
 from tests.factories import make_server
@@ -58,10 +59,11 @@ def seeded(db, settings, in_process_requests):
     logon_id = services.record_logon(ann.pk, "192.0.2.7")
     access_rule = services.add_access_rule(server, "network", "192.0.2.0/24")
     relay_rule = services.add_relay_rule(server, "address", "192.0.2.1")
+    queued = engine.submit(server, "ann@seed.test", ["bob@remote.example"], b"Subject: seed\r\n\r\nhi\r\n")
     ids = {
         "nodes": [server.node_id], "servers": [server.pk], "domains": [domain.pk, remote.pk],
         "mailboxes": [ann.pk], "groups": [group.pk], "logons": [logon_id],
-        "access-rules": [access_rule.pk], "relay-rules": [relay_rule.pk],
+        "access-rules": [access_rule.pk], "relay-rules": [relay_rule.pk], "queue": [queued.pk],
         "audit": list(AuditEntry.objects.values_list("pk", flat=True)[:3]),
     }
     return {"key": key, "ids": ids}

@@ -5,6 +5,7 @@ from .domains import DomainViewSet
 from .logs import AuditEntryViewSet, LogonViewSet
 from .mailboxes import GroupAddressViewSet, MailboxViewSet
 from .nodes import NodeViewSet
+from .queue import QueueViewSet
 from .servers import VirtualServerViewSet
 from .stats import StatsView
 
@@ -16,6 +17,7 @@ __all__ = [
     "LogonViewSet",
     "MailboxViewSet",
     "NodeViewSet",
+    "QueueViewSet",
     "RelayRuleViewSet",
     "StatsView",
     "VirtualServerViewSet",
