@@ -13,6 +13,8 @@ from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from servers.delivery.models import DeliverySettings
+from servers.delivery.services import EDITABLE_DELIVERY_FIELDS
 from servers.models import (
     AccessRule,
     AccessRuleKind,
@@ -85,11 +87,11 @@ class VirtualServerSerializer(serializers.ModelSerializer):
         return domain.name if domain else None
 
 
-def _setting_kwargs() -> dict[str, dict]:
+def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
     """Every setting optional, and integers bounded to what the database column holds."""
     kwargs = {}
-    for name in EDITABLE_FIELDS:
-        field = VirtualServer._meta.get_field(name)
+    for name in names:
+        field = model._meta.get_field(name)
         extra: dict = {"required": False}
         if isinstance(field, models.PositiveBigIntegerField):
             extra.update(min_value=0, max_value=MAX_BIGINT)
@@ -111,7 +113,7 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     class Meta:
         model = VirtualServer
         fields = list(EDITABLE_FIELDS)
-        extra_kwargs = _setting_kwargs()
+        extra_kwargs = _setting_kwargs(VirtualServer, EDITABLE_FIELDS)
         # The services check uniqueness themselves, with messages that name the node.
         validators: list = []
 
@@ -366,3 +368,21 @@ class QueueEntrySerializer(serializers.Serializer):
     next_retry_at = serializers.DateTimeField(allow_null=True)
     frozen = serializers.BooleanField()
     in_delivery = serializers.BooleanField(help_text="A worker holds the message now; actions wait for it.")
+
+
+# -- the Delivery tab -----------------------------------------------------------------------------
+
+class DeliverySettingsSerializer(serializers.ModelSerializer):
+    """A server's Delivery tab: retries, expiry, smart host, outbound limits. The password is never shown."""
+
+    smart_host_password_set = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DeliverySettings
+        fields = [*EDITABLE_DELIVERY_FIELDS, "smart_host_password_set"]
+        extra_kwargs = {**_setting_kwargs(DeliverySettings, EDITABLE_DELIVERY_FIELDS),
+                        "smart_host_password": {"write_only": True, "required": False}}
+        validators: list = []
+
+    def get_smart_host_password_set(self, config: DeliverySettings) -> bool:
+        return bool(config.smart_host_password)

@@ -11,12 +11,14 @@ from rest_framework.response import Response
 from api.filters import Param
 from api.permissions import AdministratorCreatesAndDeletes, is_administrator
 from api.serializers import (
+    DeliverySettingsSerializer,
     SessionSerializer,
     VirtualServerCreateSerializer,
     VirtualServerSerializer,
     VirtualServerUpdateSerializer,
 )
 from servers import services
+from servers.delivery import services as delivery_services
 from servers.models import ObservedState, ServiceState, VirtualServer
 from servers.services import DomainError
 from servers.services.api_support import set_server_operators
@@ -121,3 +123,16 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     def terminate_session(self, request, pk=None, session_id=None):
         services.terminate_session(self.get_object(), session_id, actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(methods=["GET"], responses=DeliverySettingsSerializer, summary="The server's Delivery tab")
+    @extend_schema(methods=["PATCH"], request=DeliverySettingsSerializer, responses=DeliverySettingsSerializer,
+                   summary="Change the server's Delivery tab")
+    @action(detail=True, methods=["get", "patch"], pagination_class=None, filter_backends=[])
+    def delivery(self, request, pk=None):
+        server = self.get_object()
+        if request.method == "PATCH":
+            data = self.validated(DeliverySettingsSerializer, partial=True)
+            config = delivery_services.update_delivery_settings(server, actor=self.actor, **data)
+        else:
+            config = delivery_services.delivery_settings(server)
+        return Response(DeliverySettingsSerializer(config).data)
