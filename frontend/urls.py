@@ -13,6 +13,7 @@ console_patterns = [
     path("servers/service-state/", servers.node_service_state, name="node-service-state"),
     path("servers/<int:pk>/", servers.server_properties, name="server"),
     path("servers/<int:pk>/state/", servers.server_state, name="server-state"),
+    path("servers/<int:pk>/rules/", servers.server_rules, name="server-rules"),
     path("servers/<int:pk>/delete/", servers.server_delete, name="server-delete"),
     path("servers/<int:pk>/domains/", domains.server_domains, name="server-domains"),
     path("servers/<int:pk>/sessions/", servers.server_sessions, name="server-sessions"),

@@ -538,3 +538,19 @@ def test_current_sessions_lists_what_the_worker_reports_and_terminates_one(cast)
         assert "no such session" in response.content.decode()
     finally:
         redis.delete(key, terminate_key("smtp", cast.server.pk))
+
+
+def test_access_tab_adds_and_removes_connection_and_relay_entries(cast):
+    client = client_for(cast.alice)
+    url = reverse("console:server-rules", args=[cast.server.pk])
+    client.post(url, {"list": "relay", "action": "add", "kind": "network", "value": "192.0.2.9/24"})
+    rule = cast.server.relay_rules.get()
+    assert rule.value == "192.0.2.0/24"
+    page = client.get(reverse("console:server", args=[cast.server.pk]) + "?tab=access").content.decode()
+    assert "192.0.2.0/24" in page
+    response = client.post(url, {"list": "access", "action": "add", "kind": "address", "value": "not-an-ip"},
+                           follow=True)
+    assert response.status_code == 200 and not cast.server.access_rules.exists()
+    assert "alert-danger" in response.content.decode()
+    client.post(url, {"list": "relay", "action": "remove", "rule": rule.pk})
+    assert not cast.server.relay_rules.exists()

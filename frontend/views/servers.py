@@ -26,7 +26,7 @@ from frontend.forms import (
 )
 from frontend.views.base import render_console
 from servers import services
-from servers.models import ServiceState, VirtualServer
+from servers.models import AccessRuleKind, ServiceState, VirtualServer
 from servers.services import DomainError
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
@@ -212,9 +212,18 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     roles_available = hasattr(server, "operators")
     operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
     candidates = list(operator_candidates()) if tab == "security" and request.user.is_superuser else []
+    rule_lists = []
+    if tab == "access":
+        rule_lists = [
+            ("access", "Connection control", "Clients the connection policy above applies to.",
+             list(server.access_rules.all())),
+            ("relay", "Relay restrictions", "Clients that may relay without signing in (the trusted LAN).",
+             list(server.relay_rules.all())),
+        ]
     return render_console(request, "console/server_properties.html", {
         "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
         "roles_available": roles_available, "candidates": candidates,
+        "rule_lists": rule_lists, "rule_kinds": AccessRuleKind.choices,
         "operator_ids": {u.pk for u in operators},
         "home_dir": server.home_dir,
         "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
@@ -271,3 +280,34 @@ def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "console/partials/sessions_table.html", context)
     return render_console(request, "console/server_sessions.html", context, selected=f"server-{server.pk}-sessions")
+
+
+RULE_LISTS = {"access": ("access_rules", "add_access_rule", "remove_access_rule"),
+              "relay": ("relay_rules", "add_relay_rule", "remove_relay_rule")}
+
+
+@login_required
+@require_POST
+def server_rules(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add to or remove from the Access tab's connection-control and relay lists."""
+    server = server_for(request.user, pk)
+    which = request.POST.get("list", "")
+    if which not in RULE_LISTS:
+        raise Http404("no such list")
+    related, add, remove = RULE_LISTS[which]
+    try:
+        if request.POST.get("action") == "remove":
+            rule = getattr(server, related).filter(pk=request.POST.get("rule") or 0).first()
+            if rule is None:
+                raise Http404("no such rule")
+            getattr(services, remove)(rule, actor=actor(request))
+            messages.success(request, f"Removed {rule.value}.")
+        else:
+            kind = request.POST.get("kind", "")
+            if kind not in AccessRuleKind.values:
+                raise DomainError("Choose what the entry names.", field="kind")
+            rule = getattr(services, add)(server, kind, request.POST.get("value", ""), actor=actor(request))
+            messages.success(request, f"Added {rule.value}.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect(f"{reverse('console:server', args=[server.pk])}?tab=access")
