@@ -21,6 +21,8 @@ from pathlib import Path
 
 from servers.delivery.routing import Route, Target
 
+# RFC 5321 4.5.3.2 asks for 5 minutes per command; connecting is bounded much tighter.
+CONNECT_TIMEOUT_S = 30
 ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -127,9 +129,12 @@ def _transaction(target: Target, route: Route, mail_from: str, recipients: Seque
     host = f"{target.host}[{target.address}]:{target.port}"
     source = (source_address, 0) if source_address else None
     try:
-        smtp = smtplib.SMTP(local_hostname=helo, timeout=timeout_s, source_address=source)
+        # A host that does not answer at all should not hold a worker for the whole command time-out.
+        smtp = smtplib.SMTP(local_hostname=helo, timeout=min(timeout_s, CONNECT_TIMEOUT_S), source_address=source)
         smtp._host = target.host or target.address  # the name STARTTLS sends as SNI
         code, greeting = smtp.connect(target.address, target.port)
+        smtp.timeout = timeout_s
+        smtp.sock.settimeout(timeout_s)
     except (OSError, smtplib.SMTPException) as error:
         raise SessionError(result_of(451, f"4.4.1 Connection to {host} failed: {error}", host)) from error
     try:
