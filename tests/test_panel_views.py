@@ -430,6 +430,7 @@ def test_audit_log_filters_by_user_object_and_time(cast):
     services.pause_server(cast.server, actor="oscar")
     html = client.get(reverse("console:audit") + "?user=oscar").content.decode()
     assert "pause_virtual_server" in html and "create_virtual_server" not in html
+    assert "desired_state:</span> stopped \u2192 paused" in html
     html = client.get(reverse("console:audit") + "?object=Other+server").content.decode()
     assert "Other server" in html and "pause_virtual_server" not in html
     assert "No entries match" in client.get(reverse("console:audit") + "?until=2000-01-01").content.decode()

@@ -30,3 +30,14 @@ def page_query(context, page_number: int) -> str:
 def tree_key(*parts) -> str:
     """The name of a tree item, as views pass it in `selected` ("server-3-domains")."""
     return "-".join(str(part) for part in parts)
+
+
+@register.filter
+def audit_changes(entry) -> list[tuple[str, object, object]]:
+    """The settings an audit entry changed, as (name, before, after); empty for a create or delete."""
+    before, after = entry.before or {}, entry.after or {}
+    if not (before and after):
+        return []
+    names = [name for name in after if before.get(name) != after.get(name)]
+    names += [name for name in before if name not in after]
+    return [(name, before.get(name), after.get(name)) for name in names]
