@@ -218,3 +218,11 @@ def test_the_smtpqueue_command_lists_acts_on_the_queue_and_changes_the_delivery_
     assert "attempt_direct_before_smart_host=True" in shown
     with pytest.raises(CommandError, match="Enter a number"):
         smtpqueue("delivery", str(server.pk), "outbound_port=0")
+
+
+def test_mail_is_sent_from_the_servers_address_only_where_that_address_can_reach():
+    assert client.can_bind_source("192.0.2.10", "198.51.100.7")
+    assert client.can_bind_source("127.0.0.1", "127.0.0.5")
+    assert not client.can_bind_source("127.0.0.1", "198.51.100.7")  # loopback cannot reach the Internet
+    assert not client.can_bind_source("192.0.2.10", "2001:db8::1")
+    assert not client.can_bind_source(None, "198.51.100.7")

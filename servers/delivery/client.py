@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import os
 import re
 import smtplib
@@ -72,6 +73,18 @@ def wire_data(message: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
+def can_bind_source(source_address: str | None, target_address: str) -> bool:
+    """Whether to send from the server's own address: only where that address can reach the target
+    (same IP version, and a loopback source only towards loopback)."""
+    if not source_address:
+        return False
+    try:
+        source, target = ipaddress.ip_address(source_address), ipaddress.ip_address(target_address)
+    except ValueError:
+        return False
+    return source.version == target.version and (not source.is_loopback or target.is_loopback)
+
+
 class SessionError(Exception):
     """The whole transaction with one host failed (connection, greeting, MAIL): try the next host."""
 
@@ -127,7 +140,7 @@ def _tls_context() -> ssl.SSLContext:
 def _transaction(target: Target, route: Route, mail_from: str, recipients: Sequence[str], message: bytes, *,
                  helo: str, timeout_s: float, source_address: str | None, use_tls: bool) -> dict[str, Result]:
     host = f"{target.host}[{target.address}]:{target.port}"
-    source = (source_address, 0) if source_address else None
+    source = (source_address, 0) if can_bind_source(source_address, target.address) else None
     try:
         # A host that does not answer at all should not hold a worker for the whole command time-out.
         smtp = smtplib.SMTP(local_hostname=helo, timeout=min(timeout_s, CONNECT_TIMEOUT_S), source_address=source)
