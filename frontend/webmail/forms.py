@@ -1,0 +1,110 @@
+"""Forms of the webmail: sign-in, compose, password."""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from servers.services.mailboxes import password_policy_errors
+
+MAX_RECIPIENTS = 100
+
+
+class SignInForm(forms.Form):
+    address = forms.CharField(max_length=320, widget=forms.TextInput(attrs={"autocomplete": "username",
+                                                                           "autofocus": True}))
+    password = forms.CharField(max_length=200, strip=False,
+                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
+def parse_addresses(value: str) -> list[str]:
+    """Addresses from a header-style list ("Bob <bob@x>, carol@y"); raise ValidationError naming a bad one."""
+    addresses = []
+    for _, address in getaddresses([value or ""]):
+        address = address.strip()
+        if not address:
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ValidationError(f"{address!r} is not a mail address.") from None
+        addresses.append(address)
+    if len(addresses) > MAX_RECIPIENTS:
+        raise ValidationError(f"At most {MAX_RECIPIENTS} recipients per message.")
+    return addresses
+
+
+class AddressListField(forms.CharField):
+    def clean(self, value):
+        text = super().clean(value)
+        parse_addresses(text)
+        return " ".join(text.split())
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(item, initial) for item in data if item]
+        return [single(data, initial)] if data else []
+
+
+class ComposeForm(forms.Form):
+    to = AddressListField(max_length=5000, required=False)
+    cc = AddressListField(max_length=5000, required=False, label="Cc")
+    bcc = AddressListField(max_length=5000, required=False, label="Bcc")
+    subject = forms.CharField(max_length=500, required=False)
+    body = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 14}))
+    attachments = MultipleFileField(required=False)
+    save_copy = forms.BooleanField(required=False, initial=True, label="Keep a copy in Sent")
+    # The message answered or forwarded (its id in this mailbox's index), for threading headers and
+    # the forwarded attachments.
+    in_reply_to = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    forward_of = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and not self.recipients():
+            raise ValidationError("Give at least one recipient.")
+        return data
+
+    def recipients(self) -> list[str]:
+        data = self.cleaned_data
+        found: list[str] = []
+        for name in ("to", "cc", "bcc"):
+            for address in parse_addresses(data.get(name, "")):
+                if address.lower() not in {a.lower() for a in found}:
+                    found.append(address)
+        return found
+
+
+class PasswordForm(forms.Form):
+    current_password = forms.CharField(strip=False, widget=forms.PasswordInput(
+        attrs={"autocomplete": "current-password"}))
+    new_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    confirm_password = forms.CharField(strip=False, widget=forms.PasswordInput(
+        attrs={"autocomplete": "new-password"}))
+
+    def clean_new_password(self):
+        password = self.cleaned_data["new_password"]
+        errors = password_policy_errors(password)
+        if errors:
+            raise ValidationError(errors)
+        return password
+
+    def clean(self):
+        data = super().clean()
+        if data.get("new_password") and data.get("confirm_password") != data.get("new_password"):
+            self.add_error("confirm_password", "The two new passwords differ.")
+        return data

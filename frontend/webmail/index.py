@@ -1,0 +1,200 @@
+"""Keep the message index in step with a mailbox's Maildir folders, and change messages on disk.
+
+A refresh lists file names only (no reads, no stat) and parses the headers of the messages it has
+not seen; it is skipped outright while neither new/ nor cur/ changed since the last scan. Flags
+live in the file name (`cur/<uid>:2,S`), and the unique name before ':' never changes, so POP3's
+UIDLs stay what they were whatever the webmail marks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from django.db import transaction
+
+from servers import maildir as store
+from servers.storage import fsync_dir
+
+from .models import INBOX, SENT, MailboxIndexState, MessageIndex
+
+HEADER_READ_OCTETS = 64 * 1024
+# A directory changed less than this long before the scan may change again within the same clock tick.
+SCAN_SETTLE_NS = 2_000_000_000
+BATCH_ROWS = 500
+SEEN_FLAG = "S"
+INFO_PREFIX = "2,"
+
+
+def folder_path(maildir: Path, folder: str) -> Path:
+    """The Maildir of a folder: the mailbox's own for the inbox, a Maildir++ `.Name` subfolder otherwise."""
+    maildir = Path(maildir)
+    return maildir if folder == INBOX else maildir / f".{folder}"
+
+
+def ensure_folder(maildir: Path, folder: str) -> Path:
+    return store.ensure_maildir(folder_path(maildir, folder))
+
+
+def flags_of(file_name: str) -> str:
+    """The flag letters of a Maildir file name ('' for a message still in new/ or without info)."""
+    _, _, info = file_name.partition(store.INFO_SEPARATOR)
+    return info[len(INFO_PREFIX):] if info.startswith(INFO_PREFIX) else ""
+
+
+def _names(directory: Path) -> Iterator[str]:
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.name.startswith("."):
+                    yield entry.name
+    except FileNotFoundError:
+        return
+
+
+def _mtime_ns(directory: Path) -> int:
+    try:
+        return directory.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def _header_text(value) -> str:
+    return str(value or "").replace("\r", " ").replace("\n", " ").strip()
+
+
+def summarize(path: Path) -> dict | None:
+    """What the list shows of one message, from its headers alone; None if the file went away."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(HEADER_READ_OCTETS)
+            stat = os.fstat(file.fileno())
+    except FileNotFoundError:
+        return None
+    end = head.find(b"\n\n")
+    end_crlf = head.find(b"\r\n\r\n")
+    cut = min([i for i in (end, end_crlf) if i >= 0], default=len(head))
+    headers = BytesHeaderParser(policy=policy.default).parsebytes(head[:cut] + b"\n\n")
+    sent_at = None
+    with contextlib.suppress(Exception):  # a Date: header that is not a date shows as none
+        sent_at = parsedate_to_datetime(str(headers["Date"]))
+        if sent_at.tzinfo is None:
+            sent_at = sent_at.replace(tzinfo=dt.UTC)
+    sender = ""
+    with contextlib.suppress(Exception):  # malformed address headers still show as text
+        sender = _header_text(headers["From"])
+    subject = ""
+    with contextlib.suppress(Exception):
+        subject = _header_text(headers["Subject"])
+    content_type = headers.get_content_type()
+    # Without reading the body: mail with attachments is multipart/mixed (RFC 2046 5.1.3).
+    has_attachments = content_type == "multipart/mixed" or (
+        not content_type.startswith(("text/", "multipart/")) and content_type != "message/rfc822")
+    return {
+        "sender": sender[:255], "subject": subject[:255], "sent_at": sent_at,
+        "delivered_at": dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC), "size_octets": stat.st_size,
+        "has_attachments": has_attachments,
+    }
+
+
+def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool = False) -> bool:
+    """Bring the folder's index up to date with the disk; return whether a scan was needed."""
+    root = folder_path(maildir, folder)
+    new_mtime, cur_mtime = _mtime_ns(root / "new"), _mtime_ns(root / "cur")
+    state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
+    settled = state.scanned_at_ns - max(new_mtime, cur_mtime) > SCAN_SETTLE_NS
+    if not force and settled and (state.new_mtime_ns, state.cur_mtime_ns) == (new_mtime, cur_mtime):
+        return False
+    scan_started_ns = time.time_ns()
+    on_disk: dict[str, str] = {}
+    for subdir in store.MESSAGE_SUBDIRS:  # new/ first: a message moved meanwhile is then found in cur/
+        for name in _names(root / subdir):
+            on_disk[store.unique_part(name)] = f"{subdir}/{name}"
+    known = dict(MessageIndex.objects.for_mailbox(mailbox_id, folder).values_list("uid", "file_name"))
+    gone = [uid for uid in known if uid not in on_disk]
+    moved = {uid: name for uid, name in on_disk.items() if uid in known and known[uid] != name}
+    fresh = [uid for uid in on_disk if uid not in known]
+    with transaction.atomic():
+        for start in range(0, len(gone), BATCH_ROWS):
+            MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid__in=gone[start:start + BATCH_ROWS]).delete()
+        for uid, name in moved.items():
+            MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid=uid).update(
+                file_name=name, is_read=SEEN_FLAG in flags_of(name))
+    rows = []
+    for uid in fresh:
+        name = on_disk[uid]
+        summary = summarize(root / name)
+        if summary is None:
+            continue  # moved or deleted since the listing; the next scan sees where it went
+        rows.append(MessageIndex(mailbox_id=mailbox_id, folder=folder, uid=uid, file_name=name,
+                                 is_read=SEEN_FLAG in flags_of(name), **summary))
+        if len(rows) >= BATCH_ROWS:
+            MessageIndex.objects.bulk_create(rows, ignore_conflicts=True)
+            rows = []
+    MessageIndex.objects.bulk_create(rows, ignore_conflicts=True)
+    MailboxIndexState.objects.filter(pk=state.pk).update(
+        new_mtime_ns=new_mtime, cur_mtime_ns=cur_mtime, scanned_at_ns=scan_started_ns)
+    return True
+
+
+def locate(message: MessageIndex, maildir: Path) -> Path | None:
+    """The message's file now: where the index last saw it, or wherever its unique name went since."""
+    root = folder_path(maildir, message.folder)
+    path = root / message.file_name
+    if path.is_file():
+        return path
+    for subdir in store.MESSAGE_SUBDIRS:
+        for name in _names(root / subdir):
+            if store.unique_part(name) == message.uid:
+                message.file_name = f"{subdir}/{name}"
+                return root / subdir / name
+    return None
+
+
+def set_seen(message: MessageIndex, maildir: Path, seen: bool) -> bool:
+    """Mark a message read or unread by renaming it into cur/ with or without the S flag."""
+    path = locate(message, maildir)
+    if path is None:
+        return False
+    flags = set(flags_of(path.name))
+    flags.discard(SEEN_FLAG)
+    if seen:
+        flags.add(SEEN_FLAG)
+    # Maildir flags are kept in ASCII order (cr.yp.to/proto/maildir.html).
+    new_name = f"{message.uid}{store.INFO_SEPARATOR}{INFO_PREFIX}{''.join(sorted(flags))}"
+    target = folder_path(maildir, message.folder) / "cur" / new_name
+    if target != path:
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return False
+        fsync_dir(target.parent)
+        if path.parent != target.parent:
+            fsync_dir(path.parent)
+    MessageIndex.objects.filter(pk=message.pk).update(file_name=f"cur/{new_name}", is_read=seen)
+    message.file_name, message.is_read = f"cur/{new_name}", seen
+    return True
+
+
+def delete(message: MessageIndex, maildir: Path) -> None:
+    """Remove the message's file (every copy of its unique name in new/ and cur/) and its index row."""
+    store.delete_messages(folder_path(maildir, message.folder), [message.uid])
+    MessageIndex.objects.filter(pk=message.pk).delete()
+
+
+def store_sent(mailbox_id: int, maildir: Path, message_bytes: bytes) -> str:
+    """Keep a copy of a sent message in the Sent folder, already marked read; return its unique name."""
+    root = ensure_folder(maildir, SENT)
+    uid = store.deliver(root, [message_bytes])
+    with contextlib.suppress(FileNotFoundError):
+        name = f"{uid}{store.INFO_SEPARATOR}{INFO_PREFIX}{SEEN_FLAG}"
+        os.rename(root / "new" / uid, root / "cur" / name)
+        fsync_dir(root / "cur")
+    return uid

@@ -1,0 +1,132 @@
+"""The webmail's own sign-in, kept apart from the console's Django users in the same session store.
+
+The session holds the mailbox id, a keyed hash of its password hash (so a password change or a
+lock made elsewhere ends the webmail session, as Django does for its users) and the password
+itself, for SMTP submission; the session lives server-side, the cookie only carries its key.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from servers.models import Mailbox
+
+log = logging.getLogger(__name__)
+
+MAILBOX_KEY = "webmail_mailbox_id"
+HASH_KEY = "webmail_password_hash"
+PASSWORD_KEY = "webmail_password"
+SESSION_KEYS = (MAILBOX_KEY, HASH_KEY, PASSWORD_KEY)
+
+
+def _password_hash(mailbox: Mailbox) -> str:
+    return salted_hmac("mailconsole.webmail.session", mailbox.password, algorithm="sha256").hexdigest()
+
+
+def sign_in(request: HttpRequest, mailbox: Mailbox, password: str) -> None:
+    request.session.cycle_key()  # a new session key on every sign-in: no fixation
+    request.session[MAILBOX_KEY] = mailbox.pk
+    request.session[HASH_KEY] = _password_hash(mailbox)
+    request.session[PASSWORD_KEY] = password
+
+
+def sign_out(request: HttpRequest) -> None:
+    """Forget the mailbox only: a console sign-in in the same browser stays."""
+    for key in SESSION_KEYS:
+        request.session.pop(key, None)
+    request.session.cycle_key()
+
+
+def current_mailbox(request: HttpRequest) -> Mailbox | None:
+    mailbox_id = request.session.get(MAILBOX_KEY)
+    if mailbox_id is None:
+        return None
+    mailbox = Mailbox.objects.select_related("domain__server").filter(pk=mailbox_id).first()
+    if (mailbox is None or mailbox.is_locked or mailbox.domain.is_locked
+            or not constant_time_compare(request.session.get(HASH_KEY, ""), _password_hash(mailbox))):
+        sign_out(request)
+        return None
+    return mailbox
+
+
+def submission_password(request: HttpRequest) -> str:
+    return request.session.get(PASSWORD_KEY, "")
+
+
+def password_changed(request: HttpRequest, mailbox: Mailbox, new_password: str) -> None:
+    """Keep this session signed in after its own password change (other sessions end)."""
+    request.session[HASH_KEY] = _password_hash(mailbox)
+    request.session[PASSWORD_KEY] = new_password
+    request.session.cycle_key()
+
+
+def mailbox_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Give the view the signed-in mailbox as `request.mailbox`, or send the browser to sign in."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        mailbox = current_mailbox(request)
+        if mailbox is None:
+            return redirect("webmail:sign_in")
+        request.mailbox = mailbox
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+# -- throttling failed sign-ins: per client address and per address typed, in the shared cache -----
+
+def _cache() -> BaseCache:
+    return caches["console"] if "console" in settings.CACHES else caches["default"]
+
+
+def _throttle_keys(client_address: str, address: str) -> list[tuple[str, int]]:
+    def key(kind: str, value: str) -> str:
+        return f"webmail-login-failures:{kind}:{hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]}"
+
+    return [(key("address", client_address), settings.CONSOLE_LOGIN_FAILURES_PER_ADDRESS),
+            (key("mailbox", address), settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME)]
+
+
+def is_throttled(client_address: str, address: str) -> bool:
+    keys = _throttle_keys(client_address, address)
+    try:
+        counts = _cache().get_many([key for key, _ in keys])
+    except Exception as exc:  # noqa: BLE001 - cache down: do not lock every mailbox out
+        log.warning("webmail login throttle unavailable: %s", exc)
+        return False
+    return any(counts.get(key, 0) >= limit for key, limit in keys)
+
+
+def record_failure(client_address: str, address: str) -> None:
+    cache = _cache()
+    try:
+        for key, _ in _throttle_keys(client_address, address):
+            if not cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S):
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add() and incr()
+                    cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("webmail login throttle unavailable: %s", exc)
+
+
+def record_success(address: str) -> None:
+    try:
+        _cache().delete(_throttle_keys("", address)[1][0])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("webmail login throttle unavailable: %s", exc)
+
+
+def lockout_minutes() -> int:
+    return max(1, settings.CONSOLE_LOGIN_LOCKOUT_S // 60)

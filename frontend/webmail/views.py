@@ -1,0 +1,417 @@
+"""Webmail pages: sign-in, folders, reading, attachments, compose, delete, flags, password.
+
+Every message URL carries an index id and is looked up within the signed-in mailbox only, so an
+id of another mailbox is a 404. Message content (HTML bodies, attachments, source) is never served
+as an active document on our origin: HTML goes into a sandboxed frame under a CSP that also
+sandboxes it, everything else is text/plain or a download, always with nosniff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from email.message import EmailMessage
+from email.utils import formataddr, getaddresses, make_msgid
+from pathlib import Path
+
+import nh3
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Sum
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import content_disposition_header
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from servers.models import Mailbox
+from servers.services.errors import DomainError
+from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, change_password, record_logon
+from servers.workers.pop3d import MailboxLock
+
+from . import index, mime, session
+from .forms import ComposeForm, PasswordForm, SignInForm
+from .models import INBOX, SENT, MessageIndex
+from .submission import SubmissionError, submit
+
+PAGE_SIZE = 50
+FOLDER_SLUGS = {"inbox": INBOX, "sent": SENT}
+FRAME_CSP = ("default-src 'none'; img-src data: {images}; style-src 'unsafe-inline'; font-src 'none'; "
+             "form-action 'none'; base-uri 'none'; frame-src 'none'; sandbox allow-popups "
+             "allow-popups-to-escape-sandbox")
+DOWNLOAD_CSP = "default-src 'none'; sandbox"
+
+
+# -- sign-in --------------------------------------------------------------------------------------
+
+@sensitive_post_parameters("password")
+@never_cache
+def sign_in(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET" and session.current_mailbox(request) is not None:
+        return redirect("webmail:folder", "inbox")
+    form = SignInForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        address = form.cleaned_data["address"].strip()
+        client = request.META.get("REMOTE_ADDR", "")
+        if session.is_throttled(client, address):
+            form.add_error(None, f"Too many failed sign-ins. Try again in {session.lockout_minutes()} minutes.")
+            status = 429
+        else:
+            try:
+                signed_in = authenticate_mailbox(address, form.cleaned_data["password"])
+            except LoginRefusedError as refusal:
+                if refusal.reason == "locked":
+                    form.add_error(None, "This mailbox is locked. Ask your administrator.")
+                    status = 403
+                else:
+                    session.record_failure(client, address)
+                    form.add_error(None, "The address or password is incorrect.")
+                    status = 401
+            else:
+                session.record_success(address)
+                mailbox = Mailbox.objects.select_related("domain__server").get(pk=signed_in.mailbox_id)
+                session.sign_in(request, mailbox, form.cleaned_data["password"])
+                record_logon(mailbox.pk, client, "WEBMAIL")
+                return redirect("webmail:folder", "inbox")
+    return render(request, "webmail/sign_in.html", {"form": form}, status=status)
+
+
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponse:
+    session.sign_out(request)
+    return redirect("webmail:sign_in")
+
+
+# -- folders --------------------------------------------------------------------------------------
+
+def _quota(mailbox) -> dict:
+    totals = MessageIndex.objects.for_mailbox(mailbox.pk, INBOX).aggregate(size=Sum("size_octets"), count=Count("id"))
+    used, count = totals["size"] or 0, totals["count"] or 0
+    percent = None
+    if mailbox.quota_bytes:
+        percent = min(100, round(100 * used / mailbox.quota_bytes))
+    if mailbox.quota_messages:
+        percent = max(percent or 0, min(100, round(100 * count / mailbox.quota_messages)))
+    return {"used_bytes": used, "count": count, "limit_bytes": mailbox.quota_bytes,
+            "limit_messages": mailbox.quota_messages, "percent": percent}
+
+
+def _page_context(request: HttpRequest, **extra) -> dict:
+    mailbox = request.mailbox
+    return {"mailbox": mailbox, "quota": _quota(mailbox), **extra}
+
+
+@never_cache
+@session.mailbox_required
+def folder(request: HttpRequest, slug: str) -> HttpResponse:
+    folder_name = FOLDER_SLUGS.get(slug)
+    if folder_name is None:
+        raise Http404("No such folder.")
+    mailbox = request.mailbox
+    index.refresh(mailbox.pk, mailbox.maildir, folder_name)
+    query = request.GET.get("q", "")[:200]
+    rows = (MessageIndex.objects.for_mailbox(mailbox.pk, folder_name).matching(query)
+            .order_by("-delivered_at", "-id"))
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "webmail/folder.html", _page_context(
+        request, folder=folder_name, slug=slug, page=page, query=query))
+
+
+# -- one message ----------------------------------------------------------------------------------
+
+def _own_message(request: HttpRequest, pk: int) -> MessageIndex:
+    return get_object_or_404(MessageIndex, pk=pk, mailbox_id=request.mailbox.pk)
+
+
+def _raw(request: HttpRequest, message: MessageIndex) -> bytes:
+    path = index.locate(message, request.mailbox.maildir)
+    try:
+        if path is None:
+            raise FileNotFoundError
+        return path.read_bytes()
+    except FileNotFoundError:
+        # Deleted by a POP3 client meanwhile: the index forgets it too.
+        MessageIndex.objects.filter(pk=message.pk).delete()
+        raise Http404("This message is no longer in the mailbox.") from None
+
+
+def _slug_of(message: MessageIndex) -> str:
+    return "sent" if message.folder == SENT else "inbox"
+
+
+@never_cache
+@session.mailbox_required
+def read(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _own_message(request, pk)
+    parsed = mime.parse(_raw(request, message))
+    if not message.is_read:
+        index.set_seen(message, request.mailbox.maildir, True)
+    html_part, plain_part = mime.body_parts(parsed)
+    remote_images = False
+    if html_part is not None:
+        _, remote_images = mime.sanitize_html(mime.text_of(html_part), cid_url=lambda cid: None,
+                                              show_remote_images=False)
+    show_images = request.GET.get("images") == "1"
+    body_url = reverse("webmail:body", args=[message.pk]) + ("?images=1" if show_images else "")
+    headers = {name.lower().replace("-", "_"): mime.header(parsed, name)
+               for name in ("From", "To", "Cc", "Reply-To", "Subject", "Date")}
+    return render(request, "webmail/message.html", _page_context(
+        request, message=message, headers=headers, slug=_slug_of(message),
+        has_html=html_part is not None, plain_text=mime.text_of(plain_part) if html_part is None else "",
+        body_url=body_url, remote_images=remote_images and not show_images,
+        attachments=[p for p in mime.parts_of(parsed) if p.is_attachment]))
+
+
+def _untrusted(response: HttpResponseBase, csp: str = DOWNLOAD_CSP) -> HttpResponseBase:
+    """Headers for anything taken from a message: no sniffing, no referrer, no caching, sandboxed."""
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = csp
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "private, no-store"
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
+
+
+@xframe_options_sameorigin
+@session.mailbox_required
+def body(request: HttpRequest, pk: int) -> HttpResponse:
+    """The HTML body, sanitized, for the read page's sandboxed frame."""
+    message = _own_message(request, pk)
+    parsed = mime.parse(_raw(request, message))
+    html_part, _ = mime.body_parts(parsed)
+    if html_part is None:
+        raise Http404("This message has no HTML body.")
+    inline = {p.content_id: p.number for p in mime.parts_of(parsed) if p.content_id}
+    # A leaf body part can be an inline image too (multipart/related without Content-Disposition).
+    for number, part in enumerate(parsed.walk()):
+        content_id = (part.get("Content-ID") or "").strip().strip("<>")
+        if content_id and not part.is_multipart():
+            inline.setdefault(content_id, number)
+    inline_prefix = reverse("webmail:inline", args=[message.pk, 0]).rsplit("0/", 1)[0]
+
+    def cid_url(content_id: str) -> str | None:
+        number = inline.get(content_id)
+        return None if number is None else reverse("webmail:inline", args=[message.pk, number])
+
+    show_images = request.GET.get("images") == "1"
+    cleaned, _ = mime.sanitize_html(mime.text_of(html_part), cid_url=cid_url, show_remote_images=show_images)
+    document = ('<!doctype html><html><head><meta charset="utf-8">'
+                '<meta name="referrer" content="no-referrer">'
+                '<style>body{font-family:system-ui,sans-serif;margin:0;padding:.5rem;overflow-wrap:anywhere}'
+                'img{max-width:100%;height:auto}</style></head><body>' + cleaned + "</body></html>")
+    images = request.build_absolute_uri(inline_prefix)
+    if show_images:
+        images += " https: http:"
+    response = HttpResponse(document, content_type="text/html; charset=utf-8")
+    return _untrusted(response, FRAME_CSP.format(images=images))
+
+
+@session.mailbox_required
+def inline(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """An inline (cid:) image of the message, only as one of a few raster image types."""
+    message = _own_message(request, pk)
+    found = mime.part_payload(mime.parse(_raw(request, message)), number)
+    if found is None or found[0].get_content_type() not in mime.INLINE_IMAGE_TYPES:
+        raise Http404("No such image.")
+    part, payload = found
+    response = HttpResponse(payload, content_type=part.get_content_type())
+    response["Content-Disposition"] = "inline"
+    return _untrusted(response)
+
+
+@session.mailbox_required
+def attachment(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Any part of the message, always as a download (never rendered on our origin)."""
+    message = _own_message(request, pk)
+    parsed = mime.parse(_raw(request, message))
+    found = mime.part_payload(parsed, number)
+    if found is None:
+        raise Http404("No such attachment.")
+    part, payload = found
+    name = mime.safe_file_name(part.get_filename() or "", f"part-{number}")
+    response = HttpResponse(payload, content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(True, name)
+    return _untrusted(response)
+
+
+@session.mailbox_required
+def source(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _own_message(request, pk)
+    response = HttpResponse(_raw(request, message), content_type="text/plain; charset=utf-8")
+    return _untrusted(response)
+
+
+@require_POST
+@session.mailbox_required
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _own_message(request, pk)
+    maildir = Path(request.mailbox.maildir)
+    lock = MailboxLock(maildir)
+    if not lock.acquire():
+        messages.error(request, "The mailbox is busy: a mail program is connected to it over POP3. "
+                                "Try again when it has finished.")
+        return redirect("webmail:read", message.pk)
+    try:
+        index.delete(message, maildir)
+    finally:
+        lock.release()
+    messages.success(request, "The message was deleted.")
+    return redirect("webmail:folder", _slug_of(message))
+
+
+@require_POST
+@session.mailbox_required
+def mark(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _own_message(request, pk)
+    seen = request.POST.get("seen") == "1"
+    if not index.set_seen(message, request.mailbox.maildir, seen):
+        MessageIndex.objects.filter(pk=message.pk).delete()
+        raise Http404("This message is no longer in the mailbox.")
+    if seen:
+        return redirect("webmail:read", message.pk)
+    return redirect("webmail:folder", _slug_of(message))
+
+
+# -- compose --------------------------------------------------------------------------------------
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def _prefixed(subject: str, prefix: str) -> str:
+    return subject if subject.lower().startswith(prefix.lower()) else f"{prefix} {subject}".strip()
+
+
+def _initial_for(request: HttpRequest) -> dict:
+    """Pre-filled fields for a reply, a reply to all or a forward of a message of this mailbox."""
+    for mode in ("reply", "reply_all", "forward"):
+        pk = request.GET.get(mode)
+        if pk:
+            break
+    else:
+        return {"save_copy": True}
+    if not pk.isdigit():
+        raise Http404("No such message.")
+    original = _own_message(request, int(pk))
+    parsed = mime.parse(_raw(request, original))
+    html_part, plain_part = mime.body_parts(parsed)
+    text = mime.text_of(plain_part) if plain_part is not None else ""
+    if not text and html_part is not None:
+        text = nh3.clean(mime.text_of(html_part), tags=set())
+    sender, subject, date = mime.header(parsed, "From"), mime.header(parsed, "Subject"), mime.header(parsed, "Date")
+    if mode == "forward":
+        forwarded = (f"\n\n---------- Forwarded message ----------\nFrom: {sender}\nDate: {date}\n"
+                     f"Subject: {subject}\nTo: {mime.header(parsed, 'To')}\n\n{text}")
+        return {"subject": _prefixed(subject, "Fwd:"), "body": forwarded, "forward_of": original.pk,
+                "save_copy": True}
+    own = request.mailbox.address.lower()
+    to = mime.header(parsed, "Reply-To") or sender
+    cc = ""
+    if mode == "reply_all":
+        others = [formataddr((name, address)) for name, address in
+                  getaddresses([mime.header(parsed, "To"), mime.header(parsed, "Cc")])
+                  if address and address.lower() != own
+                  and address.lower() not in {a.lower() for _, a in getaddresses([to])}]
+        cc = ", ".join(others)
+    return {"to": to, "cc": cc, "subject": _prefixed(subject, "Re:"), "in_reply_to": original.pk,
+            "body": f"\n\nOn {date}, {sender} wrote:\n{_quote(text)}\n", "save_copy": True}
+
+
+def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
+    mailbox = request.mailbox
+    data = form.cleaned_data
+    message = EmailMessage()
+    message["From"] = formataddr((mailbox.display_name, mailbox.address))
+    if data["to"]:
+        message["To"] = data["to"]
+    if data["cc"]:
+        message["Cc"] = data["cc"]
+    message["Subject"] = data["subject"]
+    message["Date"] = timezone.now().astimezone(dt.UTC)
+    message["Message-ID"] = make_msgid(domain=mailbox.domain.name)
+    message["User-Agent"] = "MailConsole webmail"
+    message.set_content(data["body"] or "")
+    if data.get("in_reply_to"):
+        original = _own_message(request, data["in_reply_to"])
+        parsed = mime.parse(_raw(request, original))
+        original_id = mime.header(parsed, "Message-ID")
+        if original_id:
+            message["In-Reply-To"] = original_id
+            message["References"] = f"{mime.header(parsed, 'References')} {original_id}".strip()
+    if data.get("forward_of"):
+        original = _own_message(request, data["forward_of"])
+        parsed = mime.parse(_raw(request, original))
+        for part in mime.parts_of(parsed):
+            if part.is_attachment:
+                found = mime.part_payload(parsed, part.number)
+                if found is not None:
+                    maintype, _, subtype = part.content_type.partition("/")
+                    message.add_attachment(found[1], maintype=maintype, subtype=subtype or "octet-stream",
+                                           filename=part.file_name)
+    for upload in data["attachments"]:
+        maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
+        message.add_attachment(upload.read(), maintype=maintype or "application", subtype=subtype or "octet-stream",
+                               filename=mime.safe_file_name(upload.name, "attachment"))
+    return message
+
+
+@sensitive_post_parameters()
+@never_cache
+@session.mailbox_required
+def compose(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = ComposeForm(request.POST, request.FILES)
+        if form.is_valid():
+            message = _build_message(request, form)
+            try:
+                result = submit(request.mailbox, session.submission_password(request), message, form.recipients())
+            except SubmissionError as error:
+                form.add_error(None, str(error))
+            else:
+                if form.cleaned_data["save_copy"]:
+                    index.store_sent(request.mailbox.pk, request.mailbox.maildir, message.as_bytes())
+                if result.refused:
+                    messages.warning(request, "Sent, but these recipients were refused: " + "; ".join(
+                        f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()))
+                else:
+                    messages.success(request, "The message was sent.")
+                return redirect("webmail:folder", "inbox")
+    else:
+        form = ComposeForm(initial=_initial_for(request))
+    forwarded = []
+    forward_of = form["forward_of"].value()
+    if forward_of and str(forward_of).isdigit():
+        original = _own_message(request, int(forward_of))
+        forwarded = [p for p in mime.parts_of(mime.parse(_raw(request, original))) if p.is_attachment]
+    return render(request, "webmail/compose.html", _page_context(request, form=form, forwarded=forwarded))
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+@sensitive_post_parameters()
+@never_cache
+@session.mailbox_required
+def password(request: HttpRequest) -> HttpResponse:
+    form = PasswordForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        mailbox = request.mailbox
+        try:
+            authenticate_mailbox(mailbox.address, form.cleaned_data["current_password"])
+        except LoginRefusedError:
+            form.add_error("current_password", "This is not your current password.")
+        else:
+            try:
+                updated = change_password(mailbox, form.cleaned_data["new_password"],
+                                          actor=f"webmail:{mailbox.address}")
+            except DomainError as error:
+                form.add_error("new_password", error.message)
+            else:
+                session.password_changed(request, updated, form.cleaned_data["new_password"])
+                messages.success(request, "Your password was changed.")
+                return redirect("webmail:folder", "inbox")
+    return render(request, "webmail/password.html", _page_context(request, form=form))
+
