@@ -105,6 +105,15 @@ SERVER_FIELD_LABELS = {
     "min_data_rate_bps": "Slowest data rate (bytes/s)",
     "tls_port": "TLS port",
     "pop_before_smtp_minutes": "POP before SMTP (minutes)",
+    "first_retry_interval_s": "First retry interval (seconds)",
+    "second_retry_interval_s": "Second retry interval (seconds)",
+    "third_retry_interval_s": "Third retry interval (seconds)",
+    "subsequent_retry_interval_s": "Subsequent retry interval (seconds)",
+    "delay_notification_s": "Delay notification (seconds; 0 = never)",
+    "expiration_timeout_s": "Expiration time-out (seconds)",
+    "outbound_timeout_s": "Outbound time-out (seconds)",
+    "ndr_copy_address": "Send a copy of non-delivery reports to",
+    "dns_server": "DNS server (ip or ip:port; empty = system's)",
 }
 
 
@@ -119,22 +128,42 @@ def server_tab_fields(tab: str, model, editable: tuple[str, ...]) -> list[str]:
 
 
 class ServerTabForm(ConsoleForm):
-    """One tab of a virtual server's property sheet, built from the model's own fields."""
+    """Settings of one object (a server, its delivery settings) on a tab, built from the model's fields.
 
-    def __init__(self, *args, server, field_names: list[str], ip_choices: list[tuple[str, str]], **kwargs) -> None:
-        kwargs.setdefault("initial", {name: getattr(server, name) for name in field_names})
+    Secret fields are never shown back: left empty, they keep their value.
+    """
+
+    def __init__(self, *args, server, field_names: list[str], ip_choices: list[tuple[str, str]] = (),
+                 secret_fields: tuple[str, ...] = (), **kwargs) -> None:
+        kwargs.setdefault("initial", {name: "" if name in secret_fields else getattr(server, name)
+                                      for name in field_names})
         super().__init__(*args, **kwargs)
+        self.secret_fields = secret_fields
         for name in field_names:
             if name == "ip_address":
                 choices = list(ip_choices)
                 if server.ip_address not in dict(choices):
                     choices.append((server.ip_address, server.ip_address))
                 field = forms.ChoiceField(choices=choices)
+            elif name in secret_fields:
+                field = forms.CharField(required=False, strip=False, widget=forms.PasswordInput(render_value=False),
+                                        help_text="Leave empty to keep the current one.")
             else:
                 field = server._meta.get_field(name).formfield()
             field.label = SERVER_FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
             self.fields[name] = field
         self.style_widgets()
+
+    def changes_from(self, obj) -> dict:
+        """The cleaned values that differ from `obj` (an empty secret means "unchanged")."""
+        changes = {}
+        for name, value in self.cleaned_data.items():
+            if name in self.secret_fields:
+                if value:
+                    changes[name] = value
+            elif str(getattr(obj, name)) != str(value):
+                changes[name] = value
+        return changes
 
 
 # -- domains, mailboxes, groups -------------------------------------------------------------------

@@ -282,9 +282,52 @@ def test_node_service_can_be_stopped_by_an_administrator(cast):
     assert services.local_node().smtp_service_state == "running"
 
 
-def test_placeholders_say_not_available_yet(cast):
+def test_queue_lists_waiting_mail_and_freezes_and_deletes_it(cast):
+    from servers.delivery import queue
+    from servers.delivery.models import QueuedMessage
+
+    queue.enqueue(cast.server.home_dir, "ann@lab.example.test", ["bob@remote.example"],
+                  [b"Subject: hi\r\n\r\nhello\r\n"])
     client = client_for(cast.alice)
-    assert b'data-testid="placeholder"' in client.get(reverse("console:server-queue", args=[cast.server.pk])).content
+    url = reverse("console:server-queue", args=[cast.server.pk])
+    html = client.get(url).content.decode()
+    assert "bob@remote.example" in html and "ann@lab.example.test" in html
+    message = QueuedMessage.objects.get(server=cast.server)
+    client.post(url, {"message": message.pk, "action": "freeze"})
+    assert QueuedMessage.objects.get(pk=message.pk).frozen
+    assert "Frozen" in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert client.post(reverse("console:server-queue", args=[cast.other_server.pk]),
+                       {"message": message.pk, "action": "delete"}).status_code == 404
+    client.post(url, {"message": message.pk, "action": "delete"})
+    assert not QueuedMessage.objects.filter(pk=message.pk).exists()
+
+
+def test_delivery_tab_saves_settings_and_never_shows_the_smart_host_password(cast):
+    from servers.delivery.services import delivery_settings
+
+    client = client_for(cast.alice)
+    url = reverse("console:server", args=[cast.server.pk]) + "?tab=delivery"
+    page = client.get(url).content.decode()
+    assert 'name="delivery-smart_host"' in page
+    data = {"form": "delivery"}
+    settings_obj = delivery_settings(cast.server)
+    for name, value in (("first_retry_interval_s", 60), ("second_retry_interval_s", 600),
+                        ("third_retry_interval_s", 600), ("subsequent_retry_interval_s", 900),
+                        ("expiration_timeout_s", 172800), ("outbound_timeout_s", 600),
+                        ("delay_notification_s", 43200), ("smart_host_port", 25), ("outbound_port", 25),
+                        ("max_outbound_connections", 1000)):
+        data[f"delivery-{name}"] = str(value) if hasattr(settings_obj, name) else ""
+    data.update({"delivery-smart_host": "relay.example.test", "delivery-smart_host_username": "u",
+                 "delivery-smart_host_password": "s3cret-Pass"})
+    response = client.post(url, data, follow=True)
+    html = response.content.decode()
+    assert "First retry interval (seconds): 600 \u2192 60" in html and "Smart host password: changed" in html
+    assert "s3cret-Pass" not in html
+    settings_obj = delivery_settings(cast.server)
+    assert settings_obj.smart_host == "relay.example.test" and settings_obj.smart_host_password == "s3cret-Pass"
+    data["delivery-smart_host_password"] = ""
+    client.post(url, data)
+    assert delivery_settings(cast.server).smart_host_password == "s3cret-Pass"
 
 
 # -- domains ------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ from servers.services import DomainError
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
 from servers.services.sessions import list_sessions, terminate_session
+
+try:  # outbound delivery: the Delivery tab's settings and the Queue view
+    from servers.delivery import services as delivery_services
+except ImportError:  # pragma: no cover - an installation without the delivery package
+    delivery_services = None
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
@@ -160,8 +165,24 @@ def operator_candidates():
     return get_user_model().objects.filter(is_active=True, is_superuser=False).order_by("username")
 
 
-def _changes(server: VirtualServer, cleaned: dict) -> dict:
-    return {field: value for field, value in cleaned.items() if str(getattr(server, field)) != str(value)}
+def _save_tab(request: HttpRequest, form: ServerTabForm, obj, tab_url: str, save) -> HttpResponse | None:
+    """Apply a tab's changes with `save(changes)`; say what changed, or show the refusal on the form."""
+    changes = form.changes_from(obj)
+    if not changes:
+        messages.info(request, "Nothing changed.")
+        return redirect(tab_url)
+    before = {field: getattr(obj, field) for field in changes}
+    try:
+        saved = save(changes)
+    except DomainError as exc:
+        add_domain_error(form, exc)
+        return None
+    summary = "; ".join(
+        f"{form.fields[f].label}: " + ("changed" if f in form.secret_fields
+                                       else f"{_shown(before[f])} \u2192 {_shown(getattr(saved, f))}")
+        for f in changes)
+    messages.success(request, f"Saved. {summary}")
+    return redirect(tab_url)
 
 
 def _shown(value) -> str:
@@ -179,35 +200,39 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     tab = request.GET.get("tab", "general")
     if tab not in dict(TABS):
         tab = "general"
-    form = None
-    field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
-    if field_names:
-        form = ServerTabForm(request.POST or None, server=server, field_names=field_names,
-                             ip_choices=queries.node_ip_addresses())
-        if request.method == "POST" and form.is_valid():
-            changes = _changes(server, form.cleaned_data)
-            if not changes:
-                messages.info(request, "Nothing changed.")
-                return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
-            try:
-                before = {field: getattr(server, field) for field in changes}
-                server = services.update_virtual_server(server, actor=actor(request), **changes)
-            except DomainError as exc:
-                add_domain_error(form, exc)
-            else:
-                summary = "; ".join(f"{form.fields[f].label}: {_shown(before[f])} \u2192 {_shown(getattr(server, f))}"
-                                    for f in changes)
-                messages.success(request, f"Saved. {summary}")
-                return redirect(f"{reverse('console:server', args=[server.pk])}?tab={tab}")
-    elif request.method == "POST" and tab == "security":
+    form = delivery_form = None
+    tab_url = f"{reverse('console:server', args=[server.pk])}?tab={tab}"
+    posted = request.POST.get("form", "server") if request.method == "POST" else ""
+    if request.method == "POST" and tab == "security":
         if not request.user.is_superuser:
             raise PermissionDenied("Only an administrator can change the operators.")
         chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("operators")))
         set_server_operators(server, chosen, actor=actor(request))
         names = ", ".join(u.get_username() for u in chosen) or "nobody"
         messages.success(request, f"Saved. Operators: {names}.")
-        return redirect(f"{reverse('console:server', args=[server.pk])}?tab=security")
-    elif request.method == "POST":
+        return redirect(tab_url)
+    field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
+    if tab == "delivery" and delivery_services is not None:
+        settings_obj = delivery_services.delivery_settings(server)
+        delivery_form = ServerTabForm(request.POST if posted == "delivery" else None, server=settings_obj,
+                                      field_names=list(delivery_services.EDITABLE_DELIVERY_FIELDS),
+                                      secret_fields=("smart_host_password",), prefix="delivery")
+        if posted == "delivery" and delivery_form.is_valid():
+            response = _save_tab(request, delivery_form, settings_obj, tab_url,
+                                 lambda changes: delivery_services.update_delivery_settings(
+                                     server, actor=actor(request), **changes))
+            if response is not None:
+                return response
+    if field_names:
+        form = ServerTabForm(request.POST if posted == "server" else None, server=server, field_names=field_names,
+                             ip_choices=queries.node_ip_addresses())
+        if posted == "server" and form.is_valid():
+            response = _save_tab(request, form, server, tab_url,
+                                 lambda changes: services.update_virtual_server(server, actor=actor(request),
+                                                                                **changes))
+            if response is not None:
+                return response
+    if posted in ("server", "delivery") and not (form or delivery_form):
         raise Http404("this tab has nothing to save")
     roles_available = hasattr(server, "operators")
     operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
@@ -223,7 +248,7 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     return render_console(request, "console/server_properties.html", {
         "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
         "roles_available": roles_available, "candidates": candidates,
-        "rule_lists": rule_lists, "rule_kinds": AccessRuleKind.choices,
+        "rule_lists": rule_lists, "rule_kinds": AccessRuleKind.choices, "delivery_form": delivery_form,
         "operator_ids": {u.pk for u in operators},
         "home_dir": server.home_dir,
         "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
@@ -311,3 +336,45 @@ def server_rules(request: HttpRequest, pk: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.message)
     return redirect(f"{reverse('console:server', args=[server.pk])}?tab=access")
+
+
+QUEUE_ACTIONS = ("retry", "freeze", "unfreeze", "delete", "delete_ndr")
+
+
+@login_required_partial
+def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
+    """IIS's Queue / Exchange's Queue Viewer: mail waiting for remote delivery, and what can be done to it."""
+    server = server_for(request.user, pk)
+    if delivery_services is None:
+        return server_placeholder(request, pk, "queue")
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        message_id = request.POST.get("message", "")
+        if action not in QUEUE_ACTIONS or not message_id.isdigit():
+            raise Http404("no such action")
+        from servers.delivery.models import QueuedMessage
+
+        if not QueuedMessage.objects.filter(server=server, pk=int(message_id)).exists():
+            raise Http404("no such message in this server's queue")
+        try:
+            if action == "retry":
+                delivery_services.retry_now(int(message_id), actor=actor(request))
+            elif action == "freeze":
+                delivery_services.freeze(int(message_id), actor=actor(request))
+            elif action == "unfreeze":
+                delivery_services.unfreeze(int(message_id), actor=actor(request))
+            else:
+                delivery_services.delete_message(int(message_id), ndr=action == "delete_ndr", actor=actor(request))
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, {"retry": "The message will be retried now.", "freeze": "The message is frozen.",
+                                       "unfreeze": "The message is no longer frozen.",
+                                       "delete": "The message was deleted.",
+                                       "delete_ndr": "The message was deleted; its sender gets a non-delivery report."
+                                       }[action])
+        return redirect("console:server-queue", pk=server.pk)
+    context = {"server": server, "entries": delivery_services.list_queue(server)}
+    if request.htmx:
+        return render(request, "console/partials/queue_table.html", context)
+    return render_console(request, "console/server_queue.html", context, selected=f"server-{server.pk}-queue")
