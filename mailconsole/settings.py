@@ -246,3 +246,5 @@ DELIVERY_SMTP_TIMEOUT_S = envint("MAILCONSOLE_SMTP_CLIENT_TIMEOUT", 300)
 DELIVERY_SCAN_INTERVAL_S = envint("MAILCONSOLE_DELIVERY_SCAN_INTERVAL", 2)
 # A due message whose task has not started after this long is sent to the workers again.
 DELIVERY_REDISPATCH_S = envint("MAILCONSOLE_DELIVERY_REDISPATCH", 120)
+# At most this many delivery tasks wait in a node's Celery queue at once (the reconcile shares it).
+DELIVERY_MAX_IN_FLIGHT = envint("MAILCONSOLE_DELIVERY_MAX_IN_FLIGHT", 100)

@@ -281,7 +281,6 @@ def server(db, dns, port):
     node, _ = Node.objects.get_or_create(name="delivery-in-process")
     vs = make_server(domain="lab.test", node=node, start=True)
     make_mailbox(vs, "alice")
-    make_mailbox(vs, "postmaster-copy")
     config = DeliverySettings.for_server(vs)
     config.dns_server = dns.address
     config.outbound_port = port

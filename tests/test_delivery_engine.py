@@ -31,7 +31,7 @@ from tests.delivery_helpers import (
     run_until_empty,
     send,
 )
-from tests.factories import make_server
+from tests.factories import make_mailbox, make_server
 
 # The fixtures dns, port, remotes and server.
 pytest_plugins = ["tests.delivery_helpers"]
@@ -97,6 +97,7 @@ def test_a_domain_without_mx_gets_its_mail_at_its_address_record(server, dns, re
 
 
 def test_null_mx_bounces_at_once_with_a_dsn_a_copy_to_the_ndr_address_and_badmail(server, dns):
+    make_mailbox(server, "postmaster-copy")
     configure(server, ndr_copy_address="postmaster-copy@lab.test")
     dns.add_mx("nomail.test", (0, "."))
     row = send(server, ["bob@nomail.test"])
@@ -355,3 +356,13 @@ def test_an_unexpected_error_in_an_attempt_defers_the_message_instead_of_looping
     row.refresh_from_db()
     assert row.recipients.get().status == "4.3.0" and row.attempts == 1
     assert row.next_attempt_at > timezone.now() + timedelta(seconds=30)
+
+
+def test_the_scan_hands_out_due_messages_oldest_first_and_never_floods_the_node_queue(server):
+    rows = [send(server, [f"bob{n}@far.test"]) for n in range(5)]
+    first = engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3)
+    assert first == [row.pk for row in rows[:3]]
+    assert engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3) == []
+    engine.release(QueuedMessage.objects.get(pk=first[0]), dispatched_at=None,  # one attempt finished
+                   next_attempt_at=timezone.now() + timedelta(hours=1))
+    assert engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3) == [rows[3].pk]

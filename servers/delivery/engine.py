@@ -166,13 +166,21 @@ def active_servers(node_name: str) -> list[VirtualServer]:
     return [server for server in servers if server.effective_desired_state in ACTIVE_STATES]
 
 
-def due_messages(server_ids: list[int], *, redispatch_after_s: float) -> list[int]:
-    """Messages whose attempt is due and that no task is (recently) on its way to."""
+def due_messages(server_ids: list[int], *, redispatch_after_s: float, max_in_flight: int) -> list[int]:
+    """Messages whose attempt is due and that no task is (recently) on its way to.
+
+    At most `max_in_flight` tasks wait in the node's queue at once, so a long queue never buries
+    the node's reconcile task under thousands of delivery attempts.
+    """
     now = timezone.now()
     stale = now - timedelta(seconds=redispatch_after_s)
-    due = QueuedMessage.objects.due(now).filter(server_id__in=server_ids, claimed_by="").filter(
-        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
-    ids = list(due.values_list("pk", flat=True)[:1000])
+    mine = QueuedMessage.objects.filter(server_id__in=server_ids)
+    in_flight = mine.filter(dispatched_at__gte=stale).count()
+    room = max(0, max_in_flight - in_flight)
+    if not room:
+        return []
+    due = mine.due(now).filter(claimed_by="").filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+    ids = list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:room])
     QueuedMessage.objects.filter(pk__in=ids).update(dispatched_at=now)
     return ids
 

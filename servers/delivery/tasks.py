@@ -32,7 +32,8 @@ def delivery_scan(node_name: str) -> int:
         engine.reconcile_queue(server)
     server_ids = [server.pk for server in servers]
     engine.release_dead_claims(server_ids)
-    due = engine.due_messages(server_ids, redispatch_after_s=settings.DELIVERY_REDISPATCH_S)
+    due = engine.due_messages(server_ids, redispatch_after_s=settings.DELIVERY_REDISPATCH_S,
+                              max_in_flight=settings.DELIVERY_MAX_IN_FLIGHT)
     for message_id in due:
         delivery_attempt.apply_async(args=(message_id,), queue=node_name)
     return len(due)
