@@ -226,3 +226,9 @@ def test_mail_is_sent_from_the_servers_address_only_where_that_address_can_reach
     assert not client.can_bind_source("127.0.0.1", "198.51.100.7")  # loopback cannot reach the Internet
     assert not client.can_bind_source("192.0.2.10", "2001:db8::1")
     assert not client.can_bind_source(None, "198.51.100.7")
+
+
+def test_pickup_recipients_are_taken_once_each_and_keep_the_case_of_their_local_part():
+    _, recipients, _ = pickup.read_pickup_file(
+        b"From: a@lab.test\r\nTo: Bob@Far.test, carol@x.test\r\nCc: bob@far.test\r\n\r\nhi\r\n")
+    assert recipients == ["Bob@Far.test", "carol@x.test"]

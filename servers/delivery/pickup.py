@@ -64,7 +64,10 @@ def read_pickup_file(data: bytes) -> tuple[str, list[str], bytes]:
         raise PickupError("no x-receiver: lines and no To:, Cc: or Bcc: addresses")
     if not header_section(message)[1] and b":" not in message.split(b"\n", 1)[0]:
         raise PickupError("the file does not start with a message header")
-    return mail_from, list(dict.fromkeys(r.lower() for r in recipients)), message
+    # One copy per address; local parts keep their case (RFC 5321 2.4: only the remote host may fold it).
+    seen: set[str] = set()
+    unique = [r for r in recipients if not (r.lower() in seen or seen.add(r.lower()))]
+    return mail_from, unique, message
 
 
 def pickup_headers(message: bytes) -> bytes:
