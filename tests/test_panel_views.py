@@ -247,7 +247,7 @@ def test_access_tab_saves_a_flag_and_says_what_changed(cast):
     data = tab_data(cast.server, "access")
     data.pop("allow_anonymous", None)
     response = client.post(url, data, follow=True)
-    assert "Allow anonymous: on \u2192 off" in response.content.decode()
+    assert "Anonymous access: on \u2192 off" in response.content.decode()
     assert VirtualServer.objects.get(pk=cast.server.pk).allow_anonymous is False
 
 
