@@ -186,6 +186,16 @@ class AddDomainForm(ConsoleForm):
         self.fields["alias_of"].choices = [("", "—")] + [(d, d) for d in local_domains]
 
 
+class RouteForm(ConsoleForm):
+    smart_host = forms.CharField(max_length=255, required=False, label="Smart host",
+                                 help_text="A host name or [IP address]; empty: deliver to the domain's MX hosts.")
+    port = forms.IntegerField(required=False, min_value=1, max_value=65535, label="TCP port", initial=25)
+    username = forms.CharField(max_length=255, required=False, label="User name (if the smart host wants AUTH)")
+    password = forms.CharField(max_length=255, required=False, strip=False, label="Password",
+                               widget=forms.PasswordInput(render_value=False),
+                               help_text="Leave empty to keep the current one.")
+
+
 class AddMailboxForm(ConsoleForm):
     local_part = forms.CharField(max_length=64, label="Mailbox name")
     display_name = forms.CharField(max_length=200, required=False)

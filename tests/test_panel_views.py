@@ -598,3 +598,20 @@ def test_access_tab_adds_and_removes_connection_and_relay_entries(cast):
     assert "alert-danger" in response.content.decode()
     client.post(url, {"list": "relay", "action": "remove", "rule": rule.pk})
     assert not cast.server.relay_rules.exists()
+
+
+def test_remote_domain_gets_its_own_route_and_keeps_the_password_when_left_empty(cast):
+    from servers.delivery.models import RemoteDomainRoute
+
+    partner = services.add_domain(cast.server, "partner.example", type="remote", actor="test")
+    client = client_for(cast.alice)
+    url = reverse("console:domain-route", args=[partner.pk])
+    client.post(url, {"smart_host": "relay.example.test", "port": "2525", "username": "u", "password": "Pw-123456"})
+    html = client.get(reverse("console:server-domains", args=[cast.server.pk])).content.decode()
+    assert "via relay.example.test:2525" in html
+    client.post(url, {"smart_host": "relay.example.test", "port": "2526", "username": "u", "password": ""})
+    route = RemoteDomainRoute.objects.get(domain=partner)
+    assert (route.port, route.password) == (2526, "Pw-123456")
+    client.post(url, {"smart_host": "", "port": "", "username": "", "password": ""})
+    assert not RemoteDomainRoute.objects.filter(domain=partner).exists()
+    assert client.get(reverse("console:domain-route", args=[cast.domain.pk])).status_code == 404

@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from frontend.access import actor, domain_for, server_for
-from frontend.forms import AddDomainForm, add_domain_error
+from frontend.forms import AddDomainForm, RouteForm, add_domain_error
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
@@ -35,7 +35,7 @@ def server_domains(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Domain {domain.name} ({domain.get_type_display().lower()}) was added.")
             return redirect("console:server-domains", pk=server.pk)
-    domains = (server.domains.select_related("alias_of").annotate(mailbox_count=Count("mailboxes"))
+    domains = (server.domains.select_related("alias_of", "route").annotate(mailbox_count=Count("mailboxes"))
                .order_by("-is_default", "name"))
     query = request.GET.get("q", "").strip()
     if query:
@@ -101,3 +101,34 @@ def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
     names = ", ".join(u.get_username() for u in chosen) or "nobody"
     messages.success(request, f"Administrators of {domain.name}: {names}.")
     return redirect("console:domain", pk=domain.pk)
+
+
+@login_required
+def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
+    """A remote domain's own route: a smart host instead of its MX hosts (empty host: use MX)."""
+    domain = domain_for(request.user, pk)
+    server_for(request.user, domain.server_id)
+    if domain.type != DomainType.REMOTE:
+        raise Http404("only remote domains have routes")
+    from servers.delivery.models import RemoteDomainRoute
+    from servers.delivery.services import set_remote_domain_route
+
+    route = RemoteDomainRoute.objects.filter(domain=domain).first()
+    form = RouteForm(request.POST or None, initial={"smart_host": route.smart_host if route else "",
+                                                    "port": route.port if route else 25,
+                                                    "username": route.username if route else ""})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        # The password is never shown back; left empty it stays as it was.
+        password = data["password"] or (route.password if route else "")
+        try:
+            saved = set_remote_domain_route(domain, smart_host=data["smart_host"], port=data["port"] or 25,
+                                            username=data["username"], password=password, actor=actor(request))
+        except DomainError as exc:
+            add_domain_error(form, exc)
+        else:
+            messages.success(request, f"Mail for {domain.name} now goes " +
+                             (f"through {saved.smart_host}:{saved.port}." if saved else "to its MX hosts."))
+            return redirect("console:server-domains", pk=domain.server_id)
+    return render_console(request, "console/domain_route.html", {"domain": domain, "form": form, "route": route},
+                          selected=f"server-{domain.server_id}-domains")
