@@ -248,3 +248,14 @@ DELIVERY_SCAN_INTERVAL_S = envint("MAILCONSOLE_DELIVERY_SCAN_INTERVAL", 2)
 DELIVERY_REDISPATCH_S = envint("MAILCONSOLE_DELIVERY_REDISPATCH", 120)
 # At most this many delivery tasks wait in a node's Celery queue at once (the reconcile shares it).
 DELIVERY_MAX_IN_FLIGHT = envint("MAILCONSOLE_DELIVERY_MAX_IN_FLIGHT", 100)
+
+# --- Webmail ---
+# /mail/ keeps its sign-in in the server-side session; the cookie carries only the session key.
+# Behind a TLS-terminating proxy, MAILCONSOLE_BEHIND_TLS_PROXY=true makes Django trust X-Forwarded-Proto
+# and send the session and CSRF cookies with Secure; MAILCONSOLE_SECURE_COOKIES=true does the latter alone.
+BEHIND_TLS_PROXY = envbool("MAILCONSOLE_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("MAILCONSOLE_SECURE_COOKIES", BEHIND_TLS_PROXY)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"

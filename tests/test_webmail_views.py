@@ -407,3 +407,23 @@ def test_a_message_without_headers_or_with_broken_mime_still_opens(lab):
     for stored in (uid, bare):
         assert client.get(reverse("webmail:read", args=[stored_pk(client, lab.helena, stored)])).status_code == 200
 
+
+
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(lab, client, settings):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_DIR
+
+    probe = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'mailconsole.settings'; django.setup(); "
+             "from django.conf import settings as s; "
+             "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER)")
+    output = subprocess.run([sys.executable, "-c", probe], cwd=REPO_DIR, capture_output=True, text=True, check=True,
+                            env={**os.environ, "MAILCONSOLE_BEHIND_TLS_PROXY": "true"}).stdout
+    assert output.strip() == "True True ('HTTP_X_FORWARDED_PROTO', 'https')"
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SESSION_COOKIE_SECURE = True
+    clear_login_throttle()
+    response = client.post(reverse("webmail:sign_in"), {"address": "helena@webmail.test", "password": PASSWORD},
+                           HTTP_X_FORWARDED_PROTO="https")
+    assert response.cookies["sessionid"]["secure"] and response.cookies["sessionid"]["httponly"]

@@ -92,3 +92,10 @@ def signed_in_client(mailbox: Mailbox, password: str = PASSWORD, **client_option
     response = client.post(reverse("webmail:sign_in"), {"address": mailbox.address, "password": password})
     assert response.status_code == 302, response.content[:500]
     return client
+
+
+# The browser tests drive Debian's chromium (never a downloaded one), as the console's tests do.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
