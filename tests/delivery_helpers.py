@@ -157,7 +157,7 @@ class RemoteSMTP:
     """An SMTP server on `host:port` that keeps what it accepts in `received`."""
 
     def __init__(self, host: str, port: int, *, behaviour: RemoteBehaviour | None = None,
-                 tls_dir: Path | None = None, users: dict[str, str] | None = None) -> None:
+                 tls_dir: Path | None = None, users: dict[str, str] | None = None, **smtp_options) -> None:
         self.host = host
         self.port = port
         self.behaviour = behaviour or RemoteBehaviour()
@@ -165,7 +165,7 @@ class RemoteSMTP:
         self.data_commands = 0
         self.holding = threading.Event()
         self.release = threading.Event()
-        kwargs: dict = {}
+        kwargs: dict = dict(smtp_options)
         if tls_dir is not None:
             cert, key = tls_dir / f"{host}.crt", tls_dir / f"{host}.key"
             tls.ensure_self_signed_certificate(cert, key, host)

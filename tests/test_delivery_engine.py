@@ -366,3 +366,17 @@ def test_the_scan_hands_out_due_messages_oldest_first_and_never_floods_the_node_
     engine.release(QueuedMessage.objects.get(pk=first[0]), dispatched_at=None,  # one attempt finished
                    next_attempt_at=timezone.now() + timedelta(hours=1))
     assert engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3) == [rows[3].pk]
+
+
+def test_non_ascii_addresses_go_only_to_hosts_that_offer_smtputf8(server, dns, remotes):
+    dns.add_a("modern.test", "127.0.0.4")
+    dns.add_a("old.test", "127.0.0.5")
+    modern = remotes("127.0.0.4", enable_SMTPUTF8=True)
+    remotes("127.0.0.5", enable_SMTPUTF8=False)
+    greeting = MESSAGE.replace(b"Line one", "Grüße".encode())
+    row = send(server, ["jürgen@modern.test", "jürgen@old.test"], message=greeting)
+    run_queue(server)
+    assert modern.recipients() == ["jürgen@modern.test"]
+    assert "Grüße".encode() in modern.received[0].content
+    report = (server.home_path / "BadMail" / row.name.replace(".eml", ".bdr")).read_text()
+    assert "<jürgen@old.test>: 553 5.6.7" in report and "modern" not in report

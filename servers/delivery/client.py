@@ -172,7 +172,10 @@ def _transaction(target: Target, route: Route, mail_from: str, recipients: Seque
                 # A smart host refusing our credentials is a configuration problem: keep the mail.
                 raise SessionError(result_of(451, f"4.7.0 Authentication failed: {error.smtp_code} "
                                                     f"{error.smtp_error.decode(errors='replace')}", host)) from error
-        code, reply = smtp.mail(mail_from)
+        options = mail_options(smtp, mail_from, recipients, message)
+        if options is None:
+            raise SessionError(result_of(553, f"5.6.7 {host} does not accept non-ASCII addresses (SMTPUTF8)", host))
+        code, reply = smtp.mail(mail_from, options)
         if code != 250:
             raise SessionError(result_of(code, reply, host))
         results: dict[str, Result] = {}
@@ -204,6 +207,23 @@ def _transaction(target: Target, route: Route, mail_from: str, recipients: Seque
             smtp.quit()
         with contextlib.suppress(Exception):
             smtp.close()
+
+
+def mail_options(smtp: smtplib.SMTP, mail_from: str, recipients: Sequence[str], message: bytes) -> list[str] | None:
+    """MAIL FROM parameters: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531).
+
+    None when the addresses need SMTPUTF8 and the remote host does not offer it (RFC 6531 3.2).
+    """
+    options = []
+    if smtp.has_extn("size"):
+        options.append(f"SIZE={len(message)}")
+    if smtp.has_extn("8bitmime") and not message.isascii():
+        options.append("BODY=8BITMIME")
+    if not mail_from.isascii() or not all(recipient.isascii() for recipient in recipients):
+        if not smtp.has_extn("smtputf8"):
+            return None
+        options.append("SMTPUTF8")
+    return options
 
 
 class _TlsError(SessionError):
