@@ -42,6 +42,7 @@ class Heartbeat:
     sent_at: float
     error: str = ""
     sessions: int = 0
+    node: str = ""
 
     @property
     def age_s(self) -> float:
@@ -58,6 +59,7 @@ class Heartbeat:
                 sent_at=float(data["sent_at"]),
                 error=data.get("error", ""),
                 sessions=int(data.get("sessions") or 0),
+                node=data.get("node", ""),
             )
         except (KeyError, ValueError):
             return None

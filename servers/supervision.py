@@ -324,7 +324,8 @@ class NodeSupervisor:
             return
         existing = set(model.objects.filter(pk__in=beat_ids).values_list("pk", flat=True))
         for unit_id, beat in self.heartbeats(kind, [i for i in beat_ids if i not in existing]).items():
-            if worker_alive(beat.pid, kind, unit_id):
+            # Only our own node's workers: another node sharing this Redis runs its own.
+            if beat.node == self.node.name and worker_alive(beat.pid, kind, unit_id):
                 log.info("stopping worker %s of deleted %s %s", beat.pid, kind, unit_id)
                 send_signal(beat.pid, signal.SIGTERM)
 

@@ -48,9 +48,9 @@ os.environ.setdefault("MAILCONSOLE_STOP_GRACE", "5")
 os.environ.setdefault("MAILCONSOLE_HOSTNAME", "mx.test.invalid")
 os.environ.setdefault("MAILCONSOLE_SECRET_KEY", "tests-only-secret-key-not-for-production-use-0123456789")
 
-_redis_process = None
-if not os.environ.get("REDIS_URL"):
-    _redis_process, os.environ["REDIS_URL"] = start_embedded_redis(_var_dir)
+# Always a Redis of our own, even under pytest-xdist (whose workers inherit this environment):
+# heartbeats and sessions are keyed by server id, and ids repeat across the workers' databases.
+_redis_process, os.environ["REDIS_URL"] = start_embedded_redis(_var_dir)
 
 
 @atexit.register

@@ -231,3 +231,33 @@ def test_every_change_lands_in_the_audit_log():
 def test_a_new_server_is_not_shown_running_before_a_worker_reports():
     server = make_server(start=True)
     assert server.state == ObservedState.STOPPED
+
+
+def test_an_update_that_changes_nothing_neither_reloads_nor_audits():
+    server = make_server()
+    version = server.config_version
+    entries = AuditEntry.objects.count()
+
+    services.update_virtual_server(server, port=server.port, name=server.name)
+
+    server.refresh_from_db()
+    assert (server.config_version, AuditEntry.objects.count()) == (version, entries)
+
+
+def test_a_home_directory_that_cannot_be_created_is_a_field_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(DomainError) as error:
+        make_server(home_dir=blocker / "home")
+    assert error.value.field == "home_dir"
+
+
+def test_a_local_domain_turned_remote_takes_its_group_addresses_with_it():
+    server = make_server()
+    other = services.add_domain(server, "other.test")
+    assert other.groups.filter(local_part="postmaster").exists()
+
+    services.change_domain_type(other, "remote")
+
+    assert not other.groups.exists()

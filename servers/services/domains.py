@@ -109,6 +109,9 @@ def change_domain_type(
             raise DomainError(f"Alias domains still point at {domain.name}; change them first.", field="type")
         _check_keeps_a_local_domain(domain)
     before = snapshot_of(domain)
+    if domain.type == DomainType.LOCAL and new_type != DomainType.LOCAL:
+        # Group addresses (postmaster included) belong to local domains only.
+        domain.groups.all().delete()
     domain.type = new_type
     domain.alias_of = _resolve_alias_target(domain.server, alias_of) if new_type == DomainType.ALIAS else None
     if domain.alias_of_id == domain.pk:

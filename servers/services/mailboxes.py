@@ -106,6 +106,8 @@ def _clean_quota(value: int | str | None, field: str) -> int | None:
         raise DomainError(f"{value!r} is not a number.", field=field) from None
     if quota < 0:
         raise DomainError("A quota cannot be negative.", field=field)
+    if quota > 2**62:
+        raise DomainError("The quota is too large.", field=field)
     return quota or None
 
 

@@ -141,7 +141,10 @@ def _is_within(inner: Path, outer: Path) -> bool:
 
 
 def _clean_home_dir(raw: str | Path | None, name: str) -> Path:
-    home = Path(raw).expanduser() if raw else default_home_dir(name)
+    try:
+        home = Path(raw).expanduser() if raw else default_home_dir(name)
+    except RuntimeError:
+        raise DomainError(f"{raw!r} names a home directory of an unknown user.", field="home_dir") from None
     if not home.is_absolute():
         home = settings.VAR_DIR / home
     home = Path(home.resolve())
@@ -237,7 +240,11 @@ def create_virtual_server(
         raise DomainError("Another server already uses this home directory.", field="home_dir") from None
     default = Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
     ensure_postmaster(default)
-    create_home_dirs(server.home_path)
+    try:
+        create_home_dirs(server.home_path)
+    except OSError as exc:
+        raise DomainError(f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}",
+                          field="home_dir") from None
     record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
     request_reconcile(node)
     return server
@@ -248,7 +255,10 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
     """Change a server's settings; the home directory can never change."""
     server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
     if "home_dir" in changes:
-        if str(Path(changes["home_dir"]).expanduser().resolve()) != server.home_dir:
+        requested = Path(str(changes["home_dir"])).expanduser()
+        if not requested.is_absolute():
+            requested = settings.VAR_DIR / requested
+        if str(requested.resolve()) != server.home_dir:
             raise DomainError(
                 "The home directory of a virtual server cannot be changed after creation.",
                 field="home_dir",
@@ -269,6 +279,8 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
         raise DomainError(f"Node {server.node.name} already has a server named {server.name!r}.", field="name")
     if server.effective_desired_state != ServiceState.STOPPED:
         _check_unique_address(server)
+    if snapshot_of(server) == before:
+        return server  # nothing changed: no audit entry, no reload
     server.config_version = F("config_version") + 1
     server.save()
     server.refresh_from_db()
