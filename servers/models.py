@@ -217,34 +217,31 @@ class AccessRuleKind(models.TextChoices):
     DOMAIN = "domain", "Domain name"
 
 
-class AccessRule(models.Model):
-    """One entry of a server's connection-control list (Access tab, "Connection...")."""
+class ClientRule(models.Model):
+    """One entry of a list of clients on a server's Access tab."""
 
-    server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="access_rules")
     kind = models.CharField(max_length=10, choices=AccessRuleKind.choices)
     value = models.CharField(max_length=300)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["server_id", "id"]
 
     def __str__(self) -> str:
         return self.value
 
 
-class RelayRule(models.Model):
+class AccessRule(ClientRule):
+    """The connection-control list (Access tab, "Connection..."); its meaning follows connection_policy."""
+
+    server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="access_rules")
+
+
+class RelayRule(ClientRule):
     """A client that may relay without authenticating (Access tab, "Relay...": the trusted LAN)."""
 
     server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="relay_rules")
-    kind = models.CharField(max_length=10, choices=AccessRuleKind.choices)
-    value = models.CharField(max_length=300)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["server_id", "id"]
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class DomainType(models.TextChoices):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from servers.models import AccessRule, RelayRule, VirtualServer
+from servers.models import AccessRule, ClientRule, RelayRule, VirtualServer
 from servers.smtp_policy import RuleError, normalize_rule
 
 from .audit import record_change
 from .errors import DomainError
 from .nodes import request_reconcile
 from .virtual_servers import bump_config_version
+
+AUDIT_NOUNS = {AccessRule: "access_rule", RelayRule: "relay_rule"}
 
 
 def _clean(kind: str, value: str) -> str:
@@ -26,34 +28,36 @@ def _changed(server: VirtualServer) -> None:
 
 
 @transaction.atomic
+def _add_rule(model: type[ClientRule], server: VirtualServer, kind: str, value: str, actor: str) -> ClientRule:
+    rule = model.objects.create(server=server, kind=kind, value=_clean(kind, value))
+    record_change(actor=actor, action=f"add_{AUDIT_NOUNS[model]}", obj=rule,
+                  after={"kind": kind, "value": rule.value})
+    _changed(server)
+    return rule
+
+
+@transaction.atomic
+def _remove_rule(rule: ClientRule, actor: str) -> None:
+    server = rule.server
+    record_change(actor=actor, action=f"remove_{AUDIT_NOUNS[type(rule)]}", obj=rule,
+                  before={"kind": rule.kind, "value": rule.value})
+    rule.delete()
+    _changed(server)
+
+
 def add_access_rule(server: VirtualServer, kind: str, value: str, *, actor: str = "system") -> AccessRule:
     """Add an entry to the connection-control list (its meaning depends on `connection_policy`)."""
-    rule = AccessRule.objects.create(server=server, kind=kind, value=_clean(kind, value))
-    record_change(actor=actor, action="add_access_rule", obj=rule, after={"kind": kind, "value": rule.value})
-    _changed(server)
-    return rule
+    return _add_rule(AccessRule, server, kind, value, actor)
 
 
-@transaction.atomic
 def remove_access_rule(rule: AccessRule, *, actor: str = "system") -> None:
-    server = rule.server
-    record_change(actor=actor, action="remove_access_rule", obj=rule, before={"kind": rule.kind, "value": rule.value})
-    rule.delete()
-    _changed(server)
+    _remove_rule(rule, actor)
 
 
-@transaction.atomic
 def add_relay_rule(server: VirtualServer, kind: str, value: str, *, actor: str = "system") -> RelayRule:
     """Let these clients (the trusted LAN) relay without authenticating."""
-    rule = RelayRule.objects.create(server=server, kind=kind, value=_clean(kind, value))
-    record_change(actor=actor, action="add_relay_rule", obj=rule, after={"kind": kind, "value": rule.value})
-    _changed(server)
-    return rule
+    return _add_rule(RelayRule, server, kind, value, actor)
 
 
-@transaction.atomic
 def remove_relay_rule(rule: RelayRule, *, actor: str = "system") -> None:
-    server = rule.server
-    record_change(actor=actor, action="remove_relay_rule", obj=rule, before={"kind": rule.kind, "value": rule.value})
-    rule.delete()
-    _changed(server)
+    _remove_rule(rule, actor)

@@ -13,7 +13,7 @@ from .audit import record_change, snapshot_of
 from .errors import DomainError
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile
-from .virtual_servers import _check_unique_address, _clean_ip, _clean_port
+from .virtual_servers import _check_unique_address, _clean_ip, _clean_port, set_desired_state
 
 EDITABLE_FIELDS = ("ip_address", "port", "tls_port", "default_domain", "plaintext_requires_tls")
 
@@ -85,21 +85,6 @@ def update_pop3_service(service: Pop3Service, *, actor: str = "system", **change
     return service
 
 
-@transaction.atomic
 def set_pop3_state(service: Pop3Service, desired: str, *, actor: str = "system") -> Pop3Service:
     """Start, pause or stop the node's POP3 service; the node's reconcile applies it."""
-    desired = ServiceState(desired)
-    service = Pop3Service.objects.select_for_update().select_related("node").get(pk=service.pk)
-    if service.desired_state == desired:
-        return service
-    before = {"desired_state": service.desired_state}
-    service.desired_state = desired
-    if desired != ServiceState.STOPPED:
-        _check_unique_address(service)
-        service.next_start_at = None
-        service.consecutive_failures = 0
-    service.save(update_fields=["desired_state", "next_start_at", "consecutive_failures"])
-    record_change(actor=actor, action=f"set_pop3_state_{desired.value}", obj=service, before=before,
-                  after={"desired_state": desired.value})
-    request_reconcile(service.node)
-    return service
+    return set_desired_state(service, desired, actor=actor)

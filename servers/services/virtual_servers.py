@@ -294,26 +294,34 @@ def bump_config_version(server: VirtualServer) -> None:
     VirtualServer.objects.filter(pk=server.pk).update(config_version=F("config_version") + 1)
 
 
+STATE_VERBS = {ServiceState.RUNNING: "start", ServiceState.PAUSED: "pause", ServiceState.STOPPED: "stop"}
+
+
 @transaction.atomic
-def set_server_state(server: VirtualServer, desired: str, *, actor: str = "system") -> VirtualServer:
-    """Record the state an administrator wants (start/pause/stop); the node's reconcile applies it."""
+def set_desired_state(unit: SupervisedProcess, desired: str, *, actor: str = "system") -> SupervisedProcess:
+    """Record the state an administrator wants for a server or service; the node's reconcile applies it."""
     desired = ServiceState(desired)
-    server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
-    if server.desired_state == desired:
-        return server
-    before = {"desired_state": server.desired_state}
-    server.desired_state = desired
+    unit = type(unit).objects.select_for_update().select_related("node").get(pk=unit.pk)
+    if unit.desired_state == desired:
+        return unit
+    before = {"desired_state": unit.desired_state}
+    unit.desired_state = desired
     if desired != ServiceState.STOPPED:
-        _check_unique_address(server)
+        _check_unique_address(unit)
         # An explicit start clears a back-off left by earlier failures.
-        server.next_start_at = None
-        server.consecutive_failures = 0
-    server.save(update_fields=["desired_state", "next_start_at", "consecutive_failures", "updated_at"])
-    verb = {ServiceState.RUNNING: "start", ServiceState.PAUSED: "pause", ServiceState.STOPPED: "stop"}[desired]
-    record_change(actor=actor, action=f"{verb}_virtual_server", obj=server, before=before,
+        unit.next_start_at = None
+        unit.consecutive_failures = 0
+    unit.save(update_fields=["desired_state", "next_start_at", "consecutive_failures"])
+    noun = "virtual_server" if isinstance(unit, VirtualServer) else "pop3_service"
+    record_change(actor=actor, action=f"{STATE_VERBS[desired]}_{noun}", obj=unit, before=before,
                   after={"desired_state": desired.value})
-    request_reconcile(server.node)
-    return server
+    request_reconcile(unit.node)
+    return unit
+
+
+def set_server_state(server: VirtualServer, desired: str, *, actor: str = "system") -> VirtualServer:
+    """Start, pause or stop one virtual server."""
+    return set_desired_state(server, desired, actor=actor)
 
 
 def start_server(server: VirtualServer, *, actor: str = "system") -> VirtualServer:
