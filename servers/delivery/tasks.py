@@ -28,8 +28,12 @@ def delivery_scan(node_name: str) -> int:
     """Index new Queue files, free the claims of dead workers, and send every due message to a worker."""
     servers = engine.active_servers(node_name)
     for server in servers:
-        queue.ensure_dirs(server.home_path)
-        engine.reconcile_queue(server)
+        try:
+            queue.ensure_dirs(server.home_path)
+            engine.reconcile_queue(server)
+        except OSError:
+            # One unreadable home directory must not stop the other servers' mail.
+            log.exception("server %s: the Queue folder could not be scanned", server.pk)
     server_ids = [server.pk for server in servers]
     engine.release_dead_claims(server_ids)
     due = engine.due_messages(server_ids, redispatch_after_s=settings.DELIVERY_REDISPATCH_S,
