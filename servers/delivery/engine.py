@@ -394,7 +394,7 @@ def process_message(message_id: int) -> str:
         except FileNotFoundError:
             QueuedMessage.objects.filter(pk=message.pk).delete()
             return "file gone"
-        mail_from, _, offset = queue.parse_envelope(raw_file[: queue.MAX_ENVELOPE_OCTETS])
+        _, _, offset = queue.parse_envelope(raw_file[: queue.MAX_ENVELOPE_OCTETS])
         data = raw_file[offset:]
         config = DeliverySettings.for_server(server)
         now = timezone.now()
