@@ -14,7 +14,16 @@ from servers.models import ObservedState
 from tests.factories import PASSWORD, make_pop3_service
 from tests.helpers import wait_until
 from tests.panel_helpers import clear_login_throttle
-from tests.webmail_helpers import CHROMIUM, CHROMIUM_ARGS, HOSTILE_HTML, html_message, make_lab, text_message
+from tests.webmail_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HOSTILE_HTML,
+    PNG_1X1,
+    html_message,
+    make_lab,
+    store,
+    text_message,
+)
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -155,7 +164,8 @@ def test_compose_with_an_attachment_to_another_mailbox_and_read_it_there(visits,
     page.wait_for_url("**/mail/folder/inbox/")
     assert "sent" in page.inner_text('[data-testid="flash"]')
     page.click('[data-testid="folder-sent"]')
-    assert page.is_visible('[data-testid="message-link"]:has-text("Report attached")')
+    page.wait_for_url("**/mail/folder/sent/")
+    page.wait_for_selector('[data-testid="message-link"]:has-text("Report attached")')
 
     bob = visits()
     bob.sign_in(f"bob@{DOMAIN}")
@@ -196,7 +206,7 @@ def test_delete_waits_for_a_pop3_session_and_then_pop3_no_longer_lists_the_messa
     assert pop.stat()[0] == 2
     uidls_before = pop.uidl()[1]
     visit.page.click('[data-testid="delete"]')
-    assert "busy" in visit.page.inner_text('[data-testid="flash"]')
+    visit.page.wait_for_selector('[data-testid="flash"]:has-text("busy")')
     pop.quit()
 
     visit.page.click('[data-testid="delete"]')
@@ -209,3 +219,26 @@ def test_delete_waits_for_a_pop3_session_and_then_pop3_no_longer_lists_the_messa
     # Reading in the webmail renamed files into cur/ with flags; the UIDs POP3 shows stayed the same.
     assert {line.split()[1] for line in pop.uidl()[1]} < {line.split()[1] for line in uidls_before}
     pop.quit()
+
+
+def test_inline_images_show_in_the_frame_and_remote_ones_only_after_show_images(visits, live_server, transactional_db):
+    lab = make_lab(domain=DOMAIN)
+    remote = live_server.url.replace("localhost", "127.0.0.1") + "/healthz?tracker"
+    message = html_message(f'<p>Logo <img src="cid:logo@x" alt="logo"> tracker <img src="{remote}" alt="t"></p>')
+    message.get_body(preferencelist=("html",)).add_related(PNG_1X1, maintype="image", subtype="png",
+                                                            cid="<logo@x>")
+    store(lab.helena, message)
+    visit = visits()
+    visit.sign_in(f"helena@{DOMAIN}")
+    visit.open_message("Newsletter")
+    frame = visit.page.wait_for_selector('[data-testid="message-frame"]').content_frame()
+    frame.wait_for_selector("img[alt=logo]")
+    wait_until(lambda: frame.evaluate("document.querySelector('img[alt=logo]').naturalWidth") == 1,
+               timeout_s=10, message="the inline image to load")
+    assert [url for url in visit.requested if "tracker" in url] == []
+
+    visit.page.click('[data-testid="show-images"]')
+    frame = visit.page.wait_for_selector('[data-testid="message-frame"]').content_frame()
+    frame.wait_for_selector("img[alt=t]")
+    wait_until(lambda: [url for url in visit.requested if "tracker" in url], timeout_s=10,
+               message="the remote image to be fetched")

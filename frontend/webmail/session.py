@@ -29,14 +29,15 @@ PASSWORD_KEY = "webmail_password"
 SESSION_KEYS = (MAILBOX_KEY, HASH_KEY, PASSWORD_KEY)
 
 
-def _password_hash(mailbox: Mailbox) -> str:
+def password_fingerprint(mailbox: Mailbox) -> str:
+    """A keyed hash of the mailbox's password hash: it changes whenever the password does."""
     return salted_hmac("mailconsole.webmail.session", mailbox.password, algorithm="sha256").hexdigest()
 
 
 def sign_in(request: HttpRequest, mailbox: Mailbox, password: str) -> None:
     request.session.cycle_key()  # a new session key on every sign-in: no fixation
     request.session[MAILBOX_KEY] = mailbox.pk
-    request.session[HASH_KEY] = _password_hash(mailbox)
+    request.session[HASH_KEY] = password_fingerprint(mailbox)
     request.session[PASSWORD_KEY] = password
 
 
@@ -53,7 +54,7 @@ def current_mailbox(request: HttpRequest) -> Mailbox | None:
         return None
     mailbox = Mailbox.objects.select_related("domain__server").filter(pk=mailbox_id).first()
     if (mailbox is None or mailbox.is_locked or mailbox.domain.is_locked
-            or not constant_time_compare(request.session.get(HASH_KEY, ""), _password_hash(mailbox))):
+            or not constant_time_compare(request.session.get(HASH_KEY, ""), password_fingerprint(mailbox))):
         sign_out(request)
         return None
     return mailbox
@@ -65,7 +66,7 @@ def submission_password(request: HttpRequest) -> str:
 
 def password_changed(request: HttpRequest, mailbox: Mailbox, new_password: str) -> None:
     """Keep this session signed in after its own password change (other sessions end)."""
-    request.session[HASH_KEY] = _password_hash(mailbox)
+    request.session[HASH_KEY] = password_fingerprint(mailbox)
     request.session[PASSWORD_KEY] = new_password
     request.session.cycle_key()
 

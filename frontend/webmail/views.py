@@ -15,12 +15,14 @@ from pathlib import Path
 
 import nh3
 from django.contrib import messages
+from django.core import signing
 from django.core.paginator import Paginator
 from django.db.models import Count, Sum
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -43,6 +45,9 @@ FRAME_CSP = ("default-src 'none'; img-src data: {images}; style-src 'unsafe-inli
              "form-action 'none'; base-uri 'none'; frame-src 'none'; sandbox allow-popups "
              "allow-popups-to-escape-sandbox")
 DOWNLOAD_CSP = "default-src 'none'; sandbox"
+INLINE_SALT = "mailconsole.webmail.inline"
+INLINE_MAX_AGE_S = 3600
+INLINE_FINGERPRINT_CHARS = 16
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -112,13 +117,13 @@ def folder(request: HttpRequest, slug: str) -> HttpResponse:
     if folder_name is None:
         raise Http404("No such folder.")
     mailbox = request.mailbox
-    index.refresh(mailbox.pk, mailbox.maildir, folder_name)
+    refreshed = index.refresh(mailbox.pk, mailbox.maildir, folder_name)
     query = request.GET.get("q", "")[:200]
     rows = (MessageIndex.objects.for_mailbox(mailbox.pk, folder_name).matching(query)
             .order_by("-delivered_at", "-id"))
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "webmail/folder.html", _page_context(
-        request, folder=folder_name, slug=slug, page=page, query=query))
+        request, folder=folder_name, slug=slug, page=page, query=query, pending=refreshed.pending))
 
 
 # -- one message ----------------------------------------------------------------------------------
@@ -128,7 +133,11 @@ def _own_message(request: HttpRequest, pk: int) -> MessageIndex:
 
 
 def _raw(request: HttpRequest, message: MessageIndex) -> bytes:
-    path = index.locate(message, request.mailbox.maildir)
+    return _raw_from(request.mailbox.maildir, message)
+
+
+def _raw_from(maildir: Path, message: MessageIndex) -> bytes:
+    path = index.locate(message, maildir)
     try:
         if path is None:
             raise FileNotFoundError
@@ -191,11 +200,14 @@ def body(request: HttpRequest, pk: int) -> HttpResponse:
         content_id = (part.get("Content-ID") or "").strip().strip("<>")
         if content_id and not part.is_multipart():
             inline.setdefault(content_id, number)
-    inline_prefix = reverse("webmail:inline", args=[message.pk, 0]).rsplit("0/", 1)[0]
+    fingerprint = session.password_fingerprint(request.mailbox)[:INLINE_FINGERPRINT_CHARS]
 
     def cid_url(content_id: str) -> str | None:
         number = inline.get(content_id)
-        return None if number is None else reverse("webmail:inline", args=[message.pk, number])
+        if number is None:
+            return None
+        token = signing.dumps([request.mailbox.pk, message.pk, number, fingerprint], salt=INLINE_SALT)
+        return reverse("webmail:inline", args=[token])
 
     show_images = request.GET.get("images") == "1"
     cleaned, _ = mime.sanitize_html(mime.text_of(html_part), cid_url=cid_url, show_remote_images=show_images)
@@ -203,24 +215,39 @@ def body(request: HttpRequest, pk: int) -> HttpResponse:
                 '<meta name="referrer" content="no-referrer">'
                 '<style>body{font-family:system-ui,sans-serif;margin:0;padding:.5rem;overflow-wrap:anywhere}'
                 'img{max-width:100%;height:auto}</style></head><body>' + cleaned + "</body></html>")
-    images = request.build_absolute_uri(inline_prefix)
+    # The CSP's img-src names the path of the signed inline-image URLs, nothing wider.
+    images = request.build_absolute_uri(reverse("webmail:inline", args=["-"]).removesuffix("-/"))
     if show_images:
         images += " https: http:"
     response = HttpResponse(document, content_type="text/html; charset=utf-8")
     return _untrusted(response, FRAME_CSP.format(images=images))
 
 
-@session.mailbox_required
-def inline(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    """An inline (cid:) image of the message, only as one of a few raster image types."""
-    message = _own_message(request, pk)
-    found = mime.part_payload(mime.parse(_raw(request, message)), number)
+def inline(request: HttpRequest, token: str) -> HttpResponse:
+    """An inline (cid:) image of a message, only as one of a few raster image types.
+
+    The sandboxed frame has an opaque origin, so the browser sends it no SameSite cookie: the
+    URL itself is the permission, signed for one part of one message of one mailbox, for an hour,
+    and void once the mailbox's password changes.
+    """
+    try:
+        mailbox_id, pk, number, fingerprint = signing.loads(token, salt=INLINE_SALT, max_age=INLINE_MAX_AGE_S)
+    except (signing.BadSignature, TypeError, ValueError):
+        raise Http404("No such image.") from None
+    mailbox = Mailbox.objects.select_related("domain__server").filter(pk=mailbox_id).first()
+    if mailbox is None or mailbox.is_locked or not constant_time_compare(
+            fingerprint, session.password_fingerprint(mailbox)[:INLINE_FINGERPRINT_CHARS]):
+        raise Http404("No such image.")
+    message = get_object_or_404(MessageIndex, pk=pk, mailbox_id=mailbox.pk)
+    found = mime.part_payload(mime.parse(_raw_from(mailbox.maildir, message)), number)
     if found is None or found[0].get_content_type() not in mime.INLINE_IMAGE_TYPES:
         raise Http404("No such image.")
     part, payload = found
     response = HttpResponse(payload, content_type=part.get_content_type())
     response["Content-Disposition"] = "inline"
-    return _untrusted(response)
+    _untrusted(response)
+    del response["Cross-Origin-Resource-Policy"]  # loaded by the frame's opaque origin
+    return response
 
 
 @session.mailbox_required
@@ -399,9 +426,15 @@ def password(request: HttpRequest) -> HttpResponse:
     form = PasswordForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         mailbox = request.mailbox
+        client = request.META.get("REMOTE_ADDR", "")
+        # A session left open must not become a way to guess the password: the sign-in throttle counts here too.
+        if session.is_throttled(client, mailbox.address):
+            form.add_error(None, f"Too many wrong passwords. Try again in {session.lockout_minutes()} minutes.")
+            return render(request, "webmail/password.html", _page_context(request, form=form), status=429)
         try:
             authenticate_mailbox(mailbox.address, form.cleaned_data["current_password"])
         except LoginRefusedError:
+            session.record_failure(client, mailbox.address)
             form.add_error("current_password", "This is not your current password.")
         else:
             try:
