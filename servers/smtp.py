@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, replies
-from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox
+from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.smtp_policy import connection_allowed, count_received_headers, is_relay_trick
 from servers.snapshot import MailboxEntry, ServerSnapshot
 from servers.storage import unique_message_name, write_durably
@@ -40,6 +41,7 @@ class WorkerCounters:
     """Per-worker memory shared by the sessions: connections per client, hourly counts."""
 
     def __init__(self) -> None:
+        self.credentials = VerifiedCredentials()
         self.connections_by_client: dict[str, int] = {}
         self._events: dict[str, list[float]] = {}
 
@@ -261,7 +263,8 @@ class MailConsoleSMTP(SMTP):
         password = credentials.password.decode("utf-8", "replace")
         loop = asyncio.get_running_loop()
         try:
-            signed_in = await loop.run_in_executor(None, authenticate_mailbox, login, password)
+            signed_in = await loop.run_in_executor(
+                None, functools.partial(authenticate_mailbox, login, password, cache=self.counters.credentials))
         except LoginRefusedError as refusal:
             self.auth_failures += 1
             self.counters.record(client_key)

@@ -17,4 +17,4 @@ def reconcile_node(node_name: str) -> dict:
 @shared_task(name="servers.terminate_worker", ignore_result=True)
 def terminate_worker(kind: str, unit_id: int, pid: int) -> bool:
     return supervision.terminate_worker(kind, unit_id, pid)
-from servers.delivery.tasks import *  # noqa: F401,F403
+from servers.delivery.tasks import *  # noqa: E402,F401,F403

@@ -177,3 +177,22 @@ def test_the_smtp_snapshot_routes_each_kind_of_address():
     services.set_catch_all(bob)
     assert sorted(m.address for m in load_snapshot(server.pk).destination("nobody", "lab.test").mailboxes) == [
         "bob@lab.test"]
+
+
+def test_a_verified_credential_cache_never_outlives_a_password_change_or_a_lock():
+    from servers.services.mailboxes import VerifiedCredentials
+
+    server = make_server(domain="lab.test")
+    alice = make_mailbox(server, "alice")
+    cache = VerifiedCredentials()
+    services.authenticate_mailbox("alice@lab.test", PASSWORD, cache=cache)
+    assert cache.matches(alice.pk, Mailbox.objects.get(pk=alice.pk).password, PASSWORD)
+
+    services.change_password(alice, "Newpass456")
+
+    with pytest.raises(LoginRefusedError):
+        services.authenticate_mailbox("alice@lab.test", PASSWORD, cache=cache)
+    services.authenticate_mailbox("alice@lab.test", "Newpass456", cache=cache)
+    services.set_mailbox_lock(alice, True)
+    with pytest.raises(LoginRefusedError, match="locked"):
+        services.authenticate_mailbox("alice@lab.test", "Newpass456", cache=cache)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+import hashlib
+import hmac
 import re
+import secrets
 import shutil
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -288,24 +295,62 @@ class SignedIn:
     maildir: str
 
 
-# Compared against when the user does not exist, so both failures take the same time.
-_DUMMY_HASH = make_password("not-a-real-password-0")
+@functools.cache
+def _dummy_hash() -> str:
+    """Compared against when the user does not exist, so both failures take the same time."""
+    return make_password("not-a-real-password-0")
 
 
-def authenticate_mailbox(address: str, password: str) -> SignedIn:
+class VerifiedCredentials:
+    """A worker's memory of passwords it already verified (like Dovecot's auth cache).
+
+    An entry is keyed by the mailbox and its stored hash, so a password change misses at once; it
+    holds an HMAC of the password under a key that never leaves this process, never the password.
+    Locks are read from the database on every sign-in, so a lock also takes effect at once.
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, lifetime_s: float = 900) -> None:
+        self._key = secrets.token_bytes(32)
+        self._entries: collections.OrderedDict[tuple[int, str], tuple[bytes, float]] = collections.OrderedDict()
+        self._max_entries = max_entries
+        self._lifetime_s = lifetime_s
+        self._lock = threading.Lock()
+
+    def _digest(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def matches(self, mailbox_id: int, stored_hash: str, password: str) -> bool:
+        with self._lock:
+            entry = self._entries.get((mailbox_id, stored_hash))
+        if entry is None or time.monotonic() - entry[1] > self._lifetime_s:
+            return False
+        return hmac.compare_digest(entry[0], self._digest(password))
+
+    def remember(self, mailbox_id: int, stored_hash: str, password: str) -> None:
+        with self._lock:
+            self._entries[(mailbox_id, stored_hash)] = (self._digest(password), time.monotonic())
+            self._entries.move_to_end((mailbox_id, stored_hash))
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+
+def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredentials | None = None) -> SignedIn:
     """Check a mailbox's credentials; raise LoginRefusedError with the same reason for any bad pair."""
     try:
         local_part, domain = split_address(address)
     except DomainError:
-        check_password(password, _DUMMY_HASH)
+        check_password(password, _dummy_hash())
         raise LoginRefusedError("credentials") from None
     mailbox = (Mailbox.objects.filter(local_part=local_part, domain__name=domain, domain__type=DomainType.LOCAL)
                .select_related("domain__server").first())
     if mailbox is None:
-        check_password(password, _DUMMY_HASH)
+        check_password(password, _dummy_hash())
         raise LoginRefusedError("credentials")
-    if not check_password(password, mailbox.password):
-        raise LoginRefusedError("credentials")
+    if cache is None or not cache.matches(mailbox.pk, mailbox.password, password):
+        if not check_password(password, mailbox.password):
+            raise LoginRefusedError("credentials")
+        if cache is not None:
+            cache.remember(mailbox.pk, mailbox.password, password)
     if mailbox.is_locked or mailbox.domain.is_locked:
         raise LoginRefusedError("locked")
     return SignedIn(mailbox_id=mailbox.pk, address=mailbox.address, maildir=str(mailbox.maildir))

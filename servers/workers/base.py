@@ -229,4 +229,6 @@ class SupervisedWorker:
 def run_worker(worker: SupervisedWorker) -> int:
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {worker.kind}d[{worker.unit_id}] %(levelname)s %(message)s")
+    # aiosmtpd logs every command at INFO; the opt-in protocol log covers that, at a fraction of the cost.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     return asyncio.run(worker.run())

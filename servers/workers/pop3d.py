@@ -29,7 +29,13 @@ from servers.livestate import redis_client
 from servers.maildir import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session
-from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, record_logon, touch_logon
+from servers.services.mailboxes import (
+    LoginRefusedError,
+    VerifiedCredentials,
+    authenticate_mailbox,
+    record_logon,
+    touch_logon,
+)
 from servers.tls import ensure_self_signed_certificate, server_context
 from servers.workers.base import SupervisedWorker, run_worker
 
@@ -157,6 +163,7 @@ class POP3Worker(SupervisedWorker):
     def __init__(self, unit_id: int) -> None:
         super().__init__(unit_id)
         self.throttle = LoginThrottle()
+        self.credentials = VerifiedCredentials()
         self.tls_context: ssl.SSLContext | None = None
 
     def load_snapshot(self) -> Pop3Snapshot:
@@ -202,7 +209,7 @@ class POP3Worker(SupervisedWorker):
                 return AuthOutcome(AuthStatus.BAD_CREDENTIALS)
             time.sleep(self.throttle.delay_s(client, username))
             try:
-                signed_in = authenticate_mailbox(username, password)
+                signed_in = authenticate_mailbox(username, password, cache=self.credentials)
             except LoginRefusedError as refusal:
                 if refusal.reason == "locked":
                     return AuthOutcome(AuthStatus.LOCKED)
