@@ -96,6 +96,13 @@ def test_a_refusal_is_shown_and_nothing_is_kept(lab, monkeypatch):
     assert not (lab.helena.maildir / ".Sent").exists()
 
 
+def test_without_the_browsers_key_the_user_is_asked_to_sign_in_again(lab, outbox):
+    client = signed_in_client(lab.helena)
+    del client.cookies["webmail_key"]
+    response = client.post(reverse("webmail:compose"), {"to": "bob@webmail.test", "subject": "x"})
+    assert b"sign in again" in response.content and outbox == []
+
+
 def test_a_message_needs_a_recipient_and_valid_addresses(lab, outbox):
     client = signed_in_client(lab.helena)
     assert b"at least one recipient" in client.post(reverse("webmail:compose"), {"subject": "x"}).content

@@ -404,6 +404,28 @@ def test_the_quota_bar_shows_the_share_used(lab):
     assert re.search(r'data-testid="quota-bar">\d\d%', content)
 
 
+def test_webmail_pages_allow_no_script_and_no_framing(lab, client):
+    uid = store(lab.helena, text_message())
+    signed_in = signed_in_client(lab.helena)
+    pk = stored_pk(signed_in, lab.helena, uid)
+    for response in (client.get(reverse("webmail:sign_in")), open_inbox(signed_in),
+                     signed_in.get(reverse("webmail:read", args=[pk])), signed_in.get(reverse("webmail:compose"))):
+        csp = response["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
+        assert response["X-Frame-Options"] == "DENY"
+
+
+def test_the_session_store_never_holds_the_password_in_clear(lab):
+    from django.contrib.sessions.models import Session
+
+    client = signed_in_client(lab.helena)
+    assert client.cookies["webmail_key"]["httponly"] and client.cookies["webmail_key"]["path"] == "/mail/"
+    stored = [str(row.get_decoded()) for row in Session.objects.all()]
+    assert stored and not any(PASSWORD in data for data in stored)
+    client.post(reverse("webmail:sign_out"))
+    assert client.cookies["webmail_key"].value == ""
+
+
 def test_session_cookie_is_httponly_and_samesite(lab, client):
     clear_login_throttle()
     response = client.post(reverse("webmail:sign_in"), {"address": "helena@webmail.test", "password": PASSWORD})

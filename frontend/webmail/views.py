@@ -81,14 +81,15 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 mailbox = Mailbox.objects.select_related("domain__server").get(pk=signed_in.mailbox_id)
                 session.sign_in(request, mailbox, form.cleaned_data["password"])
                 record_logon(mailbox.pk, client, "WEBMAIL")
-                return redirect("webmail:folder", "inbox")
-    return render(request, "webmail/sign_in.html", {"form": form}, status=status)
+                return session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
+    return session.with_page_policy(render(request, "webmail/sign_in.html", {"form": form}, status=status))
 
 
 @require_POST
 def sign_out(request: HttpRequest) -> HttpResponse:
-    session.sign_out(request)
-    return redirect("webmail:sign_in")
+    response = redirect("webmail:sign_in")
+    session.sign_out(request, response)
+    return response
 
 
 # -- folders --------------------------------------------------------------------------------------
@@ -394,8 +395,12 @@ def compose(request: HttpRequest) -> HttpResponse:
         form = ComposeForm(request.POST, request.FILES)
         if form.is_valid():
             message = _build_message(request, form)
+            password = session.submission_password(request)
             try:
-                result = submit(request.mailbox, session.submission_password(request), message, form.recipients())
+                if not password:
+                    raise SubmissionError("Your sign-in for sending has expired: sign out, sign in again, "
+                                          "then send the message.")
+                result = submit(request.mailbox, password, message, form.recipients())
             except SubmissionError as error:
                 form.add_error(None, str(error))
             else:
@@ -445,6 +450,6 @@ def password(request: HttpRequest) -> HttpResponse:
             else:
                 session.password_changed(request, updated, form.cleaned_data["new_password"])
                 messages.success(request, "Your password was changed.")
-                return redirect("webmail:folder", "inbox")
+                return session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
     return render(request, "webmail/password.html", _page_context(request, form=form))
 
