@@ -22,6 +22,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, replies
+from servers.delivery.queue import enqueue
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.smtp_policy import connection_allowed, count_received_headers, is_relay_trick
 from servers.snapshot import MailboxEntry, ServerSnapshot
@@ -505,9 +506,5 @@ class LocalDeliveryHandler:
 
 def enqueue_remote(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> None:
     """Write the message for remote recipients durably into Queue/ (the delivery engine takes it)."""
-    try:
-        from servers.delivery.queue import enqueue
-    except ImportError:
-        raise OSError("outbound delivery is not available") from None
     enqueue(snapshot.home_dir, envelope.mail_from or "", list(envelope.remote_recipients),
             [received, envelope.original_content or b""])
