@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from servers.models import ObservedState
+from tests.conftest import REPO_DIR
 from tests.factories import PASSWORD, make_pop3_service
 from tests.helpers import wait_until
 from tests.panel_helpers import clear_login_throttle
@@ -32,6 +33,13 @@ pytestmark = [
     pytest.mark.timeout(120),
 ]
 DOMAIN = "webmail.test"
+ARTIFACTS = REPO_DIR / "test-artifacts"
+
+
+def shoot(page, name: str) -> None:
+    """Keep a screenshot of a main screen for review (test-artifacts/ is not committed)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"webmail-{name}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +132,7 @@ def test_hostile_html_sent_through_smtp_runs_nothing_and_loads_nothing(visits, l
     send(live_lab.server.port, html_message(HOSTILE_HTML, subject="Hostile newsletter", text=None))
     visit = visits()
     visit.sign_in(f"helena@{DOMAIN}")
+    shoot(visit.page, "01-inbox")
     visit.open_message("Plain hello")
     assert "Hello <b>helena</b>" in visit.page.inner_text('[data-testid="message-text"]')
 
@@ -141,6 +150,7 @@ def test_hostile_html_sent_through_smtp_runs_nothing_and_loads_nothing(visits, l
     assert frame.url.endswith("/body/") and page.url.endswith(f"/mail/m/{frame.url.split('/')[-3]}/")
     assert [url for url in visit.requested if "evil.invalid" in url] == []
     assert page.is_visible('[data-testid="images-blocked"]')
+    shoot(page, "02-hostile-message")
     assert "Hostile but harmless" in frame.evaluate("document.body.innerText")
 
     # The control: the same payload, unsanitized and unsandboxed, does set the flag this test looks for.
@@ -160,6 +170,7 @@ def test_compose_with_an_attachment_to_another_mailbox_and_read_it_there(visits,
     page.fill("#id_body", "Here it is.")
     page.set_input_files("#id_attachments", files=[
         {"name": "report.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}])
+    shoot(page, "03-compose")
     page.click('[data-testid="send"]')
     page.wait_for_url("**/mail/folder/inbox/")
     assert "sent" in page.inner_text('[data-testid="flash"]')
@@ -172,6 +183,7 @@ def test_compose_with_an_attachment_to_another_mailbox_and_read_it_there(visits,
     bob.open_message("Report attached")
     assert f"helena@{DOMAIN}" in bob.page.inner_text('[data-testid="header-from"]')
     assert "Here it is." in bob.page.inner_text('[data-testid="message-text"]')
+    shoot(bob.page, "04-message-with-attachment")
     with bob.page.expect_download() as download_info:
         bob.page.click('[data-testid="attachment"]:has-text("report.csv")')
     download = download_info.value

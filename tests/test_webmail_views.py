@@ -136,6 +136,7 @@ def test_inbox_lists_newest_first_with_decoded_headers_attachment_mark_and_read_
     assert "Ünïcödé &lt;b&gt;bold&lt;/b&gt;" in content and "<b>bold</b>" not in content
     assert content.count('data-testid="attachment-mark"') == 1
     assert content.count('data-read="0"') == 2
+    assert len(re.findall(r"<td[^>]*>\d{4}-\d\d-\d\d \d\d:\d\d</td>", content)) == 2
 
 
 def test_the_index_is_refreshed_by_unique_name_and_skips_the_scan_when_nothing_changed(lab, monkeypatch):

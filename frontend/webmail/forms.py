@@ -13,7 +13,17 @@ from servers.services.mailboxes import password_policy_errors
 MAX_RECIPIENTS = 100
 
 
-class SignInForm(forms.Form):
+class BootstrapForm(forms.Form):
+    """Bootstrap's classes on every widget, so the templates can render fields as they are."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            css = "form-check-input" if isinstance(field.widget, forms.CheckboxInput) else "form-control"
+            field.widget.attrs["class"] = f"{field.widget.attrs.get('class', '')} {css}".strip()
+
+
+class SignInForm(BootstrapForm):
     address = forms.CharField(max_length=320, widget=forms.TextInput(attrs={"autocomplete": "username",
                                                                            "autofocus": True}))
     password = forms.CharField(max_length=200, strip=False,
@@ -60,7 +70,7 @@ class MultipleFileField(forms.FileField):
         return [single(data, initial)] if data else []
 
 
-class ComposeForm(forms.Form):
+class ComposeForm(BootstrapForm):
     to = AddressListField(max_length=5000, required=False)
     cc = AddressListField(max_length=5000, required=False, label="Cc")
     bcc = AddressListField(max_length=5000, required=False, label="Bcc")
@@ -89,7 +99,7 @@ class ComposeForm(forms.Form):
         return found
 
 
-class PasswordForm(forms.Form):
+class PasswordForm(BootstrapForm):
     current_password = forms.CharField(strip=False, widget=forms.PasswordInput(
         attrs={"autocomplete": "current-password"}))
     new_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))

@@ -124,7 +124,8 @@ def folder(request: HttpRequest, slug: str) -> HttpResponse:
             .order_by("-delivered_at", "-id"))
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "webmail/folder.html", _page_context(
-        request, folder=folder_name, slug=slug, page=page, query=query, pending=refreshed.pending))
+        request, folder=folder_name, folder_title=slug.capitalize(), slug=slug, page=page, query=query,
+        pending=refreshed.pending))
 
 
 # -- one message ----------------------------------------------------------------------------------
