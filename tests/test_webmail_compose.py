@@ -103,6 +103,14 @@ def test_without_the_browsers_key_the_user_is_asked_to_sign_in_again(lab, outbox
     assert b"sign in again" in response.content and outbox == []
 
 
+def test_line_breaks_posted_in_the_subject_inject_no_header(lab, outbox):
+    client = signed_in_client(lab.helena)
+    client.post(reverse("webmail:compose"), {"to": "bob@webmail.test", "subject": "Hi\r\nBcc: eve@outside.test"})
+    message = outbox[0][2]
+    assert message["Subject"] == "Hi Bcc: eve@outside.test" and message["Bcc"] is None
+    assert outbox[0][3] == ["bob@webmail.test"]
+
+
 def test_a_message_needs_a_recipient_and_valid_addresses(lab, outbox):
     client = signed_in_client(lab.helena)
     assert b"at least one recipient" in client.post(reverse("webmail:compose"), {"subject": "x"}).content

@@ -83,6 +83,10 @@ class ComposeForm(BootstrapForm):
     in_reply_to = forms.IntegerField(required=False, widget=forms.HiddenInput)
     forward_of = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
+    def clean_subject(self) -> str:
+        # A header is one line: a line break posted here would otherwise be a header injection attempt.
+        return " ".join(self.cleaned_data["subject"].split())
+
     def clean(self):
         data = super().clean()
         if not self.errors and not self.recipients():

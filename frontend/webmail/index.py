@@ -20,7 +20,7 @@ from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from servers import maildir as store
 from servers.storage import fsync_dir
@@ -126,7 +126,10 @@ def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool 
     """
     root = folder_path(maildir, folder)
     new_mtime, cur_mtime = _mtime_ns(root / "new"), _mtime_ns(root / "cur")
-    state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
+    try:
+        state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
+    except IntegrityError:  # another tab's first refresh made it just now
+        state = MailboxIndexState.objects.get(mailbox_id=mailbox_id, folder=folder)
     settled = state.scanned_at_ns - max(new_mtime, cur_mtime) > SCAN_SETTLE_NS
     if not force and settled and (state.new_mtime_ns, state.cur_mtime_ns) == (new_mtime, cur_mtime):
         return Refresh(scanned=False)
