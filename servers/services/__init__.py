@@ -1,6 +1,7 @@
 """The domain layer: every face (admin, API, CLI, Celery tasks, workers) changes data through these."""
 
 from .access import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
+from .api_support import set_domain_administrators, set_server_operators
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain
 from .errors import DomainError
 from .mailboxes import (
@@ -76,7 +77,9 @@ __all__ = [
     "request_reconcile",
     "set_default_domain",
     "set_node_service_state",
+    "set_domain_administrators",
     "set_server_certificate",
+    "set_server_operators",
     "set_server_state",
     "start_server",
     "stop_server",
