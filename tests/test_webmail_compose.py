@@ -56,7 +56,8 @@ def test_a_new_message_goes_to_every_recipient_with_bcc_hidden_and_a_copy_in_sen
     assert len(store_module.list_messages(sent_dir)) == 1
     # POP3 lists the inbox only.
     assert store_module.list_messages(lab.helena.maildir) == []
-    client.get(reverse("webmail:folder", args=["sent"]))
+    sent_page = client.get(reverse("webmail:folder", args=["sent"]), {"q": "bob@"}).content.decode()
+    assert "Bob &lt;bob@webmail.test&gt;" in sent_page and "<th>To</th>" in sent_page
     assert MessageIndex.objects.get(mailbox=lab.helena, folder=SENT).subject == "Plans"
 
 

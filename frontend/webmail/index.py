@@ -106,6 +106,7 @@ def summarize(path: Path) -> dict | None:
         not content_type.startswith(("text/", "multipart/")) and content_type != "message/rfc822")
     return {
         "sender": _decoded(headers["From"])[:255], "subject": _decoded(headers["Subject"])[:255],
+        "recipients": _decoded(headers["To"])[:255],
         "sent_at": sent_at, "delivered_at": dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
         "size_octets": stat.st_size, "has_attachments": has_attachments,
     }

@@ -16,11 +16,12 @@ class MessageIndexQuerySet(models.QuerySet):
         return self.filter(mailbox_id=mailbox_id, folder=folder)
 
     def matching(self, text: str) -> MessageIndexQuerySet:
-        """Messages whose sender or subject contains `text` (case-insensitive)."""
+        """Messages whose sender, recipients or subject contain `text` (case-insensitive)."""
         text = text.strip()
         if not text:
             return self
-        return self.filter(models.Q(sender__icontains=text) | models.Q(subject__icontains=text))
+        return self.filter(models.Q(sender__icontains=text) | models.Q(recipients__icontains=text)
+                           | models.Q(subject__icontains=text))
 
 
 class MessageIndex(models.Model):
@@ -31,6 +32,7 @@ class MessageIndex(models.Model):
     uid = models.CharField(max_length=200)  # the Maildir unique name: the part before ':'
     file_name = models.CharField(max_length=255)  # "new/<uid>" or "cur/<uid>:2,S": where it was last seen
     sender = models.CharField(max_length=255, blank=True, default="")
+    recipients = models.CharField(max_length=255, blank=True, default="")  # To:, what the Sent folder lists
     subject = models.CharField(max_length=255, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)  # the Date: header
     delivered_at = models.DateTimeField()  # the file's mtime: the order of the list
