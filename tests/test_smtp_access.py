@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import poplib
 import smtplib
 import socket
 import ssl
@@ -15,8 +16,10 @@ import pytest
 from servers import replies, services
 from servers.livestate import read_heartbeats, redis_client
 from servers.models import ObservedState, VirtualServer
-from tests.factories import PASSWORD, make_mailbox, make_server
-from tests.helpers import read_greeting, wait_until
+from servers.tls import ensure_self_signed_certificate
+from servers.workers.pop3d import POP_AUTH_PREFIX
+from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
+from tests.helpers import free_port, read_greeting, wait_until
 
 pytestmark = pytest.mark.usefixtures("supervised")
 
@@ -253,8 +256,6 @@ def test_require_tls_refuses_auth_and_mail_before_starttls(server):
 
 
 def test_the_implicit_tls_port_serves_smtp_over_tls(server):
-    from tests.helpers import free_port
-
     configure(server, tls_port=free_port())
     with smtplib.SMTP_SSL("127.0.0.1", server.tls_port, timeout=10, context=unverified_tls()) as client:
         client.ehlo("client.test")
@@ -362,10 +363,7 @@ def test_bare_line_endings_in_commands_are_refused(server):
 
 
 def test_a_client_that_just_read_its_pop3_mail_may_relay_when_pop_before_smtp_is_on(server):
-    import poplib
-
-    from tests.factories import make_pop3_service
-
+    redis_client().delete(f"{POP_AUTH_PREFIX}127.0.0.1")  # earlier tests' POP3 logins from loopback
     pop3 = make_pop3_service()
     configure(server, pop_before_smtp_minutes=10)
     wait_until(lambda: pop3.__class__.objects.get(pk=pop3.pk).state == ObservedState.RUNNING, message="POP3")
@@ -420,8 +418,6 @@ def test_the_message_over_the_hourly_rate_of_a_client_is_deferred(server):
 
 
 def test_an_uploaded_certificate_replaces_the_generated_one_without_a_restart(server, tmp_path):
-    from servers.tls import ensure_self_signed_certificate
-
     ensure_self_signed_certificate(tmp_path / "c.pem", tmp_path / "k.pem", "uploaded.lab.test")
     old_pid = server.pid
     with pytest.raises(services.DomainError):
