@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import secrets
@@ -262,3 +263,30 @@ def usage(maildir: Path) -> tuple[int, int]:
                 except FileNotFoundError:
                     continue
     return total_octets, count
+
+
+LOCK_FILE_NAME = ".pop3.lock"
+
+
+class MailboxLock:
+    """One POP3 session per mailbox (RFC 1939 section 8), across processes: an flock on the Maildir."""
+
+    def __init__(self, maildir: Path) -> None:
+        self.path = maildir / LOCK_FILE_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

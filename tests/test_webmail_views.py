@@ -13,8 +13,8 @@ from frontend.webmail import index, mime
 from frontend.webmail.models import INBOX, MessageIndex
 from servers import maildir as store_module
 from servers import services
+from servers.maildir import MailboxLock
 from servers.models import Logon
-from servers.workers.pop3d import MailboxLock
 from tests.factories import PASSWORD
 from tests.panel_helpers import clear_login_throttle
 from tests.webmail_helpers import (

@@ -29,10 +29,10 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from servers.maildir import MailboxLock
 from servers.models import Mailbox
 from servers.services.errors import DomainError
 from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, change_password, record_logon
-from servers.workers.pop3d import MailboxLock
 
 from . import index, mime, session
 from .forms import ComposeForm, PasswordForm, SignInForm

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import socket
 import ssl
 import time
@@ -26,7 +24,7 @@ from django.conf import settings
 
 from servers import pop3_replies
 from servers.livestate import redis_client
-from servers.maildir import MaildirMailbox
+from servers.maildir import MailboxLock, MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session
 from servers.services.mailboxes import (
@@ -43,7 +41,6 @@ log = logging.getLogger("mailconsole.pop3d")
 
 IDLE_TIMEOUT_S = 600  # RFC 1939 section 3: at least 10 minutes
 MAX_LINE_OCTETS = 1000
-LOCK_FILE_NAME = ".pop3.lock"
 # Failed logins per client address or per mailbox within the window before replies slow down,
 # and the count after which logins are refused without even checking the password.
 THROTTLE_WINDOW_S = 300
@@ -107,30 +104,6 @@ class LoginThrottle:
         now = time.monotonic()
         self.failures[f"ip:{client}"].append(now)
         self.failures[f"user:{username.lower()}"].append(now)
-
-
-class MailboxLock:
-    """One POP3 session per mailbox (RFC 1939 section 8), across processes: an flock on the Maildir."""
-
-    def __init__(self, maildir: Path) -> None:
-        self.path = maildir / LOCK_FILE_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
 
 
 class Pop3Connection:
