@@ -19,7 +19,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, replies
 from servers.delivery.queue import enqueue
@@ -34,6 +34,7 @@ protocol_log = logging.getLogger("mailconsole.smtp.protocol")
 
 # What a protocol log may show of a command whose argument is a secret.
 SECRET_COMMANDS = ("AUTH",)
+DATA_END = b"\r\n.\r\n"
 # Not ASCII, so aiosmtpd answers it "500 Error: bad syntax" (see RecordingReader.readuntil).
 BARE_LINE_ENDING = b"\xff\r\n"
 
@@ -237,6 +238,75 @@ class MailConsoleSMTP(SMTP):
 
     async def close_idle(self) -> None:
         await self.close_with(replies.SHUTTING_DOWN)
+
+    # -- DATA: read in blocks, not line by line ------------------------------------------------
+    async def smtp_DATA(self, arg: str) -> None:
+        """RFC 5321 4.1.1.4, with aiosmtpd's checks, reading the message in large blocks.
+
+        Only <CRLF>.<CRLF> ends the data (no bare-LF variants), so one DATA can never become two
+        messages; at most the size limit (plus the terminator) is ever buffered.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await self._read_data()
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if content is None:
+            self._set_post_data_state()
+            await self.push(replies.MESSAGE_TOO_BIG)
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> bytes | None:
+        """The dot-unstuffed message, or None (after reading up to the terminator) if it is too big."""
+        reader = self._reader._inner
+        limit = self.data_size_limit or 2**31
+        original_limit = reader._limit
+        # A virtual CRLF before the data lets an empty message's ".\r\n" end it like any other.
+        buffer = bytearray(b"\r\n")
+        too_big = False
+        reader._limit = max(original_limit, min(limit, 2**24) + len(DATA_END))
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                except asyncio.LimitOverrunError as overrun:
+                    # No line ending in ".": far too much without a terminator. Skip what cannot end it.
+                    chunk = await reader.readexactly(overrun.consumed)
+                    too_big = True
+                self.bytes_in += len(chunk)
+                buffer += chunk
+                if buffer.endswith(DATA_END):
+                    break
+                if len(buffer) - 2 > limit:
+                    too_big = True
+                if too_big:
+                    # Keep only what could still be the start of the terminator.
+                    del buffer[:-len(DATA_END)]
+        finally:
+            reader._limit = original_limit
+        if too_big:
+            return None
+        # RFC 5321 4.5.2: remove the first dot of every line that starts with one.
+        return bytes(buffer[: -len(DATA_END) + 2]).replace(b"\r\n.", b"\r\n")[2:]
 
     # -- AUTH: aiosmtpd parses PLAIN and LOGIN; the password check leaves the event loop --------
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:

@@ -431,3 +431,48 @@ def test_an_uploaded_certificate_replaces_the_generated_one_without_a_restart(se
         der = client.sock.getpeercert(binary_form=True)
     assert b"uploaded.lab.test" in der
     assert server.pid == old_pid
+
+
+def pipelined(server: VirtualServer, payload: bytes) -> list[str]:
+    """Send everything at once after EHLO (as PIPELINING clients do); return the replies."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"EHLO pipe.test\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        sock.sendall(payload)
+        replies_seen = []
+        while True:
+            line = reader.readline().decode()
+            if not line:
+                break
+            replies_seen.append(line.rstrip())
+            if line.startswith("221"):
+                break
+    return replies_seen
+
+
+def test_only_crlf_dot_crlf_ends_data_so_one_data_never_becomes_two_messages(server):
+    smuggled = (b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n"
+                b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@outside.test>\r\nstill data\r\n.\r\nNOOP\r\nQUIT\r\n")
+
+    answers = pipelined(server, smuggled)
+
+    assert [a[:3] for a in answers] == ["250", "250", "354", "250", "250", "221"]
+    mailbox = server.domains.get().mailboxes.get()
+    [stored] = list((mailbox.maildir / "new").iterdir())
+    assert b"hi\n.\nMAIL FROM:<evil@outside.test>\r\nstill data\r\n" in stored.read_bytes()
+
+
+def test_an_empty_message_and_dot_stuffing_survive_the_block_reader(server):
+    payload = (b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n.\r\n"
+               b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n..one\r\n...two\r\n.\r\nQUIT\r\n")
+
+    answers = pipelined(server, payload)
+
+    assert [a[:3] for a in answers] == ["250", "250", "354", "250", "250", "250", "354", "250", "221"]
+    mailbox = server.domains.get().mailboxes.get()
+    # Each file: Return-Path, the three lines of our Received: header, then what the client sent.
+    bodies = sorted(p.read_bytes().split(b"\r\n", 4)[4] for p in (mailbox.maildir / "new").iterdir())
+    assert bodies == [b"", b".one\r\n..two\r\n"]
