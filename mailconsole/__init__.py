@@ -1,3 +1,1 @@
-from .celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""MailConsole's Django project. The Celery app is loaded by `servers.apps.ServersConfig.ready`."""

@@ -157,6 +157,8 @@ RECONCILE_INTERVAL_S = envint("MAILCONSOLE_RECONCILE_INTERVAL", 3)
 HEARTBEAT_INTERVAL_S = envint("MAILCONSOLE_HEARTBEAT_INTERVAL", 1)
 # A worker whose heartbeat is older than this is taken for dead or hung.
 HEARTBEAT_TTL_S = envint("MAILCONSOLE_HEARTBEAT_TTL", 10)
+# The settings module the supervisor starts SMTP/POP3 workers with: only the apps they need.
+WORKER_SETTINGS_MODULE = envstr("MAILCONSOLE_WORKER_SETTINGS", "mailconsole.worker_settings")
 # How long a stopping worker lets open SMTP transactions finish before closing them.
 STOP_GRACE_S = envint("MAILCONSOLE_STOP_GRACE", 10)
 

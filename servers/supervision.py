@@ -117,6 +117,7 @@ def spawn_worker(unit: SupervisedProcess) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), *unit.worker_argv()],
             cwd=settings.BASE_DIR,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": settings.WORKER_SETTINGS_MODULE},
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

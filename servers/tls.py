@@ -8,11 +8,6 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 CERTIFICATE_VALID_DAYS = 825
 
 
@@ -20,6 +15,12 @@ def ensure_self_signed_certificate(cert_path: Path, key_path: Path, hostname: st
     """Create a self-signed certificate for `hostname` unless the pair already exists."""
     if cert_path.exists() and key_path.exists():
         return
+    # Imported here: cryptography costs a worker 8 MiB of RSS, and it is needed once per certificate.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])

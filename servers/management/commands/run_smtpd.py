@@ -4,6 +4,9 @@ from servers.workers.smtpd import run
 
 
 class Command(BaseCommand):
+    # Started by the supervisor with the slim worker settings (no admin, no URLconf to check); the
+    # web and `manage.py check` run the system checks.
+    requires_system_checks: list[str] = []
     help = "Run one virtual SMTP server in the foreground (started by the node's supervisor)."
 
     def add_arguments(self, parser) -> None:
