@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -45,10 +46,14 @@ def unique_part(file_name: str) -> str:
     return file_name.split(INFO_SEPARATOR, 1)[0]
 
 
+@functools.cache
+def _host_part() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:MAX_HOST_PART_CHARS]
+
+
 def new_unique_name() -> str:
     """Return a fresh Maildir file name: delivery time, process, 64 random bits, host."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:MAX_HOST_PART_CHARS]
-    return f"{time.time_ns()}.P{os.getpid()}R{secrets.token_hex(8)}.{host}"
+    return f"{time.time_ns()}.P{os.getpid()}R{secrets.token_hex(8)}.{_host_part()}"
 
 
 def ensure_maildir(path: Path) -> Path:
