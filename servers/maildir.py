@@ -158,6 +158,25 @@ def crlf_size_octets(path: Path, chunk_octets: int = READ_CHUNK_OCTETS) -> int:
     return size + bare_lf_count
 
 
+# CRLF sizes of message files this process has measured, by (device, inode). A delivered message
+# never changes, and a move from new/ to cur/ keeps its inode, so a size stays true as long as the
+# file's size and mtime do. Without it every STAT would read the whole mailbox.
+_crlf_sizes: dict[tuple[int, int], tuple[int, int, int]] = {}
+CRLF_SIZE_CACHE_ENTRIES = 200_000
+
+
+def _cached_crlf_size(path: Path, stat: os.stat_result) -> int:
+    key = (stat.st_dev, stat.st_ino)
+    known = _crlf_sizes.get(key)
+    if known is not None and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+        return known[2]
+    size_octets = crlf_size_octets(path)
+    if len(_crlf_sizes) >= CRLF_SIZE_CACHE_ENTRIES:
+        _crlf_sizes.clear()
+    _crlf_sizes[key] = (stat.st_size, stat.st_mtime_ns, size_octets)
+    return size_octets
+
+
 def _message_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -173,8 +192,9 @@ def list_messages(maildir: Path) -> list[StoredMessage]:
         for entry in _message_entries(Path(maildir) / subdir):
             path = Path(entry.path)
             try:
-                mtime_ns = entry.stat().st_mtime_ns
-                size_octets = crlf_size_octets(path)
+                stat = entry.stat()
+                mtime_ns = stat.st_mtime_ns
+                size_octets = _cached_crlf_size(path, stat)
             except FileNotFoundError:
                 continue  # moved to cur/ or deleted while we looked; cur/ is scanned after new/
             uid = unique_part(entry.name)

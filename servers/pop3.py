@@ -100,6 +100,11 @@ COMMANDS_BY_STATE: dict[SessionState, frozenset[str]] = {
     ),
 }
 KNOWN_COMMANDS = frozenset().union(*COMMANDS_BY_STATE.values())
+# Commands that may wait on the database or the disk: sign-in, and QUIT's deletions and unlock.
+BLOCKING_COMMANDS = frozenset({"PASS", "AUTH", "APOP", "QUIT"})
+# RETR and TOP of a message up to this size read it inline: from the page cache that takes
+# microseconds, less than handing the command to a thread.
+INLINE_READ_MAX_OCTETS = 128 * 1024
 
 # Control characters (CR, LF, NUL, ...) have no place inside a command line.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -134,6 +139,22 @@ def _multiline(status: str, lines: Iterable[bytes]) -> bytes:
     # RFC 1939 section 3: a line starting with "." gets another one; "." alone ends the response.
     stuffed = (b"." + line if line.startswith(b".") else line for line in lines)
     return b"".join([_status_line(status), *(line + b"\r\n" for line in stuffed), b".\r\n"])
+
+
+def _message_response(status: str, content: bytes) -> bytes:
+    """RETR's response: `_multiline(status, message_lines(content))`, in one pass when it can be.
+
+    A message stored with CRLF line endings only (what our SMTP side writes) needs no splitting:
+    dot-stuffing is one replace. Anything else (bare LFs) takes the line-by-line path.
+    """
+    if content.count(b"\n") != content.count(b"\r\n"):
+        return _multiline(status, message_lines(content))
+    body = content.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    if body and not body.endswith(b"\n"):
+        body += b"\r\n"
+    return b"".join((_status_line(status), body, b".\r\n"))
 
 
 def _arguments(args: str, *, at_least: int, at_most: int) -> list[str]:
@@ -203,6 +224,24 @@ class POP3Session:
         except _CommandError as refusal:
             reply = Reply(_status_line(refusal.text))
         return self._after(reply)
+
+    def may_block(self, line: bytes) -> bool:
+        """Whether answering `line` may wait on the database or the disk.
+
+        The adapter runs such lines in a thread and answers the rest on its event loop. A line that
+        could end the session counts as blocking too: ending it unlocks the mailbox.
+        """
+        if (self._awaiting_sasl_response or self._awaiting_tls
+                or self._consecutive_errors + 1 >= self.max_bad_commands):
+            return True
+        verb, _, args = line.strip().partition(b" ")
+        verb = verb.upper()
+        if verb in (b"RETR", b"TOP"):
+            number = args.split(b" ", 1)[0]
+            if number.isdigit() and 1 <= int(number) <= len(self._messages):
+                return self._messages[int(number) - 1].size_octets > INLINE_READ_MAX_OCTETS
+            return False
+        return verb.decode("ascii", "replace") in BLOCKING_COMMANDS
 
     def tls_started(self) -> None:
         """Record that the transport now runs TLS; forget anything said before it."""
@@ -436,8 +475,12 @@ class POP3Session:
     def pop_RETR(self, args: str) -> Reply:
         (token,) = _arguments(args, at_least=1, at_most=1)
         number, message = self._live_message(token)
-        lines = self._read_lines(number, message)
-        return Reply(_multiline(replies.MESSAGE_FOLLOWS.format(octets=message.size_octets), lines))
+        assert self._mailbox is not None
+        try:
+            content = self._mailbox.read(message.uid)
+        except OSError:
+            raise _CommandError(replies.MESSAGE_UNREADABLE.format(number=number)) from None
+        return Reply(_message_response(replies.MESSAGE_FOLLOWS.format(octets=message.size_octets), content))
 
     def pop_TOP(self, args: str) -> Reply:
         token, body_line_count = _arguments(args, at_least=2, at_most=2)

@@ -268,3 +268,24 @@ def test_the_mailbox_handle_runs_its_release_callback_once(maildir):
     mailbox.release()
     mailbox.release()
     assert releases == [1]
+
+
+def test_a_second_listing_takes_sizes_from_memory_even_after_a_move_to_cur(maildir, monkeypatch):
+    name = deliver(maildir, [b"Subject: lf\n\nbody\n"])
+    first = list_messages(maildir)
+    move_to_cur(maildir, name)
+
+    def must_not_read(path, *args, **kwargs):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(maildir_module, "crlf_size_octets", must_not_read)
+    assert [m.size_octets for m in list_messages(maildir)] == [m.size_octets for m in first]
+
+
+def test_a_file_rewritten_in_place_is_measured_again(maildir):
+    name = deliver(maildir, [b"Subject: a\r\n\r\nshort\r\n"])
+    assert list_messages(maildir)[0].size_octets == len(b"Subject: a\r\n\r\nshort\r\n")
+    path = maildir / "new" / name
+    path.write_bytes(b"Subject: a\n\nmuch longer body\n")
+    set_mtime(path, 1_800_000_000)
+    assert list_messages(maildir)[0].size_octets == len(b"Subject: a\r\n\r\nmuch longer body\r\n")

@@ -663,3 +663,44 @@ def test_quit_removes_the_deleted_message_from_a_real_maildir(maildir):
     send(session, "QUIT")
 
     assert os.listdir(maildir / "new") == [kept]
+
+
+# What the adapter may answer on its event loop, and RETR's one-pass response.
+
+
+def test_sign_in_and_quit_may_block_but_listing_commands_do_not(session):
+    assert session.may_block(b"USER alice\r\n") is False
+    assert session.may_block(b"PASS secret\r\n") is True
+    assert session.may_block(b"AUTH PLAIN\r\n") is True
+    log_in(session)
+    for command in (b"STAT\r\n", b"LIST\r\n", b"UIDL 1\r\n", b"DELE 1\r\n", b"RSET\r\n", b"NOOP\r\n",
+                    b"RETR 1\r\n", b"TOP 1 0\r\n", b"RETR 99\r\n", b"RETR x\r\n"):
+        assert session.may_block(command) is False, command
+    assert session.may_block(b"QUIT\r\n") is True
+
+
+def test_a_retr_of_a_large_message_may_block(directory, mailbox):
+    mailbox.contents["big"] = b"Subject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n"
+    session = make_session(directory)
+    log_in(session)
+    big_number = [m.uid for m in session._messages].index("big") + 1
+    assert session.may_block(f"RETR {big_number}\r\n".encode()) is True
+
+
+def test_a_command_that_would_end_the_session_for_errors_may_block(directory):
+    session = make_session(directory, max_bad_commands=2)
+    log_in(session)
+    assert session.may_block(b"STAT\r\n") is False
+    assert send(session, "BOGUS").data.startswith(b"-ERR")
+    assert session.may_block(b"STAT\r\n") is True
+
+
+@pytest.mark.parametrize("content", [
+    b"", b".", b"\r\n", b"abc", b"abc\r", b"abc\r\n", b".hidden\r\n.\r\n..\r\nend", b"a\r\n.\r\nb\r\n",
+    b"mixed\nendings\r\n.dot\n", b"\r\r\n\r", b"\n", b"..\r\n", os.urandom(2000),
+    bytes(b % 3 and 46 or 10 for b in os.urandom(500)).replace(b"\n", b"\r\n"),
+])
+def test_the_one_pass_retr_response_equals_the_line_by_line_one(content):
+    from servers.pop3 import _message_response, _multiline, message_lines
+
+    assert _message_response("+OK", content) == _multiline("+OK", message_lines(content))

@@ -359,9 +359,10 @@ def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredenti
 def record_logon(mailbox_id: int, client_address: str, protocol: str = "POP3") -> int:
     """Note a successful sign-in (Exchange's Logons view, the mailbox's last logon columns)."""
     now = timezone.now()
-    Mailbox.objects.filter(pk=mailbox_id).update(last_logon_at=now, last_logon_from=client_address)
-    logon = Logon.objects.create(mailbox_id=mailbox_id, protocol=protocol, client_address=client_address,
-                                 logon_at=now, last_access_at=now)
+    with transaction.atomic():  # one write transaction, not two: sign-ins queue on it under SQLite
+        Mailbox.objects.filter(pk=mailbox_id).update(last_logon_at=now, last_logon_from=client_address)
+        logon = Logon.objects.create(mailbox_id=mailbox_id, protocol=protocol, client_address=client_address,
+                                     logon_at=now, last_access_at=now)
     return logon.pk
 
 

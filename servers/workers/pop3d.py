@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -246,7 +247,10 @@ class POP3Worker(SupervisedWorker):
                     break
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
-                reply = await loop.run_in_executor(None, session.receive_line, line)
+                if session.may_block(line):
+                    reply = await loop.run_in_executor(None, session.receive_line, line)
+                else:
+                    reply = session.receive_line(line)
                 writer.write(reply.data)
                 await writer.drain()
                 if reply.start_tls:
@@ -264,10 +268,16 @@ class POP3Worker(SupervisedWorker):
                 writer.close()
 
 
+@functools.cache
+def _login_redis() -> redis.Redis:
+    # One client (and connection pool) for the process, shared by the sign-in threads.
+    return redis_client()
+
+
 def remember_pop_login(client: str) -> None:
     """Note a successful POP3 login by this address, for POP-before-SMTP relaying."""
     try:
-        redis_client().set(f"{POP_AUTH_PREFIX}{client}", time.time(), ex=24 * 3600)
+        _login_redis().set(f"{POP_AUTH_PREFIX}{client}", time.time(), ex=24 * 3600)
     except (redis.RedisError, OSError):
         log.warning("cannot record the POP3 login of %s for POP-before-SMTP", client)
 
