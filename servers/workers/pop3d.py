@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,9 @@ class POP3Worker(SupervisedWorker):
         self.throttle = LoginThrottle()
         self.credentials = VerifiedCredentials()
         self.tls_context: ssl.SSLContext | None = None
+        # Logon records are written by one thread, in order. Concurrent sign-ins then queue here
+        # instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
+        self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pop3d-logons")
 
     def load_snapshot(self) -> Pop3Snapshot:
         return load_pop3_snapshot(self.unit_id)
@@ -192,14 +196,16 @@ class POP3Worker(SupervisedWorker):
             lock = MailboxLock(Path(signed_in.maildir))
             if not lock.acquire():
                 return AuthOutcome(AuthStatus.IN_USE)
-            logon_id = record_logon(signed_in.mailbox_id, client, "POP3")
+            # The +OK does not wait for the record; QUIT does, so a finished session is always logged.
+            logon = self.logon_writer.submit(record_logon, signed_in.mailbox_id, client, "POP3")
             connection.user = signed_in.address
             connection.state = "TRANSACTION"
             remember_pop_login(client)
 
             def release() -> None:
                 lock.release()
-                touch_logon(logon_id)
+                with contextlib.suppress(Exception):
+                    self.logon_writer.submit(lambda: touch_logon(logon.result())).result(timeout=30)
 
             return AuthOutcome(AuthStatus.OK, MaildirMailbox(Path(signed_in.maildir), on_release=release))
 
