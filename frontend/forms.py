@@ -85,7 +85,7 @@ WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "defa
 # settings appear as soon as a service accepts them.
 SERVER_TABS: dict[str, list[str]] = {
     "general": ["name", "ip_address", "port", "max_connections", "max_connections_per_client", "idle_timeout_s",
-                "max_session_duration_s", "min_data_rate_bps", "protocol_logging"],
+                "max_session_duration_s", "min_data_rate_bps", "protocol_logging", "worker_processes"],
     "access": ["allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
                "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
                "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour",
@@ -104,6 +104,7 @@ SERVER_FIELD_LABELS = {
     "max_session_duration_s": "Longest session (seconds)",
     "min_data_rate_bps": "Slowest data rate (bytes/s)",
     "tls_port": "TLS port (implicit TLS)",
+    "worker_processes": "Session processes (1-16; more use more cores)",
     "allow_anonymous": "Anonymous access",
     "allow_basic_auth": "Basic authentication (AUTH PLAIN and LOGIN)",
     "require_tls": "Require TLS (STARTTLS) before AUTH and MAIL",

@@ -16,9 +16,13 @@ def heartbeat_key(kind: str, unit_id: int) -> str:
     return f"{HEARTBEAT_PREFIX}{kind}:{unit_id}"
 
 
-def sessions_key(kind: str, unit_id: int) -> str:
-    """A hash of session id -> JSON description, rewritten by the worker every heartbeat."""
-    return f"mailconsole:sessions:{kind}:{unit_id}"
+def sessions_key(kind: str, unit_id: int, process_index: int = 0) -> str:
+    """A hash of session id -> JSON description, rewritten by the worker every heartbeat.
+
+    A server with several session processes has one hash per process: `<key>:<index>`.
+    """
+    key = f"mailconsole:sessions:{kind}:{unit_id}"
+    return f"{key}:{process_index}" if process_index else key
 
 
 def terminate_key(kind: str, unit_id: int) -> str:

@@ -126,6 +126,10 @@ class VirtualServer(SupervisedProcess):
     # After the first minute, a session slower than this (bytes/s, commands included) is closed.
     min_data_rate_bps = models.PositiveIntegerField(default=0)
     protocol_logging = models.BooleanField(default=False)
+    # Processes that serve this server's sessions. Above 1, one process accepts and hands each
+    # connection to a session process chosen by the client's address, so both cores work while
+    # every per-client limit still sees all of a client's sessions.
+    worker_processes = models.PositiveSmallIntegerField(default=1)
 
     # Messages tab (IIS defaults).
     max_message_size_kb = models.PositiveIntegerField(default=2048)

@@ -20,7 +20,7 @@ POLICY_FIELDS = (
     "max_hop_count", "allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
     "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
     "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour",
-    "max_auth_failures_per_connection", "max_auth_failures_per_client_per_hour",
+    "max_auth_failures_per_connection", "max_auth_failures_per_client_per_hour", "worker_processes",
 )
 
 
@@ -53,6 +53,7 @@ class SmtpPolicy:
     max_messages_per_client_per_hour: int = 0
     max_auth_failures_per_connection: int = 3
     max_auth_failures_per_client_per_hour: int = 20
+    worker_processes: int = 1
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,16 @@ from .errors import DomainError
 
 def list_sessions(unit: SupervisedProcess) -> list[dict]:
     """The live sessions of a server's (or the POP3 service's) worker, oldest first; [] if unknown."""
+    key = sessions_key(unit.process_kind, unit.pk)
     try:
-        raw = redis_client().hgetall(sessions_key(unit.process_kind, unit.pk))
+        client = redis_client()
+        # The worker's own hash, and one per session process when it has several.
+        keys = [key, *client.scan_iter(match=f"{key}:*", count=1000)]
+        values = [value for raw in (client.hgetall(k) for k in keys) for value in raw.values()]
     except (redis.RedisError, OSError):
         return []
     sessions = []
-    for value in raw.values():
+    for value in values:
         try:
             sessions.append(json.loads(value))
         except ValueError:

@@ -48,8 +48,9 @@ FLAG_FIELDS = (
     "protocol_logging", "allow_anonymous", "allow_basic_auth", "require_tls", "require_client_ptr",
     "require_auth_for_local_senders",
 )
+MAX_WORKER_PROCESSES = 16
 EDITABLE_FIELDS = ("name", "ip_address", "port", "connection_policy", *OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS,
-                   *COUNT_FIELDS, *FLAG_FIELDS)
+                   *COUNT_FIELDS, *FLAG_FIELDS, "worker_processes")
 
 
 def default_home_dir(name: str) -> Path:
@@ -125,6 +126,11 @@ def _clean_setting(field: str, value: object) -> object:
         if value not in ("all_except", "only_listed"):
             raise DomainError("Choose all_except or only_listed.", field=field)
         return value
+    if field == "worker_processes":
+        processes = _clean_number(value, field, minimum=1)
+        if processes > MAX_WORKER_PROCESSES:
+            raise DomainError(f"The value must be at most {MAX_WORKER_PROCESSES}.", field=field)
+        return processes
     if field in OPTIONAL_LIMIT_FIELDS:
         return _clean_number(value, field, minimum=1, optional=True)
     if field in POSITIVE_FIELDS:

@@ -53,8 +53,10 @@ def listening_socket(ip_address: str, port: int) -> socket.socket:
 class SupervisedWorker:
     kind = ""
 
-    def __init__(self, unit_id: int) -> None:
+    def __init__(self, unit_id: int, process_index: int = 0) -> None:
         self.unit_id = unit_id
+        # 0: the supervised process; 1..n: a session process it started (servers.workers.dispatch).
+        self.process_index = process_index
         self.snapshot: Any = None
         self.control = WorkerControl()
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
@@ -69,6 +71,13 @@ class SupervisedWorker:
     def addresses(self, snapshot: Any) -> list[tuple[str, int]]:
         """The (ip, port) pairs to listen on; a change means a restart."""
         raise NotImplementedError
+
+    def restart_key(self, snapshot: Any) -> Any:
+        """The settings only a restart can apply: the addresses, unless a subclass adds more."""
+        return self.addresses(snapshot)
+
+    def session_count(self) -> int:
+        return len(self.control.sessions)
 
     async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
         raise NotImplementedError
@@ -101,7 +110,7 @@ class SupervisedWorker:
             "config_version": getattr(self.snapshot, "config_version", 0),
             "sent_at": time.time(),
             "error": error,
-            "sessions": len(self.control.sessions),
+            "sessions": self.session_count(),
             "node": settings.NODE_NAME,
         }
         key = heartbeat_key(self.kind, self.unit_id)
@@ -126,7 +135,7 @@ class SupervisedWorker:
     async def publish_sessions_and_take_orders(self) -> None:
         """Show who is connected (the console's Current Sessions) and close the ones asked to go."""
         sessions = {s.session_id: s for s in self.control.sessions if hasattr(s, "session_info")}
-        key = sessions_key(self.kind, self.unit_id)
+        key = sessions_key(self.kind, self.unit_id, self.process_index)
         orders_key = terminate_key(self.kind, self.unit_id)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -135,15 +144,18 @@ class SupervisedWorker:
                     pipe.hset(key, mapping={sid: json.dumps(s.session_info()) for sid, s in sessions.items()})
                     pipe.expire(key, settings.HEARTBEAT_TTL_S)
                 pipe.smembers(orders_key)
-                pipe.delete(orders_key)
                 results = await pipe.execute()
+            ordered = [sid.decode() if isinstance(sid, bytes) else sid for sid in results[-1]]
+            # Take only our own sessions' orders: a sibling session process takes the rest.
+            mine = [sid for sid in ordered if sid in sessions]
+            if mine:
+                await self.redis.srem(orders_key, *mine)
         except (aioredis.RedisError, OSError):
             return
-        for session_id in results[-2]:
-            session = sessions.get(session_id.decode() if isinstance(session_id, bytes) else session_id)
-            if session is not None:
-                log.info("terminating session %s at the administrator's request", session.session_id)
-                await self.terminate_session(session)
+        for session_id in mine:
+            session = sessions[session_id]
+            log.info("terminating session %s at the administrator's request", session.session_id)
+            await self.terminate_session(session)
 
     async def terminate_session(self, session: Any) -> None:
         raise NotImplementedError
@@ -170,7 +182,7 @@ class SupervisedWorker:
         except Exception:
             log.exception("reload failed; keeping the previous configuration")
             return
-        if self.addresses(snapshot) != self.addresses(self.snapshot):
+        if self.restart_key(snapshot) != self.restart_key(self.snapshot):
             # A new address needs a new socket: exit and let the supervisor start us again. The old
             # version stays in our heartbeat, so nobody mistakes this process for the new one.
             log.info("listening address changed; restarting")
@@ -182,6 +194,14 @@ class SupervisedWorker:
         log.info("configuration version %s loaded", snapshot.config_version)
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self.pause)
+        loop.add_signal_handler(signal.SIGUSR2, self.resume)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"{self.kind}d-io"))
@@ -204,11 +224,7 @@ class SupervisedWorker:
                 return EXIT_BIND_FAILED
         await self.before_serving()
         listeners = await self.serve(sockets)
-        loop.add_signal_handler(signal.SIGUSR1, self.pause)
-        loop.add_signal_handler(signal.SIGUSR2, self.resume)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        loop.add_signal_handler(signal.SIGTERM, self.stop_requested.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop_requested.set)
+        self.install_signal_handlers()
         heartbeat = asyncio.create_task(self.heartbeat_forever())
         where = ", ".join(f"{ip}:{port}" for ip, port in self.addresses(self.snapshot))
         log.info("%s %s listening on %s, pid %s", self.kind, self.unit_id, where, os.getpid())
@@ -227,8 +243,8 @@ class SupervisedWorker:
 
 
 def run_worker(worker: SupervisedWorker) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {worker.kind}d[{worker.unit_id}] %(levelname)s %(message)s")
+    name = f"{worker.unit_id}.{worker.process_index}" if worker.process_index else str(worker.unit_id)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {worker.kind}d[{name}] %(levelname)s %(message)s")
     # aiosmtpd logs every command at INFO; the opt-in protocol log covers that, at a fraction of the cost.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     return asyncio.run(worker.run())

@@ -5,19 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import os
+import signal
 import socket
 import ssl
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 
 from servers import replies
+from servers.models import ServiceState
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters, protocol_log
 from servers.snapshot import ServerSnapshot, load_snapshot
 from servers.storage import remove_stale_temp_files
 from servers.tls import ensure_self_signed_certificate, server_context
-from servers.workers.base import SupervisedWorker, run_worker
+from servers.workers.base import EXIT_NO_CONFIGURATION, SupervisedWorker, run_worker
+from servers.workers.dispatch import (
+    TAG_IMPLICIT_TLS,
+    TAG_PLAIN,
+    ConnectionReceiver,
+    Dispatcher,
+    ListenerHandle,
+    die_with_parent,
+)
 from servers.workers.pop3d import POP_AUTH_PREFIX
+
+log = logging.getLogger("mailconsole.worker")
+# Signals a session process received before its event loop could handle them, in order.
+EARLY_SIGNALS: list[int] = []
 
 # The sweep that closes sessions over their time limit or under the minimum data rate.
 SWEEP_INTERVAL_S = 2
@@ -28,11 +46,15 @@ class SMTPWorker(SupervisedWorker):
     kind = "smtp"
     snapshot: ServerSnapshot
 
-    def __init__(self, unit_id: int) -> None:
-        super().__init__(unit_id)
+    def __init__(self, unit_id: int, *, session_channel: socket.socket | None = None, process_index: int = 0) -> None:
+        super().__init__(unit_id, process_index)
         self.counters = WorkerCounters()
         self.tls_context: ssl.SSLContext | None = None
         self._log_handler: logging.Handler | None = None
+        # Set when this process is one of several session processes of the server.
+        self.session_channel = session_channel
+        self.dispatcher: Dispatcher | None = None
+        self.receiver: ConnectionReceiver | None = None
 
     def load_snapshot(self) -> ServerSnapshot:
         return load_snapshot(self.unit_id)
@@ -42,6 +64,14 @@ class SMTPWorker(SupervisedWorker):
         if snapshot.policy.tls_port:
             pairs.append((snapshot.ip_address, snapshot.policy.tls_port))
         return pairs
+
+    def restart_key(self, snapshot: ServerSnapshot) -> tuple:
+        return (self.addresses(snapshot), snapshot.policy.worker_processes)
+
+    def session_count(self) -> int:
+        if self.dispatcher is not None:
+            return self.dispatcher.open_sessions
+        return len(self.control.sessions)
 
     async def before_serving(self) -> None:
         snapshot = self.snapshot
@@ -69,8 +99,20 @@ class SMTPWorker(SupervisedWorker):
             self._log_handler.close()
             self._log_handler = None
 
+    def pause(self) -> None:
+        super().pause()
+        if self.dispatcher is not None:
+            self.dispatcher.signal_all(signal.SIGUSR1)
+
+    def resume(self) -> None:
+        super().resume()
+        if self.dispatcher is not None:
+            self.dispatcher.signal_all(signal.SIGUSR2)
+
     async def reload(self) -> None:
         await super().reload()
+        if self.dispatcher is not None:
+            self.dispatcher.signal_all(signal.SIGHUP)  # each reads the new configuration itself
         self.configure_protocol_log()
         if self.tls_context is not None:
             # In place, so the implicit-TLS listener and new STARTTLS sessions both get a new certificate.
@@ -103,7 +145,9 @@ class SMTPWorker(SupervisedWorker):
             return False
         return logged_in_at is not None and time.time() - float(logged_in_at) <= minutes * 60
 
-    async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
+    async def serve(self, sockets: list[socket.socket]) -> list:
+        if self.snapshot.policy.worker_processes > 1:
+            return self.serve_through_session_processes(sockets)
         self.handler = LocalDeliveryHandler(lambda: self.snapshot, self.counters, self.pop_before_smtp)
         loop = asyncio.get_running_loop()
         servers = [await loop.create_server(lambda: self.session_factory(implicit_tls=False), sock=sockets[0])]
@@ -112,6 +156,80 @@ class SMTPWorker(SupervisedWorker):
                                                     sock=sockets[1], ssl=self.tls_context))
         asyncio.create_task(self.sweep_forever())
         return servers
+
+    # -- several processes (servers.workers.dispatch) -------------------------------------------
+    def serve_through_session_processes(self, sockets: list[socket.socket]) -> list[ListenerHandle]:
+        def child_argv(index: int, channel_fd: int) -> list[str]:
+            return [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_smtpd", "--server", str(self.unit_id),
+                    "--session-process", f"{index}:{channel_fd}:{os.getpid()}"]
+
+        def refusal(open_sessions: int) -> bytes | None:
+            limit = self.snapshot.policy.max_connections
+            if limit is not None and open_sessions >= limit:
+                return f"{replies.TOO_MANY_CONNECTIONS.format(hostname=self.snapshot.hostname)}\r\n".encode()
+            return None
+
+        self.dispatcher = Dispatcher(count=self.snapshot.policy.worker_processes, child_argv=child_argv,
+                                     refusal=refusal)
+        self.dispatcher.start()
+        listeners = [self.dispatcher.listen(sockets[0], TAG_PLAIN)]
+        if len(sockets) > 1:
+            listeners.append(self.dispatcher.listen(sockets[1], TAG_IMPLICIT_TLS))
+        return listeners
+
+    async def run(self) -> int:
+        if self.session_channel is None:
+            return await super().run()
+        return await self.run_as_session_process()
+
+    async def run_as_session_process(self) -> int:
+        """Serve the connections the accepting process sends; no socket of our own, no heartbeat."""
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix="smtpd-io"))
+        try:
+            self.snapshot = await loop.run_in_executor(None, self._load_snapshot_and_release_db)
+        except ObjectDoesNotExist:
+            return EXIT_NO_CONFIGURATION
+        self.control.paused = self.snapshot.desired_state == ServiceState.PAUSED
+        await self.before_serving()
+        self.handler = LocalDeliveryHandler(lambda: self.snapshot, self.counters, self.pop_before_smtp)
+        assert self.session_channel is not None
+        self.receiver = ConnectionReceiver(self.session_channel, self.adopt_connection,
+                                           lambda: len(self.control.sessions), self.stop_requested.set)
+        self.install_signal_handlers()
+        self.receiver.start()
+        for signum in EARLY_SIGNALS:
+            {signal.SIGHUP: lambda: asyncio.ensure_future(self.reload()), signal.SIGUSR1: self.pause,
+             signal.SIGUSR2: self.resume, signal.SIGTERM: self.stop_requested.set}[signum]()
+        tasks = [asyncio.create_task(self.sweep_forever()), asyncio.create_task(self.receiver.report_forever()),
+                 asyncio.create_task(self.publish_sessions_forever())]
+        log.info("session process %d of smtp %s, pid %s", self.process_index, self.unit_id, os.getpid())
+        await self.stop_requested.wait()
+        self.control.stopping = True
+        self.receiver.stop()
+        await self.close_sessions()
+        for task in tasks:
+            task.cancel()
+        await self.publish_sessions_and_take_orders()
+        await self.redis.aclose()
+        return 0
+
+    def adopt_connection(self, connection: socket.socket, implicit_tls: bool) -> None:
+        async def adopt() -> None:
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: self.session_factory(implicit_tls=implicit_tls), connection,
+                    ssl=self.tls_context if implicit_tls else None)
+            except (TimeoutError, OSError, ssl.SSLError) as exc:
+                log.info("connection lost before the session began: %s", exc)
+                connection.close()
+
+        asyncio.ensure_future(adopt())
+
+    async def publish_sessions_forever(self) -> None:
+        while True:
+            await self.publish_sessions_and_take_orders()
+            await asyncio.sleep(settings.HEARTBEAT_INTERVAL_S)
 
     async def sweep_forever(self) -> None:
         while not self.control.stopping:
@@ -132,6 +250,9 @@ class SMTPWorker(SupervisedWorker):
 
     async def close_sessions(self) -> None:
         """Tell idle clients 421 now; let open transactions finish within the grace period."""
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(settings.STOP_GRACE_S + 1)
+            return
         for session in [s for s in self.control.sessions if not s.in_transaction]:
             await session.close_idle()
         deadline = time.monotonic() + settings.STOP_GRACE_S
@@ -141,5 +262,16 @@ class SMTPWorker(SupervisedWorker):
             await session.close_idle()
 
 
-def run(server_id: int) -> int:
-    return run_worker(SMTPWorker(server_id))
+def run(server_id: int, session_process: str | None = None) -> int:
+    """Run the server's worker, or with `session_process` ("index:channel_fd:parent_pid") one of
+    the session processes that worker started."""
+    if session_process is None:
+        return run_worker(SMTPWorker(server_id))
+    index, channel_fd, parent_pid = (int(part) for part in session_process.split(":"))
+    die_with_parent(parent_pid)
+    # The accepting process forwards pause, resume and reload at any time, also while we start:
+    # hold them until the loop's handlers are in place (their default action would kill us).
+    for forwarded in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(forwarded, lambda signum, _frame: EARLY_SIGNALS.append(signum))
+    channel = socket.socket(fileno=channel_fd)
+    return run_worker(SMTPWorker(server_id, session_channel=channel, process_index=index))

@@ -11,6 +11,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--server", type=int, required=True, help="id of the virtual server")
+        parser.add_argument("--session-process", help="internal: started by the server's worker")
 
-    def handle(self, *args, server: int, **options) -> None:
-        raise SystemExit(run(server))
+    def handle(self, *args, server: int, session_process: str | None, **options) -> None:
+        raise SystemExit(run(server, session_process))

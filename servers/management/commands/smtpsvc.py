@@ -55,7 +55,8 @@ class Command(BaseCommand):
         change.add_argument("--port", type=int)
         change.add_argument("--home", help="always refused: the home directory is fixed")
         change.add_argument("--max-message-size-kb", type=int)
-        change.add_argument("settings", nargs="*", metavar="SETTING=VALUE",
+        # Not "settings": Django's own --settings option would read it as a settings module.
+        change.add_argument("assignments", nargs="*", metavar="SETTING=VALUE",
                             help="any property-sheet setting, e.g. max_connections=50 require_tls=true")
 
         for list_name in ("access", "relay"):
@@ -155,12 +156,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Created server {server.pk} {server.name!r} on {server.ip_address}:{server.port}, "
                           f"home {server.home_dir}")
 
-    def do_set(self, server: str, name, ip, port, home, max_message_size_kb, settings, **_) -> None:
+    def do_set(self, server: str, name, ip, port, home, max_message_size_kb, assignments, **_) -> None:
         srv = find_server(self.node, server)
         changes = {"name": name, "ip_address": ip, "port": port, "home_dir": home,
                    "max_message_size_kb": max_message_size_kb}
         changes = {key: value for key, value in changes.items() if value is not None}
-        for setting in settings:
+        for setting in assignments:
             key, equals, value = setting.partition("=")
             if not equals:
                 raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")

@@ -1,0 +1,283 @@
+"""Several processes for one virtual server: the supervised worker accepts, session processes serve.
+
+With `worker_processes` above 1, the supervised worker keeps the listening sockets and hands each
+accepted connection over a Unix socket (SCM_RIGHTS) to a session process chosen by the client's
+address. All of one client's sessions land in the same process, so the per-client limits
+(connections, hourly counts, AUTH failures) stay exact; the global connection limit is counted
+here, from what each session process reports. Session processes set PR_SET_PDEATHSIG, so a SIGKILL
+of the supervised pid takes them along, and they never hold a listening socket: a worker restarted
+after a crash can bind at once.
+
+Messages on the channel (SOCK_SEQPACKET, one per send):
+  accepting -> session process: TAG_PLAIN or TAG_IMPLICIT_TLS, with one file descriptor;
+  session process -> accepting: b"<open sessions> <connections received so far>".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("mailconsole.worker")
+
+TAG_PLAIN = b"P"
+TAG_IMPLICIT_TLS = b"T"
+PR_SET_PDEATHSIG = 1
+RESPAWN_DELAY_S = 1.0
+REPORT_INTERVAL_S = 0.25
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a session process: be killed when the accepting process dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died before the prctl: then we were re-parented already.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+@dataclass
+class SessionProcess:
+    index: int
+    process: subprocess.Popen | None = None
+    channel: socket.socket | None = None
+    open_sessions: int = 0
+    sent: int = 0
+    received: int = 0  # as last reported by the process
+    down_since: float = 0.0
+    # Until its first report a process cannot take signals (their default action kills it).
+    ready: bool = False
+    missed_signal: bool = False
+
+    @property
+    def estimated_sessions(self) -> int:
+        # Connections sent but not yet seen by the process count as open.
+        return self.open_sessions + max(self.sent - self.received, 0)
+
+
+class ListenerHandle:
+    """What the worker closes on stop: stop accepting on one listening socket."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._sock = sock
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+class Dispatcher:
+    """The accepting side: spawns the session processes, routes connections, keeps counts."""
+
+    def __init__(self, *, count: int, child_argv: Callable[[int, int], list[str]],
+                 refusal: Callable[[int], bytes | None]) -> None:
+        """`child_argv(index, channel_fd)` is a session process's command line; `refusal(open)`
+        is what to answer a new connection when `open` sessions exist already (None: accept)."""
+        self.children = [SessionProcess(index) for index in range(1, count + 1)]
+        self._child_argv = child_argv
+        self._refusal = refusal
+        self._stopping = False
+        self._watch_task: asyncio.Task | None = None
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(child.estimated_sessions for child in self.children)
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+        self._watch_task = asyncio.create_task(self._watch())
+
+    def _spawn(self, child: SessionProcess) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            child.process = subprocess.Popen(self._child_argv(child.index, theirs.fileno()),
+                                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        child.channel = ours
+        child.open_sessions = child.sent = child.received = 0
+        child.ready = child.missed_signal = False
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._read_reports, child)
+        log.info("session process %d started, pid %d", child.index, child.process.pid)
+
+    def _read_reports(self, child: SessionProcess) -> None:
+        channel = child.channel
+        while channel is not None:
+            try:
+                report = channel.recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                report = b""
+            if not report:
+                self._forget_channel(child)
+                return
+            with contextlib.suppress(ValueError):
+                open_sessions, received = (int(n) for n in report.split())
+                child.open_sessions, child.received = open_sessions, received
+            if not child.ready:
+                child.ready = True
+                if child.missed_signal and child.process is not None:
+                    # It may have read the configuration before the change it was not told of.
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.send_signal(signal.SIGHUP)
+
+    def _forget_channel(self, child: SessionProcess) -> None:
+        if child.channel is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(child.channel.fileno())
+            child.channel.close()
+            child.channel = None
+        if not child.down_since:
+            child.down_since = time.monotonic()
+
+    async def _watch(self) -> None:
+        """Start again a session process that died (its sessions died with it)."""
+        while not self._stopping:
+            await asyncio.sleep(0.2)
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    log.warning("session process %d (pid %d) exited with %s", child.index, child.process.pid,
+                                child.process.returncode)
+                    self._forget_channel(child)
+                    child.process = None
+                if child.process is None and time.monotonic() - child.down_since >= RESPAWN_DELAY_S:
+                    with contextlib.suppress(OSError):
+                        self._spawn(child)
+                        child.down_since = 0.0
+
+    def listen(self, sock: socket.socket, tag: bytes) -> ListenerHandle:
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._accept, sock, tag)
+        return ListenerHandle(loop, sock)
+
+    def _accept(self, listening: socket.socket, tag: bytes) -> None:
+        for _ in range(64):  # a burst at a time, then let the loop read reports
+            try:
+                connection, peer = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            with connection:
+                self._dispatch(connection, peer[0] if peer else "", tag)
+
+    def _dispatch(self, connection: socket.socket, client_ip: str, tag: bytes) -> None:
+        refusal = self._refusal(self.open_sessions)
+        if refusal is not None:
+            with contextlib.suppress(OSError):
+                connection.setblocking(False)
+                connection.send(refusal)
+            return
+        # The same client always goes to the same process while it runs, so per-client state is whole.
+        start = zlib.crc32(client_ip.encode()) % len(self.children)
+        for offset in range(len(self.children)):
+            child = self.children[(start + offset) % len(self.children)]
+            if child.channel is None:
+                continue
+            try:
+                socket.send_fds(child.channel, [tag], [connection.fileno()])
+            except OSError:
+                continue  # dead or not reading: the next one
+            child.sent += 1
+            return
+        log.warning("no session process could take a connection from %s", client_ip)
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                if not child.ready and sig not in (signal.SIGTERM, signal.SIGKILL):
+                    child.missed_signal = True
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(sig)
+
+    async def stop(self, grace_s: float) -> None:
+        """Ask every session process to stop (they finish open transactions), then make sure."""
+        self._stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(
+            c.process is not None and c.process.poll() is None for c in self.children
+        ):
+            await asyncio.sleep(0.05)
+        self.signal_all(signal.SIGKILL)
+        for child in self.children:
+            if child.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.process.wait(timeout=2)
+            self._forget_channel(child)
+
+
+class ConnectionReceiver:
+    """The session-process side of the channel: adopt connections, report counts."""
+
+    def __init__(self, channel: socket.socket, adopt: Callable[[socket.socket, bool], None],
+                 open_sessions: Callable[[], int], on_parent_gone: Callable[[], None]) -> None:
+        self.channel = channel
+        self._adopt = adopt
+        self._open_sessions = open_sessions
+        self._on_parent_gone = on_parent_gone
+        self.received = 0
+        self._last_report: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        """Start taking connections; the first report tells the accepting process we are ready."""
+        self.channel.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.channel.fileno(), self._receive)
+        self.report(force=True)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(self.channel, 16, 4)
+            except BlockingIOError:
+                break
+            except OSError:
+                message, fds = b"", []
+            if not message and not fds:
+                self.stop()
+                self._on_parent_gone()
+                return
+            for fd in fds:
+                self.received += 1
+                self._adopt(socket.socket(fileno=fd), message.startswith(TAG_IMPLICIT_TLS))
+        self.report()
+
+    def report(self, *, force: bool = False) -> None:
+        current = (self._open_sessions(), self.received)
+        if current == self._last_report and not force:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            self.channel.send(f"{current[0]} {current[1]}".encode())
+            self._last_report = current
+
+    async def report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            self.report()

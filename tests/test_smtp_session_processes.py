@@ -1,0 +1,205 @@
+"""A virtual server with several session processes (`worker_processes`), on real processes.
+
+The supervised worker accepts and hands each connection to a session process chosen by the
+client's address (servers.workers.dispatch). Loopback has all of 127.0.0.0/8, so the tests are
+clients from several addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from servers import replies, services
+from servers.models import ObservedState, VirtualServer
+from tests.factories import PASSWORD, make_mailbox, make_server
+from tests.helpers import port_is_closed, read_greeting, wait_until
+from tests.test_smtp_access import configure, running
+
+pytestmark = pytest.mark.usefixtures("supervised")
+
+MESSAGE = b"Subject: spread\r\n\r\nbody\r\n"
+CLIENT_ADDRESSES = [f"127.0.0.{n}" for n in range(1, 9)]
+
+
+@pytest.fixture
+def server() -> VirtualServer:
+    srv = running(make_server(domain="lab.test", start=True))
+    make_mailbox(srv, "alice")
+    return configure(srv, worker_processes=2)
+
+
+def session_processes(server: VirtualServer) -> list[psutil.Process]:
+    server.refresh_from_db()
+    try:
+        return [p for p in psutil.Process(server.pid).children() if "--session-process" in p.cmdline()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def send_from(server: VirtualServer, address: str) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(address, 0)) as client:
+        assert client.sendmail("x@sender.test", ["alice@lab.test"], MESSAGE) == {}
+
+
+def delivering_pids(server: VirtualServer) -> set[int]:
+    """The processes that wrote alice's messages: a Maildir name holds the writer's pid (`.P<pid>R`)."""
+    maildir = server.default_domain.mailboxes.get(local_part="alice").maildir
+    return {int(name.split(".P", 1)[1].split("R", 1)[0]) for name in os.listdir(maildir / "new")}
+
+
+def test_clients_are_spread_over_the_session_processes_and_all_mail_is_delivered(server):
+    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
+                          message="two session processes")
+
+    for address in CLIENT_ADDRESSES:
+        send_from(server, address)
+
+    assert delivering_pids(server) == {child.pid for child in children}
+    assert len(os.listdir(server.default_domain.mailboxes.get(local_part="alice").maildir / "new")) == 8
+
+
+def test_the_connection_limit_counts_the_sessions_of_every_process(server):
+    configure(server, max_connections=2)
+    first = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.1", 0))
+    second = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0))
+    assert first.noop()[0] == 250 and second.noop()[0] == 250
+
+    refused = {read_greeting(server.port, host="127.0.0.1").decode().rstrip() for _ in range(3)}
+
+    assert refused == {replies.TOO_MANY_CONNECTIONS.format(hostname="mx.test.invalid")}
+    first.quit()
+    assert wait_until(lambda: read_greeting(server.port).startswith(b"220"), message="a free slot")
+    second.quit()
+
+
+def test_a_client_always_meets_its_own_limit_in_its_own_process(server):
+    configure(server, max_connections_per_client=1)
+    first = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.3", 0))
+    first.ehlo("client.test")
+
+    for _ in range(4):  # each would land in a different process if routing ignored the address
+        greeting = read_greeting_from(server, "127.0.0.3")
+        assert greeting == replies.TOO_MANY_FROM_CLIENT.format(hostname="mx.test.invalid")
+    first.quit()
+
+
+def read_greeting_from(server: VirtualServer, address: str) -> str:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(address, 0)) as sock:
+        return sock.recv(512).decode().rstrip()
+
+
+def test_pause_and_resume_reach_every_session_process(server):
+    services.pause_server(server)
+    wait_until(lambda: running_state(server) == ObservedState.PAUSED, message="paused")
+    wait_until(lambda: all(read_greeting_from(server, a).startswith("421") for a in CLIENT_ADDRESSES[:4]),
+               message="every process to refuse")
+
+    services.start_server(server)
+    wait_until(lambda: running_state(server) == ObservedState.RUNNING, message="running")
+    wait_until(lambda: all(read_greeting_from(server, a).startswith("220") for a in CLIENT_ADDRESSES[:4]),
+               message="every process to greet")
+
+
+def running_state(server: VirtualServer) -> str:
+    server.refresh_from_db()
+    return server.state
+
+
+def test_sessions_of_every_process_are_listed_and_one_can_be_terminated(server):
+    clients = []
+    for address in ("127.0.0.1", "127.0.0.2", "127.0.0.5", "127.0.0.6"):
+        client = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(address, 0))
+        client.login("alice@lab.test", PASSWORD)
+        clients.append(client)
+
+    sessions = wait_until(lambda: len([s for s in services.list_sessions(server) if s["user"]]) == 4
+                          and services.list_sessions(server), message="four sessions to be published")
+    victim = next(s for s in sessions if s["client"] == "127.0.0.5")
+    services.terminate_session(server, victim["id"])
+
+    wait_until(lambda: {s["client"] for s in services.list_sessions(server)} == {"127.0.0.1", "127.0.0.2", "127.0.0.6"},
+               message="only the terminated session to go")
+    for client in clients:
+        if client.sock.getsockname()[0] != "127.0.0.5":
+            assert client.noop()[0] == 250
+            client.quit()
+
+
+def test_a_sigkill_of_the_worker_takes_its_session_processes_along_and_it_comes_back(server):
+    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
+                          message="two session processes")
+    old_pid = server.pid
+
+    os.kill(old_pid, signal.SIGKILL)
+
+    psutil.wait_procs(children, timeout=10)
+    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
+    wait_until(lambda: running_state(server) == ObservedState.RUNNING and server.pid not in (None, old_pid)
+               and len(session_processes(server)) == 2, timeout_s=20, message="the worker and its processes")
+    send_from(server, "127.0.0.7")
+
+
+def test_a_killed_session_process_is_replaced_and_the_worker_keeps_its_pid(server):
+    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
+                          message="two session processes")
+    pid = server.pid
+
+    children[0].kill()
+
+    wait_until(lambda: len(session_processes(server)) == 2 and children[0].pid not in
+               {p.pid for p in session_processes(server)}, message="a replacement")
+    assert server.pid == pid
+    for address in CLIENT_ADDRESSES:
+        send_from(server, address)
+
+
+def test_stopping_the_server_stops_every_session_process_and_closes_the_port(server):
+    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
+                          message="two session processes")
+
+    services.stop_server(server)
+    wait_until(lambda: running_state(server) == ObservedState.STOPPED, message="stopped")
+
+    assert port_is_closed(server.port)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_back_to_one_process_restarts_the_worker_without_session_processes(server):
+    wait_until(lambda: len(session_processes(server)) == 2, message="two session processes")
+    old_pid = server.pid
+
+    services.update_virtual_server(server, worker_processes=1)
+
+    wait_until(lambda: running_state(server) == ObservedState.RUNNING and server.pid not in (None, old_pid),
+               timeout_s=20, message="a restart")
+    assert session_processes(server) == []
+    send_from(server, "127.0.0.1")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "must be at least 1"), ("17", "must be at most 16"), ("two", "'two' is not a number"),
+])
+def test_the_process_count_is_checked_with_a_message_on_the_cli(server, child_env, value, message):
+    result = subprocess.run([sys.executable, "manage.py", "smtpsvc", "set", str(server.pk),
+                             f"worker_processes={value}"], env=child_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_cli_sets_the_process_count(server, child_env):
+    result = subprocess.run([sys.executable, "manage.py", "smtpsvc", "set", str(server.pk), "worker_processes=3"],
+                            env=child_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    server.refresh_from_db()
+    assert server.worker_processes == 3
+    wait_until(lambda: len(session_processes(server)) == 3, timeout_s=20, message="three session processes")
