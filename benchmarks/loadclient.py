@@ -68,8 +68,10 @@ class LoadResult:
         self.errors[key] = self.errors.get(key, 0) + 1
 
 
-async def smtp_session(host: str, port: int, batch: Sequence[tuple[str, bytes]], result: LoadResult) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+async def smtp_session(host: str, port: int, batch: Sequence[tuple[str, bytes]], result: LoadResult,
+                       source_address: str | None = None) -> None:
+    local_addr = (source_address, 0) if source_address else None
+    reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
     try:
         await expect(reader, b"220")
         writer.write(b"EHLO loadclient.test\r\n")
@@ -97,9 +99,16 @@ async def smtp_session(host: str, port: int, batch: Sequence[tuple[str, bytes]],
             await writer.wait_closed()
 
 
+def client_addresses(count: int) -> list[str]:
+    """`count` loopback source addresses (127.0.0.10 and up): many clients, as a real server sees."""
+    return [f"127.0.0.{10 + n}" for n in range(count)]
+
+
 async def run_load(host: str, port: int, recipients: Sequence[str], *, messages: int, size_octets: int,
-                   concurrency: int, per_connection: int) -> LoadResult:
-    """Send `messages` messages over connections of `per_connection` messages, `concurrency` at once."""
+                   concurrency: int, per_connection: int, source_addresses: Sequence[str] = ()) -> LoadResult:
+    """Send `messages` messages over connections of `per_connection` messages, `concurrency` at once.
+
+    Connection slot i connects from `source_addresses[i % len]` (the system's choice if empty)."""
     body = message_body(size_octets)
     rcpt_cycle = itertools.cycle(recipients)
     all_messages = [(rcpt, message(n, rcpt, body)) for n, rcpt in zip(range(messages), rcpt_cycle, strict=False)]
@@ -109,19 +118,20 @@ async def run_load(host: str, port: int, recipients: Sequence[str], *, messages:
         queue.put_nowait(batch)
     result = LoadResult()
 
-    async def connection_slot() -> None:
+    async def connection_slot(slot: int) -> None:
+        source = source_addresses[slot % len(source_addresses)] if source_addresses else None
         while not queue.empty():
             batch = queue.get_nowait()
             accepted_before = result.accepted
             try:
-                await smtp_session(host, port, batch, result)
+                await smtp_session(host, port, batch, result, source)
             except (OSError, SMTPReplyError, asyncio.IncompleteReadError) as error:
                 result.note_error(error)
                 result.failed += len(batch) - (result.accepted - accepted_before)
 
     cpu_before = time.process_time()
     result.started_at = time.perf_counter()
-    await asyncio.gather(*(connection_slot() for _ in range(concurrency)))
+    await asyncio.gather(*(connection_slot(slot) for slot in range(concurrency)))
     result.client_cpu_s = time.process_time() - cpu_before
     return result
 

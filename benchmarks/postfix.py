@@ -60,6 +60,9 @@ local_recipient_maps =
 biff = no
 append_dot_mydomain = no
 smtputf8_enable = no
+# No reverse-DNS lookup of clients (the load comes from many 127.0.0.x with no PTR and no
+# network to ask): MailConsole does none unless a rule needs it.
+smtpd_peername_lookup = no
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0

@@ -30,7 +30,15 @@ from pathlib import Path
 import psutil
 
 from benchmarks import env
-from benchmarks.loadclient import ProcessMeter, count_files, percentile, read_reply, run_load, wait_delivered
+from benchmarks.loadclient import (
+    ProcessMeter,
+    client_addresses,
+    count_files,
+    percentile,
+    read_reply,
+    run_load,
+    wait_delivered,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOMAIN = "bench.test"
@@ -50,13 +58,14 @@ class Target:
 
 
 async def measure(target: Target, *, messages: int, size_kib: int, concurrency: int, per_connection: int,
-                  recipients: list[str]) -> dict:
+                  recipients: list[str], source_addresses: list[str]) -> dict:
     new_dirs = [m / "new" for m in target.maildirs]
     before = count_files(new_dirs)
     meter = ProcessMeter(target.pids)
     meter.start()
     result = await run_load("127.0.0.1", target.port, recipients, messages=messages, size_octets=size_kib * 1024,
-                            concurrency=concurrency, per_connection=per_connection)
+                            concurrency=concurrency, per_connection=per_connection,
+                            source_addresses=source_addresses)
     # A sink delivers nothing: its figures are for accepting only.
     delivered_at = await wait_delivered(new_dirs, before + result.accepted, timeout_s=120) if new_dirs else None
     cpu_s = meter.stop()
@@ -78,10 +87,16 @@ async def measure(target: Target, *, messages: int, size_kib: int, concurrency: 
     return row
 
 
+def rss_by_process(pid: int) -> dict[int, float]:
+    """RSS in MiB of the worker and each of its session processes."""
+    worker = psutil.Process(pid)
+    return {p.pid: p.memory_info().rss / 2**20 for p in [worker, *worker.children()]}
+
+
 async def idle_sessions_rss(port: int, pid: int, count: int) -> dict:
-    """Open `count` sessions that said EHLO and then wait; return the worker's RSS before and with them."""
-    process = psutil.Process(pid)
-    rss_before = process.memory_info().rss
+    """Open `count` sessions that said EHLO and then wait, all from one client address (so with
+    several session processes they all land in one); return each process's RSS before and with them."""
+    before = rss_by_process(pid)
     writers = []
     try:
         for _ in range(count):
@@ -91,14 +106,18 @@ async def idle_sessions_rss(port: int, pid: int, count: int) -> dict:
             await read_reply(reader)
             writers.append(writer)
         await asyncio.sleep(1)
-        rss_with = process.memory_info().rss
+        with_sessions = rss_by_process(pid)
     finally:
         for writer in writers:
             writer.close()
-    return {"sessions": len(writers), "rss_before_mib": rss_before / 2**20, "rss_with_mib": rss_with / 2**20}
+    # The process whose memory grew most is the one holding the sessions.
+    holder = max(with_sessions, key=lambda p: with_sessions[p] - before.get(p, 0.0))
+    return {"sessions": len(writers), "rss_before_mib": before.get(holder, 0.0),
+            "rss_with_mib": with_sessions[holder], "holder_is_worker": holder == pid,
+            "all_processes_before_mib": sum(before.values()), "all_processes_with_mib": sum(with_sessions.values())}
 
 
-def start_mailconsole(var_dir: Path) -> tuple[Target, list[str]]:
+def start_mailconsole(var_dir: Path, worker_processes: int) -> tuple[Target, list[str]]:
     from django.conf import settings
 
     from servers import services, supervision
@@ -108,6 +127,8 @@ def start_mailconsole(var_dir: Path) -> tuple[Target, list[str]]:
                                             port=env.free_port(), home_dir=var_dir / "homes" / "bench", start=False)
     mailboxes = [services.add_mailbox(server.default_domain, f"user{n}", env.BENCH_PASSWORD)
                  for n in range(MAILBOX_COUNT)]
+    if worker_processes > 1:
+        services.update_virtual_server(server, worker_processes=worker_processes)
     services.start_server(server)
     supervision.reconcile_node(settings.NODE_NAME)
     server = VirtualServer.objects.get(pk=server.pk)
@@ -115,7 +136,20 @@ def start_mailconsole(var_dir: Path) -> tuple[Target, list[str]]:
         raise RuntimeError(f"the MailConsole worker did not start: {server.state} {server.last_error}")
     maildirs = [Path(m.maildir) for m in mailboxes]
     target = Target("mailconsole", server.port, maildirs, lambda: [server.pid])
+    if worker_processes > 1:
+        wait_for_session_processes(server.pid, worker_processes)
     return target, [m.address for m in mailboxes]
+
+
+def wait_for_session_processes(pid: int, count: int, timeout_s: float = 30) -> None:
+    """The session processes report ready within a second or so of the worker's start."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(psutil.Process(pid).children()) >= count:
+            time.sleep(1.5)  # their imports and first report
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the worker did not start {count} session processes")
 
 
 def start_baseline(mode: str, root: Path) -> tuple[Target, subprocess.Popen]:
@@ -132,7 +166,8 @@ def start_baseline(mode: str, root: Path) -> tuple[Target, subprocess.Popen]:
 def profile_worker(pid: int, seconds: int, out: Path) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-                             "--format", "raw", "--output", str(out), "--nonblocking"],
+                             "--format", "raw", "--output", str(out), "--nonblocking",
+                             "--subprocesses"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -194,7 +229,7 @@ def ratios(rows: list[dict], against: str) -> list[dict]:
 def start_targets(args: argparse.Namespace) -> tuple[list[Target], list[str], list[Callable[[], None]]]:
     """Set up every server (blocking: the ORM and reconcile run outside the event loop)."""
     var_dir = env.prepare(keep=args.keep)
-    ours, addresses = start_mailconsole(var_dir)
+    ours, addresses = start_mailconsole(var_dir, args.worker_processes)
     local_parts = [a.partition("@")[0] for a in addresses]
     targets = [ours]
     cleanups: list[Callable[[], None]] = []
@@ -221,6 +256,7 @@ def start_targets(args: argparse.Namespace) -> tuple[list[Target], list[str], li
 async def main_async(args: argparse.Namespace, targets: list[Target], local_parts: list[str],
                      cleanups: list[Callable[[], None]]) -> dict:
     ours = targets[0]
+    sources = client_addresses(args.client_addresses)
     rows = []
     profile = None
     try:
@@ -229,7 +265,7 @@ async def main_async(args: argparse.Namespace, targets: list[Target], local_part
         # Warm up every server (first connections, thread pools, Postfix's process pool).
         for target in targets:
             await run_load("127.0.0.1", target.port, [f"{u}@{DOMAIN}" for u in local_parts], messages=100,
-                           size_octets=1024, concurrency=10, per_connection=5)
+                           size_octets=1024, concurrency=10, per_connection=5, source_addresses=sources)
         for size_kib in args.sizes:
             messages = args.messages if size_kib < 100 else max(args.messages // 2, 1)
             for per_connection in args.per_connection:
@@ -243,7 +279,8 @@ async def main_async(args: argparse.Namespace, targets: list[Target], local_part
                         spy = profile_worker(ours.pids()[0], 600, profile)
                         await asyncio.sleep(1)
                     row = await measure(target, messages=messages, size_kib=size_kib, concurrency=args.concurrency,
-                                        per_connection=per_connection, recipients=rcpts)
+                                        per_connection=per_connection, recipients=rcpts,
+                                        source_addresses=sources)
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(30)
@@ -277,6 +314,10 @@ def main() -> None:
     parser.add_argument("--profile-size", type=int, default=10, help="KiB of the profiled scenario")
     parser.add_argument("--profile-per-connection", type=int, default=1, help="of the profiled scenario")
     parser.add_argument("--keep", action="store_true", help="keep the temporary var/ directory")
+    parser.add_argument("--worker-processes", type=int, default=2,
+                        help="MailConsole's session processes for the server (its worker_processes setting)")
+    parser.add_argument("--client-addresses", type=int, default=16,
+                        help="loopback source addresses the load client spreads its connections over")
     args = parser.parse_args()
     report = asyncio.run(main_async(args, *start_targets(args)))
 
@@ -289,8 +330,10 @@ def main() -> None:
               f"{'-' if r['delivered_ratio'] is None else format(r['delivered_ratio'], '.2f') + 'x'}  "
               f"p99 {r['p99_ratio']:.2f}x  CPU/msg {r['cpu_ratio']:.2f}x")
     idle = report["idle_sessions"]
-    print(f"\n{idle['sessions']} idle sessions: worker RSS {idle['rss_before_mib']:.1f} MiB -> "
-          f"{idle['rss_with_mib']:.1f} MiB")
+    holder = "worker" if idle["holder_is_worker"] else "session process holding them"
+    print(f"\n{idle['sessions']} idle sessions: {holder} RSS {idle['rss_before_mib']:.1f} MiB -> "
+          f"{idle['rss_with_mib']:.1f} MiB (all processes {idle['all_processes_before_mib']:.1f} -> "
+          f"{idle['all_processes_with_mib']:.1f} MiB)")
     if "profile" in report:
         summary = report["profile"]["top"]
         print(f"\nprofile ({report['profile']['file']}, {summary['samples'][0][1]:.0f} samples)")

@@ -19,6 +19,7 @@ from collections import Counter
 from email.parser import BytesParser
 from pathlib import Path
 
+import psutil
 import pytest
 
 from servers import services
@@ -70,8 +71,10 @@ def stored_token(path: Path) -> str:
 class LoadClient:
     """Threads that send continuously and remember every message the server acknowledged with 250."""
 
-    def __init__(self, port: int, recipient_sets: list[list[str]]) -> None:
+    def __init__(self, port: int, recipient_sets: list[list[str]], *, spread_addresses: bool = False) -> None:
         self.port = port
+        # Thread n connects from 127.0.0.(n+1): clients for every session process.
+        self.spread_addresses = spread_addresses
         self.recipient_sets = recipient_sets
         self.acknowledged: dict[str, list[str]] = {}
         self.lock = threading.Lock()
@@ -105,7 +108,8 @@ class LoadClient:
         rng = random.Random(number)
         while not self.stopping.is_set():
             try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S) as client:
+                source = (f"127.0.0.{number + 1}", 0) if self.spread_addresses else None
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT_S, source_address=source) as client:
                     for _ in range(MESSAGES_PER_CONNECTION):
                         if self.stopping.is_set():
                             break
@@ -189,7 +193,11 @@ def test_every_acknowledged_message_survives_repeated_sigkill_of_the_worker(supe
     server.refresh_from_db()
     assert len(set(killed_pids)) == KILL_COUNT
     assert server.restart_count >= KILL_COUNT
+    assert_every_acknowledged_message_is_stored_whole(client, server, alice, bob, postmaster)
 
+
+def assert_every_acknowledged_message_is_stored_whole(client: LoadClient, server: VirtualServer, alice, bob,
+                                                      postmaster: str) -> None:
     stores = {alice.address: Path(alice.maildir) / "new", bob.address: Path(bob.maildir) / "new",
               postmaster: server.home_path / "Drop"}
     for maildir in (alice.maildir, bob.maildir):
@@ -202,5 +210,48 @@ def test_every_acknowledged_message_survives_repeated_sigkill_of_the_worker(supe
                for address in recipients if found[address][token] == 0]
     assert not missing, f"{len(missing)} acknowledged deliveries are missing, e.g. {missing[:5]}"
     duplicated = sum(count - 1 for counter in found.values() for count in counter.values() if count > 1)
-    print(f"{len(client.acknowledged)} acknowledged messages, {KILL_COUNT} kills, "
+    print(f"{len(client.acknowledged)} acknowledged messages, "
           f"{duplicated} duplicated copies, {sum(sum(c.values()) for c in found.values())} files")
+
+
+SESSION_PROCESS_KILLS = 6
+
+
+@pytest.mark.timeout(600)
+def test_every_acknowledged_message_survives_sigkill_of_session_processes_and_of_their_worker(supervised):
+    """With two session processes: kill one of them (its sessions die mid-write), and now and then
+    the accepting worker itself, which takes both along."""
+    server = make_server(start=False)
+    services.update_virtual_server(server, worker_processes=2)
+    alice = make_mailbox(server, "alice")
+    bob = make_mailbox(server, "bob")
+    postmaster = f"postmaster@{server.default_domain.name}"
+    services.start_server(server)
+    wait_until(lambda: live_worker_pid(server, None), timeout_s=60, message="the SMTP worker to start")
+    client = LoadClient(server.port, [[alice.address], [bob.address], [alice.address, bob.address, postmaster]],
+                        spread_addresses=True)
+    client.start()
+    rng = random.Random()
+    try:
+        for kill in range(SESSION_PROCESS_KILLS):
+            assert client.wait_for_more_acks(ACKS_BETWEEN_KILLS), f"no mail flowed: {client.errors}"
+            client.stopping.wait(rng.uniform(0, 0.3))
+            worker_pid = live_worker_pid(server, None)
+            children = [p for p in psutil.Process(worker_pid).children() if "--session-process" in p.cmdline()]
+            if kill % 3 == 2 or not children:
+                allow_immediate_restart(server)
+                os.kill(worker_pid, signal.SIGKILL)
+                wait_until(lambda old=worker_pid: live_worker_pid(server, old), timeout_s=60,
+                           message="the supervisor to restart the killed SMTP worker")
+            else:
+                victim = rng.choice(children)
+                victim.kill()
+                parent = psutil.Process(worker_pid)
+                wait_until(lambda gone=victim.pid, parent=parent: (
+                    gone not in [p.pid for p in parent.children()] and len(parent.children()) == 2),
+                    timeout_s=30, message="the worker to replace its session process")
+    finally:
+        client.stop()
+
+    wait_until(lambda: live_worker_pid(server, None), timeout_s=30, message="the SMTP worker to be up")
+    assert_every_acknowledged_message_is_stored_whole(client, server, alice, bob, postmaster)
