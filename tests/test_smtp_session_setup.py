@@ -66,3 +66,16 @@ def test_a_cached_session_runs_its_own_commands_not_the_first_sessions(loop):
     assert first._smtp_methods["DATA"].__self__ is first
     assert second._auth_methods["PLAIN"].method.__self__ is second
     assert second._handle_hooks["RCPT"].__self__ is handler
+
+
+@pytest.mark.parametrize("arg", [
+    "<alice@lab.test>", "<alice@lab.test> SIZE=100", "alice@lab.test", " <alice@lab.test>", "<>",
+    "<\"quoted name\"@lab.test>", "<@relay.test:alice@lab.test>", "<alice@[192.0.2.1]>", "<broken",
+    "no-at-sign", "<a@b> BODY=8BITMIME SMTPUTF8", "<" + "x" * 70 + "@lab.test>", "",
+])
+def test_addresses_parse_as_aiosmtpd_parses_them(loop, arg):
+    handler = smtp.LocalDeliveryHandler(lambda: None, smtp.WorkerCounters(), None)
+    ours = new_session(loop, handler)
+    theirs = new_session(loop, handler)
+    assert ours._getaddr(arg) == aiosmtpd.smtp.SMTP._getaddr(theirs, arg)
+    assert ours._getaddr(arg) == ours._getaddr(arg)  # and the remembered answer is the same

@@ -136,6 +136,7 @@ class SMTPWorker(SupervisedWorker):
             auth_require_tls=policy.require_tls and not implicit_tls,
             auth_required=not policy.allow_anonymous,
             auth_exclude_mechanism=[] if policy.allow_basic_auth else ["PLAIN", "LOGIN"],
+            loop=asyncio.get_running_loop(),
         )
 
     async def pop_before_smtp(self, client_ip: str, minutes: int) -> bool:
