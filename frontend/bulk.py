@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from frontend.usage import stored_usage
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
 from servers.services import DomainError
@@ -101,7 +102,7 @@ def export_csv(mailboxes) -> str:
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     for mailbox in mailboxes:
-        usage = services.mailbox_usage(mailbox)
+        usage = stored_usage(mailbox)
         writer.writerow([
             mailbox.address, mailbox.local_part, mailbox.display_name,
             mailbox.quota_bytes // 1024 if mailbox.quota_bytes else "", mailbox.quota_messages or "",
