@@ -1,4 +1,5 @@
-"""What keeps the web pages quick with big mailboxes (benchmarks/web.py)."""
+"""What keeps the web pages quick with big mailboxes (benchmarks/web.py): incremental index scans,
+remembered mailbox sizes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 import pytest
 
 from frontend import usage
+from frontend.webmail import index
+from frontend.webmail.models import INBOX, MailboxIndexState, MessageIndex
 from tests.webmail_helpers import make_lab, store, text_message
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +20,53 @@ pytestmark = pytest.mark.django_db
 def lab(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
     return make_lab()
+
+
+def settle(mailbox) -> None:
+    """Let the last scan count as made long after the folders last changed."""
+    state = MailboxIndexState.objects.get(mailbox=mailbox, folder=INBOX)
+    state.scanned_at_ns += 10 * index.SCAN_SETTLE_NS
+    state.save()
+
+
+def indexed(mailbox) -> dict[str, str]:
+    return dict(MessageIndex.objects.for_mailbox(mailbox.pk, INBOX).values_list("uid", "file_name"))
+
+
+def test_new_mail_lists_new_alone_and_changes_behind_the_index_are_all_found(lab, monkeypatch):
+    helena = lab.helena
+    first, second = store(helena, text_message(subject="one")), store(helena, text_message(subject="two"))
+    index.refresh(helena.pk, helena.maildir)
+    settle(helena)
+    listed: list[str] = []
+    original = index._names
+    monkeypatch.setattr(index, "_names", lambda directory: listed.append(directory.name) or original(directory))
+
+    third = store(helena, text_message(subject="three"))
+    assert index.refresh(helena.pk, helena.maildir).scanned
+    assert listed == ["new"]
+    assert set(indexed(helena)) == {first, second, third}
+
+    # A mail client reads a message (new/ to cur/, flag S), then deletes it, without the webmail.
+    os.rename(helena.maildir / "new" / first, helena.maildir / "cur" / f"{first}:2,S")
+    index.refresh(helena.pk, helena.maildir)
+    assert indexed(helena)[first] == f"cur/{first}:2,S"
+    assert MessageIndex.objects.get(mailbox=helena, uid=first).is_read
+    os.unlink(helena.maildir / "cur" / f"{first}:2,S")
+    index.refresh(helena.pk, helena.maildir)
+    assert set(indexed(helena)) == {second, third}
+
+
+def test_a_message_seen_in_new_and_cur_at_once_is_indexed_where_it_went(lab):
+    helena = lab.helena
+    uid = store(helena, text_message())
+    index.refresh(helena.pk, helena.maildir)
+    os.link(helena.maildir / "new" / uid, helena.maildir / "cur" / f"{uid}:2,S")  # mid-move
+    index.refresh(helena.pk, helena.maildir, force=True)
+    assert indexed(helena) == {uid: f"cur/{uid}:2,S"}
+    os.unlink(helena.maildir / "new" / uid)
+    index.refresh(helena.pk, helena.maildir, force=True)
+    assert indexed(helena) == {uid: f"cur/{uid}:2,S"}
 
 
 def test_a_big_mailbox_is_counted_once_until_its_folders_change(lab, monkeypatch):

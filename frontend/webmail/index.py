@@ -1,18 +1,19 @@
 """Keep the message index in step with a mailbox's Maildir folders, and change messages on disk.
 
 A refresh lists file names only (no reads, no stat) and parses the headers of the messages it has
-not seen; it is skipped outright while neither new/ nor cur/ changed since the last scan. Flags
-live in the file name (`cur/<uid>:2,S`), and the unique name before ':' never changes, so POP3's
-UIDLs stay what they were whatever the webmail marks.
+not seen; of new/ and cur/ it lists only those that changed since the last scan, and it is skipped
+outright while neither did. Flags live in the file name (`cur/<uid>:2,S`), and the unique name
+before ':' never changes, so POP3's UIDLs stay what they were whatever the webmail marks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import operator
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
 from email.header import decode_header, make_header
@@ -21,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from servers import maildir as store
 from servers.storage import fsync_dir
@@ -53,14 +55,46 @@ def flags_of(file_name: str) -> str:
     return info[len(INFO_PREFIX):] if info.startswith(INFO_PREFIX) else ""
 
 
-def _names(directory: Path) -> Iterator[str]:
+def _names(directory: Path) -> list[str]:
+    # os.listdir builds the whole list in C: several times faster than iterating os.scandir for 50,000 names.
     try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if not entry.name.startswith("."):
-                    yield entry.name
+        names = os.listdir(directory)
     except FileNotFoundError:
-        return
+        return []
+    return [name for name in names if not name.startswith(".")]
+
+
+def _differences(mailbox_id: int, folder: str, root: Path, subdirs: list[str]) -> tuple[set[str], set[str]]:
+    """File names ("new/<name>", "cur/<name>") on disk but not in the index, and in the index but not on disk.
+
+    Two sets and their differences: with 50,000 messages and one new, Python looks at each name
+    once, and only the differences one by one.
+    """
+    on_disk: set[str] = set()
+    for subdir in subdirs:
+        prefix = f"{subdir}/"
+        on_disk.update([prefix + name for name in _names(root / subdir)])
+    rows = MessageIndex.objects.for_mailbox(mailbox_id, folder)
+    if len(subdirs) < len(store.MESSAGE_SUBDIRS):  # else one query for all beats one per subdirectory
+        rows = rows.filter(functools.reduce(operator.or_, [Q(file_name__startswith=f"{s}/") for s in subdirs]))
+    indexed = set(rows.values_list("file_name", flat=True))
+    return on_disk - indexed, indexed - on_disk
+
+
+def _uid_of(file_name: str) -> str:
+    """The unique name in an index file name: "cur/<uid>:2,S" -> "<uid>"."""
+    return store.unique_part(file_name.partition("/")[2])
+
+
+def _indexed_names(mailbox_id: int, folder: str, uids: list[str]) -> dict[str, str]:
+    """Which of these unique names the index holds already, and under which file name."""
+    if not uids:
+        return {}
+    rows = MessageIndex.objects.for_mailbox(mailbox_id, folder)
+    if len(uids) <= BATCH_ROWS:  # new mail; else (a first look) one pass over the index beats many queries
+        rows = rows.filter(uid__in=uids)
+    wanted = set(uids)
+    return {uid: name for uid, name in rows.values_list("uid", "file_name") if uid in wanted}
 
 
 def _mtime_ns(directory: Path) -> int:
@@ -131,29 +165,46 @@ def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool 
         state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
     except IntegrityError:  # another tab's first refresh made it just now
         state = MailboxIndexState.objects.get(mailbox_id=mailbox_id, folder=folder)
-    settled = state.scanned_at_ns - max(new_mtime, cur_mtime) > SCAN_SETTLE_NS
-    if not force and settled and (state.new_mtime_ns, state.cur_mtime_ns) == (new_mtime, cur_mtime):
+    # Only a subdirectory that changed since the last complete scan (or so recently that it may
+    # change again within the same clock tick) is listed: new mail touches new/ alone, and the
+    # read messages in cur/ are by far the most in a big mailbox.
+    changed = [subdir for subdir, mtime, indexed_mtime in (("new", new_mtime, state.new_mtime_ns),
+                                                           ("cur", cur_mtime, state.cur_mtime_ns))
+               if force or mtime != indexed_mtime or state.scanned_at_ns - mtime <= SCAN_SETTLE_NS]
+    if not changed:
         return Refresh(scanned=False)
     scan_started_ns = time.time_ns()
-    on_disk: dict[str, str] = {}
-    for subdir in store.MESSAGE_SUBDIRS:  # new/ first: a message moved meanwhile is then found in cur/
-        for name in _names(root / subdir):
-            on_disk[store.unique_part(name)] = f"{subdir}/{name}"
-    known = dict(MessageIndex.objects.for_mailbox(mailbox_id, folder).values_list("uid", "file_name"))
-    gone = [uid for uid in known if uid not in on_disk]
-    moved = {uid: name for uid, name in on_disk.items() if uid in known and known[uid] != name}
-    fresh = sorted((uid for uid in on_disk if uid not in known), reverse=True)
+    # Only the differences between disk and index are looked at one by one.
+    appeared, vanished = _differences(mailbox_id, folder, root, changed)
+    vanished_by_uid = {_uid_of(name): name for name in vanished}
+    appeared_by_uid: dict[str, str] = {}
+    for name in appeared:
+        uid = _uid_of(name)
+        # In new/ and cur/ at once (listed while being moved): cur/ is where it went.
+        if name.startswith("cur/") or uid not in appeared_by_uid:
+            appeared_by_uid[uid] = name
+    moved = {uid: appeared_by_uid[uid] for uid in vanished_by_uid if uid in appeared_by_uid}
+    gone = [uid for uid in vanished_by_uid if uid not in appeared_by_uid]
+    unmatched = [uid for uid in appeared_by_uid if uid not in vanished_by_uid]
+    still_indexed = _indexed_names(mailbox_id, folder, unmatched)
+    for uid, name in still_indexed.items():
+        if name.startswith("new/") and appeared_by_uid[uid].startswith("cur/"):
+            moved[uid] = appeared_by_uid[uid]
+    on_disk_by_uid = {uid: appeared_by_uid[uid] for uid in unmatched if uid not in still_indexed}
+    fresh = sorted(on_disk_by_uid, reverse=True)
     pending = max(0, len(fresh) - max_new)
     fresh = fresh[:max_new]
-    with transaction.atomic():
-        for start in range(0, len(gone), BATCH_ROWS):
-            MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid__in=gone[start:start + BATCH_ROWS]).delete()
-        for uid, name in moved.items():
-            MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid=uid).update(
-                file_name=name, is_read=SEEN_FLAG in flags_of(name))
+    if gone or moved:  # else no write transaction (on SQLite it would queue behind every other writer)
+        with transaction.atomic():
+            for start in range(0, len(gone), BATCH_ROWS):
+                MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(
+                    uid__in=gone[start:start + BATCH_ROWS]).delete()
+            for uid, name in moved.items():
+                MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid=uid).update(
+                    file_name=name, is_read=SEEN_FLAG in flags_of(name))
     rows = []
     for uid in fresh:
-        name = on_disk[uid]
+        name = on_disk_by_uid[uid]
         summary = summarize(root / name)
         if summary is None:
             continue  # moved or deleted since the listing; the next scan sees where it went
