@@ -1,16 +1,20 @@
 """What keeps the web pages quick with big mailboxes (benchmarks/web.py): incremental index scans,
-remembered mailbox sizes."""
+remembered mailbox sizes, per-day counts made by the database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
 
-from frontend import usage
+from frontend import queries, usage
 from frontend.webmail import index
 from frontend.webmail.models import INBOX, MailboxIndexState, MessageIndex
+from servers.models import Logon
 from tests.webmail_helpers import make_lab, store, text_message
 
 pytestmark = pytest.mark.django_db
@@ -90,3 +94,20 @@ def test_a_big_mailbox_is_counted_once_until_its_folders_change(lab, monkeypatch
     store(helena, text_message(subject="one more"))
     assert usage.stored_usage(helena).message_count == 3
     assert len(counted) == 4
+
+
+def test_sign_ins_are_counted_per_local_day(lab):
+    administrator = get_user_model().objects.create_superuser("root")
+    with timezone.override("Pacific/Auckland"):
+        today = timezone.localdate()
+        midnight = timezone.make_aware(dt.datetime.combine(today, dt.time.min))
+        # Today, yesterday, the first of the 14 days, and the day before it (not counted).
+        for at in (midnight + dt.timedelta(minutes=1), midnight - dt.timedelta(minutes=1),
+                   midnight - dt.timedelta(days=12, hours=23), midnight - dt.timedelta(days=13, minutes=1)):
+            Logon.objects.create(mailbox=lab.helena, client_address="192.0.2.1", logon_at=at, last_access_at=at)
+        per_day = queries.logons_per_day(administrator)
+    assert len(per_day) == 14
+    assert per_day[-1] == (today.isoformat(), 1)
+    assert per_day[-2] == ((today - dt.timedelta(days=1)).isoformat(), 1)
+    assert per_day[0] == ((today - dt.timedelta(days=13)).isoformat(), 1)
+    assert sum(n for _, n in per_day) == 3
