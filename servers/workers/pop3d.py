@@ -196,7 +196,8 @@ class POP3Worker(SupervisedWorker):
             lock = MailboxLock(Path(signed_in.maildir))
             if not lock.acquire():
                 return AuthOutcome(AuthStatus.IN_USE)
-            # The +OK does not wait for the record; QUIT does, so a finished session is always logged.
+            # The +OK does not wait for the record; QUIT waits for it (not for the last-access
+            # update), so a finished session is always in the Logons list.
             logon = self.logon_writer.submit(record_logon, signed_in.mailbox_id, client, "POP3")
             connection.user = signed_in.address
             connection.state = "TRANSACTION"
@@ -205,7 +206,8 @@ class POP3Worker(SupervisedWorker):
             def release() -> None:
                 lock.release()
                 with contextlib.suppress(Exception):
-                    self.logon_writer.submit(lambda: touch_logon(logon.result())).result(timeout=30)
+                    logon.result(timeout=30)
+                    self.logon_writer.submit(touch_logon, logon.result())
 
             return AuthOutcome(AuthStatus.OK, MaildirMailbox(Path(signed_in.maildir), on_release=release))
 
