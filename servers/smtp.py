@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -74,6 +74,10 @@ class _PerClassIntrospection:
 _introspection = _PerClassIntrospection()
 aiosmtpd.smtp.inspect = _introspection  # type: ignore[attr-defined]
 aiosmtpd.smtp.dir = _introspection.dir  # type: ignore[attr-defined]
+
+
+# Session ids: unique on the node (pid and a counter), cheaper than a random UUID per connection.
+_session_numbers = itertools.count(1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,7 +155,7 @@ class MailConsoleSMTP(SMTP):
         self.counters = counters
         self.snapshot = snapshot
         self.implicit_tls = implicit_tls
-        self.session_id = uuid.uuid4().hex[:12]
+        self.session_id = f"{os.getpid():x}-{next(_session_numbers):x}"
         self.connected_at = time.time()
         self.bytes_in = 0
         self.messages_accepted = 0

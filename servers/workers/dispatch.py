@@ -10,7 +10,8 @@ after a crash can bind at once.
 
 Messages on the channel (SOCK_SEQPACKET, one per send):
   accepting -> session process: TAG_PLAIN or TAG_IMPLICIT_TLS, with one file descriptor;
-  session process -> accepting: b"<open sessions> <connections received so far>".
+  session process -> accepting: b"<open sessions> <connections received so far>", when ready and
+  then every REPORT_INTERVAL_S if it changed.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ class ConnectionReceiver:
             for fd in fds:
                 self.received += 1
                 self._adopt(socket.socket(fileno=fd), message.startswith(TAG_IMPLICIT_TLS))
-        self.report()
+        # No report here: the accepting side counts what it sent, and the periodic report catches up.
 
     def report(self, *, force: bool = False) -> None:
         current = (self._open_sessions(), self.received)
