@@ -13,7 +13,6 @@ from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from frontend.usage import stored_usage
 from servers.delivery.models import DeliverySettings
 from servers.delivery.services import EDITABLE_DELIVERY_FIELDS
 from servers.models import (
@@ -29,6 +28,7 @@ from servers.models import (
     RelayRule,
     VirtualServer,
 )
+from servers.services import mailbox_usage
 from servers.services.virtual_servers import EDITABLE_FIELDS
 
 MAX_INT = 2**31 - 1
@@ -192,7 +192,7 @@ class MailboxSerializer(serializers.ModelSerializer):
         # Both columns come from one scan of the Maildir.
         cached = getattr(mailbox, "_api_usage", None)
         if cached is None:
-            cached = mailbox._api_usage = stored_usage(mailbox)
+            cached = mailbox._api_usage = mailbox_usage(mailbox)
         return cached
 
     def get_size_bytes(self, mailbox: Mailbox) -> int:

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from frontend.usage import stored_usage
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
-from servers.services import DomainError
+from servers.services import DomainError, mailbox_usage
 from servers.services.mailboxes import canonical_local_part
 
 IMPORT_COLUMNS = ["local_part", "password", "display_name", "quota_kb"]
@@ -102,7 +101,7 @@ def export_csv(mailboxes) -> str:
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     for mailbox in mailboxes:
-        usage = stored_usage(mailbox)
+        usage = mailbox_usage(mailbox)
         writer.writerow([
             mailbox.address, mailbox.local_part, mailbox.display_name,
             mailbox.quota_bytes // 1024 if mailbox.quota_bytes else "", mailbox.quota_messages or "",

@@ -11,9 +11,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from frontend import queries, usage
+from frontend import queries
 from frontend.webmail import index
 from frontend.webmail.models import INBOX, MailboxIndexState, MessageIndex
+from servers import maildir, services
 from servers.models import Logon
 from tests.webmail_helpers import make_lab, store, text_message
 
@@ -75,24 +76,24 @@ def test_a_message_seen_in_new_and_cur_at_once_is_indexed_where_it_went(lab):
 
 def test_a_big_mailbox_is_counted_once_until_its_folders_change(lab, monkeypatch):
     helena = lab.helena
-    monkeypatch.setattr(usage, "MIN_FILES_TO_REMEMBER", 1)
+    monkeypatch.setattr(maildir, "USAGE_MIN_FILES_TO_REMEMBER", 1)
     counted: list[int] = []
-    original = usage.mailbox_usage
-    monkeypatch.setattr(usage, "mailbox_usage", lambda mailbox: counted.append(1) or original(mailbox))
+    original = maildir.count_usage
+    monkeypatch.setattr(maildir, "count_usage", lambda path: counted.append(1) or original(path))
     for n in range(2):
         store(helena, text_message(subject=f"m{n}"))
     # Folders changed a moment ago may change again within the same clock tick: not trusted yet.
-    assert usage.stored_usage(helena).message_count == 2
-    assert usage.stored_usage(helena).message_count == 2
+    assert services.mailbox_usage(helena).message_count == 2
+    assert services.mailbox_usage(helena).message_count == 2
     assert len(counted) == 2
     long_ago_ns = time.time_ns() - 60 * 10**9
     for sub in ("new", "cur"):
         os.utime(helena.maildir / sub, ns=(long_ago_ns, long_ago_ns))
-    usage.stored_usage(helena)
-    assert usage.stored_usage(helena).message_count == 2
+    services.mailbox_usage(helena)
+    assert services.mailbox_usage(helena).message_count == 2
     assert len(counted) == 3
     store(helena, text_message(subject="one more"))
-    assert usage.stored_usage(helena).message_count == 3
+    assert services.mailbox_usage(helena).message_count == 3
     assert len(counted) == 4
 
 

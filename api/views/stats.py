@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.serializers import StatsSerializer
-from frontend.usage import stored_usage
 from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
+from servers.services import mailbox_usage
 
 
 def _counts(queryset, field: str) -> dict[str, int]:
@@ -25,7 +25,7 @@ class StatsView(APIView):
         mailboxes = Mailbox.objects.for_user(user).select_related("domain__server")
         messages = stored = 0
         for mailbox in mailboxes:
-            usage = stored_usage(mailbox)
+            usage = mailbox_usage(mailbox)
             messages += usage.message_count
             stored += usage.size_bytes
         data = {

@@ -20,12 +20,11 @@ from frontend.forms import (
     MailboxPropertiesForm,
     add_domain_error,
 )
-from frontend.usage import stored_usage
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DomainType, Mailbox, VirtualServer
-from servers.services import DomainError
+from servers.services import DomainError, mailbox_usage
 
 KB = 1024
 
@@ -45,7 +44,7 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
     if query:
         mailboxes = mailboxes.filter(Q(local_part__icontains=query) | Q(display_name__icontains=query))
     page = paginate(request, mailboxes.order_by("local_part"))
-    rows = [(m, stored_usage(m)) for m in page.object_list]
+    rows = [(m, mailbox_usage(m)) for m in page.object_list]
     groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
     can_manage_server = VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists()
     return render_console(request, "console/domain_mailboxes.html", {
@@ -134,7 +133,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     elif request.method == "POST" and form_name not in ("properties", "password", "delete"):
         raise Http404("no such form")
     return render_console(request, "console/mailbox_detail.html", {
-        "mailbox": mailbox, "usage": stored_usage(mailbox), "properties": properties,
+        "mailbox": mailbox, "usage": mailbox_usage(mailbox), "properties": properties,
         "password": password, "delete": delete, "password_rule": PASSWORD_RULE,
         "logons": mailbox.logons.all()[:10],
     }, selected=f"domain-{mailbox.domain_id}")
