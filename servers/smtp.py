@@ -346,33 +346,30 @@ class MailConsoleSMTP(SMTP):
         reader = self._reader._inner
         limit = self.data_size_limit or 2**31
         original_limit = reader._limit
-        # A virtual CRLF before the data lets an empty message's ".\r\n" end it like any other.
-        buffer = bytearray(b"\r\n")
-        too_big = False
+        # A virtual CRLF in front lets an empty message's ".\r\n" end it like any other, so one search
+        # for CRLF.CRLF finds the end however many lines end in a dot (searching for ".\r\n" stopped
+        # at each of them, and every stop moved the rest of the buffer).
+        reader._buffer[0:0] = b"\r\n"
         reader._limit = max(original_limit, min(limit, 2**24) + len(DATA_END))
+        too_big = False
         try:
             while True:
                 try:
-                    chunk = await reader.readuntil(b".\r\n")
-                except asyncio.LimitOverrunError as overrun:
-                    # No line ending in ".": far too much without a terminator. Skip what cannot end it.
-                    chunk = await reader.readexactly(overrun.consumed)
-                    too_big = True
-                self.bytes_in += len(chunk)
-                buffer += chunk
-                if buffer.endswith(DATA_END):
+                    data = await reader.readuntil(DATA_END)
                     break
-                if len(buffer) - 2 > limit:
+                except asyncio.LimitOverrunError as overrun:
+                    # Far too much without the terminator: skip what cannot hold its start, keep reading.
+                    skipped = await reader.readexactly(overrun.consumed)
+                    self.bytes_in += len(skipped)
                     too_big = True
-                if too_big:
-                    # Keep only what could still be the start of the terminator.
-                    del buffer[:-len(DATA_END)]
         finally:
             reader._limit = original_limit
-        if too_big:
+        self.bytes_in += len(data) - 2
+        # The message octets: between the virtual CRLF and the final ".\r\n" (its last CRLF included).
+        if too_big or len(data) - len(DATA_END) > limit:
             return None
         # RFC 5321 4.5.2: remove the first dot of every line that starts with one.
-        return bytes(buffer[: -len(DATA_END) + 2]).replace(b"\r\n.", b"\r\n")[2:]
+        return data[:-3].replace(b"\r\n.", b"\r\n")[2:]
 
     # -- AUTH: aiosmtpd parses PLAIN and LOGIN; the password check leaves the event loop --------
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:

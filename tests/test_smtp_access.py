@@ -453,6 +453,19 @@ def pipelined(server: VirtualServer, payload: bytes) -> list[str]:
     return replies_seen
 
 
+def test_a_message_of_exactly_the_size_limit_is_accepted_and_one_octet_more_is_not(server):
+    configure(server, max_message_size_kb=1)
+    head = b"Subject: edge\r\n\r\n"
+    exactly = head + b"y" * (1024 - len(head) - 2) + b"\r\n"
+    client = connect(server)
+    assert client.sendmail("a@outside.test", ["alice@lab.test"], exactly) == {}
+    client.mail("a@outside.test")
+    client.rcpt("alice@lab.test")
+    code, _ = client.data(head + b"y" * (1024 - len(head) - 1) + b"\r\n")
+    assert code == 552
+    client.quit()
+
+
 def test_only_crlf_dot_crlf_ends_data_so_one_data_never_becomes_two_messages(server):
     smuggled = (b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n"
                 b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@outside.test>\r\nstill data\r\n.\r\nNOOP\r\nQUIT\r\n")
