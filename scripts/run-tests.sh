@@ -18,8 +18,10 @@ except Exception:
     sys.exit(1)
 PY
 then
-  echo "== tests on PostgreSQL ($pg_url)"
-  DATABASE_URL=$pg_url .venv/bin/python -m pytest "$@"
+  # Tests marked backend_independent (browser pages, SIGKILL durability, session processes) prove
+  # nothing new on a second backend: they ran above, on SQLite.
+  echo "== tests on PostgreSQL ($pg_url), except those marked backend_independent"
+  DATABASE_URL=$pg_url .venv/bin/python -m pytest -m "not backend_independent" "$@"
   exit $?
 else
   [ -z "${DATABASE_URL:-}" ] && echo "== no PostgreSQL reachable at $pg_url: PostgreSQL run skipped"

@@ -28,6 +28,9 @@ from servers.supervision import worker_alive
 from tests.factories import make_mailbox, make_server
 from tests.helpers import read_greeting, wait_until
 
+# What is on disk after a SIGKILL does not depend on the database backend.
+pytestmark = pytest.mark.backend_independent
+
 KILL_COUNT = 10
 CLIENT_THREADS = 6
 MESSAGES_PER_CONNECTION = 5

@@ -32,6 +32,8 @@ PHONE = {"width": 390, "height": 844}
 STATE_TIMEOUT_MS = 40_000
 
 pytestmark = [
+    # The pages' database work is tested on both backends by the view tests.
+    pytest.mark.backend_independent,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
     pytest.mark.timeout(180),
 ]

@@ -29,6 +29,8 @@ from tests.webmail_helpers import (
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
+    # The pages' database work is tested on both backends by the view tests.
+    pytest.mark.backend_independent,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
     pytest.mark.timeout(120),
 ]
