@@ -15,12 +15,14 @@ from .errors import DomainError
 
 def list_sessions(unit: SupervisedProcess) -> list[dict]:
     """The live sessions of a server's (or the POP3 service's) worker, oldest first; [] if unknown."""
-    key = sessions_key(unit.process_kind, unit.pk)
+    # The worker's own hash, and one per session process when it has several.
+    processes = getattr(unit, "worker_processes", 1)
+    indexes = range(1, processes + 1) if processes > 1 else [0]
     try:
-        client = redis_client()
-        # The worker's own hash, and one per session process when it has several.
-        keys = [key, *client.scan_iter(match=f"{key}:*", count=1000)]
-        values = [value for raw in (client.hgetall(k) for k in keys) for value in raw.values()]
+        with redis_client().pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.hgetall(sessions_key(unit.process_kind, unit.pk, index))
+            values = [value for raw in pipe.execute() for value in raw.values()]
     except (redis.RedisError, OSError):
         return []
     sessions = []

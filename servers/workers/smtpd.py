@@ -34,8 +34,6 @@ from servers.workers.dispatch import (
 from servers.workers.pop3d import POP_AUTH_PREFIX
 
 log = logging.getLogger("mailconsole.worker")
-# Signals a session process received before its event loop could handle them, in order.
-EARLY_SIGNALS: list[int] = []
 
 # The sweep that closes sessions over their time limit or under the minimum data rate.
 SWEEP_INTERVAL_S = 2
@@ -199,9 +197,6 @@ class SMTPWorker(SupervisedWorker):
                                            lambda: len(self.control.sessions), self.stop_requested.set)
         self.install_signal_handlers()
         self.receiver.start()
-        for signum in EARLY_SIGNALS:
-            {signal.SIGHUP: lambda: asyncio.ensure_future(self.reload()), signal.SIGUSR1: self.pause,
-             signal.SIGUSR2: self.resume, signal.SIGTERM: self.stop_requested.set}[signum]()
         tasks = [asyncio.create_task(self.sweep_forever()), asyncio.create_task(self.receiver.report_forever()),
                  asyncio.create_task(self.publish_sessions_forever())]
         log.info("session process %d of smtp %s, pid %s", self.process_index, self.unit_id, os.getpid())
@@ -270,9 +265,5 @@ def run(server_id: int, session_process: str | None = None) -> int:
         return run_worker(SMTPWorker(server_id))
     index, channel_fd, parent_pid = (int(part) for part in session_process.split(":"))
     die_with_parent(parent_pid)
-    # The accepting process forwards pause, resume and reload at any time, also while we start:
-    # hold them until the loop's handlers are in place (their default action would kill us).
-    for forwarded in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
-        signal.signal(forwarded, lambda signum, _frame: EARLY_SIGNALS.append(signum))
     channel = socket.socket(fileno=channel_fd)
     return run_worker(SMTPWorker(server_id, session_channel=channel, process_index=index))
