@@ -1,71 +1,42 @@
-"""Login throttling: failed sign-ins counted per client address and per username in the cache.
+"""Console sign-in throttling, on the shared sign-in guard (servers/services/signin_guard.py).
 
-A username or an address that failed too often is refused until the lockout window passes,
+A user name or an address that failed too often is refused until the lockout window passes,
 even with the right password, so guessing cannot continue from many addresses at one user or
-from one address at many users.
+from one address at many users. The attempt is reserved atomically before the password is
+checked, so parallel guesses cannot slip past the limit.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
 
-log = logging.getLogger(__name__)
+from servers.services import signin_guard
 
 
-def _cache() -> BaseCache:
-    return caches["console"] if "console" in settings.CACHES else caches["default"]
-
-
-def _key(kind: str, value: str) -> str:
-    digest = hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
-    return f"login-failures:{kind}:{digest}"
-
-
-@dataclass(frozen=True)
+@dataclass
 class LoginThrottle:
-    """The failure counters of one sign-in attempt: its client address and the username typed."""
+    """One console (or Django admin) sign-in attempt: ask `is_locked_out()` first, then record the result."""
 
     client_address: str
     username: str
-
-    def _keys(self) -> list[tuple[str, int]]:
-        return [
-            (_key("address", self.client_address), settings.CONSOLE_LOGIN_FAILURES_PER_ADDRESS),
-            (_key("username", self.username), settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME),
-        ]
+    _attempt: signin_guard.Attempt | None = field(default=None, repr=False)
 
     def is_locked_out(self) -> bool:
-        try:
-            counts = _cache().get_many([key for key, _ in self._keys()])
-        except Exception as exc:  # cache down: do not lock everybody out of the console
-            log.warning("login throttle unavailable: %s", exc)
-            return False
-        return any(counts.get(key, 0) >= limit for key, limit in self._keys())
+        """Reserve this attempt; True when the user name or the address is over its limit."""
+        self._attempt = signin_guard.reserve_console_sign_in(self.username, self.client_address)
+        return not self._attempt.allowed
 
     def record_failure(self) -> None:
-        cache = _cache()
-        try:
-            for key, _ in self._keys():
-                if cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S):
-                    continue
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add() and incr()
-                    cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S)
-        except Exception as exc:
-            log.warning("login throttle unavailable: %s", exc)
+        if self._attempt is None:
+            self.is_locked_out()
+        if self._attempt is not None:
+            self._attempt.failed()
 
     def record_success(self) -> None:
-        try:
-            _cache().delete(_key("username", self.username))
-        except Exception as exc:
-            log.warning("login throttle unavailable: %s", exc)
+        if self._attempt is not None:
+            self._attempt.succeeded()
 
 
 def lockout_minutes() -> int:

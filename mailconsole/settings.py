@@ -201,6 +201,13 @@ CACHES["console"] = {
 CONSOLE_LOGIN_FAILURES_PER_USERNAME = envint("MAILCONSOLE_LOGIN_FAILURES_PER_USERNAME", 5)
 CONSOLE_LOGIN_FAILURES_PER_ADDRESS = envint("MAILCONSOLE_LOGIN_FAILURES_PER_ADDRESS", 20)
 CONSOLE_LOGIN_LOCKOUT_S = envint("MAILCONSOLE_LOGIN_LOCKOUT_S", 900)
+# Mailbox sign-ins (SMTP AUTH, POP3, webmail, IMAP) share one set of counters per mailbox and per
+# client address (servers/services/signin_guard.py), whichever protocol the guesses come through.
+MAILBOX_SIGNIN_FAILURES_PER_MAILBOX = envint("MAILCONSOLE_SIGNIN_FAILURES_PER_MAILBOX", 10)
+MAILBOX_SIGNIN_FAILURES_PER_CLIENT = envint("MAILCONSOLE_SIGNIN_FAILURES_PER_CLIENT", 30)
+MAILBOX_SIGNIN_LOCKOUT_S = envint("MAILCONSOLE_SIGNIN_LOCKOUT_S", 900)
+# After 3 failures, SMTP and POP3 answer each further failure later: 0.5 s, doubling up to this.
+MAILBOX_SIGNIN_MAX_DELAY_MS = envint("MAILCONSOLE_SIGNIN_MAX_DELAY_MS", 10_000)
 
 # --- REST API ---
 # /api/v1/: token auth for scripts (`manage.py api_token USER`), the session (with CSRF) for the browser.

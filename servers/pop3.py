@@ -67,6 +67,8 @@ class AuthOutcome:
 
     status: AuthStatus
     mailbox: Mailbox | None = None
+    # How long the adapter waits before it answers a failure: throttling without holding a thread.
+    failure_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.status is AuthStatus.OK) != (self.mailbox is not None):
@@ -90,6 +92,8 @@ class Reply:
     data: bytes
     close: bool = False
     start_tls: bool = False
+    # Wait this long (without blocking anyone else) before sending: a throttled sign-in failure.
+    delay_s: float = 0.0
 
 
 # The commands each state accepts: RFC 1939 sections 4-6, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH.
@@ -113,9 +117,10 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 class _CommandError(Exception):
     """Stop handling a command and answer with this -ERR reply text."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, delay_s: float = 0.0) -> None:
         super().__init__(text)
         self.text = text
+        self.delay_s = delay_s
 
 
 def message_lines(content: bytes) -> list[bytes]:
@@ -222,7 +227,7 @@ class POP3Session:
         try:
             reply = self._handle(line, sasl_response_expected)
         except _CommandError as refusal:
-            reply = Reply(_status_line(refusal.text))
+            reply = Reply(_status_line(refusal.text), delay_s=refusal.delay_s)
         return self._after(reply)
 
     def may_block(self, line: bytes) -> bool:
@@ -370,7 +375,7 @@ class POP3Session:
         if outcome.status is AuthStatus.IN_USE:
             raise _CommandError(replies.MAILBOX_IN_USE)
         if outcome.status is not AuthStatus.OK or outcome.mailbox is None:
-            raise _CommandError(replies.AUTH_FAILED)
+            raise _CommandError(replies.AUTH_FAILED, delay_s=outcome.failure_delay_s)
         mailbox = outcome.mailbox
         try:
             messages = list(mailbox.messages())

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -27,7 +28,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from servers import maildir, replies
 from servers.delivery.queue import enqueue
+from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
+from servers.services.names import canonical_client_address
 from servers.smtp_policy import connection_allowed, count_received_headers, is_relay_trick
 from servers.snapshot import MailboxEntry, ServerSnapshot
 from servers.storage import unique_message_name, write_durably
@@ -38,6 +41,9 @@ protocol_log = logging.getLogger("mailconsole.smtp.protocol")
 
 # What a protocol log may show of a command whose argument is a secret.
 SECRET_COMMANDS = ("AUTH",)
+# Password checks one client address may have running at once in a process: the thread pool is
+# shared by every session, so one address guessing in parallel must not take all of it.
+SIGN_INS_PER_CLIENT = 2
 DATA_END = b"\r\n.\r\n"
 # Not ASCII, so aiosmtpd answers it "500 Error: bad syntax" (see RecordingReader.readuntil).
 BARE_LINE_ENDING = b"\xff\r\n"
@@ -101,6 +107,7 @@ class WorkerCounters:
         self.credentials = VerifiedCredentials()
         self.connections_by_client: dict[str, int] = {}
         self._events: dict[str, list[float]] = {}
+        self._sign_in_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
 
     def count_recent(self, key: str, window_s: float = 3600) -> int:
         cutoff = time.monotonic() - window_s
@@ -110,6 +117,16 @@ class WorkerCounters:
 
     def record(self, key: str) -> None:
         self._events.setdefault(key, []).append(time.monotonic())
+
+    @contextlib.asynccontextmanager
+    async def sign_in_slot(self, client_ip: str):
+        """Hold one of the client address's few password-check slots: the thread pool is shared."""
+        key = canonical_client_address(client_ip)
+        slots = self._sign_in_slots.get(key)
+        if slots is None:
+            slots = self._sign_in_slots[key] = asyncio.Semaphore(SIGN_INS_PER_CLIENT)
+        async with slots:
+            yield
 
 
 class RecordingReader:
@@ -387,26 +404,40 @@ class MailConsoleSMTP(SMTP):
         if pending is None:
             return parsed  # aiosmtpd already answered (bad base64, cancelled exchange)
         policy = self.snapshot.policy
-        client_key = f"authfail:{self.client_ip}"
-        # Throttled before the password hash is computed, so failures cost the attacker, not us.
-        if self.counters.count_recent(client_key) >= policy.max_auth_failures_per_client_per_hour:
-            await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
-            return AuthResult(success=False, handled=True)
         _, credentials = pending
         login = credentials.login.decode("utf-8", "replace")
         password = credentials.password.decode("utf-8", "replace")
+        # The server's own hourly limit per client, beside the mailbox and client counters that
+        # every protocol shares; all reserved atomically before the password hash is computed.
+        server_limit = signin_guard.Counter(
+            f"smtp-client:{self.snapshot.server_id}", canonical_client_address(self.client_ip),
+            policy.max_auth_failures_per_client_per_hour, 3600)
         loop = asyncio.get_running_loop()
-        try:
-            signed_in = await loop.run_in_executor(
-                None, functools.partial(authenticate_mailbox, login, password, cache=self.counters.credentials))
-        except LoginRefusedError as refusal:
+        async with self.counters.sign_in_slot(self.client_ip):
+            attempt = await loop.run_in_executor(
+                None, signin_guard.reserve_mailbox_sign_in, login, self.client_ip, server_limit)
+            if not attempt.allowed:
+                await asyncio.sleep(attempt.failure_delay_s)
+                await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+                return AuthResult(success=False, handled=True)
+            try:
+                signed_in = await loop.run_in_executor(
+                    None, functools.partial(authenticate_mailbox, login, password, cache=self.counters.credentials))
+            except LoginRefusedError as refusal:
+                signed_in, reason = None, refusal.reason
+        if signed_in is None:
+            if reason == "locked":
+                attempt.succeeded()  # the right password: not a guess
+            else:
+                attempt.failed()
+                await asyncio.sleep(attempt.failure_delay_s)  # throttled without holding a thread
             self.auth_failures += 1
-            self.counters.record(client_key)
             if self.auth_failures >= policy.max_auth_failures_per_connection:
                 await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
                 return AuthResult(success=False, handled=True)
-            message = replies.AUTH_LOCKED if refusal.reason == "locked" else replies.AUTH_FAILED
+            message = replies.AUTH_LOCKED if reason == "locked" else replies.AUTH_FAILED
             return AuthResult(success=False, handled=False, message=message)
+        attempt.succeeded()
         self.signed_in_as = signed_in.address
         return AuthResult(success=True, auth_data=signed_in.address, message=replies.AUTH_SUCCEEDED)
 

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from servers import services, supervision
 from servers.models import Node
+from servers.services import signin_guard
 from tests.helpers import wait_until
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -29,6 +30,12 @@ def database_url_of(settings_dict: dict) -> str:
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = settings_dict.get("PORT") or 5432
     return f"postgresql://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_sign_in_counters() -> None:
+    """Every test starts with no failed sign-ins counted: all tests connect from loopback."""
+    signin_guard.forget_all()
 
 
 @pytest.fixture(scope="session")

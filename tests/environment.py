@@ -18,6 +18,8 @@ os.environ["MAILCONSOLE_VAR_DIR"] = _var_dir
 os.environ["MAILCONSOLE_NODE"] = f"test-{socket.gethostname()}-{os.getpid()}"
 os.environ.setdefault("MAILCONSOLE_RECONCILE_INTERVAL", "1")
 os.environ.setdefault("MAILCONSOLE_STOP_GRACE", "5")
+# Throttled sign-in failures still wait, but briefly: tests guess many passwords on purpose.
+os.environ.setdefault("MAILCONSOLE_SIGNIN_MAX_DELAY_MS", "400")
 os.environ.setdefault("MAILCONSOLE_HOSTNAME", "mx.test.invalid")
 os.environ.setdefault("MAILCONSOLE_SECRET_KEY", "tests-only-secret-key-not-for-production-use-0123456789")
 

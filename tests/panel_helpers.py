@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 
 from servers import services
 from servers.livestate import redis_client
+from servers.services import signin_guard
 from servers.models import Domain, VirtualServer
 from tests.factories import make_server
 
@@ -58,3 +59,4 @@ def clear_login_throttle() -> None:
     client = redis_client()
     for key in client.scan_iter(match="mailconsole:console:*", count=500):
         client.delete(key)
+    signin_guard.forget_all()

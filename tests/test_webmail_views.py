@@ -92,7 +92,7 @@ def test_a_locked_mailbox_cannot_sign_in_and_a_lock_ends_an_open_session(lab, cl
 
 def test_failed_sign_ins_are_throttled_even_with_the_right_password_afterwards(lab, client, settings):
     clear_login_throttle()
-    settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME = 3
+    settings.MAILBOX_SIGNIN_FAILURES_PER_MAILBOX = 3
     for _ in range(3):
         client.post(reverse("webmail:sign_in"), {"address": "helena@webmail.test", "password": "Wrong1234"})
     response = client.post(reverse("webmail:sign_in"), {"address": "helena@webmail.test", "password": PASSWORD})

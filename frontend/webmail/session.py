@@ -9,19 +9,17 @@ session store alone, a database dump say, does not reveal it, and the cookie alo
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Callable
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from servers.models import Mailbox
+from servers.services import signin_guard
 
 log = logging.getLogger(__name__)
 
@@ -123,49 +121,12 @@ def with_page_policy(response: HttpResponse) -> HttpResponse:
     return response
 
 
-# -- throttling failed sign-ins: per client address and per address typed, in the shared cache -----
+# -- throttling failed sign-ins: the mailbox counters every protocol shares -------------------------
 
-def _cache() -> BaseCache:
-    return caches["console"] if "console" in settings.CACHES else caches["default"]
-
-
-def _throttle_keys(client_address: str, address: str) -> list[tuple[str, int]]:
-    def key(kind: str, value: str) -> str:
-        return f"webmail-login-failures:{kind}:{hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]}"
-
-    return [(key("address", client_address), settings.CONSOLE_LOGIN_FAILURES_PER_ADDRESS),
-            (key("mailbox", address), settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME)]
-
-
-def is_throttled(client_address: str, address: str) -> bool:
-    keys = _throttle_keys(client_address, address)
-    try:
-        counts = _cache().get_many([key for key, _ in keys])
-    except Exception as exc:  # noqa: BLE001 - cache down: do not lock every mailbox out
-        log.warning("webmail login throttle unavailable: %s", exc)
-        return False
-    return any(counts.get(key, 0) >= limit for key, limit in keys)
-
-
-def record_failure(client_address: str, address: str) -> None:
-    cache = _cache()
-    try:
-        for key, _ in _throttle_keys(client_address, address):
-            if not cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S):
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add() and incr()
-                    cache.add(key, 1, timeout=settings.CONSOLE_LOGIN_LOCKOUT_S)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("webmail login throttle unavailable: %s", exc)
-
-
-def record_success(address: str) -> None:
-    try:
-        _cache().delete(_throttle_keys("", address)[1][0])
-    except Exception as exc:  # noqa: BLE001
-        log.warning("webmail login throttle unavailable: %s", exc)
+def reserve_sign_in(client_address: str, address: str) -> signin_guard.Attempt:
+    """Reserve one password check for `address` from `client_address` (refused when over a limit)."""
+    return signin_guard.reserve_mailbox_sign_in(address, client_address)
 
 
 def lockout_minutes() -> int:
-    return max(1, settings.CONSOLE_LOGIN_LOCKOUT_S // 60)
+    return max(1, settings.MAILBOX_SIGNIN_LOCKOUT_S // 60)

@@ -62,7 +62,8 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         address = form.cleaned_data["address"].strip()
         client = request.META.get("REMOTE_ADDR", "")
-        if session.is_throttled(client, address):
+        attempt = session.reserve_sign_in(client, address)
+        if not attempt.allowed:
             form.add_error(None, f"Too many failed sign-ins. Try again in {session.lockout_minutes()} minutes.")
             status = 429
         else:
@@ -70,14 +71,15 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 signed_in = authenticate_mailbox(address, form.cleaned_data["password"])
             except LoginRefusedError as refusal:
                 if refusal.reason == "locked":
+                    attempt.succeeded()  # the password was right: not a guess
                     form.add_error(None, "This mailbox is locked. Ask your administrator.")
                     status = 403
                 else:
-                    session.record_failure(client, address)
+                    attempt.failed()
                     form.add_error(None, "The address or password is incorrect.")
                     status = 401
             else:
-                session.record_success(address)
+                attempt.succeeded()
                 mailbox = Mailbox.objects.select_related("domain__server").get(pk=signed_in.mailbox_id)
                 session.sign_in(request, mailbox, form.cleaned_data["password"])
                 record_logon(mailbox.pk, client, "WEBMAIL")
@@ -434,15 +436,17 @@ def password(request: HttpRequest) -> HttpResponse:
         mailbox = request.mailbox
         client = request.META.get("REMOTE_ADDR", "")
         # A session left open must not become a way to guess the password: the sign-in throttle counts here too.
-        if session.is_throttled(client, mailbox.address):
+        attempt = session.reserve_sign_in(client, mailbox.address)
+        if not attempt.allowed:
             form.add_error(None, f"Too many wrong passwords. Try again in {session.lockout_minutes()} minutes.")
             return render(request, "webmail/password.html", _page_context(request, form=form), status=429)
         try:
             authenticate_mailbox(mailbox.address, form.cleaned_data["current_password"])
         except LoginRefusedError:
-            session.record_failure(client, mailbox.address)
+            attempt.failed()
             form.add_error("current_password", "This is not your current password.")
         else:
+            attempt.succeeded()
             try:
                 updated = change_password(mailbox, form.cleaned_data["new_password"],
                                           actor=f"webmail:{mailbox.address}")

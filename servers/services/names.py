@@ -1,4 +1,11 @@
-"""Canonical forms of the names users type."""
+"""Canonical forms of the names users type.
+
+Every face (SMTP AUTH, POP3, webmail, the console, the API) reduces what a user typed to one
+canonical form before anything is looked up, counted or checked, so that `User@Dom.`, `user@dom`
+and `user@xn--...` are one identity with one failure counter.
+"""
+
+import ipaddress
 
 import idna
 
@@ -6,14 +13,40 @@ from .errors import DomainError
 
 
 def canonical_domain_name(raw: str, *, field: str = "name") -> str:
-    """Return the lowercase IDNA A-label form of a domain name, without a trailing dot."""
-    name = (raw or "").strip().rstrip(".")
+    """Return the lowercase IDNA A-label form of a domain name.
+
+    One trailing dot (the DNS root, `example.com.`) is accepted and dropped; anything more
+    (`example.com..`, empty labels) is refused, so a name never has two spellings.
+    """
+    name = (raw or "").strip()
     if not name:
         raise DomainError("Enter a domain name.", field=field)
     try:
+        # UTS #46 maps case, full-width letters and ideographic full stops before encoding.
         canonical = idna.encode(name, uts46=True).decode("ascii").lower()
-    except idna.IDNAError as exc:
+    except (idna.IDNAError, UnicodeError) as exc:
         raise DomainError(f"{raw!r} is not a valid domain name: {exc}", field=field) from None
+    if canonical.endswith("."):
+        canonical = canonical[:-1]
+    if not canonical or canonical.startswith(".") or canonical.endswith(".") or ".." in canonical:
+        raise DomainError(f"{raw!r} is not a valid domain name: empty label.", field=field)
     if len(canonical) > 253:
         raise DomainError("A domain name is at most 253 characters long.", field=field)
     return canonical
+
+
+def canonical_client_address(raw: str) -> str:
+    """The address a client is counted under: IPv4 as itself (also when IPv4-mapped), IPv6 by its /64.
+
+    One IPv6 host usually holds a whole /64, so counting single IPv6 addresses would let it sign
+    in from 2**64 fresh counters.
+    """
+    try:
+        address = ipaddress.ip_address((raw or "").strip().split("%", 1)[0])
+    except ValueError:
+        return (raw or "").strip().lower() or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections import defaultdict, deque
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +28,8 @@ from servers import pop3_replies
 from servers.livestate import redis_client
 from servers.maildir import MailboxLock, MaildirMailbox
 from servers.models import Pop3Service
-from servers.pop3 import AuthOutcome, AuthStatus, POP3Session
+from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, SessionState
+from servers.services import signin_guard
 from servers.services.mailboxes import (
     LoginRefusedError,
     VerifiedCredentials,
@@ -36,6 +37,7 @@ from servers.services.mailboxes import (
     record_logon,
     touch_logon,
 )
+from servers.services.names import canonical_client_address
 from servers.tls import ensure_self_signed_certificate, server_context
 from servers.workers.base import SupervisedWorker, run_worker
 
@@ -43,11 +45,9 @@ log = logging.getLogger("mailconsole.pop3d")
 
 IDLE_TIMEOUT_S = 600  # RFC 1939 section 3: at least 10 minutes
 MAX_LINE_OCTETS = 1000
-# Failed logins per client address or per mailbox within the window before replies slow down,
-# and the count after which logins are refused without even checking the password.
-THROTTLE_WINDOW_S = 300
-THROTTLE_FREE_FAILURES = 3
-THROTTLE_HARD_LIMIT = 30
+# Password checks one client address may have running at once: the thread pool is shared by
+# every connection, so one address guessing in parallel must not take all of it.
+SIGN_INS_PER_CLIENT = 2
 POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
@@ -82,32 +82,6 @@ def load_pop3_snapshot(service_id: int) -> Pop3Snapshot:
     return snapshot
 
 
-class LoginThrottle:
-    """Counts recent failed logins per client address and per user name (thread-safe enough: GIL)."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, key: str) -> int:
-        window = self.failures[key]
-        cutoff = time.monotonic() - THROTTLE_WINDOW_S
-        while window and window[0] < cutoff:
-            window.popleft()
-        return len(window)
-
-    def failures_for(self, client: str, username: str) -> int:
-        return max(self._recent(f"ip:{client}"), self._recent(f"user:{username.lower()}"))
-
-    def delay_s(self, client: str, username: str) -> float:
-        excess = self.failures_for(client, username) - THROTTLE_FREE_FAILURES
-        return 0.0 if excess < 0 else min(0.5 * 2**excess, 10.0)
-
-    def record_failure(self, client: str, username: str) -> None:
-        now = time.monotonic()
-        self.failures[f"ip:{client}"].append(now)
-        self.failures[f"user:{username.lower()}"].append(now)
-
-
 class Pop3Connection:
     """One connected POP3 client, as the console's Current Sessions view sees it."""
 
@@ -137,7 +111,8 @@ class POP3Worker(SupervisedWorker):
 
     def __init__(self, unit_id: int) -> None:
         super().__init__(unit_id)
-        self.throttle = LoginThrottle()
+        # One semaphore per client address with a sign-in in progress (dropped when unused).
+        self.sign_in_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
         self.credentials = VerifiedCredentials()
         self.tls_context: ssl.SSLContext | None = None
         # Logon records are written by one thread, in order. Concurrent sign-ins then queue here
@@ -183,16 +158,19 @@ class POP3Worker(SupervisedWorker):
         client = connection.client
 
         def authenticate(username: str, password: str) -> AuthOutcome:
-            if self.throttle.failures_for(client, username) >= THROTTLE_HARD_LIMIT:
-                return AuthOutcome(AuthStatus.BAD_CREDENTIALS)
-            time.sleep(self.throttle.delay_s(client, username))
+            # Reserved before the hash is checked: parallel guesses cannot pass the limit together.
+            attempt = signin_guard.reserve_mailbox_sign_in(username, client)
+            if not attempt.allowed:
+                return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=attempt.failure_delay_s)
             try:
                 signed_in = authenticate_mailbox(username, password, cache=self.credentials)
             except LoginRefusedError as refusal:
                 if refusal.reason == "locked":
+                    attempt.succeeded()  # the right password: not a guess
                     return AuthOutcome(AuthStatus.LOCKED)
-                self.throttle.record_failure(client, username)
-                return AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+                attempt.failed()
+                return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=attempt.failure_delay_s)
+            attempt.succeeded()
             lock = MailboxLock(Path(signed_in.maildir))
             if not lock.acquire():
                 return AuthOutcome(AuthStatus.IN_USE)
@@ -212,6 +190,16 @@ class POP3Worker(SupervisedWorker):
             return AuthOutcome(AuthStatus.OK, MaildirMailbox(Path(signed_in.maildir), on_release=release))
 
         return authenticate
+
+    @contextlib.asynccontextmanager
+    async def _sign_in_slot(self, client: str):
+        """Hold one of the client address's few sign-in slots while its password is checked."""
+        key = canonical_client_address(client)
+        slots = self.sign_in_slots.get(key)
+        if slots is None:
+            slots = self.sign_in_slots[key] = asyncio.Semaphore(SIGN_INS_PER_CLIENT)
+        async with slots:
+            yield
 
     async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                             implicit_tls: bool) -> None:
@@ -243,25 +231,36 @@ class POP3Worker(SupervisedWorker):
             await writer.drain()
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
-                except asyncio.LimitOverrunError as overrun:
-                    # Discard the rest of an overlong line; the session answers -ERR for it.
-                    await reader.readexactly(overrun.consumed)
-                    with contextlib.suppress(asyncio.LimitOverrunError, asyncio.IncompleteReadError):
-                        await reader.readuntil(b"\n")
-                    line = b"X" * (MAX_LINE_OCTETS + 1)
+                    line = await asyncio.wait_for(read_command_line(reader), IDLE_TIMEOUT_S)
                 except TimeoutError:
                     writer.write(f"{pop3_replies.IDLE_TIMEOUT}\r\n".encode())
                     break
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
-                if session.may_block(line):
-                    reply = await loop.run_in_executor(None, session.receive_line, line)
-                else:
+                if not session.may_block(line):
                     reply = session.receive_line(line)
+                elif session.state is SessionState.AUTHORIZATION:
+                    async with self._sign_in_slot(client):
+                        reply = await loop.run_in_executor(None, session.receive_line, line)
+                else:
+                    reply = await loop.run_in_executor(None, session.receive_line, line)
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)  # a throttled failure: holds no thread
                 writer.write(reply.data)
                 await writer.drain()
                 if reply.start_tls:
+                    # RFC 2595 section 4 / RFC 3207 section 5 (the CVE-2011-0411 class): bytes that
+                    # arrived before the handshake are plaintext a man in the middle may have added.
+                    # They must never be read as commands inside TLS. Every STARTTLS in this project
+                    # (SMTP, POP3, IMAP) drains its buffer and refuses what was pipelined.
+                    injected = take_buffered(reader)
+                    if injected:
+                        log.warning("%s: %d bytes pipelined after STLS; closing without TLS", client,
+                                    len(injected))
+                        refusal = session.receive_line(injected.split(b"\n", 1)[0] + b"\n")
+                        writer.write(refusal.data)
+                        await writer.drain()
+                        break
                     await writer.start_tls(self.tls_context)
                     session.tls_started()
                 if reply.close:
@@ -274,6 +273,32 @@ class POP3Worker(SupervisedWorker):
             await loop.run_in_executor(None, session.connection_lost)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+async def read_command_line(reader: asyncio.StreamReader) -> bytes:
+    """Read one line; a line longer than the reader's limit is discarded whole and comes back as one
+    overlong line, so the session answers it with exactly one -ERR."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError as overrun:
+        consumed = overrun.consumed
+    while True:
+        await reader.readexactly(consumed)
+        try:
+            await reader.readuntil(b"\n")
+            return b"X" * (MAX_LINE_OCTETS + 1) + b"\r\n"
+        except asyncio.LimitOverrunError as overrun:
+            consumed = overrun.consumed
+
+
+def take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Remove and return what the reader holds but nobody has read yet.
+
+    asyncio has no public way to look into a StreamReader's buffer; this is the one place that does.
+    """
+    buffered = bytes(reader._buffer)  # noqa: SLF001
+    reader._buffer.clear()  # noqa: SLF001
+    return buffered
 
 
 @functools.cache
