@@ -77,6 +77,17 @@ def test_the_console_form_refuses_a_mailbox_name_with_a_slash_next_to_the_field(
     assert not Mailbox.objects.filter(local_part="bob/new").exists()
 
 
+def test_a_console_import_dry_run_flags_a_mailbox_name_with_a_slash(people):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    domain = make_server(domain="import-paths.test").default_domain
+    client = Client()
+    client.force_login(people.alice)
+    csv_file = SimpleUploadedFile("boxes.csv", b"local_part,password\nbob/new,Good-Pass-1\n", content_type="text/csv")
+    response = client.post(reverse("console:domain-import", args=[domain.pk]), {"csv_file": csv_file, "dry_run": "on"})
+    assert "1 with errors" in response.content.decode() and "folder on disk" in response.content.decode()
+
+
 def test_a_group_address_with_a_slash_is_refused_too(db):
     server = make_server(domain="groups-paths.test")
     with pytest.raises(services.DomainError) as refused:

@@ -69,6 +69,11 @@ def canonical_local_part(raw: str, *, field: str = "local_part") -> str:
     return local_part
 
 
+def new_local_part(raw: str, *, field: str = "local_part") -> str:
+    """The canonical local part of a new mailbox or group; it may not name any folder but its own."""
+    return check_path_name(canonical_local_part(raw, field=field), field=field, what="A mailbox name")
+
+
 def split_address(address: str, *, field: str = "address") -> tuple[str, str]:
     local_part, at, domain = (address or "").strip().rpartition("@")
     if not at:
@@ -139,7 +144,7 @@ def add_mailbox(
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
         raise DomainError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
-    local_part = check_path_name(canonical_local_part(local_part), field="local_part", what="A mailbox name")
+    local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     check_password_policy(password)
     mailbox = Mailbox(
@@ -263,7 +268,7 @@ def add_group(domain: Domain, local_part: str, members: Iterable[Mailbox] = (), 
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
         raise DomainError(f"{domain.name} is not a local domain.", field="domain")
-    local_part = check_path_name(canonical_local_part(local_part), field="local_part", what="An address")
+    local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     try:
         group = GroupAddress.objects.create(domain=domain, local_part=local_part)
