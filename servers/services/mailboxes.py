@@ -32,11 +32,11 @@ from .nodes import request_reconcile
 from .postmaster import POSTMASTER
 from .virtual_servers import bump_config_version
 
+log = logging.getLogger("mailconsole.services")
+
 MIN_PASSWORD_LENGTH = 8
 # RFC 5321 dot-atom local parts, kept to what mail clients type: letters, digits and . _ + -
 LOCAL_PART_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-log = logging.getLogger("mailconsole.services")
-
 MAILBOX_AUDIT_FIELDS = ["local_part", "display_name", "quota_bytes", "quota_messages", "is_locked", "is_catch_all"]
 
 
