@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import poplib
 import smtplib
 
 import pytest
@@ -10,21 +11,23 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from servers import maildir, services
-from servers.models import Mailbox
+from servers import maildir, pop3_replies, services
+from servers.models import Mailbox, ObservedState
 from servers.snapshot import load_snapshot
 from servers.storage import UnsafePathError, contained_path
 from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
-from tests.factories import PASSWORD, make_mailbox, make_server
-from tests.helpers import free_port, wait_until
+from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
+from tests.helpers import free_port
 from tests.panel_helpers import clear_login_throttle
 
 MESSAGE = b"Subject: unread\r\n\r\nfor bob\r\n"
 
 
 @pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+def fast_hashing(request, settings):
+    # Worker processes verify with the configured hashers, so tests that run them keep those.
+    if "supervised" not in request.fixturenames:
+        settings.PASSWORD_HASHERS = FAST_HASHERS
 
 
 @pytest.fixture
@@ -185,7 +188,8 @@ def test_a_legacy_mailbox_is_kept_out_of_the_routing_snapshot(db):
 
 
 @pytest.mark.usefixtures("supervised")
-def test_smtp_refuses_mail_for_a_legacy_mailbox_inside_bobs_folder():
+def test_smtp_and_pop3_keep_a_legacy_mailbox_inside_bobs_folder_away_from_bobs_mail():
+    from tests.test_pop3_service import wait_for_state
     from tests.test_smtp_access import running
 
     server = make_server(domain="smtp-paths.test", start=True)
@@ -193,6 +197,7 @@ def test_smtp_refuses_mail_for_a_legacy_mailbox_inside_bobs_folder():
     legacy_mailbox(server, "bob/new")
     services.update_virtual_server(server, max_hop_count=31)  # any change: the worker reloads its routes
     running(server)
+    pop3 = wait_for_state(make_pop3_service(), ObservedState.RUNNING)
 
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.ehlo("client.test")
@@ -202,7 +207,17 @@ def test_smtp_refuses_mail_for_a_legacy_mailbox_inside_bobs_folder():
         assert client.rcpt("bob@smtp-paths.test")[0] == 250
         assert client.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
 
-    assert wait_until(lambda: len(maildir.list_messages(bob.maildir)) == 2, message="bob's copy")
+    legacy = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+    legacy.user("bob/new@smtp-paths.test")
+    with pytest.raises(poplib.error_proto) as refused:
+        legacy.pass_(PASSWORD)
+    assert refused.value.args[0].decode() == pop3_replies.MAILBOX_LOCKED
+    legacy.close()
+    client = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+    client.user("bob@smtp-paths.test")
+    assert client.pass_(PASSWORD).startswith(b"+OK")
+    assert client.stat()[0] == 2
+    client.quit()
     assert not (bob.maildir / "new" / "new").exists() and not (bob.maildir / "new" / "tmp").exists()
     assert unread in {m.uid for m in maildir.list_messages(bob.maildir)}
 
