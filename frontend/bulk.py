@@ -11,7 +11,7 @@ from django.db import transaction
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
 from servers.services import DomainError, mailbox_usage
-from servers.services.mailboxes import canonical_local_part
+from servers.services.mailboxes import new_local_part
 
 IMPORT_COLUMNS = ["local_part", "password", "display_name", "quota_kb"]
 EXPORT_COLUMNS = ["address", "local_part", "display_name", "quota_kb", "quota_messages", "is_locked",
@@ -71,7 +71,7 @@ def check_rows(domain: Domain, rows: list[ImportRow]) -> list[ImportRow]:
     seen: dict[str, int] = {}
     for row in rows:
         try:
-            local_part = canonical_local_part(row.local_part)
+            local_part = new_local_part(row.local_part)
         except DomainError as exc:
             row.errors.insert(0, exc.message)
         else:

@@ -6,6 +6,9 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailconsole.settings")
 
+# Maildir tmp/ files count as orphaned after 36 hours; looking once an hour is plenty.
+TEMP_SWEEP_INTERVAL_S = 3600
+
 app = Celery("mailconsole")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -32,3 +35,10 @@ def schedule_reconcile(sender: Celery, **kwargs) -> None:
             queue=settings.NODE_NAME,
             expires=settings.DELIVERY_SCAN_INTERVAL_S * 2,
         )
+    sender.add_periodic_task(
+        float(TEMP_SWEEP_INTERVAL_S),
+        sender.signature("servers.sweep_stale_temp_files", args=(settings.NODE_NAME,)),
+        name=f"servers.sweep_stale_temp_files {settings.NODE_NAME}",
+        queue=settings.NODE_NAME,
+        expires=TEMP_SWEEP_INTERVAL_S,
+    )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers.storage import fsync_dir
+from servers.storage import MAILBOX_ROOT, UnsafePathError, contained_path, fsync_dir, path_name_problem
 
 SUBDIRS = ("tmp", "new", "cur")
 # new/ before cur/: a message moved between the two scans is then seen in cur/, not missed.
@@ -60,7 +60,7 @@ def new_unique_name() -> str:
 
 def ensure_maildir(path: Path) -> Path:
     """Create the Maildir `path` with its tmp/, new/ and cur/ if they are missing; return it."""
-    path = Path(path)
+    path = check_maildir(Path(path))
     root_created = not path.exists()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     missing = [path / name for name in SUBDIRS if not (path / name).is_dir()]
@@ -71,6 +71,62 @@ def ensure_maildir(path: Path) -> Path:
         fsync_dir(path)
     if root_created:
         fsync_dir(path.parent)
+    return path
+
+
+def mailbox_name_problem(name: str) -> str | None:
+    """Why a domain name or local part cannot name a mailbox folder, or None if it can."""
+    if name.startswith("."):
+        return "cannot start with a dot"
+    return path_name_problem(name)
+
+
+def has_own_folder(domain_name: str, local_part: str) -> bool:
+    """Whether both names are safe to become a mailbox folder (checked by name alone, no disk access)."""
+    return mailbox_name_problem(domain_name) is None and mailbox_name_problem(local_part) is None
+
+
+def mailbox_maildir(home_dir: Path | str, domain_name: str, local_part: str) -> Path:
+    """The Maildir of local_part@domain_name: <home>/Mailbox/<domain>/<local part>.
+
+    Raises UnsafePathError if either name would make it anything but its own folder two levels
+    below `home_dir/Mailbox` (a separator, `.`, `..`, a leading dot, a control character, a link).
+    """
+    for name in (domain_name, local_part):
+        problem = mailbox_name_problem(name)
+        if problem is not None:
+            raise UnsafePathError(errno.EINVAL, f"the mailbox name {name!r} {problem}", str(home_dir))
+    return contained_path(home_dir, MAILBOX_ROOT, domain_name, local_part)
+
+
+def folder_maildir(maildir: Path, folder: str) -> Path:
+    """The Maildir++ folder `maildir/.folder`, refusing names that would leave the mailbox."""
+    problem = path_name_problem(folder)
+    if problem is not None:
+        raise UnsafePathError(errno.EINVAL, f"the folder name {folder!r} {problem}", str(maildir))
+    return contained_path(maildir, f".{folder}")
+
+
+def _is_maildir(path: Path) -> bool:
+    return (path / "new").is_dir() and (path / "cur").is_dir()
+
+
+def check_maildir(path: Path) -> Path:
+    """Refuse to write into or delete from `path` unless it is a Maildir of its own.
+
+    A Maildir path never holds `..`, is no symbolic link (nor are its tmp/, new/ and cur/), and does
+    not lie inside another Maildir's tmp/, new/ or cur/: a mailbox named `bob/new` would otherwise
+    store into, and be deleted with, bob's unread mail.
+    """
+    path = Path(path)
+    if ".." in path.parts:
+        raise UnsafePathError(errno.EINVAL, "a Maildir path cannot contain ..", str(path))
+    for directory in (path, *(path / sub for sub in SUBDIRS)):
+        if directory.is_symlink():
+            raise UnsafePathError(errno.ELOOP, "a Maildir is never a symbolic link", str(directory))
+    for inner in (path, *path.parents):
+        if inner.name in SUBDIRS and _is_maildir(inner.parent):
+            raise UnsafePathError(errno.EINVAL, f"inside the Maildir {inner.parent}", str(path))
     return path
 
 
@@ -94,7 +150,7 @@ def deliver_many(maildirs: Collection[Path], chunks: Iterable[bytes]) -> str:
     new/ (one fsync of the data for any number of recipients). Either every new/ gets the complete
     message or, on failure, none keeps it; our tmp/ file is removed either way.
     """
-    maildirs = [Path(m) for m in maildirs]
+    maildirs = [check_maildir(Path(m)) for m in maildirs]
     name = new_unique_name()
     tmp_path = maildirs[0] / "tmp" / name
     published: list[Path] = []
@@ -226,6 +282,7 @@ def read_message(message: StoredMessage) -> bytes:
 
 def delete_messages(maildir: Path, uids: Collection[str]) -> int:
     """Remove the messages with these UIDs from new/ and cur/, durably; return how many files went."""
+    check_maildir(Path(maildir))
     wanted = set(uids)
     removed_count = 0
     for subdir in MESSAGE_SUBDIRS:
@@ -246,7 +303,7 @@ class MaildirMailbox:
     """Serve one Maildir to a POP3 session: the listing, reads by UID, deletions after QUIT."""
 
     def __init__(self, maildir: Path, *, on_release: Callable[[], None] | None = None) -> None:
-        self.maildir = Path(maildir)
+        self.maildir = check_maildir(Path(maildir))
         self._on_release = on_release
         self._listed_by_uid: dict[str, StoredMessage] = {}
 
@@ -349,7 +406,7 @@ class MailboxLock:
     """One POP3 session per mailbox (RFC 1939 section 8), across processes: an flock on the Maildir."""
 
     def __init__(self, maildir: Path) -> None:
-        self.path = maildir / LOCK_FILE_NAME
+        self.path = check_maildir(Path(maildir)) / LOCK_FILE_NAME
         self.fd: int | None = None
 
     def acquire(self) -> bool:

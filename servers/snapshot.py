@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from servers.maildir import has_own_folder
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
 from servers.smtp_policy import ClientList
 
@@ -147,6 +148,8 @@ def _mail_routes(server: VirtualServer) -> dict:
     mailboxes = {}
     catch_all = {}
     for mailbox in Mailbox.objects.filter(domain__server=server).select_related("domain"):
+        if not has_own_folder(mailbox.domain.name, mailbox.local_part):
+            continue  # a name from before names were checked: its folder may be another mailbox's
         entry = MailboxEntry(mailbox.address, mailbox.maildir, mailbox.quota_bytes, mailbox.quota_messages)
         mailboxes[entry.address] = entry
         if mailbox.is_catch_all:

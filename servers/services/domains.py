@@ -8,7 +8,7 @@ from servers.models import Domain, DomainType, VirtualServer
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
-from .names import canonical_domain_name
+from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .postmaster import ensure_postmaster
 from .virtual_servers import bump_config_version
@@ -48,7 +48,7 @@ def add_domain(
         domain_type = DomainType(type)
     except ValueError:
         raise DomainError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
-    canonical = canonical_domain_name(name)
+    canonical = check_path_name(canonical_domain_name(name), field="name", what="A domain name")
     if Domain.objects.filter(server=server, name=canonical).exists():
         raise DomainError(f"Server {server.name!r} already has the domain {canonical}.", field="name")
     domain = Domain(server=server, name=canonical, type=domain_type)

@@ -6,6 +6,7 @@ import collections
 import functools
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import IntegrityError, transaction
@@ -21,13 +23,16 @@ from django.utils import timezone
 
 from servers import maildir
 from servers.models import Domain, DomainType, GroupAddress, Logon, Mailbox
+from servers.storage import UnsafePathError
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
-from .names import canonical_domain_name
+from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .postmaster import POSTMASTER
 from .virtual_servers import bump_config_version
+
+log = logging.getLogger("mailconsole.services")
 
 MIN_PASSWORD_LENGTH = 8
 # RFC 5321 dot-atom local parts, kept to what mail clients type: letters, digits and . _ + -
@@ -62,6 +67,11 @@ def canonical_local_part(raw: str, *, field: str = "local_part") -> str:
     if len(local_part) > 64 or not LOCAL_PART_RE.match(local_part):
         raise DomainError(f"{raw!r} is not a valid mailbox name (letters, digits, . _ + -).", field=field)
     return local_part
+
+
+def new_local_part(raw: str, *, field: str = "local_part") -> str:
+    """The canonical local part of a new mailbox or group; it may not name any folder but its own."""
+    return check_path_name(canonical_local_part(raw, field=field), field=field, what="A mailbox name")
 
 
 def split_address(address: str, *, field: str = "address") -> tuple[str, str]:
@@ -134,7 +144,7 @@ def add_mailbox(
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
         raise DomainError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
-    local_part = canonical_local_part(local_part)
+    local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     check_password_policy(password)
     mailbox = Mailbox(
@@ -146,7 +156,11 @@ def add_mailbox(
         quota_messages=_clean_quota(quota_messages, "quota_messages"),
     )
     mailbox.save()
-    maildir.ensure_maildir(mailbox.maildir)
+    try:
+        maildir.ensure_maildir(own_maildir(mailbox))
+    except UnsafePathError as error:
+        raise DomainError(f"No folder can be made for {mailbox.address}: {error.strerror}.",
+                          field="local_part") from None
     record_change(actor=actor, action="add_mailbox", obj=mailbox, after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
     _changed(domain)
     return mailbox
@@ -156,14 +170,32 @@ def add_mailbox(
 def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = "system") -> None:
     """Delete a mailbox; its stored mail stays on disk unless `remove_mail`."""
     mailbox = Mailbox.objects.select_related("domain__server__node").get(pk=mailbox.pk)
-    path = mailbox.maildir
+    after: dict[str, object] = {"remove_mail": remove_mail}
+    path = None
+    if remove_mail:
+        try:
+            path = maildir.check_maildir(own_maildir(mailbox))
+        except UnsafePathError as error:
+            # A name from before names were checked: its folder may be another mailbox's; touch nothing.
+            log.warning("mailbox %s deleted, its mail left on disk: %s", mailbox.address, error)
+            after["mail_kept"] = str(error)
     record_change(actor=actor, action="delete_mailbox", obj=mailbox,
-                  before=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS), after={"remove_mail": remove_mail})
+                  before=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS), after=after)
     domain = mailbox.domain
     mailbox.delete()
-    if remove_mail:
-        transaction.on_commit(lambda: shutil.rmtree(path, ignore_errors=True))
+    if path is not None:
+        transaction.on_commit(lambda: _remove_maildir(path))
     _changed(domain)
+
+
+def own_maildir(mailbox: Mailbox) -> Path:
+    """The mailbox's Maildir; UnsafePathError if its names would make it any folder but its own."""
+    return maildir.mailbox_maildir(mailbox.domain.server.home_dir, mailbox.domain.name, mailbox.local_part)
+
+
+def _remove_maildir(path: Path) -> None:
+    # rmtree never follows a link inside the tree, and refuses to start at one.
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @transaction.atomic
@@ -236,7 +268,7 @@ def add_group(domain: Domain, local_part: str, members: Iterable[Mailbox] = (), 
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
         raise DomainError(f"{domain.name} is not a local domain.", field="domain")
-    local_part = canonical_local_part(local_part)
+    local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     try:
         group = GroupAddress.objects.create(domain=domain, local_part=local_part)
@@ -365,7 +397,12 @@ def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredenti
             cache.remember(mailbox.pk, mailbox.password, password)
     if mailbox.is_locked or mailbox.domain.is_locked:
         raise LoginRefusedError("locked")
-    return SignedIn(mailbox_id=mailbox.pk, address=mailbox.address, maildir=str(mailbox.maildir))
+    try:
+        path = own_maildir(mailbox)
+    except UnsafePathError as error:
+        log.warning("mailbox %s cannot sign in: %s", mailbox.address, error)
+        raise LoginRefusedError("locked") from None
+    return SignedIn(mailbox_id=mailbox.pk, address=mailbox.address, maildir=str(path))
 
 
 def record_logon(mailbox_id: int, client_address: str, protocol: str = "POP3") -> int:

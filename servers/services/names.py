@@ -50,3 +50,28 @@ def canonical_client_address(raw: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
+
+
+# -- names that become folders on disk ---------------------------------------------------------
+
+
+def check_path_name(name: str, *, field: str, what: str = "The name") -> str:
+    """Refuse a name that becomes one folder on disk (local part, domain, folder) if it could leave it."""
+    from servers.storage import path_name_problem
+
+    problem = "cannot start with a dot" if name.startswith(".") else path_name_problem(name)
+    if problem is not None:
+        raise DomainError(f"{what} {problem} (it names a folder on disk).", field=field)
+    return name
+
+
+def check_home_dir_text(raw: object, *, field: str = "home_dir") -> None:
+    """Refuse a home directory with `..` components or control characters before it is resolved."""
+    import re
+    from pathlib import PurePath
+
+    text = str(raw)
+    if re.search(r"[\x00-\x1f\x7f]", text):
+        raise DomainError("A home directory cannot contain control characters.", field=field)
+    if ".." in PurePath(text).parts:
+        raise DomainError("A home directory cannot contain '..' components.", field=field)

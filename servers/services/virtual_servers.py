@@ -26,7 +26,7 @@ from servers.storage import write_durably
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
-from .names import canonical_domain_name
+from .names import canonical_domain_name, check_home_dir_text, check_path_name
 from .nodes import local_node, request_reconcile
 from .postmaster import ensure_postmaster
 
@@ -147,6 +147,8 @@ def _is_within(inner: Path, outer: Path) -> bool:
 
 
 def _clean_home_dir(raw: str | Path | None, name: str) -> Path:
+    if raw:
+        check_home_dir_text(raw)
     try:
         home = Path(raw).expanduser() if raw else default_home_dir(name)
     except RuntimeError:
@@ -229,7 +231,8 @@ def create_virtual_server(
     name = _clean_name(name)
     if VirtualServer.objects.filter(node=node, name=name).exists():
         raise DomainError(f"Node {node.name} already has a server named {name!r}.", field="name")
-    domain_name = canonical_domain_name(default_domain, field="default_domain")
+    domain_name = check_path_name(canonical_domain_name(default_domain, field="default_domain"),
+                                  field="default_domain", what="A domain name")
     server = VirtualServer(
         node=node,
         name=name,
@@ -261,6 +264,7 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
     """Change a server's settings; the home directory can never change."""
     server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
     if "home_dir" in changes:
+        check_home_dir_text(changes["home_dir"])
         requested = Path(str(changes["home_dir"])).expanduser()
         if not requested.is_absolute():
             requested = settings.VAR_DIR / requested
