@@ -31,7 +31,8 @@ class Command(BaseCommand):
                 action.add_argument("--ndr", action="store_true", help="tell the sender (a non-delivery report)")
         tab = sub.add_parser("delivery", help="show the Delivery tab, or change it with NAME=VALUE ...")
         tab.add_argument("server")
-        tab.add_argument("settings", nargs="*")
+        # Not "settings": Django's own --settings option would read it as a settings module.
+        tab.add_argument("assignments", nargs="*", metavar="NAME=VALUE")
         route = sub.add_parser("route", help="send a remote domain's mail through a smart host ('' removes)")
         route.add_argument("server")
         route.add_argument("domain")
@@ -83,9 +84,9 @@ class Command(BaseCommand):
         delivery.delete_message(self.find_message(message), ndr=ndr, actor=ACTOR)
         self.stdout.write(f"Message {message} was deleted{' and the sender told' if ndr else ''}.")
 
-    def do_delivery(self, settings: list[str], **_) -> None:
+    def do_delivery(self, assignments: list[str], **_) -> None:
         changes = {}
-        for setting in settings:
+        for setting in assignments:
             name, sep, value = setting.partition("=")
             if not sep:
                 raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
