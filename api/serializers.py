@@ -381,7 +381,8 @@ class DeliverySettingsSerializer(serializers.ModelSerializer):
         model = DeliverySettings
         fields = [*EDITABLE_DELIVERY_FIELDS, "smart_host_password_set"]
         extra_kwargs = {**_setting_kwargs(DeliverySettings, EDITABLE_DELIVERY_FIELDS),
-                        "smart_host_password": {"write_only": True, "required": False}}
+                        "smart_host_password": {"write_only": True, "required": False, "max_length": 255,
+                                                "help_text": "Write-only; stored encrypted, never shown back."}}
         validators: list = []
 
     def get_smart_host_password_set(self, config: DeliverySettings) -> bool:

@@ -119,8 +119,8 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
                                                     "username": route.username if route else ""})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        # The password is never shown back; left empty it stays as it was.
-        password = data["password"] or (route.password if route else "")
+        # The password is never shown back; left empty it stays as it was (None: keep).
+        password = data["password"] or None
         try:
             saved = set_remote_domain_route(domain, smart_host=data["smart_host"], port=data["port"] or 25,
                                             username=data["username"], password=password, actor=actor(request))

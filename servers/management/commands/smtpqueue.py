@@ -39,7 +39,7 @@ class Command(BaseCommand):
         route.add_argument("smart_host")
         route.add_argument("--port", type=int, default=25)
         route.add_argument("--user", default="")
-        route.add_argument("--password", default="")
+        route.add_argument("--password", default=None, help="omit to keep the stored one; '' removes it")
 
     def handle(self, *args, verb: str, server: str, **options) -> None:
         self.server = find_server(services.local_node(), server)
@@ -100,7 +100,7 @@ class Command(BaseCommand):
             shown = "********" if name in delivery.SECRET_FIELDS and value else value
             self.stdout.write(f"{name}={shown}")
 
-    def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str, **_) -> None:
+    def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str | None, **_) -> None:
         route = delivery.set_remote_domain_route(find_domain(self.server, domain), smart_host=smart_host, port=port,
                                                  username=user, password=password, actor=ACTOR)
         self.stdout.write(f"{domain}: {'via ' + route.smart_host + ':' + str(route.port) if route else 'MX records'}")
