@@ -66,9 +66,10 @@ def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
             mailbox = services.add_mailbox(domain, data["local_part"], data["password"],
                                            display_name=data["display_name"],
                                            quota_bytes=kb_to_bytes(data["quota_kb"]),
-                                           quota_messages=data["quota_messages"], actor=actor(request))
+                                           quota_messages=data["quota_messages"], actor=actor(request),
+                                           acting_user=request.user)
         except DomainError as exc:
-            add_domain_error(form, exc)
+            add_domain_error(form, exc, {"quota_bytes": "quota_kb"})
         else:
             messages.success(request, f"Mailbox {mailbox.address} was created.")
             return redirect("console:domain", pk=domain.pk)
@@ -103,7 +104,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             services.update_mailbox(mailbox, display_name=data["display_name"],
                                     quota_bytes=kb_to_bytes(data["quota_kb"]),
                                     quota_messages=data["quota_messages"], is_catch_all=data["is_catch_all"],
-                                    actor=who)
+                                    actor=who, acting_user=request.user)
         except DomainError as exc:
             add_domain_error(properties, exc, {"quota_bytes": "quota_kb"})
         else:
