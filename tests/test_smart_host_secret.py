@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -19,6 +23,7 @@ from tests.api_factories import FAST_HASHERS, client_for, make_people
 from tests.delivery_helpers import run_queue, send
 
 PASSWORD = "Relay-s3cret-pw"
+REPO_DIR = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.delivery_helpers"]
 MIGRATION = importlib.import_module("servers.migrations.0009_secrets_and_quota_ceiling")
 
@@ -168,3 +173,22 @@ def test_clearing_the_user_name_forgets_the_password(server):
     )
     config = delivery_services.update_delivery_settings(server, smart_host_username="")
     assert config.smart_host_password == ""
+
+
+def test_without_a_configured_key_one_is_generated_next_to_the_data(settings):
+    key_file = settings.VAR_DIR / "secrets_key"
+    assert [key_file.read_text().strip()] == settings.SECRETS_KEYS
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_malformed_secrets_key_stops_the_start_naming_the_variable(tmp_path):
+    env = {**os.environ, "MAILCONSOLE_VAR_DIR": str(tmp_path), "MAILCONSOLE_SECRETS_KEY": "not-a-fernet-key"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import mailconsole.settings"],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "MAILCONSOLE_SECRETS_KEY must be Fernet keys" in done.stderr
