@@ -16,11 +16,14 @@ from django.core.management import call_command
 from django.db import connection
 
 from servers import services, stored_secrets
+from servers.delivery import queue
 from servers.delivery import services as delivery_services
 from servers.delivery.models import DeliverySettings, RecipientState, RemoteDomainRoute
 from servers.models import DomainType, VirtualServer
 from tests.api_factories import FAST_HASHERS, client_for, make_people
 from tests.delivery_helpers import run_queue, send
+from tests.factories import make_server
+from tests.helpers import wait_until
 
 PASSWORD = "Relay-s3cret-pw"
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -192,3 +195,23 @@ def test_a_malformed_secrets_key_stops_the_start_naming_the_variable(tmp_path):
         timeout=60,
     )
     assert done.returncode != 0 and "MAILCONSOLE_SECRETS_KEY must be Fernet keys" in done.stderr
+
+
+def test_the_celery_worker_process_authenticates_to_the_smart_host_with_the_stored_password(
+    supervised, dns, port, remotes
+):
+    server = make_server(domain="lab.test", start=True)
+    DeliverySettings.objects.filter(pk=DeliverySettings.for_server(server).pk).update(
+        dns_server=dns.address, outbound_timeout_s=30
+    )
+    delivery_services.update_delivery_settings(
+        server,
+        smart_host="[127.0.0.7]",
+        smart_host_port=port,
+        smart_host_username="relay-user",
+        smart_host_password=PASSWORD,
+    )
+    relay = remotes("127.0.0.7", users={"relay-user": PASSWORD})
+    queue.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test"], [b"Subject: via the relay\r\n\r\nhello\r\n"])
+    wait_until(lambda: relay.recipients() == ["bob@far.test"], timeout_s=30, message="delivery through the relay")
+    assert relay.received[0].auth_user == "relay-user"
