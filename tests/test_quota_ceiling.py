@@ -107,6 +107,7 @@ def test_the_console_shows_the_ceiling_next_to_the_quota_field(people, mailbox):
         {"local_part": "x", "password": GOOD_PASSWORD, "quota_kb": "", "quota_messages": ""},
     )
     assert new.status_code == 200 and "never unlimited" in new.context["form"].errors["quota_kb"][0]
+    assert "at most 102400 KB" in new.content.decode()
 
 
 def test_only_administrators_and_operators_change_the_ceiling(people, domain):
