@@ -180,7 +180,7 @@ def build_installation(tmp_path: Path, without: set[str]) -> None:
     from django.contrib.auth import get_user_model
 
     get_user_model().objects.create_superuser("admin", "admin@example.test", "Admin-pw-123")
-    make_pop3_service()
+    make_pop3_service(start=False)  # nothing here should start a worker, even with a supervisor running
     if "Lab server" in without:
         return
     default = "lab.example.test" if "study003.local" in without else "study003.local"
