@@ -153,7 +153,7 @@ class DomainSerializer(serializers.ModelSerializer):
     class Meta:
         model = Domain
         fields = ["id", "server", "server_name", "name", "type", "alias_of", "alias_of_name", "relay_allowed",
-                  "is_default", "is_locked", "administrators", "created_at"]
+                  "is_default", "is_locked", "max_mailbox_quota_mb", "administrators", "created_at"]
         read_only_fields = fields
 
 
@@ -164,6 +164,9 @@ class DomainCreateSerializer(serializers.Serializer):
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
                                             help_text="For an alias domain: the local domain it stands for.")
     relay_allowed = serializers.BooleanField(default=False, help_text="Remote domains only.")
+    max_mailbox_quota_mb = serializers.IntegerField(
+        min_value=0, max_value=MAX_INT, required=False, allow_null=True,
+        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
     administrators = usernames_field(required=False)
 
 
@@ -171,6 +174,9 @@ class DomainUpdateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, required=False)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
     relay_allowed = serializers.BooleanField(required=False)
+    max_mailbox_quota_mb = serializers.IntegerField(
+        min_value=0, max_value=MAX_INT, required=False, allow_null=True,
+        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
     administrators = usernames_field(required=False)
 
 
@@ -381,7 +387,8 @@ class DeliverySettingsSerializer(serializers.ModelSerializer):
         model = DeliverySettings
         fields = [*EDITABLE_DELIVERY_FIELDS, "smart_host_password_set"]
         extra_kwargs = {**_setting_kwargs(DeliverySettings, EDITABLE_DELIVERY_FIELDS),
-                        "smart_host_password": {"write_only": True, "required": False}}
+                        "smart_host_password": {"write_only": True, "required": False, "max_length": 255,
+                                                "help_text": "Write-only; stored encrypted, never shown back."}}
         validators: list = []
 
     def get_smart_host_password_set(self, config: DeliverySettings) -> bool:

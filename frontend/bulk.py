@@ -11,7 +11,7 @@ from django.db import transaction
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
 from servers.services import DomainError, mailbox_usage
-from servers.services.mailboxes import new_local_part
+from servers.services.mailboxes import check_quota_ceiling, new_local_part
 
 IMPORT_COLUMNS = ["local_part", "password", "display_name", "quota_kb"]
 EXPORT_COLUMNS = ["address", "local_part", "display_name", "quota_kb", "quota_messages", "is_locked",
@@ -64,7 +64,7 @@ def parse_csv(text: str) -> list[ImportRow]:
     return rows
 
 
-def check_rows(domain: Domain, rows: list[ImportRow]) -> list[ImportRow]:
+def check_rows(domain: Domain, rows: list[ImportRow], *, acting_user=None) -> list[ImportRow]:
     """Add to each row what would stop it from being created; nothing is written."""
     taken = set(Mailbox.objects.filter(domain=domain).values_list("local_part", flat=True))
     taken |= set(GroupAddress.objects.filter(domain=domain).values_list("local_part", flat=True))
@@ -81,16 +81,21 @@ def check_rows(domain: Domain, rows: list[ImportRow]) -> list[ImportRow]:
                 row.errors.append(f"{local_part} is also on line {seen[local_part]}.")
             seen.setdefault(local_part, row.line)
         row.errors.extend(services.password_policy_errors(row.password))
+        try:
+            check_quota_ceiling(domain, row.quota_kb * 1024 if row.quota_kb else None, acting_user)
+        except DomainError as exc:
+            row.errors.append(exc.message)
     return rows
 
 
-def import_rows(domain: Domain, rows: list[ImportRow], *, actor: str) -> int:
+def import_rows(domain: Domain, rows: list[ImportRow], *, actor: str, acting_user=None) -> int:
     """Create every row's mailbox, or none of them if any is refused."""
     with transaction.atomic():
         for row in rows:
             try:
                 services.add_mailbox(domain, row.local_part, row.password, display_name=row.display_name,
-                                     quota_bytes=row.quota_kb * 1024 if row.quota_kb else None, actor=actor)
+                                     quota_bytes=row.quota_kb * 1024 if row.quota_kb else None, actor=actor,
+                                     acting_user=acting_user)
             except DomainError as exc:
                 raise DomainError(f"Line {row.line}: {exc.message}", field="csv_file") from None
     return len(rows)

@@ -20,6 +20,7 @@ console_patterns = [
     path("servers/<int:pk>/queue/", servers.server_queue, name="server-queue"),
     path("domains/<int:pk>/action/", domains.domain_action, name="domain-action"),
     path("domains/<int:pk>/administrators/", domains.domain_administrators, name="domain-administrators"),
+    path("domains/<int:pk>/quota-ceiling/", domains.domain_quota_ceiling, name="domain-quota-ceiling"),
     path("domains/<int:pk>/route/", domains.remote_domain_route, name="domain-route"),
     path("pop3/", domains.pop3_domains, name="pop3"),
     path("domains/<int:pk>/", mailboxes.domain_mailboxes, name="domain"),

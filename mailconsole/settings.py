@@ -53,6 +53,41 @@ if not SECRET_KEY:
         _key_file.chmod(0o600)
     SECRET_KEY = _key_file.read_text().strip()
 
+
+def _secrets_keys() -> list[str]:
+    """Fernet keys for secrets stored in the database (smart-host passwords); the first encrypts."""
+    from cryptography.fernet import Fernet
+
+    raw = envstr("MAILCONSOLE_SECRETS_KEY")
+    if not raw:
+        # Generated on first use and kept with the data; back it up with the database.
+        # Written whole, then linked into place: processes starting together all read the same key.
+        key_file = VAR_DIR / "secrets_key"
+        if not key_file.exists():
+            import tempfile
+
+            fd, temporary = tempfile.mkstemp(dir=VAR_DIR, prefix=".secrets_key.")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(Fernet.generate_key().decode())
+            try:
+                os.link(temporary, key_file)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(temporary)
+        raw = key_file.read_text().strip()
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    for key in keys:
+        try:
+            Fernet(key)
+        except ValueError:
+            raise SettingError("MAILCONSOLE_SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes), "
+                               "comma-separated, newest first") from None
+    return keys
+
+
+SECRETS_KEYS = _secrets_keys()
+
 DEBUG = envbool("MAILCONSOLE_DEBUG", False)
 WHITENOISE_USE_FINDERS = True
 ALLOWED_HOSTS = [h for h in envstr("MAILCONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]

@@ -283,6 +283,9 @@ class Domain(models.Model):
     is_default = models.BooleanField(default=False)
     # winpop lock DOMAIN: its mailboxes still receive mail but cannot log in.
     is_locked = models.BooleanField(default=False)
+    # The largest mailbox quota a domain administrator may give (and never "unlimited"); empty: no
+    # ceiling. Set by administrators and the server's operators.
+    max_mailbox_quota_mb = models.PositiveIntegerField(null=True, blank=True)
     # Delegated administrators (as in Kerio): they manage only this domain's mailboxes and groups.
     administrators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="administered_domains")
     created_at = models.DateTimeField(auto_now_add=True)

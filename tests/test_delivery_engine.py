@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from servers import services
+from servers import services, stored_secrets
 from servers.delivery import engine, queue
 from servers.delivery import services as queue_services
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
@@ -246,7 +246,7 @@ def test_a_smart_host_gets_everything_with_auth_over_starttls(server, dns, remot
 def test_a_wrong_smart_host_password_keeps_the_mail_queued(server, dns, remotes, port):
     remotes("127.0.0.7", users={"relay-user": "relay-pass"})
     configure(server, smart_host="[127.0.0.7]", smart_host_port=port, smart_host_username="relay-user",
-              smart_host_password="wrong")
+              smart_host_password=stored_secrets.conceal("wrong"))
     row = send(server, ["bob@far.test"])
     run_queue(server)
     recipient = row.recipients.get()

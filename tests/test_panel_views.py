@@ -6,7 +6,7 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from servers import services
+from servers import services, stored_secrets
 from servers.models import AuditEntry, Domain, GroupAddress, Mailbox, VirtualServer
 from tests.helpers import free_port
 from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast, needs_roles
@@ -324,10 +324,11 @@ def test_delivery_tab_saves_settings_and_never_shows_the_smart_host_password(cas
     assert "First retry interval (seconds): 600 \u2192 60" in html and "Smart host password: changed" in html
     assert "s3cret-Pass" not in html
     settings_obj = delivery_settings(cast.server)
-    assert settings_obj.smart_host == "relay.example.test" and settings_obj.smart_host_password == "s3cret-Pass"
+    assert settings_obj.smart_host == "relay.example.test"
+    assert stored_secrets.reveal(settings_obj.smart_host_password) == "s3cret-Pass"
     data["delivery-smart_host_password"] = ""
     client.post(url, data)
-    assert delivery_settings(cast.server).smart_host_password == "s3cret-Pass"
+    assert stored_secrets.reveal(delivery_settings(cast.server).smart_host_password) == "s3cret-Pass"
 
 
 # -- domains ------------------------------------------------------------------------------------------
@@ -611,7 +612,7 @@ def test_remote_domain_gets_its_own_route_and_keeps_the_password_when_left_empty
     assert "via relay.example.test:2525" in html
     client.post(url, {"smart_host": "relay.example.test", "port": "2526", "username": "u", "password": ""})
     route = RemoteDomainRoute.objects.get(domain=partner)
-    assert (route.port, route.password) == (2526, "Pw-123456")
+    assert (route.port, stored_secrets.reveal(route.password)) == (2526, "Pw-123456")
     client.post(url, {"smart_host": "", "port": "", "username": "", "password": ""})
     assert not RemoteDomainRoute.objects.filter(domain=partner).exists()
     assert client.get(reverse("console:domain-route", args=[cast.domain.pk])).status_code == 404

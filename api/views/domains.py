@@ -38,19 +38,26 @@ class DomainViewSet(ServiceBackedViewSet):
     def create(self, request):
         data = self.validated()
         administrators = data.pop("administrators", None)
+        ceiling = data.pop("max_mailbox_quota_mb", None)
         with transaction.atomic():
             domain = services.add_domain(data.pop("server"), data.pop("name"), actor=self.actor, **data)
+            if ceiling:
+                domain = services.set_mailbox_quota_ceiling(domain, ceiling, actor=self.actor,
+                                                            acting_user=request.user)
             if administrators is not None:
                 set_domain_administrators(domain, administrators, actor=self.actor)
         return self.respond(domain, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def update(self, request, pk=None, partial=False):
-        """Change the type (with alias target and relaying) or the domain administrators; names are fixed."""
+        """Change the type (with alias target and relaying), quota ceiling or administrators; names are fixed."""
         domain = self.get_object()
         data = self.validated(partial=True)
         administrators = data.pop("administrators", None)
         with transaction.atomic():
+            if "max_mailbox_quota_mb" in data:
+                domain = services.set_mailbox_quota_ceiling(domain, data.pop("max_mailbox_quota_mb"),
+                                                            actor=self.actor, acting_user=request.user)
             if data:
                 new_type = data.get("type", domain.type)
                 alias_of = data.get("alias_of", domain.alias_of if new_type == DomainType.ALIAS else None)

@@ -47,7 +47,7 @@ class MailboxViewSet(ServiceBackedViewSet):
         catch_all = data.pop("is_catch_all", False)
         with transaction.atomic():
             mailbox = services.add_mailbox(data.pop("domain"), data.pop("local_part"), data.pop("password"),
-                                           actor=self.actor, **data)
+                                           actor=self.actor, acting_user=request.user, **data)
             if catch_all:
                 mailbox = services.update_mailbox(mailbox, is_catch_all=True, actor=self.actor)
         return self.respond(mailbox, status=status.HTTP_201_CREATED)
@@ -57,7 +57,7 @@ class MailboxViewSet(ServiceBackedViewSet):
         mailbox = self.get_object()
         data = self.validated(partial=True)
         if data:
-            mailbox = services.update_mailbox(mailbox, actor=self.actor, **data)
+            mailbox = services.update_mailbox(mailbox, actor=self.actor, acting_user=request.user, **data)
         return self.respond(mailbox)
 
     @extend_schema(request=MailboxUpdateSerializer, responses=MailboxSerializer)

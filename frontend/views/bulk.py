@@ -26,10 +26,10 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         # The file checked by the dry run, kept server-side so that passwords never go back to the page.
         text = request.session.pop(session_key)
         try:
-            rows = check_rows(domain, parse_csv(text))
+            rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if any(row.errors for row in rows):
                 raise DomainError("The rows changed since the dry run; check the file again.", field="csv_file")
-            created = import_rows(domain, rows, actor=actor(request))
+            created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
         except DomainError as exc:
             messages.error(request, exc.message)
             return redirect("console:domain-import", pk=domain.pk)
@@ -47,7 +47,7 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
                 text = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise DomainError("The file is not UTF-8 text.", field="csv_file") from None
-            rows = check_rows(domain, parse_csv(text))
+            rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if form.cleaned_data["dry_run"]:
                 can_confirm = bool(rows) and not any(row.errors for row in rows)
                 if can_confirm:
@@ -56,7 +56,7 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
                 if any(row.errors for row in rows):
                     form.add_error(None, "Nothing was created: fix the rows marked below first.")
                 else:
-                    created = import_rows(domain, rows, actor=actor(request))
+                    created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
                     messages.success(request, f"{created} mailboxes were created in {domain.name}.")
                     return redirect("console:domain", pk=domain.pk)
         except DomainError as exc:

@@ -104,6 +104,23 @@ def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cap the quota the domain's administrators may give a mailbox: for operators and administrators."""
+    domain = domain_for(request.user, pk)
+    server_for(request.user, domain.server_id)
+    try:
+        domain = services.set_mailbox_quota_ceiling(domain, request.POST.get("max_mailbox_quota_mb", "").strip(),
+                                                    actor=actor(request), acting_user=request.user)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
+        messages.success(request, f"Quota ceiling of {domain.name} for its domain administrators: {ceiling}.")
+    return redirect("console:domain", pk=domain.pk)
+
+
+@login_required
 def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
     """A remote domain's own route: a smart host instead of its MX hosts (empty host: use MX)."""
     domain = domain_for(request.user, pk)
@@ -119,8 +136,8 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
                                                     "username": route.username if route else ""})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        # The password is never shown back; left empty it stays as it was.
-        password = data["password"] or (route.password if route else "")
+        # The password is never shown back; left empty it stays as it was (None: keep).
+        password = data["password"] or None
         try:
             saved = set_remote_domain_route(domain, smart_host=data["smart_host"], port=data["port"] or 25,
                                             username=data["username"], password=password, actor=actor(request))

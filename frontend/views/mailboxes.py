@@ -25,12 +25,20 @@ from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DomainType, Mailbox, VirtualServer
 from servers.services import DomainError, mailbox_usage
+from servers.services.mailboxes import acts_only_as_domain_administrator
 
 KB = 1024
 
 
 def kb_to_bytes(value: int | None) -> int | None:
     return None if value in (None, 0) else value * KB
+
+
+def _show_quota_ceiling(form, domain, user) -> None:
+    """Tell a domain administrator the most they may give, instead of "empty: no limit"."""
+    ceiling_mb = domain.max_mailbox_quota_mb
+    if ceiling_mb and acts_only_as_domain_administrator(user, domain):
+        form.fields["quota_kb"].help_text = f"Required: at most {ceiling_mb * 1024} KB ({ceiling_mb} MB)."
 
 
 @login_required
@@ -60,15 +68,17 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
 def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
     domain = domain_for(request.user, pk)
     form = AddMailboxForm(request.POST or None)
+    _show_quota_ceiling(form, domain, request.user)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             mailbox = services.add_mailbox(domain, data["local_part"], data["password"],
                                            display_name=data["display_name"],
                                            quota_bytes=kb_to_bytes(data["quota_kb"]),
-                                           quota_messages=data["quota_messages"], actor=actor(request))
+                                           quota_messages=data["quota_messages"], actor=actor(request),
+                                           acting_user=request.user)
         except DomainError as exc:
-            add_domain_error(form, exc)
+            add_domain_error(form, exc, {"quota_bytes": "quota_kb"})
         else:
             messages.success(request, f"Mailbox {mailbox.address} was created.")
             return redirect("console:domain", pk=domain.pk)
@@ -94,6 +104,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     form_name = request.POST.get("form", "") if request.method == "POST" else ""
     properties = MailboxPropertiesForm(request.POST if form_name == "properties" else None,
                                        initial=_properties_initial(mailbox))
+    _show_quota_ceiling(properties, mailbox.domain, request.user)
     password = ChangePasswordForm(request.POST if form_name == "password" else None)
     delete = DeleteMailboxForm(request.POST if form_name == "delete" else None)
     who = actor(request)
@@ -103,7 +114,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             services.update_mailbox(mailbox, display_name=data["display_name"],
                                     quota_bytes=kb_to_bytes(data["quota_kb"]),
                                     quota_messages=data["quota_messages"], is_catch_all=data["is_catch_all"],
-                                    actor=who)
+                                    actor=who, acting_user=request.user)
         except DomainError as exc:
             add_domain_error(properties, exc, {"quota_bytes": "quota_kb"})
         else:

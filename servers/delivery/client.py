@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers import stored_secrets
 from servers.delivery.routing import Route, Target
 
 # RFC 5321 4.5.3.2 asks for 5 minutes per command; connecting is bounded much tighter.
@@ -167,7 +168,12 @@ def _transaction(target: Target, route: Route, mail_from: str, recipients: Seque
             if not smtp.has_extn("auth"):
                 raise SessionError(result_of(451, f"4.7.0 {host} does not offer AUTH", host))
             try:
-                smtp.login(route.username, route.password)
+                # Decrypted here, for this connection only.
+                password = stored_secrets.reveal(route.password)
+            except stored_secrets.SecretUnreadableError as error:
+                raise SessionError(result_of(451, f"4.7.0 No usable password for {host}: {error}", host)) from None
+            try:
+                smtp.login(route.username, password)
             except smtplib.SMTPAuthenticationError as error:
                 # A smart host refusing our credentials is a configuration problem: keep the mail.
                 raise SessionError(result_of(451, f"4.7.0 Authentication failed: {error.smtp_code} "

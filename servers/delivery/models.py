@@ -26,8 +26,8 @@ class DeliverySettings(models.Model):
     smart_host = models.CharField(max_length=255, blank=True, default="")
     smart_host_port = models.PositiveIntegerField(default=25)
     smart_host_username = models.CharField(max_length=255, blank=True, default="")
-    # Sent with AUTH, so it has to be kept readable; the console never shows it back.
-    smart_host_password = models.CharField(max_length=255, blank=True, default="")
+    # Sent with AUTH, so it is encrypted, not hashed (`servers.stored_secrets`); nothing shows it back.
+    smart_host_password = models.CharField(max_length=1000, blank=True, default="")
     attempt_direct_before_smart_host = models.BooleanField(default=False)
     # Outbound connections: TCP port, limit, time-out.
     outbound_port = models.PositiveIntegerField(default=25)
@@ -66,7 +66,8 @@ class RemoteDomainRoute(models.Model):
     smart_host = models.CharField(max_length=255)
     port = models.PositiveIntegerField(default=25)
     username = models.CharField(max_length=255, blank=True, default="")
-    password = models.CharField(max_length=255, blank=True, default="")
+    # Encrypted like the server's smart-host password.
+    password = models.CharField(max_length=1000, blank=True, default="")
 
     class Meta:
         app_label = "servers"

@@ -55,6 +55,7 @@ class Route:
     targets: tuple[Target, ...]
     via: str  # "mx", "smart host", "domain route"
     username: str = ""
+    # As stored (`servers.stored_secrets`, encrypted); the client decrypts it just before AUTH.
     password: str = field(default="", repr=False)
     # Tried when every target above fails temporarily ("attempt direct delivery before smart host").
     fallback: Route | None = None

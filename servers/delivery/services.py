@@ -15,6 +15,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from servers import stored_secrets
 from servers.delivery import engine, queue, routing
 from servers.delivery.client import Result
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState, RemoteDomainRoute
@@ -210,9 +211,18 @@ def _clean_delivery_field(field: str, value):
             except ValueError:
                 raise DomainError("Enter an IP address, optionally with :port.", field=field) from None
         return text
-    if field in ("smart_host_username", "smart_host_password"):
+    if field == "smart_host_username":
         return str(value or "")
+    if field == "smart_host_password":
+        return _clean_password(value, field)
     raise DomainError(f"{field} cannot be changed here.", field=field)
+
+
+def _clean_password(value, field: str) -> str:
+    password = str(value or "")
+    if len(password) > stored_secrets.MAX_SECRET_LENGTH:
+        raise DomainError(f"Enter at most {stored_secrets.MAX_SECRET_LENGTH} characters.", field=field)
+    return password
 
 
 def _redacted(values: dict) -> dict:
@@ -232,7 +242,12 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
     if cleaned.get("smart_host_username", config.smart_host_username) and not cleaned.get(
             "smart_host", config.smart_host):
         raise DomainError("Name a smart host before giving credentials for it.", field="smart_host")
+    if "smart_host_password" in cleaned:
+        cleaned["smart_host_password"] = stored_secrets.conceal(cleaned["smart_host_password"])
+    if "smart_host_username" in cleaned and not cleaned["smart_host_username"]:
+        cleaned["smart_host_password"] = ""  # no AUTH, so nothing to keep a password for
     before = {field: getattr(config, field) for field in cleaned}
+    # A new token differs from the stored one even for the same password: a given password is a change.
     changed = {field: value for field, value in cleaned.items() if before[field] != value}
     if not changed:
         return config
@@ -246,8 +261,11 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
 
 @transaction.atomic
 def set_remote_domain_route(domain: Domain, *, smart_host: str, port: int = 25, username: str = "",
-                            password: str = "", actor: str = "system") -> RemoteDomainRoute | None:
-    """Send a remote domain's mail through a named smart host; an empty `smart_host` removes the route."""
+                            password: str | None = None, actor: str = "system") -> RemoteDomainRoute | None:
+    """Send a remote domain's mail through a named smart host; an empty `smart_host` removes the route.
+
+    `password=None` keeps the stored password (encrypted, never shown back); "" removes it.
+    """
     if domain.type != DomainType.REMOTE:
         raise DomainError("Only a remote domain can have its own route.", field="smart_host")
     host = clean_smart_host(smart_host)
@@ -258,8 +276,13 @@ def set_remote_domain_route(domain: Domain, *, smart_host: str, port: int = 25, 
             existing.delete()
             record_change(actor=actor, action="remove_remote_domain_route", obj=domain, before=before)
         return None
+    username = str(username or "")
+    if password is None:
+        stored_password = existing.password if existing is not None else ""
+    else:
+        stored_password = stored_secrets.conceal(_clean_password(password, "password"))
     values = {"smart_host": host, "port": _clean_int(port, "port", minimum=1, maximum=65535),
-              "username": str(username or ""), "password": str(password or "")}
+              "username": username, "password": stored_password if username else ""}
     route, _ = RemoteDomainRoute.objects.update_or_create(domain=domain, defaults=values)
     record_change(actor=actor, action="set_remote_domain_route", obj=domain, before=before, after=_redacted(values))
     return route

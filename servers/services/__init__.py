@@ -2,7 +2,7 @@
 
 from .access import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .api_support import set_domain_administrators, set_server_operators
-from .domains import add_domain, change_domain_type, remove_domain, set_default_domain
+from .domains import add_domain, change_domain_type, remove_domain, set_default_domain, set_mailbox_quota_ceiling
 from .errors import DomainError
 from .mailboxes import (
     LoginRefusedError,
@@ -76,6 +76,7 @@ __all__ = [
     "remove_domain",
     "request_reconcile",
     "set_default_domain",
+    "set_mailbox_quota_ceiling",
     "set_node_service_state",
     "set_domain_administrators",
     "set_server_certificate",

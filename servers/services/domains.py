@@ -8,6 +8,7 @@ from servers.models import Domain, DomainType, VirtualServer
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
+from .mailboxes import acts_only_as_domain_administrator
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .postmaster import ensure_postmaster
@@ -149,3 +150,37 @@ def remove_domain(domain: Domain, *, actor: str = "system") -> None:
     server = domain.server
     domain.delete()
     _changed(server)
+
+
+MAX_QUOTA_CEILING_MB = 2**31 - 1
+
+
+@transaction.atomic
+def set_mailbox_quota_ceiling(domain: Domain, ceiling_mb: int | str | None, *, actor: str = "system",
+                              acting_user=None) -> Domain:
+    """Cap the quota a domain administrator may give a mailbox of `domain` (None, "" or 0: no ceiling).
+
+    Administrators and the server's operators set it; mailboxes already above it keep their quota.
+    """
+    domain = Domain.objects.select_related("server__node").select_for_update().get(pk=domain.pk)
+    if acts_only_as_domain_administrator(acting_user, domain):
+        raise DomainError("Only an administrator or an operator of the server can change the quota ceiling.",
+                          field="max_mailbox_quota_mb")
+    if ceiling_mb in (None, ""):
+        value = None
+    else:
+        try:
+            value = int(ceiling_mb)
+        except (TypeError, ValueError):
+            raise DomainError(f"{ceiling_mb!r} is not a whole number of MB.", field="max_mailbox_quota_mb") from None
+        if not 0 <= value <= MAX_QUOTA_CEILING_MB:
+            raise DomainError(f"Enter a number of MB between 0 and {MAX_QUOTA_CEILING_MB}.",
+                              field="max_mailbox_quota_mb")
+        value = value or None
+    if value != domain.max_mailbox_quota_mb:
+        before = {"max_mailbox_quota_mb": domain.max_mailbox_quota_mb}
+        domain.max_mailbox_quota_mb = value
+        domain.save(update_fields=["max_mailbox_quota_mb"])
+        record_change(actor=actor, action="set_mailbox_quota_ceiling", obj=domain, before=before,
+                      after={"max_mailbox_quota_mb": value})
+    return domain

@@ -115,6 +115,30 @@ def _check_address_free(domain: Domain, local_part: str) -> None:
         raise DomainError(f"{local_part}@{domain.name} is already a group address.", field="local_part")
 
 
+MB = 1024 * 1024
+
+
+def acts_only_as_domain_administrator(user, domain: Domain) -> bool:
+    """Whether `user` manages `domain` only as its delegated administrator (not an administrator, not an
+    operator of its server). `None` is the system itself: the command line, tasks."""
+    if user is None or user.is_superuser:
+        return False
+    return not domain.server.operators.filter(pk=user.pk).exists()
+
+
+def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) -> None:
+    """A domain administrator stays under the domain's ceiling, and cannot make a quota unlimited."""
+    ceiling_mb = domain.max_mailbox_quota_mb
+    if ceiling_mb is None or not acts_only_as_domain_administrator(acting_user, domain):
+        return
+    if quota_bytes is None:
+        raise DomainError(f"Give a quota: mailboxes of {domain.name} may have at most {ceiling_mb} MB "
+                          f"({ceiling_mb * MB} bytes), never unlimited.", field="quota_bytes")
+    if quota_bytes > ceiling_mb * MB:
+        raise DomainError(f"The quota can be at most {ceiling_mb} MB ({ceiling_mb * MB} bytes) in {domain.name}.",
+                          field="quota_bytes")
+
+
 def _clean_quota(value: int | str | None, field: str) -> int | None:
     if value in (None, ""):
         return None
@@ -139,20 +163,27 @@ def add_mailbox(
     quota_bytes: int | None = None,
     quota_messages: int | None = None,
     actor: str = "system",
+    acting_user=None,
 ) -> Mailbox:
-    """Create a mailbox in a local domain, with its Maildir on disk."""
+    """Create a mailbox in a local domain, with its Maildir on disk.
+
+    `acting_user` is the signed-in user of the console or the API; a domain administrator is held to
+    the domain's quota ceiling.
+    """
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
         raise DomainError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
     local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
+    quota_bytes = _clean_quota(quota_bytes, "quota_bytes")
+    check_quota_ceiling(domain, quota_bytes, acting_user)
     check_password_policy(password)
     mailbox = Mailbox(
         domain=domain,
         local_part=local_part,
         display_name=(display_name or "").strip()[:200],
         password=make_password(password),
-        quota_bytes=_clean_quota(quota_bytes, "quota_bytes"),
+        quota_bytes=quota_bytes,
         quota_messages=_clean_quota(quota_messages, "quota_messages"),
     )
     mailbox.save()
@@ -233,15 +264,20 @@ def set_domain_lock(domain: Domain, locked: bool, *, actor: str = "system") -> D
 
 
 @transaction.atomic
-def update_mailbox(mailbox: Mailbox, *, actor: str = "system", **changes) -> Mailbox:
-    """Change display name, quotas or the catch-all flag."""
+def update_mailbox(mailbox: Mailbox, *, actor: str = "system", acting_user=None, **changes) -> Mailbox:
+    """Change display name, quotas or the catch-all flag (a domain administrator under the quota ceiling)."""
     mailbox = Mailbox.objects.select_related("domain__server__node").select_for_update().get(pk=mailbox.pk)
     before = snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS)
     for field, value in changes.items():
         if field == "display_name":
             mailbox.display_name = (value or "").strip()[:200]
-        elif field in ("quota_bytes", "quota_messages"):
-            setattr(mailbox, field, _clean_quota(value, field))
+        elif field == "quota_bytes":
+            quota_bytes = _clean_quota(value, field)
+            if quota_bytes != mailbox.quota_bytes:  # keeping what an administrator set is no change
+                check_quota_ceiling(mailbox.domain, quota_bytes, acting_user)
+            mailbox.quota_bytes = quota_bytes
+        elif field == "quota_messages":
+            mailbox.quota_messages = _clean_quota(value, field)
         elif field == "is_catch_all":
             if value:
                 Mailbox.objects.filter(domain=mailbox.domain, is_catch_all=True).exclude(pk=mailbox.pk).update(

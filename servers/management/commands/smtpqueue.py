@@ -31,14 +31,15 @@ class Command(BaseCommand):
                 action.add_argument("--ndr", action="store_true", help="tell the sender (a non-delivery report)")
         tab = sub.add_parser("delivery", help="show the Delivery tab, or change it with NAME=VALUE ...")
         tab.add_argument("server")
-        tab.add_argument("settings", nargs="*")
+        # Not "settings": Django's own --settings option would read it as a settings module.
+        tab.add_argument("assignments", nargs="*", metavar="NAME=VALUE")
         route = sub.add_parser("route", help="send a remote domain's mail through a smart host ('' removes)")
         route.add_argument("server")
         route.add_argument("domain")
         route.add_argument("smart_host")
         route.add_argument("--port", type=int, default=25)
         route.add_argument("--user", default="")
-        route.add_argument("--password", default="")
+        route.add_argument("--password", default=None, help="omit to keep the stored one; '' removes it")
 
     def handle(self, *args, verb: str, server: str, **options) -> None:
         self.server = find_server(services.local_node(), server)
@@ -83,9 +84,9 @@ class Command(BaseCommand):
         delivery.delete_message(self.find_message(message), ndr=ndr, actor=ACTOR)
         self.stdout.write(f"Message {message} was deleted{' and the sender told' if ndr else ''}.")
 
-    def do_delivery(self, settings: list[str], **_) -> None:
+    def do_delivery(self, assignments: list[str], **_) -> None:
         changes = {}
-        for setting in settings:
+        for setting in assignments:
             name, sep, value = setting.partition("=")
             if not sep:
                 raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
@@ -99,7 +100,7 @@ class Command(BaseCommand):
             shown = "********" if name in delivery.SECRET_FIELDS and value else value
             self.stdout.write(f"{name}={shown}")
 
-    def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str, **_) -> None:
+    def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str | None, **_) -> None:
         route = delivery.set_remote_domain_route(find_domain(self.server, domain), smart_host=smart_host, port=port,
                                                  username=user, password=password, actor=ACTOR)
         self.stdout.write(f"{domain}: {'via ' + route.smart_host + ':' + str(route.port) if route else 'MX records'}")

@@ -99,6 +99,10 @@ class Command(BaseCommand):
         d_default = domain_sub.add_parser("default")
         d_default.add_argument("server")
         d_default.add_argument("domain")
+        d_ceiling = domain_sub.add_parser("ceiling", help="the largest mailbox quota a domain administrator may give")
+        d_ceiling.add_argument("server")
+        d_ceiling.add_argument("domain")
+        d_ceiling.add_argument("megabytes", help="0 removes the ceiling")
 
     def handle(self, *args, verb: str, **options) -> None:
         self.node = services.local_node()
@@ -144,6 +148,8 @@ class Command(BaseCommand):
                 notes.append(f"alias of {domain.alias_of.name}")
             if domain.relay_allowed:
                 notes.append("relay allowed")
+            if domain.max_mailbox_quota_mb:
+                notes.append(f"quota ceiling {domain.max_mailbox_quota_mb} MB")
             self.stdout.write(f"  {domain.name:<40} {domain.type:<7} {', '.join(notes)}")
 
     # -- changing ----------------------------------------------------------------------------
@@ -280,3 +286,8 @@ class Command(BaseCommand):
         elif domain_verb == "default":
             domain = services.set_default_domain(find_domain(srv, options["domain"]), actor=ACTOR)
             self.stdout.write(f"{domain.name} is now the default domain of {srv.name!r}.")
+        elif domain_verb == "ceiling":
+            domain = services.set_mailbox_quota_ceiling(find_domain(srv, options["domain"]), options["megabytes"],
+                                                        actor=ACTOR)
+            ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
+            self.stdout.write(f"Quota ceiling of {domain.name} for its domain administrators: {ceiling}.")
