@@ -167,6 +167,10 @@ class MailConsoleSMTP(SMTP):
 
     def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, counters: WorkerCounters,
                  snapshot: ServerSnapshot, implicit_tls: bool = False, **kwargs) -> None:
+        policy = snapshot.policy
+        if not implicit_tls and (policy.require_tls or policy.auth_requires_tls):
+            # No password in plaintext: AUTH is neither offered nor taken before STARTTLS (538 5.7.11).
+            kwargs["auth_require_tls"] = True
         super().__init__(handler, **kwargs)
         self.control = control
         self.counters = counters
