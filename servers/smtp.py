@@ -345,7 +345,7 @@ class MailConsoleSMTP(SMTP):
         await super().push(status)
         if is_command_error(status):
             self.command_errors += 1
-            if self.command_errors >= MAX_COMMAND_ERRORS:
+            if self.command_errors == MAX_COMMAND_ERRORS:
                 # Postfix's hard error limit: a client that keeps getting it wrong is not a mail client.
                 log.info("SMTP %s %s: %d bad commands, closing", self.session_id, self.client_ip,
                          self.command_errors)

@@ -93,6 +93,8 @@ def test_a_server_created_through_the_api_on_a_public_address_requires_tls_befor
     assert public.json()["auth_requires_tls"] is True
     assert local.json()["auth_requires_tls"] is False
     assert chosen.json()["auth_requires_tls"] is False
+    assert public.json()["plaintext_passwords_allowed"] is False
+    assert local.json()["plaintext_passwords_allowed"] is True
 
 
 @pytest.mark.django_db
