@@ -72,11 +72,15 @@ SERVER_INTERNAL_FIELDS = {"consecutive_failures", "next_start_at", "operators"}
 class VirtualServerSerializer(serializers.ModelSerializer):
     default_domain = serializers.SerializerMethodField()
     operators = serializers.SerializerMethodField()
+    plaintext_passwords_allowed = serializers.BooleanField(
+        read_only=True, help_text="AUTH PLAIN/LOGIN is taken before STARTTLS: passwords may be sent unencrypted. "
+                                  "Set auth_requires_tls (or require_tls) to stop it.")
 
     class Meta:
         model = VirtualServer
         fields = [field.name for field in VirtualServer._meta.concrete_fields
-                  if field.name not in SERVER_INTERNAL_FIELDS] + ["default_domain", "operators"]
+                  if field.name not in SERVER_INTERNAL_FIELDS] + ["default_domain", "operators",
+                                                                  "plaintext_passwords_allowed"]
         read_only_fields = fields
 
     def get_operators(self, server: VirtualServer) -> list[str]:

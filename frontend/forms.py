@@ -86,7 +86,8 @@ WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "defa
 SERVER_TABS: dict[str, list[str]] = {
     "general": ["name", "ip_address", "port", "max_connections", "max_connections_per_client", "idle_timeout_s",
                 "max_session_duration_s", "min_data_rate_bps", "protocol_logging", "worker_processes"],
-    "access": ["allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
+    "access": ["allow_anonymous", "allow_basic_auth", "auth_requires_tls", "require_tls", "tls_port",
+               "connection_policy",
                "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
                "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour",
                "max_messages_per_client_per_hour", "max_auth_failures_per_connection",
@@ -108,6 +109,7 @@ SERVER_FIELD_LABELS = {
     "allow_anonymous": "Anonymous access",
     "allow_basic_auth": "Basic authentication (AUTH PLAIN and LOGIN)",
     "require_tls": "Require TLS (STARTTLS) before AUTH and MAIL",
+    "auth_requires_tls": "Require TLS (STARTTLS) before AUTH",
     "require_client_ptr": "Require a reverse-DNS (PTR) name for clients",
     "require_auth_for_local_senders": "Senders in local domains must sign in",
     "smart_host_port": "Smart host TCP port",

@@ -144,6 +144,10 @@ class VirtualServer(SupervisedProcess):
     allow_basic_auth = models.BooleanField(default=True)
     # AUTH and MAIL only after STARTTLS (or on the implicit-TLS port).
     require_tls = models.BooleanField(default=False)
+    # AUTH only after STARTTLS (or on the implicit-TLS port); mail from other servers still comes in
+    # plaintext, as RFC 3207 4 wants of a public MX. New servers off loopback start with it on
+    # (services.virtual_servers.passwords_need_tls_by_default); off is IIS's plaintext AUTH.
+    auth_requires_tls = models.BooleanField(default=False)
     tls_port = models.PositiveIntegerField(null=True, blank=True)
 
     # Access tab: connection control ("only the list below" or "all except the list below").
@@ -200,6 +204,11 @@ class VirtualServer(SupervisedProcess):
     @property
     def default_domain(self) -> Domain | None:
         return self.domains.filter(is_default=True).first()
+
+    @property
+    def plaintext_passwords_allowed(self) -> bool:
+        """Whether AUTH PLAIN/LOGIN is taken before STARTTLS on the SMTP port (passwords in the clear)."""
+        return self.allow_basic_auth and not (self.require_tls or self.auth_requires_tls)
 
     def worker_argv(self) -> list[str]:
         return ["run_smtpd", "--server", str(self.pk)]
@@ -333,6 +342,11 @@ class Pop3Service(SupervisedProcess):
 
     def __str__(self) -> str:
         return f"POP3 service of {self.node.name}"
+
+    @property
+    def plaintext_passwords_allowed(self) -> bool:
+        """Whether USER/PASS and AUTH are taken before STLS on the POP3 port (passwords in the clear)."""
+        return not self.plaintext_requires_tls
 
     def worker_argv(self) -> list[str]:
         return ["run_pop3d", "--service", str(self.pk)]

@@ -3,6 +3,8 @@
 Enhanced status codes follow RFC 3463; the basic codes RFC 5321 section 4.2.
 """
 
+import re
+
 OK_QUEUED = "250 2.0.0 OK: message {message_id} accepted"
 OK_RECIPIENT = "250 2.1.5 OK"
 # RFC 5321 4.2.3: 421 when the service is closing the channel.
@@ -46,6 +48,13 @@ LOCAL_SENDER_MUST_AUTHENTICATE = "530 5.7.0 <{address}>: Sender in a local domai
 RATE_LIMITED = "450 4.7.1 Message rate limit exceeded, try again later"
 HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing connection"
 
+# Protocol hygiene: what may appear in a command line (RFC 5321 2.4, RFC 6531 3.3).
+CONTROL_CHARACTER_IN_COMMAND = "501 5.5.2 Syntax error: control characters (NUL, ...) are not allowed in commands"
+EIGHT_BIT_IN_COMMAND = "501 5.5.2 Syntax error: commands are ASCII (8-bit only in addresses with SMTPUTF8)"
+INVALID_UTF8_IN_COMMAND = "501 5.5.2 Syntax error: invalid UTF-8"
+NON_ASCII_ADDRESS_WITHOUT_SMTPUTF8 = "553 5.6.7 Non-ASCII addresses need the SMTPUTF8 parameter (RFC 6531)"
+TOO_MANY_ERRORS = "421 4.7.0 {hostname} Too many errors, closing connection"
+
 # aiosmtpd's stock replies, rewritten to carry RFC 3463 enhanced codes.
 STOCK_REWRITES = {
     "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
@@ -57,3 +66,28 @@ STOCK_REWRITES = {
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
     "503 Error: send HELO first": "503 5.5.1 Error: send HELO first",
 }
+
+
+# RFC 3463 codes for replies that come without one (aiosmtpd's own), by basic code; others get X.0.0.
+DEFAULT_ENHANCED_CODES = {
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "555": "5.5.4",
+    "530": "5.7.0", "535": "5.7.8", "538": "5.7.11", "552": "5.3.4", "553": "5.1.3", "554": "5.7.0",
+}
+_HAS_ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+
+
+def with_enhanced_code(reply: str, hostname: str) -> str:
+    """`reply` with an RFC 3463 enhanced status code in front of its text.
+
+    We advertise ENHANCEDSTATUSCODES, and RFC 2034 then wants one on every 2xx, 4xx and 5xx reply
+    except the greeting and the reply to HELO/EHLO: the lines that start with our host name, the
+    EHLO keyword lines ("250-...") and EHLO's last line. 3xx replies (354, AUTH challenges) keep
+    their text as it is.
+    """
+    code, separator, text = reply[:3], reply[3:4], reply[4:]
+    if code[:1] not in ("2", "4", "5") or not code.isdigit() or separator not in (" ", "-"):
+        return reply
+    if separator == "-" or text.startswith(hostname) or reply == "250 HELP" or _HAS_ENHANCED_CODE.match(text):
+        return reply
+    enhanced = DEFAULT_ENHANCED_CODES.get(code, f"{code[0]}.0.0")
+    return f"{code}{separator}{enhanced} {text}".rstrip()

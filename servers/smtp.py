@@ -31,7 +31,14 @@ from servers.delivery.queue import enqueue
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
-from servers.smtp_policy import connection_allowed, count_received_headers, is_relay_trick
+from servers.smtp_policy import (
+    MAX_COMMAND_ERRORS,
+    command_refusal,
+    connection_allowed,
+    count_received_headers,
+    is_command_error,
+    is_relay_trick,
+)
 from servers.snapshot import MailboxEntry, ServerSnapshot
 from servers.storage import unique_message_name, write_durably
 from servers.workers.base import WorkerControl
@@ -130,7 +137,8 @@ class WorkerCounters:
 
 
 class RecordingReader:
-    """Wraps the session's StreamReader: counts bytes and remembers the last command line."""
+    """Wraps the session's StreamReader: counts bytes, remembers the last command line, and answers
+    command lines that must never reach the parser (bare CR or LF, NUL, stray 8-bit) itself."""
 
     _own = ("_inner", "_owner")
 
@@ -139,15 +147,24 @@ class RecordingReader:
         object.__setattr__(self, "_owner", owner)
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        line = await self._inner.readuntil(separator)
-        self._owner.note_input(line)
-        if separator == b"\n" and not self._owner.in_data and (
-            not line.endswith(b"\r\n") or b"\r" in line[:-2]
-        ):
-            # RFC 5321 2.3.8: commands end with CRLF only. A bare LF or CR would let a client smuggle
-            # commands past a filter; hand aiosmtpd a line it refuses with "500 bad syntax".
-            return BARE_LINE_ENDING
-        return line
+        owner = self._owner
+        while True:
+            if owner.hanging_up:
+                # We said 421 and closed: run nothing more of what the client had pipelined. The
+                # session task is cancelled when the connection is gone.
+                await asyncio.get_running_loop().create_future()
+            line = await self._inner.readuntil(separator)
+            owner.note_input(line)
+            if separator != b"\n" or owner.in_data:
+                return line
+            if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+                # RFC 5321 2.3.8: commands end with CRLF only. A bare LF or CR would let a client smuggle
+                # commands past a filter; hand aiosmtpd a line it refuses with "500 bad syntax".
+                return BARE_LINE_ENDING
+            refusal = command_refusal(line[:-2], smtputf8_transaction=owner.smtputf8_transaction)
+            if refusal is None:
+                return line
+            await owner.push(refusal)
 
     async def read(self, n: int = -1) -> bytes:
         data = await self._inner.read(n)
@@ -167,6 +184,10 @@ class MailConsoleSMTP(SMTP):
 
     def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, counters: WorkerCounters,
                  snapshot: ServerSnapshot, implicit_tls: bool = False, **kwargs) -> None:
+        policy = snapshot.policy
+        if not implicit_tls and (policy.require_tls or policy.auth_requires_tls):
+            # No password in plaintext: AUTH is neither offered nor taken before STARTTLS (538 5.7.11).
+            kwargs["auth_require_tls"] = True
         super().__init__(handler, **kwargs)
         self.control = control
         self.counters = counters
@@ -179,6 +200,7 @@ class MailConsoleSMTP(SMTP):
         self.bytes_accepted = 0
         self.auth_failures = 0
         self.unknown_recipients = 0
+        self.command_errors = 0
         self.signed_in_as: str | None = None
         self.last_command = ""
         self.client_ip = ""
@@ -212,6 +234,16 @@ class MailConsoleSMTP(SMTP):
         return self._in_data or self._awaiting_secret
 
     @property
+    def smtputf8_transaction(self) -> bool:
+        """Whether the current transaction's MAIL carried SMTPUTF8 (RFC 6531), so RCPT may be UTF-8."""
+        envelope = getattr(self, "envelope", None)
+        return envelope is not None and envelope.mail_from is not None and bool(envelope.smtp_utf8)
+
+    @property
+    def hanging_up(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    @property
     def tls_active(self) -> bool:
         return self.implicit_tls or self._tls_protocol is not None
 
@@ -238,12 +270,29 @@ class MailConsoleSMTP(SMTP):
 
     # -- connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is not None and self._original_transport is not None:
+            self._discard_plaintext_after_starttls()
         first_connection = self.transport is None
         super().connection_made(transport)
         if first_connection:
             self.control.sessions.add(self)
             peer = transport.get_extra_info("peername")
             self.client_ip = peer[0] if peer else ""
+
+    def _discard_plaintext_after_starttls(self) -> None:
+        """Drop what the client sent in plaintext after STARTTLS; called when the handshake is done.
+
+        The rule for every STARTTLS we serve (SMTP STARTTLS, POP3 STLS, IMAP STARTTLS): input read
+        before the TLS handshake is never executed after it (RFC 3207 4.2, RFC 2595 4; the
+        CVE-2011-0411 class: "STARTTLS\\r\\nRSET\\r\\n..." in one packet must not become commands
+        inside the TLS session). aiosmtpd clears this buffer too; we do not rely on it.
+        """
+        reader = getattr(self._reader, "_inner", self._reader)
+        discarded = len(reader._buffer)
+        if discarded:
+            reader._buffer.clear()
+            log.warning("SMTP %s %s: discarded %d bytes sent in plaintext after STARTTLS",
+                        self.session_id, self.client_ip, discarded)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.control.sessions.discard(self)
@@ -302,13 +351,22 @@ class MailConsoleSMTP(SMTP):
         super()._timeout_cb()
 
     async def push(self, status: str | bytes) -> None:
-        if isinstance(status, str):
-            status = replies.STOCK_REWRITES.get(status, status)
-            self._in_data = status.startswith("354")
-            self._awaiting_secret = status.startswith("334")
-            if self.snapshot.policy.protocol_logging:
-                protocol_log.info("%s %s %r %s", self.session_id, self.client_ip, self.last_command, status[:3])
+        if not isinstance(status, str):
+            await super().push(status)
+            return
+        status = replies.with_enhanced_code(replies.STOCK_REWRITES.get(status, status), self.hostname)
+        self._in_data = status.startswith("354")
+        self._awaiting_secret = status.startswith("334")
+        if self.snapshot.policy.protocol_logging:
+            protocol_log.info("%s %s %r %s", self.session_id, self.client_ip, self.last_command, status[:3])
         await super().push(status)
+        if is_command_error(status):
+            self.command_errors += 1
+            if self.command_errors == MAX_COMMAND_ERRORS:
+                # Postfix's hard error limit: a client that keeps getting it wrong is not a mail client.
+                log.info("SMTP %s %s: %d bad commands, closing", self.session_id, self.client_ip,
+                         self.command_errors)
+                await self.close_with(replies.TOO_MANY_ERRORS)
 
     async def close_with(self, reply: str) -> None:
         """Say why we are hanging up (stop, terminate, limits) and close the connection."""
@@ -528,7 +586,9 @@ class LocalDeliveryHandler:
         session.host_name = hostname
         if not self._snapshot().policy.allow_basic_auth:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
-        return responses
+        # RFC 2920 and RFC 2034: the session reads pipelined commands in order, and every reply
+        # carries an enhanced status code (MailConsoleSMTP.push).
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:

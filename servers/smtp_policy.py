@@ -1,4 +1,4 @@
-"""SMTP policy decisions without I/O: client lists, relay tricks, hop counts.
+"""SMTP policy decisions without I/O: client lists, relay tricks, hop counts, command hygiene.
 
 The SMTP session asks these questions; the answers depend only on the arguments, so they are
 tested without sockets.
@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from servers import replies
 from servers.models import AccessRuleKind
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -118,3 +119,46 @@ def count_received_headers(message: bytes) -> int:
     header_end = message.find(b"\r\n\r\n")
     headers = message if header_end < 0 else message[: header_end + 2]
     return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
+
+
+# Postfix's smtpd_hard_error_limit: after this many bad commands in one session we say 421 and hang up.
+MAX_COMMAND_ERRORS = 20
+# C0 controls and DEL, except HTAB: never part of an SMTP command (RFC 5321 4.1.2 allows none of them).
+_CONTROL_CHARACTERS = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+
+
+def command_refusal(line: bytes, *, smtputf8_transaction: bool) -> str | None:
+    """The reply that refuses a command line (without its CRLF) before it is parsed, or None.
+
+    Commands are ASCII without control characters (RFC 5321 2.4, 4.1.2): a NUL in EHLO would end
+    up in the Received: header. 8-bit text is UTF-8 in an address, and only where RFC 6531 allows
+    it: MAIL with the SMTPUTF8 parameter, and RCPT in a transaction that MAIL opened with it.
+    """
+    if len(line.translate(None, _CONTROL_CHARACTERS)) != len(line):
+        return replies.CONTROL_CHARACTER_IN_COMMAND
+    if line.isascii():
+        return None
+    verb, _, argument = line.partition(b" ")
+    verb = verb.upper()
+    if verb == b"MAIL":
+        address_allowed = any(word.upper() == b"SMTPUTF8" for word in argument.split()[1:])
+    elif verb == b"RCPT":
+        address_allowed = smtputf8_transaction
+    else:
+        return replies.EIGHT_BIT_IN_COMMAND
+    if not address_allowed:
+        return replies.NON_ASCII_ADDRESS_WITHOUT_SMTPUTF8
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return replies.INVALID_UTF8_IN_COMMAND
+    return None
+
+
+def is_command_error(reply: str) -> bool:
+    """Whether a reply tells the client its command was wrong (syntax, unknown, out of order).
+
+    These count toward MAX_COMMAND_ERRORS; refusals by policy (relay, unknown user, AUTH failures)
+    have their own limits.
+    """
+    return reply[:3] in ("500", "501", "502", "503", "504", "555") or reply[:9] in ("553 5.1.3", "553 5.6.7")

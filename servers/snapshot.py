@@ -18,8 +18,8 @@ from servers.smtp_policy import ClientList
 POLICY_FIELDS = (
     "max_connections", "max_connections_per_client", "idle_timeout_s", "max_session_duration_s",
     "min_data_rate_bps", "protocol_logging", "max_messages_per_connection", "max_recipients_per_message",
-    "max_hop_count", "allow_anonymous", "allow_basic_auth", "require_tls", "tls_port", "connection_policy",
-    "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
+    "max_hop_count", "allow_anonymous", "allow_basic_auth", "require_tls", "auth_requires_tls", "tls_port",
+    "connection_policy", "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
     "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour",
     "max_auth_failures_per_connection", "max_auth_failures_per_client_per_hour", "worker_processes",
 )
@@ -42,6 +42,7 @@ class SmtpPolicy:
     allow_anonymous: bool = True
     allow_basic_auth: bool = True
     require_tls: bool = False
+    auth_requires_tls: bool = False
     tls_port: int | None = None
     connection_policy: str = "all_except"
     access_list: ClientList = field(default_factory=ClientList)

@@ -14,6 +14,7 @@ import aiosmtpd.smtp
 import pytest
 
 from servers import smtp
+from servers.snapshot import SmtpPolicy
 from servers.workers.base import WorkerControl
 
 
@@ -25,7 +26,7 @@ def loop():
 
 
 def new_session(loop, handler, **options):
-    snapshot = SimpleNamespace(policy=SimpleNamespace(protocol_logging=False))
+    snapshot = SimpleNamespace(policy=SmtpPolicy())
     return smtp.MailConsoleSMTP(handler, control=WorkerControl(), counters=smtp.WorkerCounters(), snapshot=snapshot,
                                 hostname="mx.test", loop=loop, **options)
 

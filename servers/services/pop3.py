@@ -13,7 +13,13 @@ from .audit import record_change, snapshot_of
 from .errors import DomainError
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile
-from .virtual_servers import _check_unique_address, _clean_ip, _clean_port, set_desired_state
+from .virtual_servers import (
+    _check_unique_address,
+    _clean_ip,
+    _clean_port,
+    passwords_need_tls_by_default,
+    set_desired_state,
+)
 
 EDITABLE_FIELDS = ("ip_address", "port", "tls_port", "default_domain", "plaintext_requires_tls")
 
@@ -26,21 +32,28 @@ def create_pop3_service(
     port: int = 110,
     tls_port: int | None = None,
     default_domain: str = "",
-    plaintext_requires_tls: bool = False,
+    plaintext_requires_tls: bool | None = None,
     start: bool = True,
     actor: str = "system",
 ) -> Pop3Service:
-    """Give a node its POP3 service, with a self-signed certificate for STLS and POP3S."""
+    """Give a node its POP3 service, with a self-signed certificate for STLS and POP3S.
+
+    Unless told otherwise, a service off loopback refuses USER/PASS and AUTH before STLS
+    (`passwords_need_tls_by_default`).
+    """
     node = node or local_node()
+    ip_address = _clean_ip(ip_address)
+    if plaintext_requires_tls is None:
+        plaintext_requires_tls = passwords_need_tls_by_default(ip_address)
     if Pop3Service.objects.filter(node=node).exists():
         raise DomainError(f"Node {node.name} already has a POP3 service.", field="node")
     service = Pop3Service(
         node=node,
-        ip_address=_clean_ip(ip_address),
+        ip_address=ip_address,
         port=_clean_port(port),
         tls_port=_clean_port(tls_port) if tls_port else None,
         default_domain=canonical_domain_name(default_domain, field="default_domain") if default_domain else "",
-        plaintext_requires_tls=plaintext_requires_tls,
+        plaintext_requires_tls=bool(plaintext_requires_tls),
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
     )
     if service.tls_port == service.port:

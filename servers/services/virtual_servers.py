@@ -45,8 +45,8 @@ COUNT_FIELDS = (
     "max_auth_failures_per_client_per_hour",
 )
 FLAG_FIELDS = (
-    "protocol_logging", "allow_anonymous", "allow_basic_auth", "require_tls", "require_client_ptr",
-    "require_auth_for_local_senders",
+    "protocol_logging", "allow_anonymous", "allow_basic_auth", "require_tls", "auth_requires_tls",
+    "require_client_ptr", "require_auth_for_local_senders",
 )
 MAX_WORKER_PROCESSES = 16
 EDITABLE_FIELDS = ("name", "ip_address", "port", "connection_policy", *OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS,
@@ -74,6 +74,23 @@ def _clean_ip(raw: str | None) -> str:
         return str(ipaddress.ip_address(str(raw).strip()))
     except ValueError:
         raise DomainError(f"{raw!r} is not an IP address.", field="ip_address") from None
+
+
+def passwords_need_tls_by_default(ip_address: str) -> bool:
+    """Whether a new server or POP3 service on this address takes passwords only under TLS.
+
+    Safe by default: anywhere but loopback (127.0.0.0/8, ::1) a password never crosses the network
+    in plaintext unless an administrator turns that on (IIS-compatible plaintext AUTH, USER/PASS).
+    "All unassigned" (0.0.0.0, ::) listens on the network too. Loopback keeps plaintext, for local
+    tools and `make run`.
+    """
+    try:
+        address = ipaddress.ip_address(ip_address or ALL_UNASSIGNED)
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return not address.is_loopback
 
 
 def _clean_port(raw: int | str) -> int:
@@ -224,19 +241,28 @@ def create_virtual_server(
     home_dir: str | Path | None = None,
     node: Node | None = None,
     start: bool = True,
+    auth_requires_tls: bool | None = None,
     actor: str = "system",
 ) -> VirtualServer:
-    """Create a server with the wizard's four answers and its default local domain."""
+    """Create a server with the wizard's four answers and its default local domain.
+
+    Unless told otherwise, a server off loopback takes AUTH only after STARTTLS
+    (`passwords_need_tls_by_default`).
+    """
     node = node or local_node()
     name = _clean_name(name)
     if VirtualServer.objects.filter(node=node, name=name).exists():
         raise DomainError(f"Node {node.name} already has a server named {name!r}.", field="name")
     domain_name = check_path_name(canonical_domain_name(default_domain, field="default_domain"),
                                   field="default_domain", what="A domain name")
+    ip_address = _clean_ip(ip_address)
+    if auth_requires_tls is None:
+        auth_requires_tls = passwords_need_tls_by_default(ip_address)
     server = VirtualServer(
         node=node,
         name=name,
-        ip_address=_clean_ip(ip_address),
+        ip_address=ip_address,
+        auth_requires_tls=_clean_flag(auth_requires_tls, "auth_requires_tls"),
         port=_clean_port(port),
         home_dir=str(_clean_home_dir(home_dir, name)),
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
