@@ -95,6 +95,16 @@ def worker_alive(pid: int | None, kind: str, unit_id: int) -> bool:
     return f"run_{kind}d" in cmdline and str(unit_id) in cmdline
 
 
+def is_descendant(pid: int, ancestor_pid: int | None) -> bool:
+    """Whether `pid` is a live process started (directly or not) by `ancestor_pid`."""
+    if not ancestor_pid:
+        return False
+    try:
+        return any(child.pid == pid for child in psutil.Process(ancestor_pid).children(recursive=True))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def send_signal(pid: int, sig: signal.Signals) -> bool:
     try:
         os.kill(pid, sig)
@@ -201,6 +211,12 @@ class NodeSupervisor:
 
     def _steer(self, unit: SupervisedProcess, beat: Heartbeat | None, desired: ServiceState) -> None:
         now = timezone.now()
+        if beat is not None and beat.pid != unit.pid and is_descendant(beat.pid, unit.pid):
+            # Only the worker writes its heartbeat; a line from one of its own session processes is no
+            # sign of a hang. Wait for the worker's next beat rather than kill a healthy process.
+            log.warning("%s %s: heartbeat names pid %s, a child of worker %s; ignoring it",
+                        unit.process_kind, unit.pk, beat.pid, unit.pid)
+            return
         if beat is None or beat.pid != unit.pid or beat.age_s > settings.HEARTBEAT_TTL_S:
             running_for_s = (now - unit.started_at).total_seconds() if unit.started_at else 1e9
             if self.redis_ok and running_for_s > settings.HEARTBEAT_TTL_S:

@@ -103,7 +103,16 @@ class SupervisedWorker:
             return ObservedState.STOPPING
         return ObservedState.PAUSED if self.control.paused else ObservedState.RUNNING
 
+    @property
+    def writes_heartbeat(self) -> bool:
+        """Only the supervised process names itself in the heartbeat; its session processes never do."""
+        return self.process_index == 0
+
     async def publish_heartbeat(self, *, state: str | None = None, error: str = "", ttl_s: int | None = None) -> None:
+        if not self.writes_heartbeat:
+            # The supervisor takes the pid in the heartbeat for the worker's: a session process that
+            # wrote its own there (after a forwarded reload or pause) would get the worker killed.
+            return
         fields = {
             "pid": os.getpid(),
             "state": state or self.reported_state,
