@@ -8,9 +8,11 @@ and close its sessions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -251,7 +253,17 @@ class SupervisedWorker:
         return 0
 
 
+def raise_open_file_limit() -> None:
+    """Allow as many descriptors as the hard limit does: every connection holds one, or two while
+    it is handed to a session process; a soft limit of 1024 would refuse a burst."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+
+
 def run_worker(worker: SupervisedWorker) -> int:
+    raise_open_file_limit()
     name = f"{worker.unit_id}.{worker.process_index}" if worker.process_index else str(worker.unit_id)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {worker.kind}d[{name}] %(levelname)s %(message)s")
     # aiosmtpd logs every command at INFO; the opt-in protocol log covers that, at a fraction of the cost.

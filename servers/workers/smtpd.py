@@ -168,8 +168,11 @@ class SMTPWorker(SupervisedWorker):
                 return f"{replies.TOO_MANY_CONNECTIONS.format(hostname=self.snapshot.hostname)}\r\n".encode()
             return None
 
+        def unavailable() -> bytes:
+            return f"{replies.NO_SESSION_PROCESS.format(hostname=self.snapshot.hostname)}\r\n".encode()
+
         self.dispatcher = Dispatcher(count=self.snapshot.policy.worker_processes, child_argv=child_argv,
-                                     refusal=refusal)
+                                     refusal=refusal, unavailable=unavailable)
         self.dispatcher.start()
         listeners = [self.dispatcher.listen(sockets[0], TAG_PLAIN)]
         if len(sockets) > 1:
