@@ -127,21 +127,39 @@ def _zombie_exit_code(pid: int) -> int | None:
     return None
 
 
-def exit_status(pid: int, started_at) -> str:
-    """How worker `pid` (started at `started_at`) ended, in words, as far as this node can know."""
+def _known_exit_code(pid: int, started_at) -> int | None:
     note = exit_notes_dir() / str(pid)
     with suppress(OSError, ValueError):
         # A note older than the worker belongs to an earlier process with the same pid.
         if started_at is None or note.stat().st_mtime >= started_at.timestamp() - 1:
             exit_code = int(note.read_text())
             note.unlink(missing_ok=True)
+            return exit_code
+    # Dead, but its parent (another Celery process of the node) has not waited for it yet. The pid was
+    # our worker at the last look, so a zombie under it now is that worker.
+    return _zombie_exit_code(pid)
+
+
+def _dying(pid: int) -> bool:
+    """Still in the process table but not a zombie yet: a killed process tearing itself down."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def exit_status(pid: int, started_at, *, settle_s: float = 2.0) -> str:
+    """How worker `pid` (started at `started_at`) ended, in words, as far as this node can know."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        reap_children()
+        exit_code = _known_exit_code(pid, started_at)
+        if exit_code is not None:
             return describe_exit_code(exit_code)
-    exit_code = _zombie_exit_code(pid)
-    if exit_code is not None:
-        with suppress(psutil.Error):
-            created = psutil.Process(pid).create_time()
-            if started_at is None or abs(created - started_at.timestamp()) < 5:
-                return describe_exit_code(exit_code)
+        # A killed process loses its command line before it becomes a zombie: give it a moment.
+        if not _dying(pid) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     if pid in _spawned:
         return "exit status unknown"
     # Adopted after a supervisor restart, or its parent is gone: only that parent could have waited for it.
@@ -341,7 +359,8 @@ class NodeSupervisor:
                 log.warning("%s %s: pid %s stopped sending heartbeats; killing it",
                             unit.process_kind, unit.pk, unit.pid)
                 send_signal(unit.pid, signal.SIGKILL)
-                self._wait_for_exit(unit, unit.pid, 2)
+                if self._wait_for_exit(unit, unit.pid, 2):
+                    self._record_exit(unit, None, cause="stopped sending heartbeats and was killed by the supervisor")
             return
         if beat.state in (ObservedState.RUNNING, ObservedState.PAUSED) and beat.state != desired:
             send_signal(unit.pid, SIGNAL_FOR_STATE[desired])
@@ -388,7 +407,8 @@ class NodeSupervisor:
         self.report.started.append(unit.pk)
         self._wait_for_report(unit, process)
 
-    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
+    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None, *,
+                     cause: str = "exited unexpectedly") -> None:
         """The worker is gone though it should run: note why and schedule the restart."""
         reap_children()
         if beat is not None and beat.state == ObservedState.STOPPED and beat.pid == unit.pid:
@@ -400,7 +420,7 @@ class NodeSupervisor:
         delay = backoff_s(failures, first_is_free=not failed_on_error)
         status = exit_status(unit.pid, unit.started_at) if unit.pid else "exit status unknown (no process recorded)"
         tail = log_tail(unit)
-        error = beat.error if failed_on_error else f"worker process {unit.pid} exited unexpectedly: {status}"
+        error = beat.error if failed_on_error else f"worker process {unit.pid} {cause}: {status}"
         log.warning(
             "%s %s: %s (%s); restart in %ss; last lines of %s:\n%s",
             unit.process_kind, unit.pk, error, status, delay, log_path(unit),

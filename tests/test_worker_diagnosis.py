@@ -11,15 +11,19 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from servers import services, supervision
+from servers.livestate import heartbeat_key, redis_client
 from servers.models import ObservedState, Pop3Service, VirtualServer
 from tests.factories import make_pop3_service, make_server
 from tests.helpers import wait_until
@@ -29,6 +33,11 @@ JUNK = b"this is not a TLS client hello\r\n" * 4
 
 def worker_log(kind: str, unit_id: int) -> Path:
     return settings.VAR_DIR / "log" / f"{kind}d-{unit_id}.log"
+
+
+def supervisor_log() -> Path:
+    """Where the Celery worker (the node's supervisor) logs."""
+    return settings.VAR_DIR / "log" / "celery-worker.log"
 
 
 def running_server() -> VirtualServer:
@@ -82,14 +91,35 @@ def test_a_sigkilled_worker_shows_the_signal_and_its_last_log_lines_in_the_api_t
     assert 'data-testid="last-exit-status">killed by signal SIGKILL<' in page
     assert f"pid {old_pid}" in page
 
-    supervisor_log = settings.VAR_DIR / "log" / "celery-worker.log"
+    log_file = supervisor_log()
     line = f"worker process {old_pid} exited unexpectedly: killed by signal SIGKILL"
     text = wait_until(
-        lambda: line in supervisor_log.read_text(errors="replace") and supervisor_log.read_text(),
+        lambda: line in log_file.read_text(errors="replace") and log_file.read_text(),
         message="the supervisor's log line",
     )
     after = text[text.index(line) :]
     assert "  | " in after and f"pid {old_pid}" in after
+
+
+@pytest.mark.usefixtures("supervised")
+@pytest.mark.backend_independent
+def test_a_hung_worker_killed_by_the_supervisor_is_recorded_as_such():
+    server = running_server()
+    old_pid = server.pid
+    os.kill(old_pid, signal.SIGSTOP)  # hung: no more heartbeats
+    # Make it look hung for long, without waiting out the heartbeat expiry.
+    VirtualServer.objects.filter(pk=server.pk).update(started_at=timezone.now() - timedelta(minutes=5))
+    redis_client().hset(heartbeat_key("smtp", server.pk), "sent_at", time.time() - 60)
+
+    def recorded() -> bool:
+        server.refresh_from_db()
+        return server.last_exit_at is not None
+
+    wait_until(recorded, timeout_s=10, message="the kill to be recorded")
+    assert server.last_exit_status == "killed by signal SIGKILL"
+    assert server.restart_count == 1
+    line = f"worker process {old_pid} stopped sending heartbeats and was killed by the supervisor: killed by signal"
+    wait_until(lambda: line in supervisor_log().read_text(errors="replace"), message="the supervisor's log line")
 
 
 def test_the_schema_documents_the_exit_fields_as_read_only(admin_api):
