@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from servers.models import VirtualServer
-from servers.workers.dispatch import TAG_PLAIN, Dispatcher
+from servers.workers.dispatch import HANDOFF_TIMEOUT_S, TAG_PLAIN, Dispatcher
 from tests.factories import make_server
 from tests.test_smtp_access import configure, running
 
@@ -142,3 +142,23 @@ def test_the_backlog_of_a_session_process_that_died_goes_to_another():
     left_with_first, sent_to_first, second_has = asyncio.run(scenario())
     assert left_with_first == 0
     assert second_has == 1000 - sent_to_first
+
+
+def test_a_connection_its_session_process_does_not_take_in_time_is_told_421():
+    async def scenario() -> tuple[bytes, int]:
+        dispatcher, _far_ends = dispatcher_with_channels(1)  # nobody reads the far end
+        clients = []
+        for _ in range(300):
+            server_end, client_end = accepted_connection()
+            clients.append(client_end)
+            dispatcher._dispatch(server_end, "192.0.2.1", TAG_PLAIN)
+        child = dispatcher.children[0]
+        waiting = len(child.backlog)
+        for pending in child.backlog:
+            pending.accepted_at -= HANDOFF_TIMEOUT_S + 1
+        dispatcher._expire_backlog(child)
+        return clients[-1].recv(512), waiting - len(child.backlog)
+
+    last_reply, answered = asyncio.run(scenario())
+    assert answered > 0
+    assert last_reply == UNAVAILABLE
