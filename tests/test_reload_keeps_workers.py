@@ -6,8 +6,11 @@ the supervisor takes the pid there for the worker's, and a foreign one looks lik
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
+import time
 from datetime import timedelta
 
 import psutil
@@ -16,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from servers import services, supervision
-from servers.livestate import read_heartbeats, redis_client
+from servers.livestate import heartbeat_key, read_heartbeats, redis_client
 from servers.models import VirtualServer
 from tests.factories import make_mailbox, make_server
 from tests.helpers import wait_until
@@ -107,3 +110,24 @@ def test_fifty_configuration_changes_under_load_keep_the_worker_and_its_port():
     assert beats_seen == {pid}
     assert greeter.failures == []
     assert greeter.greetings >= 20
+
+
+def test_a_heartbeat_naming_one_of_the_workers_session_processes_does_not_get_it_killed():
+    server = running(make_server(domain="lab.test", start=True))
+    server = configure(server, worker_processes=2)
+    children = wait_until(
+        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
+    )
+    pid = server.pid
+    VirtualServer.objects.filter(pk=server.pk).update(started_at=timezone.now() - timedelta(minutes=5))
+    os.kill(pid, signal.SIGSTOP)  # so that it does not overwrite the heartbeat below at once
+    try:
+        redis_client().hset(heartbeat_key("smtp", server.pk), mapping={"pid": children[0].pid, "sent_at": time.time()})
+        supervision.reconcile_node(settings.NODE_NAME)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    server.refresh_from_db()
+    assert (server.pid, server.restart_count) == (pid, 0)
+    assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    running(server)
