@@ -47,6 +47,9 @@ REPORT_INTERVAL_S = 0.25
 HANDOFF_TIMEOUT_S = 10.0
 # Connections one session process may have waiting; more would only hold descriptors.
 MAX_BACKLOG = 2048
+ACCEPT_PAUSE_S = 0.1
+# A flood of 421s is logged once per this many seconds, with a count.
+UNAVAILABLE_LOG_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -114,6 +117,8 @@ class Dispatcher:
         self._unavailable = unavailable
         self._stopping = False
         self._watch_task: asyncio.Task | None = None
+        self._unavailable_count = 0
+        self._unavailable_logged_at = 0.0
 
     @property
     def open_sessions(self) -> int:
@@ -200,9 +205,7 @@ class Dispatcher:
         deadline = time.monotonic() - HANDOFF_TIMEOUT_S
         while child.backlog and child.backlog[0].accepted_at < deadline:
             pending = child.backlog.popleft()
-            log.warning("session process %d did not take a connection from %s in %ss; answered 421",
-                        child.index, pending.client_ip, HANDOFF_TIMEOUT_S)
-            self._answer_and_close(pending.connection, self._unavailable())
+            self._answer_unavailable(pending, f"session process {child.index} did not take it in {HANDOFF_TIMEOUT_S}s")
 
     def listen(self, sock: socket.socket, tag: bytes) -> ListenerHandle:
         loop = asyncio.get_running_loop()
@@ -217,9 +220,18 @@ class Dispatcher:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
+                # Out of descriptors or memory: the connection waits in the listen queue. Pause rather
+                # than spin on a socket that stays readable.
+                log.warning("accept failed: %s; accepting again in %ss", exc, ACCEPT_PAUSE_S)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listening.fileno())
+                loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listening, tag)
                 return
             self._dispatch(connection, peer[0] if peer else "", tag)
+
+    def _resume_accepting(self, listening: socket.socket, tag: bytes) -> None:
+        if listening.fileno() != -1 and not self._stopping:  # not closed meanwhile
+            asyncio.get_running_loop().add_reader(listening.fileno(), self._accept, listening, tag)
 
     @staticmethod
     def _answer_and_close(connection: socket.socket, reply: bytes) -> None:
@@ -258,8 +270,16 @@ class Dispatcher:
             except OSError:
                 continue  # dead: the next one
             return
-        log.warning("no session process could take a connection from %s; answered 421", pending.client_ip)
+        self._answer_unavailable(pending, "no session process could take it")
+
+    def _answer_unavailable(self, pending: PendingConnection, why: str) -> None:
         self._answer_and_close(pending.connection, self._unavailable())
+        self._unavailable_count += 1
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL_S:
+            log.warning("answered 421 to a connection from %s: %s (%d such since the last report)",
+                        pending.client_ip, why, self._unavailable_count)
+            self._unavailable_logged_at, self._unavailable_count = now, 0
 
     @staticmethod
     def _send(child: SessionProcess, pending: PendingConnection) -> None:
