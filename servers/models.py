@@ -78,6 +78,17 @@ class SupervisedProcess(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Bumped by every configuration change; a worker running an older version reloads.
     config_version = models.PositiveIntegerField(default=1)
+    # The last time the worker died while it should have run, and what is known about why.
+    last_exit_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the worker process last exited while it should have run."
+    )
+    last_exit_status = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text='How it exited: "exited with code N", "killed by signal SIGKILL", or why that is unknown.',
+    )
+    last_exit_log = models.TextField(
+        blank=True, default="", help_text="The last lines of the worker's own log when it exited."
+    )
 
 
     class Meta:

@@ -10,6 +10,8 @@ OK_RECIPIENT = "250 2.1.5 OK"
 # RFC 5321 4.2.3: 421 when the service is closing the channel.
 SERVICE_NOT_AVAILABLE = "421 {hostname} Service not available, try again later"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down, closing transmission channel"
+# No session process could take an accepted connection (it died, or none took it in time).
+NO_SESSION_PROCESS = "421 4.3.2 {hostname} Service temporarily unavailable, try again later"
 LOCAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
 RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from servers.livestate import Heartbeat, heartbeat_key, heartbeat_unit_ids, read_heartbeats, redis_client
 from servers.models import Node, ObservedState, Pop3Service, ServiceState, SupervisedProcess, VirtualServer
+from servers.workers.base import EXIT_BIND_FAILED, EXIT_NO_CONFIGURATION
 
 # Everything a node supervises, each kind with its own worker command and heartbeat keys.
 SUPERVISED_MODELS: tuple[type[SupervisedProcess], ...] = (VirtualServer, Pop3Service)
@@ -38,6 +39,14 @@ START_WAIT_S = 8.0
 # A worker that stayed up this long is healthy again: its back-off starts from zero.
 HEALTHY_UPTIME_S = 60
 MAX_BACKOFF_S = 300
+# How much of a dead worker's own log the supervisor keeps (and shows) with its exit status.
+LOG_TAIL_LINES = 20
+LOG_TAIL_LINE_CHARS = 500
+# Exit notes of reaped workers nobody asked about (expected stops) are removed after this long.
+EXIT_NOTE_MAX_AGE_S = 24 * 3600
+# What our workers' own exit codes mean (servers.workers.base).
+EXIT_CODE_MEANINGS = {EXIT_NO_CONFIGURATION: "its configuration is gone", EXIT_BIND_FAILED: "it could not listen"}
+UNKNOWN_NOT_OUR_CHILD = "exit status unknown (not a child of this supervisor)"
 SIGNAL_FOR_STATE = {ServiceState.PAUSED: signal.SIGUSR1, ServiceState.RUNNING: signal.SIGUSR2}
 
 
@@ -70,15 +79,140 @@ def node_lock(node_name: str, timeout_s: float = 60) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+# The workers this process started. Keeping the Popen objects means the subprocess module never
+# reaps one behind our back (it waits for dropped ones), which would lose its exit status.
+_spawned: dict[int, subprocess.Popen] = {}
+
+
+def exit_notes_dir():
+    return settings.VAR_DIR / "run" / "exits"
+
+
+def note_exit(pid: int, exit_code: int) -> None:
+    """Keep a reaped worker's exit code where any supervisor process of the node can read it.
+
+    The reconcile runs in whichever Celery process is free, and only a worker's parent can wait for it.
+    `exit_code` is the subprocess convention: the code, or minus the signal number.
+    """
+    notes = exit_notes_dir()
+    notes.mkdir(parents=True, exist_ok=True)
+    path = notes / str(pid)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(f"{exit_code}\n")
+    temporary.replace(path)
+
+
+def describe_exit_code(exit_code: int) -> str:
+    if exit_code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    meaning = EXIT_CODE_MEANINGS.get(exit_code)
+    return f"exited with code {exit_code}" + (f" ({meaning})" if meaning else "")
+
+
+def _zombie_exit_code(pid: int) -> int | None:
+    """The exit code of a dead process its parent has not waited for yet (/proc/<pid>/stat field 52)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields[0] is field 3 (the state); the exit status in waitpid's form is field 52.
+    if fields[0] != "Z" or len(fields) < 50:
+        return None
+    with suppress(ValueError):
+        return os.waitstatus_to_exitcode(int(fields[49]))
+    return None
+
+
+def _known_exit_code(pid: int, started_at) -> int | None:
+    note = exit_notes_dir() / str(pid)
+    with suppress(OSError, ValueError):
+        # A note older than the worker belongs to an earlier process with the same pid.
+        if started_at is None or note.stat().st_mtime >= started_at.timestamp() - 1:
+            exit_code = int(note.read_text())
+            note.unlink(missing_ok=True)
+            return exit_code
+    # Dead, but its parent (another Celery process of the node) has not waited for it yet. The pid was
+    # our worker at the last look, so a zombie under it now is that worker.
+    return _zombie_exit_code(pid)
+
+
+def _dying(pid: int) -> bool:
+    """Still in the process table but not a zombie yet: a killed process tearing itself down."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def exit_status(pid: int, started_at, *, settle_s: float = 2.0) -> str:
+    """How worker `pid` (started at `started_at`) ended, in words, as far as this node can know."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        reap_children()
+        exit_code = _known_exit_code(pid, started_at)
+        if exit_code is not None:
+            return describe_exit_code(exit_code)
+        # A killed process loses its command line before it becomes a zombie: give it a moment.
+        if not _dying(pid) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if pid in _spawned:
+        return "exit status unknown"
+    # Adopted after a supervisor restart, or its parent is gone: only that parent could have waited for it.
+    return UNKNOWN_NOT_OUR_CHILD
+
+
+def log_path(unit: SupervisedProcess):
+    return settings.VAR_DIR / "log" / f"{unit.process_kind}d-{unit.pk}.log"
+
+
+def log_tail(unit: SupervisedProcess, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of the worker's own log (its stdout and stderr)."""
+    try:
+        with open(log_path(unit), "rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(log_file.tell() - 64 * 1024, 0))
+            text = log_file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    tail = text.splitlines()[-lines:]
+    return "\n".join(line[:LOG_TAIL_LINE_CHARS] for line in tail)
+
+
+def _forget_old_exit_notes() -> None:
+    with suppress(OSError):
+        cutoff = time.time() - EXIT_NOTE_MAX_AGE_S
+        for note in exit_notes_dir().iterdir():
+            with suppress(OSError):
+                if note.stat().st_mtime < cutoff:
+                    note.unlink()
+
+
+def _reaped(process: subprocess.Popen) -> None:
+    """`process` was waited for through its Popen: keep its exit code like reap_children does."""
+    _spawned.pop(process.pid, None)
+    if process.returncode is not None:
+        note_exit(process.pid, process.returncode)
+
+
 def reap_children() -> None:
-    """Collect exit statuses of workers we spawned, so they do not linger as zombies."""
+    """Collect exit statuses of workers we spawned, so they do not linger as zombies, and note them."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        process = _spawned.pop(pid, None)
+        if process is not None:
+            with suppress(ValueError):
+                process.returncode = os.waitstatus_to_exitcode(status)
+                note_exit(pid, process.returncode)
 
 
 def worker_alive(pid: int | None, kind: str, unit_id: int) -> bool:
@@ -93,6 +227,16 @@ def worker_alive(pid: int | None, kind: str, unit_id: int) -> bool:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     return f"run_{kind}d" in cmdline and str(unit_id) in cmdline
+
+
+def is_descendant(pid: int, ancestor_pid: int | None) -> bool:
+    """Whether `pid` is a live process started (directly or not) by `ancestor_pid`."""
+    if not ancestor_pid:
+        return False
+    try:
+        return any(child.pid == pid for child in psutil.Process(ancestor_pid).children(recursive=True))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def send_signal(pid: int, sig: signal.Signals) -> bool:
@@ -114,7 +258,7 @@ def spawn_worker(unit: SupervisedProcess) -> subprocess.Popen:
     log_dir = settings.VAR_DIR / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{unit.process_kind}d-{unit.pk}.log", "ab") as log_file:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), *unit.worker_argv()],
             cwd=settings.BASE_DIR,
             env={**os.environ, "DJANGO_SETTINGS_MODULE": settings.WORKER_SETTINGS_MODULE},
@@ -124,6 +268,8 @@ def spawn_worker(unit: SupervisedProcess) -> subprocess.Popen:
             # Its own session: a Ctrl-C meant for the console does not reach it; the supervisor decides.
             start_new_session=True,
         )
+    _spawned[process.pid] = process
+    return process
 
 
 class NodeSupervisor:
@@ -201,13 +347,20 @@ class NodeSupervisor:
 
     def _steer(self, unit: SupervisedProcess, beat: Heartbeat | None, desired: ServiceState) -> None:
         now = timezone.now()
+        if beat is not None and beat.pid != unit.pid and is_descendant(beat.pid, unit.pid):
+            # Only the worker writes its heartbeat; a line from one of its own session processes is no
+            # sign of a hang. Wait for the worker's next beat rather than kill a healthy process.
+            log.warning("%s %s: heartbeat names pid %s, a child of worker %s; ignoring it",
+                        unit.process_kind, unit.pk, beat.pid, unit.pid)
+            return
         if beat is None or beat.pid != unit.pid or beat.age_s > settings.HEARTBEAT_TTL_S:
             running_for_s = (now - unit.started_at).total_seconds() if unit.started_at else 1e9
             if self.redis_ok and running_for_s > settings.HEARTBEAT_TTL_S:
                 log.warning("%s %s: pid %s stopped sending heartbeats; killing it",
                             unit.process_kind, unit.pk, unit.pid)
                 send_signal(unit.pid, signal.SIGKILL)
-                self._wait_for_exit(unit, unit.pid, 2)
+                if self._wait_for_exit(unit, unit.pid, 2):
+                    self._record_exit(unit, None, cause="stopped sending heartbeats and was killed by the supervisor")
             return
         if beat.state in (ObservedState.RUNNING, ObservedState.PAUSED) and beat.state != desired:
             send_signal(unit.pid, SIGNAL_FOR_STATE[desired])
@@ -254,7 +407,8 @@ class NodeSupervisor:
         self.report.started.append(unit.pk)
         self._wait_for_report(unit, process)
 
-    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
+    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None, *,
+                     cause: str = "exited unexpectedly") -> None:
         """The worker is gone though it should run: note why and schedule the restart."""
         reap_children()
         if beat is not None and beat.state == ObservedState.STOPPED and beat.pid == unit.pid:
@@ -264,8 +418,14 @@ class NodeSupervisor:
         failed_on_error = beat is not None and beat.state == ObservedState.ERROR
         failures = unit.consecutive_failures + 1
         delay = backoff_s(failures, first_is_free=not failed_on_error)
-        error = beat.error if failed_on_error else f"worker process {unit.pid} exited unexpectedly"
-        log.warning("%s %s: %s; restart in %ss", unit.process_kind, unit.pk, error, delay)
+        status = exit_status(unit.pid, unit.started_at) if unit.pid else "exit status unknown (no process recorded)"
+        tail = log_tail(unit)
+        error = beat.error if failed_on_error else f"worker process {unit.pid} {cause}: {status}"
+        log.warning(
+            "%s %s: %s (%s); restart in %ss; last lines of %s:\n%s",
+            unit.process_kind, unit.pk, error, status, delay, log_path(unit),
+            "\n".join(f"  | {line}" for line in tail.splitlines()) or "  | (empty)",
+        )
         self._save(
             unit,
             pid=None,
@@ -274,6 +434,9 @@ class NodeSupervisor:
             restart_count=unit.restart_count + 1,
             consecutive_failures=failures,
             next_start_at=timezone.now() + timedelta(seconds=delay),
+            last_exit_at=timezone.now(),
+            last_exit_status=status[:200],
+            last_exit_log=tail,
         )
         self.report.failed.append(unit.pk)
 
@@ -284,12 +447,15 @@ class NodeSupervisor:
             beat = self.heartbeat(unit)
             if beat is not None and beat.pid == process.pid and beat.state != ObservedState.STOPPED:
                 if beat.state == ObservedState.ERROR:
-                    process.wait(timeout=5)
+                    with suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=5)
+                    _reaped(process)
                     self._record_exit(unit, beat)
                 else:
                     self._save(unit, state=beat.state, heartbeat_at=timezone.now(), last_error="")
                 return
             if process.poll() is not None:
+                _reaped(process)
                 self._record_exit(unit, self.heartbeat(unit))
                 return
             time.sleep(0.05)
@@ -303,6 +469,7 @@ class NodeSupervisor:
 
     def reconcile_all(self) -> ReconcileReport:
         reap_children()
+        _forget_old_exit_notes()
         for model in SUPERVISED_MODELS:
             units = list(model.objects.on_node(self.node).select_related("node"))
             beats = self.heartbeats(model.process_kind, [u.pk for u in units])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import ssl
 from pathlib import Path
 
@@ -53,3 +54,23 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     return context
+
+
+def format_peer(peer: object) -> str:
+    """A client address as `ip:port` (`[ip]:port` for IPv6), from a socket's peername."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer or "unknown")
+
+
+def describe_tls_failure(error: BaseException | None) -> str:
+    """Why a TLS handshake failed, in one line: OpenSSL's reason, or how the connection ended."""
+    if isinstance(error, ssl.SSLError):
+        # "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)": the source position says nothing.
+        return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(error)) or type(error).__name__
+    if error is None or isinstance(error, ConnectionError | EOFError):
+        return "the client closed the connection during the handshake"
+    if isinstance(error, TimeoutError):
+        return "the handshake timed out"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -26,7 +26,7 @@ def decrypt_passwords(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("servers", "0007_server_worker_processes"),
+        ("servers", "0008_worker_exit_diagnosis"),
     ]
 
     operations = [

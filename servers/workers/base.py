@@ -8,9 +8,11 @@ and close its sessions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -103,7 +105,16 @@ class SupervisedWorker:
             return ObservedState.STOPPING
         return ObservedState.PAUSED if self.control.paused else ObservedState.RUNNING
 
+    @property
+    def writes_heartbeat(self) -> bool:
+        """Only the supervised process names itself in the heartbeat; its session processes never do."""
+        return self.process_index == 0
+
     async def publish_heartbeat(self, *, state: str | None = None, error: str = "", ttl_s: int | None = None) -> None:
+        if not self.writes_heartbeat:
+            # The supervisor takes the pid in the heartbeat for the worker's: a session process that
+            # wrote its own there (after a forwarded reload or pause) would get the worker killed.
+            return
         fields = {
             "pid": os.getpid(),
             "state": state or self.reported_state,
@@ -242,7 +253,17 @@ class SupervisedWorker:
         return 0
 
 
+def raise_open_file_limit() -> None:
+    """Allow as many descriptors as the hard limit does: every connection holds one, or two while
+    it is handed to a session process; a soft limit of 1024 would refuse a burst."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+
+
 def run_worker(worker: SupervisedWorker) -> int:
+    raise_open_file_limit()
     name = f"{worker.unit_id}.{worker.process_index}" if worker.process_index else str(worker.unit_id)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {worker.kind}d[{name}] %(levelname)s %(message)s")
     # aiosmtpd logs every command at INFO; the opt-in protocol log covers that, at a fraction of the cost.

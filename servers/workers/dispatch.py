@@ -8,6 +8,12 @@ here, from what each session process reports. Session processes set PR_SET_PDEAT
 of the supervised pid takes them along, and they never hold a listening socket: a worker restarted
 after a crash can bind at once.
 
+The channel's queue is short (a few messages), so a burst of connects fills it while the session
+process is busy: a connection that cannot be handed over at once waits in that process's backlog
+until the channel has room (its place in the order kept). One that no live process can take, or
+that waited HANDOFF_TIMEOUT_S, is told `unavailable` (a 421) and closed: every accepted connection
+gets a reply.
+
 Messages on the channel (SOCK_SEQPACKET, one per send):
   accepting -> session process: TAG_PLAIN or TAG_IMPLICIT_TLS, with one file descriptor;
   session process -> accepting: b"<open sessions> <connections received so far>", when ready and
@@ -26,8 +32,9 @@ import socket
 import subprocess
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger("mailconsole.worker")
 
@@ -36,6 +43,21 @@ TAG_IMPLICIT_TLS = b"T"
 PR_SET_PDEATHSIG = 1
 RESPAWN_DELAY_S = 1.0
 REPORT_INTERVAL_S = 0.25
+# A connection waits at most this long for its session process to take it, then gets a 421.
+HANDOFF_TIMEOUT_S = 10.0
+# Connections one session process may have waiting; more would only hold descriptors.
+MAX_BACKLOG = 2048
+ACCEPT_PAUSE_S = 0.1
+# A flood of 421s is logged once per this many seconds, with a count.
+UNAVAILABLE_LOG_INTERVAL_S = 5.0
+
+
+@dataclass
+class PendingConnection:
+    connection: socket.socket
+    client_ip: str
+    tag: bytes
+    accepted_at: float
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -59,11 +81,13 @@ class SessionProcess:
     # Until its first report a process cannot take signals (their default action kills it).
     ready: bool = False
     missed_signal: bool = False
+    # Accepted connections waiting for room on the channel, oldest first.
+    backlog: deque[PendingConnection] = field(default_factory=deque)
 
     @property
     def estimated_sessions(self) -> int:
-        # Connections sent but not yet seen by the process count as open.
-        return self.open_sessions + max(self.sent - self.received, 0)
+        # Connections sent but not yet seen by the process, or still waiting, count as open.
+        return self.open_sessions + max(self.sent - self.received, 0) + len(self.backlog)
 
 
 class ListenerHandle:
@@ -83,14 +107,18 @@ class Dispatcher:
     """The accepting side: spawns the session processes, routes connections, keeps counts."""
 
     def __init__(self, *, count: int, child_argv: Callable[[int, int], list[str]],
-                 refusal: Callable[[int], bytes | None]) -> None:
+                 refusal: Callable[[int], bytes | None], unavailable: Callable[[], bytes]) -> None:
         """`child_argv(index, channel_fd)` is a session process's command line; `refusal(open)`
-        is what to answer a new connection when `open` sessions exist already (None: accept)."""
+        is what to answer a new connection when `open` sessions exist already (None: accept);
+        `unavailable()` what to answer one that no session process can take."""
         self.children = [SessionProcess(index) for index in range(1, count + 1)]
         self._child_argv = child_argv
         self._refusal = refusal
+        self._unavailable = unavailable
         self._stopping = False
         self._watch_task: asyncio.Task | None = None
+        self._unavailable_count = 0
+        self._unavailable_logged_at = 0.0
 
     @property
     def open_sessions(self) -> int:
@@ -142,12 +170,19 @@ class Dispatcher:
 
     def _forget_channel(self, child: SessionProcess) -> None:
         if child.channel is not None:
+            loop = asyncio.get_running_loop()
             with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(child.channel.fileno())
+                loop.remove_reader(child.channel.fileno())
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_writer(child.channel.fileno())
             child.channel.close()
             child.channel = None
         if not child.down_since:
             child.down_since = time.monotonic()
+        # Its waiting connections go to another process (or get their 421).
+        waiting, child.backlog = child.backlog, deque()
+        for pending in waiting:
+            self._hand_over(pending)
 
     async def _watch(self) -> None:
         """Start again a session process that died (its sessions died with it)."""
@@ -163,6 +198,14 @@ class Dispatcher:
                     with contextlib.suppress(OSError):
                         self._spawn(child)
                         child.down_since = 0.0
+                self._expire_backlog(child)
+
+    def _expire_backlog(self, child: SessionProcess) -> None:
+        """Answer 421 to connections a stuck session process has not taken in time."""
+        deadline = time.monotonic() - HANDOFF_TIMEOUT_S
+        while child.backlog and child.backlog[0].accepted_at < deadline:
+            pending = child.backlog.popleft()
+            self._answer_unavailable(pending, f"session process {child.index} did not take it in {HANDOFF_TIMEOUT_S}s")
 
     def listen(self, sock: socket.socket, tag: bytes) -> ListenerHandle:
         loop = asyncio.get_running_loop()
@@ -177,31 +220,88 @@ class Dispatcher:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
+                # Out of descriptors or memory: the connection waits in the listen queue. Pause rather
+                # than spin on a socket that stays readable.
+                log.warning("accept failed: %s; accepting again in %ss", exc, ACCEPT_PAUSE_S)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listening.fileno())
+                loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listening, tag)
                 return
-            with connection:
-                self._dispatch(connection, peer[0] if peer else "", tag)
+            self._dispatch(connection, peer[0] if peer else "", tag)
+
+    def _resume_accepting(self, listening: socket.socket, tag: bytes) -> None:
+        if listening.fileno() != -1 and not self._stopping:  # not closed meanwhile
+            asyncio.get_running_loop().add_reader(listening.fileno(), self._accept, listening, tag)
+
+    @staticmethod
+    def _answer_and_close(connection: socket.socket, reply: bytes) -> None:
+        with contextlib.suppress(OSError):
+            connection.setblocking(False)
+            connection.send(reply)
+        connection.close()
 
     def _dispatch(self, connection: socket.socket, client_ip: str, tag: bytes) -> None:
+        """Take charge of an accepted connection: refuse it, or hand it to a session process."""
         refusal = self._refusal(self.open_sessions)
         if refusal is not None:
-            with contextlib.suppress(OSError):
-                connection.setblocking(False)
-                connection.send(refusal)
+            self._answer_and_close(connection, refusal)
             return
+        self._hand_over(PendingConnection(connection, client_ip, tag, time.monotonic()))
+
+    def _hand_over(self, pending: PendingConnection) -> None:
         # The same client always goes to the same process while it runs, so per-client state is whole.
-        start = zlib.crc32(client_ip.encode()) % len(self.children)
+        start = zlib.crc32(pending.client_ip.encode()) % len(self.children)
         for offset in range(len(self.children)):
             child = self.children[(start + offset) % len(self.children)]
-            if child.channel is None:
+            if child.channel is None or self._stopping:
                 continue
+            if child.backlog:
+                if len(child.backlog) >= MAX_BACKLOG:
+                    break
+                child.backlog.append(pending)  # behind the ones already waiting, in order
+                return
             try:
-                socket.send_fds(child.channel, [tag], [connection.fileno()])
+                self._send(child, pending)
+            except BlockingIOError:
+                # The channel's queue is full: wait for room rather than drop the connection.
+                child.backlog.append(pending)
+                asyncio.get_running_loop().add_writer(child.channel.fileno(), self._flush_backlog, child)
+                return
             except OSError:
-                continue  # dead or not reading: the next one
-            child.sent += 1
+                continue  # dead: the next one
             return
-        log.warning("no session process could take a connection from %s", client_ip)
+        self._answer_unavailable(pending, "no session process could take it")
+
+    def _answer_unavailable(self, pending: PendingConnection, why: str) -> None:
+        self._answer_and_close(pending.connection, self._unavailable())
+        self._unavailable_count += 1
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL_S:
+            log.warning("answered 421 to a connection from %s: %s (%d such since the last report)",
+                        pending.client_ip, why, self._unavailable_count)
+            self._unavailable_logged_at, self._unavailable_count = now, 0
+
+    @staticmethod
+    def _send(child: SessionProcess, pending: PendingConnection) -> None:
+        assert child.channel is not None
+        socket.send_fds(child.channel, [pending.tag], [pending.connection.fileno()])
+        child.sent += 1
+        pending.connection.close()  # the session process has its own copy now
+
+    def _flush_backlog(self, child: SessionProcess) -> None:
+        """The channel has room: hand over the waiting connections, oldest first."""
+        while child.backlog and child.channel is not None:
+            try:
+                self._send(child, child.backlog[0])
+            except BlockingIOError:
+                return  # still full; called again when there is room
+            except OSError:
+                self._forget_channel(child)  # re-routes the backlog
+                return
+            child.backlog.popleft()
+        if child.channel is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_writer(child.channel.fileno())
 
     def signal_all(self, sig: signal.Signals) -> None:
         for child in self.children:
@@ -217,6 +317,9 @@ class Dispatcher:
         self._stopping = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        for child in self.children:
+            while child.backlog:
+                self._answer_and_close(child.backlog.popleft().connection, self._unavailable())
         self.signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(

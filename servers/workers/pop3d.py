@@ -38,7 +38,7 @@ from servers.services.mailboxes import (
     touch_logon,
 )
 from servers.services.names import canonical_client_address
-from servers.tls import ensure_self_signed_certificate, server_context
+from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
 from servers.workers.base import SupervisedWorker, run_worker
 
 log = logging.getLogger("mailconsole.pop3d")
@@ -261,7 +261,11 @@ class POP3Worker(SupervisedWorker):
                         writer.write(refusal.data)
                         await writer.drain()
                         break
-                    await writer.start_tls(self.tls_context)
+                    try:
+                        await writer.start_tls(self.tls_context)
+                    except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                        log.info("TLS handshake failed from %s: %s", format_peer(peer), describe_tls_failure(exc))
+                        break
                     session.tls_started()
                 if reply.close:
                     break

@@ -13,6 +13,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from aiosmtpd.smtp import TLSSetupException
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 
@@ -21,7 +22,7 @@ from servers.models import ServiceState
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters, protocol_log
 from servers.snapshot import ServerSnapshot, load_snapshot
 from servers.storage import remove_stale_temp_files
-from servers.tls import ensure_self_signed_certificate, server_context
+from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
 from servers.workers.base import EXIT_NO_CONFIGURATION, SupervisedWorker, run_worker
 from servers.workers.dispatch import (
     TAG_IMPLICIT_TLS,
@@ -38,6 +39,18 @@ log = logging.getLogger("mailconsole.worker")
 # The sweep that closes sessions over their time limit or under the minimum data rate.
 SWEEP_INTERVAL_S = 2
 RATE_GRACE_S = 60
+
+
+class WorkerSMTP(MailConsoleSMTP):
+    """A session as the worker runs it: a failed STARTTLS handshake is one log line, not a traceback."""
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # aiosmtpd closes the connection after this; the client gets no reply over a broken channel.
+            log.info("TLS handshake failed from %s: %s", format_peer(self.session.peer),
+                     describe_tls_failure(error.__cause__))
+            return replies.LOCAL_ERROR
+        return await super().handle_exception(error)
 
 
 class SMTPWorker(SupervisedWorker):
@@ -119,7 +132,7 @@ class SMTPWorker(SupervisedWorker):
     def session_factory(self, *, implicit_tls: bool) -> MailConsoleSMTP:
         snapshot = self.snapshot
         policy = snapshot.policy
-        return MailConsoleSMTP(
+        return WorkerSMTP(
             self.handler,
             control=self.control,
             counters=self.counters,
@@ -168,8 +181,11 @@ class SMTPWorker(SupervisedWorker):
                 return f"{replies.TOO_MANY_CONNECTIONS.format(hostname=self.snapshot.hostname)}\r\n".encode()
             return None
 
+        def unavailable() -> bytes:
+            return f"{replies.NO_SESSION_PROCESS.format(hostname=self.snapshot.hostname)}\r\n".encode()
+
         self.dispatcher = Dispatcher(count=self.snapshot.policy.worker_processes, child_argv=child_argv,
-                                     refusal=refusal)
+                                     refusal=refusal, unavailable=unavailable)
         self.dispatcher.start()
         listeners = [self.dispatcher.listen(sockets[0], TAG_PLAIN)]
         if len(sockets) > 1:
@@ -211,13 +227,21 @@ class SMTPWorker(SupervisedWorker):
         return 0
 
     def adopt_connection(self, connection: socket.socket, implicit_tls: bool) -> None:
+        try:
+            peer = connection.getpeername()
+        except OSError:
+            peer = None
+
         async def adopt() -> None:
             try:
                 await asyncio.get_running_loop().connect_accepted_socket(
                     lambda: self.session_factory(implicit_tls=implicit_tls), connection,
                     ssl=self.tls_context if implicit_tls else None)
             except (TimeoutError, OSError, ssl.SSLError) as exc:
-                log.info("connection lost before the session began: %s", exc)
+                if implicit_tls:
+                    log.info("TLS handshake failed from %s: %s", format_peer(peer), describe_tls_failure(exc))
+                else:
+                    log.info("connection from %s lost before the session began: %s", format_peer(peer), exc)
                 connection.close()
 
         asyncio.ensure_future(adopt())
