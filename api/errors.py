@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -27,3 +29,37 @@ def exception_handler(exc, context):
         # Two requests raced past a service's check; the database kept the invariant.
         exc = Conflict("The change conflicts with another one made at the same time; try again.")
     return drf_exception_handler(exc, context)
+
+
+# Django's own error pages, for what fails outside a DRF view or before one runs (an unhandled exception, a
+# body too large, a bad Host): under /api/ they answer in JSON like every other API error.
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def _json_error(detail: str, status_code: int) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status_code)
+
+
+def bad_request(request, exception, template_name=defaults.ERROR_400_TEMPLATE_NAME):
+    if _is_api(request):
+        return _json_error("Bad request.", 400)
+    return defaults.bad_request(request, exception, template_name)
+
+
+def permission_denied(request, exception, template_name=defaults.ERROR_403_TEMPLATE_NAME):
+    if _is_api(request):
+        return _json_error("You do not have permission to perform this action.", 403)
+    return defaults.permission_denied(request, exception, template_name)
+
+
+def page_not_found(request, exception, template_name=defaults.ERROR_404_TEMPLATE_NAME):
+    if _is_api(request):
+        return _json_error("Not found.", 404)
+    return defaults.page_not_found(request, exception, template_name)
+
+
+def server_error(request, template_name=defaults.ERROR_500_TEMPLATE_NAME):
+    if _is_api(request):
+        return _json_error("A server error occurred; it has been logged.", 500)
+    return defaults.server_error(request, template_name)

@@ -14,3 +14,9 @@ urlpatterns = [
     path("mail/", include("frontend.webmail.urls")),
     path("", include("frontend.urls")),
 ]
+
+# Django's error pages, answering in JSON under /api/ (finding 9 of issue 13: never an HTML error from the API).
+handler400 = "api.errors.bad_request"
+handler403 = "api.errors.permission_denied"
+handler404 = "api.errors.page_not_found"
+handler500 = "api.errors.server_error"

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+
+import pytest
 from django.db import IntegrityError
 from django.db.models import ProtectedError
 
 from api.errors import exception_handler
+from api.models import ApiToken
+from api.parsers import MAX_JSON_DEPTH, json_depth
+from api.views import StatsView
 from servers.services import DomainError
+from tests.api_factories import FAST_HASHERS, client_for, make_people
+from tests.factories import make_server
 
 
 def test_a_domain_error_becomes_400_with_the_message_under_its_field():
@@ -32,3 +42,85 @@ def test_a_lost_race_on_a_unique_constraint_becomes_409():
 
 def test_anything_else_is_left_to_drf_and_django():
     assert exception_handler(ValueError("bug"), {}) is None
+
+
+# Finding 9 of issue 13: a body nested deeper than the JSON decoder's recursion limit was an HTML 500.
+DEEP_ARRAY = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
+@pytest.fixture
+def api(db, settings):
+    """An administrator's client that shows an unhandled exception as the 500 a real client would get."""
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    client = client_for(make_people().alice)
+    client.raise_request_exception = False
+    return client
+
+
+@pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["array", "object"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/servers/"),
+        ("post", "/api/v1/domains/"),
+        ("post", "/api/v1/mailboxes/"),
+        ("post", "/api/v1/access-rules/"),
+        ("patch", "/api/v1/servers/{server}/"),
+    ],
+)
+def test_a_body_nested_100000_levels_deep_is_refused_with_400_in_json(api, method, path, body):
+    server = make_server()
+    response = getattr(api, method)(path.format(server=server.pk), body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert "nests" in response.json()["detail"]
+
+
+def test_a_body_nested_more_than_the_limit_is_refused_and_one_within_it_reaches_the_validators(api):
+    too_deep = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
+    response = api.post("/api/v1/servers/", f'{{"name": {too_deep}}}', content_type="application/json")
+    assert response.status_code == 400 and "nests" in response.json()["detail"]
+    within = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    response = api.post("/api/v1/servers/", f'{{"name": {within}}}', content_type="application/json")
+    assert response.status_code == 400 and "name" in response.json()
+
+
+def test_json_depth_counts_levels_without_recursion():
+    assert [json_depth(v) for v in (1, [], {"a": [1, {"b": []}]})] == [0, 1, 4]
+
+
+def test_an_unhandled_exception_under_the_api_is_a_json_500_not_an_html_page(api, monkeypatch):
+    def crash(self, request, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StatsView, "get", crash)
+    response = api.get("/api/v1/stats/")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "A server error occurred; it has been logged."}
+
+
+def test_django_errors_outside_drf_are_json_under_the_api_and_html_elsewhere(api):
+    bad_host = api.get("/api/v1/stats/", HTTP_HOST="bad host")  # DisallowedHost: Django's 400
+    assert bad_host.status_code == 400 and bad_host.json() == {"detail": "Bad request."}
+    outside_v1 = api.get("/api/v2/")
+    assert outside_v1.status_code == 404 and outside_v1.json() == {"detail": "Not found."}
+    page = api.get("/no-such-page/")
+    assert page.status_code == 404 and not page["Content-Type"].startswith("application/json")
+
+
+def test_over_a_socket_a_deeply_nested_body_gets_a_json_400(live_server, transactional_db, settings):
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    _, key = ApiToken.issue(make_people().alice)
+    request = urllib.request.Request(
+        f"{live_server.url}/api/v1/servers/",
+        data=DEEP_ARRAY,
+        method="POST",
+        headers={"Authorization": f"Token {key}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert refused.value.headers["Content-Type"] == "application/json"
+    assert "nests" in json.loads(refused.value.read())["detail"]
