@@ -2,12 +2,15 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from servers.admin import admin_login
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
 urlpatterns = [
+    path("admin/login/", admin_login),  # before the admin's own: its sign-in is throttled as the console's
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/v1/", include("api.urls")),
