@@ -19,10 +19,33 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+class StateConflict(APIException):
+    """A well-formed request the object's current state refuses (RFC 9110 409), e.g. deleting the default domain."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def _fields_sent(context) -> set[str]:
+    request = context.get("request")
+    data = getattr(request, "data", None) if request is not None else None
+    return set(data) if isinstance(data, dict) else set()
+
+
 def exception_handler(exc, context):
-    """DRF's handler, taught the domain's errors: DomainError is 400 by field, a blocked delete is 409."""
+    """DRF's handler, taught the domain's errors.
+
+    A DomainError about input the client sent (its field is in the body, or the body had no single field at
+    fault) is a 400 by field; one about the object's state (deleting the default domain, a server that still
+    has mailboxes: no field of the request is at fault) is a 409 with the same body. The schema can describe
+    input, not state: this keeps every 400 a promise that the request itself was wrong.
+    """
     if isinstance(exc, DomainError):
-        exc = ValidationError(exc.as_dict())
+        sent = _fields_sent(context)
+        if sent and (exc.field is None or exc.field in sent):
+            exc = ValidationError(exc.as_dict())
+        else:
+            exc = StateConflict(exc.as_dict())
     elif isinstance(exc, (ProtectedError, RestrictedError)):
         exc = Conflict("Other objects still depend on this one; remove them first.")
     elif isinstance(exc, IntegrityError):

@@ -25,14 +25,23 @@ ERROR_COMPONENTS = {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
         "description": 'Messages by input field, e.g. {"port": ["The TCP port must be between 1 and 65535."]}; '
-                       "`non_field_errors` or `detail` when no single field is at fault.",
+        "`non_field_errors` or `detail` when no single field is at fault.",
     },
 }
 
 
+URI_TOO_LONG = {
+    "description": "The request line (method, path and query) is longer than the web server accepts "
+    "(gunicorn's limit: 4094 bytes); it answers with its own HTML page.",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
 def _error(description: str, component: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}},
+    }
 
 
 def document_errors(result: dict, generator, request, public) -> dict:
@@ -43,8 +52,9 @@ def document_errors(result: dict, generator, request, public) -> dict:
             responses = operation.setdefault("responses", {})
             # Every published operation needs a signed-in user (the schema and docs are not in the schema).
             responses.setdefault("401", _error("Not signed in, or the token is invalid or expired.", "ErrorDetail"))
-            responses.setdefault("403", _error("The role does not allow this, or the CSRF token is missing.",
-                                               "ErrorDetail"))
+            responses.setdefault(
+                "403", _error("The role does not allow this, or the CSRF token is missing.", "ErrorDetail")
+            )
             if "{" in path:
                 responses.setdefault("404", _error("No such object within what the user may see.", "ErrorDetail"))
             if "requestBody" in operation or operation.get("parameters") or method in ("post", "delete"):
@@ -54,7 +64,25 @@ def document_errors(result: dict, generator, request, public) -> dict:
             if "requestBody" in operation:
                 responses.setdefault("415", _error("The body is not JSON.", "ErrorDetail"))
             if method == "delete":
-                responses.setdefault("409", _error("Other objects still depend on this one.", "ErrorDetail"))
+                responses.setdefault(
+                    "409",
+                    _error(
+                        "Other objects still depend on this one, or its state "
+                        "forbids the change (e.g. the default domain).",
+                        "FieldErrors",
+                    ),
+                )
+            elif method in ("post", "put", "patch"):
+                responses.setdefault(
+                    "409",
+                    _error(
+                        "The object's current state refuses this change, or another "
+                        "change won a race; no input field is at fault.",
+                        "FieldErrors",
+                    ),
+                )
             responses.setdefault("405", _error("The method is not allowed here.", "ErrorDetail"))
+            # The web server (gunicorn) refuses a request line over 4094 bytes before the app sees it.
+            responses.setdefault("414", URI_TOO_LONG)
             responses.setdefault("406", _error("No acceptable representation (the API speaks JSON).", "ErrorDetail"))
     return result

@@ -64,7 +64,7 @@ class MailboxViewSet(ServiceBackedViewSet):
     def partial_update(self, request, pk=None):
         return self.update(request, pk, partial=True)
 
-    @extend_schema(parameters=[OpenApiParameter("remove_mail", OpenApiTypes.BOOL, enum=[0, 1],
+    @extend_schema(parameters=[OpenApiParameter("remove_mail", OpenApiTypes.INT, enum=[0, 1],
                                                 description="1 also deletes the stored mail from disk.")])
     def destroy(self, request, pk=None):
         """Delete the mailbox; its stored mail stays on disk unless `?remove_mail=1`."""
