@@ -3,6 +3,8 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
+from api.filters import NO_NUL_PATTERN
+
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "api.authentication.ApiTokenAuthentication"
@@ -85,4 +87,21 @@ def document_errors(result: dict, generator, request, public) -> dict:
             # The web server (gunicorn) refuses a request line over 4094 bytes before the app sees it.
             responses.setdefault("414", URI_TOO_LONG)
             responses.setdefault("406", _error("No acceptable representation (the API speaks JSON).", "ErrorDetail"))
+    return result
+
+
+def forbid_nul_in_request_text(result: dict, generator, request, public) -> dict:
+    """Say what every text field of a request refuses: NUL (DRF's CharField does, PostgreSQL cannot store it)."""
+
+    def visit(schema: dict) -> None:
+        if schema.get("type") == "string" and not {"pattern", "enum", "format"} & schema.keys():
+            schema["pattern"] = NO_NUL_PATTERN
+        for child in (schema.get("properties") or {}).values():
+            visit(child)
+        if isinstance(schema.get("items"), dict):
+            visit(schema["items"])
+
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request"):
+            visit(schema)
     return result

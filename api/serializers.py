@@ -12,9 +12,11 @@ from django.contrib.auth import get_user_model
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.relations import MANY_RELATION_KWARGS
 
+from api import patterns
 from servers.delivery.models import DeliverySettings
-from servers.delivery.services import EDITABLE_DELIVERY_FIELDS
+from servers.delivery.services import EDITABLE_DELIVERY_FIELDS, INTERVAL_FIELDS
 from servers.models import (
     AccessRule,
     AccessRuleKind,
@@ -29,23 +31,69 @@ from servers.models import (
     VirtualServer,
 )
 from servers.services import mailbox_usage
-from servers.services.virtual_servers import EDITABLE_FIELDS
+from servers.services.virtual_servers import (
+    EDITABLE_FIELDS,
+    MAX_WORKER_PROCESSES,
+    OPTIONAL_LIMIT_FIELDS,
+    POSITIVE_FIELDS,
+)
 
 MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 
 
-class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+class ListOnlyManyRelatedField(serializers.ManyRelatedField):
+    """A list of references that is a JSON array, as the schema says (DRF would take an object's keys)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class ListOnlyManyMixin:
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        list_kwargs = {"child_relation": cls(*args, **kwargs)}
+        list_kwargs.update({key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS})
+        return ListOnlyManyRelatedField(**list_kwargs)
+
+
+class UsernameField(ListOnlyManyMixin, serializers.SlugRelatedField):
+    pass
+
+
+class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, serializers.PrimaryKeyRelatedField):
     """An id that must name an object the requesting user can see (`Model.objects.for_user`)."""
 
     def get_queryset(self):
         return self.queryset.model.objects.for_user(self.context["request"].user)
 
 
+def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
+    """Text checked against `pattern` exactly as the schema publishes it (untrimmed: the schema sees no trim)."""
+    return serializers.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
+                                 **kwargs)
+
+
+def domain_name_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.DOMAIN_NAME, "Enter a domain name (letters, digits and hyphens between dots).",
+                        max_length=254, **kwargs)
+
+
+def local_part_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.LOCAL_PART, patterns.LOCAL_PART_HELP, max_length=64, **kwargs)
+
+
+def password_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.PASSWORD, f"The password must have {patterns.PASSWORD_HELP}", max_length=200,
+                        write_only=True, help_text=patterns.PASSWORD_HELP, **kwargs)
+
+
 def usernames_field(**kwargs) -> serializers.ManyRelatedField:
     """A list of user names, each naming an active user."""
     user_model = get_user_model()
-    return serializers.SlugRelatedField(many=True, slug_field=user_model.USERNAME_FIELD,
+    return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD,
                                         queryset=user_model.objects.filter(is_active=True), **kwargs)
 
 
@@ -87,6 +135,17 @@ class VirtualServerSerializer(serializers.ModelSerializer):
         return domain.name if domain else None
 
 
+# The bounds the services enforce, published in the schema so that it and the validators agree.
+SETTING_BOUNDS: dict[str, dict] = {
+    **{name: {"min_value": 1} for name in (*OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS, *INTERVAL_FIELDS)},
+    "tls_port": {"min_value": 0, "max_value": 65535, "help_text": "0 or null: no separate TLS port."},
+    "worker_processes": {"min_value": 1, "max_value": MAX_WORKER_PROCESSES},
+    "smart_host_port": {"min_value": 1, "max_value": 65535},
+    "outbound_port": {"min_value": 1, "max_value": 65535},
+    "max_outbound_connections": {"min_value": 1},
+}
+
+
 def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
     """Every setting optional, and integers bounded to what the database column holds."""
     kwargs = {}
@@ -97,6 +156,7 @@ def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
             extra.update(min_value=0, max_value=MAX_BIGINT)
         elif isinstance(field, models.PositiveIntegerField | models.PositiveSmallIntegerField):
             extra.update(min_value=0, max_value=MAX_INT)
+        extra.update(SETTING_BOUNDS.get(name, {}))
         kwargs[name] = extra
     return kwargs
 
@@ -104,9 +164,10 @@ def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
 class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     """Every setting the services let change (their `EDITABLE_FIELDS`), typed from the model."""
 
-    name = serializers.CharField(max_length=100, required=False)
-    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True,
-                                       help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
+    name = checked_text(patterns.NAME, "Enter a name.", max_length=100, required=False)
+    ip_address = checked_text(patterns.IP_ADDRESS, "Enter an IP address, or nothing.", max_length=45,
+                              required=False, allow_blank=True,
+                              help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
     port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
     max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
 
@@ -121,11 +182,11 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
 class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
     node = serializers.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
                                               help_text="Defaults to the node running the console.")
-    name = serializers.CharField(max_length=100)
+    name = checked_text(patterns.NAME, "Enter a name.", max_length=100)
     port = serializers.IntegerField(min_value=1, max_value=65535, default=25)
     home_dir = serializers.CharField(max_length=500, required=False, allow_blank=True,
                                      help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
-    default_domain = serializers.CharField(max_length=253)
+    default_domain = domain_name_field()
     start = serializers.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
 
@@ -159,7 +220,7 @@ class DomainSerializer(serializers.ModelSerializer):
 
 class DomainCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
-    name = serializers.CharField(max_length=253)
+    name = domain_name_field()
     type = serializers.ChoiceField(choices=DomainType.choices, default=DomainType.LOCAL)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
                                             help_text="For an alias domain: the local domain it stands for.")
@@ -204,9 +265,8 @@ class MailboxSerializer(serializers.ModelSerializer):
 
 class MailboxCreateSerializer(serializers.Serializer):
     domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
-    local_part = serializers.CharField(max_length=64)
-    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False,
-                                     help_text="8+ characters with upper and lower case letters and a digit.")
+    local_part = local_part_field()
+    password = password_field()
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
     quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
@@ -221,7 +281,7 @@ class MailboxUpdateSerializer(serializers.Serializer):
 
 
 class PasswordSerializer(serializers.Serializer):
-    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False)
+    password = password_field()
 
 
 # -- group addresses ------------------------------------------------------------------------------
@@ -244,7 +304,7 @@ class GroupAddressSerializer(serializers.ModelSerializer):
 
 class GroupAddressCreateSerializer(serializers.Serializer):
     domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
-    local_part = serializers.CharField(max_length=64)
+    local_part = local_part_field()
     members = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.all(), many=True, required=False)
 
 
@@ -376,6 +436,12 @@ class DeliverySettingsSerializer(serializers.ModelSerializer):
     """A server's Delivery tab: retries, expiry, smart host, outbound limits. The password is never shown."""
 
     smart_host_password_set = serializers.SerializerMethodField()
+    smart_host = checked_text(patterns.SMART_HOST, "Enter a host name or an IP address.", max_length=255,
+                              required=False, allow_blank=True)
+    dns_server = checked_text(patterns.DNS_SERVER, "Enter an IP address, optionally with :port.", max_length=100,
+                              required=False, allow_blank=True)
+    ndr_copy_address = checked_text(patterns.NDR_COPY_ADDRESS, "Enter an e-mail address, or nothing.",
+                                    max_length=320, required=False, allow_blank=True)
 
     class Meta:
         model = DeliverySettings

@@ -229,7 +229,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.document_errors"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.document_errors",
+        "api.schema.forbid_nul_in_request_text",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "ServiceStateEnum": "servers.models.ServiceState",
         "ObservedStateEnum": "servers.models.ObservedState",
