@@ -115,9 +115,9 @@ class GroupAddressViewSet(ServiceBackedViewSet):
 
     @extend_schema(request=GroupAddressUpdateSerializer, responses=GroupAddressSerializer)
     def update(self, request, pk=None, partial=False):
-        """Replace the members; the address itself is fixed."""
+        """Replace the members; the address itself is fixed. PUT must name them (the schema requires them)."""
         group = self.get_object()
-        data = self.validated(partial=True)
+        data = self.validated(partial=partial)
         if "members" in data:
             group = services.set_group_members(group, data["members"], actor=self.actor)
         return self.respond(group)
