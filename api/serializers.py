@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.relations import MANY_RELATION_KWARGS
 
+from api import fields as strict
 from api import patterns
 from servers.delivery.models import DeliverySettings
 from servers.delivery.services import EDITABLE_DELIVERY_FIELDS, INTERVAL_FIELDS
@@ -63,7 +64,7 @@ class UsernameField(ListOnlyManyMixin, serializers.SlugRelatedField):
     pass
 
 
-class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, serializers.PrimaryKeyRelatedField):
+class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, strict.PrimaryKeyRelatedField):
     """An id that must name an object the requesting user can see (`Model.objects.for_user`)."""
 
     def get_queryset(self):
@@ -72,7 +73,7 @@ class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, serializers.PrimaryKeyRela
 
 def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
     """Text checked against `pattern` exactly as the schema publishes it (untrimmed: the schema sees no trim)."""
-    return serializers.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
+    return strict.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
                                  **kwargs)
 
 
@@ -164,12 +165,14 @@ def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
 class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     """Every setting the services let change (their `EDITABLE_FIELDS`), typed from the model."""
 
+    serializer_field_mapping = strict.STRICT_FIELD_MAPPING
+
     name = checked_text(patterns.NAME, "Enter a name.", max_length=100, required=False)
     ip_address = checked_text(patterns.IP_ADDRESS, "Enter an IP address, or nothing.", max_length=45,
                               required=False, allow_blank=True,
                               help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
-    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
-    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    port = strict.IntegerField(min_value=1, max_value=65535, required=False)
+    max_message_size_kb = strict.IntegerField(min_value=1, max_value=MAX_INT, required=False)
 
     class Meta:
         model = VirtualServer
@@ -180,14 +183,14 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
 
 
 class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
-    node = serializers.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
+    node = strict.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
                                               help_text="Defaults to the node running the console.")
     name = checked_text(patterns.NAME, "Enter a name.", max_length=100)
-    port = serializers.IntegerField(min_value=1, max_value=65535, default=25)
-    home_dir = serializers.CharField(max_length=500, required=False, allow_blank=True,
+    port = strict.IntegerField(min_value=1, max_value=65535, default=25)
+    home_dir = strict.CharField(max_length=500, required=False, allow_blank=True,
                                      help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
     default_domain = domain_name_field()
-    start = serializers.BooleanField(default=True, help_text="Start the server once it is created.")
+    start = strict.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
 
     class Meta(VirtualServerSettingsSerializer.Meta):
@@ -196,7 +199,7 @@ class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
 
 
 class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
-    home_dir = serializers.CharField(max_length=500, required=False,
+    home_dir = strict.CharField(max_length=500, required=False,
                                      help_text="Accepted only if unchanged: the home directory is fixed.")
     operators = usernames_field(required=False, help_text="Administrators only.")
 
@@ -207,8 +210,8 @@ class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
 # -- domains --------------------------------------------------------------------------------------
 
 class DomainSerializer(serializers.ModelSerializer):
-    server_name = serializers.CharField(source="server.name", read_only=True)
-    alias_of_name = serializers.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
+    server_name = strict.CharField(source="server.name", read_only=True)
+    alias_of_name = strict.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
     administrators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
 
     class Meta:
@@ -224,21 +227,21 @@ class DomainCreateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, default=DomainType.LOCAL)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
                                             help_text="For an alias domain: the local domain it stands for.")
-    relay_allowed = serializers.BooleanField(default=False, help_text="Remote domains only.")
+    relay_allowed = strict.BooleanField(default=False, help_text="Remote domains only.")
     administrators = usernames_field(required=False)
 
 
 class DomainUpdateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, required=False)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
-    relay_allowed = serializers.BooleanField(required=False)
+    relay_allowed = strict.BooleanField(required=False)
     administrators = usernames_field(required=False)
 
 
 # -- mailboxes ------------------------------------------------------------------------------------
 
 class MailboxSerializer(serializers.ModelSerializer):
-    address = serializers.CharField(read_only=True)
+    address = strict.CharField(read_only=True)
     size_bytes = serializers.SerializerMethodField()
     message_count = serializers.SerializerMethodField()
 
@@ -267,17 +270,17 @@ class MailboxCreateSerializer(serializers.Serializer):
     domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
     local_part = local_part_field()
     password = password_field()
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
-    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
-    is_catch_all = serializers.BooleanField(required=False)
+    display_name = strict.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = strict.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = strict.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = strict.BooleanField(required=False)
 
 
 class MailboxUpdateSerializer(serializers.Serializer):
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
-    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
-    is_catch_all = serializers.BooleanField(required=False)
+    display_name = strict.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = strict.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = strict.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = strict.BooleanField(required=False)
 
 
 class PasswordSerializer(serializers.Serializer):
@@ -315,7 +318,7 @@ class GroupAddressUpdateSerializer(serializers.Serializer):
 # -- logs and statistics --------------------------------------------------------------------------
 
 class LogonSerializer(serializers.ModelSerializer):
-    address = serializers.CharField(source="mailbox.address", read_only=True)
+    address = strict.CharField(source="mailbox.address", read_only=True)
 
     class Meta:
         model = Logon
@@ -341,23 +344,23 @@ class CountsField(serializers.DictField):
 
 
 class StatsSerializer(serializers.Serializer):
-    servers = serializers.IntegerField()
+    servers = strict.IntegerField()
     servers_by_state = CountsField(help_text="Observed state of each server the user manages.")
     servers_by_desired_state = CountsField()
-    domains = serializers.IntegerField()
+    domains = strict.IntegerField()
     domains_by_type = CountsField()
-    mailboxes = serializers.IntegerField()
-    locked_mailboxes = serializers.IntegerField()
-    groups = serializers.IntegerField()
-    messages_stored = serializers.IntegerField()
-    bytes_stored = serializers.IntegerField()
+    mailboxes = strict.IntegerField()
+    locked_mailboxes = strict.IntegerField()
+    groups = strict.IntegerField()
+    messages_stored = strict.IntegerField()
+    bytes_stored = strict.IntegerField()
 
 
 
 # -- access and relay rules -----------------------------------------------------------------------
 
 class AccessRuleSerializer(serializers.ModelSerializer):
-    server_name = serializers.CharField(source="server.name", read_only=True)
+    server_name = strict.CharField(source="server.name", read_only=True)
 
     class Meta:
         model = AccessRule
@@ -374,7 +377,7 @@ class RuleCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
     kind = serializers.ChoiceField(choices=AccessRuleKind.choices,
                                    help_text="address, network (CIDR), range (start-end) or domain name.")
-    value = serializers.CharField(max_length=300)
+    value = strict.CharField(max_length=300)
 
     def validate_value(self, value: str) -> str:
         # Stored lower-cased; a few characters grow when lower-cased, and the column holds 300.
@@ -388,15 +391,15 @@ class RuleCreateSerializer(serializers.Serializer):
 class SessionSerializer(serializers.Serializer):
     """One open connection to a server's worker, as the worker last reported it (a second or two old)."""
 
-    id = serializers.CharField()
-    protocol = serializers.CharField()
-    client = serializers.CharField(help_text="The client's IP address.")
-    user = serializers.CharField(allow_blank=True, help_text="The signed-in mailbox, if any.")
+    id = strict.CharField()
+    protocol = strict.CharField()
+    client = strict.CharField(help_text="The client's IP address.")
+    user = strict.CharField(allow_blank=True, help_text="The signed-in mailbox, if any.")
     connected_at = serializers.DateTimeField()
-    state = serializers.CharField(help_text="The last command, or the protocol state.")
-    messages = serializers.IntegerField()
-    bytes = serializers.IntegerField()
-    tls = serializers.BooleanField()
+    state = strict.CharField(help_text="The last command, or the protocol state.")
+    messages = strict.IntegerField()
+    bytes = strict.IntegerField()
+    tls = strict.BooleanField()
 
     def to_representation(self, session: dict) -> dict:
         connected = session.get("connected_at") or 0
@@ -407,33 +410,35 @@ class SessionSerializer(serializers.Serializer):
 # -- the queue ------------------------------------------------------------------------------------
 
 class QueuedRecipientSerializer(serializers.Serializer):
-    address = serializers.CharField()
-    state = serializers.CharField()
-    status = serializers.CharField(allow_blank=True, help_text="The enhanced status code of the last reply.")
-    last_reply = serializers.CharField(allow_blank=True)
+    address = strict.CharField()
+    state = strict.CharField()
+    status = strict.CharField(allow_blank=True, help_text="The enhanced status code of the last reply.")
+    last_reply = strict.CharField(allow_blank=True)
 
 
 class QueueEntrySerializer(serializers.Serializer):
     """One message waiting for remote delivery (IIS "Queues", Exchange's Queue Viewer)."""
 
-    id = serializers.IntegerField()
-    server = serializers.IntegerField()
-    name = serializers.CharField(help_text="The file name in the server's Queue folder.")
-    sender = serializers.CharField(allow_blank=True)
+    id = strict.IntegerField()
+    server = strict.IntegerField()
+    name = strict.CharField(help_text="The file name in the server's Queue folder.")
+    sender = strict.CharField(allow_blank=True)
     recipients = QueuedRecipientSerializer(many=True)
-    size_octets = serializers.IntegerField()
+    size_octets = strict.IntegerField()
     queued_at = serializers.DateTimeField()
-    attempts = serializers.IntegerField()
-    last_reply = serializers.CharField(allow_blank=True)
+    attempts = strict.IntegerField()
+    last_reply = strict.CharField(allow_blank=True)
     next_retry_at = serializers.DateTimeField(allow_null=True)
-    frozen = serializers.BooleanField()
-    in_delivery = serializers.BooleanField(help_text="A worker holds the message now; actions wait for it.")
+    frozen = strict.BooleanField()
+    in_delivery = strict.BooleanField(help_text="A worker holds the message now; actions wait for it.")
 
 
 # -- the Delivery tab -----------------------------------------------------------------------------
 
 class DeliverySettingsSerializer(serializers.ModelSerializer):
     """A server's Delivery tab: retries, expiry, smart host, outbound limits. The password is never shown."""
+
+    serializer_field_mapping = strict.STRICT_FIELD_MAPPING
 
     smart_host_password_set = serializers.SerializerMethodField()
     smart_host = checked_text(patterns.SMART_HOST, "Enter a host name or an IP address.", max_length=255,

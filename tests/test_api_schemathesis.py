@@ -46,6 +46,7 @@ STATE_AND_CROSS_FIELD_REFUSALS = [
     for pattern in (
         r"already (has|a) ",  # a duplicate name: the state of the server or domain
         r"still (has|have|point)",  # a domain still in use
+        r"cannot be changed after creation",  # home_dir: accepted only unchanged
         r"^The default domain must stay a local domain",  # the domain's role on its server
         r"^Only a remote domain can allow relaying",  # relay_allowed with type
         r"^Only an alias domain points at another domain",  # alias_of with type
@@ -264,3 +265,25 @@ def test_service_bounds_are_in_the_schema(admin_api):
     server = make_server()
     response = admin_api.patch(f"/api/v1/servers/{server.pk}/", {"idle_timeout_s": 0}, format="json")
     assert response.status_code == 400 and "idle_timeout_s" in response.json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Typed", "default_domain": "typed.example.test", "home_dir": 0},
+        {"name": "Typed", "default_domain": "typed.example.test", "port": "2525"},
+        {"name": "Typed", "default_domain": "typed.example.test", "start": "yes"},
+        {"name": 7, "default_domain": "typed.example.test"},
+    ],
+    ids=["number-for-text", "text-for-integer", "text-for-boolean", "number-for-name"],
+)
+def test_a_value_of_another_json_type_than_documented_is_refused(admin_api, body):
+    response = admin_api.post("/api/v1/servers/", {**body, "start": body.get("start", False)}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) & {"home_dir", "port", "start", "name"}
+
+
+def test_a_reference_given_as_text_is_refused(admin_api):
+    server = make_server()
+    response = admin_api.post("/api/v1/domains/", {"server": str(server.pk), "name": "t.example"}, format="json")
+    assert response.status_code == 400 and "server" in response.json()
