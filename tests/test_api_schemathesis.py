@@ -287,3 +287,12 @@ def test_a_reference_given_as_text_is_refused(admin_api):
     server = make_server()
     response = admin_api.post("/api/v1/domains/", {"server": str(server.pk), "name": "t.example"}, format="json")
     assert response.status_code == 400 and "server" in response.json()
+
+
+def test_every_operation_documents_gunicorns_414_and_every_write_its_409():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "text/html" in operation["responses"]["414"]["content"], (method, path)
+            if method in ("post", "put", "patch", "delete"):
+                assert "409" in operation["responses"], (method, path)
