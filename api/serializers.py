@@ -74,7 +74,7 @@ class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, strict.PrimaryKeyRelatedFi
 def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
     """Text checked against `pattern` exactly as the schema publishes it (untrimmed: the schema sees no trim)."""
     return strict.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
-                                 **kwargs)
+                            **kwargs)
 
 
 def domain_name_field(**kwargs) -> serializers.CharField:
@@ -95,7 +95,7 @@ def usernames_field(**kwargs) -> serializers.ManyRelatedField:
     """A list of user names, each naming an active user."""
     user_model = get_user_model()
     return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD,
-                                        queryset=user_model.objects.filter(is_active=True), **kwargs)
+                         queryset=user_model.objects.filter(is_active=True), **kwargs)
 
 
 # -- nodes ----------------------------------------------------------------------------------------
@@ -184,11 +184,11 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
 
 class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
     node = strict.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
-                                              help_text="Defaults to the node running the console.")
+                                         help_text="Defaults to the node running the console.")
     name = checked_text(patterns.NAME, "Enter a name.", max_length=100)
     port = strict.IntegerField(min_value=1, max_value=65535, default=25)
     home_dir = strict.CharField(max_length=500, required=False, allow_blank=True,
-                                     help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
+                                help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
     default_domain = domain_name_field()
     start = strict.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
@@ -200,7 +200,7 @@ class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
 
 class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
     home_dir = strict.CharField(max_length=500, required=False,
-                                     help_text="Accepted only if unchanged: the home directory is fixed.")
+                                help_text="Accepted only if unchanged: the home directory is fixed.")
     operators = usernames_field(required=False, help_text="Administrators only.")
 
     class Meta(VirtualServerSettingsSerializer.Meta):
