@@ -12,9 +12,12 @@ from django.contrib.auth import get_user_model
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.relations import MANY_RELATION_KWARGS
 
+from api import fields as strict
+from api import patterns
 from servers.delivery.models import DeliverySettings
-from servers.delivery.services import EDITABLE_DELIVERY_FIELDS
+from servers.delivery.services import EDITABLE_DELIVERY_FIELDS, INTERVAL_FIELDS
 from servers.models import (
     AccessRule,
     AccessRuleKind,
@@ -29,24 +32,70 @@ from servers.models import (
     VirtualServer,
 )
 from servers.services import mailbox_usage
-from servers.services.virtual_servers import EDITABLE_FIELDS
+from servers.services.virtual_servers import (
+    EDITABLE_FIELDS,
+    MAX_WORKER_PROCESSES,
+    OPTIONAL_LIMIT_FIELDS,
+    POSITIVE_FIELDS,
+)
 
 MAX_INT = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 
 
-class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+class ListOnlyManyRelatedField(serializers.ManyRelatedField):
+    """A list of references that is a JSON array, as the schema says (DRF would take an object's keys)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class ListOnlyManyMixin:
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        list_kwargs = {"child_relation": cls(*args, **kwargs)}
+        list_kwargs.update({key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS})
+        return ListOnlyManyRelatedField(**list_kwargs)
+
+
+class UsernameField(ListOnlyManyMixin, serializers.SlugRelatedField):
+    pass
+
+
+class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, strict.PrimaryKeyRelatedField):
     """An id that must name an object the requesting user can see (`Model.objects.for_user`)."""
 
     def get_queryset(self):
         return self.queryset.model.objects.for_user(self.context["request"].user)
 
 
+def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
+    """Text checked against `pattern` exactly as the schema publishes it (untrimmed: the schema sees no trim)."""
+    return strict.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
+                            **kwargs)
+
+
+def domain_name_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.DOMAIN_NAME, "Enter a domain name (letters, digits and hyphens between dots).",
+                        max_length=254, **kwargs)
+
+
+def local_part_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.LOCAL_PART, patterns.LOCAL_PART_HELP, max_length=64, **kwargs)
+
+
+def password_field(**kwargs) -> serializers.CharField:
+    return checked_text(patterns.PASSWORD, f"The password must have {patterns.PASSWORD_HELP}", max_length=200,
+                        write_only=True, help_text=patterns.PASSWORD_HELP, **kwargs)
+
+
 def usernames_field(**kwargs) -> serializers.ManyRelatedField:
     """A list of user names, each naming an active user."""
     user_model = get_user_model()
-    return serializers.SlugRelatedField(many=True, slug_field=user_model.USERNAME_FIELD,
-                                        queryset=user_model.objects.filter(is_active=True), **kwargs)
+    return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD,
+                         queryset=user_model.objects.filter(is_active=True), **kwargs)
 
 
 # -- nodes ----------------------------------------------------------------------------------------
@@ -91,6 +140,17 @@ class VirtualServerSerializer(serializers.ModelSerializer):
         return domain.name if domain else None
 
 
+# The bounds the services enforce, published in the schema so that it and the validators agree.
+SETTING_BOUNDS: dict[str, dict] = {
+    **{name: {"min_value": 1} for name in (*OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS, *INTERVAL_FIELDS)},
+    "tls_port": {"min_value": 0, "max_value": 65535, "help_text": "0 or null: no separate TLS port."},
+    "worker_processes": {"min_value": 1, "max_value": MAX_WORKER_PROCESSES},
+    "smart_host_port": {"min_value": 1, "max_value": 65535},
+    "outbound_port": {"min_value": 1, "max_value": 65535},
+    "max_outbound_connections": {"min_value": 1},
+}
+
+
 def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
     """Every setting optional, and integers bounded to what the database column holds."""
     kwargs = {}
@@ -101,6 +161,7 @@ def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
             extra.update(min_value=0, max_value=MAX_BIGINT)
         elif isinstance(field, models.PositiveIntegerField | models.PositiveSmallIntegerField):
             extra.update(min_value=0, max_value=MAX_INT)
+        extra.update(SETTING_BOUNDS.get(name, {}))
         kwargs[name] = extra
     return kwargs
 
@@ -108,11 +169,14 @@ def _setting_kwargs(model: type[models.Model], names) -> dict[str, dict]:
 class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     """Every setting the services let change (their `EDITABLE_FIELDS`), typed from the model."""
 
-    name = serializers.CharField(max_length=100, required=False)
-    ip_address = serializers.CharField(max_length=45, required=False, allow_blank=True,
-                                       help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
-    port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
-    max_message_size_kb = serializers.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    serializer_field_mapping = strict.STRICT_FIELD_MAPPING
+
+    name = checked_text(patterns.NAME, "Enter a name.", max_length=100, required=False)
+    ip_address = checked_text(patterns.IP_ADDRESS, "Enter an IP address, or nothing.", max_length=45,
+                              required=False, allow_blank=True,
+                              help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
+    port = strict.IntegerField(min_value=1, max_value=65535, required=False)
+    max_message_size_kb = strict.IntegerField(min_value=1, max_value=MAX_INT, required=False)
 
     class Meta:
         model = VirtualServer
@@ -123,14 +187,14 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
 
 
 class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
-    node = serializers.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
-                                              help_text="Defaults to the node running the console.")
-    name = serializers.CharField(max_length=100)
-    port = serializers.IntegerField(min_value=1, max_value=65535, default=25)
-    home_dir = serializers.CharField(max_length=500, required=False, allow_blank=True,
-                                     help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
-    default_domain = serializers.CharField(max_length=253)
-    start = serializers.BooleanField(default=True, help_text="Start the server once it is created.")
+    node = strict.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
+                                         help_text="Defaults to the node running the console.")
+    name = checked_text(patterns.NAME, "Enter a name.", max_length=100)
+    port = strict.IntegerField(min_value=1, max_value=65535, default=25)
+    home_dir = strict.CharField(max_length=500, required=False, allow_blank=True,
+                                help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
+    default_domain = domain_name_field()
+    start = strict.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
 
     class Meta(VirtualServerSettingsSerializer.Meta):
@@ -139,8 +203,8 @@ class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
 
 
 class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
-    home_dir = serializers.CharField(max_length=500, required=False,
-                                     help_text="Accepted only if unchanged: the home directory is fixed.")
+    home_dir = strict.CharField(max_length=500, required=False,
+                                help_text="Accepted only if unchanged: the home directory is fixed.")
     operators = usernames_field(required=False, help_text="Administrators only.")
 
     class Meta(VirtualServerSettingsSerializer.Meta):
@@ -150,8 +214,8 @@ class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
 # -- domains --------------------------------------------------------------------------------------
 
 class DomainSerializer(serializers.ModelSerializer):
-    server_name = serializers.CharField(source="server.name", read_only=True)
-    alias_of_name = serializers.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
+    server_name = strict.CharField(source="server.name", read_only=True)
+    alias_of_name = strict.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
     administrators = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
 
     class Meta:
@@ -163,12 +227,12 @@ class DomainSerializer(serializers.ModelSerializer):
 
 class DomainCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
-    name = serializers.CharField(max_length=253)
+    name = domain_name_field()
     type = serializers.ChoiceField(choices=DomainType.choices, default=DomainType.LOCAL)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
                                             help_text="For an alias domain: the local domain it stands for.")
-    relay_allowed = serializers.BooleanField(default=False, help_text="Remote domains only.")
-    max_mailbox_quota_mb = serializers.IntegerField(
+    relay_allowed = strict.BooleanField(default=False, help_text="Remote domains only.")
+    max_mailbox_quota_mb = strict.IntegerField(
         min_value=0, max_value=MAX_INT, required=False, allow_null=True,
         help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
     administrators = usernames_field(required=False)
@@ -177,8 +241,8 @@ class DomainCreateSerializer(serializers.Serializer):
 class DomainUpdateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, required=False)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
-    relay_allowed = serializers.BooleanField(required=False)
-    max_mailbox_quota_mb = serializers.IntegerField(
+    relay_allowed = strict.BooleanField(required=False)
+    max_mailbox_quota_mb = strict.IntegerField(
         min_value=0, max_value=MAX_INT, required=False, allow_null=True,
         help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
     administrators = usernames_field(required=False)
@@ -187,7 +251,7 @@ class DomainUpdateSerializer(serializers.Serializer):
 # -- mailboxes ------------------------------------------------------------------------------------
 
 class MailboxSerializer(serializers.ModelSerializer):
-    address = serializers.CharField(read_only=True)
+    address = strict.CharField(read_only=True)
     size_bytes = serializers.SerializerMethodField()
     message_count = serializers.SerializerMethodField()
 
@@ -214,24 +278,23 @@ class MailboxSerializer(serializers.ModelSerializer):
 
 class MailboxCreateSerializer(serializers.Serializer):
     domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
-    local_part = serializers.CharField(max_length=64)
-    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False,
-                                     help_text="8+ characters with upper and lower case letters and a digit.")
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
-    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
-    is_catch_all = serializers.BooleanField(required=False)
+    local_part = local_part_field()
+    password = password_field()
+    display_name = strict.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = strict.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = strict.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = strict.BooleanField(required=False)
 
 
 class MailboxUpdateSerializer(serializers.Serializer):
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    quota_bytes = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
-    quota_messages = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
-    is_catch_all = serializers.BooleanField(required=False)
+    display_name = strict.CharField(max_length=200, required=False, allow_blank=True)
+    quota_bytes = strict.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
+    quota_messages = strict.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
+    is_catch_all = strict.BooleanField(required=False)
 
 
 class PasswordSerializer(serializers.Serializer):
-    password = serializers.CharField(max_length=200, write_only=True, trim_whitespace=False)
+    password = password_field()
 
 
 # -- group addresses ------------------------------------------------------------------------------
@@ -254,7 +317,7 @@ class GroupAddressSerializer(serializers.ModelSerializer):
 
 class GroupAddressCreateSerializer(serializers.Serializer):
     domain = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all())
-    local_part = serializers.CharField(max_length=64)
+    local_part = local_part_field()
     members = ScopedPrimaryKeyRelatedField(queryset=Mailbox.objects.all(), many=True, required=False)
 
 
@@ -265,7 +328,7 @@ class GroupAddressUpdateSerializer(serializers.Serializer):
 # -- logs and statistics --------------------------------------------------------------------------
 
 class LogonSerializer(serializers.ModelSerializer):
-    address = serializers.CharField(source="mailbox.address", read_only=True)
+    address = strict.CharField(source="mailbox.address", read_only=True)
 
     class Meta:
         model = Logon
@@ -291,23 +354,23 @@ class CountsField(serializers.DictField):
 
 
 class StatsSerializer(serializers.Serializer):
-    servers = serializers.IntegerField()
+    servers = strict.IntegerField()
     servers_by_state = CountsField(help_text="Observed state of each server the user manages.")
     servers_by_desired_state = CountsField()
-    domains = serializers.IntegerField()
+    domains = strict.IntegerField()
     domains_by_type = CountsField()
-    mailboxes = serializers.IntegerField()
-    locked_mailboxes = serializers.IntegerField()
-    groups = serializers.IntegerField()
-    messages_stored = serializers.IntegerField()
-    bytes_stored = serializers.IntegerField()
+    mailboxes = strict.IntegerField()
+    locked_mailboxes = strict.IntegerField()
+    groups = strict.IntegerField()
+    messages_stored = strict.IntegerField()
+    bytes_stored = strict.IntegerField()
 
 
 
 # -- access and relay rules -----------------------------------------------------------------------
 
 class AccessRuleSerializer(serializers.ModelSerializer):
-    server_name = serializers.CharField(source="server.name", read_only=True)
+    server_name = strict.CharField(source="server.name", read_only=True)
 
     class Meta:
         model = AccessRule
@@ -324,7 +387,7 @@ class RuleCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
     kind = serializers.ChoiceField(choices=AccessRuleKind.choices,
                                    help_text="address, network (CIDR), range (start-end) or domain name.")
-    value = serializers.CharField(max_length=300)
+    value = strict.CharField(max_length=300)
 
     def validate_value(self, value: str) -> str:
         # Stored lower-cased; a few characters grow when lower-cased, and the column holds 300.
@@ -338,15 +401,15 @@ class RuleCreateSerializer(serializers.Serializer):
 class SessionSerializer(serializers.Serializer):
     """One open connection to a server's worker, as the worker last reported it (a second or two old)."""
 
-    id = serializers.CharField()
-    protocol = serializers.CharField()
-    client = serializers.CharField(help_text="The client's IP address.")
-    user = serializers.CharField(allow_blank=True, help_text="The signed-in mailbox, if any.")
+    id = strict.CharField()
+    protocol = strict.CharField()
+    client = strict.CharField(help_text="The client's IP address.")
+    user = strict.CharField(allow_blank=True, help_text="The signed-in mailbox, if any.")
     connected_at = serializers.DateTimeField()
-    state = serializers.CharField(help_text="The last command, or the protocol state.")
-    messages = serializers.IntegerField()
-    bytes = serializers.IntegerField()
-    tls = serializers.BooleanField()
+    state = strict.CharField(help_text="The last command, or the protocol state.")
+    messages = strict.IntegerField()
+    bytes = strict.IntegerField()
+    tls = strict.BooleanField()
 
     def to_representation(self, session: dict) -> dict:
         connected = session.get("connected_at") or 0
@@ -357,27 +420,27 @@ class SessionSerializer(serializers.Serializer):
 # -- the queue ------------------------------------------------------------------------------------
 
 class QueuedRecipientSerializer(serializers.Serializer):
-    address = serializers.CharField()
-    state = serializers.CharField()
-    status = serializers.CharField(allow_blank=True, help_text="The enhanced status code of the last reply.")
-    last_reply = serializers.CharField(allow_blank=True)
+    address = strict.CharField()
+    state = strict.CharField()
+    status = strict.CharField(allow_blank=True, help_text="The enhanced status code of the last reply.")
+    last_reply = strict.CharField(allow_blank=True)
 
 
 class QueueEntrySerializer(serializers.Serializer):
     """One message waiting for remote delivery (IIS "Queues", Exchange's Queue Viewer)."""
 
-    id = serializers.IntegerField()
-    server = serializers.IntegerField()
-    name = serializers.CharField(help_text="The file name in the server's Queue folder.")
-    sender = serializers.CharField(allow_blank=True)
+    id = strict.IntegerField()
+    server = strict.IntegerField()
+    name = strict.CharField(help_text="The file name in the server's Queue folder.")
+    sender = strict.CharField(allow_blank=True)
     recipients = QueuedRecipientSerializer(many=True)
-    size_octets = serializers.IntegerField()
+    size_octets = strict.IntegerField()
     queued_at = serializers.DateTimeField()
-    attempts = serializers.IntegerField()
-    last_reply = serializers.CharField(allow_blank=True)
+    attempts = strict.IntegerField()
+    last_reply = strict.CharField(allow_blank=True)
     next_retry_at = serializers.DateTimeField(allow_null=True)
-    frozen = serializers.BooleanField()
-    in_delivery = serializers.BooleanField(help_text="A worker holds the message now; actions wait for it.")
+    frozen = strict.BooleanField()
+    in_delivery = strict.BooleanField(help_text="A worker holds the message now; actions wait for it.")
 
 
 # -- the Delivery tab -----------------------------------------------------------------------------
@@ -385,7 +448,15 @@ class QueueEntrySerializer(serializers.Serializer):
 class DeliverySettingsSerializer(serializers.ModelSerializer):
     """A server's Delivery tab: retries, expiry, smart host, outbound limits. The password is never shown."""
 
+    serializer_field_mapping = strict.STRICT_FIELD_MAPPING
+
     smart_host_password_set = serializers.SerializerMethodField()
+    smart_host = checked_text(patterns.SMART_HOST, "Enter a host name or an IP address.", max_length=255,
+                              required=False, allow_blank=True)
+    dns_server = checked_text(patterns.DNS_SERVER, "Enter an IP address, optionally with :port.", max_length=100,
+                              required=False, allow_blank=True)
+    ndr_copy_address = checked_text(patterns.NDR_COPY_ADDRESS, "Enter an e-mail address, or nothing.",
+                                    max_length=320, required=False, allow_blank=True)
 
     class Meta:
         model = DeliverySettings

@@ -44,10 +44,10 @@ def test_the_smart_host_password_is_stored_but_never_shown_nor_audited(admin):
     assert "s3cret" not in str(entry.after)
 
 
-def test_credentials_without_a_smart_host_answer_400(admin):
+def test_credentials_without_a_smart_host_answer_409(admin):
     server = make_server()
     response = admin.patch(f"/api/v1/servers/{server.pk}/delivery/", {"smart_host_username": "lab"}, format="json")
-    assert response.status_code == 400 and "smart_host" in response.json()
+    assert response.status_code == 409 and "smart_host" in response.json()
 
 
 def test_a_retry_interval_of_zero_is_refused(admin):

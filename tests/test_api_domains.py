@@ -100,7 +100,7 @@ def test_the_default_domain_cannot_become_remote(admin):
 def test_removing_the_default_domain_is_refused_and_another_one_succeeds(admin):
     server = make_server()
     other = services.add_domain(server, "other.test", type="remote")
-    assert admin.delete(f"/api/v1/domains/{server.default_domain.pk}/").status_code == 400
+    assert admin.delete(f"/api/v1/domains/{server.default_domain.pk}/").status_code == 409
     assert admin.delete(f"/api/v1/domains/{other.pk}/").status_code == 204
     assert not Domain.objects.filter(pk=other.pk).exists()
 
@@ -110,7 +110,7 @@ def test_a_domain_with_mailboxes_cannot_be_removed(admin):
     domain = services.add_domain(server, "second.test")
     services.add_mailbox(domain, "ann", GOOD_PASSWORD)
     response = admin.delete(f"/api/v1/domains/{domain.pk}/")
-    assert response.status_code == 400 and "name" in response.json()
+    assert response.status_code == 409 and "name" in response.json()
 
 
 def test_domain_administrators_are_set_by_user_name_and_audited(admin, people):

@@ -123,7 +123,7 @@ def test_every_local_domain_has_a_postmaster_group_that_cannot_be_removed(admin,
     groups = results(admin.get(f"/api/v1/groups/?domain={domain.pk}"))
     assert [g["address"] for g in groups] == ["postmaster@study003.local"]
     response = admin.delete(f"/api/v1/groups/{groups[0]['id']}/")
-    assert response.status_code == 400 and "local_part" in response.json()
+    assert response.status_code == 409 and "local_part" in response.json()
 
 
 def test_group_is_created_with_members_which_can_then_be_replaced(admin, domain):

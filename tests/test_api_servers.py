@@ -117,11 +117,11 @@ def test_start_pause_stop_record_the_desired_state_and_are_idempotent(admin):
     assert sorted(actions) == ["pause_virtual_server", "start_virtual_server", "stop_virtual_server"]
 
 
-def test_start_is_refused_with_400_when_another_server_holds_the_address(admin):
+def test_start_is_refused_with_409_when_another_server_holds_the_address(admin):
     running = make_server(start=True)
     server = make_server(port=running.port)
     response = admin.post(f"/api/v1/servers/{server.pk}/start/")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "port" in response.json()
 
 

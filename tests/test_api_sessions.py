@@ -61,9 +61,9 @@ def test_terminating_a_session_asks_the_worker_and_is_audited(people, server):
     assert AuditEntry.objects.filter(action="terminate_session", actor="alice").exists()
 
 
-def test_terminating_an_unknown_session_answers_400(people, server):
+def test_terminating_an_unknown_session_answers_404(people, server):
     response = client_for(people.alice).delete(f"/api/v1/servers/{server.pk}/sessions/ffffffffffff/")
-    assert response.status_code == 400 and "session" in response.json()
+    assert response.status_code == 404 and "no such session" in response.json()["detail"]
 
 
 def test_sessions_of_a_server_outside_the_users_scope_are_404(people, server):

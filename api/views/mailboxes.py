@@ -64,7 +64,7 @@ class MailboxViewSet(ServiceBackedViewSet):
     def partial_update(self, request, pk=None):
         return self.update(request, pk, partial=True)
 
-    @extend_schema(parameters=[OpenApiParameter("remove_mail", OpenApiTypes.BOOL, enum=[0, 1],
+    @extend_schema(parameters=[OpenApiParameter("remove_mail", OpenApiTypes.INT, enum=[0, 1],
                                                 description="1 also deletes the stored mail from disk.")])
     def destroy(self, request, pk=None):
         """Delete the mailbox; its stored mail stays on disk unless `?remove_mail=1`."""
@@ -115,9 +115,9 @@ class GroupAddressViewSet(ServiceBackedViewSet):
 
     @extend_schema(request=GroupAddressUpdateSerializer, responses=GroupAddressSerializer)
     def update(self, request, pk=None, partial=False):
-        """Replace the members; the address itself is fixed."""
+        """Replace the members; the address itself is fixed. PUT must name them (the schema requires them)."""
         group = self.get_object()
-        data = self.validated(partial=True)
+        data = self.validated(partial=partial)
         if "members" in data:
             group = services.set_group_members(group, data["members"], actor=self.actor)
         return self.respond(group)

@@ -10,7 +10,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from api.filters import Param, ParamFilter, query_flag
+from api.filters import Param, ParamFilter, query_flag, single_query_value
 from api.serializers import QueueEntrySerializer
 from servers.delivery import services as queue_services
 from servers.delivery.models import QueuedMessage
@@ -33,8 +33,8 @@ class QueueViewSet(ServiceBackedViewSet):
 
     def _servers(self):
         servers = VirtualServer.objects.for_user(self.request.user).select_related("node")
-        raw = self.request.query_params.get("server")
-        if raw:
+        raw = single_query_value(self.request, "server")
+        if raw is not None:
             servers = servers.filter(pk=self.filter_params["server"].parse("server", raw))
         return servers
 
@@ -72,7 +72,7 @@ class QueueViewSet(ServiceBackedViewSet):
     def unfreeze(self, request, pk=None):
         return self._entry(queue_services.unfreeze(self.get_object(), actor=self.actor))
 
-    @extend_schema(parameters=[OpenApiParameter("ndr", OpenApiTypes.BOOL, enum=[0, 1],
+    @extend_schema(parameters=[OpenApiParameter("ndr", OpenApiTypes.INT, enum=[0, 1],
                                                 description="1 tells the sender which recipients did not get it.")])
     def destroy(self, request, pk=None):
         """Remove the message from the queue, silently unless `?ndr=1`."""

@@ -4,7 +4,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -121,7 +121,11 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     @action(detail=True, methods=["delete"], url_path=r"sessions/(?P<session_id>[0-9a-f]{1,32})",
             pagination_class=None, filter_backends=[])
     def terminate_session(self, request, pk=None, session_id=None):
-        services.terminate_session(self.get_object(), session_id, actor=self.actor)
+        server = self.get_object()
+        try:
+            services.terminate_session(server, session_id, actor=self.actor)
+        except DomainError as exc:  # the session in the path does not exist (any more)
+            raise NotFound(exc.message) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(methods=["GET"], responses=DeliverySettingsSerializer, summary="The server's Delivery tab")

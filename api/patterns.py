@@ -1,0 +1,65 @@
+"""Patterns the API checks input against, the same ones its OpenAPI schema publishes.
+
+Each field below is checked twice: here, against exactly the pattern the schema shows (drf-spectacular
+publishes a RegexValidator as `pattern`), and then by the services, which canonicalise and enforce the rest.
+Every pattern is a subset of what the services accept, so a request valid by the schema is never refused
+for that field's shape, and one the schema calls invalid is refused here (issue 13, finding 12).
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+
+# Text never holds NUL (PostgreSQL cannot store it; DRF's CharField refuses it too).
+_TEXT = "[^\\u0000]"
+
+# A host name label (RFC 1123); "--" in the 3rd and 4th places is reserved for IDNA (RFC 5891 4.2.3.1).
+_LABEL = "(?![A-Za-z0-9]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = f"(?=.{{1,253}}\\.?$){_LABEL}(?:\\.{_LABEL})*\\.?"
+DOMAIN_NAME = f"^{_HOST_NAME}$"
+
+_IPV4_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = f"{_IPV4_OCTET}(?:\\.{_IPV4_OCTET}){{3}}"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    f"(?:(?:{_H16}:){{7}}{_H16}"
+    f"|(?:{_H16}:){{1,7}}:"
+    f"|(?:{_H16}:){{1,6}}:{_H16}"
+    f"|(?:{_H16}:){{1,5}}(?::{_H16}){{1,2}}"
+    f"|(?:{_H16}:){{1,4}}(?::{_H16}){{1,3}}"
+    f"|(?:{_H16}:){{1,3}}(?::{_H16}){{1,4}}"
+    f"|(?:{_H16}:){{1,2}}(?::{_H16}){{1,5}}"
+    f"|{_H16}:(?::{_H16}){{1,6}}"
+    f"|:(?:(?::{_H16}){{1,7}}|:))"
+)
+# A smart host: a host name, an IP address, or one in brackets (IIS's "[10.0.0.5]"). The fields that take
+# these allow "" besides (for none), which the schema shows as its own alternative.
+SMART_HOST = f"^(?:{_HOST_NAME}|\\[{_IPV4}\\]|{_IPV6}|\\[{_IPV6}\\])$"
+
+# A mailbox or group name: RFC 5321 dot-atom characters, minus "/" (a name becomes a Maildir path).
+_ATOM = "[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+"
+LOCAL_PART = f"^{_ATOM}(?:\\.{_ATOM})*$"
+# Django formats a validator's message with %: no bare percent sign here.
+LOCAL_PART_HELP = "Enter a mailbox name: letters, digits and . _ + - (no dot at either end or twice in a row)."
+
+# The password rule (servers.services.mailboxes.password_policy_errors) in ASCII terms: 8+ characters with an
+# upper-case letter, a lower-case letter and a digit.
+PASSWORD = f"^(?={_TEXT}*[A-Z])(?={_TEXT}*[a-z])(?={_TEXT}*[0-9]){_TEXT}{{8,}}$"
+PASSWORD_HELP = "8+ characters with an upper-case letter (A-Z), a lower-case letter (a-z) and a digit (0-9)."
+
+# A name shown in lists: anything but NUL, with at least one visible character.
+NAME = f"^(?={_TEXT}*\\S){_TEXT}*$"
+
+# An IP address to listen on; empty (or 0.0.0.0) for all unassigned addresses.
+IP_ADDRESS = f"^(?:{_IPV4}|{_IPV6})$"
+
+# The DNS server delivery asks: an IP address, optionally with a port ("127.0.0.1:5353", "[::1]:5353").
+_PORT = "(?::[0-9]{1,5})?"
+DNS_SERVER = f"^(?:{_IPV4}{_PORT}|{_IPV6}|\\[(?:{_IPV4}|{_IPV6})\\]{_PORT})$"
+
+# A copy of every non-delivery report goes here: a mail address, or nothing.
+NDR_COPY_ADDRESS = "^[^\\u0000\\s@]+@[^\\u0000\\s@]+$"
+
+
+def pattern_validator(pattern: str, message: str) -> RegexValidator:
+    return RegexValidator(pattern, message)
