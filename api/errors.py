@@ -11,6 +11,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from servers.services import DomainError
+from servers.services.errors import MissingInputError
 
 
 class Conflict(APIException):
@@ -42,7 +43,7 @@ def exception_handler(exc, context):
     """
     if isinstance(exc, DomainError):
         sent = _fields_sent(context)
-        if sent and (exc.field is None or exc.field in sent):
+        if isinstance(exc, MissingInputError) or (sent and (exc.field is None or exc.field in sent)):
             exc = ValidationError(exc.as_dict())
         else:
             exc = StateConflict(exc.as_dict())

@@ -11,3 +11,7 @@ class DomainError(Exception):
 
     def as_dict(self) -> dict[str, list[str]]:
         return {self.field or "non_field_errors": [self.message]}
+
+
+class MissingInputError(DomainError):
+    """A value this user must give was left out (the API answers 400 by field even though it was not sent)."""

@@ -26,7 +26,7 @@ from servers.models import Domain, DomainType, GroupAddress, Logon, Mailbox
 from servers.storage import UnsafePathError
 
 from .audit import record_change, snapshot_of
-from .errors import DomainError
+from .errors import DomainError, MissingInputError
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .postmaster import POSTMASTER
@@ -132,7 +132,7 @@ def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) ->
     if ceiling_mb is None or not acts_only_as_domain_administrator(acting_user, domain):
         return
     if quota_bytes is None:
-        raise DomainError(f"Give a quota: mailboxes of {domain.name} may have at most {ceiling_mb} MB "
+        raise MissingInputError(f"Give a quota: mailboxes of {domain.name} may have at most {ceiling_mb} MB "
                           f"({ceiling_mb * MB} bytes), never unlimited.", field="quota_bytes")
     if quota_bytes > ceiling_mb * MB:
         raise DomainError(f"The quota can be at most {ceiling_mb} MB ({ceiling_mb * MB} bytes) in {domain.name}.",
