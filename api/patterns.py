@@ -16,7 +16,15 @@ _TEXT = "[^\\u0000]"
 # A host name label (RFC 1123); "--" in the 3rd and 4th places is reserved for IDNA (RFC 5891 4.2.3.1).
 _LABEL = "(?![A-Za-z0-9]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = f"(?=.{{1,253}}\\.?$){_LABEL}(?:\\.{_LABEL})*\\.?"
-DOMAIN_NAME = f"^{_HOST_NAME}$"
+# A domain may also be typed in Unicode (почта.рф, bücher.example): a label with a non-ASCII character.
+# The service turns it into its A-label form with IDNA (UTS #46), which refuses what no pattern can
+# describe (mixed scripts, disallowed code points) with "... is not a valid domain name".
+_U_CHAR = "A-Za-z0-9\\u0080-\\uffff"
+_U_LABEL = f"(?=[^.]*[\\u0080-\\uffff])[{_U_CHAR}](?:[{_U_CHAR}-]{{0,61}}[{_U_CHAR}])?"
+# ... or in the A-label form the API itself answers with (xn--80a1acny.xn--p1ai).
+_A_LABEL = "[Xx][Nn]--[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?"
+_DOMAIN_LABEL = f"(?:{_LABEL}|{_A_LABEL}|{_U_LABEL})"
+DOMAIN_NAME = f"^(?=.{{1,253}}\\.?$){_DOMAIN_LABEL}(?:\\.{_DOMAIN_LABEL})*\\.?$"
 
 _IPV4_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = f"{_IPV4_OCTET}(?:\\.{_IPV4_OCTET}){{3}}"
@@ -42,10 +50,12 @@ LOCAL_PART = f"^{_ATOM}(?:\\.{_ATOM})*$"
 # Django formats a validator's message with %: no bare percent sign here.
 LOCAL_PART_HELP = "Enter a mailbox name: letters, digits and . _ + - (no dot at either end or twice in a row)."
 
-# The password rule (servers.services.mailboxes.password_policy_errors) in ASCII terms: 8+ characters with an
-# upper-case letter, a lower-case letter and a digit.
-PASSWORD = f"^(?={_TEXT}*[A-Z])(?={_TEXT}*[a-z])(?={_TEXT}*[0-9]){_TEXT}{{8,}}$"
-PASSWORD_HELP = "8+ characters with an upper-case letter (A-Z), a lower-case letter (a-z) and a digit (0-9)."
+# The password rule (servers.services.mailboxes.password_policy_errors): 8+ characters with an upper-case
+# letter, a lower-case letter and a digit, in any script ("Пароль2024" is a good password). An ECMA-262
+# pattern cannot say "an upper-case letter" beyond ASCII, so the schema checks the length (and NUL) and the
+# description states the rest; the service refuses with "The password must contain ...".
+PASSWORD = f"^{_TEXT}{{8,}}$"
+PASSWORD_HELP = "8+ characters with an upper-case letter, a lower-case letter and a digit (any script)."
 
 # A name shown in lists: anything but NUL, with at least one visible character.
 NAME = f"^(?={_TEXT}*\\S){_TEXT}*$"

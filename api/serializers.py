@@ -78,7 +78,8 @@ def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
 
 
 def domain_name_field(**kwargs) -> serializers.CharField:
-    return checked_text(patterns.DOMAIN_NAME, "Enter a domain name (letters, digits and hyphens between dots).",
+    return checked_text(patterns.DOMAIN_NAME,
+                        "Enter a domain name (letters, digits and hyphens between dots; Unicode is fine).",
                         max_length=254, **kwargs)
 
 

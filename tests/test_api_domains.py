@@ -119,3 +119,13 @@ def test_domain_administrators_are_set_by_user_name_and_audited(admin, people):
     assert response.status_code == 200 and response.json()["administrators"] == ["carol"]
     assert list(domain.administrators.all()) == [people.carol]
     assert AuditEntry.objects.filter(action="set_domain_administrators", actor="alice").exists()
+
+
+
+def test_a_domain_typed_in_unicode_or_as_its_a_label_is_one_domain(admin):
+    server = make_server(domain="study003.local")
+    created = admin.post("/api/v1/domains/", {"server": server.pk, "name": "Почта.рф"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["name"] == "xn--80a1acny.xn--p1ai"
+    again = admin.post("/api/v1/domains/", {"server": server.pk, "name": "XN--80A1ACNY.xn--p1ai."}, format="json")
+    assert again.status_code == 400 and "name" in again.json()

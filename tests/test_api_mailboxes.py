@@ -176,3 +176,13 @@ def test_mailboxes_and_groups_filter_by_server(admin, domain):
         "ann@study003.local"]
     assert [g["address"] for g in results(admin.get(f"/api/v1/groups/?server={other.server_id}"))] == [
         f"postmaster@{other.name}"]
+
+
+
+def test_a_password_in_cyrillic_meets_the_rule_through_the_api_as_in_the_console(admin, domain):
+    response = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "olga", "password": "Пароль2024"},
+                          format="json")
+    assert response.status_code == 201, response.content
+    weak = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "ivan", "password": "пароль2024"},
+                      format="json")
+    assert weak.status_code == 400 and "upper-case" in weak.json()["password"][0]

@@ -55,6 +55,7 @@ STATE_AND_CROSS_FIELD_REFUSALS = [
         r"has no domain",  # alias_of naming a domain of another server
         r"is not a local domain",  # the referenced domain's type
         r"is not a valid (single address|address|network|address range|domain name)",  # a rule's value, by kind
+        r"^The password must (be at least|contain) ",  # letter classes in any script: no ECMA pattern says it
     )
 ]
 
