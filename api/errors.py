@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import JsonResponse
@@ -67,6 +69,9 @@ def _json_error(detail: str, status_code: int) -> JsonResponse:
 
 def bad_request(request, exception, template_name=defaults.ERROR_400_TEMPLATE_NAME):
     if _is_api(request):
+        if isinstance(exception, RequestDataTooBig):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return _json_error(f"The request body is larger than {limit} bytes.", 413)
         return _json_error("Bad request.", 400)
     return defaults.bad_request(request, exception, template_name)
 

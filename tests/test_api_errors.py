@@ -101,6 +101,16 @@ def test_a_body_nested_more_than_the_limit_is_refused_and_one_within_it_reaches_
     assert response.status_code == 400 and "name" in response.json()
 
 
+def test_a_body_over_the_upload_limit_is_a_json_413_and_one_under_it_reaches_the_validators(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    padding = " " * 10_000
+    response = api.post("/api/v1/servers/", '{"name": "x"}' + padding, content_type="application/json")
+    assert response.status_code == 413 and response["Content-Type"] == "application/json"
+    assert "larger than" in response.json()["detail"]
+    response = api.post("/api/v1/servers/", '{"name": ""}' + padding[:9_000], content_type="application/json")
+    assert response.status_code == 400 and "name" in response.json()
+
+
 def test_json_depth_counts_levels_without_recursion():
     assert [json_depth(v) for v in (1, [], {"a": [1, {"b": []}]})] == [0, 1, 4]
 
