@@ -137,9 +137,13 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     elif form_name == "delete" and delete.is_valid():
         remove_mail = delete.cleaned_data["remove_mail"]
         domain_pk = mailbox.domain_id
-        services.delete_mailbox(mailbox, remove_mail=remove_mail, actor=who)
-        kept = "its stored mail was removed" if remove_mail else f"its stored mail stays in {mailbox.maildir}"
-        messages.success(request, f"Mailbox {mailbox.address} was deleted; {kept}.")
+        kept_because = services.delete_mailbox(mailbox, remove_mail=remove_mail, actor=who)
+        if kept_because:
+            messages.warning(request, f"Mailbox {mailbox.address} was deleted, but its stored mail was left on disk: "
+                                      f"{kept_because}.")
+        else:
+            kept = "its stored mail was removed" if remove_mail else f"its stored mail stays in {mailbox.maildir}"
+            messages.success(request, f"Mailbox {mailbox.address} was deleted; {kept}.")
         return redirect("console:domain", pk=domain_pk)
     elif request.method == "POST" and form_name not in ("properties", "password", "delete"):
         raise Http404("no such form")

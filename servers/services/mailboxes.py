@@ -198,8 +198,12 @@ def add_mailbox(
 
 
 @transaction.atomic
-def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = "system") -> None:
-    """Delete a mailbox; its stored mail stays on disk unless `remove_mail`."""
+def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = "system") -> str | None:
+    """Delete a mailbox; its stored mail stays on disk unless `remove_mail`.
+
+    Returns why the mail was kept although `remove_mail` asked otherwise (a legacy name whose folder
+    could be another mailbox's), else None.
+    """
     mailbox = Mailbox.objects.select_related("domain__server__node").get(pk=mailbox.pk)
     after: dict[str, object] = {"remove_mail": remove_mail}
     path = None
@@ -217,6 +221,7 @@ def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = 
     if path is not None:
         transaction.on_commit(lambda: _remove_maildir(path))
     _changed(domain)
+    return after.get("mail_kept")
 
 
 def own_maildir(mailbox: Mailbox) -> Path:

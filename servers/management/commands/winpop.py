@@ -29,7 +29,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from servers import maildir, services
 from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
 from servers.services import DomainError
-from servers.services.mailboxes import canonical_local_part, split_address
+from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
+from servers.storage import UnsafePathError
 
 ACTOR = "winpop"
 
@@ -151,7 +152,10 @@ class Command(BaseCommand):
                 owner = pwd.getpwnam(name)
             except KeyError:
                 raise CommandError(f"There is no user {name!r} on this system.") from None
-        path = write_maildirsize(mailbox)
+        try:
+            path = write_maildirsize(mailbox)
+        except UnsafePathError as error:
+            raise CommandError(f"{mailbox.address}: {error.strerror}; its mail folder is not written to.") from None
         if owner is not None:
             os.chown(path, owner.pw_uid, owner.pw_gid)
         self.stdout.write(f"Wrote the quota file {path}" + (f", owned by {owner.pw_name}." if owner else "."))
@@ -212,13 +216,14 @@ class Command(BaseCommand):
 
 def write_maildirsize(mailbox: Mailbox) -> str:
     """The Maildir++ quota file: the limits on the first line, then the current usage."""
-    size_octets, count = maildir.usage(mailbox.maildir)
+    folder = own_maildir(mailbox)  # refuses a legacy name that would make it another mailbox's folder
+    size_octets, count = maildir.usage(folder)
     limits = []
     if mailbox.quota_bytes:
         limits.append(f"{mailbox.quota_bytes}S")
     if mailbox.quota_messages:
         limits.append(f"{mailbox.quota_messages}C")
-    path = mailbox.maildir / "maildirsize"
-    maildir.ensure_maildir(mailbox.maildir)
+    path = folder / "maildirsize"
+    maildir.ensure_maildir(folder)
     path.write_text(f"{','.join(limits) or '0S'}\n{size_octets} {count}\n")
     return str(path)
