@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -114,7 +113,7 @@ class WorkerCounters:
         self.credentials = VerifiedCredentials()
         self.connections_by_client: dict[str, int] = {}
         self._events: dict[str, list[float]] = {}
-        self._sign_in_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
+        self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
 
     def count_recent(self, key: str, window_s: float = 3600) -> int:
         cutoff = time.monotonic() - window_s
@@ -124,16 +123,6 @@ class WorkerCounters:
 
     def record(self, key: str) -> None:
         self._events.setdefault(key, []).append(time.monotonic())
-
-    @contextlib.asynccontextmanager
-    async def sign_in_slot(self, client_ip: str):
-        """Hold one of the client address's few password-check slots: the thread pool is shared."""
-        key = canonical_client_address(client_ip)
-        slots = self._sign_in_slots.get(key)
-        if slots is None:
-            slots = self._sign_in_slots[key] = asyncio.Semaphore(SIGN_INS_PER_CLIENT)
-        async with slots:
-            yield
 
 
 class RecordingReader:
@@ -471,7 +460,7 @@ class MailConsoleSMTP(SMTP):
             f"smtp-client:{self.snapshot.server_id}", canonical_client_address(self.client_ip),
             policy.max_auth_failures_per_client_per_hour, 3600)
         loop = asyncio.get_running_loop()
-        async with self.counters.sign_in_slot(self.client_ip):
+        async with self.counters.sign_in_slots.hold(self.client_ip):
             attempt = await loop.run_in_executor(
                 None, signin_guard.reserve_mailbox_sign_in, login, self.client_ip, server_limit)
             if not attempt.allowed:

@@ -15,10 +15,14 @@ lets attempts through (and says so in the log): a cache outage must not lock eve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import unicodedata
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import redis
@@ -108,6 +112,28 @@ class Attempt:
     def failed(self) -> None:
         """Keep the reservation: it was a failure, and it was counted when reserved."""
         self.counted = False
+
+
+class ClientSlots:
+    """At most `per_client` password checks at once per client address, in one worker process.
+
+    The thread pool that checks hashes is shared by every session of the process: one address
+    guessing over many connections must not take all of it and stall everybody else's sign-in.
+    """
+
+    def __init__(self, per_client: int = 2) -> None:
+        self.per_client = per_client
+        # A semaphore lives while someone holds or waits for it.
+        self._slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, client_address: str) -> AsyncIterator[None]:
+        key = canonical_client_address(client_address)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.per_client)
+        async with slots:
+            yield
 
 
 @functools.cache

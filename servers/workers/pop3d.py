@@ -15,7 +15,6 @@ import socket
 import ssl
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from servers.services.mailboxes import (
     record_logon,
     touch_logon,
 )
-from servers.services.names import canonical_client_address
 from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
 from servers.workers.base import SupervisedWorker, run_worker
 
@@ -111,8 +109,7 @@ class POP3Worker(SupervisedWorker):
 
     def __init__(self, unit_id: int) -> None:
         super().__init__(unit_id)
-        # One semaphore per client address with a sign-in in progress (dropped when unused).
-        self.sign_in_slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
+        self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
         self.credentials = VerifiedCredentials()
         self.tls_context: ssl.SSLContext | None = None
         # Logon records are written by one thread, in order. Concurrent sign-ins then queue here
@@ -191,16 +188,6 @@ class POP3Worker(SupervisedWorker):
 
         return authenticate
 
-    @contextlib.asynccontextmanager
-    async def _sign_in_slot(self, client: str):
-        """Hold one of the client address's few sign-in slots while its password is checked."""
-        key = canonical_client_address(client)
-        slots = self.sign_in_slots.get(key)
-        if slots is None:
-            slots = self.sign_in_slots[key] = asyncio.Semaphore(SIGN_INS_PER_CLIENT)
-        async with slots:
-            yield
-
     async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                             implicit_tls: bool) -> None:
         snapshot = self.snapshot
@@ -240,7 +227,7 @@ class POP3Worker(SupervisedWorker):
                 if not session.may_block(line):
                     reply = session.receive_line(line)
                 elif session.state is SessionState.AUTHORIZATION:
-                    async with self._sign_in_slot(client):
+                    async with self.sign_in_slots.hold(client):
                         reply = await loop.run_in_executor(None, session.receive_line, line)
                 else:
                     reply = await loop.run_in_executor(None, session.receive_line, line)
