@@ -9,8 +9,8 @@ from django.contrib.auth.models import User
 
 from servers import services
 from servers.livestate import redis_client
-from servers.services import signin_guard
 from servers.models import Domain, VirtualServer
+from servers.services import signin_guard
 from tests.factories import make_server
 
 PASSWORD = "Correct-Horse-9"

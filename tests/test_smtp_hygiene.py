@@ -14,6 +14,9 @@ from servers import replies
 from servers.smtp_policy import MAX_COMMAND_ERRORS
 from tests.smtp_inprocess import Client, lab_snapshot, serving
 
+# Sockets and files: a second database backend proves nothing new here.
+pytestmark = pytest.mark.backend_independent
+
 ENHANCED = re.compile(r"^[245]\d\d [245]\.\d{1,3}\.\d{1,3} ")
 
 

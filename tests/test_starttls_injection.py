@@ -18,6 +18,9 @@ from tests.factories import make_mailbox, make_server
 from tests.helpers import wait_until
 from tests.smtp_inprocess import Client, lab_snapshot, serving
 
+# Sockets and files: a second database backend proves nothing new here.
+pytestmark = pytest.mark.backend_independent
+
 AFTER_STARTTLS = b"RSET\r\nMAIL FROM:<a@outside.test>\r\n"
 INJECTED = b"EHLO x.test\r\nSTARTTLS\r\n" + AFTER_STARTTLS
 
