@@ -460,18 +460,21 @@ class MailConsoleSMTP(SMTP):
             f"smtp-client:{self.snapshot.server_id}", canonical_client_address(self.client_ip),
             policy.max_auth_failures_per_client_per_hour, 3600)
         loop = asyncio.get_running_loop()
+        signed_in, reason = None, "refused"
         async with self.counters.sign_in_slots.hold(self.client_ip):
             attempt = await loop.run_in_executor(
                 None, signin_guard.reserve_mailbox_sign_in, login, self.client_ip, server_limit)
-            if not attempt.allowed:
-                await asyncio.sleep(attempt.failure_delay_s)
-                await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
-                return AuthResult(success=False, handled=True)
-            try:
-                signed_in = await loop.run_in_executor(
-                    None, functools.partial(authenticate_mailbox, login, password, cache=self.counters.credentials))
-            except LoginRefusedError as refusal:
-                signed_in, reason = None, refusal.reason
+            if attempt.allowed:
+                try:
+                    signed_in = await loop.run_in_executor(None, functools.partial(
+                        authenticate_mailbox, login, password, cache=self.counters.credentials))
+                except LoginRefusedError as refusal:
+                    reason = refusal.reason
+        if not attempt.allowed:
+            # Over a limit: refused without a hash; the wait holds neither a thread nor a slot.
+            await asyncio.sleep(attempt.failure_delay_s)
+            await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+            return AuthResult(success=False, handled=True)
         if signed_in is None:
             if reason == "locked":
                 attempt.succeeded()  # the right password: not a guess
