@@ -12,8 +12,11 @@ run: setup
 test:
 	@scripts/install-test-packages.sh
 	@scripts/setup-venv.sh requirements-dev.txt
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
 	@scripts/run-tests.sh
 
 lint:
 	@scripts/setup-venv.sh requirements-dev.txt
 	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .

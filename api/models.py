@@ -58,6 +58,7 @@ class ApiToken(models.Model):
         """Create a token for `user`; return it with its key, which is never shown again."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
-        token = cls.objects.create(user=user, name=name, key_prefix=key[:10], key_hash=hash_key(key),
-                                   expires_at=expires_at)
+        token = cls.objects.create(
+            user=user, name=name, key_prefix=key[:10], key_hash=hash_key(key), expires_at=expires_at
+        )
         return token, key

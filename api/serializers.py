@@ -73,14 +73,16 @@ class ScopedPrimaryKeyRelatedField(ListOnlyManyMixin, strict.PrimaryKeyRelatedFi
 
 def checked_text(pattern: str, message: str, **kwargs) -> serializers.CharField:
     """Text checked against `pattern` exactly as the schema publishes it (untrimmed: the schema sees no trim)."""
-    return strict.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)],
-                            **kwargs)
+    return strict.CharField(trim_whitespace=False, validators=[patterns.pattern_validator(pattern, message)], **kwargs)
 
 
 def domain_name_field(**kwargs) -> serializers.CharField:
-    return checked_text(patterns.DOMAIN_NAME,
-                        "Enter a domain name (letters, digits and hyphens between dots; Unicode is fine).",
-                        max_length=254, **kwargs)
+    return checked_text(
+        patterns.DOMAIN_NAME,
+        "Enter a domain name (letters, digits and hyphens between dots; Unicode is fine).",
+        max_length=254,
+        **kwargs,
+    )
 
 
 def local_part_field(**kwargs) -> serializers.CharField:
@@ -88,18 +90,26 @@ def local_part_field(**kwargs) -> serializers.CharField:
 
 
 def password_field(**kwargs) -> serializers.CharField:
-    return checked_text(patterns.PASSWORD, f"The password must have {patterns.PASSWORD_HELP}", max_length=200,
-                        write_only=True, help_text=patterns.PASSWORD_HELP, **kwargs)
+    return checked_text(
+        patterns.PASSWORD,
+        f"The password must have {patterns.PASSWORD_HELP}",
+        max_length=200,
+        write_only=True,
+        help_text=patterns.PASSWORD_HELP,
+        **kwargs,
+    )
 
 
 def usernames_field(**kwargs) -> serializers.ManyRelatedField:
     """A list of user names, each naming an active user."""
     user_model = get_user_model()
-    return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD,
-                         queryset=user_model.objects.filter(is_active=True), **kwargs)
+    return UsernameField(
+        many=True, slug_field=user_model.USERNAME_FIELD, queryset=user_model.objects.filter(is_active=True), **kwargs
+    )
 
 
 # -- nodes ----------------------------------------------------------------------------------------
+
 
 class NodeSerializer(serializers.ModelSerializer):
     server_count = serializers.SerializerMethodField()
@@ -123,14 +133,16 @@ class VirtualServerSerializer(serializers.ModelSerializer):
     default_domain = serializers.SerializerMethodField()
     operators = serializers.SerializerMethodField()
     plaintext_passwords_allowed = serializers.BooleanField(
-        read_only=True, help_text="AUTH PLAIN/LOGIN is taken before STARTTLS: passwords may be sent unencrypted. "
-                                  "Set auth_requires_tls (or require_tls) to stop it.")
+        read_only=True,
+        help_text="AUTH PLAIN/LOGIN is taken before STARTTLS: passwords may be sent unencrypted. "
+        "Set auth_requires_tls (or require_tls) to stop it.",
+    )
 
     class Meta:
         model = VirtualServer
-        fields = [field.name for field in VirtualServer._meta.concrete_fields
-                  if field.name not in SERVER_INTERNAL_FIELDS] + ["default_domain", "operators",
-                                                                  "plaintext_passwords_allowed"]
+        fields = [
+            field.name for field in VirtualServer._meta.concrete_fields if field.name not in SERVER_INTERNAL_FIELDS
+        ] + ["default_domain", "operators", "plaintext_passwords_allowed"]
         read_only_fields = fields
 
     def get_operators(self, server: VirtualServer) -> list[str]:
@@ -173,9 +185,14 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     serializer_field_mapping = strict.STRICT_FIELD_MAPPING
 
     name = checked_text(patterns.NAME, "Enter a name.", max_length=100, required=False)
-    ip_address = checked_text(patterns.IP_ADDRESS, "Enter an IP address, or nothing.", max_length=45,
-                              required=False, allow_blank=True,
-                              help_text='An IP address; empty or "0.0.0.0" for all unassigned.')
+    ip_address = checked_text(
+        patterns.IP_ADDRESS,
+        "Enter an IP address, or nothing.",
+        max_length=45,
+        required=False,
+        allow_blank=True,
+        help_text='An IP address; empty or "0.0.0.0" for all unassigned.',
+    )
     port = strict.IntegerField(min_value=1, max_value=65535, required=False)
     max_message_size_kb = strict.IntegerField(min_value=1, max_value=MAX_INT, required=False)
 
@@ -188,24 +205,36 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
 
 
 class VirtualServerCreateSerializer(VirtualServerSettingsSerializer):
-    node = strict.PrimaryKeyRelatedField(queryset=Node.objects.all(), required=False,
-                                         help_text="Defaults to the node running the console.")
+    node = strict.PrimaryKeyRelatedField(
+        queryset=Node.objects.all(), required=False, help_text="Defaults to the node running the console."
+    )
     name = checked_text(patterns.NAME, "Enter a name.", max_length=100)
     port = strict.IntegerField(min_value=1, max_value=65535, default=25)
-    home_dir = strict.CharField(max_length=500, required=False, allow_blank=True,
-                                help_text="Fixed once the server exists; defaults to var/mailroot/<name>.")
+    home_dir = strict.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Fixed once the server exists; defaults to var/mailroot/<name>.",
+    )
     default_domain = domain_name_field()
     start = strict.BooleanField(default=True, help_text="Start the server once it is created.")
     operators = usernames_field(required=False)
 
     class Meta(VirtualServerSettingsSerializer.Meta):
-        fields = [*VirtualServerSettingsSerializer.Meta.fields, "node", "home_dir", "default_domain", "start",
-                  "operators"]
+        fields = [
+            *VirtualServerSettingsSerializer.Meta.fields,
+            "node",
+            "home_dir",
+            "default_domain",
+            "start",
+            "operators",
+        ]
 
 
 class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
-    home_dir = strict.CharField(max_length=500, required=False,
-                                help_text="Accepted only if unchanged: the home directory is fixed.")
+    home_dir = strict.CharField(
+        max_length=500, required=False, help_text="Accepted only if unchanged: the home directory is fixed."
+    )
     operators = usernames_field(required=False, help_text="Administrators only.")
 
     class Meta(VirtualServerSettingsSerializer.Meta):
@@ -214,6 +243,7 @@ class VirtualServerUpdateSerializer(VirtualServerSettingsSerializer):
 
 # -- domains --------------------------------------------------------------------------------------
 
+
 class DomainSerializer(serializers.ModelSerializer):
     server_name = strict.CharField(source="server.name", read_only=True)
     alias_of_name = strict.CharField(source="alias_of.name", read_only=True, default=None, allow_null=True)
@@ -221,8 +251,21 @@ class DomainSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Domain
-        fields = ["id", "server", "server_name", "name", "type", "alias_of", "alias_of_name", "relay_allowed",
-                  "is_default", "is_locked", "max_mailbox_quota_mb", "administrators", "created_at"]
+        fields = [
+            "id",
+            "server",
+            "server_name",
+            "name",
+            "type",
+            "alias_of",
+            "alias_of_name",
+            "relay_allowed",
+            "is_default",
+            "is_locked",
+            "max_mailbox_quota_mb",
+            "administrators",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -230,12 +273,20 @@ class DomainCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
     name = domain_name_field()
     type = serializers.ChoiceField(choices=DomainType.choices, default=DomainType.LOCAL)
-    alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True,
-                                            help_text="For an alias domain: the local domain it stands for.")
+    alias_of = ScopedPrimaryKeyRelatedField(
+        queryset=Domain.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="For an alias domain: the local domain it stands for.",
+    )
     relay_allowed = strict.BooleanField(default=False, help_text="Remote domains only.")
     max_mailbox_quota_mb = strict.IntegerField(
-        min_value=0, max_value=MAX_INT, required=False, allow_null=True,
-        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.",
+    )
     administrators = usernames_field(required=False)
 
 
@@ -244,12 +295,17 @@ class DomainUpdateSerializer(serializers.Serializer):
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
     relay_allowed = strict.BooleanField(required=False)
     max_mailbox_quota_mb = strict.IntegerField(
-        min_value=0, max_value=MAX_INT, required=False, allow_null=True,
-        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.")
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.",
+    )
     administrators = usernames_field(required=False)
 
 
 # -- mailboxes ------------------------------------------------------------------------------------
+
 
 class MailboxSerializer(serializers.ModelSerializer):
     address = strict.CharField(read_only=True)
@@ -258,9 +314,22 @@ class MailboxSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Mailbox
-        fields = ["id", "domain", "address", "local_part", "display_name", "quota_bytes", "quota_messages",
-                  "is_catch_all", "is_locked", "size_bytes", "message_count", "last_logon_at", "last_logon_from",
-                  "created_at"]
+        fields = [
+            "id",
+            "domain",
+            "address",
+            "local_part",
+            "display_name",
+            "quota_bytes",
+            "quota_messages",
+            "is_catch_all",
+            "is_locked",
+            "size_bytes",
+            "message_count",
+            "last_logon_at",
+            "last_logon_from",
+            "created_at",
+        ]
         read_only_fields = fields
 
     def _usage(self, mailbox: Mailbox):
@@ -300,6 +369,7 @@ class PasswordSerializer(serializers.Serializer):
 
 # -- group addresses ------------------------------------------------------------------------------
 
+
 class GroupAddressSerializer(serializers.ModelSerializer):
     address = serializers.SerializerMethodField()
     member_addresses = serializers.SerializerMethodField()
@@ -328,6 +398,7 @@ class GroupAddressUpdateSerializer(serializers.Serializer):
 
 # -- logs and statistics --------------------------------------------------------------------------
 
+
 class LogonSerializer(serializers.ModelSerializer):
     address = strict.CharField(source="mailbox.address", read_only=True)
 
@@ -343,13 +414,13 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = ["id", "at", "actor", "source", "action", "object_type", "object_id", "object_repr", "before",
-                  "after"]
+        fields = ["id", "at", "actor", "source", "action", "object_type", "object_id", "object_repr", "before", "after"]
         read_only_fields = fields
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"},
-                      "example": {"running": 1, "stopped": 2}})
+@extend_schema_field(
+    {"type": "object", "additionalProperties": {"type": "integer"}, "example": {"running": 1, "stopped": 2}}
+)
 class CountsField(serializers.DictField):
     pass
 
@@ -367,8 +438,8 @@ class StatsSerializer(serializers.Serializer):
     bytes_stored = strict.IntegerField()
 
 
-
 # -- access and relay rules -----------------------------------------------------------------------
+
 
 class AccessRuleSerializer(serializers.ModelSerializer):
     server_name = strict.CharField(source="server.name", read_only=True)
@@ -386,8 +457,9 @@ class RelayRuleSerializer(AccessRuleSerializer):
 
 class RuleCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
-    kind = serializers.ChoiceField(choices=AccessRuleKind.choices,
-                                   help_text="address, network (CIDR), range (start-end) or domain name.")
+    kind = serializers.ChoiceField(
+        choices=AccessRuleKind.choices, help_text="address, network (CIDR), range (start-end) or domain name."
+    )
     value = strict.CharField(max_length=300)
 
     def validate_value(self, value: str) -> str:
@@ -398,6 +470,7 @@ class RuleCreateSerializer(serializers.Serializer):
 
 
 # -- current sessions -----------------------------------------------------------------------------
+
 
 class SessionSerializer(serializers.Serializer):
     """One open connection to a server's worker, as the worker last reported it (a second or two old)."""
@@ -419,6 +492,7 @@ class SessionSerializer(serializers.Serializer):
 
 
 # -- the queue ------------------------------------------------------------------------------------
+
 
 class QueuedRecipientSerializer(serializers.Serializer):
     address = strict.CharField()
@@ -446,25 +520,43 @@ class QueueEntrySerializer(serializers.Serializer):
 
 # -- the Delivery tab -----------------------------------------------------------------------------
 
+
 class DeliverySettingsSerializer(serializers.ModelSerializer):
     """A server's Delivery tab: retries, expiry, smart host, outbound limits. The password is never shown."""
 
     serializer_field_mapping = strict.STRICT_FIELD_MAPPING
 
     smart_host_password_set = serializers.SerializerMethodField()
-    smart_host = checked_text(patterns.SMART_HOST, "Enter a host name or an IP address.", max_length=255,
-                              required=False, allow_blank=True)
-    dns_server = checked_text(patterns.DNS_SERVER, "Enter an IP address, optionally with :port.", max_length=100,
-                              required=False, allow_blank=True)
-    ndr_copy_address = checked_text(patterns.NDR_COPY_ADDRESS, "Enter an e-mail address, or nothing.",
-                                    max_length=320, required=False, allow_blank=True)
+    smart_host = checked_text(
+        patterns.SMART_HOST, "Enter a host name or an IP address.", max_length=255, required=False, allow_blank=True
+    )
+    dns_server = checked_text(
+        patterns.DNS_SERVER,
+        "Enter an IP address, optionally with :port.",
+        max_length=100,
+        required=False,
+        allow_blank=True,
+    )
+    ndr_copy_address = checked_text(
+        patterns.NDR_COPY_ADDRESS,
+        "Enter an e-mail address, or nothing.",
+        max_length=320,
+        required=False,
+        allow_blank=True,
+    )
 
     class Meta:
         model = DeliverySettings
         fields = [*EDITABLE_DELIVERY_FIELDS, "smart_host_password_set"]
-        extra_kwargs = {**_setting_kwargs(DeliverySettings, EDITABLE_DELIVERY_FIELDS),
-                        "smart_host_password": {"write_only": True, "required": False, "max_length": 255,
-                                                "help_text": "Write-only; stored encrypted, never shown back."}}
+        extra_kwargs = {
+            **_setting_kwargs(DeliverySettings, EDITABLE_DELIVERY_FIELDS),
+            "smart_host_password": {
+                "write_only": True,
+                "required": False,
+                "max_length": 255,
+                "help_text": "Write-only; stored encrypted, never shown back.",
+            },
+        }
         validators: list = []
 
     def get_smart_host_password_set(self, config: DeliverySettings) -> bool:

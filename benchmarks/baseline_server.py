@@ -29,7 +29,7 @@ def deliver(maildir: Path, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -57,8 +57,9 @@ class MaildirHandler:
 async def serve(mode: str, port: int, root: Path | None) -> None:
     handler = SinkHandler() if mode == "sink" else MaildirHandler(root)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="baseline.invalid"), "127.0.0.1", port,
-                                      backlog=1024)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="baseline.invalid"), "127.0.0.1", port, backlog=1024
+    )
     print("listening", flush=True)
     async with server:
         await server.serve_forever()

@@ -49,8 +49,9 @@ service pop3-login {{
 
 
 class Dovecot:
-    def __init__(self, root: Path, port: int, mailbox_root: Path, credentials: dict[str, str],
-                 reachable_dirs: list[Path]) -> None:
+    def __init__(
+        self, root: Path, port: int, mailbox_root: Path, credentials: dict[str, str], reachable_dirs: list[Path]
+    ) -> None:
         self.reachable_dirs = [*reachable_dirs, root]
         self.root = root
         self.port = port
@@ -68,17 +69,25 @@ class Dovecot:
             directory.chmod(0o755)
         lines = []
         for address, password in self.credentials.items():
-            hashed = subprocess.run(["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password], check=True,
-                                    capture_output=True, text=True).stdout.strip()
+            hashed = subprocess.run(
+                ["doveadm", "pw", "-s", "SHA512-CRYPT", "-p", password], check=True, capture_output=True, text=True
+            ).stdout.strip()
             lines.append(f"{address}:{hashed}\n")
         (self.root / "passwd").write_text("".join(lines))
         (self.root / "passwd").chmod(0o644)  # benchmark-only credentials
         subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(self.mailbox_root)], check=True)
         conf = self.root / "dovecot.conf"
-        conf.write_text(DOVECOT_CONF.format(root=self.root, mailbox_root=self.mailbox_root, port=self.port,
-                                            uid=nobody.pw_uid, gid=nobody.pw_gid))
-        self.process = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        conf.write_text(
+            DOVECOT_CONF.format(
+                root=self.root, mailbox_root=self.mailbox_root, port=self.port, uid=nobody.pw_uid, gid=nobody.pw_gid
+            )
+        )
+        self.process = subprocess.Popen(
+            ["dovecot", "-F", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

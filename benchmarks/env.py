@@ -18,20 +18,20 @@ from servers.embedded_redis import free_port, start_embedded_redis  # noqa: F401
 BENCH_PASSWORD = "Benchpass123"
 
 
-
-
 def prepare(*, keep: bool = False) -> Path:
     """Point MailConsole at a fresh var/ directory and Redis, set Django up and migrate; return var/."""
     var_dir = Path(tempfile.mkdtemp(prefix="mailconsole-bench-"))
     redis_process, redis_url = start_embedded_redis(var_dir)
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "mailconsole.settings",
-        "MAILCONSOLE_VAR_DIR": str(var_dir),
-        "MAILCONSOLE_NODE": f"bench-{socket.gethostname()}-{os.getpid()}",
-        "MAILCONSOLE_HOSTNAME": "mx.bench.invalid",
-        "MAILCONSOLE_SECRET_KEY": "benchmark-only-secret-key-not-for-production-0123456789",
-        "REDIS_URL": redis_url,
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "mailconsole.settings",
+            "MAILCONSOLE_VAR_DIR": str(var_dir),
+            "MAILCONSOLE_NODE": f"bench-{socket.gethostname()}-{os.getpid()}",
+            "MAILCONSOLE_HOSTNAME": "mx.bench.invalid",
+            "MAILCONSOLE_SECRET_KEY": "benchmark-only-secret-key-not-for-production-0123456789",
+            "REDIS_URL": redis_url,
+        }
+    )
     os.environ.pop("DATABASE_URL", None)
 
     @atexit.register

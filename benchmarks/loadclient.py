@@ -27,8 +27,10 @@ def message_body(size_octets: int) -> bytes:
 
 
 def message(number: int, recipient: str, body: bytes) -> bytes:
-    head = (f"From: bench@client.test\r\nTo: {recipient}\r\nSubject: benchmark {number}\r\n"
-            f"Message-ID: <{number}.{os.getpid()}@client.test>\r\n\r\n").encode("ascii")
+    head = (
+        f"From: bench@client.test\r\nTo: {recipient}\r\nSubject: benchmark {number}\r\n"
+        f"Message-ID: <{number}.{os.getpid()}@client.test>\r\n\r\n"
+    ).encode("ascii")
     return head + body
 
 
@@ -68,8 +70,9 @@ class LoadResult:
         self.errors[key] = self.errors.get(key, 0) + 1
 
 
-async def smtp_session(host: str, port: int, batch: Sequence[tuple[str, bytes]], result: LoadResult,
-                       source_address: str | None = None) -> None:
+async def smtp_session(
+    host: str, port: int, batch: Sequence[tuple[str, bytes]], result: LoadResult, source_address: str | None = None
+) -> None:
     local_addr = (source_address, 0) if source_address else None
     reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
     try:
@@ -104,15 +107,24 @@ def client_addresses(count: int) -> list[str]:
     return [f"127.0.0.{10 + n}" for n in range(count)]
 
 
-async def run_load(host: str, port: int, recipients: Sequence[str], *, messages: int, size_octets: int,
-                   concurrency: int, per_connection: int, source_addresses: Sequence[str] = ()) -> LoadResult:
+async def run_load(
+    host: str,
+    port: int,
+    recipients: Sequence[str],
+    *,
+    messages: int,
+    size_octets: int,
+    concurrency: int,
+    per_connection: int,
+    source_addresses: Sequence[str] = (),
+) -> LoadResult:
     """Send `messages` messages over connections of `per_connection` messages, `concurrency` at once.
 
     Connection slot i connects from `source_addresses[i % len]` (the system's choice if empty)."""
     body = message_body(size_octets)
     rcpt_cycle = itertools.cycle(recipients)
     all_messages = [(rcpt, message(n, rcpt, body)) for n, rcpt in zip(range(messages), rcpt_cycle, strict=False)]
-    batches = [all_messages[i:i + per_connection] for i in range(0, messages, per_connection)]
+    batches = [all_messages[i : i + per_connection] for i in range(0, messages, per_connection)]
     queue: asyncio.Queue[Sequence[tuple[str, bytes]]] = asyncio.Queue()
     for batch in batches:
         queue.put_nowait(batch)

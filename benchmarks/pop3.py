@@ -79,8 +79,13 @@ async def session(port: int, user: str, password: str, retr_all: bool) -> int:
         writer.close()
 
 
-async def measure(target: Pop3Target, users: list[tuple[str, str]], *, retr_all: bool, sessions_per_client: int,
-                  ) -> dict:
+async def measure(
+    target: Pop3Target,
+    users: list[tuple[str, str]],
+    *,
+    retr_all: bool,
+    sessions_per_client: int,
+) -> dict:
     meter = ProcessMeter(target.pids)
     meter.start()
     latencies: list[float] = []
@@ -106,12 +111,20 @@ async def measure(target: Pop3Target, users: list[tuple[str, str]], *, retr_all:
     await asyncio.gather(*(client(u, p) for u, p in users))
     elapsed = time.perf_counter() - started
     cpu_s = meter.stop()
-    return {"server": target.name, "load": "retr-all" if retr_all else "short", "clients": len(users),
-            "sessions": sessions_done, "retrieved": retrieved, "errors": errors,
-            "msgs_per_s": retrieved / elapsed, "sessions_per_s": sessions_done / elapsed,
-            "session_p50_ms": percentile(latencies, 0.5) * 1000, "session_p99_ms": percentile(latencies, 0.99) * 1000,
-            "server_cpu_ms_per_session": cpu_s * 1000 / max(sessions_done, 1),
-            "peak_rss_mib": meter.peak_rss_bytes / 2**20}
+    return {
+        "server": target.name,
+        "load": "retr-all" if retr_all else "short",
+        "clients": len(users),
+        "sessions": sessions_done,
+        "retrieved": retrieved,
+        "errors": errors,
+        "msgs_per_s": retrieved / elapsed,
+        "sessions_per_s": sessions_done / elapsed,
+        "session_p50_ms": percentile(latencies, 0.5) * 1000,
+        "session_p99_ms": percentile(latencies, 0.99) * 1000,
+        "server_cpu_ms_per_session": cpu_s * 1000 / max(sessions_done, 1),
+        "peak_rss_mib": meter.peak_rss_bytes / 2**20,
+    }
 
 
 def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]], Path]:
@@ -121,8 +134,14 @@ def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]],
     from servers import maildir, services, supervision
     from servers.models import Pop3Service
 
-    server = services.create_virtual_server(name="bench", default_domain=DOMAIN, ip_address="127.0.0.1",
-                                            port=env.free_port(), home_dir=var_dir / "homes" / "bench", start=False)
+    server = services.create_virtual_server(
+        name="bench",
+        default_domain=DOMAIN,
+        ip_address="127.0.0.1",
+        port=env.free_port(),
+        home_dir=var_dir / "homes" / "bench",
+        start=False,
+    )
     body = LINE * max(args.message_kib * 1024 // len(LINE), 1)
     users = []
     for n in range(args.clients):
@@ -132,8 +151,7 @@ def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]],
             head = f"From: bench@client.test\r\nTo: {mailbox.address}\r\nSubject: pop3 bench {m}\r\n\r\n"
             maildir.deliver(path, [head.encode(), body])
         users.append((mailbox.address, env.BENCH_PASSWORD))
-    service = services.create_pop3_service(ip_address="127.0.0.1", port=env.free_port(),
-                                           plaintext_requires_tls=False)
+    service = services.create_pop3_service(ip_address="127.0.0.1", port=env.free_port(), plaintext_requires_tls=False)
     supervision.reconcile_node(settings.NODE_NAME)
     service = Pop3Service.objects.get(pk=service.pk)
     if service.state != "running":
@@ -142,12 +160,16 @@ def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]],
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"{'server':<12} {'load':<9} {'clients':>7} {'sessions':>8} {'msgs/s':>8} {'sess/s':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'cpu ms/sess':>11} {'RSS MiB':>7} errors")
+    print(
+        f"{'server':<12} {'load':<9} {'clients':>7} {'sessions':>8} {'msgs/s':>8} {'sess/s':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'cpu ms/sess':>11} {'RSS MiB':>7} errors"
+    )
     for r in rows:
-        print(f"{r['server']:<12} {r['load']:<9} {r['clients']:>7} {r['sessions']:>8} {r['msgs_per_s']:>8.0f} "
-              f"{r['sessions_per_s']:>7.1f} {r['session_p50_ms']:>7.1f} {r['session_p99_ms']:>7.1f} "
-              f"{r['server_cpu_ms_per_session']:>11.2f} {r['peak_rss_mib']:>7.1f} {r['errors'] or ''}")
+        print(
+            f"{r['server']:<12} {r['load']:<9} {r['clients']:>7} {r['sessions']:>8} {r['msgs_per_s']:>8.0f} "
+            f"{r['sessions_per_s']:>7.1f} {r['session_p50_ms']:>7.1f} {r['session_p99_ms']:>7.1f} "
+            f"{r['server_cpu_ms_per_session']:>11.2f} {r['peak_rss_mib']:>7.1f} {r['errors'] or ''}"
+        )
 
 
 async def run_all(args: argparse.Namespace, targets: list[Pop3Target], users: list[tuple[str, str]]) -> list[dict]:
@@ -202,9 +224,13 @@ def main() -> None:
             ratio = (sum(ours_best) / len(ours_best)) / (sum(theirs) / len(theirs))
             ratios.append({"load": load, "metric": key, "ratio_to_dovecot": ratio})
             print(f"MailConsole / Dovecot, {load} ({key}, mean of {len(theirs)} rounds): {ratio:.2f}x")
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
-              "settings": vars(args), "rows": rows, "ratios": ratios}
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+        "settings": vars(args),
+        "rows": rows,
+        "ratios": ratios,
+    }
     print(f"load average at the end: {os.getloadavg()}")
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"pop3-{time.strftime('%Y%m%d-%H%M%S')}.json"

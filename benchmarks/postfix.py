@@ -110,9 +110,11 @@ class Postfix:
                 (maildir / sub).mkdir(parents=True)
         subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(mail)], check=True)
         (self.config_dir / "vmailbox").write_text(
-            "".join(f"{user}@{self.domain} {self.domain}/{user}/\n" for user in self.users))
-        (self.config_dir / "main.cf").write_text(MAIN_CF.format(
-            root=self.root, domain=self.domain, uid=nobody.pw_uid, gid=nobody.pw_gid))
+            "".join(f"{user}@{self.domain} {self.domain}/{user}/\n" for user in self.users)
+        )
+        (self.config_dir / "main.cf").write_text(
+            MAIN_CF.format(root=self.root, domain=self.domain, uid=nobody.pw_uid, gid=nobody.pw_gid)
+        )
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.port))
         subprocess.run(["chown", "postfix", str(self.root / "data")], check=True)
         self._postfix("start")

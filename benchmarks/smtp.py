@@ -57,23 +57,43 @@ class Target:
     pids: Callable[[], list[int]]
 
 
-async def measure(target: Target, *, messages: int, size_kib: int, concurrency: int, per_connection: int,
-                  recipients: list[str], source_addresses: list[str]) -> dict:
+async def measure(
+    target: Target,
+    *,
+    messages: int,
+    size_kib: int,
+    concurrency: int,
+    per_connection: int,
+    recipients: list[str],
+    source_addresses: list[str],
+) -> dict:
     new_dirs = [m / "new" for m in target.maildirs]
     before = count_files(new_dirs)
     meter = ProcessMeter(target.pids)
     meter.start()
-    result = await run_load("127.0.0.1", target.port, recipients, messages=messages, size_octets=size_kib * 1024,
-                            concurrency=concurrency, per_connection=per_connection,
-                            source_addresses=source_addresses)
+    result = await run_load(
+        "127.0.0.1",
+        target.port,
+        recipients,
+        messages=messages,
+        size_octets=size_kib * 1024,
+        concurrency=concurrency,
+        per_connection=per_connection,
+        source_addresses=source_addresses,
+    )
     # A sink delivers nothing: its figures are for accepting only.
     delivered_at = await wait_delivered(new_dirs, before + result.accepted, timeout_s=120) if new_dirs else None
     cpu_s = meter.stop()
     accept_elapsed = result.last_accept_at - result.started_at
     row = {
-        "server": target.name, "size_kib": size_kib, "concurrency": concurrency,
-        "per_connection": per_connection, "messages": messages, "accepted": result.accepted,
-        "failed": result.failed, "errors": result.errors,
+        "server": target.name,
+        "size_kib": size_kib,
+        "concurrency": concurrency,
+        "per_connection": per_connection,
+        "messages": messages,
+        "accepted": result.accepted,
+        "failed": result.failed,
+        "errors": result.errors,
         "accepted_per_s": result.accepted / accept_elapsed if accept_elapsed > 0 else 0.0,
         "delivered_per_s": (result.accepted / (delivered_at - result.started_at)) if delivered_at else 0.0,
         "delivered": count_files(new_dirs) - before,
@@ -112,9 +132,14 @@ async def idle_sessions_rss(port: int, pid: int, count: int) -> dict:
             writer.close()
     # The process whose memory grew most is the one holding the sessions.
     holder = max(with_sessions, key=lambda p: with_sessions[p] - before.get(p, 0.0))
-    return {"sessions": len(writers), "rss_before_mib": before.get(holder, 0.0),
-            "rss_with_mib": with_sessions[holder], "holder_is_worker": holder == pid,
-            "all_processes_before_mib": sum(before.values()), "all_processes_with_mib": sum(with_sessions.values())}
+    return {
+        "sessions": len(writers),
+        "rss_before_mib": before.get(holder, 0.0),
+        "rss_with_mib": with_sessions[holder],
+        "holder_is_worker": holder == pid,
+        "all_processes_before_mib": sum(before.values()),
+        "all_processes_with_mib": sum(with_sessions.values()),
+    }
 
 
 def start_mailconsole(var_dir: Path, worker_processes: int) -> tuple[Target, list[str]]:
@@ -123,10 +148,17 @@ def start_mailconsole(var_dir: Path, worker_processes: int) -> tuple[Target, lis
     from servers import services, supervision
     from servers.models import VirtualServer
 
-    server = services.create_virtual_server(name="bench", default_domain=DOMAIN, ip_address="127.0.0.1",
-                                            port=env.free_port(), home_dir=var_dir / "homes" / "bench", start=False)
-    mailboxes = [services.add_mailbox(server.default_domain, f"user{n}", env.BENCH_PASSWORD)
-                 for n in range(MAILBOX_COUNT)]
+    server = services.create_virtual_server(
+        name="bench",
+        default_domain=DOMAIN,
+        ip_address="127.0.0.1",
+        port=env.free_port(),
+        home_dir=var_dir / "homes" / "bench",
+        start=False,
+    )
+    mailboxes = [
+        services.add_mailbox(server.default_domain, f"user{n}", env.BENCH_PASSWORD) for n in range(MAILBOX_COUNT)
+    ]
     if worker_processes > 1:
         services.update_virtual_server(server, worker_processes=worker_processes)
     services.start_server(server)
@@ -154,9 +186,11 @@ def wait_for_session_processes(pid: int, count: int, timeout_s: float = 30) -> N
 
 def start_baseline(mode: str, root: Path) -> tuple[Target, subprocess.Popen]:
     port = env.free_port()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.baseline_server", "--mode", mode,
-                                "--port", str(port), "--root", str(root)],
-                               stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.baseline_server", "--mode", mode, "--port", str(port), "--root", str(root)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert process.stdout is not None
     process.stdout.readline()  # "listening"
     maildirs = [root / f"user{n}" for n in range(MAILBOX_COUNT)] if mode == "maildir" else []
@@ -165,10 +199,26 @@ def start_baseline(mode: str, root: Path) -> tuple[Target, subprocess.Popen]:
 
 def profile_worker(pid: int, seconds: int, out: Path) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-                             "--format", "raw", "--output", str(out), "--nonblocking",
-                             "--subprocesses"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+            "--subprocesses",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def summarize_profile(raw: Path, top: int = 20) -> dict[str, list[tuple[str, float]]]:
@@ -187,8 +237,11 @@ def summarize_profile(raw: Path, top: int = 20) -> dict[str, list[tuple[str, flo
     total = max(total, 1)
     # The worker's entry frames hold every sample; they say nothing.
     entry_frames = ("run_worker (", "run (servers/workers/", "Command.handle (")
-    ours = [f for f in inclusive if ("servers/" in f or "aiosmtpd/" in f) and not f.startswith(entry_frames)
-            and inclusive[f] * 100 >= total]
+    ours = [
+        f
+        for f in inclusive
+        if ("servers/" in f or "aiosmtpd/" in f) and not f.startswith(entry_frames) and inclusive[f] * 100 >= total
+    ]
     return {
         "samples": [("total", float(total))],
         "own": [(f, 100 * c / total) for f, c in sorted(own.items(), key=lambda item: -item[1])[:top]],
@@ -197,15 +250,19 @@ def summarize_profile(raw: Path, top: int = 20) -> dict[str, list[tuple[str, flo
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'server':<18} {'KiB':>4} {'c':>3} {'m/conn':>6} {'acc/s':>8} {'dlv/s':>8} {'p50ms':>7} "
-              f"{'p95ms':>7} {'p99ms':>7} {'cpu ms/m':>8} {'cli ms/m':>8} {'RSS MiB':>7} {'fail':>4}")
+    header = (
+        f"{'server':<18} {'KiB':>4} {'c':>3} {'m/conn':>6} {'acc/s':>8} {'dlv/s':>8} {'p50ms':>7} "
+        f"{'p95ms':>7} {'p99ms':>7} {'cpu ms/m':>8} {'cli ms/m':>8} {'RSS MiB':>7} {'fail':>4}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['server']:<18} {r['size_kib']:>4} {r['concurrency']:>3} {r['per_connection']:>6} "
-              f"{r['accepted_per_s']:>8.0f} {r['delivered_per_s']:>8.0f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
-              f"{r['p99_ms']:>7.1f} {r['server_cpu_ms_per_msg']:>8.2f} {r['client_cpu_ms_per_msg']:>8.2f} "
-              f"{r['peak_rss_mib']:>7.1f} {r['failed']:>4}")
+        print(
+            f"{r['server']:<18} {r['size_kib']:>4} {r['concurrency']:>3} {r['per_connection']:>6} "
+            f"{r['accepted_per_s']:>8.0f} {r['delivered_per_s']:>8.0f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} "
+            f"{r['p99_ms']:>7.1f} {r['server_cpu_ms_per_msg']:>8.2f} {r['client_cpu_ms_per_msg']:>8.2f} "
+            f"{r['peak_rss_mib']:>7.1f} {r['failed']:>4}"
+        )
 
 
 def ratios(rows: list[dict], against: str) -> list[dict]:
@@ -217,12 +274,19 @@ def ratios(rows: list[dict], against: str) -> list[dict]:
         other = by_key.get((against, r["size_kib"], r["concurrency"], r["per_connection"]))
         if not other or not other["accepted_per_s"]:
             continue
-        out.append({"against": against, "size_kib": r["size_kib"], "per_connection": r["per_connection"],
-                    "accepted_ratio": r["accepted_per_s"] / other["accepted_per_s"],
-                    "delivered_ratio": (r["delivered_per_s"] / other["delivered_per_s"]
-                                        if other["delivered_per_s"] else None),
-                    "p99_ratio": r["p99_ms"] / max(other["p99_ms"], 1e-9),
-                    "cpu_ratio": r["server_cpu_ms_per_msg"] / max(other["server_cpu_ms_per_msg"], 1e-9)})
+        out.append(
+            {
+                "against": against,
+                "size_kib": r["size_kib"],
+                "per_connection": r["per_connection"],
+                "accepted_ratio": r["accepted_per_s"] / other["accepted_per_s"],
+                "delivered_ratio": (
+                    r["delivered_per_s"] / other["delivered_per_s"] if other["delivered_per_s"] else None
+                ),
+                "p99_ratio": r["p99_ms"] / max(other["p99_ms"], 1e-9),
+                "cpu_ratio": r["server_cpu_ms_per_msg"] / max(other["server_cpu_ms_per_msg"], 1e-9),
+            }
+        )
     return out
 
 
@@ -244,8 +308,11 @@ def start_targets(args: argparse.Namespace) -> tuple[list[Target], list[str], li
             postfix = Postfix(Path(tempfile.mkdtemp(prefix="postfix-bench-")), env.free_port(), DOMAIN, local_parts)
             cleanups.append(postfix.stop)
             postfix.start()
-            targets.append(Target("postfix", postfix.port, postfix.maildirs,
-                                  lambda: [pid for pid in [postfix.master_pid()] if pid]))
+            targets.append(
+                Target(
+                    "postfix", postfix.port, postfix.maildirs, lambda: [pid for pid in [postfix.master_pid()] if pid]
+                )
+            )
     except BaseException:
         for cleanup in cleanups:
             cleanup()
@@ -253,8 +320,9 @@ def start_targets(args: argparse.Namespace) -> tuple[list[Target], list[str], li
     return targets, local_parts, cleanups
 
 
-async def main_async(args: argparse.Namespace, targets: list[Target], local_parts: list[str],
-                     cleanups: list[Callable[[], None]]) -> dict:
+async def main_async(
+    args: argparse.Namespace, targets: list[Target], local_parts: list[str], cleanups: list[Callable[[], None]]
+) -> dict:
     ours = targets[0]
     sources = client_addresses(args.client_addresses)
     rows = []
@@ -264,8 +332,16 @@ async def main_async(args: argparse.Namespace, targets: list[Target], local_part
         idle = await idle_sessions_rss(ours.port, ours.pids()[0], args.idle_sessions)
         # Warm up every server (first connections, thread pools, Postfix's process pool).
         for target in targets:
-            await run_load("127.0.0.1", target.port, [f"{u}@{DOMAIN}" for u in local_parts], messages=100,
-                           size_octets=1024, concurrency=10, per_connection=5, source_addresses=sources)
+            await run_load(
+                "127.0.0.1",
+                target.port,
+                [f"{u}@{DOMAIN}" for u in local_parts],
+                messages=100,
+                size_octets=1024,
+                concurrency=10,
+                per_connection=5,
+                source_addresses=sources,
+            )
         for size_kib in args.sizes:
             messages = args.messages if size_kib < 100 else max(args.messages // 2, 1)
             for per_connection in args.per_connection:
@@ -273,14 +349,24 @@ async def main_async(args: argparse.Namespace, targets: list[Target], local_part
                 for target in targets:
                     rcpts = [f"{u}@{DOMAIN}" for u in local_parts]
                     spy = None
-                    if (args.profile and target is ours and size_kib == args.profile_size
-                            and per_connection == args.profile_per_connection):
+                    if (
+                        args.profile
+                        and target is ours
+                        and size_kib == args.profile_size
+                        and per_connection == args.profile_per_connection
+                    ):
                         profile = RESULTS_DIR / f"profile-smtp-{int(time.time())}.txt"
                         spy = profile_worker(ours.pids()[0], 600, profile)
                         await asyncio.sleep(1)
-                    row = await measure(target, messages=messages, size_kib=size_kib, concurrency=args.concurrency,
-                                        per_connection=per_connection, recipients=rcpts,
-                                        source_addresses=sources)
+                    row = await measure(
+                        target,
+                        messages=messages,
+                        size_kib=size_kib,
+                        concurrency=args.concurrency,
+                        per_connection=per_connection,
+                        recipients=rcpts,
+                        source_addresses=sources,
+                    )
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(30)
@@ -291,8 +377,12 @@ async def main_async(args: argparse.Namespace, targets: list[Target], local_part
             cleanup()
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
-                    "host": socket.gethostname()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "python": platform.python_version(),
+            "host": socket.gethostname(),
+        },
         "rows": rows,
         "ratios": ratios(rows, "aiosmtpd-sink") + ratios(rows, "aiosmtpd-maildir") + ratios(rows, "postfix"),
         "idle_sessions": idle,
@@ -314,10 +404,18 @@ def main() -> None:
     parser.add_argument("--profile-size", type=int, default=10, help="KiB of the profiled scenario")
     parser.add_argument("--profile-per-connection", type=int, default=1, help="of the profiled scenario")
     parser.add_argument("--keep", action="store_true", help="keep the temporary var/ directory")
-    parser.add_argument("--worker-processes", type=int, default=2,
-                        help="MailConsole's session processes for the server (its worker_processes setting)")
-    parser.add_argument("--client-addresses", type=int, default=16,
-                        help="loopback source addresses the load client spreads its connections over")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=2,
+        help="MailConsole's session processes for the server (its worker_processes setting)",
+    )
+    parser.add_argument(
+        "--client-addresses",
+        type=int,
+        default=16,
+        help="loopback source addresses the load client spreads its connections over",
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args, *start_targets(args)))
 
@@ -325,15 +423,19 @@ def main() -> None:
     print_table(report["rows"])
     print("\nMailConsole as a ratio of each other server (>1 is better for msgs/s; <1 is better for CPU):")
     for r in report["ratios"]:
-        print(f"  vs {r['against']:<17} {r['size_kib']:>4} KiB, {r['per_connection']:>2}/conn: "
-              f"accepted {r['accepted_ratio']:.2f}x  delivered "
-              f"{'-' if r['delivered_ratio'] is None else format(r['delivered_ratio'], '.2f') + 'x'}  "
-              f"p99 {r['p99_ratio']:.2f}x  CPU/msg {r['cpu_ratio']:.2f}x")
+        print(
+            f"  vs {r['against']:<17} {r['size_kib']:>4} KiB, {r['per_connection']:>2}/conn: "
+            f"accepted {r['accepted_ratio']:.2f}x  delivered "
+            f"{'-' if r['delivered_ratio'] is None else format(r['delivered_ratio'], '.2f') + 'x'}  "
+            f"p99 {r['p99_ratio']:.2f}x  CPU/msg {r['cpu_ratio']:.2f}x"
+        )
     idle = report["idle_sessions"]
     holder = "worker" if idle["holder_is_worker"] else "session process holding them"
-    print(f"\n{idle['sessions']} idle sessions: {holder} RSS {idle['rss_before_mib']:.1f} MiB -> "
-          f"{idle['rss_with_mib']:.1f} MiB (all processes {idle['all_processes_before_mib']:.1f} -> "
-          f"{idle['all_processes_with_mib']:.1f} MiB)")
+    print(
+        f"\n{idle['sessions']} idle sessions: {holder} RSS {idle['rss_before_mib']:.1f} MiB -> "
+        f"{idle['rss_with_mib']:.1f} MiB (all processes {idle['all_processes_before_mib']:.1f} -> "
+        f"{idle['all_processes_with_mib']:.1f} MiB)"
+    )
     if "profile" in report:
         summary = report["profile"]["top"]
         print(f"\nprofile ({report['profile']['file']}, {summary['samples'][0][1]:.0f} samples)")

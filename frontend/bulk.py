@@ -14,8 +14,19 @@ from servers.services import DomainError, mailbox_usage
 from servers.services.mailboxes import check_quota_ceiling, new_local_part
 
 IMPORT_COLUMNS = ["local_part", "password", "display_name", "quota_kb"]
-EXPORT_COLUMNS = ["address", "local_part", "display_name", "quota_kb", "quota_messages", "is_locked",
-                  "is_catch_all", "size_kb", "total_items", "last_logon_at", "last_logon_from"]
+EXPORT_COLUMNS = [
+    "address",
+    "local_part",
+    "display_name",
+    "quota_kb",
+    "quota_messages",
+    "is_locked",
+    "is_catch_all",
+    "size_kb",
+    "total_items",
+    "last_logon_at",
+    "last_logon_from",
+]
 MAX_ROWS = 5000
 
 
@@ -38,8 +49,9 @@ def parse_csv(text: str) -> list[ImportRow]:
     reader = csv.DictReader(io.StringIO(text))
     fields = [name.strip().lower() for name in reader.fieldnames or []]
     if "local_part" not in fields or "password" not in fields:
-        raise DomainError("The first line must name the columns: local_part, password, display_name, quota_kb.",
-                          field="csv_file")
+        raise DomainError(
+            "The first line must name the columns: local_part, password, display_name, quota_kb.", field="csv_file"
+        )
     reader.fieldnames = fields
     rows = []
     for number, record in enumerate(reader, start=2):
@@ -58,9 +70,16 @@ def parse_csv(text: str) -> list[ImportRow]:
             except ValueError:
                 errors.append(f"quota_kb {raw_quota!r} is not a whole number of KB.")
                 quota = None
-        rows.append(ImportRow(line=number, local_part=(record.get("local_part") or "").strip(),
-                              display_name=(record.get("display_name") or "").strip(),
-                              password=record.get("password") or "", quota_kb=quota, errors=errors))
+        rows.append(
+            ImportRow(
+                line=number,
+                local_part=(record.get("local_part") or "").strip(),
+                display_name=(record.get("display_name") or "").strip(),
+                password=record.get("password") or "",
+                quota_kb=quota,
+                errors=errors,
+            )
+        )
     return rows
 
 
@@ -93,9 +112,15 @@ def import_rows(domain: Domain, rows: list[ImportRow], *, actor: str, acting_use
     with transaction.atomic():
         for row in rows:
             try:
-                services.add_mailbox(domain, row.local_part, row.password, display_name=row.display_name,
-                                     quota_bytes=row.quota_kb * 1024 if row.quota_kb else None, actor=actor,
-                                     acting_user=acting_user)
+                services.add_mailbox(
+                    domain,
+                    row.local_part,
+                    row.password,
+                    display_name=row.display_name,
+                    quota_bytes=row.quota_kb * 1024 if row.quota_kb else None,
+                    actor=actor,
+                    acting_user=acting_user,
+                )
             except DomainError as exc:
                 raise DomainError(f"Line {row.line}: {exc.message}", field="csv_file") from None
     return len(rows)
@@ -107,11 +132,19 @@ def export_csv(mailboxes) -> str:
     writer.writerow(EXPORT_COLUMNS)
     for mailbox in mailboxes:
         usage = mailbox_usage(mailbox)
-        writer.writerow([
-            mailbox.address, mailbox.local_part, mailbox.display_name,
-            mailbox.quota_bytes // 1024 if mailbox.quota_bytes else "", mailbox.quota_messages or "",
-            int(mailbox.is_locked), int(mailbox.is_catch_all), (usage.size_bytes + 1023) // 1024,
-            usage.message_count, mailbox.last_logon_at.isoformat() if mailbox.last_logon_at else "",
-            mailbox.last_logon_from,
-        ])
+        writer.writerow(
+            [
+                mailbox.address,
+                mailbox.local_part,
+                mailbox.display_name,
+                mailbox.quota_bytes // 1024 if mailbox.quota_bytes else "",
+                mailbox.quota_messages or "",
+                int(mailbox.is_locked),
+                int(mailbox.is_catch_all),
+                (usage.size_bytes + 1023) // 1024,
+                usage.message_count,
+                mailbox.last_logon_at.isoformat() if mailbox.last_logon_at else "",
+                mailbox.last_logon_from,
+            ]
+        )
     return out.getvalue()

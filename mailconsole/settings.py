@@ -81,8 +81,9 @@ def _secrets_keys() -> list[str]:
         try:
             Fernet(key)
         except ValueError:
-            raise SettingError("MAILCONSOLE_SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes), "
-                               "comma-separated, newest first") from None
+            raise SettingError(
+                "MAILCONSOLE_SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes), comma-separated, newest first"
+            ) from None
     return keys
 
 

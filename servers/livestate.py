@@ -31,8 +31,7 @@ def terminate_key(kind: str, unit_id: int) -> str:
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2,
-                                decode_responses=True)
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def heartbeat_unit_ids(client: redis.Redis, kind: str) -> list[int]:
     ids = []
     prefix = heartbeat_key(kind, 0)[:-1]
     for key in client.scan_iter(match=f"{prefix}*", count=500):
-        suffix = key[len(prefix):]
+        suffix = key[len(prefix) :]
         if suffix.isdigit():
             ids.append(int(suffix))
     return ids

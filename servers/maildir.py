@@ -333,7 +333,8 @@ USAGE_SETTLE_NS = 2_000_000_000
 USAGE_MIN_FILES_TO_REMEMBER = 500
 USAGE_MAX_REMEMBERED = 2000
 _remembered_usage: collections.OrderedDict[str, tuple[tuple[int, int], int, tuple[int, int]]] = (
-    collections.OrderedDict())
+    collections.OrderedDict()
+)
 _remembered_usage_lock = threading.Lock()
 
 

@@ -39,9 +39,7 @@ class Node(models.Model):
     """A host that runs SMTP/POP3 workers and a Celery worker listening on a queue of its name."""
 
     name = models.CharField(max_length=100, unique=True)
-    smtp_service_state = models.CharField(
-        max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING
-    )
+    smtp_service_state = models.CharField(max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING)
     registered_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
 
@@ -61,12 +59,8 @@ class SupervisedProcess(models.Model):
 
     process_kind = ""
 
-    desired_state = models.CharField(
-        max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING
-    )
-    state = models.CharField(
-        max_length=10, choices=ObservedState.choices, default=ObservedState.STOPPED
-    )
+    desired_state = models.CharField(max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING)
+    state = models.CharField(max_length=10, choices=ObservedState.choices, default=ObservedState.STOPPED)
     last_error = models.TextField(blank=True, default="")
     pid = models.PositiveIntegerField(null=True, blank=True)
     restart_count = models.PositiveIntegerField(default=0)
@@ -83,13 +77,14 @@ class SupervisedProcess(models.Model):
         null=True, blank=True, help_text="When the worker process last exited while it should have run."
     )
     last_exit_status = models.CharField(
-        max_length=200, blank=True, default="",
+        max_length=200,
+        blank=True,
+        default="",
         help_text='How it exited: "exited with code N", "killed by signal SIGKILL", or why that is unknown.',
     )
     last_exit_log = models.TextField(
         blank=True, default="", help_text="The last lines of the worker's own log when it exited."
     )
-
 
     class Meta:
         abstract = True
@@ -163,7 +158,8 @@ class VirtualServer(SupervisedProcess):
 
     # Access tab: connection control ("only the list below" or "all except the list below").
     connection_policy = models.CharField(
-        max_length=12, default="all_except",
+        max_length=12,
+        default="all_except",
         choices=[("all_except", "All except the list below"), ("only_listed", "Only the list below")],
     )
     # Access tab: relay restrictions, beyond authenticated users and the relay list.
@@ -295,9 +291,7 @@ class Domain(models.Model):
     # Canonical form: lowercase IDNA A-label without a trailing dot.
     name = models.CharField(max_length=253)
     type = models.CharField(max_length=10, choices=DomainType.choices, default=DomainType.LOCAL)
-    alias_of = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="aliases"
-    )
+    alias_of = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="aliases")
     # Remote domains only: "Allow incoming mail to be relayed to this domain".
     relay_allowed = models.BooleanField(default=False)
     is_default = models.BooleanField(default=False)
@@ -405,8 +399,9 @@ class Mailbox(models.Model):
         verbose_name_plural = "mailboxes"
         constraints = [
             models.UniqueConstraint(fields=["domain", "local_part"], name="mailbox_unique_per_domain"),
-            models.UniqueConstraint(fields=["domain"], condition=models.Q(is_catch_all=True),
-                                    name="one_catch_all_per_domain"),
+            models.UniqueConstraint(
+                fields=["domain"], condition=models.Q(is_catch_all=True), name="one_catch_all_per_domain"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -487,5 +482,6 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_repr}"
+
 
 from servers.delivery.models import *  # noqa: E402,F403

@@ -236,8 +236,7 @@ class POP3Session:
         The adapter runs such lines in a thread and answers the rest on its event loop. A line that
         could end the session counts as blocking too: ending it unlocks the mailbox.
         """
-        if (self._awaiting_sasl_response or self._awaiting_tls
-                or self._consecutive_errors + 1 >= self.max_bad_commands):
+        if self._awaiting_sasl_response or self._awaiting_tls or self._consecutive_errors + 1 >= self.max_bad_commands:
             return True
         verb, _, args = line.strip().partition(b" ")
         verb = verb.upper()

@@ -171,8 +171,16 @@ class RecordingReader:
 class MailConsoleSMTP(SMTP):
     """One SMTP session: aiosmtpd's protocol engine plus the virtual server's policy."""
 
-    def __init__(self, handler: LocalDeliveryHandler, *, control: WorkerControl, counters: WorkerCounters,
-                 snapshot: ServerSnapshot, implicit_tls: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        handler: LocalDeliveryHandler,
+        *,
+        control: WorkerControl,
+        counters: WorkerCounters,
+        snapshot: ServerSnapshot,
+        implicit_tls: bool = False,
+        **kwargs,
+    ) -> None:
         policy = snapshot.policy
         if not implicit_tls and (policy.require_tls or policy.auth_requires_tls):
             # No password in plaintext: AUTH is neither offered nor taken before STARTTLS (538 5.7.11).
@@ -239,9 +247,15 @@ class MailConsoleSMTP(SMTP):
     def session_info(self) -> dict[str, Any]:
         """What the console's Current Sessions view shows."""
         return {
-            "id": self.session_id, "protocol": "SMTP", "client": self.client_ip, "user": self.signed_in_as or "",
-            "connected_at": self.connected_at, "state": self.last_command.split(" ", 1)[0] or "CONNECTED",
-            "messages": self.messages_accepted, "bytes": self.bytes_accepted, "tls": self.tls_active,
+            "id": self.session_id,
+            "protocol": "SMTP",
+            "client": self.client_ip,
+            "user": self.signed_in_as or "",
+            "connected_at": self.connected_at,
+            "state": self.last_command.split(" ", 1)[0] or "CONNECTED",
+            "messages": self.messages_accepted,
+            "bytes": self.bytes_accepted,
+            "tls": self.tls_active,
         }
 
     def note_input(self, line: bytes) -> None:
@@ -280,8 +294,12 @@ class MailConsoleSMTP(SMTP):
         discarded = len(reader._buffer)
         if discarded:
             reader._buffer.clear()
-            log.warning("SMTP %s %s: discarded %d bytes sent in plaintext after STARTTLS",
-                        self.session_id, self.client_ip, discarded)
+            log.warning(
+                "SMTP %s %s: discarded %d bytes sent in plaintext after STARTTLS",
+                self.session_id,
+                self.client_ip,
+                discarded,
+            )
 
     def connection_lost(self, error: Exception | None) -> None:
         self.control.sessions.discard(self)
@@ -353,8 +371,7 @@ class MailConsoleSMTP(SMTP):
             self.command_errors += 1
             if self.command_errors == MAX_COMMAND_ERRORS:
                 # Postfix's hard error limit: a client that keeps getting it wrong is not a mail client.
-                log.info("SMTP %s %s: %d bad commands, closing", self.session_id, self.client_ip,
-                         self.command_errors)
+                log.info("SMTP %s %s: %d bad commands, closing", self.session_id, self.client_ip, self.command_errors)
                 await self.close_with(replies.TOO_MANY_ERRORS)
 
     async def close_with(self, reply: str) -> None:
@@ -457,17 +474,22 @@ class MailConsoleSMTP(SMTP):
         # The server's own hourly limit per client, beside the mailbox and client counters that
         # every protocol shares; all reserved atomically before the password hash is computed.
         server_limit = signin_guard.Counter(
-            f"smtp-client:{self.snapshot.server_id}", canonical_client_address(self.client_ip),
-            policy.max_auth_failures_per_client_per_hour, 3600)
+            f"smtp-client:{self.snapshot.server_id}",
+            canonical_client_address(self.client_ip),
+            policy.max_auth_failures_per_client_per_hour,
+            3600,
+        )
         loop = asyncio.get_running_loop()
         signed_in, reason = None, "refused"
         async with self.counters.sign_in_slots.hold(self.client_ip):
             attempt = await loop.run_in_executor(
-                None, signin_guard.reserve_mailbox_sign_in, login, self.client_ip, server_limit)
+                None, signin_guard.reserve_mailbox_sign_in, login, self.client_ip, server_limit
+            )
             if attempt.allowed:
                 try:
-                    signed_in = await loop.run_in_executor(None, functools.partial(
-                        authenticate_mailbox, login, password, cache=self.counters.credentials))
+                    signed_in = await loop.run_in_executor(
+                        None, functools.partial(authenticate_mailbox, login, password, cache=self.counters.credentials)
+                    )
                 except LoginRefusedError as refusal:
                     reason = refusal.reason
         if not attempt.allowed:
@@ -492,8 +514,9 @@ class MailConsoleSMTP(SMTP):
         return AuthResult(success=True, auth_data=signed_in.address, message=replies.AUTH_SUCCEEDED)
 
 
-def received_header(snapshot: ServerSnapshot, session: Session, message_id: str, *, tls: bool = False,
-                    user: str | None = None) -> bytes:
+def received_header(
+    snapshot: ServerSnapshot, session: Session, message_id: str, *, tls: bool = False, user: str | None = None
+) -> bytes:
     """The trace header (RFC 5321 4.4) we prepend to every message we accept."""
     peer_ip = session.peer[0] if session.peer else "unknown"
     helo = session.host_name or "unknown"
@@ -561,8 +584,12 @@ def split_recipient(address: str, default_domain: str) -> tuple[str, str] | None
 class LocalDeliveryHandler:
     """The policy hooks of a session, and delivery before the 250."""
 
-    def __init__(self, snapshot_getter: Callable[[], ServerSnapshot], counters: WorkerCounters,
-                 relay_check: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        snapshot_getter: Callable[[], ServerSnapshot],
+        counters: WorkerCounters,
+        relay_check: Callable[[str], Any] | None = None,
+    ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
         # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
@@ -573,8 +600,9 @@ class LocalDeliveryHandler:
         log.exception("SMTP session error", exc_info=error)
         return replies.LOCAL_ERROR
 
-    async def handle_EHLO(self, server: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         if not self._snapshot().policy.allow_basic_auth:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
@@ -582,8 +610,9 @@ class LocalDeliveryHandler:
         # carries an enhanced status code (MailConsoleSMTP.push).
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
-    async def handle_MAIL(self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str,
-                          mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
         snapshot = self._snapshot()
         policy = snapshot.policy
         if policy.require_tls and not server.tls_active:
@@ -614,7 +643,11 @@ class LocalDeliveryHandler:
         return False
 
     async def handle_RCPT(
-        self, server: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, address: str,
+        self,
+        server: MailConsoleSMTP,
+        session: Session,
+        envelope: LocalEnvelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         snapshot = self._snapshot()
@@ -709,8 +742,12 @@ class LocalDeliveryHandler:
                 name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
                 undo += [lambda path=entry.maildir / "new" / name: os.unlink(path) for entry in targets]
             if envelope.drop_recipients:
-                drop_path = write_durably(snapshot.tmp_dir, snapshot.drop_dir, unique_message_name(".eml"),
-                                          drop_file_chunks(envelope, envelope.drop_recipients, received))
+                drop_path = write_durably(
+                    snapshot.tmp_dir,
+                    snapshot.drop_dir,
+                    unique_message_name(".eml"),
+                    drop_file_chunks(envelope, envelope.drop_recipients, received),
+                )
                 undo.append(lambda: os.unlink(drop_path))
             if envelope.remote_recipients:
                 enqueue_remote(snapshot, envelope, received)
@@ -725,5 +762,9 @@ class LocalDeliveryHandler:
 
 def enqueue_remote(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> None:
     """Write the message for remote recipients durably into Queue/ (the delivery engine takes it)."""
-    enqueue(snapshot.home_dir, envelope.mail_from or "", list(envelope.remote_recipients),
-            [received, envelope.original_content or b""])
+    enqueue(
+        snapshot.home_dir,
+        envelope.mail_from or "",
+        list(envelope.remote_recipients),
+        [received, envelope.original_content or b""],
+    )

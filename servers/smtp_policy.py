@@ -111,7 +111,7 @@ def is_relay_trick(address: str) -> bool:
         return "%" in address or "!" in address or '"' in address
     if domain.startswith("["):
         return True
-    return any(char in local_part for char in "%!@\":")
+    return any(char in local_part for char in '%!@":')
 
 
 def count_received_headers(message: bytes) -> int:

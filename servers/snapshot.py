@@ -16,12 +16,30 @@ from servers.smtp_policy import ClientList
 
 # VirtualServer settings the SMTP session reads, copied into the snapshot under the same names.
 POLICY_FIELDS = (
-    "max_connections", "max_connections_per_client", "idle_timeout_s", "max_session_duration_s",
-    "min_data_rate_bps", "protocol_logging", "max_messages_per_connection", "max_recipients_per_message",
-    "max_hop_count", "allow_anonymous", "allow_basic_auth", "require_tls", "auth_requires_tls", "tls_port",
-    "connection_policy", "pop_before_smtp_minutes", "require_client_ptr", "require_auth_for_local_senders",
-    "harvest_unknown_recipients_limit", "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour",
-    "max_auth_failures_per_connection", "max_auth_failures_per_client_per_hour", "worker_processes",
+    "max_connections",
+    "max_connections_per_client",
+    "idle_timeout_s",
+    "max_session_duration_s",
+    "min_data_rate_bps",
+    "protocol_logging",
+    "max_messages_per_connection",
+    "max_recipients_per_message",
+    "max_hop_count",
+    "allow_anonymous",
+    "allow_basic_auth",
+    "require_tls",
+    "auth_requires_tls",
+    "tls_port",
+    "connection_policy",
+    "pop_before_smtp_minutes",
+    "require_client_ptr",
+    "require_auth_for_local_senders",
+    "harvest_unknown_recipients_limit",
+    "max_messages_per_sender_per_hour",
+    "max_messages_per_client_per_hour",
+    "max_auth_failures_per_connection",
+    "max_auth_failures_per_client_per_hour",
+    "worker_processes",
 )
 
 
@@ -159,11 +177,15 @@ def _mail_routes(server: VirtualServer) -> dict:
     for group in GroupAddress.objects.filter(domain__server=server).select_related("domain"):
         groups[str(group)] = []
     memberships = GroupAddress.members.through.objects.filter(groupaddress__domain__server=server).values_list(
-        "groupaddress__local_part", "groupaddress__domain__name", "mailbox__local_part", "mailbox__domain__name")
+        "groupaddress__local_part", "groupaddress__domain__name", "mailbox__local_part", "mailbox__domain__name"
+    )
     for local_part, domain, member_local_part, member_domain in memberships:
         groups[f"{local_part}@{domain}"].append(f"{member_local_part}@{member_domain}")
-    return {"mailboxes": mailboxes, "catch_all": catch_all,
-            "groups": {address: tuple(members) for address, members in groups.items()}}
+    return {
+        "mailboxes": mailboxes,
+        "catch_all": catch_all,
+        "groups": {address: tuple(members) for address, members in groups.items()},
+    }
 
 
 def load_snapshot(server_id: int) -> ServerSnapshot:
@@ -186,7 +208,8 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
             server.domains.filter(type=DomainType.ALIAS, alias_of__isnull=False).values_list("name", "alias_of__name")
         ),
         relay_domains=frozenset(
-            server.domains.filter(type=DomainType.REMOTE, relay_allowed=True).values_list("name", flat=True)),
+            server.domains.filter(type=DomainType.REMOTE, relay_allowed=True).values_list("name", flat=True)
+        ),
         policy=SmtpPolicy(
             **{name: getattr(server, name) for name in POLICY_FIELDS},
             max_session_size_bytes=server.max_session_size_kb * 1024,

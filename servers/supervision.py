@@ -350,14 +350,20 @@ class NodeSupervisor:
         if beat is not None and beat.pid != unit.pid and is_descendant(beat.pid, unit.pid):
             # Only the worker writes its heartbeat; a line from one of its own session processes is no
             # sign of a hang. Wait for the worker's next beat rather than kill a healthy process.
-            log.warning("%s %s: heartbeat names pid %s, a child of worker %s; ignoring it",
-                        unit.process_kind, unit.pk, beat.pid, unit.pid)
+            log.warning(
+                "%s %s: heartbeat names pid %s, a child of worker %s; ignoring it",
+                unit.process_kind,
+                unit.pk,
+                beat.pid,
+                unit.pid,
+            )
             return
         if beat is None or beat.pid != unit.pid or beat.age_s > settings.HEARTBEAT_TTL_S:
             running_for_s = (now - unit.started_at).total_seconds() if unit.started_at else 1e9
             if self.redis_ok and running_for_s > settings.HEARTBEAT_TTL_S:
-                log.warning("%s %s: pid %s stopped sending heartbeats; killing it",
-                            unit.process_kind, unit.pk, unit.pid)
+                log.warning(
+                    "%s %s: pid %s stopped sending heartbeats; killing it", unit.process_kind, unit.pk, unit.pid
+                )
                 send_signal(unit.pid, signal.SIGKILL)
                 if self._wait_for_exit(unit, unit.pid, 2):
                     self._record_exit(unit, None, cause="stopped sending heartbeats and was killed by the supervisor")
@@ -370,13 +376,13 @@ class NodeSupervisor:
             send_signal(unit.pid, signal.SIGHUP)
             self.report.signalled.append(unit.pk)
         changes = {"state": beat.state}
-        if unit.consecutive_failures and unit.started_at and (
-            (now - unit.started_at).total_seconds() > HEALTHY_UPTIME_S
+        if (
+            unit.consecutive_failures
+            and unit.started_at
+            and ((now - unit.started_at).total_seconds() > HEALTHY_UPTIME_S)
         ):
             changes["consecutive_failures"] = 0
-        if not unit.heartbeat_at or (now - unit.heartbeat_at).total_seconds() > 30 or (
-            beat.state != unit.state
-        ):
+        if not unit.heartbeat_at or (now - unit.heartbeat_at).total_seconds() > 30 or (beat.state != unit.state):
             changes["heartbeat_at"] = now
         if beat.state in (ObservedState.RUNNING, ObservedState.PAUSED):
             changes["last_error"] = ""
@@ -395,7 +401,10 @@ class NodeSupervisor:
     def _start(self, unit: SupervisedProcess, beat: Heartbeat | None) -> None:
         now = timezone.now()
         if unit.pid is not None or unit.state in (
-            ObservedState.STARTING, ObservedState.RUNNING, ObservedState.PAUSED, ObservedState.STOPPING
+            ObservedState.STARTING,
+            ObservedState.RUNNING,
+            ObservedState.PAUSED,
+            ObservedState.STOPPING,
         ):
             self._record_exit(unit, beat)
         if unit.next_start_at and now < unit.next_start_at:
@@ -407,8 +416,9 @@ class NodeSupervisor:
         self.report.started.append(unit.pk)
         self._wait_for_report(unit, process)
 
-    def _record_exit(self, unit: SupervisedProcess, beat: Heartbeat | None, *,
-                     cause: str = "exited unexpectedly") -> None:
+    def _record_exit(
+        self, unit: SupervisedProcess, beat: Heartbeat | None, *, cause: str = "exited unexpectedly"
+    ) -> None:
         """The worker is gone though it should run: note why and schedule the restart."""
         reap_children()
         if beat is not None and beat.state == ObservedState.STOPPED and beat.pid == unit.pid:
@@ -423,7 +433,12 @@ class NodeSupervisor:
         error = beat.error if failed_on_error else f"worker process {unit.pid} {cause}: {status}"
         log.warning(
             "%s %s: %s (%s); restart in %ss; last lines of %s:\n%s",
-            unit.process_kind, unit.pk, error, status, delay, log_path(unit),
+            unit.process_kind,
+            unit.pk,
+            error,
+            status,
+            delay,
+            log_path(unit),
             "\n".join(f"  | {line}" for line in tail.splitlines()) or "  | (empty)",
         )
         self._save(

@@ -61,17 +61,46 @@ class CeleryStack:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "mailconsole", *argv], cwd=REPO_DIR,
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mailconsole", *argv],
+            cwd=REPO_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self) -> None:
         node = settings.NODE_NAME
-        self.worker = self._spawn("celery-worker", [
-            "worker", "--queues", node, "--hostname", f"{node}@%h", "--concurrency", "2",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"])
-        self.beat = self._spawn("celery-beat", [
-            "beat", "--loglevel", "INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
-            "--pidfile", ""])
+        self.worker = self._spawn(
+            "celery-worker",
+            [
+                "worker",
+                "--queues",
+                node,
+                "--hostname",
+                f"{node}@%h",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
+        self.beat = self._spawn(
+            "celery-beat",
+            [
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+                "--pidfile",
+                "",
+            ],
+        )
         wait_until(self.worker_ready, timeout_s=30, message="the Celery worker to be ready")
 
     def worker_ready(self) -> bool:

@@ -76,9 +76,12 @@ class TestDNS:
         self.silent: set[str] = set()
         self.queries: list[tuple[str, str]] = []
         self.port = free_port()
-        self.server = DNSServer(_Resolver(self), address="127.0.0.1", port=self.port,
-                                logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data",
-                                                 logf=lambda message: None))
+        self.server = DNSServer(
+            _Resolver(self),
+            address="127.0.0.1",
+            port=self.port,
+            logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda message: None),
+        )
 
     @property
     def address(self) -> str:
@@ -147,17 +150,32 @@ class _Handler:
         if behaviour.reject_data:
             return behaviour.reject_data
         auth = session.auth_data
-        self.remote.received.append(Received(
-            mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), content=envelope.original_content,
-            tls=session.ssl is not None, auth_user=auth.login.decode() if auth else None, host=self.remote.host))
+        self.remote.received.append(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                content=envelope.original_content,
+                tls=session.ssl is not None,
+                auth_user=auth.login.decode() if auth else None,
+                host=self.remote.host,
+            )
+        )
         return "250 2.0.0 Queued"
 
 
 class RemoteSMTP:
     """An SMTP server on `host:port` that keeps what it accepts in `received`."""
 
-    def __init__(self, host: str, port: int, *, behaviour: RemoteBehaviour | None = None,
-                 tls_dir: Path | None = None, users: dict[str, str] | None = None, **smtp_options) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        behaviour: RemoteBehaviour | None = None,
+        tls_dir: Path | None = None,
+        users: dict[str, str] | None = None,
+        **smtp_options,
+    ) -> None:
         self.host = host
         self.port = port
         self.behaviour = behaviour or RemoteBehaviour()
@@ -171,14 +189,18 @@ class RemoteSMTP:
             tls.ensure_self_signed_certificate(cert, key, host)
             kwargs["tls_context"] = tls.server_context(cert, key)
         if users is not None:
+
             def authenticate(server, session, envelope, mechanism, auth_data):
-                ok = (isinstance(auth_data, LoginPassword)
-                      and users.get(auth_data.login.decode()) == auth_data.password.decode())
+                ok = (
+                    isinstance(auth_data, LoginPassword)
+                    and users.get(auth_data.login.decode()) == auth_data.password.decode()
+                )
                 return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
             kwargs.update(authenticator=authenticate, auth_require_tls=False, auth_required=True)
-        self.controller = Controller(_Handler(self), hostname=host, port=port, server_hostname=f"remote-{host}",
-                                     ready_timeout=5, **kwargs)
+        self.controller = Controller(
+            _Handler(self), hostname=host, port=port, server_hostname=f"remote-{host}", ready_timeout=5, **kwargs
+        )
 
     def start(self) -> RemoteSMTP:
         self.controller.start()
@@ -244,8 +266,10 @@ def shared_port(hosts: list[str]) -> int:
 # --- fixtures and steps shared by the delivery tests ------------------------------------------------
 
 HOSTS = [f"127.0.0.{n}" for n in range(2, 10)]
-MESSAGE = (b"From: Alice <alice@lab.test>\nTo: someone\nSubject: Quarterly report\n\n"
-           b"Line one\n.a line starting with a dot\r\n..two dots\rlast line without newline")
+MESSAGE = (
+    b"From: Alice <alice@lab.test>\nTo: someone\nSubject: Quarterly report\n\n"
+    b"Line one\n.a line starting with a dot\r\n..two dots\rlast line without newline"
+)
 
 
 @pytest.fixture
@@ -328,12 +352,13 @@ def delivery_status(report: email.message.EmailMessage) -> str:
     assert report.get_param("report-type") == "delivery-status"
     parts = list(report.iter_parts())
     assert [part.get_content_type() for part in parts] == [
-        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+        "text/plain",
+        "message/delivery-status",
+        "text/rfc822-headers",
+    ]
     blocks = parts[1].get_payload()
     return "\n".join(str(block) for block in blocks)
 
 
 def original_headers_part(report) -> str:
     return list(report.iter_parts())[2].get_payload(decode=True).decode()
-
-

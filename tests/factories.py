@@ -13,9 +13,16 @@ from tests.helpers import free_port
 _counter = 0
 
 
-def make_server(*, name: str | None = None, domain: str | None = None, port: int | None = None,
-                ip_address: str = "127.0.0.1", home_dir: Path | None = None, start: bool = False,
-                **kwargs) -> VirtualServer:
+def make_server(
+    *,
+    name: str | None = None,
+    domain: str | None = None,
+    port: int | None = None,
+    ip_address: str = "127.0.0.1",
+    home_dir: Path | None = None,
+    start: bool = False,
+    **kwargs,
+) -> VirtualServer:
     """A virtual server on loopback with a fresh port and home directory (stopped unless asked)."""
     global _counter
     _counter += 1
@@ -34,8 +41,9 @@ def make_server(*, name: str | None = None, domain: str | None = None, port: int
 PASSWORD = "Labpass123"
 
 
-def make_mailbox(server: VirtualServer, local_part: str, *, domain: str | None = None,
-                 password: str = PASSWORD, **kwargs) -> Mailbox:
+def make_mailbox(
+    server: VirtualServer, local_part: str, *, domain: str | None = None, password: str = PASSWORD, **kwargs
+) -> Mailbox:
     """A mailbox in the server's default domain (or the named local domain of that server)."""
     target = server.domains.get(name=domain) if domain else server.default_domain
     return services.add_mailbox(target, local_part, password, **kwargs)

@@ -10,8 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], *, timeout_s: float = 15, interval_s: float = 0.1,
-               message: str = "condition") -> T:
+def wait_until(
+    condition: Callable[[], T], *, timeout_s: float = 15, interval_s: float = 0.1, message: str = "condition"
+) -> T:
     """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     last = None

@@ -18,8 +18,9 @@ PASSWORD = "Correct-Horse-9"
 # The role-scoped managers filter on VirtualServer.operators; until the model has that field, every
 # query for a user who is not an administrator fails, so the tests of those roles wait for it.
 ROLES_AVAILABLE = any(field.name == "operators" for field in VirtualServer._meta.get_fields())
-needs_roles = pytest.mark.skipif(not ROLES_AVAILABLE,
-                                 reason="servers.models.VirtualServer has no `operators` field yet")
+needs_roles = pytest.mark.skipif(
+    not ROLES_AVAILABLE, reason="servers.models.VirtualServer has no `operators` field yet"
+)
 
 
 @dataclass
@@ -50,8 +51,15 @@ def make_cast() -> Cast:
     if ROLES_AVAILABLE:
         server.operators.add(oscar)
     domain.administrators.add(dora)
-    return Cast(alice=alice, oscar=oscar, dora=dora, server=server, other_server=other_server, domain=domain,
-                other_domain=server.default_domain)
+    return Cast(
+        alice=alice,
+        oscar=oscar,
+        dora=dora,
+        server=server,
+        other_server=other_server,
+        domain=domain,
+        other_domain=server.default_domain,
+    )
 
 
 def clear_login_throttle() -> None:

@@ -29,8 +29,9 @@ def admin(people):
 @pytest.mark.parametrize("resource, model", [("access-rules", AccessRule), ("relay-rules", RelayRule)])
 def test_a_rule_is_added_in_canonical_form_and_removed(admin, resource, model):
     server = make_server()
-    response = admin.post(f"/api/v1/{resource}/", {"server": server.pk, "kind": "network",
-                                                   "value": " 192.168.1.7/24 "}, format="json")
+    response = admin.post(
+        f"/api/v1/{resource}/", {"server": server.pk, "kind": "network", "value": " 192.168.1.7/24 "}, format="json"
+    )
     assert response.status_code == 201, response.content
     assert response.json()["value"] == "192.168.1.0/24"
     rule_id = response.json()["id"]
@@ -42,8 +43,9 @@ def test_a_rule_is_added_in_canonical_form_and_removed(admin, resource, model):
 @pytest.mark.parametrize("resource", ["access-rules", "relay-rules"])
 def test_a_value_that_does_not_fit_its_kind_answers_400_on_value(admin, resource):
     server = make_server()
-    response = admin.post(f"/api/v1/{resource}/", {"server": server.pk, "kind": "range",
-                                                   "value": "10.0.0.9-10.0.0.1"}, format="json")
+    response = admin.post(
+        f"/api/v1/{resource}/", {"server": server.pk, "kind": "range", "value": "10.0.0.9-10.0.0.1"}, format="json"
+    )
     assert response.status_code == 400 and list(response.json()) == ["value"]
 
 
@@ -53,7 +55,9 @@ def test_rules_filter_by_server_and_kind(admin):
     services.add_access_rule(first, "domain", "Example.ORG.")
     services.add_access_rule(second, "address", "10.0.0.2")
     assert [r["value"] for r in results(admin.get(f"/api/v1/access-rules/?server={first.pk}"))] == [
-        "10.0.0.1", "example.org"]
+        "10.0.0.1",
+        "example.org",
+    ]
     assert [r["value"] for r in results(admin.get("/api/v1/access-rules/?kind=address"))] == ["10.0.0.1", "10.0.0.2"]
     assert results(admin.get("/api/v1/relay-rules/")) == []
 
@@ -68,10 +72,18 @@ def test_operator_manages_the_rules_of_their_server_only(people):
     set_server_operators(mine, [people.bob])
     foreign = services.add_access_rule(theirs, "address", "10.0.0.1")
     bob = client_for(people.bob)
-    assert bob.post("/api/v1/access-rules/", {"server": mine.pk, "kind": "address", "value": "10.0.0.5"},
-                    format="json").status_code == 201
-    assert bob.post("/api/v1/access-rules/", {"server": theirs.pk, "kind": "address", "value": "10.0.0.5"},
-                    format="json").status_code == 400
+    assert (
+        bob.post(
+            "/api/v1/access-rules/", {"server": mine.pk, "kind": "address", "value": "10.0.0.5"}, format="json"
+        ).status_code
+        == 201
+    )
+    assert (
+        bob.post(
+            "/api/v1/access-rules/", {"server": theirs.pk, "kind": "address", "value": "10.0.0.5"}, format="json"
+        ).status_code
+        == 400
+    )
     assert [r["server"] for r in results(bob.get("/api/v1/access-rules/"))] == [mine.pk]
     assert bob.get(f"/api/v1/access-rules/{foreign.pk}/").status_code == 404
     assert bob.delete(f"/api/v1/access-rules/{foreign.pk}/").status_code == 404
@@ -84,5 +96,9 @@ def test_domain_administrator_has_no_access_lists(people):
     carol = client_for(people.carol)
     assert results(carol.get("/api/v1/relay-rules/")) == []
     assert carol.get(f"/api/v1/relay-rules/{rule.pk}/").status_code == 404
-    assert carol.post("/api/v1/relay-rules/", {"server": server.pk, "kind": "address", "value": "10.0.0.2"},
-                      format="json").status_code == 403
+    assert (
+        carol.post(
+            "/api/v1/relay-rules/", {"server": server.pk, "kind": "address", "value": "10.0.0.2"}, format="json"
+        ).status_code
+        == 403
+    )

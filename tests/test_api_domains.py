@@ -28,20 +28,29 @@ def admin(people):
 def test_adding_local_alias_and_remote_domains(admin):
     server = make_server(domain="study003.local")
     local = server.default_domain
-    alias = admin.post("/api/v1/domains/", {"server": server.pk, "name": "Alias.Local", "type": "alias",
-                                            "alias_of": local.pk}, format="json")
+    alias = admin.post(
+        "/api/v1/domains/",
+        {"server": server.pk, "name": "Alias.Local", "type": "alias", "alias_of": local.pk},
+        format="json",
+    )
     assert alias.status_code == 201, alias.content
     assert (alias.json()["name"], alias.json()["alias_of_name"]) == ("alias.local", "study003.local")
-    remote = admin.post("/api/v1/domains/", {"server": server.pk, "name": "partner.org", "type": "remote",
-                                             "relay_allowed": True}, format="json")
+    remote = admin.post(
+        "/api/v1/domains/",
+        {"server": server.pk, "name": "partner.org", "type": "remote", "relay_allowed": True},
+        format="json",
+    )
     assert remote.status_code == 201 and remote.json()["relay_allowed"] is True
     assert AuditEntry.objects.filter(action="add_domain", actor="alice").count() == 2
 
 
 def test_a_domain_error_names_the_field_at_fault(admin):
     server = make_server()
-    response = admin.post("/api/v1/domains/", {"server": server.pk, "name": "x.test", "type": "local",
-                                               "relay_allowed": True}, format="json")
+    response = admin.post(
+        "/api/v1/domains/",
+        {"server": server.pk, "name": "x.test", "type": "local", "relay_allowed": True},
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json() == {"relay_allowed": ["Only a remote domain can allow relaying to it."]}
 
@@ -82,8 +91,11 @@ def test_lock_and_unlock_a_domain(admin):
 def test_changing_the_type_goes_through_the_service_and_keeps_the_name(admin):
     server = make_server()
     domain = services.add_domain(server, "partner.org", type="remote")
-    response = admin.patch(f"/api/v1/domains/{domain.pk}/", {"relay_allowed": True, "name": "renamed.org",
-                                                             "is_default": True}, format="json")
+    response = admin.patch(
+        f"/api/v1/domains/{domain.pk}/",
+        {"relay_allowed": True, "name": "renamed.org", "is_default": True},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     assert response.json()["relay_allowed"] is True
     assert (response.json()["name"], response.json()["is_default"]) == ("partner.org", False)
@@ -119,7 +131,6 @@ def test_domain_administrators_are_set_by_user_name_and_audited(admin, people):
     assert response.status_code == 200 and response.json()["administrators"] == ["carol"]
     assert list(domain.administrators.all()) == [people.carol]
     assert AuditEntry.objects.filter(action="set_domain_administrators", actor="alice").exists()
-
 
 
 def test_a_domain_typed_in_unicode_or_as_its_a_label_is_one_domain(admin):

@@ -32,8 +32,17 @@ def domain(db):
 
 
 def test_creating_a_mailbox_makes_its_maildir_and_never_shows_the_password(admin, domain):
-    response = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "Ann", "password": GOOD_PASSWORD,
-                                                 "display_name": "Ann Lee", "quota_bytes": 1000000}, format="json")
+    response = admin.post(
+        "/api/v1/mailboxes/",
+        {
+            "domain": domain.pk,
+            "local_part": "Ann",
+            "password": GOOD_PASSWORD,
+            "display_name": "Ann Lee",
+            "quota_bytes": 1000000,
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     data = response.json()
     assert data["address"] == "ann@study003.local" and "password" not in data
@@ -45,15 +54,17 @@ def test_creating_a_mailbox_makes_its_maildir_and_never_shows_the_password(admin
 
 
 def test_a_weak_password_answers_400_on_the_password_field(admin, domain):
-    response = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "ann", "password": "short"},
-                          format="json")
+    response = admin.post(
+        "/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "ann", "password": "short"}, format="json"
+    )
     assert response.status_code == 400 and list(response.json()) == ["password"]
 
 
 def test_a_mailbox_in_a_remote_domain_is_refused(admin, domain):
     remote = services.add_domain(domain.server, "far.example", type="remote")
-    response = admin.post("/api/v1/mailboxes/", {"domain": remote.pk, "local_part": "ann",
-                                                 "password": GOOD_PASSWORD}, format="json")
+    response = admin.post(
+        "/api/v1/mailboxes/", {"domain": remote.pk, "local_part": "ann", "password": GOOD_PASSWORD}, format="json"
+    )
     assert response.status_code == 400 and "domain" in response.json()
 
 
@@ -76,9 +87,18 @@ def test_list_filters_by_domain_and_searches(admin, domain):
 
 def test_update_changes_display_name_quota_and_catch_all_but_not_the_address(admin, domain):
     mailbox = services.add_mailbox(domain, "ann", GOOD_PASSWORD)
-    response = admin.patch(f"/api/v1/mailboxes/{mailbox.pk}/", {
-        "display_name": "Ann", "quota_messages": 10, "is_catch_all": True, "local_part": "eve",
-        "is_locked": True, "last_logon_from": "1.2.3.4"}, format="json")
+    response = admin.patch(
+        f"/api/v1/mailboxes/{mailbox.pk}/",
+        {
+            "display_name": "Ann",
+            "quota_messages": 10,
+            "is_catch_all": True,
+            "local_part": "eve",
+            "is_locked": True,
+            "last_logon_from": "1.2.3.4",
+        },
+        format="json",
+    )
     assert response.status_code == 200, response.content
     data = response.json()
     assert (data["display_name"], data["quota_messages"], data["is_catch_all"]) == ("Ann", 10, True)
@@ -90,10 +110,13 @@ def test_lock_unlock_and_password_actions(admin, domain):
     assert admin.post(f"/api/v1/mailboxes/{mailbox.pk}/lock/").json()["is_locked"] is True
     assert admin.post(f"/api/v1/mailboxes/{mailbox.pk}/lock/").json()["is_locked"] is True
     assert admin.post(f"/api/v1/mailboxes/{mailbox.pk}/unlock/").json()["is_locked"] is False
-    assert admin.post(f"/api/v1/mailboxes/{mailbox.pk}/password/", {"password": "weak"},
-                      format="json").status_code == 400
-    assert admin.post(f"/api/v1/mailboxes/{mailbox.pk}/password/", {"password": "NewSecret456"},
-                      format="json").status_code == 200
+    assert (
+        admin.post(f"/api/v1/mailboxes/{mailbox.pk}/password/", {"password": "weak"}, format="json").status_code == 400
+    )
+    assert (
+        admin.post(f"/api/v1/mailboxes/{mailbox.pk}/password/", {"password": "NewSecret456"}, format="json").status_code
+        == 200
+    )
     mailbox.refresh_from_db()
     assert check_password("NewSecret456", mailbox.password)
 
@@ -119,6 +142,7 @@ def test_delete_refuses_a_remove_mail_value_it_does_not_understand(admin, domain
 
 # -- group addresses --------------------------------------------------------------------------------
 
+
 def test_every_local_domain_has_a_postmaster_group_that_cannot_be_removed(admin, domain):
     groups = results(admin.get(f"/api/v1/groups/?domain={domain.pk}"))
     assert [g["address"] for g in groups] == ["postmaster@study003.local"]
@@ -129,8 +153,9 @@ def test_every_local_domain_has_a_postmaster_group_that_cannot_be_removed(admin,
 def test_group_is_created_with_members_which_can_then_be_replaced(admin, domain):
     ann = services.add_mailbox(domain, "ann", GOOD_PASSWORD)
     bob = services.add_mailbox(domain, "bob", GOOD_PASSWORD)
-    response = admin.post("/api/v1/groups/", {"domain": domain.pk, "local_part": "info", "members": [ann.pk]},
-                          format="json")
+    response = admin.post(
+        "/api/v1/groups/", {"domain": domain.pk, "local_part": "info", "members": [ann.pk]}, format="json"
+    )
     assert response.status_code == 201, response.content
     group = response.json()
     assert group["member_addresses"] == ["ann@study003.local"]
@@ -147,12 +172,14 @@ def test_a_group_cannot_take_an_address_a_mailbox_has(admin, domain):
 
 def test_a_group_cannot_have_members_on_another_server(admin, domain):
     stranger = services.add_mailbox(make_server().default_domain, "x", GOOD_PASSWORD)
-    response = admin.post("/api/v1/groups/", {"domain": domain.pk, "local_part": "info", "members": [stranger.pk]},
-                          format="json")
+    response = admin.post(
+        "/api/v1/groups/", {"domain": domain.pk, "local_part": "info", "members": [stranger.pk]}, format="json"
+    )
     assert response.status_code == 400 and "members" in response.json()
 
 
 # -- logons -----------------------------------------------------------------------------------------
+
 
 def test_logons_list_sign_ins_and_filter_by_mailbox(admin, domain):
     ann = services.add_mailbox(domain, "ann", GOOD_PASSWORD)
@@ -173,16 +200,19 @@ def test_mailboxes_and_groups_filter_by_server(admin, domain):
     other = make_server().default_domain
     services.add_mailbox(other, "carl", GOOD_PASSWORD)
     assert [m["address"] for m in results(admin.get(f"/api/v1/mailboxes/?server={domain.server_id}"))] == [
-        "ann@study003.local"]
+        "ann@study003.local"
+    ]
     assert [g["address"] for g in results(admin.get(f"/api/v1/groups/?server={other.server_id}"))] == [
-        f"postmaster@{other.name}"]
-
+        f"postmaster@{other.name}"
+    ]
 
 
 def test_a_password_in_cyrillic_meets_the_rule_through_the_api_as_in_the_console(admin, domain):
-    response = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "olga", "password": "Пароль2024"},
-                          format="json")
+    response = admin.post(
+        "/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "olga", "password": "Пароль2024"}, format="json"
+    )
     assert response.status_code == 201, response.content
-    weak = admin.post("/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "ivan", "password": "пароль2024"},
-                      format="json")
+    weak = admin.post(
+        "/api/v1/mailboxes/", {"domain": domain.pk, "local_part": "ivan", "password": "пароль2024"}, format="json"
+    )
     assert weak.status_code == 400 and "upper-case" in weak.json()["password"][0]

@@ -28,8 +28,9 @@ def admin(people):
 
 
 def queue_message(server, *recipients: str) -> QueuedMessage:
-    return engine.submit(server, "ann@example.test", list(recipients or ["bob@remote.example"]),
-                         b"Subject: hello\r\n\r\nhi\r\n")
+    return engine.submit(
+        server, "ann@example.test", list(recipients or ["bob@remote.example"]), b"Subject: hello\r\n\r\nhi\r\n"
+    )
 
 
 def test_the_queue_lists_sender_recipients_and_size(admin):

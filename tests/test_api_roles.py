@@ -46,10 +46,16 @@ def lab(people) -> Lab:
     one = make_server(domain="one.test")
     two = make_server(domain="two-a.test")
     d2b = services.add_domain(two, "two-b.test")
-    lab = Lab(one=one, two=two, d1=one.default_domain, d2a=two.default_domain, d2b=d2b,
-              m1=services.add_mailbox(one.default_domain, "m1", GOOD_PASSWORD),
-              m2a=services.add_mailbox(two.default_domain, "m2a", GOOD_PASSWORD),
-              m2b=services.add_mailbox(d2b, "m2b", GOOD_PASSWORD))
+    lab = Lab(
+        one=one,
+        two=two,
+        d1=one.default_domain,
+        d2a=two.default_domain,
+        d2b=d2b,
+        m1=services.add_mailbox(one.default_domain, "m1", GOOD_PASSWORD),
+        m2a=services.add_mailbox(two.default_domain, "m2a", GOOD_PASSWORD),
+        m2b=services.add_mailbox(d2b, "m2b", GOOD_PASSWORD),
+    )
     set_server_operators(one, [people.bob])
     set_domain_administrators(lab.d2a, [people.carol])
     return lab
@@ -71,8 +77,24 @@ def ids(response) -> list[int]:
 
 # -- anonymous ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["nodes/", "servers/", "domains/", "mailboxes/", "groups/", "logons/", "audit/",
-                                  "stats/", "servers/1/", "mailboxes/1/", "access-rules/", "relay-rules/"])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "nodes/",
+        "servers/",
+        "domains/",
+        "mailboxes/",
+        "groups/",
+        "logons/",
+        "audit/",
+        "stats/",
+        "servers/1/",
+        "mailboxes/1/",
+        "access-rules/",
+        "relay-rules/",
+    ],
+)
 def test_anonymous_gets_401_everywhere(lab, path):
     assert APIClient().get(f"/api/v1/{path}").status_code == 401
 
@@ -85,6 +107,7 @@ def test_anonymous_cannot_act(lab):
 
 
 # -- server operator ----------------------------------------------------------------------------------
+
 
 def test_operator_sees_only_the_servers_they_operate(lab, bob):
     assert ids(bob.get("/api/v1/servers/")) == [lab.one.pk]
@@ -103,8 +126,9 @@ def test_operator_changes_settings_and_starts_and_stops_their_server(lab, bob):
 
 
 def test_operator_cannot_create_or_delete_servers_or_change_operators(lab, bob, people):
-    assert bob.post("/api/v1/servers/", {"name": "mine", "default_domain": "mine.test"},
-                    format="json").status_code == 403
+    assert (
+        bob.post("/api/v1/servers/", {"name": "mine", "default_domain": "mine.test"}, format="json").status_code == 403
+    )
     assert bob.delete(f"/api/v1/servers/{lab.one.pk}/").status_code == 403
     response = bob.patch(f"/api/v1/servers/{lab.one.pk}/", {"operators": ["bob", "dave"]}, format="json")
     assert response.status_code == 400
@@ -135,10 +159,18 @@ def test_operator_manages_mailboxes_and_groups_of_their_server_only(lab, bob):
     assert bob.get(f"/api/v1/mailboxes/{lab.m2a.pk}/").status_code == 404
     assert bob.post(f"/api/v1/mailboxes/{lab.m2a.pk}/lock/").status_code == 404
     assert bob.delete(f"/api/v1/mailboxes/{lab.m2a.pk}/").status_code == 404
-    assert bob.post("/api/v1/mailboxes/", {"domain": lab.d1.pk, "local_part": "new", "password": GOOD_PASSWORD},
-                    format="json").status_code == 201
-    assert bob.post("/api/v1/mailboxes/", {"domain": lab.d2a.pk, "local_part": "new", "password": GOOD_PASSWORD},
-                    format="json").status_code == 400
+    assert (
+        bob.post(
+            "/api/v1/mailboxes/", {"domain": lab.d1.pk, "local_part": "new", "password": GOOD_PASSWORD}, format="json"
+        ).status_code
+        == 201
+    )
+    assert (
+        bob.post(
+            "/api/v1/mailboxes/", {"domain": lab.d2a.pk, "local_part": "new", "password": GOOD_PASSWORD}, format="json"
+        ).status_code
+        == 400
+    )
     assert {g["domain"] for g in results(bob.get("/api/v1/groups/"))} == {lab.d1.pk}
     assert Mailbox.objects.filter(pk=lab.m2a.pk, is_locked=False).exists()
 
@@ -152,14 +184,14 @@ def test_operator_stats_and_audit_are_scoped(lab, bob):
 
 # -- domain administrator -----------------------------------------------------------------------------
 
+
 def test_domain_administrator_reads_their_domain_but_cannot_change_it(lab, carol):
     assert results(carol.get("/api/v1/servers/")) == []
     assert carol.post(f"/api/v1/servers/{lab.two.pk}/stop/").status_code == 404
     assert ids(carol.get("/api/v1/domains/")) == [lab.d2a.pk]
     assert carol.get(f"/api/v1/domains/{lab.d2a.pk}/").status_code == 200
     assert carol.get(f"/api/v1/domains/{lab.d2b.pk}/").status_code == 404
-    assert carol.patch(f"/api/v1/domains/{lab.d2a.pk}/", {"administrators": ["dave"]},
-                       format="json").status_code == 403
+    assert carol.patch(f"/api/v1/domains/{lab.d2a.pk}/", {"administrators": ["dave"]}, format="json").status_code == 403
     assert carol.post(f"/api/v1/domains/{lab.d2a.pk}/lock/").status_code == 403
     assert carol.delete(f"/api/v1/domains/{lab.d2a.pk}/").status_code == 403
     assert carol.post("/api/v1/domains/", {"server": lab.two.pk, "name": "x.test"}, format="json").status_code == 403
@@ -169,24 +201,33 @@ def test_domain_administrator_reads_their_domain_but_cannot_change_it(lab, carol
 def test_domain_administrator_manages_the_mailboxes_of_their_domain_only(lab, carol):
     assert ids(carol.get("/api/v1/mailboxes/")) == [lab.m2a.pk]
     assert carol.post(f"/api/v1/mailboxes/{lab.m2a.pk}/lock/").status_code == 200
-    assert carol.post(f"/api/v1/mailboxes/{lab.m2a.pk}/password/", {"password": "Another123"},
-                      format="json").status_code == 200
+    assert (
+        carol.post(f"/api/v1/mailboxes/{lab.m2a.pk}/password/", {"password": "Another123"}, format="json").status_code
+        == 200
+    )
     assert carol.get(f"/api/v1/mailboxes/{lab.m2b.pk}/").status_code == 404
     assert carol.delete(f"/api/v1/mailboxes/{lab.m2b.pk}/").status_code == 404
-    assert carol.post("/api/v1/mailboxes/", {"domain": lab.d2b.pk, "local_part": "x", "password": GOOD_PASSWORD},
-                      format="json").status_code == 400
-    created = carol.post("/api/v1/mailboxes/", {"domain": lab.d2a.pk, "local_part": "x", "password": GOOD_PASSWORD},
-                         format="json")
+    assert (
+        carol.post(
+            "/api/v1/mailboxes/", {"domain": lab.d2b.pk, "local_part": "x", "password": GOOD_PASSWORD}, format="json"
+        ).status_code
+        == 400
+    )
+    created = carol.post(
+        "/api/v1/mailboxes/", {"domain": lab.d2a.pk, "local_part": "x", "password": GOOD_PASSWORD}, format="json"
+    )
     assert created.status_code == 201
     assert carol.delete(f"/api/v1/mailboxes/{created.json()['id']}/").status_code == 204
 
 
 def test_domain_administrator_groups_take_members_from_their_domain_only(lab, carol):
-    ok = carol.post("/api/v1/groups/", {"domain": lab.d2a.pk, "local_part": "team", "members": [lab.m2a.pk]},
-                    format="json")
+    ok = carol.post(
+        "/api/v1/groups/", {"domain": lab.d2a.pk, "local_part": "team", "members": [lab.m2a.pk]}, format="json"
+    )
     assert ok.status_code == 201
-    refused = carol.post("/api/v1/groups/", {"domain": lab.d2a.pk, "local_part": "team2", "members": [lab.m2b.pk]},
-                         format="json")
+    refused = carol.post(
+        "/api/v1/groups/", {"domain": lab.d2a.pk, "local_part": "team2", "members": [lab.m2b.pk]}, format="json"
+    )
     assert refused.status_code == 400 and "members" in refused.json()
     assert {g["domain"] for g in results(carol.get("/api/v1/groups/"))} == {lab.d2a.pk}
 

@@ -17,14 +17,28 @@ def test_schema_is_openapi_3_and_lists_every_resource(anonymous):
     schema = response.json()
     assert schema["openapi"].startswith("3.")
     paths = set(schema["paths"])
-    for path in ["/api/v1/nodes/{id}/stop/", "/api/v1/servers/", "/api/v1/servers/{id}/pause/",
-                 "/api/v1/domains/{id}/set-default/", "/api/v1/mailboxes/{id}/password/", "/api/v1/groups/",
-                 "/api/v1/logons/", "/api/v1/audit/", "/api/v1/stats/", "/api/v1/access-rules/{id}/",
-                 "/api/v1/relay-rules/", "/api/v1/queue/{id}/freeze/", "/api/v1/servers/{id}/sessions/"]:
+    for path in [
+        "/api/v1/nodes/{id}/stop/",
+        "/api/v1/servers/",
+        "/api/v1/servers/{id}/pause/",
+        "/api/v1/domains/{id}/set-default/",
+        "/api/v1/mailboxes/{id}/password/",
+        "/api/v1/groups/",
+        "/api/v1/logons/",
+        "/api/v1/audit/",
+        "/api/v1/stats/",
+        "/api/v1/access-rules/{id}/",
+        "/api/v1/relay-rules/",
+        "/api/v1/queue/{id}/freeze/",
+        "/api/v1/servers/{id}/sessions/",
+    ]:
         assert path in paths
     assert schema["components"]["securitySchemes"]["tokenAuth"] == {
-        "type": "apiKey", "in": "header", "name": "Authorization",
-        "description": "Token-based authentication with required prefix \"Token\""}
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": 'Token-based authentication with required prefix "Token"',
+    }
 
 
 def test_read_only_fields_are_not_in_request_bodies(anonymous):

@@ -27,8 +27,14 @@ def admin(people):
 
 
 def new_server_body(**overrides) -> dict:
-    body = {"name": "Lab server", "default_domain": "study003.local", "ip_address": "127.0.0.1",
-            "port": free_port(), "home_dir": str(settings.VAR_DIR / "homes" / f"lab-{free_port()}"), "start": False}
+    body = {
+        "name": "Lab server",
+        "default_domain": "study003.local",
+        "ip_address": "127.0.0.1",
+        "port": free_port(),
+        "home_dir": str(settings.VAR_DIR / "homes" / f"lab-{free_port()}"),
+        "start": False,
+    }
     body.update(overrides)
     return body
 
@@ -87,9 +93,18 @@ def test_list_filters_by_node_and_refuses_a_non_numeric_filter(admin):
 
 def test_update_changes_settings_and_ignores_observed_state(admin):
     server = make_server()
-    response = admin.patch(f"/api/v1/servers/{server.pk}/",
-                           {"port": 2600, "max_message_size_kb": 10, "state": "running", "pid": 1,
-                            "restart_count": 99, "desired_state": "running"}, format="json")
+    response = admin.patch(
+        f"/api/v1/servers/{server.pk}/",
+        {
+            "port": 2600,
+            "max_message_size_kb": 10,
+            "state": "running",
+            "pid": 1,
+            "restart_count": 99,
+            "desired_state": "running",
+        },
+        format="json",
+    )
     assert response.status_code == 200, response.content
     server.refresh_from_db()
     assert (server.port, server.max_message_size_kb) == (2600, 10)
@@ -108,8 +123,13 @@ def test_home_dir_can_be_set_on_create_but_never_changed(admin):
 
 def test_start_pause_stop_record_the_desired_state_and_are_idempotent(admin):
     server = make_server()
-    for verb, state in [("start", "running"), ("start", "running"), ("pause", "paused"), ("stop", "stopped"),
-                        ("stop", "stopped")]:
+    for verb, state in [
+        ("start", "running"),
+        ("start", "running"),
+        ("pause", "paused"),
+        ("stop", "stopped"),
+        ("stop", "stopped"),
+    ]:
         response = admin.post(f"/api/v1/servers/{server.pk}/{verb}/")
         assert response.status_code == 200, response.content
         assert response.json()["desired_state"] == state
@@ -148,6 +168,7 @@ def test_operators_cannot_be_set_to_unknown_users(admin):
 
 # -- nodes ------------------------------------------------------------------------------------------
 
+
 def test_administrator_lists_nodes_with_their_service_state(admin):
     server = make_server()
     data = results(admin.get("/api/v1/nodes/"))
@@ -170,8 +191,11 @@ def test_nodes_cannot_be_created_or_deleted_through_the_api(admin):
 
 
 def test_unknown_api_paths_answer_404_in_json_even_for_a_post_without_trailing_slash(admin):
-    for response in (admin.get("/api/v1/nothing-here/"), admin.post("/api/v1/servers", {}, format="json"),
-                     admin.get("/api/v1/servers/abc/")):
+    for response in (
+        admin.get("/api/v1/nothing-here/"),
+        admin.post("/api/v1/servers", {}, format="json"),
+        admin.get("/api/v1/servers/abc/"),
+    ):
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
 
@@ -179,7 +203,8 @@ def test_unknown_api_paths_answer_404_in_json_even_for_a_post_without_trailing_s
 def test_a_home_dir_that_cannot_be_created_answers_400_and_saves_nothing(admin, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    response = admin.post("/api/v1/servers/", new_server_body(name="Blocked", home_dir=str(blocker / "home")),
-                          format="json")
+    response = admin.post(
+        "/api/v1/servers/", new_server_body(name="Blocked", home_dir=str(blocker / "home")), format="json"
+    )
     assert response.status_code == 400 and "home_dir" in response.json()
     assert not VirtualServer.objects.filter(name="Blocked").exists()

@@ -33,8 +33,18 @@ def server(people):
 
 def publish(server, **session) -> None:
     """What the server's worker writes every heartbeat."""
-    info = {"id": "a1b2c3d4e5f6", "protocol": "SMTP", "client": "192.0.2.9", "user": "", "connected_at": time.time(),
-            "state": "DATA", "messages": 2, "bytes": 2048, "tls": False, **session}
+    info = {
+        "id": "a1b2c3d4e5f6",
+        "protocol": "SMTP",
+        "client": "192.0.2.9",
+        "user": "",
+        "connected_at": time.time(),
+        "state": "DATA",
+        "messages": 2,
+        "bytes": 2048,
+        "tls": False,
+        **session,
+    }
     redis_client().hset(sessions_key("smtp", server.pk), info["id"], json.dumps(info))
 
 
@@ -44,7 +54,11 @@ def test_sessions_lists_what_the_worker_reports(people, server):
     assert response.status_code == 200
     [session] = response.json()
     assert (session["id"], session["client"], session["state"], session["messages"]) == (
-        "a1b2c3d4e5f6", "192.0.2.9", "DATA", 2)
+        "a1b2c3d4e5f6",
+        "192.0.2.9",
+        "DATA",
+        2,
+    )
     assert session["connected_at"].endswith("Z") or "+00:00" in session["connected_at"]
 
 

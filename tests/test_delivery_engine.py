@@ -38,12 +38,19 @@ pytest_plugins = ["tests.delivery_helpers"]
 
 # --- the Queue folder ---------------------------------------------------------------------------
 
+
 def test_enqueue_writes_the_envelope_and_the_message_and_the_row_is_rebuilt_from_the_file(server):
-    message_id = queue.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test", "carol@far.test"],
-                               [b"Received: by us\r\n", b"Subject: hi\r\n\r\nbody\r\n"])
+    message_id = queue.enqueue(
+        server.home_dir,
+        "alice@lab.test",
+        ["bob@far.test", "carol@far.test"],
+        [b"Received: by us\r\n", b"Subject: hi\r\n\r\nbody\r\n"],
+    )
     path = server.home_path / "Queue" / f"{message_id}.eml"
-    assert path.read_bytes() == (b"x-sender: alice@lab.test\r\nx-receiver: bob@far.test\r\n"
-                                 b"x-receiver: carol@far.test\r\nReceived: by us\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert path.read_bytes() == (
+        b"x-sender: alice@lab.test\r\nx-receiver: bob@far.test\r\n"
+        b"x-receiver: carol@far.test\r\nReceived: by us\r\nSubject: hi\r\n\r\nbody\r\n"
+    )
     assert not list((server.home_path / ".tmp").glob(f"{message_id}*"))
 
     engine.reconcile_queue(server)
@@ -51,7 +58,9 @@ def test_enqueue_writes_the_envelope_and_the_message_and_the_row_is_rebuilt_from
     assert row.mail_from == "alice@lab.test"
     assert row.size_octets == len(b"Received: by us\r\nSubject: hi\r\n\r\nbody\r\n")
     assert sorted(row.recipients.values_list("address", "state")) == [
-        ("bob@far.test", "pending"), ("carol@far.test", "pending")]
+        ("bob@far.test", "pending"),
+        ("carol@far.test", "pending"),
+    ]
 
     row.delete()  # the database lost it: the folder is the truth
     engine.reconcile_queue(server)
@@ -69,6 +78,7 @@ def test_a_row_whose_file_is_gone_is_dropped_and_a_file_without_envelope_goes_to
 
 
 # --- routing --------------------------------------------------------------------------------------
+
 
 def test_it_tries_mx_hosts_in_preference_order_and_sends_crlf_dot_stuffed_data(server, dns, remotes):
     dns.add_mx("far.test", (20, "mx2.far.test"), (10, "mx1.far.test"))
@@ -142,18 +152,25 @@ def test_an_mx_that_points_back_to_this_server_is_a_loop(server, dns):
 
 # --- per-recipient results and retries ----------------------------------------------------------
 
+
 def test_one_transaction_per_host_carries_all_recipients_with_per_recipient_results(server, dns, remotes):
     for domain in ("a.test", "b.test"):
         dns.add_mx(domain, (10, "mx.shared.test"))
     dns.add_a("mx.shared.test", "127.0.0.5")
-    remote = remotes("127.0.0.5", behaviour=RemoteBehaviour(
-        rcpt_replies={"gone": "550 5.1.1 No such user", "later": "451 4.2.1 Mailbox busy"}))
+    remote = remotes(
+        "127.0.0.5",
+        behaviour=RemoteBehaviour(rcpt_replies={"gone": "550 5.1.1 No such user", "later": "451 4.2.1 Mailbox busy"}),
+    )
     row = send(server, ["ok1@a.test", "ok2@b.test", "gone@a.test", "later@a.test"])
     run_queue(server, rounds=2)  # the message, then the DSN it made
     [first] = remote.received
     assert sorted(first.rcpt_tos) == ["ok1@a.test", "ok2@b.test"]
     assert dict(row.recipients.values_list("address", "state")) == {
-        "ok1@a.test": "delivered", "ok2@b.test": "delivered", "gone@a.test": "failed", "later@a.test": "pending"}
+        "ok1@a.test": "delivered",
+        "ok2@b.test": "delivered",
+        "gone@a.test": "failed",
+        "later@a.test": "pending",
+    }
     status = delivery_status(mailbox_messages(server, "alice")[0])
     assert "gone@a.test" in status and "later@a.test" not in status
     assert "Diagnostic-Code: smtp; 550 5.1.1 No such user" in status
@@ -229,13 +246,19 @@ def test_a_message_past_the_max_hop_count_bounces_as_a_loop(server):
 
 # --- smart hosts ----------------------------------------------------------------------------------
 
+
 def test_a_smart_host_gets_everything_with_auth_over_starttls(server, dns, remotes, port):
     dns.add_a("relay.test", "127.0.0.7")
     dns.add_mx("far.test", (10, "mx.far.test"))
     relay = remotes("127.0.0.7", users={"relay-user": "relay-pass"})
-    queue_services.update_delivery_settings(server, smart_host="relay.test", smart_host_port=port,
-                                            smart_host_username="relay-user", smart_host_password="relay-pass",
-                                            actor="admin")
+    queue_services.update_delivery_settings(
+        server,
+        smart_host="relay.test",
+        smart_host_port=port,
+        smart_host_username="relay-user",
+        smart_host_password="relay-pass",
+        actor="admin",
+    )
     send(server, ["bob@far.test", "carol@unknown-anywhere.test"])
     run_queue(server)
     [received] = relay.received
@@ -245,8 +268,13 @@ def test_a_smart_host_gets_everything_with_auth_over_starttls(server, dns, remot
 
 def test_a_wrong_smart_host_password_keeps_the_mail_queued(server, dns, remotes, port):
     remotes("127.0.0.7", users={"relay-user": "relay-pass"})
-    configure(server, smart_host="[127.0.0.7]", smart_host_port=port, smart_host_username="relay-user",
-              smart_host_password=stored_secrets.conceal("wrong"))
+    configure(
+        server,
+        smart_host="[127.0.0.7]",
+        smart_host_port=port,
+        smart_host_username="relay-user",
+        smart_host_password=stored_secrets.conceal("wrong"),
+    )
     row = send(server, ["bob@far.test"])
     run_queue(server)
     recipient = row.recipients.get()
@@ -277,6 +305,7 @@ def test_direct_delivery_is_tried_before_the_smart_host_when_asked(server, dns, 
 
 # --- local recipients, and a stopped server ------------------------------------------------------
 
+
 def test_local_recipients_of_a_queued_message_go_to_their_maildir(server):
     row = send(server, ["alice@lab.test", "nobody@lab.test"], mail_from="")
     run_queue(server)
@@ -302,6 +331,7 @@ def test_a_stopped_server_keeps_its_queue_and_resumes_where_it_left_off(server, 
 
 # --- claims ------------------------------------------------------------------------------------------
 
+
 def test_a_claim_of_a_dead_process_is_void_and_a_live_one_holds(server):
     row = send(server, ["bob@far.test"])
     QueuedMessage.objects.filter(pk=row.pk).update(claimed_by=engine.claimant(), claimed_at=timezone.now())
@@ -317,10 +347,13 @@ def test_audit_entries_are_written_for_queue_actions(server):
     queue_services.freeze(row, actor="alice")
     queue_services.unfreeze(row, actor="alice")
     assert list(AuditEntry.objects.filter(object_type="queuedmessage").values_list("action", flat=True)) == [
-        "unfreeze_queued_message", "freeze_queued_message"]
+        "unfreeze_queued_message",
+        "freeze_queued_message",
+    ]
 
 
 # --- the Delivery tab -------------------------------------------------------------------------------
+
 
 def test_the_delivery_tab_starts_with_the_iis_defaults(server):
     config = DeliverySettings.for_server(make_server())
@@ -330,15 +363,21 @@ def test_the_delivery_tab_starts_with_the_iis_defaults(server):
 
 
 def test_delivery_settings_are_checked_and_audited_without_the_password(server):
-    for field, value in [("first_retry_interval_s", 0), ("outbound_port", 70000), ("smart_host", "not a host"),
-                         ("dns_server", "dns.example"), ("ndr_copy_address", "nobody")]:
+    for field, value in [
+        ("first_retry_interval_s", 0),
+        ("outbound_port", 70000),
+        ("smart_host", "not a host"),
+        ("dns_server", "dns.example"),
+        ("ndr_copy_address", "nobody"),
+    ]:
         with pytest.raises(DomainError) as error:
             queue_services.update_delivery_settings(server, actor="admin", **{field: value})
         assert error.value.field == field
     with pytest.raises(DomainError, match="smart host"):
         queue_services.update_delivery_settings(server, smart_host_username="u", actor="admin")
-    queue_services.update_delivery_settings(server, smart_host="[10.0.0.5]", smart_host_username="u",
-                                            smart_host_password="secret", actor="admin")
+    queue_services.update_delivery_settings(
+        server, smart_host="[10.0.0.5]", smart_host_username="u", smart_host_password="secret", actor="admin"
+    )
     entry = AuditEntry.objects.get(action="update_delivery_settings")
     assert entry.actor == "admin" and entry.after["smart_host_password"] == "********"
     assert "secret" not in str(entry.before) + str(entry.after)
@@ -363,8 +402,11 @@ def test_the_scan_hands_out_due_messages_oldest_first_and_never_floods_the_node_
     first = engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3)
     assert first == [row.pk for row in rows[:3]]
     assert engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3) == []
-    engine.release(QueuedMessage.objects.get(pk=first[0]), dispatched_at=None,  # one attempt finished
-                   next_attempt_at=timezone.now() + timedelta(hours=1))
+    engine.release(
+        QueuedMessage.objects.get(pk=first[0]),
+        dispatched_at=None,  # one attempt finished
+        next_attempt_at=timezone.now() + timedelta(hours=1),
+    )
     assert engine.due_messages([server.pk], redispatch_after_s=60, max_in_flight=3) == [rows[3].pk]
 
 

@@ -40,11 +40,16 @@ def drop_in_pickup(server, name: str, data: bytes) -> None:
 
 # --- Pickup ------------------------------------------------------------------------------------------
 
+
 def test_a_pickup_file_with_an_envelope_is_sent_to_local_and_remote_recipients_and_removed(server, dns, remotes):
     dns.add_a("far.test", "127.0.0.4")
     remote = remotes("127.0.0.4")
-    drop_in_pickup(server, "note.eml", b"x-sender: alice@lab.test\r\nx-receiver: bob@far.test\r\n"
-                                       b"x-receiver: alice@lab.test\r\nSubject: from pickup\r\n\r\nhello\r\n")
+    drop_in_pickup(
+        server,
+        "note.eml",
+        b"x-sender: alice@lab.test\r\nx-receiver: bob@far.test\r\n"
+        b"x-receiver: alice@lab.test\r\nSubject: from pickup\r\n\r\nhello\r\n",
+    )
     assert pickup.scan_pickup(server) == 1
     assert not (server.home_path / "Pickup" / "note.eml").exists()
     run_until_empty(server)
@@ -58,8 +63,12 @@ def test_a_pickup_file_with_an_envelope_is_sent_to_local_and_remote_recipients_a
 def test_a_pickup_file_without_envelope_uses_its_headers_and_loses_its_bcc(server, dns, remotes):
     dns.add_a("far.test", "127.0.0.4")
     remote = remotes("127.0.0.4")
-    drop_in_pickup(server, "plain.eml", b"From: Alice <alice@lab.test>\nTo: bob@far.test\nCc: alice@lab.test\n"
-                                        b"Bcc: hidden@far.test\nSubject: plain\n\nhello\n")
+    drop_in_pickup(
+        server,
+        "plain.eml",
+        b"From: Alice <alice@lab.test>\nTo: bob@far.test\nCc: alice@lab.test\n"
+        b"Bcc: hidden@far.test\nSubject: plain\n\nhello\n",
+    )
     pickup.scan_pickup(server)
     run_until_empty(server)
     [received] = remote.received
@@ -85,6 +94,7 @@ def test_a_file_still_being_written_is_left_alone(server):
 
 # --- queue actions -------------------------------------------------------------------------------
 
+
 def test_the_queue_view_shows_sender_recipients_size_attempts_last_reply_and_next_retry(server, dns, remotes):
     dns.add_a("far.test", "127.0.0.4")
     remotes("127.0.0.4", behaviour=RemoteBehaviour(rcpt_replies={"bob": "451 4.2.1 Mailbox busy"}))
@@ -92,8 +102,10 @@ def test_the_queue_view_shows_sender_recipients_size_attempts_last_reply_and_nex
     run_queue(server)
     [entry] = queue_services.list_queue(server)
     assert entry.sender == "alice@lab.test" and entry.size_octets == row.size_octets and entry.attempts == 1
-    assert {(r.address, r.state) for r in entry.recipients} == {("bob@far.test", "pending"),
-                                                               ("carol@far.test", "delivered")}
+    assert {(r.address, r.state) for r in entry.recipients} == {
+        ("bob@far.test", "pending"),
+        ("carol@far.test", "delivered"),
+    }
     assert "451 4.2.1 Mailbox busy" in entry.last_reply
     assert entry.next_retry_at > entry.queued_at and not entry.frozen and not entry.in_delivery
 
@@ -115,7 +127,10 @@ def test_a_frozen_message_is_not_attempted_until_unfrozen_and_retry_now_makes_it
     run_until_empty(server)
     assert remote.recipients() == ["bob@far.test"]
     assert list(AuditEntry.objects.filter(object_type="queuedmessage").values_list("action", "actor"))[:3] == [
-        ("retry_queued_message", "admin"), ("unfreeze_queued_message", "admin"), ("freeze_queued_message", "admin")]
+        ("retry_queued_message", "admin"),
+        ("unfreeze_queued_message", "admin"),
+        ("freeze_queued_message", "admin"),
+    ]
 
 
 def test_deleting_silently_removes_the_file_and_tells_nobody(server):
@@ -145,6 +160,7 @@ def test_an_action_on_a_message_being_delivered_is_refused(server):
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
+
 
 def test_wire_data_makes_crlf_lines_and_doubles_leading_dots():
     assert client.wire_data(b"a\nb\r\n.c\r.\n..d") == b"a\r\nb\r\n..c\r\n..\r\n...d\r\n.\r\n"
@@ -196,6 +212,7 @@ def test_outbound_connections_never_exceed_the_servers_limit(tmp_path):
 
 # --- the smtpqueue command ----------------------------------------------------------------------------
 
+
 def smtpqueue(*args) -> str:
     out = StringIO()
     call_command("smtpqueue", *args, stdout=out)
@@ -212,8 +229,13 @@ def test_the_smtpqueue_command_lists_acts_on_the_queue_and_changes_the_delivery_
     assert "frozen" in smtpqueue("list", str(server.pk))
     smtpqueue("delete", str(server.pk), row.name, "--ndr")
     assert not QueuedMessage.objects.filter(pk=row.pk).exists()
-    shown = smtpqueue("delivery", str(server.pk), "smart_host=relay.test", "smart_host_password=s3cret",
-                      "attempt_direct_before_smart_host=yes")
+    shown = smtpqueue(
+        "delivery",
+        str(server.pk),
+        "smart_host=relay.test",
+        "smart_host_password=s3cret",
+        "attempt_direct_before_smart_host=yes",
+    )
     assert "smart_host=relay.test" in shown and "smart_host_password=********" in shown
     assert "attempt_direct_before_smart_host=True" in shown
     with pytest.raises(CommandError, match="Enter a number"):
@@ -230,5 +252,6 @@ def test_mail_is_sent_from_the_servers_address_only_where_that_address_can_reach
 
 def test_pickup_recipients_are_taken_once_each_and_keep_the_case_of_their_local_part():
     _, recipients, _ = pickup.read_pickup_file(
-        b"From: a@lab.test\r\nTo: Bob@Far.test, carol@x.test\r\nCc: bob@far.test\r\n\r\nhi\r\n")
+        b"From: a@lab.test\r\nTo: Bob@Far.test, carol@x.test\r\nCc: bob@far.test\r\n\r\nhi\r\n"
+    )
     assert recipients == ["Bob@Far.test", "carol@x.test"]

@@ -19,7 +19,8 @@ def running_server(dns, port):
     """A running server on this test session's node, which the real Celery worker serves."""
     vs = make_server(domain="lab.test", start=True)
     DeliverySettings.objects.filter(pk=DeliverySettings.for_server(vs).pk).update(
-        dns_server=dns.address, outbound_port=port, first_retry_interval_s=1, outbound_timeout_s=30)
+        dns_server=dns.address, outbound_port=port, first_retry_interval_s=1, outbound_timeout_s=30
+    )
     return vs
 
 
@@ -29,9 +30,13 @@ def test_the_worker_delivers_queued_and_picked_up_mail_within_seconds(supervised
     remote = remotes("127.0.0.4")
     queue.enqueue(vs.home_dir, "alice@lab.test", ["bob@far.test"], [MESSAGE])
     (vs.home_path / "Pickup" / "note.eml").write_bytes(
-        b"x-sender: alice@lab.test\r\nx-receiver: carol@far.test\r\nSubject: picked up\r\n\r\nhi\r\n")
-    wait_until(lambda: sorted(remote.recipients()) == ["bob@far.test", "carol@far.test"], timeout_s=30,
-               message="both messages at the remote server")
+        b"x-sender: alice@lab.test\r\nx-receiver: carol@far.test\r\nSubject: picked up\r\n\r\nhi\r\n"
+    )
+    wait_until(
+        lambda: sorted(remote.recipients()) == ["bob@far.test", "carol@far.test"],
+        timeout_s=30,
+        message="both messages at the remote server",
+    )
     wait_until(lambda: not QueuedMessage.objects.filter(server=vs).exists(), message="an empty queue")
     assert queue.list_queue(vs.home_path) == [] and not (vs.home_path / "Pickup" / "note.eml").exists()
 
@@ -49,8 +54,7 @@ def test_killing_the_worker_in_the_middle_of_a_delivery_loses_nothing(supervised
     assert (vs.home_path / "Queue" / f"{message_id}.eml").exists()
 
     celery_stack.restart()
-    wait_until(lambda: remote.recipients() == ["bob@far.test"], timeout_s=40,
-               message="delivery after the restart")
+    wait_until(lambda: remote.recipients() == ["bob@far.test"], timeout_s=40, message="delivery after the restart")
     wait_until(lambda: not QueuedMessage.objects.filter(server=vs).exists(), message="an empty queue")
     assert not (vs.home_path / "Queue" / f"{message_id}.eml").exists()
     assert remote.received[0].content.endswith(b"last line without newline\r\n")

@@ -66,7 +66,7 @@ def stored_token(path: Path) -> str:
     token = message["X-Token"]
     assert token, f"{path} has no X-Token header"
     # A Drop/ file starts with x-sender/x-receiver lines; our headers and body follow the Received: one.
-    body = raw[raw.index(b"\r\n\r\n", raw.index(b"X-Token:")) + 4:]
+    body = raw[raw.index(b"\r\n\r\n", raw.index(b"X-Token:")) + 4 :]
     assert hashlib.sha256(body).hexdigest() == message["X-Body-SHA256"], f"{path} is incomplete or damaged"
     return token
 
@@ -167,8 +167,13 @@ def test_every_acknowledged_message_survives_repeated_sigkill_of_the_worker(supe
     postmaster = f"postmaster@{domain}"  # a group without members: its mail goes to Drop/
     services.start_server(server)
     pid = wait_until(lambda: live_worker_pid(server, None), timeout_s=60, message="the SMTP worker to start")
-    recipient_sets = [[alice.address], [bob.address], [alice.address, bob.address],
-                      [postmaster], [alice.address, postmaster]]
+    recipient_sets = [
+        [alice.address],
+        [bob.address],
+        [alice.address, bob.address],
+        [postmaster],
+        [alice.address, postmaster],
+    ]
     client = LoadClient(server.port, recipient_sets)
     client.start()
     rng = random.Random()
@@ -181,8 +186,11 @@ def test_every_acknowledged_message_survives_repeated_sigkill_of_the_worker(supe
             allow_immediate_restart(server)
             os.kill(pid, signal.SIGKILL)
             killed_pids.append(pid)
-            pid = wait_until(lambda old=pid: live_worker_pid(server, old), timeout_s=60,
-                             message="the supervisor to restart the killed SMTP worker")
+            pid = wait_until(
+                lambda old=pid: live_worker_pid(server, old),
+                timeout_s=60,
+                message="the supervisor to restart the killed SMTP worker",
+            )
     finally:
         client.stop()
 
@@ -199,22 +207,32 @@ def test_every_acknowledged_message_survives_repeated_sigkill_of_the_worker(supe
     assert_every_acknowledged_message_is_stored_whole(client, server, alice, bob, postmaster)
 
 
-def assert_every_acknowledged_message_is_stored_whole(client: LoadClient, server: VirtualServer, alice, bob,
-                                                      postmaster: str) -> None:
-    stores = {alice.address: Path(alice.maildir) / "new", bob.address: Path(bob.maildir) / "new",
-              postmaster: server.home_path / "Drop"}
+def assert_every_acknowledged_message_is_stored_whole(
+    client: LoadClient, server: VirtualServer, alice, bob, postmaster: str
+) -> None:
+    stores = {
+        alice.address: Path(alice.maildir) / "new",
+        bob.address: Path(bob.maildir) / "new",
+        postmaster: server.home_path / "Drop",
+    }
     for maildir in (alice.maildir, bob.maildir):
         assert not files_in(Path(maildir) / "cur")
     found: dict[str, Counter[str]] = {}
     for address, directory in stores.items():
         # stored_token fails on any partial or damaged file: none may be visible in new/ or Drop/.
         found[address] = Counter(stored_token(path) for path in files_in(directory))
-    missing = [(token, address) for token, recipients in client.acknowledged.items()
-               for address in recipients if found[address][token] == 0]
+    missing = [
+        (token, address)
+        for token, recipients in client.acknowledged.items()
+        for address in recipients
+        if found[address][token] == 0
+    ]
     assert not missing, f"{len(missing)} acknowledged deliveries are missing, e.g. {missing[:5]}"
     duplicated = sum(count - 1 for counter in found.values() for count in counter.values() if count > 1)
-    print(f"{len(client.acknowledged)} acknowledged messages, "
-          f"{duplicated} duplicated copies, {sum(sum(c.values()) for c in found.values())} files")
+    print(
+        f"{len(client.acknowledged)} acknowledged messages, "
+        f"{duplicated} duplicated copies, {sum(sum(c.values()) for c in found.values())} files"
+    )
 
 
 SESSION_PROCESS_KILLS = 6
@@ -231,8 +249,9 @@ def test_every_acknowledged_message_survives_sigkill_of_session_processes_and_of
     postmaster = f"postmaster@{server.default_domain.name}"
     services.start_server(server)
     wait_until(lambda: live_worker_pid(server, None), timeout_s=60, message="the SMTP worker to start")
-    client = LoadClient(server.port, [[alice.address], [bob.address], [alice.address, bob.address, postmaster]],
-                        spread_addresses=True)
+    client = LoadClient(
+        server.port, [[alice.address], [bob.address], [alice.address, bob.address, postmaster]], spread_addresses=True
+    )
     client.start()
     rng = random.Random()
     try:
@@ -244,15 +263,22 @@ def test_every_acknowledged_message_survives_sigkill_of_session_processes_and_of
             if kill % 3 == 2 or not children:
                 allow_immediate_restart(server)
                 os.kill(worker_pid, signal.SIGKILL)
-                wait_until(lambda old=worker_pid: live_worker_pid(server, old), timeout_s=60,
-                           message="the supervisor to restart the killed SMTP worker")
+                wait_until(
+                    lambda old=worker_pid: live_worker_pid(server, old),
+                    timeout_s=60,
+                    message="the supervisor to restart the killed SMTP worker",
+                )
             else:
                 victim = rng.choice(children)
                 victim.kill()
                 parent = psutil.Process(worker_pid)
-                wait_until(lambda gone=victim.pid, parent=parent: (
-                    gone not in [p.pid for p in parent.children()] and len(parent.children()) == 2),
-                    timeout_s=30, message="the worker to replace its session process")
+                wait_until(
+                    lambda gone=victim.pid, parent=parent: (
+                        gone not in [p.pid for p in parent.children()] and len(parent.children()) == 2
+                    ),
+                    timeout_s=30,
+                    message="the worker to replace its session process",
+                )
     finally:
         client.stop()
 

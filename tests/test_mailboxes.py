@@ -11,12 +11,15 @@ from tests.factories import PASSWORD, make_mailbox, make_server
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize(("password", "rule"), [
-    ("Sh0rt", "at least 8 characters"),
-    ("alllowercase1", "upper-case letter"),
-    ("ALLUPPERCASE1", "lower-case letter"),
-    ("NoDigitsHere", "digit"),
-])
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("Sh0rt", "at least 8 characters"),
+        ("alllowercase1", "upper-case letter"),
+        ("ALLUPPERCASE1", "lower-case letter"),
+        ("NoDigitsHere", "digit"),
+    ],
+)
 def test_the_password_policy_says_which_rule_failed(password, rule):
     server = make_server()
 
@@ -176,7 +179,8 @@ def test_the_smtp_snapshot_routes_each_kind_of_address():
 
     services.set_catch_all(bob)
     assert sorted(m.address for m in load_snapshot(server.pk).destination("nobody", "lab.test").mailboxes) == [
-        "bob@lab.test"]
+        "bob@lab.test"
+    ]
 
 
 def test_a_verified_credential_cache_never_outlives_a_password_change_or_a_lock():

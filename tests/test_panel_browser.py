@@ -22,9 +22,16 @@ from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast, make_
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = REPO_DIR / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -79,8 +86,9 @@ def sign_in(page, username: str, password: str = PASSWORD) -> None:
 
 
 def expect_state(page, server_pk: int, state: str) -> None:
-    page.wait_for_selector(f'#server-state-{server_pk} [data-testid="server-state"][data-state="{state}"]',
-                           timeout=STATE_TIMEOUT_MS)
+    page.wait_for_selector(
+        f'#server-state-{server_pk} [data-testid="server-state"][data-state="{state}"]', timeout=STATE_TIMEOUT_MS
+    )
 
 
 def test_administrator_signs_in_and_out(page, transactional_db):
@@ -154,9 +162,15 @@ def test_wizard_creates_a_server_that_starts_pauses_and_stops_from_the_toolbar(p
 
 def test_operator_adds_a_domain_and_a_mailbox(page, transactional_db):
     make_user("alice", superuser=True)
-    server = services.create_virtual_server(name="Domains lab", default_domain="lab.example.test",
-                                            ip_address="127.0.0.1", port=free_port(), start=False,
-                                            home_dir=settings.VAR_DIR / "homes" / "domains-lab", actor="test")
+    server = services.create_virtual_server(
+        name="Domains lab",
+        default_domain="lab.example.test",
+        ip_address="127.0.0.1",
+        port=free_port(),
+        start=False,
+        home_dir=settings.VAR_DIR / "homes" / "domains-lab",
+        actor="test",
+    )
     sign_in(page, "alice")
     page.wait_for_url("**/console/")
     page.goto(f"/console/servers/{server.pk}/domains/")
@@ -199,14 +213,19 @@ def test_domain_administrator_cannot_open_another_domain(page, transactional_db)
 
 def test_csv_import_dry_run_shows_row_errors(page, transactional_db, tmp_path):
     make_user("alice", superuser=True)
-    server = services.create_virtual_server(name="Import lab", default_domain="import.example.test",
-                                            ip_address="127.0.0.1", port=free_port(), start=False,
-                                            home_dir=settings.VAR_DIR / "homes" / "import-lab", actor="test")
+    server = services.create_virtual_server(
+        name="Import lab",
+        default_domain="import.example.test",
+        ip_address="127.0.0.1",
+        port=free_port(),
+        start=False,
+        home_dir=settings.VAR_DIR / "homes" / "import-lab",
+        actor="test",
+    )
     csv_file = tmp_path / "boxes.csv"
-    csv_file.write_text("local_part,password,display_name,quota_kb\n"
-                        "ann,Good-Pass-1,Ann,100\n"
-                        "bad name,Good-Pass-1,,\n"
-                        "weak,short,,\n")
+    csv_file.write_text(
+        "local_part,password,display_name,quota_kb\nann,Good-Pass-1,Ann,100\nbad name,Good-Pass-1,,\nweak,short,,\n"
+    )
     sign_in(page, "alice")
     page.wait_for_url("**/console/")
     page.goto(f"/console/domains/{server.default_domain.pk}/import/")

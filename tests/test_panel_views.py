@@ -34,6 +34,7 @@ def post_login(client: Client, username: str, password: str, **extra):
 
 # -- sign in / sign out -------------------------------------------------------------------------------
 
+
 def test_root_redirects_to_the_console(client):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/console/"
@@ -46,15 +47,18 @@ def test_console_sends_a_stranger_to_the_sign_in_page(client):
 
 
 def test_right_password_signs_in_and_goes_to_next(client, cast):
-    response = client.post(reverse("console:login") + "?next=/console/servers/",
-                           {"username": "alice", "password": PASSWORD, "next": "/console/servers/"})
+    response = client.post(
+        reverse("console:login") + "?next=/console/servers/",
+        {"username": "alice", "password": PASSWORD, "next": "/console/servers/"},
+    )
     assert response.status_code == 302 and response["Location"] == "/console/servers/"
     assert client.get("/console/").status_code == 200
 
 
 def test_sign_in_refuses_to_redirect_off_site(client, cast):
-    response = client.post(reverse("console:login"),
-                           {"username": "alice", "password": PASSWORD, "next": "https://evil.example/"})
+    response = client.post(
+        reverse("console:login"), {"username": "alice", "password": PASSWORD, "next": "https://evil.example/"}
+    )
     assert response["Location"] == "/console/"
 
 
@@ -104,14 +108,17 @@ def test_forms_are_refused_without_a_csrf_token(cast):
 
 # -- scoping by role ----------------------------------------------------------------------------------
 
+
 @needs_roles
 def test_operator_sees_only_the_servers_they_operate(cast):
     client = client_for(cast.oscar)
     listing = client.get(reverse("console:servers")).content.decode()
     assert "Lab server" in listing and "Other server" not in listing
     assert client.get(reverse("console:server", args=[cast.other_server.pk])).status_code == 404
-    assert client.post(reverse("console:server-state", args=[cast.other_server.pk]),
-                       {"action": "start"}).status_code == 404
+    assert (
+        client.post(reverse("console:server-state", args=[cast.other_server.pk]), {"action": "start"}).status_code
+        == 404
+    )
 
 
 @needs_roles
@@ -158,6 +165,7 @@ def test_security_tab_shows_operators_only_to_an_administrator(cast):
 
 
 # -- servers ------------------------------------------------------------------------------------------
+
 
 def tab_data(server: VirtualServer, tab: str, **changes) -> dict:
     """A property-sheet tab's form as the browser would post it: today's values, with `changes`."""
@@ -256,8 +264,9 @@ def test_every_setting_the_domain_layer_accepts_is_on_some_tab(cast):
 
     client = client_for(cast.alice)
     url = reverse("console:server", args=[cast.server.pk])
-    pages = "".join(client.get(f"{url}?tab={tab}").content.decode()
-                    for tab in ("general", "access", "messages", "delivery"))
+    pages = "".join(
+        client.get(f"{url}?tab={tab}").content.decode() for tab in ("general", "access", "messages", "delivery")
+    )
     for name in EDITABLE_FIELDS:
         assert f'name="{name}"' in pages
 
@@ -286,8 +295,9 @@ def test_queue_lists_waiting_mail_and_freezes_and_deletes_it(cast):
     from servers.delivery import queue
     from servers.delivery.models import QueuedMessage
 
-    queue.enqueue(cast.server.home_dir, "ann@lab.example.test", ["bob@remote.example"],
-                  [b"Subject: hi\r\n\r\nhello\r\n"])
+    queue.enqueue(
+        cast.server.home_dir, "ann@lab.example.test", ["bob@remote.example"], [b"Subject: hi\r\n\r\nhello\r\n"]
+    )
     client = client_for(cast.alice)
     url = reverse("console:server-queue", args=[cast.server.pk])
     html = client.get(url).content.decode()
@@ -296,8 +306,12 @@ def test_queue_lists_waiting_mail_and_freezes_and_deletes_it(cast):
     client.post(url, {"message": message.pk, "action": "freeze"})
     assert QueuedMessage.objects.get(pk=message.pk).frozen
     assert "Frozen" in client.get(url, HTTP_HX_REQUEST="true").content.decode()
-    assert client.post(reverse("console:server-queue", args=[cast.other_server.pk]),
-                       {"message": message.pk, "action": "delete"}).status_code == 404
+    assert (
+        client.post(
+            reverse("console:server-queue", args=[cast.other_server.pk]), {"message": message.pk, "action": "delete"}
+        ).status_code
+        == 404
+    )
     client.post(url, {"message": message.pk, "action": "delete"})
     assert not QueuedMessage.objects.filter(pk=message.pk).exists()
 
@@ -311,14 +325,26 @@ def test_delivery_tab_saves_settings_and_never_shows_the_smart_host_password(cas
     assert 'name="delivery-smart_host"' in page
     data = {"form": "delivery"}
     settings_obj = delivery_settings(cast.server)
-    for name, value in (("first_retry_interval_s", 60), ("second_retry_interval_s", 600),
-                        ("third_retry_interval_s", 600), ("subsequent_retry_interval_s", 900),
-                        ("expiration_timeout_s", 172800), ("outbound_timeout_s", 600),
-                        ("delay_notification_s", 43200), ("smart_host_port", 25), ("outbound_port", 25),
-                        ("max_outbound_connections", 1000)):
+    for name, value in (
+        ("first_retry_interval_s", 60),
+        ("second_retry_interval_s", 600),
+        ("third_retry_interval_s", 600),
+        ("subsequent_retry_interval_s", 900),
+        ("expiration_timeout_s", 172800),
+        ("outbound_timeout_s", 600),
+        ("delay_notification_s", 43200),
+        ("smart_host_port", 25),
+        ("outbound_port", 25),
+        ("max_outbound_connections", 1000),
+    ):
         data[f"delivery-{name}"] = str(value) if hasattr(settings_obj, name) else ""
-    data.update({"delivery-smart_host": "relay.example.test", "delivery-smart_host_username": "u",
-                 "delivery-smart_host_password": "s3cret-Pass"})
+    data.update(
+        {
+            "delivery-smart_host": "relay.example.test",
+            "delivery-smart_host_username": "u",
+            "delivery-smart_host_password": "s3cret-Pass",
+        }
+    )
     response = client.post(url, data, follow=True)
     html = response.content.decode()
     assert "First retry interval (seconds): 600 \u2192 60" in html and "Smart host password: changed" in html
@@ -333,6 +359,7 @@ def test_delivery_tab_saves_settings_and_never_shows_the_smart_host_password(cas
 
 # -- domains ------------------------------------------------------------------------------------------
 
+
 def test_alias_and_remote_domains_are_added_and_listed_with_their_types(cast):
     client = client_for(cast.alice)
     url = reverse("console:server-domains", args=[cast.server.pk])
@@ -345,8 +372,9 @@ def test_alias_and_remote_domains_are_added_and_listed_with_their_types(cast):
 
 def test_domain_refusal_is_shown_next_to_the_field(cast):
     client = client_for(cast.alice)
-    response = client.post(reverse("console:server-domains", args=[cast.server.pk]),
-                           {"name": "alias2.example.test", "type": "alias"})
+    response = client.post(
+        reverse("console:server-domains", args=[cast.server.pk]), {"name": "alias2.example.test", "type": "alias"}
+    )
     assert b'data-field="alias_of"' in response.content and b"field-error" in response.content
 
 
@@ -365,6 +393,7 @@ def test_set_default_lock_and_remove_a_domain(cast):
 
 
 # -- mailboxes and groups -----------------------------------------------------------------------------
+
 
 def test_adding_a_mailbox_with_a_weak_password_is_refused_with_the_rule(cast):
     client = client_for(cast.alice)
@@ -420,6 +449,7 @@ def test_group_address_gets_members(cast):
 
 # -- bulk ---------------------------------------------------------------------------------------------
 
+
 def upload(text: str, name: str = "boxes.csv"):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -428,16 +458,19 @@ def upload(text: str, name: str = "boxes.csv"):
 
 def test_import_dry_run_shows_row_errors_and_creates_nothing(cast):
     services.add_mailbox(cast.domain, "taken", PASSWORD, actor="test")
-    csv_text = ("local_part,password,display_name,quota_kb\n"
-                "good,Good-Pass-1,Good,10\n"
-                "bad name,Good-Pass-1,,\n"
-                "weak,weak,,\n"
-                "taken,Good-Pass-1,,\n"
-                "good,Good-Pass-1,,\n"
-                "q,Good-Pass-1,,lots\n")
+    csv_text = (
+        "local_part,password,display_name,quota_kb\n"
+        "good,Good-Pass-1,Good,10\n"
+        "bad name,Good-Pass-1,,\n"
+        "weak,weak,,\n"
+        "taken,Good-Pass-1,,\n"
+        "good,Good-Pass-1,,\n"
+        "q,Good-Pass-1,,lots\n"
+    )
     client = client_for(cast.alice)
-    response = client.post(reverse("console:domain-import", args=[cast.domain.pk]),
-                           {"csv_file": upload(csv_text), "dry_run": "on"})
+    response = client.post(
+        reverse("console:domain-import", args=[cast.domain.pk]), {"csv_file": upload(csv_text), "dry_run": "on"}
+    )
     html = response.content.decode()
     assert "6 rows, 5 with errors" in html
     assert "not a valid mailbox name" in html and "at least 8 characters" in html
@@ -468,6 +501,7 @@ def test_export_lists_the_domains_mailboxes_as_csv(cast):
 
 
 # -- logs and overview --------------------------------------------------------------------------------
+
 
 def test_audit_log_filters_by_user_object_and_time(cast):
     client = client_for(cast.alice)
@@ -505,8 +539,11 @@ def test_dashboard_and_services_render_with_vendor_assets_from_the_wheels(cast):
 
 def test_live_state_poll_after_the_session_ended_sends_the_browser_to_sign_in(cast):
     client = Client()
-    response = client.get(reverse("console:server-state", args=[cast.server.pk]), HTTP_HX_REQUEST="true",
-                          HTTP_HX_CURRENT_URL="http://testserver/console/servers/")
+    response = client.get(
+        reverse("console:server-state", args=[cast.server.pk]),
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/console/servers/",
+    )
     assert response.status_code == 200
     assert response["HX-Redirect"] == "/console/login/?next=%2Fconsole%2Fservers%2F"
 
@@ -568,9 +605,23 @@ def test_current_sessions_lists_what_the_worker_reports_and_terminates_one(cast)
 
     redis = redis_client()
     key = sessions_key("smtp", cast.server.pk)
-    redis.hset(key, "s1", json.dumps({"id": "s1", "protocol": "SMTP", "client": "198.51.100.9", "user": "",
-                                      "connected_at": time.time() - 5, "state": "RCPT", "messages": 1,
-                                      "bytes": 321, "tls": False}))
+    redis.hset(
+        key,
+        "s1",
+        json.dumps(
+            {
+                "id": "s1",
+                "protocol": "SMTP",
+                "client": "198.51.100.9",
+                "user": "",
+                "connected_at": time.time() - 5,
+                "state": "RCPT",
+                "messages": 1,
+                "bytes": 321,
+                "tls": False,
+            }
+        ),
+    )
     try:
         client = client_for(cast.alice)
         url = reverse("console:server-sessions", args=[cast.server.pk])
@@ -593,8 +644,9 @@ def test_access_tab_adds_and_removes_connection_and_relay_entries(cast):
     assert rule.value == "192.0.2.0/24"
     page = client.get(reverse("console:server", args=[cast.server.pk]) + "?tab=access").content.decode()
     assert "192.0.2.0/24" in page
-    response = client.post(url, {"list": "access", "action": "add", "kind": "address", "value": "not-an-ip"},
-                           follow=True)
+    response = client.post(
+        url, {"list": "access", "action": "add", "kind": "address", "value": "not-an-ip"}, follow=True
+    )
     assert response.status_code == 200 and not cast.server.access_rules.exists()
     assert "alert-danger" in response.content.decode()
     client.post(url, {"list": "relay", "action": "remove", "rule": rule.pk})

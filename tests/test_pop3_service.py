@@ -26,6 +26,7 @@ def wait_for_state(unit, state: str, timeout_s: float = 20):
     def reached():
         unit.refresh_from_db()
         return unit.state == state
+
     wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
     return unit
 
@@ -232,10 +233,15 @@ def test_curl_lists_and_retrieves_over_pop3(lab):
     send(server.port, "x@outside.test", ["bob@study003.local"], "Fetched by curl")
     url = f"pop3://127.0.0.1:{pop3.port}/"
 
-    listing = subprocess.run(["curl", "-s", "--user", f"bob@study003.local:{PASSWORD}", url],
-                             capture_output=True, text=True, timeout=30)
-    message = subprocess.run(["curl", "-s", "--user", f"bob@study003.local:{PASSWORD}", url + "1"],
-                             capture_output=True, text=True, timeout=30)
+    listing = subprocess.run(
+        ["curl", "-s", "--user", f"bob@study003.local:{PASSWORD}", url], capture_output=True, text=True, timeout=30
+    )
+    message = subprocess.run(
+        ["curl", "-s", "--user", f"bob@study003.local:{PASSWORD}", url + "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.startswith("1 ")
@@ -248,15 +254,19 @@ def test_fetchmail_downloads_and_deletes_the_mail(lab, tmp_path):
     delivered = tmp_path / "delivered.mbox"
     rc = tmp_path / "fetchmailrc"
     rc.write_text(
-        f'poll 127.0.0.1 service {pop3.port} protocol pop3 no uidl auth password\n'
+        f"poll 127.0.0.1 service {pop3.port} protocol pop3 no uidl auth password\n"
         f'  user "bob@study003.local" password "{PASSWORD}" sslproto "" no sslcertck\n'
         f'  mda "cat >> {delivered}"\n'
     )
     rc.chmod(0o600)
 
-    result = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "-v"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "HOME": str(tmp_path)})
+    result = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Subject: Fetched by fetchmail" in delivered.read_text()
@@ -275,8 +285,11 @@ def test_the_pop3_service_pauses_stops_and_recovers_from_a_kill(lab):
     services.set_pop3_state(pop3, "running")
     wait_for_state(pop3, ObservedState.RUNNING)
     os.kill(pop3.pid, signal.SIGKILL)
-    wait_until(lambda: (wait_for_state(pop3, ObservedState.RUNNING).restart_count == 1), timeout_s=15,
-               message="the POP3 worker to come back")
+    wait_until(
+        lambda: wait_for_state(pop3, ObservedState.RUNNING).restart_count == 1,
+        timeout_s=15,
+        message="the POP3 worker to come back",
+    )
     pop3_login(pop3, "bob@study003.local").quit()
 
     services.set_pop3_state(pop3, "stopped")

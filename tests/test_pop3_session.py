@@ -673,8 +673,18 @@ def test_sign_in_and_quit_may_block_but_listing_commands_do_not(session):
     assert session.may_block(b"PASS secret\r\n") is True
     assert session.may_block(b"AUTH PLAIN\r\n") is True
     log_in(session)
-    for command in (b"STAT\r\n", b"LIST\r\n", b"UIDL 1\r\n", b"DELE 1\r\n", b"RSET\r\n", b"NOOP\r\n",
-                    b"RETR 1\r\n", b"TOP 1 0\r\n", b"RETR 99\r\n", b"RETR x\r\n"):
+    for command in (
+        b"STAT\r\n",
+        b"LIST\r\n",
+        b"UIDL 1\r\n",
+        b"DELE 1\r\n",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"RETR 1\r\n",
+        b"TOP 1 0\r\n",
+        b"RETR 99\r\n",
+        b"RETR x\r\n",
+    ):
         assert session.may_block(command) is False, command
     assert session.may_block(b"QUIT\r\n") is True
 
@@ -695,11 +705,25 @@ def test_a_command_that_would_end_the_session_for_errors_may_block(directory):
     assert session.may_block(b"STAT\r\n") is True
 
 
-@pytest.mark.parametrize("content", [
-    b"", b".", b"\r\n", b"abc", b"abc\r", b"abc\r\n", b".hidden\r\n.\r\n..\r\nend", b"a\r\n.\r\nb\r\n",
-    b"mixed\nendings\r\n.dot\n", b"\r\r\n\r", b"\n", b"..\r\n", os.urandom(2000),
-    bytes(b % 3 and 46 or 10 for b in os.urandom(500)).replace(b"\n", b"\r\n"),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b".",
+        b"\r\n",
+        b"abc",
+        b"abc\r",
+        b"abc\r\n",
+        b".hidden\r\n.\r\n..\r\nend",
+        b"a\r\n.\r\nb\r\n",
+        b"mixed\nendings\r\n.dot\n",
+        b"\r\r\n\r",
+        b"\n",
+        b"..\r\n",
+        os.urandom(2000),
+        bytes(b % 3 and 46 or 10 for b in os.urandom(500)).replace(b"\n", b"\r\n"),
+    ],
+)
 def test_the_one_pass_retr_response_equals_the_line_by_line_one(content):
     from servers.pop3 import _message_response, _multiline, message_lines
 

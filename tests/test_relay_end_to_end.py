@@ -16,7 +16,8 @@ def test_a_signed_in_user_relays_through_the_queue_to_the_remote_mx(supervised, 
     server = make_server(domain="lab.test", start=True)
     make_mailbox(server, "alice")
     DeliverySettings.objects.filter(pk=DeliverySettings.for_server(server).pk).update(
-        dns_server=dns.address, outbound_port=port, outbound_timeout_s=30)
+        dns_server=dns.address, outbound_port=port, outbound_timeout_s=30
+    )
     dns.add_mx("far.test", (10, "mx.far.test"))
     dns.add_a("mx.far.test", "127.0.0.5")
     remote = remotes("127.0.0.5")
@@ -24,13 +25,15 @@ def test_a_signed_in_user_relays_through_the_queue_to_the_remote_mx(supervised, 
     def running():
         server.refresh_from_db()
         return server.state == ObservedState.RUNNING
+
     wait_until(running, message="the server to run")
     wait_until(lambda: _login_works(server.port), message="the worker to know alice")
 
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.login("alice@lab.test", PASSWORD)
-        refused = client.sendmail("alice@lab.test", ["bob@far.test", "alice@lab.test"],
-                                  b"Subject: out and in\r\n\r\nhello far away\r\n")
+        refused = client.sendmail(
+            "alice@lab.test", ["bob@far.test", "alice@lab.test"], b"Subject: out and in\r\n\r\nhello far away\r\n"
+        )
 
     assert refused == {}
     wait_until(lambda: remote.recipients() == ["bob@far.test"], timeout_s=30, message="the remote delivery")

@@ -20,8 +20,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def fresh_install(tmp_path) -> dict[str, str]:
     """The environment of a new installation: SQLite and the embedded Redis, free ports."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("DATABASE_URL", "REDIS_URL", "MAILCONSOLE_ADMIN_PASSWORD")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "MAILCONSOLE_ADMIN_PASSWORD")
+    }
     env.update(
         MAILCONSOLE_VAR_DIR=str(tmp_path / "var"),
         MAILCONSOLE_NODE=f"runstack-{os.getpid()}",
@@ -36,8 +39,9 @@ def fresh_install(tmp_path) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO_DIR, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def http_ok(port: int, path: str) -> bool:
@@ -50,8 +54,9 @@ def http_ok(port: int, path: str) -> bool:
 
 def start_stack(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "manage.py", "runstack"], cwd=REPO_DIR, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "runstack"], cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def test_first_run_creates_the_admin_and_default_server_once(fresh_install):
@@ -85,8 +90,11 @@ def test_the_stack_runs_mail_in_and_stops_cleanly_on_one_ctrl_c(fresh_install, t
             wait_until(lambda: not port_is_closed(smtp_port), timeout_s=40, message="the default SMTP server")
             assert read_greeting(smtp_port).startswith(b"220 ")
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
-                client.sendmail("someone@outside.test", ["someone@firstrun.test"],
-                                f"Subject: round {round_number}\r\n\r\nhi\r\n".encode())
+                client.sendmail(
+                    "someone@outside.test",
+                    ["someone@firstrun.test"],
+                    f"Subject: round {round_number}\r\n\r\nhi\r\n".encode(),
+                )
             assert len(list(drop.glob("*.eml"))) == round_number
         finally:
             stack.send_signal(signal.SIGINT)

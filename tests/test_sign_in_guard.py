@@ -121,12 +121,12 @@ def lab(supervised):
     bob = make_mailbox(server, "bob")
     pop3 = wait_for_state(make_pop3_service(default_domain="guard.test"), ObservedState.RUNNING)
     wait_for_state(server, ObservedState.RUNNING)
-    wait_until(lambda: smtp_auth(server.port, "bob@guard.test", PASSWORD) == 235,
-               message="the SMTP worker to know bob")
+    wait_until(lambda: smtp_auth(server.port, "bob@guard.test", PASSWORD) == 235, message="the SMTP worker to know bob")
     return server, pop3, helena, bob
 
 
 # -- canonical identities (fast) ------------------------------------------------------------------
+
 
 def test_a_domain_has_one_spelling_and_more_than_one_trailing_dot_is_refused():
     assert canonical_domain_name("Guard.Test.") == "guard.test"
@@ -137,8 +137,10 @@ def test_a_domain_has_one_spelling_and_more_than_one_trailing_dot_is_refused():
 
 
 def test_sign_in_identities_are_counted_in_their_canonical_form():
-    same = {signin_guard.canonical_mailbox_identity(typed)
-            for typed in ("helena@guard.test", "HELENA@Guard.Test.", " helena@GUARD.TEST ", "helena@guard.test。")}
+    same = {
+        signin_guard.canonical_mailbox_identity(typed)
+        for typed in ("helena@guard.test", "HELENA@Guard.Test.", " helena@GUARD.TEST ", "helena@guard.test。")
+    }
     assert same == {"helena@guard.test"}
     assert signin_guard.canonical_mailbox_identity("helena@guard.test..") != "helena@guard.test"
     assert canonical_client_address("::ffff:127.0.0.1") == "127.0.0.1"
@@ -161,6 +163,7 @@ def test_parallel_reservations_never_pass_the_limit_together():
 
 
 # -- POP3 (real sockets) --------------------------------------------------------------------------
+
 
 def test_pop3_stls_refuses_plaintext_pipelined_before_the_handshake(pop3_lab):
     _, pop3, helena, _ = pop3_lab
@@ -208,9 +211,14 @@ def test_pop3_lockout_holds_for_every_spelling_of_the_address(pop3_lab):
     _, pop3, _, _ = pop3_lab
     spellings = ["helena@guard.test.", "HELENA@Guard.Test", "helena@GUARD.test.", "Helena", "helena@guard.test。"]
     with ThreadPoolExecutor(10) as pool:
-        answers = list(pool.map(
-            lambda n: pop3_sign_in(pop3.port, spellings[n % len(spellings)], "Wrong-pass1", source=f"127.0.0.{20 + n}"),
-            range(10)))
+        answers = list(
+            pool.map(
+                lambda n: pop3_sign_in(
+                    pop3.port, spellings[n % len(spellings)], "Wrong-pass1", source=f"127.0.0.{20 + n}"
+                ),
+                range(10),
+            )
+        )
     assert all(answer.startswith("-ERR") for answer in answers)
     for spelling in ("helena", "helena@guard.test", "helena@guard.test."):
         assert pop3_sign_in(pop3.port, spelling, PASSWORD).startswith("-ERR")
@@ -256,6 +264,7 @@ def test_throttled_failures_are_answered_later(pop3_lab):
 
 # -- SMTP AUTH (real sockets) ---------------------------------------------------------------------
 
+
 def test_smtp_auth_and_pop3_share_one_limit_per_mailbox_across_client_addresses(lab):
     server, pop3, _, _ = lab
 
@@ -269,7 +278,8 @@ def test_smtp_auth_and_pop3_share_one_limit_per_mailbox_across_client_addresses(
         assert all(pool.map(guess, range(10)))
     # Refused before the password is looked at, with the reply that ends the session.
     assert smtp_auth(server.port, "helena@guard.test", PASSWORD, source="127.0.3.99") == int(
-        replies.TOO_MANY_AUTH_FAILURES[:3])
+        replies.TOO_MANY_AUTH_FAILURES[:3]
+    )
     assert smtp_auth(server.port, "bob@guard.test", PASSWORD, source="127.0.3.98") == 235
 
 
@@ -285,6 +295,7 @@ def test_parallel_smtp_auth_attempts_from_one_address_are_checked_against_the_li
 
 # -- webmail and console (HTTP) -------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_webmail_lockout_holds_for_every_spelling_of_the_address(settings):
     settings.MAILBOX_SIGNIN_FAILURES_PER_MAILBOX = 3
@@ -295,10 +306,12 @@ def test_webmail_lockout_holds_for_every_spelling_of_the_address(settings):
         response = client.post(reverse("webmail:sign_in"), {"address": spelling, "password": "Wrong-pass1"})
         assert response.status_code == 401
     response = Client(REMOTE_ADDR="192.0.2.2").post(
-        reverse("webmail:sign_in"), {"address": "helena@guard.test", "password": PASSWORD})
+        reverse("webmail:sign_in"), {"address": "helena@guard.test", "password": PASSWORD}
+    )
     assert response.status_code == 429
     response = Client(REMOTE_ADDR="192.0.2.3").post(
-        reverse("webmail:sign_in"), {"address": "helena@guard.test..", "password": PASSWORD})
+        reverse("webmail:sign_in"), {"address": "helena@guard.test..", "password": PASSWORD}
+    )
     assert response.status_code in (401, 429)
 
 
@@ -310,6 +323,7 @@ def test_console_lockout_holds_for_every_spelling_of_the_user_name(settings):
     User.objects.create_user("oscar", password=PASSWORD, is_staff=True, is_superuser=True)
     for spelling in ("oscar", "OSCAR", " Oscar "):
         Client(REMOTE_ADDR="192.0.2.10").post(reverse("console:login"), {"username": spelling, "password": "nope"})
-    response = Client(REMOTE_ADDR="192.0.2.11").post(reverse("console:login"),
-                                                     {"username": "oscar", "password": PASSWORD})
+    response = Client(REMOTE_ADDR="192.0.2.11").post(
+        reverse("console:login"), {"username": "oscar", "password": PASSWORD}
+    )
     assert response.status_code == 429

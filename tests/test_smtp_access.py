@@ -37,8 +37,13 @@ def running(server: VirtualServer) -> VirtualServer:
     def worker_current():
         server.refresh_from_db()
         beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
-        return (server.state == ObservedState.RUNNING and beat is not None and beat.pid == server.pid
-                and beat.config_version >= server.config_version)
+        return (
+            server.state == ObservedState.RUNNING
+            and beat is not None
+            and beat.pid == server.pid
+            and beat.config_version >= server.config_version
+        )
+
     wait_until(worker_current, timeout_s=20, message="the worker to run the current configuration")
     return server
 
@@ -84,7 +89,8 @@ def test_one_client_address_cannot_take_more_than_its_share(server):
     first = connect(server)
 
     assert read_greeting(server.port).decode().rstrip() == replies.TOO_MANY_FROM_CLIENT.format(
-        hostname="mx.test.invalid")
+        hostname="mx.test.invalid"
+    )
     other_address = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0))
     assert other_address.noop()[0] == 250
     other_address.quit()
@@ -172,12 +178,15 @@ def test_unauthenticated_mail_to_other_domains_is_refused_as_relaying(server):
     assert (code, text.decode()) == (554, replies.RELAY_DENIED.format(address="victim@elsewhere.test")[4:])
 
 
-@pytest.mark.parametrize("address", [
-    "victim%elsewhere.test@lab.test",
-    "elsewhere.test!victim@lab.test",
-    '"victim@elsewhere.test"@lab.test',
-    "victim@[127.0.0.9]",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "victim%elsewhere.test@lab.test",
+        "elsewhere.test!victim@lab.test",
+        '"victim@elsewhere.test"@lab.test',
+        "victim@[127.0.0.9]",
+    ],
+)
 def test_relay_tricks_are_refused_unauthenticated_and_pass_the_relay_check_when_signed_in(server, address):
     anonymous = connect(server)
     anonymous.mail("a@outside.test")
@@ -212,8 +221,10 @@ def test_a_signed_in_user_may_only_send_as_its_own_address(server):
     client.login("alice@lab.test", PASSWORD)
 
     code, text = client.mail("bob@lab.test")
-    assert (code, text.decode()) == (553, replies.SENDER_NOT_OWNED.format(address="bob@lab.test",
-                                                                          user="alice@lab.test")[4:])
+    assert (code, text.decode()) == (
+        553,
+        replies.SENDER_NOT_OWNED.format(address="bob@lab.test", user="alice@lab.test")[4:],
+    )
     client.rset()
     assert client.mail("alice@alias.test")[0] == 250
     client.quit()
@@ -265,10 +276,28 @@ def test_the_implicit_tls_port_serves_smtp_over_tls(server):
 
 def test_swaks_with_starttls_auth_and_pipelining(server):
     result = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{server.port}", "--tls", "--auth", "PLAIN",
-         "--auth-user", "alice@lab.test", "--auth-password", PASSWORD, "--pipeline",
-         "--from", "alice@lab.test", "--to", "alice@lab.test", "--header", "Subject: swaks policy"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@lab.test",
+            "--auth-password",
+            PASSWORD,
+            "--pipeline",
+            "--from",
+            "alice@lab.test",
+            "--to",
+            "alice@lab.test",
+            "--header",
+            "Subject: swaks policy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "235 2.7.0 Authentication successful" in result.stdout
@@ -310,8 +339,10 @@ def test_current_sessions_are_listed_and_can_be_terminated(server):
     client.login("alice@lab.test", PASSWORD)
 
     # The worker publishes each second; wait for a listing made after the sign-in.
-    sessions = wait_until(lambda: [s for s in services.list_sessions(server) if s["user"]],
-                          message="the signed-in session to be published")
+    sessions = wait_until(
+        lambda: [s for s in services.list_sessions(server) if s["user"]],
+        message="the signed-in session to be published",
+    )
     assert [(s["client"], s["user"], s["protocol"]) for s in sessions] == [("127.0.0.1", "alice@lab.test", "SMTP")]
 
     services.terminate_session(server, sessions[0]["id"])
@@ -467,8 +498,10 @@ def test_a_message_of_exactly_the_size_limit_is_accepted_and_one_octet_more_is_n
 
 
 def test_only_crlf_dot_crlf_ends_data_so_one_data_never_becomes_two_messages(server):
-    smuggled = (b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n"
-                b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@outside.test>\r\nstill data\r\n.\r\nNOOP\r\nQUIT\r\n")
+    smuggled = (
+        b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n"
+        b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@outside.test>\r\nstill data\r\n.\r\nNOOP\r\nQUIT\r\n"
+    )
 
     answers = pipelined(server, smuggled)
 
@@ -479,8 +512,10 @@ def test_only_crlf_dot_crlf_ends_data_so_one_data_never_becomes_two_messages(ser
 
 
 def test_an_empty_message_and_dot_stuffing_survive_the_block_reader(server):
-    payload = (b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n.\r\n"
-               b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n..one\r\n...two\r\n.\r\nQUIT\r\n")
+    payload = (
+        b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n.\r\n"
+        b"MAIL FROM:<a@outside.test>\r\nRCPT TO:<alice@lab.test>\r\nDATA\r\n..one\r\n...two\r\n.\r\nQUIT\r\n"
+    )
 
     answers = pipelined(server, payload)
 

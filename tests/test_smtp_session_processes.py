@@ -57,8 +57,9 @@ def delivering_pids(server: VirtualServer) -> set[int]:
 
 
 def test_clients_are_spread_over_the_session_processes_and_all_mail_is_delivered(server):
-    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
-                          message="two session processes")
+    children = wait_until(
+        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
+    )
 
     for address in CLIENT_ADDRESSES:
         send_from(server, address)
@@ -100,13 +101,17 @@ def read_greeting_from(server: VirtualServer, address: str) -> str:
 def test_pause_and_resume_reach_every_session_process(server):
     services.pause_server(server)
     wait_until(lambda: running_state(server) == ObservedState.PAUSED, message="paused")
-    wait_until(lambda: all(read_greeting_from(server, a).startswith("421") for a in CLIENT_ADDRESSES[:4]),
-               message="every process to refuse")
+    wait_until(
+        lambda: all(read_greeting_from(server, a).startswith("421") for a in CLIENT_ADDRESSES[:4]),
+        message="every process to refuse",
+    )
 
     services.start_server(server)
     wait_until(lambda: running_state(server) == ObservedState.RUNNING, message="running")
-    wait_until(lambda: all(read_greeting_from(server, a).startswith("220") for a in CLIENT_ADDRESSES[:4]),
-               message="every process to greet")
+    wait_until(
+        lambda: all(read_greeting_from(server, a).startswith("220") for a in CLIENT_ADDRESSES[:4]),
+        message="every process to greet",
+    )
 
 
 def running_state(server: VirtualServer) -> str:
@@ -121,13 +126,17 @@ def test_sessions_of_every_process_are_listed_and_one_can_be_terminated(server):
         client.login("alice@lab.test", PASSWORD)
         clients.append(client)
 
-    sessions = wait_until(lambda: len([s for s in services.list_sessions(server) if s["user"]]) == 4
-                          and services.list_sessions(server), message="four sessions to be published")
+    sessions = wait_until(
+        lambda: len([s for s in services.list_sessions(server) if s["user"]]) == 4 and services.list_sessions(server),
+        message="four sessions to be published",
+    )
     victim = next(s for s in sessions if s["client"] == "127.0.0.5")
     services.terminate_session(server, victim["id"])
 
-    wait_until(lambda: {s["client"] for s in services.list_sessions(server)} == {"127.0.0.1", "127.0.0.2", "127.0.0.6"},
-               message="only the terminated session to go")
+    wait_until(
+        lambda: {s["client"] for s in services.list_sessions(server)} == {"127.0.0.1", "127.0.0.2", "127.0.0.6"},
+        message="only the terminated session to go",
+    )
     for client in clients:
         if client.sock.getsockname()[0] != "127.0.0.5":
             assert client.noop()[0] == 250
@@ -135,36 +144,50 @@ def test_sessions_of_every_process_are_listed_and_one_can_be_terminated(server):
 
 
 def test_a_sigkill_of_the_worker_takes_its_session_processes_along_and_it_comes_back(server):
-    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
-                          message="two session processes")
+    children = wait_until(
+        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
+    )
     old_pid = server.pid
 
     os.kill(old_pid, signal.SIGKILL)
 
     psutil.wait_procs(children, timeout=10)
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
-    wait_until(lambda: running_state(server) == ObservedState.RUNNING and server.pid not in (None, old_pid)
-               and len(session_processes(server)) == 2, timeout_s=20, message="the worker and its processes")
+    wait_until(
+        lambda: (
+            running_state(server) == ObservedState.RUNNING
+            and server.pid not in (None, old_pid)
+            and len(session_processes(server)) == 2
+        ),
+        timeout_s=20,
+        message="the worker and its processes",
+    )
     send_from(server, "127.0.0.7")
 
 
 def test_a_killed_session_process_is_replaced_and_the_worker_keeps_its_pid(server):
-    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
-                          message="two session processes")
+    children = wait_until(
+        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
+    )
     pid = server.pid
 
     children[0].kill()
 
-    wait_until(lambda: len(session_processes(server)) == 2 and children[0].pid not in
-               {p.pid for p in session_processes(server)}, message="a replacement")
+    wait_until(
+        lambda: (
+            len(session_processes(server)) == 2 and children[0].pid not in {p.pid for p in session_processes(server)}
+        ),
+        message="a replacement",
+    )
     assert server.pid == pid
     for address in CLIENT_ADDRESSES:
         send_from(server, address)
 
 
 def test_stopping_the_server_stops_every_session_process_and_closes_the_port(server):
-    children = wait_until(lambda: len(session_processes(server)) == 2 and session_processes(server),
-                          message="two session processes")
+    children = wait_until(
+        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
+    )
 
     services.stop_server(server)
     wait_until(lambda: running_state(server) == ObservedState.STOPPED, message="stopped")
@@ -180,27 +203,45 @@ def test_back_to_one_process_restarts_the_worker_without_session_processes(serve
 
     services.update_virtual_server(server, worker_processes=1)
 
-    wait_until(lambda: running_state(server) == ObservedState.RUNNING and server.pid not in (None, old_pid),
-               timeout_s=20, message="a restart")
+    wait_until(
+        lambda: running_state(server) == ObservedState.RUNNING and server.pid not in (None, old_pid),
+        timeout_s=20,
+        message="a restart",
+    )
     assert session_processes(server) == []
     send_from(server, "127.0.0.1")
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("0", "must be at least 1"), ("17", "must be at most 16"), ("two", "'two' is not a number"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "must be at least 1"),
+        ("17", "must be at most 16"),
+        ("two", "'two' is not a number"),
+    ],
+)
 def test_the_process_count_is_checked_with_a_message_on_the_cli(child_env, value, message):
     server = make_server()  # stopped: only the setting is checked
-    result = subprocess.run([sys.executable, "manage.py", "smtpsvc", "set", str(server.pk),
-                             f"worker_processes={value}"], env=child_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "smtpsvc", "set", str(server.pk), f"worker_processes={value}"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_the_cli_sets_the_process_count(server, child_env):
-    result = subprocess.run([sys.executable, "manage.py", "smtpsvc", "set", str(server.pk), "worker_processes=3"],
-                            env=child_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "smtpsvc", "set", str(server.pk), "worker_processes=3"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     server.refresh_from_db()
     assert server.worker_processes == 3

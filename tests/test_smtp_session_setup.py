@@ -27,8 +27,15 @@ def loop():
 
 def new_session(loop, handler, **options):
     snapshot = SimpleNamespace(policy=SmtpPolicy())
-    return smtp.MailConsoleSMTP(handler, control=WorkerControl(), counters=smtp.WorkerCounters(), snapshot=snapshot,
-                                hostname="mx.test", loop=loop, **options)
+    return smtp.MailConsoleSMTP(
+        handler,
+        control=WorkerControl(),
+        counters=smtp.WorkerCounters(),
+        snapshot=snapshot,
+        hostname="mx.test",
+        loop=loop,
+        **options,
+    )
 
 
 def without_cache(build):
@@ -69,11 +76,24 @@ def test_a_cached_session_runs_its_own_commands_not_the_first_sessions(loop):
     assert second._handle_hooks["RCPT"].__self__ is handler
 
 
-@pytest.mark.parametrize("arg", [
-    "<alice@lab.test>", "<alice@lab.test> SIZE=100", "alice@lab.test", " <alice@lab.test>", "<>",
-    "<\"quoted name\"@lab.test>", "<@relay.test:alice@lab.test>", "<alice@[192.0.2.1]>", "<broken",
-    "no-at-sign", "<a@b> BODY=8BITMIME SMTPUTF8", "<" + "x" * 70 + "@lab.test>", "",
-])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<alice@lab.test>",
+        "<alice@lab.test> SIZE=100",
+        "alice@lab.test",
+        " <alice@lab.test>",
+        "<>",
+        '<"quoted name"@lab.test>',
+        "<@relay.test:alice@lab.test>",
+        "<alice@[192.0.2.1]>",
+        "<broken",
+        "no-at-sign",
+        "<a@b> BODY=8BITMIME SMTPUTF8",
+        "<" + "x" * 70 + "@lab.test>",
+        "",
+    ],
+)
 def test_addresses_parse_as_aiosmtpd_parses_them(loop, arg):
     handler = smtp.LocalDeliveryHandler(lambda: None, smtp.WorkerCounters(), None)
     ours = new_session(loop, handler)

@@ -59,8 +59,10 @@ def test_a_started_server_accepts_mail_into_drop_durably_and_verbatim():
     assert refused == {}
     [drop_file] = drop_files(server)
     content = drop_file.read_bytes()
-    assert content.startswith(b"x-sender: alice@sender.test\r\nx-receiver: bob@lab.test\r\n"
-                              b"x-receiver: carol@lab.test\r\nReceived: from client.test ([127.0.0.1])")
+    assert content.startswith(
+        b"x-sender: alice@sender.test\r\nx-receiver: bob@lab.test\r\n"
+        b"x-receiver: carol@lab.test\r\nReceived: from client.test ([127.0.0.1])"
+    )
     assert content.endswith(MESSAGE)
     assert list(Path(server.home_dir, ".tmp").iterdir()) == []
 
@@ -69,9 +71,22 @@ def test_swaks_delivers_a_message_as_in_the_lab():
     server = running_server(domain="study003.local")
 
     result = subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{server.port}", "--from", "student@study003.local",
-         "--to", "teacher@study003.local", "--header", "Subject: swaks test", "--body", "body from swaks"],
-        capture_output=True, text=True, timeout=30,
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--from",
+            "student@study003.local",
+            "--to",
+            "teacher@study003.local",
+            "--header",
+            "Subject: swaks test",
+            "--body",
+            "body from swaks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -168,8 +183,11 @@ def test_a_killed_worker_is_restarted_within_ten_seconds_and_counted():
 
     os.kill(old_pid, signal.SIGKILL)
 
-    wait_until(lambda: (state_of(server) == ObservedState.RUNNING and server.pid not in (None, old_pid)),
-               timeout_s=10, message="the worker to come back")
+    wait_until(
+        lambda: state_of(server) == ObservedState.RUNNING and server.pid not in (None, old_pid),
+        timeout_s=10,
+        message="the worker to come back",
+    )
     assert server.restart_count == 1
     assert read_greeting(server.port).startswith(b"220 ")
 

@@ -29,8 +29,14 @@ def test_a_new_server_has_its_default_domain_as_a_local_domain():
 
 
 def test_ip_address_defaults_to_all_unassigned():
-    server = services.create_virtual_server(name="any", default_domain="any.test", ip_address=None,
-                                            port=2600, home_dir=settings.VAR_DIR / "any", start=False)
+    server = services.create_virtual_server(
+        name="any",
+        default_domain="any.test",
+        ip_address=None,
+        port=2600,
+        home_dir=settings.VAR_DIR / "any",
+        start=False,
+    )
     assert server.ip_address == "0.0.0.0"
 
 
@@ -47,12 +53,15 @@ def test_the_home_directory_can_never_be_changed(tmp_path):
 def test_every_other_setting_can_be_changed(tmp_path):
     server = make_server(home_dir=tmp_path / "home")
 
-    services.update_virtual_server(server, name="Renamed", ip_address="127.0.0.2", port=2601,
-                                   max_message_size_kb=4096)
+    services.update_virtual_server(server, name="Renamed", ip_address="127.0.0.2", port=2601, max_message_size_kb=4096)
 
     server.refresh_from_db()
     assert (server.name, server.ip_address, server.port, server.max_message_size_kb) == (
-        "Renamed", "127.0.0.2", 2601, 4096)
+        "Renamed",
+        "127.0.0.2",
+        2601,
+        4096,
+    )
 
 
 def test_a_configuration_change_bumps_the_version_workers_reload_on():
@@ -220,8 +229,11 @@ def test_every_change_lands_in_the_audit_log():
     services.stop_server(server, actor="alice")
     services.start_server(server, actor="bob")
 
-    actions = list(AuditEntry.objects.filter(object_id=str(server.pk), object_type="virtualserver")
-                   .order_by("id").values_list("actor", "action"))
+    actions = list(
+        AuditEntry.objects.filter(object_id=str(server.pk), object_type="virtualserver")
+        .order_by("id")
+        .values_list("actor", "action")
+    )
     assert actions[1:] == [("alice", "update_virtual_server"), ("bob", "start_virtual_server")]
     update = AuditEntry.objects.get(action="update_virtual_server")
     assert (update.before["port"], update.after["port"]) != (2800, 2800)

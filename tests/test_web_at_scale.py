@@ -103,8 +103,12 @@ def test_sign_ins_are_counted_per_local_day(lab):
         today = timezone.localdate()
         midnight = timezone.make_aware(dt.datetime.combine(today, dt.time.min))
         # Today, yesterday, the first of the 14 days, and the day before it (not counted).
-        for at in (midnight + dt.timedelta(minutes=1), midnight - dt.timedelta(minutes=1),
-                   midnight - dt.timedelta(days=12, hours=23), midnight - dt.timedelta(days=13, minutes=1)):
+        for at in (
+            midnight + dt.timedelta(minutes=1),
+            midnight - dt.timedelta(minutes=1),
+            midnight - dt.timedelta(days=12, hours=23),
+            midnight - dt.timedelta(days=13, minutes=1),
+        ):
             Logon.objects.create(mailbox=lab.helena, client_address="192.0.2.1", logon_at=at, last_access_at=at)
         per_day = queries.logons_per_day(administrator)
     assert len(per_day) == 14

@@ -100,6 +100,7 @@ def wait_for_state(unit, state: str, timeout_s: float = 30):
     def reached():
         unit.refresh_from_db()
         return unit.state == state
+
     wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
     return unit
 
@@ -118,8 +119,11 @@ def live_lab(supervised):
     """A running virtual server with mailboxes helena and bob, and the node's POP3 service."""
     lab = make_lab(start=True, domain=DOMAIN)
     wait_for_state(lab.server, ObservedState.RUNNING)
-    wait_until(lambda: rcpt_code(lab.server.port, f"bob@{DOMAIN}") == 250, timeout_s=30,
-               message="the SMTP worker to know the mailboxes")
+    wait_until(
+        lambda: rcpt_code(lab.server.port, f"bob@{DOMAIN}") == 250,
+        timeout_s=30,
+        message="the SMTP worker to know the mailboxes",
+    )
     lab.pop3 = wait_for_state(make_pop3_service(default_domain=DOMAIN), ObservedState.RUNNING)
     return lab
 
@@ -170,8 +174,9 @@ def test_compose_with_an_attachment_to_another_mailbox_and_read_it_there(visits,
     page.fill("#id_to", f"Bob <bob@{DOMAIN}>")
     page.fill("#id_subject", "Report attached")
     page.fill("#id_body", "Here it is.")
-    page.set_input_files("#id_attachments", files=[
-        {"name": "report.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}])
+    page.set_input_files(
+        "#id_attachments", files=[{"name": "report.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}]
+    )
     shoot(page, "03-compose")
     page.click('[data-testid="send"]')
     page.wait_for_url("**/mail/folder/inbox/")
@@ -239,20 +244,25 @@ def test_inline_images_show_in_the_frame_and_remote_ones_only_after_show_images(
     lab = make_lab(domain=DOMAIN)
     remote = live_server.url.replace("localhost", "127.0.0.1") + "/healthz?tracker"
     message = html_message(f'<p>Logo <img src="cid:logo@x" alt="logo"> tracker <img src="{remote}" alt="t"></p>')
-    message.get_body(preferencelist=("html",)).add_related(PNG_1X1, maintype="image", subtype="png",
-                                                            cid="<logo@x>")
+    message.get_body(preferencelist=("html",)).add_related(PNG_1X1, maintype="image", subtype="png", cid="<logo@x>")
     store(lab.helena, message)
     visit = visits()
     visit.sign_in(f"helena@{DOMAIN}")
     visit.open_message("Newsletter")
     frame = visit.page.wait_for_selector('[data-testid="message-frame"]').content_frame()
     frame.wait_for_selector("img[alt=logo]")
-    wait_until(lambda: frame.evaluate("document.querySelector('img[alt=logo]').naturalWidth") == 1,
-               timeout_s=10, message="the inline image to load")
+    wait_until(
+        lambda: frame.evaluate("document.querySelector('img[alt=logo]').naturalWidth") == 1,
+        timeout_s=10,
+        message="the inline image to load",
+    )
     assert [url for url in visit.requested if "tracker" in url] == []
 
     visit.page.click('[data-testid="show-images"]')
     frame = visit.page.wait_for_selector('[data-testid="message-frame"]').content_frame()
     frame.wait_for_selector("img[alt=t]")
-    wait_until(lambda: [url for url in visit.requested if "tracker" in url], timeout_s=10,
-               message="the remote image to be fetched")
+    wait_until(
+        lambda: [url for url in visit.requested if "tracker" in url],
+        timeout_s=10,
+        message="the remote image to be fetched",
+    )

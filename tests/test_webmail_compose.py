@@ -42,10 +42,18 @@ def pk_of(client, mailbox, uid: str) -> int:
 
 def test_a_new_message_goes_to_every_recipient_with_bcc_hidden_and_a_copy_in_sent(lab, outbox):
     client = signed_in_client(lab.helena)
-    response = client.post(reverse("webmail:compose"), {
-        "to": "Bob <bob@webmail.test>", "cc": "carol@outside.test", "bcc": "dave@outside.test",
-        "subject": "Plans", "body": "See attached.", "save_copy": "on",
-        "attachments": [SimpleUploadedFile("plan.txt", b"step 1", content_type="text/plain")]})
+    response = client.post(
+        reverse("webmail:compose"),
+        {
+            "to": "Bob <bob@webmail.test>",
+            "cc": "carol@outside.test",
+            "bcc": "dave@outside.test",
+            "subject": "Plans",
+            "body": "See attached.",
+            "save_copy": "on",
+            "attachments": [SimpleUploadedFile("plan.txt", b"step 1", content_type="text/plain")],
+        },
+    )
     assert response.status_code == 302
     (address, password, message, recipients) = outbox[0]
     assert (address, password) == ("helena@webmail.test", PASSWORD)
@@ -62,8 +70,9 @@ def test_a_new_message_goes_to_every_recipient_with_bcc_hidden_and_a_copy_in_sen
 
 
 def test_reply_all_threads_and_leaves_out_the_user_and_forward_carries_the_attachments(lab, outbox):
-    original = text_message(sender="Carol <carol@outside.test>", to="helena@webmail.test, bob@webmail.test",
-                            subject="Budget")
+    original = text_message(
+        sender="Carol <carol@outside.test>", to="helena@webmail.test, bob@webmail.test", subject="Budget"
+    )
     original["Cc"] = "Dave <dave@outside.test>"
     original.add_attachment(b"1,2,3", maintype="text", subtype="csv", filename="budget.csv")
     uid = store(lab.helena, original)

@@ -43,9 +43,15 @@ def inbox_rows(mailbox) -> list[MessageIndex]:
 
 def mark_index_fresh(mailbox) -> None:
     """Say the index matches the Maildir as it is now (for rows made in the database directly)."""
-    index.MailboxIndexState.objects.update_or_create(mailbox=mailbox, folder=INBOX, defaults={
-        "new_mtime_ns": (mailbox.maildir / "new").stat().st_mtime_ns,
-        "cur_mtime_ns": (mailbox.maildir / "cur").stat().st_mtime_ns, "scanned_at_ns": 2**62})
+    index.MailboxIndexState.objects.update_or_create(
+        mailbox=mailbox,
+        folder=INBOX,
+        defaults={
+            "new_mtime_ns": (mailbox.maildir / "new").stat().st_mtime_ns,
+            "cur_mtime_ns": (mailbox.maildir / "cur").stat().st_mtime_ns,
+            "scanned_at_ns": 2**62,
+        },
+    )
 
 
 def open_inbox(client: Client, **params):
@@ -58,6 +64,7 @@ def stored_pk(client: Client, mailbox, uid: str) -> int:
 
 
 # -- sign-in ----------------------------------------------------------------------------------------
+
 
 def test_a_stranger_gets_the_sign_in_form(client):
     response = client.get(reverse("webmail:sign_in"))
@@ -120,6 +127,7 @@ def test_a_password_change_elsewhere_ends_the_webmail_session(lab):
 
 # -- the inbox and its index ------------------------------------------------------------------------
 
+
 def test_inbox_lists_newest_first_with_decoded_headers_attachment_mark_and_read_state(lab):
     first = store(lab.helena, text_message(subject="First"))
     message = text_message(subject="Ünïcödé <b>bold</b>", sender="Zoë <zoe@outside.test>")
@@ -173,8 +181,17 @@ def test_a_huge_unindexed_mailbox_is_indexed_newest_first_a_batch_per_refresh(la
 
 
 def test_inbox_pages_and_searches_by_sender_and_subject(lab):
-    rows = [MessageIndex(mailbox=lab.helena, uid=f"u{n}", file_name=f"new/u{n}", sender=f"s{n}@outside.test",
-                         subject=f"subject {n}", delivered_at="2026-01-01T00:00:00Z") for n in range(120)]
+    rows = [
+        MessageIndex(
+            mailbox=lab.helena,
+            uid=f"u{n}",
+            file_name=f"new/u{n}",
+            sender=f"s{n}@outside.test",
+            subject=f"subject {n}",
+            delivered_at="2026-01-01T00:00:00Z",
+        )
+        for n in range(120)
+    ]
     MessageIndex.objects.bulk_create(rows)
     mark_index_fresh(lab.helena)
     client = signed_in_client(lab.helena)
@@ -184,10 +201,20 @@ def test_inbox_pages_and_searches_by_sender_and_subject(lab):
     assert open_inbox(client, q="SUBJECT 11").content.decode().count('data-testid="message-row"') == 11
 
 
-def test_a_page_of_a_large_inbox_costs_a_few_queries_and_no_directory_scan(lab, django_assert_max_num_queries,
-                                                                             monkeypatch):
-    rows = [MessageIndex(mailbox=lab.helena, uid=f"u{n}", file_name=f"new/u{n}", sender="x@outside.test",
-                         subject=f"subject {n}", delivered_at="2026-01-01T00:00:00Z") for n in range(50_000)]
+def test_a_page_of_a_large_inbox_costs_a_few_queries_and_no_directory_scan(
+    lab, django_assert_max_num_queries, monkeypatch
+):
+    rows = [
+        MessageIndex(
+            mailbox=lab.helena,
+            uid=f"u{n}",
+            file_name=f"new/u{n}",
+            sender="x@outside.test",
+            subject=f"subject {n}",
+            delivered_at="2026-01-01T00:00:00Z",
+        )
+        for n in range(50_000)
+    ]
     MessageIndex.objects.bulk_create(rows, batch_size=5000)
     mark_index_fresh(lab.helena)
     client = signed_in_client(lab.helena)
@@ -198,6 +225,7 @@ def test_a_page_of_a_large_inbox_costs_a_few_queries_and_no_directory_scan(lab, 
 
 
 # -- reading ----------------------------------------------------------------------------------------
+
 
 def test_reading_a_message_marks_it_seen_with_the_same_unique_name(lab):
     uid = store(lab.helena, text_message(subject="Read me", body="Line one <script>x</script>\n"))
@@ -222,9 +250,12 @@ def test_header_fields_with_markup_are_escaped_on_every_page(lab):
     uid = store(lab.helena, message)
     client = signed_in_client(lab.helena)
     pk = stored_pk(client, lab.helena, uid)
-    pages = [open_inbox(client), client.get(reverse("webmail:read", args=[pk])),
-             client.get(reverse("webmail:compose") + f"?reply_all={pk}"),
-             client.get(reverse("webmail:compose") + f"?forward={pk}")]
+    pages = [
+        open_inbox(client),
+        client.get(reverse("webmail:read", args=[pk])),
+        client.get(reverse("webmail:compose") + f"?reply_all={pk}"),
+        client.get(reverse("webmail:compose") + f"?forward={pk}"),
+    ]
     for response in pages:
         assert response.status_code == 200
         content = response.content.decode()
@@ -295,8 +326,12 @@ def test_inline_cid_images_point_at_our_url_and_serve_only_raster_images(lab):
 
 def test_attachments_download_as_attachments_with_a_safe_name_never_inline(lab):
     message = text_message()
-    message.add_attachment(b"<html><script>alert(1)</script></html>", maintype="text", subtype="html",
-                           filename='../../etc/pa"ss\x07wd.html')
+    message.add_attachment(
+        b"<html><script>alert(1)</script></html>",
+        maintype="text",
+        subtype="html",
+        filename='../../etc/pa"ss\x07wd.html',
+    )
     uid = store(lab.helena, message)
     client = signed_in_client(lab.helena)
     pk = stored_pk(client, lab.helena, uid)
@@ -323,6 +358,7 @@ def test_view_source_is_plain_text(lab):
 
 
 # -- another mailbox's ids are 404 ------------------------------------------------------------------
+
 
 def test_another_mailboxs_message_attachment_and_actions_are_404(lab):
     message = text_message(to="bob@webmail.test", subject="Bob's secret")
@@ -351,6 +387,7 @@ def test_a_message_gone_from_disk_is_404_and_leaves_the_index(lab):
 
 # -- changes: CSRF, delete, the POP3 lock, password ------------------------------------------------
 
+
 def test_every_change_needs_the_csrf_token(lab):
     uid = store(lab.helena, text_message())
     client = signed_in_client(lab.helena)
@@ -358,10 +395,17 @@ def test_every_change_needs_the_csrf_token(lab):
     strict = Client(enforce_csrf_checks=True)
     strict.cookies = client.cookies
     assert strict.post(reverse("webmail:sign_in"), {"address": "a@b.c", "password": "x"}).status_code == 403
-    for name, args, data in [("delete", [pk], {}), ("mark", [pk], {"seen": "1"}), ("sign_out", [], {}),
-                             ("compose", [], {"to": "bob@webmail.test", "body": "x"}),
-                             ("password", [], {"current_password": PASSWORD, "new_password": "Another-9x",
-                                               "confirm_password": "Another-9x"})]:
+    for name, args, data in [
+        ("delete", [pk], {}),
+        ("mark", [pk], {"seen": "1"}),
+        ("sign_out", [], {}),
+        ("compose", [], {"to": "bob@webmail.test", "body": "x"}),
+        (
+            "password",
+            [],
+            {"current_password": PASSWORD, "new_password": "Another-9x", "confirm_password": "Another-9x"},
+        ),
+    ]:
         assert strict.post(reverse(f"webmail:{name}", args=args), data).status_code == 403, name
     assert (lab.helena.maildir / "new" / uid).exists()
 
@@ -385,14 +429,20 @@ def test_delete_removes_the_file_and_waits_while_a_pop3_session_holds_the_mailbo
 
 def test_the_password_policy_applies_and_a_change_keeps_this_session(lab):
     client = signed_in_client(lab.helena)
-    weak = client.post(reverse("webmail:password"), {"current_password": PASSWORD, "new_password": "short",
-                                                      "confirm_password": "short"})
+    weak = client.post(
+        reverse("webmail:password"),
+        {"current_password": PASSWORD, "new_password": "short", "confirm_password": "short"},
+    )
     assert b"at least 8 characters" in weak.content
-    wrong = client.post(reverse("webmail:password"), {"current_password": "Wrong1234x", "new_password": "Better-Pass9",
-                                                       "confirm_password": "Better-Pass9"})
+    wrong = client.post(
+        reverse("webmail:password"),
+        {"current_password": "Wrong1234x", "new_password": "Better-Pass9", "confirm_password": "Better-Pass9"},
+    )
     assert b"not your current password" in wrong.content
-    ok = client.post(reverse("webmail:password"), {"current_password": PASSWORD, "new_password": "Better-Pass9",
-                                                    "confirm_password": "Better-Pass9"})
+    ok = client.post(
+        reverse("webmail:password"),
+        {"current_password": PASSWORD, "new_password": "Better-Pass9", "confirm_password": "Better-Pass9"},
+    )
     assert ok.status_code == 302
     assert open_inbox(client).status_code == 200
     services.authenticate_mailbox("helena@webmail.test", "Better-Pass9")
@@ -409,8 +459,12 @@ def test_webmail_pages_allow_no_script_and_no_framing(lab, client):
     uid = store(lab.helena, text_message())
     signed_in = signed_in_client(lab.helena)
     pk = stored_pk(signed_in, lab.helena, uid)
-    for response in (client.get(reverse("webmail:sign_in")), open_inbox(signed_in),
-                     signed_in.get(reverse("webmail:read", args=[pk])), signed_in.get(reverse("webmail:compose"))):
+    for response in (
+        client.get(reverse("webmail:sign_in")),
+        open_inbox(signed_in),
+        signed_in.get(reverse("webmail:read", args=[pk])),
+        signed_in.get(reverse("webmail:compose")),
+    ):
         csp = response["Content-Security-Policy"]
         assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
         assert response["X-Frame-Options"] == "DENY"
@@ -441,13 +495,12 @@ def test_safe_file_names_have_no_path_or_control_characters():
 
 
 def test_a_message_without_headers_or_with_broken_mime_still_opens(lab):
-    broken = b"Content-Type: multipart/mixed; boundary=\"nope\"\r\nSubject: =?bogus?Q?x?=\r\n\r\nno parts here\r\n"
+    broken = b'Content-Type: multipart/mixed; boundary="nope"\r\nSubject: =?bogus?Q?x?=\r\n\r\nno parts here\r\n'
     uid = store(lab.helena, broken)
     bare = store(lab.helena, b"just a line\r\n")
     client = signed_in_client(lab.helena)
     for stored in (uid, bare):
         assert client.get(reverse("webmail:read", args=[stored_pk(client, lab.helena, stored)])).status_code == 200
-
 
 
 def test_behind_a_tls_proxy_the_session_cookie_is_secure(lab, client, settings):
@@ -456,15 +509,26 @@ def test_behind_a_tls_proxy_the_session_cookie_is_secure(lab, client, settings):
 
     from tests.conftest import REPO_DIR
 
-    probe = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'mailconsole.settings'; django.setup(); "
-             "from django.conf import settings as s; "
-             "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER)")
-    output = subprocess.run([sys.executable, "-c", probe], cwd=REPO_DIR, capture_output=True, text=True, check=True,
-                            env={**os.environ, "MAILCONSOLE_BEHIND_TLS_PROXY": "true"}).stdout
+    probe = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'mailconsole.settings'; django.setup(); "
+        "from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MAILCONSOLE_BEHIND_TLS_PROXY": "true"},
+    ).stdout
     assert output.strip() == "True True ('HTTP_X_FORWARDED_PROTO', 'https')"
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SESSION_COOKIE_SECURE = True
     clear_login_throttle()
-    response = client.post(reverse("webmail:sign_in"), {"address": "helena@webmail.test", "password": PASSWORD},
-                           HTTP_X_FORWARDED_PROTO="https")
+    response = client.post(
+        reverse("webmail:sign_in"),
+        {"address": "helena@webmail.test", "password": PASSWORD},
+        HTTP_X_FORWARDED_PROTO="https",
+    )
     assert response.cookies["sessionid"]["secure"] and response.cookies["sessionid"]["httponly"]

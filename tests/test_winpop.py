@@ -133,7 +133,13 @@ def test_help_and_errors_exit_as_a_shell_expects(server, child_env):
     help_text = winpop("help")
     assert "winpop add USER@DOMAIN /createuser PASSWORD" in help_text
 
-    result = subprocess.run([sys.executable, "manage.py", "winpop", "lock", "nobody@first.test"],
-                            cwd=REPO_DIR, env=child_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "winpop", "lock", "nobody@first.test"],
+        cwd=REPO_DIR,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "There is no mailbox nobody@first.test" in result.stderr

@@ -45,9 +45,30 @@ HOSTILE_HTML = """<!doctype html><html><head>
 <img src="http://evil.invalid/track.png" alt="tracker">
 </body></html>"""
 
-HOSTILE_FRAGMENTS = ("<script", "onerror", "onload", "ontoggle", "javascript:", "vbscript:", "<svg", "<use",
-                     "<animate", "<set", "<base", "<meta", "<form", "<input", "srcdoc", "<iframe", "@import",
-                     "evil.invalid", "<style", "<object", "<embed", "<math")
+HOSTILE_FRAGMENTS = (
+    "<script",
+    "onerror",
+    "onload",
+    "ontoggle",
+    "javascript:",
+    "vbscript:",
+    "<svg",
+    "<use",
+    "<animate",
+    "<set",
+    "<base",
+    "<meta",
+    "<form",
+    "<input",
+    "srcdoc",
+    "<iframe",
+    "@import",
+    "evil.invalid",
+    "<style",
+    "<object",
+    "<embed",
+    "<math",
+)
 
 
 @dataclass
@@ -62,8 +83,13 @@ def make_lab(*, start: bool = False, domain: str = "webmail.test") -> Lab:
     return Lab(server=server, helena=make_mailbox(server, "helena"), bob=make_mailbox(server, "bob"))
 
 
-def text_message(*, sender: str = "Carol <carol@outside.test>", to: str = "helena@webmail.test",
-                 subject: str = "Hello", body: str = "Hi there.\n") -> EmailMessage:
+def text_message(
+    *,
+    sender: str = "Carol <carol@outside.test>",
+    to: str = "helena@webmail.test",
+    subject: str = "Hello",
+    body: str = "Hi there.\n",
+) -> EmailMessage:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = sender, to, subject
     message["Date"] = formatdate()
@@ -72,8 +98,9 @@ def text_message(*, sender: str = "Carol <carol@outside.test>", to: str = "helen
     return message
 
 
-def html_message(html: str, *, subject: str = "Newsletter", text: str | None = "Plain version",
-                 **kwargs) -> EmailMessage:
+def html_message(
+    html: str, *, subject: str = "Newsletter", text: str | None = "Plain version", **kwargs
+) -> EmailMessage:
     message = text_message(subject=subject, body=text or "", **kwargs)
     if text is None:
         message.set_content(html, subtype="html")
@@ -98,17 +125,26 @@ def signed_in_client(mailbox: Mailbox, password: str = PASSWORD, **client_option
 
 # The browser tests drive Debian's chromium (never a downloaded one), as the console's tests do.
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 
 def _png_1x1() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)  # 1x1, 8-bit RGBA
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 5))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 5)) + chunk(b"IEND", b"")
+    )
 
 
 # The smallest useful PNG: one transparent pixel.

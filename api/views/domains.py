@@ -31,8 +31,11 @@ class DomainViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "name", "type", "created_at"]
 
     def get_queryset(self):
-        return (Domain.objects.for_user(self.request.user).select_related("server", "alias_of")
-                .prefetch_related("administrators"))
+        return (
+            Domain.objects.for_user(self.request.user)
+            .select_related("server", "alias_of")
+            .prefetch_related("administrators")
+        )
 
     @extend_schema(request=DomainCreateSerializer, responses={201: DomainSerializer})
     def create(self, request):
@@ -42,8 +45,7 @@ class DomainViewSet(ServiceBackedViewSet):
         with transaction.atomic():
             domain = services.add_domain(data.pop("server"), data.pop("name"), actor=self.actor, **data)
             if ceiling:
-                domain = services.set_mailbox_quota_ceiling(domain, ceiling, actor=self.actor,
-                                                            acting_user=request.user)
+                domain = services.set_mailbox_quota_ceiling(domain, ceiling, actor=self.actor, acting_user=request.user)
             if administrators is not None:
                 set_domain_administrators(domain, administrators, actor=self.actor)
         return self.respond(domain, status=status.HTTP_201_CREATED)
@@ -56,14 +58,16 @@ class DomainViewSet(ServiceBackedViewSet):
         administrators = data.pop("administrators", None)
         with transaction.atomic():
             if "max_mailbox_quota_mb" in data:
-                domain = services.set_mailbox_quota_ceiling(domain, data.pop("max_mailbox_quota_mb"),
-                                                            actor=self.actor, acting_user=request.user)
+                domain = services.set_mailbox_quota_ceiling(
+                    domain, data.pop("max_mailbox_quota_mb"), actor=self.actor, acting_user=request.user
+                )
             if data:
                 new_type = data.get("type", domain.type)
                 alias_of = data.get("alias_of", domain.alias_of if new_type == DomainType.ALIAS else None)
                 relay_allowed = data.get("relay_allowed", domain.relay_allowed and new_type == DomainType.REMOTE)
-                domain = services.change_domain_type(domain, new_type, alias_of=alias_of, relay_allowed=relay_allowed,
-                                                     actor=self.actor)
+                domain = services.change_domain_type(
+                    domain, new_type, alias_of=alias_of, relay_allowed=relay_allowed, actor=self.actor
+                )
             if administrators is not None:
                 set_domain_administrators(domain, administrators, actor=self.actor)
         return self.respond(domain)
@@ -81,8 +85,11 @@ class DomainViewSet(ServiceBackedViewSet):
     def set_default(self, request, pk=None):
         return self.respond(services.set_default_domain(self.get_object(), actor=self.actor))
 
-    @extend_schema(request=None, responses=DomainSerializer,
-                   summary="Lock the domain: its mailboxes still receive mail but cannot sign in")
+    @extend_schema(
+        request=None,
+        responses=DomainSerializer,
+        summary="Lock the domain: its mailboxes still receive mail but cannot sign in",
+    )
     @action(detail=True, methods=["post"])
     def lock(self, request, pk=None):
         return self.respond(services.set_domain_lock(self.get_object(), True, actor=self.actor))

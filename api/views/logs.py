@@ -20,7 +20,8 @@ class LogonViewSet(ServiceBackedViewSet):
 
     def get_queryset(self):
         return Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(self.request.user)).select_related(
-            "mailbox__domain")
+            "mailbox__domain"
+        )
 
 
 class AuditEntryViewSet(ServiceBackedViewSet):

@@ -46,8 +46,14 @@ class MailboxViewSet(ServiceBackedViewSet):
         data = self.validated()
         catch_all = data.pop("is_catch_all", False)
         with transaction.atomic():
-            mailbox = services.add_mailbox(data.pop("domain"), data.pop("local_part"), data.pop("password"),
-                                           actor=self.actor, acting_user=request.user, **data)
+            mailbox = services.add_mailbox(
+                data.pop("domain"),
+                data.pop("local_part"),
+                data.pop("password"),
+                actor=self.actor,
+                acting_user=request.user,
+                **data,
+            )
             if catch_all:
                 mailbox = services.update_mailbox(mailbox, is_catch_all=True, actor=self.actor)
         return self.respond(mailbox, status=status.HTTP_201_CREATED)
@@ -64,16 +70,22 @@ class MailboxViewSet(ServiceBackedViewSet):
     def partial_update(self, request, pk=None):
         return self.update(request, pk, partial=True)
 
-    @extend_schema(parameters=[OpenApiParameter("remove_mail", OpenApiTypes.INT, enum=[0, 1],
-                                                description="1 also deletes the stored mail from disk.")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "remove_mail", OpenApiTypes.INT, enum=[0, 1], description="1 also deletes the stored mail from disk."
+            )
+        ]
+    )
     def destroy(self, request, pk=None):
         """Delete the mailbox; its stored mail stays on disk unless `?remove_mail=1`."""
         remove_mail = query_flag(request, "remove_mail")
         services.delete_mailbox(self.get_object(), remove_mail=remove_mail, actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses=MailboxSerializer,
-                   summary="Lock the mailbox: it still receives mail but cannot sign in")
+    @extend_schema(
+        request=None, responses=MailboxSerializer, summary="Lock the mailbox: it still receives mail but cannot sign in"
+    )
     @action(detail=True, methods=["post"])
     def lock(self, request, pk=None):
         return self.respond(services.set_mailbox_lock(self.get_object(), True, actor=self.actor))
@@ -104,8 +116,11 @@ class GroupAddressViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "local_part", "created_at"]
 
     def get_queryset(self):
-        return GroupAddress.objects.for_user(self.request.user).select_related("domain").prefetch_related(
-            "members__domain")
+        return (
+            GroupAddress.objects.for_user(self.request.user)
+            .select_related("domain")
+            .prefetch_related("members__domain")
+        )
 
     @extend_schema(request=GroupAddressCreateSerializer, responses={201: GroupAddressSerializer})
     def create(self, request):

@@ -29,8 +29,11 @@ class NodeViewSet(ServiceBackedViewSet):
         node = services.set_node_service_state(self.get_object(), desired, actor=self.actor)
         return self.respond(node)
 
-    @extend_schema(request=None, responses=NodeSerializer,
-                   summary="Start the SMTP service of the node (its servers return to their own states)")
+    @extend_schema(
+        request=None,
+        responses=NodeSerializer,
+        summary="Start the SMTP service of the node (its servers return to their own states)",
+    )
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         return self._set_state(ServiceState.RUNNING)

@@ -72,8 +72,13 @@ class QueueViewSet(ServiceBackedViewSet):
     def unfreeze(self, request, pk=None):
         return self._entry(queue_services.unfreeze(self.get_object(), actor=self.actor))
 
-    @extend_schema(parameters=[OpenApiParameter("ndr", OpenApiTypes.INT, enum=[0, 1],
-                                                description="1 tells the sender which recipients did not get it.")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "ndr", OpenApiTypes.INT, enum=[0, 1], description="1 tells the sender which recipients did not get it."
+            )
+        ]
+    )
     def destroy(self, request, pk=None):
         """Remove the message from the queue, silently unless `?ndr=1`."""
         ndr = query_flag(request, "ndr")

@@ -98,8 +98,11 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     def start(self, request, pk=None):
         return self._set_state(ServiceState.RUNNING)
 
-    @extend_schema(request=None, responses=VirtualServerSerializer,
-                   summary="Pause the server: new connections get 421 (idempotent)")
+    @extend_schema(
+        request=None,
+        responses=VirtualServerSerializer,
+        summary="Pause the server: new connections get 421 (idempotent)",
+    )
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         return self._set_state(ServiceState.PAUSED)
@@ -109,17 +112,26 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     def stop(self, request, pk=None):
         return self._set_state(ServiceState.STOPPED)
 
-    @extend_schema(responses=SessionSerializer(many=True), filters=False,
-                   summary="Current sessions: the connections open on the server's worker now")
+    @extend_schema(
+        responses=SessionSerializer(many=True),
+        filters=False,
+        summary="Current sessions: the connections open on the server's worker now",
+    )
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def sessions(self, request, pk=None):
         sessions = services.list_sessions(self.get_object())
         return Response(SessionSerializer(sessions, many=True).data)
 
-    @extend_schema(request=None, responses={204: None},
-                   summary="Close one session (the client gets 421) within a second or two")
-    @action(detail=True, methods=["delete"], url_path=r"sessions/(?P<session_id>[0-9a-f]{1,32})",
-            pagination_class=None, filter_backends=[])
+    @extend_schema(
+        request=None, responses={204: None}, summary="Close one session (the client gets 421) within a second or two"
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"sessions/(?P<session_id>[0-9a-f]{1,32})",
+        pagination_class=None,
+        filter_backends=[],
+    )
     def terminate_session(self, request, pk=None, session_id=None):
         server = self.get_object()
         try:
@@ -129,8 +141,12 @@ class VirtualServerViewSet(ServiceBackedViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(methods=["GET"], responses=DeliverySettingsSerializer, summary="The server's Delivery tab")
-    @extend_schema(methods=["PATCH"], request=DeliverySettingsSerializer, responses=DeliverySettingsSerializer,
-                   summary="Change the server's Delivery tab")
+    @extend_schema(
+        methods=["PATCH"],
+        request=DeliverySettingsSerializer,
+        responses=DeliverySettingsSerializer,
+        summary="Change the server's Delivery tab",
+    )
     @action(detail=True, methods=["get", "patch"], pagination_class=None, filter_backends=[])
     def delivery(self, request, pk=None):
         server = self.get_object()

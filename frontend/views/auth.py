@@ -17,8 +17,7 @@ from frontend.throttle import LoginThrottle, lockout_minutes
 
 def _next_url(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                       require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return target
     return resolve_url("console:dashboard")
 
@@ -47,8 +46,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 throttle.record_success()
                 login(request, user)
                 return redirect(_next_url(request))
-    return render(request, "console/login.html", {"form": form, "next": request.GET.get("next", "")},
-                  status=status)
+    return render(request, "console/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status)
 
 
 @require_POST

@@ -15,13 +15,15 @@ PAGE_SIZE = 50
 def console_tree(user) -> dict:
     """What the left-hand tree shows this user."""
     servers = list(VirtualServer.objects.for_user(user).select_related("node").order_by("name"))
-    pop3_domains = list(Domain.objects.for_user(user).filter(type=DomainType.LOCAL)
-                        .select_related("server").order_by("name")[:200])
+    pop3_domains = list(
+        Domain.objects.for_user(user).filter(type=DomainType.LOCAL).select_related("server").order_by("name")[:200]
+    )
     return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node()}
 
 
-def render_console(request: HttpRequest, template: str, context: dict | None = None, *,
-                   selected: str = "", status: int = 200) -> HttpResponse:
+def render_console(
+    request: HttpRequest, template: str, context: dict | None = None, *, selected: str = "", status: int = 200
+) -> HttpResponse:
     """Render a page inside the console frame, with `selected` naming the highlighted tree item."""
     context = dict(context or {})
     context.update(tree=console_tree(request.user), selected=selected)

@@ -62,17 +62,29 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         except DomainError as exc:
             add_domain_error(form, exc)
             rows = None
-    return render_console(request, "console/mailbox_import.html", {
-        "domain": domain, "form": form, "rows": rows, "can_confirm": can_confirm,
-        "error_count": sum(1 for row in rows if row.errors) if rows else 0,
-    }, selected=f"domain-{domain.pk}")
+    return render_console(
+        request,
+        "console/mailbox_import.html",
+        {
+            "domain": domain,
+            "form": form,
+            "rows": rows,
+            "can_confirm": can_confirm,
+            "error_count": sum(1 for row in rows if row.errors) if rows else 0,
+        },
+        selected=f"domain-{domain.pk}",
+    )
 
 
 @login_required
 def mailbox_export(request: HttpRequest, pk: int) -> HttpResponse:
     domain = domain_for(request.user, pk)
-    mailboxes = (Mailbox.objects.for_user(request.user).filter(domain=domain).select_related("domain__server")
-                 .order_by("local_part"))
+    mailboxes = (
+        Mailbox.objects.for_user(request.user)
+        .filter(domain=domain)
+        .select_related("domain__server")
+        .order_by("local_part")
+    )
     response = HttpResponse(export_csv(mailboxes), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{domain.name}-mailboxes.csv"'
     return response

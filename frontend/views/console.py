@@ -30,24 +30,37 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     servers = list(VirtualServer.objects.for_user(request.user).select_related("node").order_by("name"))
     beats = queries.server_heartbeats(servers)
     counts = queries.dashboard_counts(request.user)
-    return render_console(request, "console/dashboard.html", {
-        "statuses": [queries.server_status(s, beats.get(s.pk)) for s in servers],
-        "counts_list": [("Virtual servers", counts["servers"]), ("Running", counts["servers_running"]),
-                        ("Domains", counts["domains"]), ("Mailboxes", counts["mailboxes"]),
-                        ("Group addresses", counts["groups"]), ("Sign-ins (24 h)", counts["logons_24h"])],
-        "chart_data": {
-            "mailboxes": queries.mailboxes_per_domain(request.user),
-            "logons": queries.logons_per_day(request.user),
-            "changes": queries.changes_per_day() if request.user.is_superuser else [],
+    return render_console(
+        request,
+        "console/dashboard.html",
+        {
+            "statuses": [queries.server_status(s, beats.get(s.pk)) for s in servers],
+            "counts_list": [
+                ("Virtual servers", counts["servers"]),
+                ("Running", counts["servers_running"]),
+                ("Domains", counts["domains"]),
+                ("Mailboxes", counts["mailboxes"]),
+                ("Group addresses", counts["groups"]),
+                ("Sign-ins (24 h)", counts["logons_24h"]),
+            ],
+            "chart_data": {
+                "mailboxes": queries.mailboxes_per_domain(request.user),
+                "logons": queries.logons_per_day(request.user),
+                "changes": queries.changes_per_day() if request.user.is_superuser else [],
+            },
         },
-    }, selected="dashboard")
+        selected="dashboard",
+    )
 
 
 @login_required
 def logons(request: HttpRequest) -> HttpResponse:
     """Exchange's Logons view: who signed in to which mailbox, from where, when."""
-    rows = (Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(request.user))
-            .select_related("mailbox__domain").order_by("-logon_at"))
+    rows = (
+        Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(request.user))
+        .select_related("mailbox__domain")
+        .order_by("-logon_at")
+    )
     query = request.GET.get("q", "").strip()
     if query:
         local, _, domain = query.rpartition("@")
@@ -55,8 +68,9 @@ def logons(request: HttpRequest) -> HttpResponse:
         if local:
             match |= Q(mailbox__local_part__iexact=local, mailbox__domain__name__iexact=domain)
         rows = rows.filter(match)
-    return render_console(request, "console/logons.html", {"page": paginate(request, rows), "q": query},
-                          selected="logons")
+    return render_console(
+        request, "console/logons.html", {"page": paginate(request, rows), "q": query}, selected="logons"
+    )
 
 
 def _day_bound(raw: str, end: bool) -> datetime | None:
@@ -74,30 +88,36 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if filters["user"]:
         entries = entries.filter(actor__icontains=filters["user"])
     if filters["object"]:
-        entries = entries.filter(Q(object_repr__icontains=filters["object"])
-                                 | Q(object_type__iexact=filters["object"]) | Q(action__icontains=filters["object"]))
+        entries = entries.filter(
+            Q(object_repr__icontains=filters["object"])
+            | Q(object_type__iexact=filters["object"])
+            | Q(action__icontains=filters["object"])
+        )
     since, until = _day_bound(filters["since"], False), _day_bound(filters["until"], True)
     if since:
         entries = entries.filter(at__gte=since)
     if until:
         entries = entries.filter(at__lte=until)
-    return render_console(request, "console/audit.html", {"page": paginate(request, entries), "filters": filters},
-                          selected="audit")
+    return render_console(
+        request, "console/audit.html", {"page": paginate(request, entries), "filters": filters}, selected="audit"
+    )
 
 
 @administrator_required
 def node_services(request: HttpRequest) -> HttpResponse:
     node = local_node()
-    return render_console(request, "console/services.html", {"node": node, "rows": queries.node_services(node)},
-                          selected="services")
+    return render_console(
+        request, "console/services.html", {"node": node, "rows": queries.node_services(node)}, selected="services"
+    )
 
 
 @administrator_required
 @require_POST
 def service_state(request: HttpRequest, service: str) -> HttpResponse:
     """Start, pause or stop one of the node's services from the Services view."""
-    desired = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED,
-               "stop": ServiceState.STOPPED}.get(request.POST.get("action", ""))
+    desired = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}.get(
+        request.POST.get("action", "")
+    )
     if desired is None:
         raise Http404("no such action")
     node = local_node()

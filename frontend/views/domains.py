@@ -28,21 +28,38 @@ def server_domains(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            domain = services.add_domain(server, data["name"], type=data["type"], alias_of=data["alias_of"] or None,
-                                         relay_allowed=data["relay_allowed"], actor=actor(request))
+            domain = services.add_domain(
+                server,
+                data["name"],
+                type=data["type"],
+                alias_of=data["alias_of"] or None,
+                relay_allowed=data["relay_allowed"],
+                actor=actor(request),
+            )
         except DomainError as exc:
             add_domain_error(form, exc)
         else:
             messages.success(request, f"Domain {domain.name} ({domain.get_type_display().lower()}) was added.")
             return redirect("console:server-domains", pk=server.pk)
-    domains = (server.domains.select_related("alias_of", "route").annotate(mailbox_count=Count("mailboxes"))
-               .order_by("-is_default", "name"))
+    domains = (
+        server.domains.select_related("alias_of", "route")
+        .annotate(mailbox_count=Count("mailboxes"))
+        .order_by("-is_default", "name")
+    )
     query = request.GET.get("q", "").strip()
     if query:
         domains = domains.filter(name__icontains=query)
-    return render_console(request, "console/server_domains.html", {
-        "server": server, "form": form, "page": paginate(request, domains), "q": query,
-    }, selected=f"server-{server.pk}-domains")
+    return render_console(
+        request,
+        "console/server_domains.html",
+        {
+            "server": server,
+            "form": form,
+            "page": paginate(request, domains),
+            "q": query,
+        },
+        selected=f"server-{server.pk}-domains",
+    )
 
 
 DOMAIN_ACTIONS = ("default", "lock", "unlock", "remove")
@@ -81,13 +98,19 @@ def domain_action(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def pop3_domains(request: HttpRequest) -> HttpResponse:
     """The POP3 service's Domains node: every local domain this user may manage."""
-    domains = (Domain.objects.for_user(request.user).filter(type=DomainType.LOCAL).select_related("server")
-               .annotate(mailbox_count=Count("mailboxes", distinct=True)).order_by("name"))
+    domains = (
+        Domain.objects.for_user(request.user)
+        .filter(type=DomainType.LOCAL)
+        .select_related("server")
+        .annotate(mailbox_count=Count("mailboxes", distinct=True))
+        .order_by("name")
+    )
     query = request.GET.get("q", "").strip()
     if query:
         domains = domains.filter(Q(name__icontains=query) | Q(server__name__icontains=query))
-    return render_console(request, "console/pop3_domains.html", {"page": paginate(request, domains), "q": query},
-                          selected="pop3")
+    return render_console(
+        request, "console/pop3_domains.html", {"page": paginate(request, domains), "q": query}, selected="pop3"
+    )
 
 
 @login_required
@@ -110,8 +133,9 @@ def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
     domain = domain_for(request.user, pk)
     server_for(request.user, domain.server_id)
     try:
-        domain = services.set_mailbox_quota_ceiling(domain, request.POST.get("max_mailbox_quota_mb", "").strip(),
-                                                    actor=actor(request), acting_user=request.user)
+        domain = services.set_mailbox_quota_ceiling(
+            domain, request.POST.get("max_mailbox_quota_mb", "").strip(), actor=actor(request), acting_user=request.user
+        )
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
@@ -131,21 +155,39 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
     from servers.delivery.services import set_remote_domain_route
 
     route = RemoteDomainRoute.objects.filter(domain=domain).first()
-    form = RouteForm(request.POST or None, initial={"smart_host": route.smart_host if route else "",
-                                                    "port": route.port if route else 25,
-                                                    "username": route.username if route else ""})
+    form = RouteForm(
+        request.POST or None,
+        initial={
+            "smart_host": route.smart_host if route else "",
+            "port": route.port if route else 25,
+            "username": route.username if route else "",
+        },
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         # The password is never shown back; left empty it stays as it was (None: keep).
         password = data["password"] or None
         try:
-            saved = set_remote_domain_route(domain, smart_host=data["smart_host"], port=data["port"] or 25,
-                                            username=data["username"], password=password, actor=actor(request))
+            saved = set_remote_domain_route(
+                domain,
+                smart_host=data["smart_host"],
+                port=data["port"] or 25,
+                username=data["username"],
+                password=password,
+                actor=actor(request),
+            )
         except DomainError as exc:
             add_domain_error(form, exc)
         else:
-            messages.success(request, f"Mail for {domain.name} now goes " +
-                             (f"through {saved.smart_host}:{saved.port}." if saved else "to its MX hosts."))
+            messages.success(
+                request,
+                f"Mail for {domain.name} now goes "
+                + (f"through {saved.smart_host}:{saved.port}." if saved else "to its MX hosts."),
+            )
             return redirect("console:server-domains", pk=domain.server_id)
-    return render_console(request, "console/domain_route.html", {"domain": domain, "form": form, "route": route},
-                          selected=f"server-{domain.server_id}-domains")
+    return render_console(
+        request,
+        "console/domain_route.html",
+        {"domain": domain, "form": form, "route": route},
+        selected=f"server-{domain.server_id}-domains",
+    )

@@ -55,12 +55,21 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
     rows = [(m, mailbox_usage(m)) for m in page.object_list]
     groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
     can_manage_server = VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists()
-    return render_console(request, "console/domain_mailboxes.html", {
-        "domain": domain, "page": page, "rows": rows, "q": query, "groups": groups,
-        "can_manage_server": can_manage_server,
-        "administrators": list(domain.administrators.order_by("username")),
-        "candidates": list(operator_candidates()) if can_manage_server else [],
-    }, selected=f"domain-{domain.pk}")
+    return render_console(
+        request,
+        "console/domain_mailboxes.html",
+        {
+            "domain": domain,
+            "page": page,
+            "rows": rows,
+            "q": query,
+            "groups": groups,
+            "can_manage_server": can_manage_server,
+            "administrators": list(domain.administrators.order_by("username")),
+            "candidates": list(operator_candidates()) if can_manage_server else [],
+        },
+        selected=f"domain-{domain.pk}",
+    )
 
 
 @sensitive_post_parameters("password")
@@ -72,19 +81,27 @@ def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            mailbox = services.add_mailbox(domain, data["local_part"], data["password"],
-                                           display_name=data["display_name"],
-                                           quota_bytes=kb_to_bytes(data["quota_kb"]),
-                                           quota_messages=data["quota_messages"], actor=actor(request),
-                                           acting_user=request.user)
+            mailbox = services.add_mailbox(
+                domain,
+                data["local_part"],
+                data["password"],
+                display_name=data["display_name"],
+                quota_bytes=kb_to_bytes(data["quota_kb"]),
+                quota_messages=data["quota_messages"],
+                actor=actor(request),
+                acting_user=request.user,
+            )
         except DomainError as exc:
             add_domain_error(form, exc, {"quota_bytes": "quota_kb"})
         else:
             messages.success(request, f"Mailbox {mailbox.address} was created.")
             return redirect("console:domain", pk=domain.pk)
-    return render_console(request, "console/mailbox_new.html",
-                          {"domain": domain, "form": form, "password_rule": PASSWORD_RULE},
-                          selected=f"domain-{domain.pk}")
+    return render_console(
+        request,
+        "console/mailbox_new.html",
+        {"domain": domain, "form": form, "password_rule": PASSWORD_RULE},
+        selected=f"domain-{domain.pk}",
+    )
 
 
 def _properties_initial(mailbox: Mailbox) -> dict:
@@ -102,8 +119,9 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A mailbox's properties, password, lock and deletion; each form posts on its own."""
     mailbox = mailbox_for(request.user, pk)
     form_name = request.POST.get("form", "") if request.method == "POST" else ""
-    properties = MailboxPropertiesForm(request.POST if form_name == "properties" else None,
-                                       initial=_properties_initial(mailbox))
+    properties = MailboxPropertiesForm(
+        request.POST if form_name == "properties" else None, initial=_properties_initial(mailbox)
+    )
     _show_quota_ceiling(properties, mailbox.domain, request.user)
     password = ChangePasswordForm(request.POST if form_name == "password" else None)
     delete = DeleteMailboxForm(request.POST if form_name == "delete" else None)
@@ -111,16 +129,25 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if form_name == "properties" and properties.is_valid():
         data = properties.cleaned_data
         try:
-            services.update_mailbox(mailbox, display_name=data["display_name"],
-                                    quota_bytes=kb_to_bytes(data["quota_kb"]),
-                                    quota_messages=data["quota_messages"], is_catch_all=data["is_catch_all"],
-                                    actor=who, acting_user=request.user)
+            services.update_mailbox(
+                mailbox,
+                display_name=data["display_name"],
+                quota_bytes=kb_to_bytes(data["quota_kb"]),
+                quota_messages=data["quota_messages"],
+                is_catch_all=data["is_catch_all"],
+                actor=who,
+                acting_user=request.user,
+            )
         except DomainError as exc:
             add_domain_error(properties, exc, {"quota_bytes": "quota_kb"})
         else:
             changed = [f for f in properties.changed_data]
-            messages.success(request, "Saved: " + (", ".join(properties.fields[f].label or f for f in changed)
-                                                   if changed else "nothing changed") + ".")
+            messages.success(
+                request,
+                "Saved: "
+                + (", ".join(properties.fields[f].label or f for f in changed) if changed else "nothing changed")
+                + ".",
+            )
             return redirect("console:mailbox", pk=mailbox.pk)
     elif form_name == "password" and password.is_valid():
         try:
@@ -139,19 +166,29 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         domain_pk = mailbox.domain_id
         kept_because = services.delete_mailbox(mailbox, remove_mail=remove_mail, actor=who)
         if kept_because:
-            messages.warning(request, f"Mailbox {mailbox.address} was deleted, but its stored mail was left on disk: "
-                                      f"{kept_because}.")
+            messages.warning(
+                request, f"Mailbox {mailbox.address} was deleted, but its stored mail was left on disk: {kept_because}."
+            )
         else:
             kept = "its stored mail was removed" if remove_mail else f"its stored mail stays in {mailbox.maildir}"
             messages.success(request, f"Mailbox {mailbox.address} was deleted; {kept}.")
         return redirect("console:domain", pk=domain_pk)
     elif request.method == "POST" and form_name not in ("properties", "password", "delete"):
         raise Http404("no such form")
-    return render_console(request, "console/mailbox_detail.html", {
-        "mailbox": mailbox, "usage": mailbox_usage(mailbox), "properties": properties,
-        "password": password, "delete": delete, "password_rule": PASSWORD_RULE,
-        "logons": mailbox.logons.all()[:10],
-    }, selected=f"domain-{mailbox.domain_id}")
+    return render_console(
+        request,
+        "console/mailbox_detail.html",
+        {
+            "mailbox": mailbox,
+            "usage": mailbox_usage(mailbox),
+            "properties": properties,
+            "password": password,
+            "delete": delete,
+            "password_rule": PASSWORD_RULE,
+            "logons": mailbox.logons.all()[:10],
+        },
+        selected=f"domain-{mailbox.domain_id}",
+    )
 
 
 @login_required
@@ -176,8 +213,12 @@ def group_new(request: HttpRequest, pk: int) -> HttpResponse:
 def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A group address and its members (mailboxes of the same server)."""
     group = group_for(request.user, pk)
-    candidates = (Mailbox.objects.for_user(request.user).filter(domain__server=group.domain.server)
-                  .select_related("domain").order_by("domain__name", "local_part"))
+    candidates = (
+        Mailbox.objects.for_user(request.user)
+        .filter(domain__server=group.domain.server)
+        .select_related("domain")
+        .order_by("domain__name", "local_part")
+    )
     if request.method == "POST":
         if request.POST.get("action") == "remove":
             try:
@@ -198,6 +239,13 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Members of {group} saved ({chosen.count() + hidden.count()}).")
         return redirect("console:group", pk=group.pk)
     member_ids = set(group.members.values_list("pk", flat=True))
-    return render_console(request, "console/group_detail.html", {
-        "group": group, "candidates": candidates, "member_ids": member_ids,
-    }, selected=f"domain-{group.domain_id}")
+    return render_console(
+        request,
+        "console/group_detail.html",
+        {
+            "group": group,
+            "candidates": candidates,
+            "member_ids": member_ids,
+        },
+        selected=f"domain-{group.domain_id}",
+    )

@@ -39,8 +39,13 @@ except ImportError:  # pragma: no cover - an installation without the delivery p
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
-TABS = [("general", "General"), ("access", "Access"), ("messages", "Messages"), ("delivery", "Delivery"),
-        ("security", "Security")]
+TABS = [
+    ("general", "General"),
+    ("access", "Access"),
+    ("messages", "Messages"),
+    ("delivery", "Delivery"),
+    ("security", "Security"),
+]
 
 
 @login_required
@@ -53,8 +58,9 @@ def server_list(request: HttpRequest) -> HttpResponse:
 
 def _render_state(request: HttpRequest, server: VirtualServer, *, error: str = "") -> HttpResponse:
     beat = queries.server_heartbeats([server]).get(server.pk)
-    return render(request, "console/partials/server_state.html",
-                  {"status": queries.server_status(server, beat), "error": error})
+    return render(
+        request, "console/partials/server_state.html", {"status": queries.server_status(server, beat), "error": error}
+    )
 
 
 @login_required_partial
@@ -92,6 +98,7 @@ def node_service_state(request: HttpRequest) -> HttpResponse:
 
 # -- the New SMTP Virtual Server wizard ----------------------------------------------------------
 
+
 def _wizard_form(index: int, data=None, initial=None):
     form_class = WIZARD_STEPS[index][2]
     kwargs = {"initial": initial or {}, "prefix": f"step{index}"}
@@ -127,9 +134,14 @@ def server_wizard(request: HttpRequest) -> HttpResponse:
                 else:
                     try:
                         server = services.create_virtual_server(
-                            name=answers["name"], ip_address=answers["ip_address"], port=answers["port"],
-                            home_dir=answers["home_dir"], default_domain=answers["default_domain"],
-                            start=answers.get("start", False), actor=actor(request))
+                            name=answers["name"],
+                            ip_address=answers["ip_address"],
+                            port=answers["port"],
+                            home_dir=answers["home_dir"],
+                            default_domain=answers["default_domain"],
+                            start=answers.get("start", False),
+                            actor=actor(request),
+                        )
                     except DomainError as exc:
                         index = WIZARD_FIELD_STEP.get(exc.field or "", index)
                         form = _wizard_form(index, data=_as_data(_wizard_form(index), answers))
@@ -139,10 +151,18 @@ def server_wizard(request: HttpRequest) -> HttpResponse:
                         request.session.pop("server_wizard", None)
                         messages.success(request, f"Virtual server {server.name!r} was created.")
                         return redirect("console:server", pk=server.pk)
-    return render_console(request, "console/server_wizard.html", {
-        "form": form, "step": index, "steps": [(i, title) for i, (_, title, _) in enumerate(WIZARD_STEPS)],
-        "last_step": index == len(WIZARD_STEPS) - 1, "answers": answers,
-    }, selected="servers")
+    return render_console(
+        request,
+        "console/server_wizard.html",
+        {
+            "form": form,
+            "step": index,
+            "steps": [(i, title) for i, (_, title, _) in enumerate(WIZARD_STEPS)],
+            "last_step": index == len(WIZARD_STEPS) - 1,
+            "answers": answers,
+        },
+        selected="servers",
+    )
 
 
 def _as_data(form, answers: dict) -> dict:
@@ -159,6 +179,7 @@ def _as_data(form, answers: dict) -> dict:
 
 
 # -- property sheet -----------------------------------------------------------------------------
+
 
 def operator_candidates():
     """Users who can be given a role: active accounts that are not administrators already."""
@@ -178,9 +199,10 @@ def _save_tab(request: HttpRequest, form: ServerTabForm, obj, tab_url: str, save
         add_domain_error(form, exc)
         return None
     summary = "; ".join(
-        f"{form.fields[f].label}: " + ("changed" if f in form.secret_fields
-                                       else f"{_shown(before[f])} \u2192 {_shown(getattr(saved, f))}")
-        for f in changes)
+        f"{form.fields[f].label}: "
+        + ("changed" if f in form.secret_fields else f"{_shown(before[f])} \u2192 {_shown(getattr(saved, f))}")
+        for f in changes
+    )
     messages.success(request, f"Saved. {summary}")
     return redirect(tab_url)
 
@@ -214,22 +236,38 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
     if tab == "delivery" and delivery_services is not None:
         settings_obj = delivery_services.delivery_settings(server)
-        delivery_form = ServerTabForm(request.POST if posted == "delivery" else None, server=settings_obj,
-                                      field_names=list(delivery_services.EDITABLE_DELIVERY_FIELDS),
-                                      secret_fields=("smart_host_password",), prefix="delivery")
+        delivery_form = ServerTabForm(
+            request.POST if posted == "delivery" else None,
+            server=settings_obj,
+            field_names=list(delivery_services.EDITABLE_DELIVERY_FIELDS),
+            secret_fields=("smart_host_password",),
+            prefix="delivery",
+        )
         if posted == "delivery" and delivery_form.is_valid():
-            response = _save_tab(request, delivery_form, settings_obj, tab_url,
-                                 lambda changes: delivery_services.update_delivery_settings(
-                                     server, actor=actor(request), **changes))
+            response = _save_tab(
+                request,
+                delivery_form,
+                settings_obj,
+                tab_url,
+                lambda changes: delivery_services.update_delivery_settings(server, actor=actor(request), **changes),
+            )
             if response is not None:
                 return response
     if field_names:
-        form = ServerTabForm(request.POST if posted == "server" else None, server=server, field_names=field_names,
-                             ip_choices=queries.node_ip_addresses())
+        form = ServerTabForm(
+            request.POST if posted == "server" else None,
+            server=server,
+            field_names=field_names,
+            ip_choices=queries.node_ip_addresses(),
+        )
         if posted == "server" and form.is_valid():
-            response = _save_tab(request, form, server, tab_url,
-                                 lambda changes: services.update_virtual_server(server, actor=actor(request),
-                                                                                **changes))
+            response = _save_tab(
+                request,
+                form,
+                server,
+                tab_url,
+                lambda changes: services.update_virtual_server(server, actor=actor(request), **changes),
+            )
             if response is not None:
                 return response
     if posted in ("server", "delivery") and not (form or delivery_form):
@@ -240,19 +278,39 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     rule_lists = []
     if tab == "access":
         rule_lists = [
-            ("access", "Connection control", "Clients the connection policy above applies to.",
-             list(server.access_rules.all())),
-            ("relay", "Relay restrictions", "Clients that may relay without signing in (the trusted LAN).",
-             list(server.relay_rules.all())),
+            (
+                "access",
+                "Connection control",
+                "Clients the connection policy above applies to.",
+                list(server.access_rules.all()),
+            ),
+            (
+                "relay",
+                "Relay restrictions",
+                "Clients that may relay without signing in (the trusted LAN).",
+                list(server.relay_rules.all()),
+            ),
         ]
-    return render_console(request, "console/server_properties.html", {
-        "server": server, "tab": tab, "tabs": TABS, "form": form, "operators": operators,
-        "roles_available": roles_available, "candidates": candidates,
-        "rule_lists": rule_lists, "rule_kinds": AccessRuleKind.choices, "delivery_form": delivery_form,
-        "operator_ids": {u.pk for u in operators},
-        "home_dir": server.home_dir,
-        "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
-    }, selected=f"server-{server.pk}")
+    return render_console(
+        request,
+        "console/server_properties.html",
+        {
+            "server": server,
+            "tab": tab,
+            "tabs": TABS,
+            "form": form,
+            "operators": operators,
+            "roles_available": roles_available,
+            "candidates": candidates,
+            "rule_lists": rule_lists,
+            "rule_kinds": AccessRuleKind.choices,
+            "delivery_form": delivery_form,
+            "operator_ids": {u.pk for u in operators},
+            "home_dir": server.home_dir,
+            "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
+        },
+        selected=f"server-{server.pk}",
+    )
 
 
 @administrator_required
@@ -264,8 +322,9 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect("console:server", pk=server.pk)
-    messages.success(request, f"Virtual server {server.name!r} was deleted; its home directory {server.home_dir} "
-                              "stays on disk.")
+    messages.success(
+        request, f"Virtual server {server.name!r} was deleted; its home directory {server.home_dir} stays on disk."
+    )
     return redirect("console:servers")
 
 
@@ -274,9 +333,12 @@ def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse
     server = server_for(request.user, pk)
     title = {"sessions": "Current Sessions", "queue": "Queue"}[what]
     beat = queries.server_heartbeats([server]).get(server.pk)
-    return render_console(request, "console/placeholder.html",
-                          {"server": server, "title": title, "sessions": beat.sessions if beat else None},
-                          selected=f"server-{server.pk}-{what}")
+    return render_console(
+        request,
+        "console/placeholder.html",
+        {"server": server, "title": title, "sessions": beat.sessions if beat else None},
+        selected=f"server-{server.pk}-{what}",
+    )
 
 
 def _session_rows(server: VirtualServer) -> list[dict]:
@@ -284,8 +346,13 @@ def _session_rows(server: VirtualServer) -> list[dict]:
     rows = []
     for session in list_sessions(server):
         connected = session.get("connected_at") or now
-        rows.append({**session, "connected": datetime.fromtimestamp(connected, tz=UTC),
-                     "duration_s": int(max(0, now - connected))})
+        rows.append(
+            {
+                **session,
+                "connected": datetime.fromtimestamp(connected, tz=UTC),
+                "duration_s": int(max(0, now - connected)),
+            }
+        )
     return rows
 
 
@@ -307,8 +374,10 @@ def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
     return render_console(request, "console/server_sessions.html", context, selected=f"server-{server.pk}-sessions")
 
 
-RULE_LISTS = {"access": ("access_rules", "add_access_rule", "remove_access_rule"),
-              "relay": ("relay_rules", "add_relay_rule", "remove_relay_rule")}
+RULE_LISTS = {
+    "access": ("access_rules", "add_access_rule", "remove_access_rule"),
+    "relay": ("relay_rules", "add_relay_rule", "remove_relay_rule"),
+}
 
 
 @login_required
@@ -368,11 +437,16 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, {"retry": "The message will be retried now.", "freeze": "The message is frozen.",
-                                       "unfreeze": "The message is no longer frozen.",
-                                       "delete": "The message was deleted.",
-                                       "delete_ndr": "The message was deleted; its sender gets a non-delivery report."
-                                       }[action])
+            messages.success(
+                request,
+                {
+                    "retry": "The message will be retried now.",
+                    "freeze": "The message is frozen.",
+                    "unfreeze": "The message is no longer frozen.",
+                    "delete": "The message was deleted.",
+                    "delete_ndr": "The message was deleted; its sender gets a non-delivery report.",
+                }[action],
+            )
         return redirect("console:server-queue", pk=server.pk)
     context = {"server": server, "entries": delivery_services.list_queue(server)}
     if request.htmx:

@@ -24,10 +24,12 @@ class BootstrapForm(forms.Form):
 
 
 class SignInForm(BootstrapForm):
-    address = forms.CharField(max_length=320, widget=forms.TextInput(attrs={"autocomplete": "username",
-                                                                           "autofocus": True}))
-    password = forms.CharField(max_length=200, strip=False,
-                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    address = forms.CharField(
+        max_length=320, widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True})
+    )
+    password = forms.CharField(
+        max_length=200, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
 
 
 def parse_addresses(value: str) -> list[str]:
@@ -104,11 +106,11 @@ class ComposeForm(BootstrapForm):
 
 
 class PasswordForm(BootstrapForm):
-    current_password = forms.CharField(strip=False, widget=forms.PasswordInput(
-        attrs={"autocomplete": "current-password"}))
+    current_password = forms.CharField(
+        strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
     new_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
-    confirm_password = forms.CharField(strip=False, widget=forms.PasswordInput(
-        attrs={"autocomplete": "new-password"}))
+    confirm_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
     def clean_new_password(self):
         password = self.cleaned_data["new_password"]

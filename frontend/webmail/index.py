@@ -52,7 +52,7 @@ def ensure_folder(maildir: Path, folder: str) -> Path:
 def flags_of(file_name: str) -> str:
     """The flag letters of a Maildir file name ('' for a message still in new/ or without info)."""
     _, _, info = file_name.partition(store.INFO_SEPARATOR)
-    return info[len(INFO_PREFIX):] if info.startswith(INFO_PREFIX) else ""
+    return info[len(INFO_PREFIX) :] if info.startswith(INFO_PREFIX) else ""
 
 
 def _names(directory: Path) -> list[str]:
@@ -128,7 +128,7 @@ def summarize(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     ends = [i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0]
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head[:min(ends, default=len(head))] + b"\n\n")
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head[: min(ends, default=len(head))] + b"\n\n")
     sent_at = None
     with contextlib.suppress(Exception):  # a Date: header that is not a date shows as none
         sent_at = parsedate_to_datetime(headers["Date"])
@@ -137,12 +137,16 @@ def summarize(path: Path) -> dict | None:
     content_type = headers.get_content_type()
     # Without reading the body: mail with attachments is multipart/mixed (RFC 2046 5.1.3).
     has_attachments = content_type == "multipart/mixed" or (
-        not content_type.startswith(("text/", "multipart/")) and content_type != "message/rfc822")
+        not content_type.startswith(("text/", "multipart/")) and content_type != "message/rfc822"
+    )
     return {
-        "sender": _decoded(headers["From"])[:255], "subject": _decoded(headers["Subject"])[:255],
+        "sender": _decoded(headers["From"])[:255],
+        "subject": _decoded(headers["Subject"])[:255],
         "recipients": _decoded(headers["To"])[:255],
-        "sent_at": sent_at, "delivered_at": dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
-        "size_octets": stat.st_size, "has_attachments": has_attachments,
+        "sent_at": sent_at,
+        "delivered_at": dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
+        "size_octets": stat.st_size,
+        "has_attachments": has_attachments,
     }
 
 
@@ -152,8 +156,9 @@ class Refresh:
     pending: int = 0  # messages still to index (a later refresh continues)
 
 
-def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool = False,
-            max_new: int = MAX_NEW_PER_REFRESH) -> Refresh:
+def refresh(
+    mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool = False, max_new: int = MAX_NEW_PER_REFRESH
+) -> Refresh:
     """Bring the folder's index up to date with the disk, parsing at most `max_new` unseen messages.
 
     Unseen messages are taken newest name first (Maildir names start with the delivery time), so
@@ -168,9 +173,14 @@ def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool 
     # Only a subdirectory that changed since the last complete scan (or so recently that it may
     # change again within the same clock tick) is listed: new mail touches new/ alone, and the
     # read messages in cur/ are by far the most in a big mailbox.
-    changed = [subdir for subdir, mtime, indexed_mtime in (("new", new_mtime, state.new_mtime_ns),
-                                                           ("cur", cur_mtime, state.cur_mtime_ns))
-               if force or mtime != indexed_mtime or state.scanned_at_ns - mtime <= SCAN_SETTLE_NS]
+    changed = [
+        subdir
+        for subdir, mtime, indexed_mtime in (
+            ("new", new_mtime, state.new_mtime_ns),
+            ("cur", cur_mtime, state.cur_mtime_ns),
+        )
+        if force or mtime != indexed_mtime or state.scanned_at_ns - mtime <= SCAN_SETTLE_NS
+    ]
     if not changed:
         return Refresh(scanned=False)
     scan_started_ns = time.time_ns()
@@ -198,25 +208,36 @@ def refresh(mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool 
         with transaction.atomic():
             for start in range(0, len(gone), BATCH_ROWS):
                 MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(
-                    uid__in=gone[start:start + BATCH_ROWS]).delete()
+                    uid__in=gone[start : start + BATCH_ROWS]
+                ).delete()
             for uid, name in moved.items():
                 MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid=uid).update(
-                    file_name=name, is_read=SEEN_FLAG in flags_of(name))
+                    file_name=name, is_read=SEEN_FLAG in flags_of(name)
+                )
     rows = []
     for uid in fresh:
         name = on_disk_by_uid[uid]
         summary = summarize(root / name)
         if summary is None:
             continue  # moved or deleted since the listing; the next scan sees where it went
-        rows.append(MessageIndex(mailbox_id=mailbox_id, folder=folder, uid=uid, file_name=name,
-                                 is_read=SEEN_FLAG in flags_of(name), **summary))
+        rows.append(
+            MessageIndex(
+                mailbox_id=mailbox_id,
+                folder=folder,
+                uid=uid,
+                file_name=name,
+                is_read=SEEN_FLAG in flags_of(name),
+                **summary,
+            )
+        )
         if len(rows) >= BATCH_ROWS:
             MessageIndex.objects.bulk_create(rows, ignore_conflicts=True)
             rows = []
     MessageIndex.objects.bulk_create(rows, ignore_conflicts=True)
     if not pending:  # else the next refresh must scan again, whatever the directory times say
         MailboxIndexState.objects.filter(pk=state.pk).update(
-            new_mtime_ns=new_mtime, cur_mtime_ns=cur_mtime, scanned_at_ns=scan_started_ns)
+            new_mtime_ns=new_mtime, cur_mtime_ns=cur_mtime, scanned_at_ns=scan_started_ns
+        )
     return Refresh(scanned=True, pending=pending)
 
 

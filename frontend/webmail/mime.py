@@ -18,12 +18,61 @@ import nh3
 
 # Shown inline only as these image types (SVG can carry script, so it is only ever downloaded).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
-ALLOWED_TAGS = frozenset({
-    "a", "abbr", "b", "blockquote", "br", "caption", "center", "cite", "code", "col", "colgroup", "dd", "del",
-    "div", "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
-    "ol", "p", "pre", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "table", "tbody", "td",
-    "tfoot", "th", "thead", "tr", "tt", "u", "ul",
-})
+ALLOWED_TAGS = frozenset(
+    {
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "center",
+        "cite",
+        "code",
+        "col",
+        "colgroup",
+        "dd",
+        "del",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "font",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "img",
+        "ins",
+        "kbd",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "tt",
+        "u",
+        "ul",
+    }
+)
 _COMMON_ATTRIBUTES = {"align", "dir", "lang", "style", "title", "width", "height", "valign", "bgcolor"}
 ALLOWED_ATTRIBUTES = {
     "*": _COMMON_ATTRIBUTES,
@@ -37,15 +86,53 @@ ALLOWED_ATTRIBUTES = {
 }
 # Layout and colour only: nothing that loads a URL (background-image, list-style-image...) or escapes
 # the frame's box (position).
-ALLOWED_STYLE_PROPERTIES = frozenset({
-    "background-color", "border", "border-bottom", "border-collapse", "border-color", "border-left",
-    "border-radius", "border-right", "border-spacing", "border-style", "border-top", "border-width", "color",
-    "display", "font", "font-family", "font-size", "font-style", "font-weight", "height", "letter-spacing",
-    "line-height", "margin", "margin-bottom", "margin-left", "margin-right", "margin-top", "max-width",
-    "min-width", "padding", "padding-bottom", "padding-left", "padding-right", "padding-top", "text-align",
-    "text-decoration", "text-indent", "text-transform", "vertical-align", "white-space", "width",
-    "word-break", "word-wrap",
-})
+ALLOWED_STYLE_PROPERTIES = frozenset(
+    {
+        "background-color",
+        "border",
+        "border-bottom",
+        "border-collapse",
+        "border-color",
+        "border-left",
+        "border-radius",
+        "border-right",
+        "border-spacing",
+        "border-style",
+        "border-top",
+        "border-width",
+        "color",
+        "display",
+        "font",
+        "font-family",
+        "font-size",
+        "font-style",
+        "font-weight",
+        "height",
+        "letter-spacing",
+        "line-height",
+        "margin",
+        "margin-bottom",
+        "margin-left",
+        "margin-right",
+        "margin-top",
+        "max-width",
+        "min-width",
+        "padding",
+        "padding-bottom",
+        "padding-left",
+        "padding-right",
+        "padding-top",
+        "text-align",
+        "text-decoration",
+        "text-indent",
+        "text-transform",
+        "vertical-align",
+        "white-space",
+        "width",
+        "word-break",
+        "word-wrap",
+    }
+)
 URL_SCHEMES = frozenset({"http", "https", "mailto", "cid", "data"})
 SAFE_FILE_NAME_RE = re.compile(r"[^\w.\- ()\[\]+,@=]")
 
@@ -121,9 +208,16 @@ def parts_of(message: EmailMessage) -> list[Part]:
         disposition = part.get_content_disposition()
         file_name = part.get_filename() or ""
         is_attachment = disposition == "attachment" or bool(file_name) or not content_id
-        parts.append(Part(number=number, content_type=part.get_content_type(),
-                          file_name=safe_file_name(file_name, f"part-{number}"), size_octets=len(payload),
-                          content_id=content_id, is_attachment=is_attachment))
+        parts.append(
+            Part(
+                number=number,
+                content_type=part.get_content_type(),
+                file_name=safe_file_name(file_name, f"part-{number}"),
+                size_octets=len(payload),
+                content_id=content_id,
+                is_attachment=is_attachment,
+            )
+        )
     return parts
 
 
@@ -158,8 +252,24 @@ def sanitize_html(html: str, *, cid_url: Callable[[str], str | None], show_remot
         tags=set(ALLOWED_TAGS),
         attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
         url_schemes=set(URL_SCHEMES),
-        clean_content_tags={"script", "style", "title", "head", "template", "noscript", "textarea", "select",
-                            "iframe", "object", "embed", "svg", "math", "xmp", "noembed", "noframes"},
+        clean_content_tags={
+            "script",
+            "style",
+            "title",
+            "head",
+            "template",
+            "noscript",
+            "textarea",
+            "select",
+            "iframe",
+            "object",
+            "embed",
+            "svg",
+            "math",
+            "xmp",
+            "noembed",
+            "noframes",
+        },
         filter_style_properties=set(ALLOWED_STYLE_PROPERTIES),
         attribute_filter=attribute_filter,
         link_rel="noopener noreferrer nofollow",

@@ -20,8 +20,9 @@ class MessageIndexQuerySet(models.QuerySet):
         text = text.strip()
         if not text:
             return self
-        return self.filter(models.Q(sender__icontains=text) | models.Q(recipients__icontains=text)
-                           | models.Q(subject__icontains=text))
+        return self.filter(
+            models.Q(sender__icontains=text) | models.Q(recipients__icontains=text) | models.Q(subject__icontains=text)
+        )
 
 
 class MessageIndex(models.Model):

@@ -46,8 +46,15 @@ def set_key_cookie(request: HttpRequest, response: HttpResponse) -> HttpResponse
     """Hand the browser the key of its session's password, if this request made one."""
     key = getattr(request, "webmail_key", None)
     if key:
-        response.set_cookie(KEY_COOKIE, key, max_age=settings.SESSION_COOKIE_AGE, path=KEY_COOKIE_PATH,
-                            secure=settings.SESSION_COOKIE_SECURE, httponly=True, samesite="Lax")
+        response.set_cookie(
+            KEY_COOKIE,
+            key,
+            max_age=settings.SESSION_COOKIE_AGE,
+            path=KEY_COOKIE_PATH,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
     return response
 
 
@@ -72,8 +79,12 @@ def current_mailbox(request: HttpRequest) -> Mailbox | None:
     if mailbox_id is None:
         return None
     mailbox = Mailbox.objects.select_related("domain__server").filter(pk=mailbox_id).first()
-    if (mailbox is None or mailbox.is_locked or mailbox.domain.is_locked
-            or not constant_time_compare(request.session.get(HASH_KEY, ""), password_fingerprint(mailbox))):
+    if (
+        mailbox is None
+        or mailbox.is_locked
+        or mailbox.domain.is_locked
+        or not constant_time_compare(request.session.get(HASH_KEY, ""), password_fingerprint(mailbox))
+    ):
         sign_out(request)
         return None
     return mailbox
@@ -110,8 +121,10 @@ def mailbox_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
 
 
 # The webmail's own pages run no script at all and load only our CSS and our message frames.
-PAGE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def with_page_policy(response: HttpResponse) -> HttpResponse:
@@ -122,6 +135,7 @@ def with_page_policy(response: HttpResponse) -> HttpResponse:
 
 
 # -- throttling failed sign-ins: the mailbox counters every protocol shares -------------------------
+
 
 def reserve_sign_in(client_address: str, address: str) -> signin_guard.Attempt:
     """Reserve one password check for `address` from `client_address` (refused when over a limit)."""

@@ -41,9 +41,11 @@ from .submission import SubmissionError, submit
 
 PAGE_SIZE = 50
 FOLDER_SLUGS = {"inbox": INBOX, "sent": SENT}
-FRAME_CSP = ("default-src 'none'; img-src data: {images}; style-src 'unsafe-inline'; font-src 'none'; "
-             "form-action 'none'; base-uri 'none'; frame-src 'none'; sandbox allow-popups "
-             "allow-popups-to-escape-sandbox")
+FRAME_CSP = (
+    "default-src 'none'; img-src data: {images}; style-src 'unsafe-inline'; font-src 'none'; "
+    "form-action 'none'; base-uri 'none'; frame-src 'none'; sandbox allow-popups "
+    "allow-popups-to-escape-sandbox"
+)
 DOWNLOAD_CSP = "default-src 'none'; sandbox"
 INLINE_SALT = "mailconsole.webmail.inline"
 INLINE_MAX_AGE_S = 3600
@@ -51,6 +53,7 @@ INLINE_FINGERPRINT_CHARS = 16
 
 
 # -- sign-in --------------------------------------------------------------------------------------
+
 
 @sensitive_post_parameters("password")
 @never_cache
@@ -96,6 +99,7 @@ def sign_out(request: HttpRequest) -> HttpResponse:
 
 # -- folders --------------------------------------------------------------------------------------
 
+
 def _quota(mailbox) -> dict:
     totals = MessageIndex.objects.for_mailbox(mailbox.pk, INBOX).aggregate(size=Sum("size_octets"), count=Count("id"))
     used, count = totals["size"] or 0, totals["count"] or 0
@@ -104,8 +108,13 @@ def _quota(mailbox) -> dict:
         percent = min(100, round(100 * used / mailbox.quota_bytes))
     if mailbox.quota_messages:
         percent = max(percent or 0, min(100, round(100 * count / mailbox.quota_messages)))
-    return {"used_bytes": used, "count": count, "limit_bytes": mailbox.quota_bytes,
-            "limit_messages": mailbox.quota_messages, "percent": percent}
+    return {
+        "used_bytes": used,
+        "count": count,
+        "limit_bytes": mailbox.quota_bytes,
+        "limit_messages": mailbox.quota_messages,
+        "percent": percent,
+    }
 
 
 def _page_context(request: HttpRequest, **extra) -> dict:
@@ -122,15 +131,25 @@ def folder(request: HttpRequest, slug: str) -> HttpResponse:
     mailbox = request.mailbox
     refreshed = index.refresh(mailbox.pk, mailbox.maildir, folder_name)
     query = request.GET.get("q", "")[:200]
-    rows = (MessageIndex.objects.for_mailbox(mailbox.pk, folder_name).matching(query)
-            .order_by("-delivered_at", "-id"))
+    rows = MessageIndex.objects.for_mailbox(mailbox.pk, folder_name).matching(query).order_by("-delivered_at", "-id")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "webmail/folder.html", _page_context(
-        request, folder=folder_name, folder_title=slug.capitalize(), slug=slug, page=page, query=query,
-        pending=refreshed.pending))
+    return render(
+        request,
+        "webmail/folder.html",
+        _page_context(
+            request,
+            folder=folder_name,
+            folder_title=slug.capitalize(),
+            slug=slug,
+            page=page,
+            query=query,
+            pending=refreshed.pending,
+        ),
+    )
 
 
 # -- one message ----------------------------------------------------------------------------------
+
 
 def _own_message(request: HttpRequest, pk: int) -> MessageIndex:
     return get_object_or_404(MessageIndex, pk=pk, mailbox_id=request.mailbox.pk)
@@ -166,17 +185,30 @@ def read(request: HttpRequest, pk: int) -> HttpResponse:
     html_part, plain_part = mime.body_parts(parsed)
     remote_images = False
     if html_part is not None:
-        _, remote_images = mime.sanitize_html(mime.text_of(html_part), cid_url=lambda cid: None,
-                                              show_remote_images=False)
+        _, remote_images = mime.sanitize_html(
+            mime.text_of(html_part), cid_url=lambda cid: None, show_remote_images=False
+        )
     show_images = request.GET.get("images") == "1"
     body_url = reverse("webmail:body", args=[message.pk]) + ("?images=1" if show_images else "")
-    headers = {name.lower().replace("-", "_"): mime.header(parsed, name)
-               for name in ("From", "To", "Cc", "Reply-To", "Subject", "Date")}
-    return render(request, "webmail/message.html", _page_context(
-        request, message=message, headers=headers, slug=_slug_of(message),
-        has_html=html_part is not None, plain_text=mime.text_of(plain_part) if html_part is None else "",
-        body_url=body_url, remote_images=remote_images and not show_images,
-        attachments=[p for p in mime.parts_of(parsed) if p.is_attachment]))
+    headers = {
+        name.lower().replace("-", "_"): mime.header(parsed, name)
+        for name in ("From", "To", "Cc", "Reply-To", "Subject", "Date")
+    }
+    return render(
+        request,
+        "webmail/message.html",
+        _page_context(
+            request,
+            message=message,
+            headers=headers,
+            slug=_slug_of(message),
+            has_html=html_part is not None,
+            plain_text=mime.text_of(plain_part) if html_part is None else "",
+            body_url=body_url,
+            remote_images=remote_images and not show_images,
+            attachments=[p for p in mime.parts_of(parsed) if p.is_attachment],
+        ),
+    )
 
 
 def _untrusted(response: HttpResponseBase, csp: str = DOWNLOAD_CSP) -> HttpResponseBase:
@@ -215,10 +247,12 @@ def body(request: HttpRequest, pk: int) -> HttpResponse:
 
     show_images = request.GET.get("images") == "1"
     cleaned, _ = mime.sanitize_html(mime.text_of(html_part), cid_url=cid_url, show_remote_images=show_images)
-    document = ('<!doctype html><html><head><meta charset="utf-8">'
-                '<meta name="referrer" content="no-referrer">'
-                '<style>body{font-family:system-ui,sans-serif;margin:0;padding:.5rem;overflow-wrap:anywhere}'
-                'img{max-width:100%;height:auto}</style></head><body>' + cleaned + "</body></html>")
+    document = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta name="referrer" content="no-referrer">'
+        "<style>body{font-family:system-ui,sans-serif;margin:0;padding:.5rem;overflow-wrap:anywhere}"
+        "img{max-width:100%;height:auto}</style></head><body>" + cleaned + "</body></html>"
+    )
     # The CSP's img-src names the path of the signed inline-image URLs, nothing wider.
     images = request.build_absolute_uri(reverse("webmail:inline", args=["-"]).removesuffix("-/"))
     if show_images:
@@ -239,8 +273,11 @@ def inline(request: HttpRequest, token: str) -> HttpResponse:
     except (signing.BadSignature, TypeError, ValueError):
         raise Http404("No such image.") from None
     mailbox = Mailbox.objects.select_related("domain__server").filter(pk=mailbox_id).first()
-    if mailbox is None or mailbox.is_locked or not constant_time_compare(
-            fingerprint, session.password_fingerprint(mailbox)[:INLINE_FINGERPRINT_CHARS]):
+    if (
+        mailbox is None
+        or mailbox.is_locked
+        or not constant_time_compare(fingerprint, session.password_fingerprint(mailbox)[:INLINE_FINGERPRINT_CHARS])
+    ):
         raise Http404("No such image.")
     message = get_object_or_404(MessageIndex, pk=pk, mailbox_id=mailbox.pk)
     found = mime.part_payload(mime.parse(_raw_from(mailbox.maildir, message)), number)
@@ -283,8 +320,9 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
     maildir = Path(request.mailbox.maildir)
     lock = MailboxLock(maildir)
     if not lock.acquire():
-        messages.error(request, "The mailbox is busy: a mail program is connected to it over POP3. "
-                                "Try again when it has finished.")
+        messages.error(
+            request, "The mailbox is busy: a mail program is connected to it over POP3. Try again when it has finished."
+        )
         return redirect("webmail:read", message.pk)
     try:
         index.delete(message, maildir)
@@ -308,6 +346,7 @@ def mark(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # -- compose --------------------------------------------------------------------------------------
+
 
 def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
@@ -335,21 +374,29 @@ def _initial_for(request: HttpRequest) -> dict:
         text = nh3.clean(mime.text_of(html_part), tags=set())
     sender, subject, date = mime.header(parsed, "From"), mime.header(parsed, "Subject"), mime.header(parsed, "Date")
     if mode == "forward":
-        forwarded = (f"\n\n---------- Forwarded message ----------\nFrom: {sender}\nDate: {date}\n"
-                     f"Subject: {subject}\nTo: {mime.header(parsed, 'To')}\n\n{text}")
-        return {"subject": _prefixed(subject, "Fwd:"), "body": forwarded, "forward_of": original.pk,
-                "save_copy": True}
+        forwarded = (
+            f"\n\n---------- Forwarded message ----------\nFrom: {sender}\nDate: {date}\n"
+            f"Subject: {subject}\nTo: {mime.header(parsed, 'To')}\n\n{text}"
+        )
+        return {"subject": _prefixed(subject, "Fwd:"), "body": forwarded, "forward_of": original.pk, "save_copy": True}
     own = request.mailbox.address.lower()
     to = mime.header(parsed, "Reply-To") or sender
     cc = ""
     if mode == "reply_all":
-        others = [formataddr((name, address)) for name, address in
-                  getaddresses([mime.header(parsed, "To"), mime.header(parsed, "Cc")])
-                  if address and address.lower() != own
-                  and address.lower() not in {a.lower() for _, a in getaddresses([to])}]
+        others = [
+            formataddr((name, address))
+            for name, address in getaddresses([mime.header(parsed, "To"), mime.header(parsed, "Cc")])
+            if address and address.lower() != own and address.lower() not in {a.lower() for _, a in getaddresses([to])}
+        ]
         cc = ", ".join(others)
-    return {"to": to, "cc": cc, "subject": _prefixed(subject, "Re:"), "in_reply_to": original.pk,
-            "body": f"\n\nOn {date}, {sender} wrote:\n{_quote(text)}\n", "save_copy": True}
+    return {
+        "to": to,
+        "cc": cc,
+        "subject": _prefixed(subject, "Re:"),
+        "in_reply_to": original.pk,
+        "body": f"\n\nOn {date}, {sender} wrote:\n{_quote(text)}\n",
+        "save_copy": True,
+    }
 
 
 def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
@@ -381,12 +428,17 @@ def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
                 found = mime.part_payload(parsed, part.number)
                 if found is not None:
                     maintype, _, subtype = part.content_type.partition("/")
-                    message.add_attachment(found[1], maintype=maintype, subtype=subtype or "octet-stream",
-                                           filename=part.file_name)
+                    message.add_attachment(
+                        found[1], maintype=maintype, subtype=subtype or "octet-stream", filename=part.file_name
+                    )
     for upload in data["attachments"]:
         maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
-        message.add_attachment(upload.read(), maintype=maintype or "application", subtype=subtype or "octet-stream",
-                               filename=mime.safe_file_name(upload.name, "attachment"))
+        message.add_attachment(
+            upload.read(),
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=mime.safe_file_name(upload.name, "attachment"),
+        )
     return message
 
 
@@ -401,8 +453,9 @@ def compose(request: HttpRequest) -> HttpResponse:
             password = session.submission_password(request)
             try:
                 if not password:
-                    raise SubmissionError("Your sign-in for sending has expired: sign out, sign in again, "
-                                          "then send the message.")
+                    raise SubmissionError(
+                        "Your sign-in for sending has expired: sign out, sign in again, then send the message."
+                    )
                 result = submit(request.mailbox, password, message, form.recipients())
             except SubmissionError as error:
                 form.add_error(None, str(error))
@@ -410,8 +463,11 @@ def compose(request: HttpRequest) -> HttpResponse:
                 if form.cleaned_data["save_copy"]:
                     index.store_sent(request.mailbox.pk, request.mailbox.maildir, message.as_bytes())
                 if result.refused:
-                    messages.warning(request, "Sent, but these recipients were refused: " + "; ".join(
-                        f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()))
+                    messages.warning(
+                        request,
+                        "Sent, but these recipients were refused: "
+                        + "; ".join(f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()),
+                    )
                 else:
                     messages.success(request, "The message was sent.")
                 return redirect("webmail:folder", "inbox")
@@ -426,6 +482,7 @@ def compose(request: HttpRequest) -> HttpResponse:
 
 
 # -- settings -------------------------------------------------------------------------------------
+
 
 @sensitive_post_parameters()
 @never_cache
@@ -448,8 +505,9 @@ def password(request: HttpRequest) -> HttpResponse:
         else:
             attempt.succeeded()
             try:
-                updated = change_password(mailbox, form.cleaned_data["new_password"],
-                                          actor=f"webmail:{mailbox.address}")
+                updated = change_password(
+                    mailbox, form.cleaned_data["new_password"], actor=f"webmail:{mailbox.address}"
+                )
             except DomainError as error:
                 form.add_error("new_password", error.message)
             else:
@@ -457,4 +515,3 @@ def password(request: HttpRequest) -> HttpResponse:
                 messages.success(request, "Your password was changed.")
                 return session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
     return render(request, "webmail/password.html", _page_context(request, form=form))
-

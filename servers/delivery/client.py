@@ -138,8 +138,18 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-def _transaction(target: Target, route: Route, mail_from: str, recipients: Sequence[str], message: bytes, *,
-                 helo: str, timeout_s: float, source_address: str | None, use_tls: bool) -> dict[str, Result]:
+def _transaction(
+    target: Target,
+    route: Route,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    *,
+    helo: str,
+    timeout_s: float,
+    source_address: str | None,
+    use_tls: bool,
+) -> dict[str, Result]:
     host = f"{target.host}[{target.address}]:{target.port}"
     source = (source_address, 0) if can_bind_source(source_address, target.address) else None
     try:
@@ -176,8 +186,13 @@ def _transaction(target: Target, route: Route, mail_from: str, recipients: Seque
                 smtp.login(route.username, password)
             except smtplib.SMTPAuthenticationError as error:
                 # A smart host refusing our credentials is a configuration problem: keep the mail.
-                raise SessionError(result_of(451, f"4.7.0 Authentication failed: {error.smtp_code} "
-                                                    f"{error.smtp_error.decode(errors='replace')}", host)) from error
+                raise SessionError(
+                    result_of(
+                        451,
+                        f"4.7.0 Authentication failed: {error.smtp_code} {error.smtp_error.decode(errors='replace')}",
+                        host,
+                    )
+                ) from error
         options = mail_options(smtp, mail_from, recipients, message)
         if options is None:
             raise SessionError(result_of(553, f"5.6.7 {host} does not accept non-ASCII addresses (SMTPUTF8)", host))
@@ -236,8 +251,17 @@ class _TlsError(SessionError):
     pass
 
 
-def deliver(route: Route, mail_from: str, recipients: Sequence[str], message: bytes, *, helo: str,
-            timeout_s: float, slots: ConnectionSlots, source_address: str | None = None) -> dict[str, Result]:
+def deliver(
+    route: Route,
+    mail_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    *,
+    helo: str,
+    timeout_s: float,
+    slots: ConnectionSlots,
+    source_address: str | None = None,
+) -> dict[str, Result]:
     """Deliver `message` to `recipients` over `route`; return every recipient's result.
 
     Hosts are tried in order until one holds a transaction; a host that fails as a whole (cannot be
@@ -249,17 +273,43 @@ def deliver(route: Route, mail_from: str, recipients: Sequence[str], message: by
         try:
             with slots.hold():
                 try:
-                    return _transaction(target, route, mail_from, recipients, message, helo=helo,
-                                        timeout_s=timeout_s, source_address=source_address, use_tls=True)
+                    return _transaction(
+                        target,
+                        route,
+                        mail_from,
+                        recipients,
+                        message,
+                        helo=helo,
+                        timeout_s=timeout_s,
+                        source_address=source_address,
+                        use_tls=True,
+                    )
                 except _TlsError:
                     # A broken TLS stack on the other side: deliver in the clear rather than not at all.
-                    return _transaction(target, route, mail_from, recipients, message, helo=helo,
-                                        timeout_s=timeout_s, source_address=source_address, use_tls=False)
+                    return _transaction(
+                        target,
+                        route,
+                        mail_from,
+                        recipients,
+                        message,
+                        helo=helo,
+                        timeout_s=timeout_s,
+                        source_address=source_address,
+                        use_tls=False,
+                    )
         except SessionError as failure:
             last_failure = failure.result
             if failure.result.permanent:
                 return dict.fromkeys(recipients, failure.result)
     if route.fallback is not None:
-        return deliver(route.fallback, mail_from, recipients, message, helo=helo, timeout_s=timeout_s,
-                       slots=slots, source_address=source_address)
+        return deliver(
+            route.fallback,
+            mail_from,
+            recipients,
+            message,
+            helo=helo,
+            timeout_s=timeout_s,
+            slots=slots,
+            source_address=source_address,
+        )
     return dict.fromkeys(recipients, last_failure)

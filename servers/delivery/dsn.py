@@ -55,8 +55,17 @@ def _date(value: datetime | None) -> str:
     return email.utils.format_datetime(value) if value else ""
 
 
-def build_report(*, reporting_mta: str, postmaster: str, to: str, original: bytes, arrival_date: datetime,
-                 recipients: Sequence[RecipientReport], now: datetime, queue_id: str = "") -> bytes:
+def build_report(
+    *,
+    reporting_mta: str,
+    postmaster: str,
+    to: str,
+    original: bytes,
+    arrival_date: datetime,
+    recipients: Sequence[RecipientReport],
+    now: datetime,
+    queue_id: str = "",
+) -> bytes:
     """The whole DSN message, ready to queue with the null sender `<>`."""
     headers = original_headers(original)
     subject = _header_value(headers, "Subject")
@@ -67,8 +76,11 @@ def build_report(*, reporting_mta: str, postmaster: str, to: str, original: byte
 
     human = [f"This is the mail system at {reporting_mta}.", ""]
     if delayed:
-        human += ["Your message has not been delivered yet to the recipients below.",
-                  "The mail system will keep trying; you do not need to send it again.", ""]
+        human += [
+            "Your message has not been delivered yet to the recipients below.",
+            "The mail system will keep trying; you do not need to send it again.",
+            "",
+        ]
     else:
         human += ["Your message could not be delivered to the recipients below.", ""]
     for report in recipients:
@@ -81,8 +93,11 @@ def build_report(*, reporting_mta: str, postmaster: str, to: str, original: byte
     per_message.append(f"Arrival-Date: {_date(arrival_date)}")
     blocks = ["\r\n".join(per_message)]
     for report in recipients:
-        fields = [f"Final-Recipient: rfc822; {report.address}", f"Action: {report.action}",
-                  f"Status: {report.result.status}"]
+        fields = [
+            f"Final-Recipient: rfc822; {report.address}",
+            f"Action: {report.action}",
+            f"Status: {report.result.status}",
+        ]
         if report.result.host:
             fields.append(f"Remote-MTA: dns; {_remote_mta(report.result)}")
         if report.result.host or report.result.code:

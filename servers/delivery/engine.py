@@ -48,6 +48,7 @@ FOREIGN_CLAIM_LEASE = timedelta(hours=2)
 
 # --- claims -------------------------------------------------------------------------------------
 
+
 def _process_identity(pid: int) -> str:
     try:
         started = psutil.Process(pid).create_time()
@@ -92,10 +93,12 @@ def claim(message_id: int, *, frozen_ok: bool = False) -> QueuedMessage | None:
 
 def release(message: QueuedMessage, **changes) -> None:
     QueuedMessage.objects.filter(pk=message.pk, claimed_by=message.claimed_by).update(
-        claimed_by="", claimed_at=None, **changes)
+        claimed_by="", claimed_at=None, **changes
+    )
 
 
 # --- indexing the Queue folder -------------------------------------------------------------------
+
 
 def queue_dir(server: VirtualServer) -> Path:
     return server.home_path / queue.QUEUE_DIR
@@ -119,12 +122,19 @@ def index_file(server: VirtualServer, name: str, *, now: datetime | None = None)
     try:
         with transaction.atomic():
             message, created = QueuedMessage.objects.get_or_create(
-                server=server, name=name,
-                defaults={"mail_from": parsed.mail_from, "size_octets": stat.st_size - parsed.body_offset,
-                          "queued_at": min(queued_at, now), "next_attempt_at": now})
+                server=server,
+                name=name,
+                defaults={
+                    "mail_from": parsed.mail_from,
+                    "size_octets": stat.st_size - parsed.body_offset,
+                    "queued_at": min(queued_at, now),
+                    "next_attempt_at": now,
+                },
+            )
             if created:
                 QueuedRecipient.objects.bulk_create(
-                    [QueuedRecipient(message=message, address=address) for address in dict.fromkeys(parsed.recipients)])
+                    [QueuedRecipient(message=message, address=address) for address in dict.fromkeys(parsed.recipients)]
+                )
     except IntegrityError:
         return QueuedMessage.objects.filter(server=server, name=name).first()
     return message
@@ -157,7 +167,8 @@ def release_dead_claims(server_ids: list[int]) -> int:
     for pk, claimed_by, claimed_at in claimed.values_list("pk", "claimed_by", "claimed_at"):
         if not claim_is_alive(claimed_by, claimed_at, now):
             released += QueuedMessage.objects.filter(pk=pk, claimed_by=claimed_by).update(
-                claimed_by="", claimed_at=None, dispatched_at=None)
+                claimed_by="", claimed_at=None, dispatched_at=None
+            )
     return released
 
 
@@ -187,6 +198,7 @@ def due_messages(server_ids: list[int], *, redispatch_after_s: float, max_in_fli
 
 # --- new messages (DSNs, pickup) ------------------------------------------------------------------
 
+
 def submit(server: VirtualServer, mail_from: str, recipients: list[str], message: bytes) -> QueuedMessage | None:
     """Queue a message made here (a DSN, a picked-up file) and index it at once."""
     message_id = queue.enqueue(server.home_path, mail_from, recipients, [message])
@@ -194,6 +206,7 @@ def submit(server: VirtualServer, mail_from: str, recipients: list[str], message
 
 
 # --- one attempt --------------------------------------------------------------------------------
+
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
@@ -212,8 +225,9 @@ def _over_quota(entry, extra_octets: int) -> bool:
     return entry.quota_messages is not None and count + 1 > entry.quota_messages
 
 
-def deliver_locally(snapshot: ServerSnapshot, mail_from: str, recipients: list[str], message: bytes
-                    ) -> dict[str, Result]:
+def deliver_locally(
+    snapshot: ServerSnapshot, mail_from: str, recipients: list[str], message: bytes
+) -> dict[str, Result]:
     """Deliver to this server's own mailboxes (or Drop/) as the SMTP path does."""
     results: dict[str, Result] = {}
     chunks = [f"Return-Path: <{mail_from}>\r\n".encode("utf-8", "surrogateescape"), message]
@@ -242,8 +256,12 @@ def deliver_locally(snapshot: ServerSnapshot, mail_from: str, recipients: list[s
             maildir.deliver_many(list(targets), chunks)
         if to_drop:
             snapshot.drop_dir.mkdir(parents=True, exist_ok=True)
-            write_durably(snapshot.tmp_dir, snapshot.drop_dir, unique_message_name(".eml"),
-                          [queue.envelope_chunk(mail_from, to_drop), message])
+            write_durably(
+                snapshot.tmp_dir,
+                snapshot.drop_dir,
+                unique_message_name(".eml"),
+                [queue.envelope_chunk(mail_from, to_drop), message],
+            )
     except OSError as error:
         for address in delivered:
             results[address] = result_of(451, f"4.3.0 Local delivery failed: {error}", snapshot.hostname)
@@ -254,8 +272,9 @@ def _smart_host(host: str, port: int, username: str, password: str) -> routing.S
     return routing.SmartHost(host, port, username, password) if host.strip() else None
 
 
-def attempt(server: VirtualServer, config: DeliverySettings, mail_from: str, recipients: list[str],
-            message: bytes) -> dict[str, Result]:
+def attempt(
+    server: VirtualServer, config: DeliverySettings, mail_from: str, recipients: list[str], message: bytes
+) -> dict[str, Result]:
     """Try every recipient once: local ones into Maildirs, remote ones grouped by destination host."""
     snapshot = load_snapshot(server.pk)
     local = [r for r in recipients if snapshot.accepts_domain(domain_of(r))]
@@ -263,11 +282,13 @@ def attempt(server: VirtualServer, config: DeliverySettings, mail_from: str, rec
     remote = [r for r in recipients if r not in results]
     if not remote:
         return results
-    resolver = routing.make_resolver(config.dns_server or settings.DELIVERY_DNS_SERVER,
-                                     timeout_s=settings.DELIVERY_DNS_TIMEOUT_S)
+    resolver = routing.make_resolver(
+        config.dns_server or settings.DELIVERY_DNS_SERVER, timeout_s=settings.DELIVERY_DNS_TIMEOUT_S
+    )
     is_self = routing.self_checker(settings.MAIL_HOSTNAME, server.ip_address, server.port)
-    server_smart_host = _smart_host(config.smart_host, config.smart_host_port, config.smart_host_username,
-                                    config.smart_host_password)
+    server_smart_host = _smart_host(
+        config.smart_host, config.smart_host_port, config.smart_host_username, config.smart_host_password
+    )
     domain_routes = {
         route.domain.name: _smart_host(route.smart_host, route.port, route.username, route.password)
         for route in RemoteDomainRoute.objects.filter(domain__server=server).select_related("domain")
@@ -279,9 +300,14 @@ def attempt(server: VirtualServer, config: DeliverySettings, mail_from: str, rec
         if domain not in routes_by_domain:
             try:
                 routes_by_domain[domain] = routing.route_domain(
-                    resolver, domain, outbound_port=config.outbound_port,
-                    domain_smart_host=domain_routes.get(domain), server_smart_host=server_smart_host,
-                    attempt_direct_first=config.attempt_direct_before_smart_host, is_self=is_self)
+                    resolver,
+                    domain,
+                    outbound_port=config.outbound_port,
+                    domain_smart_host=domain_routes.get(domain),
+                    server_smart_host=server_smart_host,
+                    attempt_direct_first=config.attempt_direct_before_smart_host,
+                    is_self=is_self,
+                )
             except routing.RoutingError as error:
                 routes_by_domain[domain] = error
         route = routes_by_domain[domain]
@@ -292,13 +318,23 @@ def attempt(server: VirtualServer, config: DeliverySettings, mail_from: str, rec
     slots = ConnectionSlots(server.home_path / queue.TMP_DIR / "outbound-slots", config.max_outbound_connections)
     source = None if server.ip_address in ("0.0.0.0", "::") else server.ip_address
     for route, group in groups.values():
-        results.update(deliver(route, mail_from, group, message, helo=settings.MAIL_HOSTNAME,
-                               timeout_s=min(config.outbound_timeout_s, settings.DELIVERY_SMTP_TIMEOUT_S),
-                               slots=slots, source_address=source))
+        results.update(
+            deliver(
+                route,
+                mail_from,
+                group,
+                message,
+                helo=settings.MAIL_HOSTNAME,
+                timeout_s=min(config.outbound_timeout_s, settings.DELIVERY_SMTP_TIMEOUT_S),
+                slots=slots,
+                source_address=source,
+            )
+        )
     return results
 
 
 # --- reports -------------------------------------------------------------------------------------
+
 
 def postmaster_address(server: VirtualServer) -> str:
     default = server.default_domain
@@ -312,17 +348,23 @@ def _result_of_row(row: QueuedRecipient) -> Result:
 
 
 def bdr_text(message: QueuedMessage, rows: list[QueuedRecipient], now: datetime) -> str:
-    lines = [f"Message {message.name} of server {message.server_id} could not be delivered.",
-             f"Sender: <{message.mail_from}>", f"Queued at: {message.queued_at.isoformat()}",
-             f"Reported at: {now.isoformat()}", f"Attempts: {message.attempts}", ""]
+    lines = [
+        f"Message {message.name} of server {message.server_id} could not be delivered.",
+        f"Sender: <{message.mail_from}>",
+        f"Queued at: {message.queued_at.isoformat()}",
+        f"Reported at: {now.isoformat()}",
+        f"Attempts: {message.attempts}",
+        "",
+    ]
     for row in rows:
         host = f" ({row.remote_host})" if row.remote_host else ""
         lines.append(f"<{row.address}>: {row.last_reply}{host}")
     return "\r\n".join(lines) + "\r\n"
 
 
-def report_failures(server: VirtualServer, config: DeliverySettings, message: QueuedMessage, data: bytes,
-                    raw_file: bytes, now: datetime) -> None:
+def report_failures(
+    server: VirtualServer, config: DeliverySettings, message: QueuedMessage, data: bytes, raw_file: bytes, now: datetime
+) -> None:
     """Send the DSN for failed, unreported recipients, keep the original in BadMail/, mark them notified."""
     rows = list(message.recipients.filter(state=RecipientState.FAILED, notified=False))
     if not rows:
@@ -333,32 +375,53 @@ def report_failures(server: VirtualServer, config: DeliverySettings, message: Qu
     if report_to and config.ndr_copy_address and config.ndr_copy_address.lower() != message.mail_from.lower():
         report_to.append(config.ndr_copy_address)
     if report_to:
-        reports = [dsn.RecipientReport(row.address, dsn.FAILED, _result_of_row(row), message.last_attempt_at)
-                   for row in rows]
-        report = dsn.build_report(reporting_mta=settings.MAIL_HOSTNAME, postmaster=postmaster_address(server),
-                                  to=message.mail_from, original=data, arrival_date=message.queued_at,
-                                  recipients=reports, now=now, queue_id=message.name)
+        reports = [
+            dsn.RecipientReport(row.address, dsn.FAILED, _result_of_row(row), message.last_attempt_at) for row in rows
+        ]
+        report = dsn.build_report(
+            reporting_mta=settings.MAIL_HOSTNAME,
+            postmaster=postmaster_address(server),
+            to=message.mail_from,
+            original=data,
+            arrival_date=message.queued_at,
+            recipients=reports,
+            now=now,
+            queue_id=message.name,
+        )
         submit(server, "", report_to, report)
     QueuedRecipient.objects.filter(pk__in=[row.pk for row in rows]).update(notified=True)
 
 
-def report_delay(server: VirtualServer, config: DeliverySettings, message: QueuedMessage, data: bytes,
-                 now: datetime) -> None:
+def report_delay(
+    server: VirtualServer, config: DeliverySettings, message: QueuedMessage, data: bytes, now: datetime
+) -> None:
     rows = list(message.recipients.filter(state=RecipientState.PENDING))
     if message.mail_from and rows:
         until = message.queued_at + timedelta(seconds=config.expiration_timeout_s)
-        reports = [dsn.RecipientReport(row.address, dsn.DELAYED, _result_of_row(row), message.last_attempt_at,
-                                       will_retry_until=until) for row in rows]
-        report = dsn.build_report(reporting_mta=settings.MAIL_HOSTNAME, postmaster=postmaster_address(server),
-                                  to=message.mail_from, original=data, arrival_date=message.queued_at,
-                                  recipients=reports, now=now, queue_id=message.name)
+        reports = [
+            dsn.RecipientReport(
+                row.address, dsn.DELAYED, _result_of_row(row), message.last_attempt_at, will_retry_until=until
+            )
+            for row in rows
+        ]
+        report = dsn.build_report(
+            reporting_mta=settings.MAIL_HOSTNAME,
+            postmaster=postmaster_address(server),
+            to=message.mail_from,
+            original=data,
+            arrival_date=message.queued_at,
+            recipients=reports,
+            now=now,
+            queue_id=message.name,
+        )
         submit(server, "", [message.mail_from], report)
     QueuedMessage.objects.filter(pk=message.pk).update(delay_notified=True)
 
 
 def fail_pending(message: QueuedMessage, result: Result) -> None:
     message.recipients.filter(state=RecipientState.PENDING).update(
-        state=RecipientState.FAILED, status=result.status, last_reply=result.reply, remote_host=result.host)
+        state=RecipientState.FAILED, status=result.status, last_reply=result.reply, remote_host=result.host
+    )
 
 
 def expiry_result(message: QueuedMessage, config: DeliverySettings) -> Result:
@@ -404,8 +467,9 @@ def process_message(message_id: int) -> str:
             fail_pending(message, expiry_result(message, config))
             outcome = "expired"
         elif pending and hop_count(data) > server.max_hop_count:
-            fail_pending(message, result_of(554, f"5.4.6 Hop count exceeded ({server.max_hop_count}): "
-                                                 "the message is looping"))
+            fail_pending(
+                message, result_of(554, f"5.4.6 Hop count exceeded ({server.max_hop_count}): the message is looping")
+            )
             outcome = "looping"
         elif pending and message.next_attempt_at <= now:
             try:
@@ -420,16 +484,24 @@ def process_message(message_id: int) -> str:
         report_failures(server, config, message, data, raw_file, timezone.now())
         if finish(server, message):
             return f"{outcome}, done"
-        if (not message.delay_notified and config.delay_notification_s
-                and now - message.queued_at >= timedelta(seconds=config.delay_notification_s)):
+        if (
+            not message.delay_notified
+            and config.delay_notification_s
+            and now - message.queued_at >= timedelta(seconds=config.delay_notification_s)
+        ):
             report_delay(server, config, message, data, timezone.now())
         return outcome
     finally:
         release(message, next_attempt_at=next_attempt_at, dispatched_at=None)
 
 
-def record_results(message: QueuedMessage, pending: list[QueuedRecipient], results: dict[str, Result],
-                   config: DeliverySettings, now: datetime) -> str:
+def record_results(
+    message: QueuedMessage,
+    pending: list[QueuedRecipient],
+    results: dict[str, Result],
+    config: DeliverySettings,
+    now: datetime,
+) -> str:
     counts: dict[str, int] = defaultdict(int)
     last_reply = ""
     for row in pending:
@@ -448,5 +520,6 @@ def record_results(message: QueuedMessage, pending: list[QueuedRecipient], resul
         QueuedRecipient.objects.bulk_update(pending, ["state", "status", "last_reply", "remote_host"])
         message.attempts += 1
         QueuedMessage.objects.filter(pk=message.pk).update(
-            attempts=message.attempts, last_attempt_at=now, last_reply=last_reply[:2000] or message.last_reply)
+            attempts=message.attempts, last_attempt_at=now, last_reply=last_reply[:2000] or message.last_reply
+        )
     return ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))

@@ -37,7 +37,7 @@ def header_section(message: bytes) -> tuple[bytes, bytes]:
     match = re.search(rb"\r?\n\r?\n", message)
     if match is None:
         return message, b""
-    return message[: match.end()], message[match.end():]
+    return message[: match.end()], message[match.end() :]
 
 
 def envelope_from_headers(message: bytes) -> tuple[str, list[str], bytes]:
@@ -45,9 +45,13 @@ def envelope_from_headers(message: bytes) -> tuple[str, list[str], bytes]:
     head, body = header_section(message)
     parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
     senders = email.utils.getaddresses(parsed.get_all("Sender", []) or parsed.get_all("From", []))
-    recipients = [address for _, address in
-                  email.utils.getaddresses(parsed.get_all("To", []) + parsed.get_all("Cc", []) +
-                                           parsed.get_all("Bcc", [])) if "@" in address]
+    recipients = [
+        address
+        for _, address in email.utils.getaddresses(
+            parsed.get_all("To", []) + parsed.get_all("Cc", []) + parsed.get_all("Bcc", [])
+        )
+        if "@" in address
+    ]
     if not senders or not senders[0][1]:
         raise PickupError("no x-sender: line and no From: header")
     return senders[0][1], recipients, BCC_HEADER.sub(b"", head) + body
@@ -74,8 +78,10 @@ def pickup_headers(message: bytes) -> bytes:
     """Our Received: line, plus Date: and Message-ID: when the file lacks them (as IIS adds them)."""
     head, _ = header_section(message)
     parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    lines = [f"Received: by {settings.MAIL_HOSTNAME} (MailConsole) via the Pickup folder;\r\n"
-             f"\t{email.utils.formatdate(localtime=False)}\r\n"]
+    lines = [
+        f"Received: by {settings.MAIL_HOSTNAME} (MailConsole) via the Pickup folder;\r\n"
+        f"\t{email.utils.formatdate(localtime=False)}\r\n"
+    ]
     if parsed.get("Date") is None:
         lines.append(f"Date: {email.utils.formatdate(localtime=False)}\r\n")
     if parsed.get("Message-ID") is None:

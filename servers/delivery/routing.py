@@ -157,8 +157,14 @@ def mx_records(resolver: dns.resolver.Resolver, domain: str) -> list[tuple[int, 
     return [(rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower()) for rdata in answer]
 
 
-def mx_route(resolver: dns.resolver.Resolver, domain: str, port: int, *,
-             is_self: Callable[[str, str, int], bool], rng: random.Random | None = None) -> Route:
+def mx_route(
+    resolver: dns.resolver.Resolver,
+    domain: str,
+    port: int,
+    *,
+    is_self: Callable[[str, str, int], bool],
+    rng: random.Random | None = None,
+) -> Route:
     """The route to `domain` through its MX hosts (or its own address when it has no MX)."""
     records = mx_records(resolver, domain)
     if records is None:
@@ -207,14 +213,25 @@ def smart_host_route(resolver: dns.resolver.Resolver, smart_host: SmartHost, via
         raise RoutingError(DNS_TEMPORARY, f"smart host {host}: {type(error).__name__}") from error
     if not addresses:
         raise RoutingError(NO_ADDRESS, f"smart host {host}")
-    return Route(targets=tuple(Target(host.strip("[]"), a, smart_host.port) for a in addresses), via=via,
-                 username=smart_host.username, password=smart_host.password)
+    return Route(
+        targets=tuple(Target(host.strip("[]"), a, smart_host.port) for a in addresses),
+        via=via,
+        username=smart_host.username,
+        password=smart_host.password,
+    )
 
 
-def route_domain(resolver: dns.resolver.Resolver, domain: str, *, outbound_port: int,
-                 domain_smart_host: SmartHost | None, server_smart_host: SmartHost | None,
-                 attempt_direct_first: bool, is_self: Callable[[str, str, int], bool],
-                 rng: random.Random | None = None) -> Route:
+def route_domain(
+    resolver: dns.resolver.Resolver,
+    domain: str,
+    *,
+    outbound_port: int,
+    domain_smart_host: SmartHost | None,
+    server_smart_host: SmartHost | None,
+    attempt_direct_first: bool,
+    is_self: Callable[[str, str, int], bool],
+    rng: random.Random | None = None,
+) -> Route:
     """Pick the route for one recipient domain, in IIS's order of precedence."""
     if domain_smart_host is not None:
         return smart_host_route(resolver, domain_smart_host, "domain route")

@@ -23,8 +23,17 @@ from servers.models import Domain, DomainType, VirtualServer
 from servers.services.audit import record_change, snapshot_of
 from servers.services.errors import DomainError
 
-__all__ = ["QueueEntry", "delete_message", "delivery_settings", "freeze", "list_queue", "retry_now",
-           "set_remote_domain_route", "unfreeze", "update_delivery_settings"]
+__all__ = [
+    "QueueEntry",
+    "delete_message",
+    "delivery_settings",
+    "freeze",
+    "list_queue",
+    "retry_now",
+    "set_remote_domain_route",
+    "unfreeze",
+    "update_delivery_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -58,21 +67,33 @@ def list_queue(server: VirtualServer) -> list[QueueEntry]:
     now = timezone.now()
     entries = []
     for message in QueuedMessage.objects.filter(server=server).prefetch_related("recipients"):
-        entries.append(QueueEntry(
-            id=message.pk, name=message.name, sender=message.mail_from,
-            recipients=tuple(RecipientEntry(r.address, r.state, r.status, r.last_reply)
-                             for r in message.recipients.all()),
-            size_octets=message.size_octets, queued_at=message.queued_at, attempts=message.attempts,
-            last_reply=message.last_reply, next_retry_at=None if message.frozen else message.next_attempt_at,
-            frozen=message.frozen,
-            in_delivery=engine.claim_is_alive(message.claimed_by, message.claimed_at, now),
-        ))
+        entries.append(
+            QueueEntry(
+                id=message.pk,
+                name=message.name,
+                sender=message.mail_from,
+                recipients=tuple(
+                    RecipientEntry(r.address, r.state, r.status, r.last_reply) for r in message.recipients.all()
+                ),
+                size_octets=message.size_octets,
+                queued_at=message.queued_at,
+                attempts=message.attempts,
+                last_reply=message.last_reply,
+                next_retry_at=None if message.frozen else message.next_attempt_at,
+                frozen=message.frozen,
+                in_delivery=engine.claim_is_alive(message.claimed_by, message.claimed_at, now),
+            )
+        )
     return entries
 
 
 def _audit(actor: str, action: str, message: QueuedMessage, **after) -> None:
-    record_change(actor=actor, action=action, obj=message,
-                  after={"server": message.server_id, "sender": message.mail_from, **after})
+    record_change(
+        actor=actor,
+        action=action,
+        obj=message,
+        after={"server": message.server_id, "sender": message.mail_from, **after},
+    )
 
 
 def _claimed(message: QueuedMessage | int) -> QueuedMessage:
@@ -144,14 +165,29 @@ def _wake(message: QueuedMessage) -> None:
     send_to_node(message.server.node.name, delivery_scan, message.server.node.name)
 
 
-
 # --- the Delivery tab ----------------------------------------------------------------------------
 
-INTERVAL_FIELDS = ("first_retry_interval_s", "second_retry_interval_s", "third_retry_interval_s",
-                   "subsequent_retry_interval_s", "expiration_timeout_s", "outbound_timeout_s")
-EDITABLE_DELIVERY_FIELDS = (*INTERVAL_FIELDS, "delay_notification_s", "smart_host", "smart_host_port",
-                            "smart_host_username", "smart_host_password", "attempt_direct_before_smart_host",
-                            "outbound_port", "max_outbound_connections", "ndr_copy_address", "dns_server")
+INTERVAL_FIELDS = (
+    "first_retry_interval_s",
+    "second_retry_interval_s",
+    "third_retry_interval_s",
+    "subsequent_retry_interval_s",
+    "expiration_timeout_s",
+    "outbound_timeout_s",
+)
+EDITABLE_DELIVERY_FIELDS = (
+    *INTERVAL_FIELDS,
+    "delay_notification_s",
+    "smart_host",
+    "smart_host_port",
+    "smart_host_username",
+    "smart_host_password",
+    "attempt_direct_before_smart_host",
+    "outbound_port",
+    "max_outbound_connections",
+    "ndr_copy_address",
+    "dns_server",
+)
 SECRET_FIELDS = ("smart_host_password", "password")
 HOST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){HOST_LABEL}(?:\.{HOST_LABEL})*$")
@@ -240,7 +276,8 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
     config = DeliverySettings.objects.select_for_update().get(pk=DeliverySettings.for_server(server).pk)
     cleaned = {field: _clean_delivery_field(field, value) for field, value in changes.items()}
     if cleaned.get("smart_host_username", config.smart_host_username) and not cleaned.get(
-            "smart_host", config.smart_host):
+        "smart_host", config.smart_host
+    ):
         raise DomainError("Name a smart host before giving credentials for it.", field="smart_host")
     if "smart_host_password" in cleaned:
         cleaned["smart_host_password"] = stored_secrets.conceal(cleaned["smart_host_password"])
@@ -254,14 +291,26 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
     for field, value in changed.items():
         setattr(config, field, value)
     config.save(update_fields=list(changed))
-    record_change(actor=actor, action="update_delivery_settings", obj=config,
-                  before=_redacted({f: before[f] for f in changed}), after=_redacted(changed))
+    record_change(
+        actor=actor,
+        action="update_delivery_settings",
+        obj=config,
+        before=_redacted({f: before[f] for f in changed}),
+        after=_redacted(changed),
+    )
     return config
 
 
 @transaction.atomic
-def set_remote_domain_route(domain: Domain, *, smart_host: str, port: int = 25, username: str = "",
-                            password: str | None = None, actor: str = "system") -> RemoteDomainRoute | None:
+def set_remote_domain_route(
+    domain: Domain,
+    *,
+    smart_host: str,
+    port: int = 25,
+    username: str = "",
+    password: str | None = None,
+    actor: str = "system",
+) -> RemoteDomainRoute | None:
     """Send a remote domain's mail through a named smart host; an empty `smart_host` removes the route.
 
     `password=None` keeps the stored password (encrypted, never shown back); "" removes it.
@@ -281,8 +330,12 @@ def set_remote_domain_route(domain: Domain, *, smart_host: str, port: int = 25, 
         stored_password = existing.password if existing is not None else ""
     else:
         stored_password = stored_secrets.conceal(_clean_password(password, "password"))
-    values = {"smart_host": host, "port": _clean_int(port, "port", minimum=1, maximum=65535),
-              "username": username, "password": stored_password if username else ""}
+    values = {
+        "smart_host": host,
+        "port": _clean_int(port, "port", minimum=1, maximum=65535),
+        "username": username,
+        "password": stored_password if username else "",
+    }
     route, _ = RemoteDomainRoute.objects.update_or_create(domain=domain, defaults=values)
     record_change(actor=actor, action="set_remote_domain_route", obj=domain, before=before, after=_redacted(values))
     return route

@@ -36,8 +36,9 @@ def delivery_scan(node_name: str) -> int:
             log.exception("server %s: the Queue folder could not be scanned", server.pk)
     server_ids = [server.pk for server in servers]
     engine.release_dead_claims(server_ids)
-    due = engine.due_messages(server_ids, redispatch_after_s=settings.DELIVERY_REDISPATCH_S,
-                              max_in_flight=settings.DELIVERY_MAX_IN_FLIGHT)
+    due = engine.due_messages(
+        server_ids, redispatch_after_s=settings.DELIVERY_REDISPATCH_S, max_in_flight=settings.DELIVERY_MAX_IN_FLIGHT
+    )
     for message_id in due:
         delivery_attempt.apply_async(args=(message_id,), queue=node_name)
     return len(due)

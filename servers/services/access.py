@@ -30,8 +30,7 @@ def _changed(server: VirtualServer) -> None:
 @transaction.atomic
 def _add_rule(model: type[ClientRule], server: VirtualServer, kind: str, value: str, actor: str) -> ClientRule:
     rule = model.objects.create(server=server, kind=kind, value=_clean(kind, value))
-    record_change(actor=actor, action=f"add_{AUDIT_NOUNS[model]}", obj=rule,
-                  after={"kind": kind, "value": rule.value})
+    record_change(actor=actor, action=f"add_{AUDIT_NOUNS[model]}", obj=rule, after={"kind": kind, "value": rule.value})
     _changed(server)
     return rule
 
@@ -39,8 +38,12 @@ def _add_rule(model: type[ClientRule], server: VirtualServer, kind: str, value: 
 @transaction.atomic
 def _remove_rule(rule: ClientRule, actor: str) -> None:
     server = rule.server
-    record_change(actor=actor, action=f"remove_{AUDIT_NOUNS[type(rule)]}", obj=rule,
-                  before={"kind": rule.kind, "value": rule.value})
+    record_change(
+        actor=actor,
+        action=f"remove_{AUDIT_NOUNS[type(rule)]}",
+        obj=rule,
+        before={"kind": rule.kind, "value": rule.value},
+    )
     rule.delete()
     _changed(server)
 

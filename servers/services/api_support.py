@@ -23,8 +23,13 @@ def set_server_operators(server: VirtualServer, users: Iterable, *, actor: str =
     before = _usernames(server.operators.all())
     if before != _usernames(users):
         server.operators.set(users)
-        record_change(actor=actor, action="set_server_operators", obj=server, before={"operators": before},
-                      after={"operators": _usernames(users)})
+        record_change(
+            actor=actor,
+            action="set_server_operators",
+            obj=server,
+            before={"operators": before},
+            after={"operators": _usernames(users)},
+        )
     return server
 
 
@@ -36,6 +41,11 @@ def set_domain_administrators(domain: Domain, users: Iterable, *, actor: str = "
     before = _usernames(domain.administrators.all())
     if before != _usernames(users):
         domain.administrators.set(users)
-        record_change(actor=actor, action="set_domain_administrators", obj=domain,
-                      before={"administrators": before}, after={"administrators": _usernames(users)})
+        record_change(
+            actor=actor,
+            action="set_domain_administrators",
+            obj=domain,
+            before={"administrators": before},
+            after={"administrators": _usernames(users)},
+        )
     return domain

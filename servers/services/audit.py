@@ -11,8 +11,10 @@ from servers.models import AuditEntry
 def snapshot_of(obj: models.Model, fields: list[str] | None = None) -> dict[str, Any]:
     """The values of a model's fields, JSON-ready, as the audit log stores them."""
     data = model_to_dict(obj, fields=fields)
-    return {key: (value if isinstance(value, (str, int, float, bool, type(None))) else str(value))
-            for key, value in data.items()}
+    return {
+        key: (value if isinstance(value, (str, int, float, bool, type(None))) else str(value))
+        for key, value in data.items()
+    }
 
 
 def record_change(

@@ -79,9 +79,13 @@ def set_default_domain(domain: Domain, *, actor: str = "system") -> Domain:
     Domain.objects.filter(server=domain.server, is_default=True).update(is_default=False)
     domain.is_default = True
     domain.save(update_fields=["is_default"])
-    record_change(actor=actor, action="set_default_domain", obj=domain,
-                  before={"default_domain": previous.name if previous else None},
-                  after={"default_domain": domain.name})
+    record_change(
+        actor=actor,
+        action="set_default_domain",
+        obj=domain,
+        before={"default_domain": previous.name if previous else None},
+        after={"default_domain": domain.name},
+    )
     _changed(domain.server)
     return domain
 
@@ -138,8 +142,7 @@ def remove_domain(domain: Domain, *, actor: str = "system") -> None:
     """Remove a domain; the default domain and the last local domain stay."""
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.is_default:
-        raise DomainError("The default domain cannot be deleted; make another domain the default first.",
-                          field="name")
+        raise DomainError("The default domain cannot be deleted; make another domain the default first.", field="name")
     if domain.type == DomainType.LOCAL:
         _check_keeps_a_local_domain(domain)
         if domain.aliases.exists():
@@ -156,16 +159,19 @@ MAX_QUOTA_CEILING_MB = 2**31 - 1
 
 
 @transaction.atomic
-def set_mailbox_quota_ceiling(domain: Domain, ceiling_mb: int | str | None, *, actor: str = "system",
-                              acting_user=None) -> Domain:
+def set_mailbox_quota_ceiling(
+    domain: Domain, ceiling_mb: int | str | None, *, actor: str = "system", acting_user=None
+) -> Domain:
     """Cap the quota a domain administrator may give a mailbox of `domain` (None, "" or 0: no ceiling).
 
     Administrators and the server's operators set it; mailboxes already above it keep their quota.
     """
     domain = Domain.objects.select_related("server__node").select_for_update().get(pk=domain.pk)
     if acts_only_as_domain_administrator(acting_user, domain):
-        raise DomainError("Only an administrator or an operator of the server can change the quota ceiling.",
-                          field="max_mailbox_quota_mb")
+        raise DomainError(
+            "Only an administrator or an operator of the server can change the quota ceiling.",
+            field="max_mailbox_quota_mb",
+        )
     if ceiling_mb in (None, ""):
         value = None
     else:
@@ -174,13 +180,19 @@ def set_mailbox_quota_ceiling(domain: Domain, ceiling_mb: int | str | None, *, a
         except (TypeError, ValueError):
             raise DomainError(f"{ceiling_mb!r} is not a whole number of MB.", field="max_mailbox_quota_mb") from None
         if not 0 <= value <= MAX_QUOTA_CEILING_MB:
-            raise DomainError(f"Enter a number of MB between 0 and {MAX_QUOTA_CEILING_MB}.",
-                              field="max_mailbox_quota_mb")
+            raise DomainError(
+                f"Enter a number of MB between 0 and {MAX_QUOTA_CEILING_MB}.", field="max_mailbox_quota_mb"
+            )
         value = value or None
     if value != domain.max_mailbox_quota_mb:
         before = {"max_mailbox_quota_mb": domain.max_mailbox_quota_mb}
         domain.max_mailbox_quota_mb = value
         domain.save(update_fields=["max_mailbox_quota_mb"])
-        record_change(actor=actor, action="set_mailbox_quota_ceiling", obj=domain, before=before,
-                      after={"max_mailbox_quota_mb": value})
+        record_change(
+            actor=actor,
+            action="set_mailbox_quota_ceiling",
+            obj=domain,
+            before=before,
+            after={"max_mailbox_quota_mb": value},
+        )
     return domain

@@ -95,8 +95,11 @@ def find_local_domain(name: str, *, field: str = "domain") -> Domain:
 
 def find_mailbox(address: str, *, field: str = "address") -> Mailbox:
     local_part, domain = split_address(address, field=field)
-    mailbox = Mailbox.objects.filter(local_part=local_part, domain__name=domain).select_related(
-        "domain__server__node").first()
+    mailbox = (
+        Mailbox.objects.filter(local_part=local_part, domain__name=domain)
+        .select_related("domain__server__node")
+        .first()
+    )
     if mailbox is None:
         raise DomainError(f"There is no mailbox {local_part}@{domain}.", field=field)
     return mailbox
@@ -132,11 +135,15 @@ def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) ->
     if ceiling_mb is None or not acts_only_as_domain_administrator(acting_user, domain):
         return
     if quota_bytes is None:
-        raise MissingInputError(f"Give a quota: mailboxes of {domain.name} may have at most {ceiling_mb} MB "
-                          f"({ceiling_mb * MB} bytes), never unlimited.", field="quota_bytes")
+        raise MissingInputError(
+            f"Give a quota: mailboxes of {domain.name} may have at most {ceiling_mb} MB "
+            f"({ceiling_mb * MB} bytes), never unlimited.",
+            field="quota_bytes",
+        )
     if quota_bytes > ceiling_mb * MB:
-        raise DomainError(f"The quota can be at most {ceiling_mb} MB ({ceiling_mb * MB} bytes) in {domain.name}.",
-                          field="quota_bytes")
+        raise DomainError(
+            f"The quota can be at most {ceiling_mb} MB ({ceiling_mb * MB} bytes) in {domain.name}.", field="quota_bytes"
+        )
 
 
 def _clean_quota(value: int | str | None, field: str) -> int | None:
@@ -190,8 +197,9 @@ def add_mailbox(
     try:
         maildir.ensure_maildir(own_maildir(mailbox))
     except UnsafePathError as error:
-        raise DomainError(f"No folder can be made for {mailbox.address}: {error.strerror}.",
-                          field="local_part") from None
+        raise DomainError(
+            f"No folder can be made for {mailbox.address}: {error.strerror}.", field="local_part"
+        ) from None
     record_change(actor=actor, action="add_mailbox", obj=mailbox, after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
     _changed(domain)
     return mailbox
@@ -214,8 +222,13 @@ def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = 
             # A name from before names were checked: its folder may be another mailbox's; touch nothing.
             log.warning("mailbox %s deleted, its mail left on disk: %s", mailbox.address, error)
             after["mail_kept"] = str(error)
-    record_change(actor=actor, action="delete_mailbox", obj=mailbox,
-                  before=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS), after=after)
+    record_change(
+        actor=actor,
+        action="delete_mailbox",
+        obj=mailbox,
+        before=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS),
+        after=after,
+    )
     domain = mailbox.domain
     mailbox.delete()
     if path is not None:
@@ -251,8 +264,13 @@ def set_mailbox_lock(mailbox: Mailbox, locked: bool, *, actor: str = "system") -
     if mailbox.is_locked != locked:
         Mailbox.objects.filter(pk=mailbox.pk).update(is_locked=locked)
         mailbox.is_locked = locked
-        record_change(actor=actor, action="lock_mailbox" if locked else "unlock_mailbox", obj=mailbox,
-                      before={"is_locked": not locked}, after={"is_locked": locked})
+        record_change(
+            actor=actor,
+            action="lock_mailbox" if locked else "unlock_mailbox",
+            obj=mailbox,
+            before={"is_locked": not locked},
+            after={"is_locked": locked},
+        )
     return mailbox
 
 
@@ -263,8 +281,13 @@ def set_domain_lock(domain: Domain, locked: bool, *, actor: str = "system") -> D
     if domain.is_locked != locked:
         Domain.objects.filter(pk=domain.pk).update(is_locked=locked)
         domain.is_locked = locked
-        record_change(actor=actor, action="lock_domain" if locked else "unlock_domain", obj=domain,
-                      before={"is_locked": not locked}, after={"is_locked": locked})
+        record_change(
+            actor=actor,
+            action="lock_domain" if locked else "unlock_domain",
+            obj=domain,
+            before={"is_locked": not locked},
+            after={"is_locked": locked},
+        )
     return domain
 
 
@@ -286,13 +309,19 @@ def update_mailbox(mailbox: Mailbox, *, actor: str = "system", acting_user=None,
         elif field == "is_catch_all":
             if value:
                 Mailbox.objects.filter(domain=mailbox.domain, is_catch_all=True).exclude(pk=mailbox.pk).update(
-                    is_catch_all=False)
+                    is_catch_all=False
+                )
             mailbox.is_catch_all = bool(value)
         else:
             raise DomainError(f"{field} cannot be changed here.", field=field)
     mailbox.save()
-    record_change(actor=actor, action="update_mailbox", obj=mailbox, before=before,
-                  after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
+    record_change(
+        actor=actor,
+        action="update_mailbox",
+        obj=mailbox,
+        before=before,
+        after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS),
+    )
     _changed(mailbox.domain)
     return mailbox
 
@@ -303,8 +332,9 @@ def set_catch_all(mailbox: Mailbox, enabled: bool = True, *, actor: str = "syste
 
 
 @transaction.atomic
-def add_group(domain: Domain, local_part: str, members: Iterable[Mailbox] = (), *,
-              actor: str = "system") -> GroupAddress:
+def add_group(
+    domain: Domain, local_part: str, members: Iterable[Mailbox] = (), *, actor: str = "system"
+) -> GroupAddress:
     """One address delivering to several mailboxes of the same server."""
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
@@ -316,8 +346,9 @@ def add_group(domain: Domain, local_part: str, members: Iterable[Mailbox] = (), 
     except IntegrityError:
         raise DomainError(f"{local_part}@{domain.name} already exists.", field="local_part") from None
     _set_members(group, members)
-    record_change(actor=actor, action="add_group", obj=group,
-                  after={"members": [m.address for m in group.members.all()]})
+    record_change(
+        actor=actor, action="add_group", obj=group, after={"members": [m.address for m in group.members.all()]}
+    )
     _changed(domain)
     return group
 
@@ -335,8 +366,13 @@ def set_group_members(group: GroupAddress, members: Iterable[Mailbox], *, actor:
     group = GroupAddress.objects.select_related("domain__server__node").get(pk=group.pk)
     before = [m.address for m in group.members.all()]
     _set_members(group, members)
-    record_change(actor=actor, action="set_group_members", obj=group, before={"members": before},
-                  after={"members": [m.address for m in group.members.all()]})
+    record_change(
+        actor=actor,
+        action="set_group_members",
+        obj=group,
+        before={"members": before},
+        after={"members": [m.address for m in group.members.all()]},
+    )
     _changed(group.domain)
     return group
 
@@ -353,6 +389,7 @@ def remove_group(group: GroupAddress, *, actor: str = "system") -> None:
 
 
 # -- sign-in, for POP3 and webmail ------------------------------------------------------------
+
 
 class LoginRefusedError(Exception):
     """Why a sign-in failed: 'credentials' (same for unknown user and bad password) or 'locked'."""
@@ -426,8 +463,11 @@ def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredenti
     except DomainError:
         _check_password(password, _dummy_hash())
         raise LoginRefusedError("credentials") from None
-    mailbox = (Mailbox.objects.filter(local_part=local_part, domain__name=domain, domain__type=DomainType.LOCAL)
-               .select_related("domain__server").first())
+    mailbox = (
+        Mailbox.objects.filter(local_part=local_part, domain__name=domain, domain__type=DomainType.LOCAL)
+        .select_related("domain__server")
+        .first()
+    )
     if mailbox is None:
         _check_password(password, _dummy_hash())
         raise LoginRefusedError("credentials")
@@ -451,8 +491,9 @@ def record_logon(mailbox_id: int, client_address: str, protocol: str = "POP3") -
     now = timezone.now()
     with transaction.atomic():  # one write transaction, not two: sign-ins queue on it under SQLite
         Mailbox.objects.filter(pk=mailbox_id).update(last_logon_at=now, last_logon_from=client_address)
-        logon = Logon.objects.create(mailbox_id=mailbox_id, protocol=protocol, client_address=client_address,
-                                     logon_at=now, last_access_at=now)
+        logon = Logon.objects.create(
+            mailbox_id=mailbox_id, protocol=protocol, client_address=client_address, logon_at=now, last_access_at=now
+        )
     return logon.pk
 
 
@@ -461,6 +502,7 @@ def touch_logon(logon_id: int) -> None:
 
 
 # -- statistics ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MailboxUsage:

@@ -24,8 +24,9 @@ def local_node() -> Node:
 def broker_answers() -> bool:
     """A quick check, so a console command does not wait on a broker that is not there."""
     try:
-        return bool(redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5,
-                                         socket_timeout=0.5).ping())
+        return bool(
+            redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+        )
     except (redis.RedisError, OSError):
         return False
 
@@ -67,7 +68,12 @@ def set_node_service_state(node: Node, desired: str, *, actor: str = "system") -
         before = {"smtp_service_state": node.smtp_service_state}
         node.smtp_service_state = desired
         node.save(update_fields=["smtp_service_state"])
-        record_change(actor=actor, action="set_smtp_service_state", obj=node, before=before,
-                      after={"smtp_service_state": desired.value})
+        record_change(
+            actor=actor,
+            action="set_smtp_service_state",
+            obj=node,
+            before=before,
+            after={"smtp_service_state": desired.value},
+        )
     request_reconcile(node)
     return node

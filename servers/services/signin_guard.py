@@ -154,13 +154,13 @@ def reserve(counters: list[Counter] | tuple[Counter, ...]) -> Attempt:
     try:
         allowed, prior = _scripts()[0](
             keys=[c.key for c in counters],
-            args=[max(0, c.limit) for c in counters] + [max(1, c.window_s) for c in counters])
+            args=[max(0, c.limit) for c in counters] + [max(1, c.window_s) for c in counters],
+        )
     except (redis.RedisError, OSError) as exc:
         log.warning("sign-in guard unavailable, attempt not counted: %s", exc)
         return Attempt(allowed=True, prior_failures=0, counters=counters, counted=False)
     if not allowed:
-        log.info("sign-in refused without a check: %s over its limit",
-                 ", ".join(c.kind for c in counters))
+        log.info("sign-in refused without a check: %s over its limit", ", ".join(c.kind for c in counters))
     return Attempt(allowed=bool(allowed), prior_failures=int(prior), counters=counters, counted=bool(allowed))
 
 
@@ -189,10 +189,13 @@ def mailbox_counters(identity: str, client_address: str, *extra: Counter) -> lis
     """The counters of a mailbox sign-in, shared by SMTP AUTH, POP3, webmail and IMAP."""
     window = settings.MAILBOX_SIGNIN_LOCKOUT_S
     return [
-        Counter("mailbox", canonical_mailbox_identity(identity), settings.MAILBOX_SIGNIN_FAILURES_PER_MAILBOX,
-                window),
-        Counter("mailbox-client", canonical_client_address(client_address),
-                settings.MAILBOX_SIGNIN_FAILURES_PER_CLIENT, window),
+        Counter("mailbox", canonical_mailbox_identity(identity), settings.MAILBOX_SIGNIN_FAILURES_PER_MAILBOX, window),
+        Counter(
+            "mailbox-client",
+            canonical_client_address(client_address),
+            settings.MAILBOX_SIGNIN_FAILURES_PER_CLIENT,
+            window,
+        ),
         *extra,
     ]
 
@@ -201,10 +204,15 @@ def console_counters(username: str, client_address: str) -> list[Counter]:
     """The counters of a console (and Django admin) sign-in."""
     window = settings.CONSOLE_LOGIN_LOCKOUT_S
     return [
-        Counter("console-user", canonical_console_username(username), settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME,
-                window),
-        Counter("console-client", canonical_client_address(client_address),
-                settings.CONSOLE_LOGIN_FAILURES_PER_ADDRESS, window),
+        Counter(
+            "console-user", canonical_console_username(username), settings.CONSOLE_LOGIN_FAILURES_PER_USERNAME, window
+        ),
+        Counter(
+            "console-client",
+            canonical_client_address(client_address),
+            settings.CONSOLE_LOGIN_FAILURES_PER_ADDRESS,
+            window,
+        ),
     ]
 
 

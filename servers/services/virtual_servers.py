@@ -36,21 +36,44 @@ ALL_UNASSIGNED = "0.0.0.0"
 # Settings of the property sheet and how each is checked (besides name, IP address and port).
 OPTIONAL_LIMIT_FIELDS = ("max_connections", "max_connections_per_client", "tls_port")
 POSITIVE_FIELDS = (
-    "max_message_size_kb", "max_session_size_kb", "max_messages_per_connection", "max_recipients_per_message",
-    "idle_timeout_s", "max_session_duration_s", "max_hop_count",
+    "max_message_size_kb",
+    "max_session_size_kb",
+    "max_messages_per_connection",
+    "max_recipients_per_message",
+    "idle_timeout_s",
+    "max_session_duration_s",
+    "max_hop_count",
 )
 COUNT_FIELDS = (
-    "min_data_rate_bps", "pop_before_smtp_minutes", "harvest_unknown_recipients_limit",
-    "max_messages_per_sender_per_hour", "max_messages_per_client_per_hour", "max_auth_failures_per_connection",
+    "min_data_rate_bps",
+    "pop_before_smtp_minutes",
+    "harvest_unknown_recipients_limit",
+    "max_messages_per_sender_per_hour",
+    "max_messages_per_client_per_hour",
+    "max_auth_failures_per_connection",
     "max_auth_failures_per_client_per_hour",
 )
 FLAG_FIELDS = (
-    "protocol_logging", "allow_anonymous", "allow_basic_auth", "require_tls", "auth_requires_tls",
-    "require_client_ptr", "require_auth_for_local_senders",
+    "protocol_logging",
+    "allow_anonymous",
+    "allow_basic_auth",
+    "require_tls",
+    "auth_requires_tls",
+    "require_client_ptr",
+    "require_auth_for_local_senders",
 )
 MAX_WORKER_PROCESSES = 16
-EDITABLE_FIELDS = ("name", "ip_address", "port", "connection_policy", *OPTIONAL_LIMIT_FIELDS, *POSITIVE_FIELDS,
-                   *COUNT_FIELDS, *FLAG_FIELDS, "worker_processes")
+EDITABLE_FIELDS = (
+    "name",
+    "ip_address",
+    "port",
+    "connection_policy",
+    *OPTIONAL_LIMIT_FIELDS,
+    *POSITIVE_FIELDS,
+    *COUNT_FIELDS,
+    *FLAG_FIELDS,
+    "worker_processes",
+)
 
 
 def default_home_dir(name: str) -> Path:
@@ -253,8 +276,9 @@ def create_virtual_server(
     name = _clean_name(name)
     if VirtualServer.objects.filter(node=node, name=name).exists():
         raise DomainError(f"Node {node.name} already has a server named {name!r}.", field="name")
-    domain_name = check_path_name(canonical_domain_name(default_domain, field="default_domain"),
-                                  field="default_domain", what="A domain name")
+    domain_name = check_path_name(
+        canonical_domain_name(default_domain, field="default_domain"), field="default_domain", what="A domain name"
+    )
     ip_address = _clean_ip(ip_address)
     if auth_requires_tls is None:
         auth_requires_tls = passwords_need_tls_by_default(ip_address)
@@ -278,8 +302,9 @@ def create_virtual_server(
     try:
         create_home_dirs(server.home_path)
     except OSError as exc:
-        raise DomainError(f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}",
-                          field="home_dir") from None
+        raise DomainError(
+            f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}", field="home_dir"
+        ) from None
     record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
     request_reconcile(node)
     return server
@@ -349,8 +374,13 @@ def set_desired_state(unit: SupervisedProcess, desired: str, *, actor: str = "sy
         unit.consecutive_failures = 0
     unit.save(update_fields=["desired_state", "next_start_at", "consecutive_failures"])
     noun = "virtual_server" if isinstance(unit, VirtualServer) else "pop3_service"
-    record_change(actor=actor, action=f"{STATE_VERBS[desired]}_{noun}", obj=unit, before=before,
-                  after={"desired_state": desired.value})
+    record_change(
+        actor=actor,
+        action=f"{STATE_VERBS[desired]}_{noun}",
+        obj=unit,
+        before=before,
+        after={"desired_state": desired.value},
+    )
     request_reconcile(unit.node)
     return unit
 
@@ -386,9 +416,7 @@ def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> No
     if orphan[2]:
         from servers.tasks import terminate_worker
 
-        transaction.on_commit(
-            lambda: terminate_worker.apply_async(args=orphan, queue=node.name, retry=False)
-        )
+        transaction.on_commit(lambda: terminate_worker.apply_async(args=orphan, queue=node.name, retry=False))
 
 
 @transaction.atomic
@@ -401,8 +429,9 @@ def set_server_certificate(server: VirtualServer, cert_pem: bytes, key_pem: byte
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
         except (ssl.SSLError, ValueError) as exc:
-            raise DomainError(f"The certificate and key do not make a usable pair: {exc}",
-                              field="certificate") from None
+            raise DomainError(
+                f"The certificate and key do not make a usable pair: {exc}", field="certificate"
+            ) from None
     server.cert_path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(server.home_path / ".tmp", server.cert_path.parent, server.key_path.name, [key_pem])
     server.key_path.chmod(0o600)

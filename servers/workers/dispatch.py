@@ -106,8 +106,14 @@ class ListenerHandle:
 class Dispatcher:
     """The accepting side: spawns the session processes, routes connections, keeps counts."""
 
-    def __init__(self, *, count: int, child_argv: Callable[[int, int], list[str]],
-                 refusal: Callable[[int], bytes | None], unavailable: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        *,
+        count: int,
+        child_argv: Callable[[int, int], list[str]],
+        refusal: Callable[[int], bytes | None],
+        unavailable: Callable[[], bytes],
+    ) -> None:
         """`child_argv(index, channel_fd)` is a session process's command line; `refusal(open)`
         is what to answer a new connection when `open` sessions exist already (None: accept);
         `unavailable()` what to answer one that no session process can take."""
@@ -132,8 +138,9 @@ class Dispatcher:
     def _spawn(self, child: SessionProcess) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            child.process = subprocess.Popen(self._child_argv(child.index, theirs.fileno()),
-                                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            child.process = subprocess.Popen(
+                self._child_argv(child.index, theirs.fileno()), pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
         except OSError:
             ours.close()
             raise
@@ -190,8 +197,12 @@ class Dispatcher:
             await asyncio.sleep(0.2)
             for child in self.children:
                 if child.process is not None and child.process.poll() is not None:
-                    log.warning("session process %d (pid %d) exited with %s", child.index, child.process.pid,
-                                child.process.returncode)
+                    log.warning(
+                        "session process %d (pid %d) exited with %s",
+                        child.index,
+                        child.process.pid,
+                        child.process.returncode,
+                    )
                     self._forget_channel(child)
                     child.process = None
                 if child.process is None and time.monotonic() - child.down_since >= RESPAWN_DELAY_S:
@@ -277,8 +288,12 @@ class Dispatcher:
         self._unavailable_count += 1
         now = time.monotonic()
         if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL_S:
-            log.warning("answered 421 to a connection from %s: %s (%d such since the last report)",
-                        pending.client_ip, why, self._unavailable_count)
+            log.warning(
+                "answered 421 to a connection from %s: %s (%d such since the last report)",
+                pending.client_ip,
+                why,
+                self._unavailable_count,
+            )
             self._unavailable_logged_at, self._unavailable_count = now, 0
 
     @staticmethod
@@ -337,8 +352,13 @@ class Dispatcher:
 class ConnectionReceiver:
     """The session-process side of the channel: adopt connections, report counts."""
 
-    def __init__(self, channel: socket.socket, adopt: Callable[[socket.socket, bool], None],
-                 open_sessions: Callable[[], int], on_parent_gone: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        channel: socket.socket,
+        adopt: Callable[[socket.socket, bool], None],
+        open_sessions: Callable[[], int],
+        on_parent_gone: Callable[[], None],
+    ) -> None:
         self.channel = channel
         self._adopt = adopt
         self._open_sessions = open_sessions

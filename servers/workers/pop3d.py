@@ -72,10 +72,17 @@ def load_pop3_snapshot(service_id: int) -> Pop3Snapshot:
         default = service.node.servers.order_by("pk").first()
         default_domain = default.default_domain.name if default and default.default_domain else ""
     snapshot = Pop3Snapshot(
-        service_id=service.pk, ip_address=service.ip_address, port=service.port, tls_port=service.tls_port,
-        default_domain=default_domain, plaintext_requires_tls=service.plaintext_requires_tls,
-        hostname=settings.MAIL_HOSTNAME, desired_state=service.effective_desired_state,
-        config_version=service.config_version, cert_path=service.cert_path, key_path=service.key_path,
+        service_id=service.pk,
+        ip_address=service.ip_address,
+        port=service.port,
+        tls_port=service.tls_port,
+        default_domain=default_domain,
+        plaintext_requires_tls=service.plaintext_requires_tls,
+        hostname=settings.MAIL_HOSTNAME,
+        desired_state=service.effective_desired_state,
+        config_version=service.config_version,
+        cert_path=service.cert_path,
+        key_path=service.key_path,
     )
     return snapshot
 
@@ -93,9 +100,17 @@ class Pop3Connection:
         self.messages_retrieved = 0
 
     def session_info(self) -> dict:
-        return {"id": self.session_id, "protocol": "POP3", "client": self.client, "user": self.user,
-                "connected_at": self.connected_at, "state": self.state, "messages": self.messages_retrieved,
-                "bytes": 0, "tls": self.writer.get_extra_info("sslcontext") is not None}
+        return {
+            "id": self.session_id,
+            "protocol": "POP3",
+            "client": self.client,
+            "user": self.user,
+            "connected_at": self.connected_at,
+            "state": self.state,
+            "messages": self.messages_retrieved,
+            "bytes": 0,
+            "tls": self.writer.get_extra_info("sslcontext") is not None,
+        }
 
     def close_with(self, reply: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -128,17 +143,24 @@ class POP3Worker(SupervisedWorker):
     async def before_serving(self) -> None:
         snapshot = self.snapshot
         await asyncio.get_running_loop().run_in_executor(
-            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname)
+            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
+        )
         self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
 
     async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
-        plain = await asyncio.start_server(lambda r, w: self.handle_client(r, w, implicit_tls=False),
-                                           sock=sockets[0], limit=MAX_LINE_OCTETS * 4)
+        plain = await asyncio.start_server(
+            lambda r, w: self.handle_client(r, w, implicit_tls=False), sock=sockets[0], limit=MAX_LINE_OCTETS * 4
+        )
         servers = [plain]
         if len(sockets) > 1:
-            servers.append(await asyncio.start_server(
-                lambda r, w: self.handle_client(r, w, implicit_tls=True), sock=sockets[1],
-                ssl=self.tls_context, limit=MAX_LINE_OCTETS * 4))
+            servers.append(
+                await asyncio.start_server(
+                    lambda r, w: self.handle_client(r, w, implicit_tls=True),
+                    sock=sockets[1],
+                    ssl=self.tls_context,
+                    limit=MAX_LINE_OCTETS * 4,
+                )
+            )
         return servers
 
     async def close_sessions(self) -> None:
@@ -188,8 +210,9 @@ class POP3Worker(SupervisedWorker):
 
         return authenticate
 
-    async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                            implicit_tls: bool) -> None:
+    async def handle_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit_tls: bool
+    ) -> None:
         snapshot = self.snapshot
         if self.control.refuses_new_sessions:
             # RFC 2449 section 8.2: SYS/TEMP says "try again later".
@@ -242,8 +265,7 @@ class POP3Worker(SupervisedWorker):
                     # (SMTP, POP3, IMAP) drains its buffer and refuses what was pipelined.
                     injected = take_buffered(reader)
                     if injected:
-                        log.warning("%s: %d bytes pipelined after STLS; closing without TLS", client,
-                                    len(injected))
+                        log.warning("%s: %d bytes pipelined after STLS; closing without TLS", client, len(injected))
                         refusal = session.receive_line(injected.split(b"\n", 1)[0] + b"\n")
                         writer.write(refusal.data)
                         await writer.drain()

@@ -47,8 +47,11 @@ class WorkerSMTP(MailConsoleSMTP):
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
             # aiosmtpd closes the connection after this; the client gets no reply over a broken channel.
-            log.info("TLS handshake failed from %s: %s", format_peer(self.session.peer),
-                     describe_tls_failure(error.__cause__))
+            log.info(
+                "TLS handshake failed from %s: %s",
+                format_peer(self.session.peer),
+                describe_tls_failure(error.__cause__),
+            )
             return replies.LOCAL_ERROR
         return await super().handle_exception(error)
 
@@ -89,8 +92,9 @@ class SMTPWorker(SupervisedWorker):
         snapshot.tmp_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, remove_stale_temp_files, snapshot.tmp_dir)
-        await loop.run_in_executor(None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path,
-                                   snapshot.hostname)
+        await loop.run_in_executor(
+            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
+        )
         self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
         self.configure_protocol_log()
 
@@ -164,16 +168,26 @@ class SMTPWorker(SupervisedWorker):
         loop = asyncio.get_running_loop()
         servers = [await loop.create_server(lambda: self.session_factory(implicit_tls=False), sock=sockets[0])]
         if len(sockets) > 1:
-            servers.append(await loop.create_server(lambda: self.session_factory(implicit_tls=True),
-                                                    sock=sockets[1], ssl=self.tls_context))
+            servers.append(
+                await loop.create_server(
+                    lambda: self.session_factory(implicit_tls=True), sock=sockets[1], ssl=self.tls_context
+                )
+            )
         asyncio.create_task(self.sweep_forever())
         return servers
 
     # -- several processes (servers.workers.dispatch) -------------------------------------------
     def serve_through_session_processes(self, sockets: list[socket.socket]) -> list[ListenerHandle]:
         def child_argv(index: int, channel_fd: int) -> list[str]:
-            return [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_smtpd", "--server", str(self.unit_id),
-                    "--session-process", f"{index}:{channel_fd}:{os.getpid()}"]
+            return [
+                sys.executable,
+                str(settings.BASE_DIR / "manage.py"),
+                "run_smtpd",
+                "--server",
+                str(self.unit_id),
+                "--session-process",
+                f"{index}:{channel_fd}:{os.getpid()}",
+            ]
 
         def refusal(open_sessions: int) -> bytes | None:
             limit = self.snapshot.policy.max_connections
@@ -184,8 +198,9 @@ class SMTPWorker(SupervisedWorker):
         def unavailable() -> bytes:
             return f"{replies.NO_SESSION_PROCESS.format(hostname=self.snapshot.hostname)}\r\n".encode()
 
-        self.dispatcher = Dispatcher(count=self.snapshot.policy.worker_processes, child_argv=child_argv,
-                                     refusal=refusal, unavailable=unavailable)
+        self.dispatcher = Dispatcher(
+            count=self.snapshot.policy.worker_processes, child_argv=child_argv, refusal=refusal, unavailable=unavailable
+        )
         self.dispatcher.start()
         listeners = [self.dispatcher.listen(sockets[0], TAG_PLAIN)]
         if len(sockets) > 1:
@@ -209,12 +224,16 @@ class SMTPWorker(SupervisedWorker):
         await self.before_serving()
         self.handler = LocalDeliveryHandler(lambda: self.snapshot, self.counters, self.pop_before_smtp)
         assert self.session_channel is not None
-        self.receiver = ConnectionReceiver(self.session_channel, self.adopt_connection,
-                                           lambda: len(self.control.sessions), self.stop_requested.set)
+        self.receiver = ConnectionReceiver(
+            self.session_channel, self.adopt_connection, lambda: len(self.control.sessions), self.stop_requested.set
+        )
         self.install_signal_handlers()
         self.receiver.start()
-        tasks = [asyncio.create_task(self.sweep_forever()), asyncio.create_task(self.receiver.report_forever()),
-                 asyncio.create_task(self.publish_sessions_forever())]
+        tasks = [
+            asyncio.create_task(self.sweep_forever()),
+            asyncio.create_task(self.receiver.report_forever()),
+            asyncio.create_task(self.publish_sessions_forever()),
+        ]
         log.info("session process %d of smtp %s, pid %s", self.process_index, self.unit_id, os.getpid())
         await self.stop_requested.wait()
         self.control.stopping = True
@@ -235,8 +254,10 @@ class SMTPWorker(SupervisedWorker):
         async def adopt() -> None:
             try:
                 await asyncio.get_running_loop().connect_accepted_socket(
-                    lambda: self.session_factory(implicit_tls=implicit_tls), connection,
-                    ssl=self.tls_context if implicit_tls else None)
+                    lambda: self.session_factory(implicit_tls=implicit_tls),
+                    connection,
+                    ssl=self.tls_context if implicit_tls else None,
+                )
             except (TimeoutError, OSError, ssl.SSLError) as exc:
                 if implicit_tls:
                     log.info("TLS handshake failed from %s: %s", format_peer(peer), describe_tls_failure(exc))
@@ -260,8 +281,10 @@ class SMTPWorker(SupervisedWorker):
                 age_s = now - session.connected_at
                 if age_s > policy.max_session_duration_s:
                     await session.close_with(replies.SESSION_TOO_LONG)
-                elif policy.min_data_rate_bps and age_s > RATE_GRACE_S and (
-                    session.bytes_in / age_s < policy.min_data_rate_bps
+                elif (
+                    policy.min_data_rate_bps
+                    and age_s > RATE_GRACE_S
+                    and (session.bytes_in / age_s < policy.min_data_rate_bps)
                 ):
                     await session.close_with(replies.TOO_SLOW)
 

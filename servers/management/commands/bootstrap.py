@@ -21,8 +21,13 @@ class Command(BaseCommand):
         user_model = get_user_model()
         if not Pop3Service.objects.filter(node=node).exists():
             # Also for installations made before the POP3 service existed.
-            create_pop3_service(node=node, ip_address=settings.DEFAULT_SMTP_HOST, port=settings.DEFAULT_POP3_PORT,
-                                default_domain=settings.DEFAULT_MAIL_DOMAIN, actor="bootstrap")
+            create_pop3_service(
+                node=node,
+                ip_address=settings.DEFAULT_SMTP_HOST,
+                port=settings.DEFAULT_POP3_PORT,
+                default_domain=settings.DEFAULT_MAIL_DOMAIN,
+                actor="bootstrap",
+            )
             self.stdout.write(f"  POP3 service: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_POP3_PORT}")
         if user_model.objects.filter(is_superuser=True).exists():
             return
@@ -40,9 +45,9 @@ class Command(BaseCommand):
             )
         self.stdout.write("MailConsole is set up.")
         if "MAILCONSOLE_ADMIN_PASSWORD" not in os.environ:
-            self.stdout.write(self.style.WARNING(
-                f"  Administrator: admin / {password}   (shown once; change it in the console)"
-            ))
+            self.stdout.write(
+                self.style.WARNING(f"  Administrator: admin / {password}   (shown once; change it in the console)")
+            )
         else:
             self.stdout.write("  Administrator: admin / (the password in MAILCONSOLE_ADMIN_PASSWORD)")
         self.stdout.write(

@@ -36,8 +36,13 @@ class Command(BaseCommand):
         try:
             if verb == "create":
                 service = services.create_pop3_service(
-                    node=node, ip_address=options["ip"], port=options["port"], tls_port=options["tls_port"],
-                    default_domain=options["default_domain"], actor=ACTOR)
+                    node=node,
+                    ip_address=options["ip"],
+                    port=options["port"],
+                    tls_port=options["tls_port"],
+                    default_domain=options["default_domain"],
+                    actor=ACTOR,
+                )
                 self.stdout.write(f"Created the POP3 service on {service.ip_address}:{service.port}.")
                 return
             service = Pop3Service.objects.filter(node=node).first()
@@ -46,8 +51,12 @@ class Command(BaseCommand):
             if verb == "status":
                 self.show(service)
             elif verb == "set":
-                changes = {"ip_address": options["ip"], "port": options["port"], "tls_port": options["tls_port"],
-                           "default_domain": options["default_domain"]}
+                changes = {
+                    "ip_address": options["ip"],
+                    "port": options["port"],
+                    "tls_port": options["tls_port"],
+                    "default_domain": options["default_domain"],
+                }
                 changes = {key: value for key, value in changes.items() if value is not None}
                 if options["require_tls"]:
                     changes["plaintext_requires_tls"] = options["require_tls"] == "yes"
@@ -65,7 +74,9 @@ class Command(BaseCommand):
         tls = f", POP3S on {service.tls_port}" if service.tls_port else ""
         self.stdout.write(f"POP3 service of node {service.node.name}: {service.ip_address}:{service.port}{tls}")
         self.stdout.write(f"  desired {service.desired_state}, state {service.state}, restarts {service.restart_count}")
-        self.stdout.write(f"  default domain: {service.default_domain or '(the first server’s)'}; "
-                          f"plaintext login before STLS: {'refused' if service.plaintext_requires_tls else 'allowed'}")
+        self.stdout.write(
+            f"  default domain: {service.default_domain or '(the first server’s)'}; "
+            f"plaintext login before STLS: {'refused' if service.plaintext_requires_tls else 'allowed'}"
+        )
         if service.last_error:
             self.stdout.write(f"  last error: {service.last_error}")

@@ -11,8 +11,16 @@ from servers.management.commands.smtpsvc import find_domain, find_server
 from servers.services import DomainError
 
 ACTOR = "cli"
-BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True,
-                 "false": False, "no": False, "off": False, "0": False}
+BOOLEAN_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 
 
 class Command(BaseCommand):
@@ -22,8 +30,12 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="verb", required=True)
         show = sub.add_parser("list", help="queued messages: sender, recipients and states, next retry")
         show.add_argument("server")
-        for verb, text in [("retry", "try a message now"), ("freeze", "hold a message"),
-                           ("unfreeze", "release a held message"), ("delete", "remove a message")]:
+        for verb, text in [
+            ("retry", "try a message now"),
+            ("freeze", "hold a message"),
+            ("unfreeze", "release a held message"),
+            ("delete", "remove a message"),
+        ]:
             action = sub.add_parser(verb, help=text)
             action.add_argument("server")
             action.add_argument("message", help="the id from `smtpqueue list`, or the Queue file name")
@@ -61,10 +73,15 @@ class Command(BaseCommand):
         if not entries:
             self.stdout.write("The queue is empty.")
         for entry in entries:
-            state = "frozen" if entry.frozen else ("delivering" if entry.in_delivery else
-                                                   f"next retry {entry.next_retry_at:%Y-%m-%d %H:%M:%S}")
-            self.stdout.write(f"{entry.id}  {entry.name}  <{entry.sender}>  {entry.size_octets} octets  "
-                              f"queued {entry.queued_at:%Y-%m-%d %H:%M:%S}  attempts {entry.attempts}  {state}")
+            state = (
+                "frozen"
+                if entry.frozen
+                else ("delivering" if entry.in_delivery else f"next retry {entry.next_retry_at:%Y-%m-%d %H:%M:%S}")
+            )
+            self.stdout.write(
+                f"{entry.id}  {entry.name}  <{entry.sender}>  {entry.size_octets} octets  "
+                f"queued {entry.queued_at:%Y-%m-%d %H:%M:%S}  attempts {entry.attempts}  {state}"
+            )
             for recipient in entry.recipients:
                 self.stdout.write(f"    {recipient.address}  {recipient.state}  {recipient.last_reply}".rstrip())
 
@@ -93,14 +110,23 @@ class Command(BaseCommand):
             if name not in delivery.EDITABLE_DELIVERY_FIELDS:
                 raise CommandError(f"{name} is not a Delivery setting: {', '.join(delivery.EDITABLE_DELIVERY_FIELDS)}")
             changes[name] = BOOLEAN_WORDS.get(value.lower(), value) if name.startswith("attempt_") else value
-        config = (delivery.update_delivery_settings(self.server, actor=ACTOR, **changes) if changes
-                  else delivery.delivery_settings(self.server))
+        config = (
+            delivery.update_delivery_settings(self.server, actor=ACTOR, **changes)
+            if changes
+            else delivery.delivery_settings(self.server)
+        )
         for name in delivery.EDITABLE_DELIVERY_FIELDS:
             value = getattr(config, name)
             shown = "********" if name in delivery.SECRET_FIELDS and value else value
             self.stdout.write(f"{name}={shown}")
 
     def do_route(self, domain: str, smart_host: str, port: int, user: str, password: str | None, **_) -> None:
-        route = delivery.set_remote_domain_route(find_domain(self.server, domain), smart_host=smart_host, port=port,
-                                                 username=user, password=password, actor=ACTOR)
+        route = delivery.set_remote_domain_route(
+            find_domain(self.server, domain),
+            smart_host=smart_host,
+            port=port,
+            username=user,
+            password=password,
+            actor=ACTOR,
+        )
         self.stdout.write(f"{domain}: {'via ' + route.smart_host + ':' + str(route.port) if route else 'MX records'}")

@@ -42,7 +42,7 @@ class Command(BaseCommand):
 
         create = sub.add_parser("create", help="the New SMTP Virtual Server wizard")
         create.add_argument("name")
-        create.add_argument("--ip", default=None, help='IP address (default: all unassigned, 0.0.0.0)')
+        create.add_argument("--ip", default=None, help="IP address (default: all unassigned, 0.0.0.0)")
         create.add_argument("--port", type=int, default=25)
         create.add_argument("--home", default=None, help="home directory (cannot be changed later)")
         create.add_argument("--domain", required=True, help="default domain")
@@ -56,8 +56,12 @@ class Command(BaseCommand):
         change.add_argument("--home", help="always refused: the home directory is fixed")
         change.add_argument("--max-message-size-kb", type=int)
         # Not "settings": Django's own --settings option would read it as a settings module.
-        change.add_argument("assignments", nargs="*", metavar="SETTING=VALUE",
-                            help="any property-sheet setting, e.g. max_connections=50 require_tls=true")
+        change.add_argument(
+            "assignments",
+            nargs="*",
+            metavar="SETTING=VALUE",
+            help="any property-sheet setting, e.g. max_connections=50 require_tls=true",
+        )
 
         for list_name in ("access", "relay"):
             rules = sub.add_parser(list_name, help=f"the {list_name} list of a server (add|remove|list)")
@@ -127,11 +131,18 @@ class Command(BaseCommand):
     def do_show(self, server: str, **_) -> None:
         srv = find_server(self.node, server)
         rows = [
-            ("id", srv.pk), ("name", srv.name), ("node", srv.node.name),
-            ("ip address", srv.ip_address), ("port", srv.port), ("home directory", srv.home_dir),
+            ("id", srv.pk),
+            ("name", srv.name),
+            ("node", srv.node.name),
+            ("ip address", srv.ip_address),
+            ("port", srv.port),
+            ("home directory", srv.home_dir),
             ("max message size (KB)", srv.max_message_size_kb),
-            ("desired state", srv.desired_state), ("effective desired state", srv.effective_desired_state),
-            ("state", srv.state), ("pid", srv.pid or "-"), ("restarts", srv.restart_count),
+            ("desired state", srv.desired_state),
+            ("effective desired state", srv.effective_desired_state),
+            ("state", srv.state),
+            ("pid", srv.pid or "-"),
+            ("restarts", srv.restart_count),
             ("last error", srv.last_error or "-"),
         ]
         for label, value in rows:
@@ -153,19 +164,32 @@ class Command(BaseCommand):
             self.stdout.write(f"  {domain.name:<40} {domain.type:<7} {', '.join(notes)}")
 
     # -- changing ----------------------------------------------------------------------------
-    def do_create(self, name: str, ip: str | None, port: int, home: str | None, domain: str, stopped: bool,
-                  **_) -> None:
+    def do_create(
+        self, name: str, ip: str | None, port: int, home: str | None, domain: str, stopped: bool, **_
+    ) -> None:
         server = services.create_virtual_server(
-            name=name, ip_address=ip, port=port, home_dir=home, default_domain=domain,
-            node=self.node, start=not stopped, actor=ACTOR,
+            name=name,
+            ip_address=ip,
+            port=port,
+            home_dir=home,
+            default_domain=domain,
+            node=self.node,
+            start=not stopped,
+            actor=ACTOR,
         )
-        self.stdout.write(f"Created server {server.pk} {server.name!r} on {server.ip_address}:{server.port}, "
-                          f"home {server.home_dir}")
+        self.stdout.write(
+            f"Created server {server.pk} {server.name!r} on {server.ip_address}:{server.port}, home {server.home_dir}"
+        )
 
     def do_set(self, server: str, name, ip, port, home, max_message_size_kb, assignments, **_) -> None:
         srv = find_server(self.node, server)
-        changes = {"name": name, "ip_address": ip, "port": port, "home_dir": home,
-                   "max_message_size_kb": max_message_size_kb}
+        changes = {
+            "name": name,
+            "ip_address": ip,
+            "port": port,
+            "home_dir": home,
+            "max_message_size_kb": max_message_size_kb,
+        }
         changes = {key: value for key, value in changes.items() if value is not None}
         for setting in assignments:
             key, equals, value = setting.partition("=")
@@ -224,8 +248,10 @@ class Command(BaseCommand):
             return
         for session in services.list_sessions(srv):
             since = time.strftime("%H:%M:%S", time.localtime(session["connected_at"]))
-            self.stdout.write(f"  {session['id']}  {session['client']:<16} {session['user'] or '-':<30} "
-                              f"since {since}  {session['state']:<10} {session['messages']} msg")
+            self.stdout.write(
+                f"  {session['id']}  {session['client']:<16} {session['user'] or '-':<30} "
+                f"since {since}  {session['state']:<10} {session['messages']} msg"
+            )
 
     def do_delete(self, server: str, **_) -> None:
         srv = find_server(self.node, server)
@@ -266,8 +292,10 @@ class Command(BaseCommand):
             if server.state == ObservedState.ERROR:
                 line += f" ({server.last_error})"
             elif server.pk in pending:
-                line += (f" (wanted {server.effective_desired_state}; is the stack running? "
-                         "`make run` starts the node's supervisor)")
+                line += (
+                    f" (wanted {server.effective_desired_state}; is the stack running? "
+                    "`make run` starts the node's supervisor)"
+                )
             self.stdout.write(line)
 
     def do_domain(self, domain_verb: str, server: str, **options) -> None:
@@ -276,8 +304,12 @@ class Command(BaseCommand):
             self.do_domain_list(srv)
         elif domain_verb == "add":
             domain = services.add_domain(
-                srv, options["domain"], type=options["type"], alias_of=options.get("alias_of"),
-                relay_allowed=options.get("relay", False), actor=ACTOR,
+                srv,
+                options["domain"],
+                type=options["type"],
+                alias_of=options.get("alias_of"),
+                relay_allowed=options.get("relay", False),
+                actor=ACTOR,
             )
             self.stdout.write(f"Added {domain.type} domain {domain.name} to {srv.name!r}.")
         elif domain_verb == "remove":
@@ -287,7 +319,8 @@ class Command(BaseCommand):
             domain = services.set_default_domain(find_domain(srv, options["domain"]), actor=ACTOR)
             self.stdout.write(f"{domain.name} is now the default domain of {srv.name!r}.")
         elif domain_verb == "ceiling":
-            domain = services.set_mailbox_quota_ceiling(find_domain(srv, options["domain"]), options["megabytes"],
-                                                        actor=ACTOR)
+            domain = services.set_mailbox_quota_ceiling(
+                find_domain(srv, options["domain"]), options["megabytes"], actor=ACTOR
+            )
             ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
             self.stdout.write(f"Quota ceiling of {domain.name} for its domain administrators: {ceiling}.")

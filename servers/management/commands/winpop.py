@@ -71,8 +71,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Added domain {domain.name}.")
             return
         if len(rest) != 2 or rest[0].lower() != "/createuser":
-            raise CommandError("Usage: winpop add USER@DOMAIN /createuser PASSWORD "
-                               "(a mailbox needs a password to log in)")
+            raise CommandError(
+                "Usage: winpop add USER@DOMAIN /createuser PASSWORD (a mailbox needs a password to log in)"
+            )
         local_part, domain_name = split_address(target)
         domain = services.find_local_domain(domain_name)
         mailbox = services.add_mailbox(domain, local_part, rest[1], actor=ACTOR)
@@ -124,8 +125,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{word} domain {domain.name}.")
 
     def do_stat(self, domain_name: str | None = None) -> None:
-        domains = [self.find_domain(domain_name)] if domain_name else list(
-            Domain.objects.filter(type=DomainType.LOCAL))
+        domains = [self.find_domain(domain_name)] if domain_name else list(Domain.objects.filter(type=DomainType.LOCAL))
         self.stdout.write(f"{'DOMAIN':<40} {'MAILBOXES':>9} {'MESSAGES':>9} {'SIZE (KB)':>10}")
         totals = [0, 0, 0]
         for domain in domains:
@@ -162,10 +162,13 @@ class Command(BaseCommand):
 
     # -- MailConsole additions ---------------------------------------------------------------
     def do_setquota(self, address: str, quota_bytes: str, quota_messages: str = "0") -> None:
-        mailbox = services.update_mailbox(services.find_mailbox(address), quota_bytes=quota_bytes,
-                                          quota_messages=quota_messages, actor=ACTOR)
-        self.stdout.write(f"Quota of {mailbox.address}: {mailbox.quota_bytes or 'unlimited'} bytes, "
-                          f"{mailbox.quota_messages or 'unlimited'} messages.")
+        mailbox = services.update_mailbox(
+            services.find_mailbox(address), quota_bytes=quota_bytes, quota_messages=quota_messages, actor=ACTOR
+        )
+        self.stdout.write(
+            f"Quota of {mailbox.address}: {mailbox.quota_bytes or 'unlimited'} bytes, "
+            f"{mailbox.quota_messages or 'unlimited'} messages."
+        )
 
     def do_catchall(self, address: str, switch: str = "on") -> None:
         if switch not in ("on", "off"):
@@ -189,8 +192,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Added group {group} with {len(members)} member(s).")
         elif action == "delete" and len(arguments) == 1:
             local_part, domain_name = split_address(arguments[0])
-            group = GroupAddress.objects.filter(local_part=canonical_local_part(local_part),
-                                                domain__name=domain_name).first()
+            group = GroupAddress.objects.filter(
+                local_part=canonical_local_part(local_part), domain__name=domain_name
+            ).first()
             if group is None:
                 raise CommandError(f"There is no group {arguments[0]}.")
             services.remove_group(group, actor=ACTOR)
