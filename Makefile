@@ -1,4 +1,5 @@
-# `make run` sets up and runs the whole stack; `make test` sets up and runs every test.
+# `make run` sets up and runs the whole stack; `make test` sets up and runs every check and test:
+# lint, format, types (`make lint` runs these three alone), then pytest on SQLite and on PostgreSQL.
 .PHONY: run test lint setup
 
 setup:
@@ -14,9 +15,11 @@ test:
 	@scripts/setup-venv.sh requirements-dev.txt
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy
 	@scripts/run-tests.sh
 
 lint:
 	@scripts/setup-venv.sh requirements-dev.txt
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy

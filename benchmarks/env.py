@@ -13,6 +13,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from mailconsole.var_dir import ensure_var_dir
 from servers.embedded_redis import free_port, start_embedded_redis  # noqa: F401 - free_port is used by the runners
 
 BENCH_PASSWORD = "Benchpass123"
@@ -33,6 +34,7 @@ def prepare(*, keep: bool = False) -> Path:
         }
     )
     os.environ.pop("DATABASE_URL", None)
+    ensure_var_dir()  # the secrets key, as manage.py makes it on a first start
 
     @atexit.register
     def clean_up() -> None:

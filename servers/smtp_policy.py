@@ -31,7 +31,7 @@ def normalize_rule(kind: str, value: str) -> str:
         if kind == AccessRuleKind.RANGE:
             start, _, end = value.partition("-")
             first, last = ipaddress.ip_address(start.strip()), ipaddress.ip_address(end.strip())
-            if first.version != last.version or first > last:
+            if first.version != last.version or int(first) > int(last):
                 raise RuleError(f"{value!r}: the range must go from a lower to a higher address of one family.")
             return f"{first}-{last}"
         if kind == AccessRuleKind.DOMAIN:
@@ -84,7 +84,9 @@ class ClientList:
             address = address.ipv4_mapped
         if any(address in network for network in self.networks if network.version == address.version):
             return True
-        if any(first.version == address.version and first <= address <= last for first, last in self.ranges):
+        if any(
+            first.version == address.version and int(first) <= int(address) <= int(last) for first, last in self.ranges
+        ):
             return True
         if confirmed_name:
             name = confirmed_name.lower().rstrip(".")

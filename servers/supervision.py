@@ -375,7 +375,7 @@ class NodeSupervisor:
         if beat.config_version < unit.config_version:
             send_signal(unit.pid, signal.SIGHUP)
             self.report.signalled.append(unit.pk)
-        changes = {"state": beat.state}
+        changes: dict[str, object] = {"state": beat.state}
         if (
             unit.consecutive_failures
             and unit.started_at
@@ -430,7 +430,7 @@ class NodeSupervisor:
         delay = backoff_s(failures, first_is_free=not failed_on_error)
         status = exit_status(unit.pid, unit.started_at) if unit.pid else "exit status unknown (no process recorded)"
         tail = log_tail(unit)
-        error = beat.error if failed_on_error else f"worker process {unit.pid} {cause}: {status}"
+        error = beat.error if failed_on_error and beat is not None else f"worker process {unit.pid} {cause}: {status}"
         log.warning(
             "%s %s: %s (%s); restart in %ss; last lines of %s:\n%s",
             unit.process_kind,

@@ -60,15 +60,16 @@ class CeleryStack:
         self.beat: subprocess.Popen | None = None
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mailconsole", *argv],
-            cwd=REPO_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The process gets its own copy of the descriptor; ours is closed once it has started.
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "mailconsole", *argv],
+                cwd=REPO_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start(self) -> None:
         node = settings.NODE_NAME

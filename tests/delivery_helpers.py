@@ -99,6 +99,7 @@ class TestDNS:
 
     def stop(self) -> None:
         self.server.stop()
+        self.server.server.server_close()  # dnslib's stop() leaves the UDP socket open
 
 
 @dataclass

@@ -11,7 +11,14 @@ import socket
 import subprocess
 import tempfile
 
+import pytest
+
+from mailconsole.var_dir import ensure_var_dir
 from servers.embedded_redis import start_embedded_redis
+
+# Test modules import these helpers before `pytest_plugins` loads them as a plugin; registered here, they
+# are rewritten on that first import, and pytest does not warn "Module already imported".
+pytest.register_assert_rewrite("tests.delivery_helpers")
 
 _var_dir = tempfile.mkdtemp(prefix="mailconsole-test-")
 os.environ["MAILCONSOLE_VAR_DIR"] = _var_dir
@@ -22,6 +29,8 @@ os.environ.setdefault("MAILCONSOLE_STOP_GRACE", "5")
 os.environ.setdefault("MAILCONSOLE_SIGNIN_MAX_DELAY_MS", "400")
 os.environ.setdefault("MAILCONSOLE_HOSTNAME", "mx.test.invalid")
 os.environ.setdefault("MAILCONSOLE_SECRET_KEY", "tests-only-secret-key-not-for-production-use-0123456789")
+# var/secrets_key, as manage.py generates it on a first start (the settings only read it).
+ensure_var_dir()
 
 # Always a Redis of our own, even under pytest-xdist (whose workers inherit this environment):
 # heartbeats and sessions are keyed by server id, and ids repeat across the workers' databases.

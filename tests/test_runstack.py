@@ -53,10 +53,10 @@ def http_ok(port: int, path: str) -> bool:
 
 
 def start_stack(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "runstack"], cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with open(log_path, "ab") as log:  # the process keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "runstack"], cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def test_first_run_creates_the_admin_and_default_server_once(fresh_install):

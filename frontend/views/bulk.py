@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
 from frontend.access import actor, domain_for
-from frontend.bulk import check_rows, export_csv, import_rows, parse_csv
+from frontend.bulk import ImportRow, check_rows, export_csv, import_rows, parse_csv
 from frontend.forms import ImportForm, add_domain_error
 from frontend.views.base import render_console
 from servers.models import Mailbox
@@ -22,6 +22,7 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload a CSV: a dry run lists every row with its errors; a real run creates all rows or none."""
     domain = domain_for(request.user, pk)
     session_key = f"console-import-{domain.pk}"
+    rows: list[ImportRow] | None
     if request.method == "POST" and request.POST.get("confirm") and request.session.get(session_key):
         # The file checked by the dry run, kept server-side so that passwords never go back to the page.
         text = request.session.pop(session_key)

@@ -31,7 +31,7 @@ KB = 1024
 
 
 def kb_to_bytes(value: int | None) -> int | None:
-    return None if value in (None, 0) else value * KB
+    return None if value is None or value == 0 else value * KB
 
 
 def _show_quota_ceiling(form, domain, user) -> None:

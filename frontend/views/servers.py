@@ -26,16 +26,12 @@ from frontend.forms import (
 )
 from frontend.views.base import render_console
 from servers import services
+from servers.delivery import services as delivery_services
 from servers.models import AccessRuleKind, ServiceState, VirtualServer
 from servers.services import DomainError
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
 from servers.services.sessions import list_sessions, terminate_session
-
-try:  # outbound delivery: the Delivery tab's settings and the Queue view
-    from servers.delivery import services as delivery_services
-except ImportError:  # pragma: no cover - an installation without the delivery package
-    delivery_services = None
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}

@@ -11,8 +11,9 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
+from typing import cast
 
 import nh3
 
@@ -148,7 +149,14 @@ class Part:
 
 
 def parse(raw: bytes) -> EmailMessage:
-    return BytesParser(policy=policy.default).parsebytes(raw)
+    # policy.default makes the parser build EmailMessage objects; typeshed's overloads cannot tell.
+    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(raw))
+
+
+def _decoded_payload(part: Message) -> bytes:
+    """The part's body with its transfer encoding undone; b'' for a multipart or an empty part."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def header(message: EmailMessage, name: str) -> str:
@@ -164,7 +172,7 @@ def _part_number_map(message: EmailMessage) -> dict[int, EmailMessage]:
     return dict(enumerate(message.walk()))
 
 
-def body_parts(message: EmailMessage) -> tuple[EmailMessage | None, EmailMessage | None]:
+def body_parts(message: EmailMessage) -> tuple[MIMEPart | None, MIMEPart | None]:
     """The HTML and the plain-text body parts, each None when the message has none."""
     try:
         html = message.get_body(preferencelist=("html",))
@@ -174,14 +182,13 @@ def body_parts(message: EmailMessage) -> tuple[EmailMessage | None, EmailMessage
     return html, plain
 
 
-def text_of(part: EmailMessage | None) -> str:
+def text_of(part: MIMEPart | None) -> str:
     if part is None:
         return ""
     try:
         return part.get_content()
     except Exception:  # noqa: BLE001 - an unknown charset or a broken encoding: decode what we can
-        payload = part.get_payload(decode=True) or b""
-        return payload.decode("utf-8", "replace")
+        return _decoded_payload(part).decode("utf-8", "replace")
 
 
 def safe_file_name(name: str, fallback: str) -> str:
@@ -225,7 +232,7 @@ def part_payload(message: EmailMessage, number: int) -> tuple[EmailMessage, byte
     part = _part_number_map(message).get(number)
     if part is None or part.is_multipart():
         return None
-    return part, part.get_payload(decode=True) or b""
+    return part, _decoded_payload(part)
 
 
 def sanitize_html(html: str, *, cid_url: Callable[[str], str | None], show_remote_images: bool) -> tuple[str, bool]:

@@ -155,9 +155,10 @@ def _transaction(
     try:
         # A host that does not answer at all should not hold a worker for the whole command time-out.
         smtp = smtplib.SMTP(local_hostname=helo, timeout=min(timeout_s, CONNECT_TIMEOUT_S), source_address=source)
-        smtp._host = target.host or target.address  # the name STARTTLS sends as SNI
+        smtp._host = target.host or target.address  # type: ignore[attr-defined]  # the name STARTTLS sends as SNI
         code, greeting = smtp.connect(target.address, target.port)
         smtp.timeout = timeout_s
+        assert smtp.sock is not None  # connect() succeeded
         smtp.sock.settimeout(timeout_s)
     except (OSError, smtplib.SMTPException) as error:
         raise SessionError(result_of(451, f"4.4.1 Connection to {host} failed: {error}", host)) from error
@@ -186,10 +187,11 @@ def _transaction(
                 smtp.login(route.username, password)
             except smtplib.SMTPAuthenticationError as error:
                 # A smart host refusing our credentials is a configuration problem: keep the mail.
+                # (typeshed allows str in smtp_error; login() always raises it with the reply's bytes.)
                 raise SessionError(
                     result_of(
                         451,
-                        f"4.7.0 Authentication failed: {error.smtp_code} {error.smtp_error.decode(errors='replace')}",
+                        f"4.7.0 Authentication failed: {error.smtp_code} {error.smtp_error.decode(errors='replace')}",  # type: ignore[union-attr]
                         host,
                     )
                 ) from error

@@ -70,7 +70,11 @@ def read_pickup_file(data: bytes) -> tuple[str, list[str], bytes]:
         raise PickupError("the file does not start with a message header")
     # One copy per address; local parts keep their case (RFC 5321 2.4: only the remote host may fold it).
     seen: set[str] = set()
-    unique = [r for r in recipients if not (r.lower() in seen or seen.add(r.lower()))]
+    unique = []
+    for recipient in recipients:
+        if recipient.lower() not in seen:
+            seen.add(recipient.lower())
+            unique.append(recipient)
     return mail_from, unique, message
 
 

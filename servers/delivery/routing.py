@@ -109,14 +109,14 @@ def _is_temporary(error: Exception) -> bool:
 
 def order_mx(records: Iterable[tuple[int, str]], rng: random.Random | None = None) -> list[tuple[int, str]]:
     """MX records by preference, shuffled among equal preferences (RFC 5321 section 5.1)."""
-    rng = rng or random
+    shuffle = rng.shuffle if rng is not None else random.shuffle
     by_preference: dict[int, list[str]] = {}
     for preference, host in records:
         by_preference.setdefault(preference, []).append(host)
     ordered = []
     for preference in sorted(by_preference):
         hosts = by_preference[preference]
-        rng.shuffle(hosts)
+        shuffle(hosts)
         ordered += [(preference, host) for host in hosts]
     return ordered
 

@@ -172,7 +172,7 @@ def set_mailbox_quota_ceiling(
             "Only an administrator or an operator of the server can change the quota ceiling.",
             field="max_mailbox_quota_mb",
         )
-    if ceiling_mb in (None, ""):
+    if ceiling_mb is None or ceiling_mb == "":
         value = None
     else:
         try:

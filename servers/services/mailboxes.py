@@ -147,7 +147,7 @@ def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) ->
 
 
 def _clean_quota(value: int | str | None, field: str) -> int | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     try:
         quota = int(value)
@@ -215,13 +215,14 @@ def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = 
     mailbox = Mailbox.objects.select_related("domain__server__node").get(pk=mailbox.pk)
     after: dict[str, object] = {"remove_mail": remove_mail}
     path = None
+    mail_kept: str | None = None
     if remove_mail:
         try:
             path = maildir.check_maildir(own_maildir(mailbox))
         except UnsafePathError as error:
             # A name from before names were checked: its folder may be another mailbox's; touch nothing.
             log.warning("mailbox %s deleted, its mail left on disk: %s", mailbox.address, error)
-            after["mail_kept"] = str(error)
+            after["mail_kept"] = mail_kept = str(error)
     record_change(
         actor=actor,
         action="delete_mailbox",
@@ -234,7 +235,7 @@ def delete_mailbox(mailbox: Mailbox, *, remove_mail: bool = False, actor: str = 
     if path is not None:
         transaction.on_commit(lambda: _remove_maildir(path))
     _changed(domain)
-    return after.get("mail_kept")
+    return mail_kept
 
 
 def own_maildir(mailbox: Mailbox) -> Path:

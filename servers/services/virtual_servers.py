@@ -7,6 +7,7 @@ import re
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -126,10 +127,8 @@ def _clean_port(raw: int | str) -> int:
     return port
 
 
-def _clean_number(raw: int | str | None, field: str, *, minimum: int, optional: bool = False) -> int | None:
-    if optional and raw in (None, ""):
-        return None
-    if isinstance(raw, bool):
+def _clean_number(raw: int | str | None, field: str, *, minimum: int) -> int:
+    if raw is None or isinstance(raw, bool):
         raise DomainError(f"{raw!r} is not a number.", field=field)
     try:
         number = int(raw)
@@ -152,8 +151,8 @@ def _clean_flag(raw: object, field: str) -> bool:
     raise DomainError(f"{raw!r} is not true or false.", field=field)
 
 
-def _clean_setting(field: str, value: object) -> object:
-    """Check one property-sheet value; raise DomainError naming the field."""
+def _clean_setting(field: str, value: Any) -> object:
+    """Check one property-sheet value (as a form or the API sent it); raise DomainError naming the field."""
     if field == "name":
         return _clean_name(value)
     if field == "ip_address":
@@ -172,7 +171,7 @@ def _clean_setting(field: str, value: object) -> object:
             raise DomainError(f"The value must be at most {MAX_WORKER_PROCESSES}.", field=field)
         return processes
     if field in OPTIONAL_LIMIT_FIELDS:
-        return _clean_number(value, field, minimum=1, optional=True)
+        return None if value in (None, "") else _clean_number(value, field, minimum=1)
     if field in POSITIVE_FIELDS:
         return _clean_number(value, field, minimum=1)
     if field in COUNT_FIELDS:

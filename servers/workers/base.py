@@ -115,7 +115,7 @@ class SupervisedWorker:
             # The supervisor takes the pid in the heartbeat for the worker's: a session process that
             # wrote its own there (after a forwarded reload or pause) would get the worker killed.
             return
-        fields = {
+        fields: dict[str, str | int | float] = {
             "pid": os.getpid(),
             "state": state or self.reported_state,
             "config_version": getattr(self.snapshot, "config_version", 0),
@@ -127,7 +127,8 @@ class SupervisedWorker:
         key = heartbeat_key(self.kind, self.unit_id)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
+                # redis-py's Mapping is invariant in its key type, so no dict[str, ...] fits it.
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(key, ttl_s or settings.HEARTBEAT_TTL_S)
                 await pipe.execute()
             self._redis_down_logged = False

@@ -271,6 +271,7 @@ class POP3Worker(SupervisedWorker):
                         await writer.drain()
                         break
                     try:
+                        assert self.tls_context is not None  # the session offers STLS only with a context
                         await writer.start_tls(self.tls_context)
                     except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
                         log.info("TLS handshake failed from %s: %s", format_peer(peer), describe_tls_failure(exc))
@@ -309,8 +310,9 @@ def take_buffered(reader: asyncio.StreamReader) -> bytes:
 
     asyncio has no public way to look into a StreamReader's buffer; this is the one place that does.
     """
-    buffered = bytes(reader._buffer)  # noqa: SLF001
-    reader._buffer.clear()  # noqa: SLF001
+    # typeshed leaves out StreamReader's private _buffer (a bytearray in CPython 3.11 to 3.13).
+    buffered = bytes(reader._buffer)  # type: ignore[attr-defined]  # noqa: SLF001
+    reader._buffer.clear()  # type: ignore[attr-defined]  # noqa: SLF001
     return buffered
 
 

@@ -49,7 +49,7 @@ class WorkerSMTP(MailConsoleSMTP):
             # aiosmtpd closes the connection after this; the client gets no reply over a broken channel.
             log.info(
                 "TLS handshake failed from %s: %s",
-                format_peer(self.session.peer),
+                format_peer(self.session.peer if self.session is not None else None),
                 describe_tls_failure(error.__cause__),
             )
             return replies.LOCAL_ERROR
@@ -92,6 +92,8 @@ class SMTPWorker(SupervisedWorker):
         snapshot.tmp_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, remove_stale_temp_files, snapshot.tmp_dir)
+        # A snapshot read from the database always names its certificate (ServerSnapshot allows None).
+        assert snapshot.cert_path is not None and snapshot.key_path is not None
         await loop.run_in_executor(
             None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
         )
@@ -131,6 +133,7 @@ class SMTPWorker(SupervisedWorker):
         self.configure_protocol_log()
         if self.tls_context is not None:
             # In place, so the implicit-TLS listener and new STARTTLS sessions both get a new certificate.
+            assert self.snapshot.cert_path is not None and self.snapshot.key_path is not None
             self.tls_context.load_cert_chain(self.snapshot.cert_path, self.snapshot.key_path)
 
     def session_factory(self, *, implicit_tls: bool) -> MailConsoleSMTP:

@@ -166,6 +166,8 @@ class Command(BaseCommand):
 
     def watch_children(self) -> None:
         for child in [*self.children, *([self.redis_child] if self.redis_child else [])]:
+            if child.process is None:
+                continue
             code = child.process.poll()
             if code is None:
                 continue

@@ -183,8 +183,8 @@ class Command(BaseCommand):
             if arguments:
                 groups = groups.filter(domain=self.find_domain(arguments[0]))
             for group in groups:
-                members = ", ".join(m.address for m in group.members.all()) or "(the Drop folder)"
-                self.stdout.write(f"  {group!s:<40} -> {members}")
+                addresses = ", ".join(m.address for m in group.members.all()) or "(the Drop folder)"
+                self.stdout.write(f"  {group!s:<40} -> {addresses}")
         elif action == "add" and arguments:
             local_part, domain_name = split_address(arguments[0])
             members = [services.find_mailbox(a, field="members") for a in arguments[1:]]
