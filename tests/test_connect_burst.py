@@ -81,6 +81,17 @@ def accepted_connection() -> tuple[socket.socket, socket.socket]:
     return server_end, client_end
 
 
+def close_all(dispatcher: Dispatcher, sockets: list[socket.socket]) -> None:
+    """Close what a scenario opened: the channels, the connections still waiting, the test's own ends."""
+    for child in dispatcher.children:
+        for pending in child.backlog:
+            pending.connection.close()
+        if child.channel is not None:
+            child.channel.close()
+    for sock in sockets:
+        sock.close()
+
+
 def received_descriptors(channel: socket.socket) -> int:
     channel.setblocking(False)
     count = 0
@@ -101,7 +112,10 @@ def test_a_connection_no_session_process_can_take_is_told_421():
             dispatcher._forget_channel(child)  # both processes gone
         server_end, client_end = accepted_connection()
         dispatcher._dispatch(server_end, "192.0.2.1", TAG_PLAIN)
-        return client_end.recv(512)
+        try:
+            return client_end.recv(512)
+        finally:
+            close_all(dispatcher, [*_far_ends, client_end])
 
     assert asyncio.run(scenario()) == UNAVAILABLE
 
@@ -121,6 +135,7 @@ def test_connections_wait_for_room_on_a_full_channel_and_all_arrive_in_order():
             if received == 300:
                 break
             await asyncio.sleep(0)  # the loop runs the flush once the channel has room
+        close_all(dispatcher, [*far_ends, *clients])
         return waiting, received
 
     waiting, received = asyncio.run(scenario())
@@ -132,12 +147,17 @@ def test_the_backlog_of_a_session_process_that_died_goes_to_another():
     async def scenario() -> tuple[int, int, int]:
         dispatcher, far_ends = dispatcher_with_channels(2)
         first, second = dispatcher.children
+        clients = []
         for n in range(1000):
-            dispatcher._dispatch(accepted_connection()[0], f"192.0.2.{n % 50}", TAG_PLAIN)
+            server_end, client_end = accepted_connection()
+            clients.append(client_end)
+            dispatcher._dispatch(server_end, f"192.0.2.{n % 50}", TAG_PLAIN)
         assert first.backlog
         sent_to_first = first.sent
         dispatcher._forget_channel(first)
-        return len(first.backlog), sent_to_first, len(second.backlog) + received_descriptors(far_ends[1])
+        result = len(first.backlog), sent_to_first, len(second.backlog) + received_descriptors(far_ends[1])
+        close_all(dispatcher, [*far_ends, *clients])
+        return result
 
     left_with_first, sent_to_first, second_has = asyncio.run(scenario())
     assert left_with_first == 0
@@ -157,7 +177,9 @@ def test_a_connection_its_session_process_does_not_take_in_time_is_told_421():
         for pending in child.backlog:
             pending.accepted_at -= HANDOFF_TIMEOUT_S + 1
         dispatcher._expire_backlog(child)
-        return clients[-1].recv(512), waiting - len(child.backlog)
+        result = clients[-1].recv(512), waiting - len(child.backlog)
+        close_all(dispatcher, [*_far_ends, *clients])
+        return result
 
     last_reply, answered = asyncio.run(scenario())
     assert answered > 0
