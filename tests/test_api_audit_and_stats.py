@@ -5,23 +5,10 @@ from __future__ import annotations
 import pytest
 
 from servers import maildir, services
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people, results
+from tests.api_factories import GOOD_PASSWORD, results
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def test_every_change_made_through_the_api_is_in_the_audit_log_under_its_user(admin):

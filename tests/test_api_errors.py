@@ -15,8 +15,8 @@ from api.models import ApiToken
 from api.parsers import MAX_JSON_DEPTH, json_depth
 from api.views import StatsView
 from servers.services import DomainError
-from tests.api_factories import FAST_HASHERS, client_for, make_people
-from tests.factories import make_server
+from tests.api_factories import FAST_HASHERS, client_for
+from tests.factories import make_people, make_server
 
 
 class Sent:

@@ -32,8 +32,8 @@ from api.models import ApiToken
 from servers import maildir, services
 from servers.delivery import engine
 from servers.models import AuditEntry
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
-from tests.factories import make_server
+from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for
+from tests.factories import make_people, make_server
 
 # Per operation and mode: 122 runs of 15 examples take about 40 s of CPU.
 EXAMPLES = 15

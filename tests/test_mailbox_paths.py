@@ -15,29 +15,14 @@ from servers import maildir, pop3_replies, services
 from servers.models import Mailbox, ObservedState
 from servers.snapshot import load_snapshot
 from servers.storage import UnsafePathError, contained_path
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
+from tests.api_factories import GOOD_PASSWORD
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
 from tests.helpers import free_port
 from tests.panel_helpers import clear_login_throttle
 
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
 MESSAGE = b"Subject: unread\r\n\r\nfor bob\r\n"
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(request, settings):
-    # Worker processes verify with the configured hashers, so tests that run them keep those.
-    if "supervised" not in request.fixturenames:
-        settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
 
 
 def legacy_mailbox(server, local_part: str) -> Mailbox:

@@ -20,7 +20,6 @@ from servers.delivery import queue
 from servers.delivery import services as delivery_services
 from servers.delivery.models import DeliverySettings, RecipientState, RemoteDomainRoute
 from servers.models import DomainType, VirtualServer
-from tests.api_factories import FAST_HASHERS, client_for, make_people
 from tests.delivery_helpers import run_queue, send
 from tests.factories import make_server
 from tests.helpers import wait_until
@@ -28,17 +27,8 @@ from tests.helpers import wait_until
 PASSWORD = "Relay-s3cret-pw"
 REPO_DIR = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.delivery_helpers"]
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 MIGRATION = importlib.import_module("servers.migrations.0009_secrets_and_quota_ceiling")
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def admin(db):
-    return client_for(make_people().alice)
 
 
 def stored_row(table: str, column: str, pk: int) -> str:
