@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -325,19 +326,21 @@ def send(server, recipients, *, mail_from="alice@lab.test", message=MESSAGE) -> 
     return QueuedMessage.objects.get(server=server, name=message_id + ".eml")
 
 
-def run_queue(server, *, rounds: int = 1) -> None:
-    """Process every due message (and the DSNs they make) `rounds` times."""
+def run_queue(server, *, rounds: int = 1, later_s: float = 0) -> None:
+    """Process every due message (and the DSNs they make) `rounds` times, as if `later_s` had passed."""
     for _ in range(rounds):
         engine.reconcile_queue(server)
-        for message_id in QueuedMessage.objects.due(timezone.now()).filter(server=server).values_list("pk", flat=True):
-            engine.process_message(message_id)
+        later = timedelta(seconds=later_s)
+        due = QueuedMessage.objects.due(timezone.now() + later).filter(server=server)
+        for message_id in due.values_list("pk", flat=True):
+            engine.process_message(message_id, now=timezone.now() + later if later_s else None)
 
 
-def run_until_empty(server, *, timeout_s: float = 15) -> None:
+def run_until_empty(server, *, timeout_s: float = 15, later_s: float = 0) -> None:
     deadline = time.monotonic() + timeout_s
     while QueuedMessage.objects.filter(server=server).exists():
         assert time.monotonic() < deadline, list(QueuedMessage.objects.filter(server=server).values())
-        run_queue(server)
+        run_queue(server, later_s=later_s)
         time.sleep(0.1)
 
 

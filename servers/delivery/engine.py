@@ -441,8 +441,12 @@ def finish(server: VirtualServer, message: QueuedMessage) -> bool:
     return True
 
 
-def process_message(message_id: int) -> str:
-    """Run whatever is due for one queued message; returns a word for the task log."""
+def process_message(message_id: int, *, now: datetime | None = None) -> str:
+    """Run whatever is due for one queued message; returns a word for the task log.
+
+    `now` stands for the clock at every step (tests pass it instead of sleeping until a retry is due).
+    """
+    clock = timezone.now if now is None else (lambda fixed=now: fixed)
     message = claim(message_id)
     if message is None:
         return "busy"
@@ -460,7 +464,7 @@ def process_message(message_id: int) -> str:
         _, _, offset = queue.parse_envelope(raw_file[: queue.MAX_ENVELOPE_OCTETS])
         data = raw_file[offset:]
         config = DeliverySettings.for_server(server)
-        now = timezone.now()
+        now = clock()
         pending = list(message.recipients.filter(state=RecipientState.PENDING))
         outcome = "waiting"
         if pending and now - message.queued_at >= timedelta(seconds=config.expiration_timeout_s):
@@ -481,7 +485,7 @@ def process_message(message_id: int) -> str:
             outcome = record_results(message, pending, results, config, now)
             next_attempt_at = now + timedelta(seconds=config.retry_interval_s(message.attempts))
             message.refresh_from_db()
-        report_failures(server, config, message, data, raw_file, timezone.now())
+        report_failures(server, config, message, data, raw_file, clock())
         if finish(server, message):
             return f"{outcome}, done"
         if (
@@ -489,7 +493,7 @@ def process_message(message_id: int) -> str:
             and config.delay_notification_s
             and now - message.queued_at >= timedelta(seconds=config.delay_notification_s)
         ):
-            report_delay(server, config, message, data, timezone.now())
+            report_delay(server, config, message, data, clock())
         return outcome
     finally:
         release(message, next_attempt_at=next_attempt_at, dispatched_at=None)
