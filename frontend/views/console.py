@@ -17,6 +17,7 @@ from frontend import queries
 from frontend.access import actor, administrator_required
 from frontend.views.base import paginate, render_console
 from servers import services
+from servers.counts import object_counts
 from servers.models import AuditEntry, Logon, Mailbox, Pop3Service, ServiceState, VirtualServer
 from servers.services import DomainError, local_node
 
@@ -29,7 +30,7 @@ def root(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     servers = list(VirtualServer.objects.for_user(request.user).select_related("node").order_by("name"))
     beats = queries.server_heartbeats(servers)
-    counts = queries.dashboard_counts(request.user)
+    counts = object_counts(request.user)
     return render_console(
         request,
         "console/dashboard.html",

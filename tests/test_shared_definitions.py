@@ -1,0 +1,49 @@
+"""Rules that two faces share are defined once: the counts of the dashboard and /stats/, the badge colours."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from frontend.queries import ServerStatus, ServiceRow, badge_colour
+from servers import services
+from servers.services.api_support import set_domain_administrators
+from tests.api_factories import GOOD_PASSWORD, client_for
+from tests.factories import make_server
+
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
+
+def test_the_console_dashboard_and_the_api_count_what_a_domain_administrator_sees_alike(people):
+    server = make_server(domain="seen.test")
+    make_server(domain="unseen.test")
+    services.add_mailbox(server.default_domain, "ann", GOOD_PASSWORD)
+    services.add_mailbox(services.add_domain(server, "other.test"), "zed", GOOD_PASSWORD)
+    set_domain_administrators(server.default_domain, [people.carol])
+    stats = client_for(people.carol).get("/api/v1/stats/").json()
+    browser = Client()
+    browser.force_login(people.carol)
+    counts = dict(browser.get(reverse("console:dashboard")).context["counts_list"])
+    assert (stats["servers"], stats["domains"], stats["mailboxes"], stats["groups"]) == (0, 1, 1, 1)
+    assert (counts["Virtual servers"], counts["Domains"], counts["Mailboxes"], counts["Group addresses"]) == (
+        stats["servers"],
+        stats["domains"],
+        stats["mailboxes"],
+        stats["groups"],
+    )
+
+
+@pytest.mark.parametrize(
+    "state, colour", [("running", "success"), ("paused", "warning"), ("stopped", "secondary"), ("error", "danger")]
+)
+def test_a_server_and_a_service_in_the_same_state_get_the_same_badge(state, colour):
+    server_badge = ServerStatus(None, state, state, state, None, False).badge
+    service_badge = ServiceRow("SMTP", "", state.capitalize(), "Automatic").badge
+    assert server_badge == service_badge == badge_colour(state) == colour
+
+
+def test_a_state_without_a_colour_is_info_for_a_server_and_danger_for_a_service():
+    assert ServerStatus(None, "running", "running", "starting", None, False).badge == "info"
+    assert ServiceRow("Redis", "", "Not responding", "Automatic").badge == "danger"
+    assert ServiceRow("POP3 Service", "", "Not installed", "Manual").badge == "secondary"
