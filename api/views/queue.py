@@ -40,8 +40,8 @@ class QueueViewSet(ServiceBackedViewSet):
 
     @staticmethod
     def _entries(server: VirtualServer) -> list[dict]:
-        # list_queue first matches the index with the Queue folder, so what it shows is on disk.
-        return [{**asdict(entry), "server": server.pk} for entry in queue_services.list_queue(server)]
+        # reconcile_and_list_queue first matches the index with the Queue folder, so what it shows is on disk.
+        return [{**asdict(entry), "server": server.pk} for entry in queue_services.reconcile_and_list_queue(server)]
 
     def _entry(self, message: QueuedMessage) -> Response:
         for entry in self._entries(message.server):

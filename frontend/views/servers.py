@@ -429,7 +429,7 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
                 }[action],
             )
         return redirect("console:server-queue", pk=server.pk)
-    context = {"server": server, "entries": delivery_services.list_queue(server)}
+    context = {"server": server, "entries": delivery_services.reconcile_and_list_queue(server)}
     if request.htmx:
         return render(request, "console/partials/queue_table.html", context)
     return render_console(request, "console/server_queue.html", context, selected=f"server-{server.pk}-queue")

@@ -41,12 +41,6 @@ class QueueFile:
     def name(self) -> str:
         return self.path.name
 
-    def read_message(self) -> bytes:
-        """The message without the envelope lines."""
-        with open(self.path, "rb") as file:
-            file.seek(self.body_offset)
-            return file.read()
-
 
 def envelope_chunk(mail_from: str, recipients: Sequence[str]) -> bytes:
     lines = [f"x-sender: {mail_from}\r\n"] + [f"x-receiver: {rcpt}\r\n" for rcpt in recipients]

@@ -28,7 +28,7 @@ __all__ = [
     "delete_message",
     "delivery_settings",
     "freeze",
-    "list_queue",
+    "reconcile_and_list_queue",
     "retry_now",
     "set_remote_domain_route",
     "unfreeze",
@@ -61,8 +61,11 @@ class QueueEntry:
     in_delivery: bool
 
 
-def list_queue(server: VirtualServer) -> list[QueueEntry]:
-    """The server's queued messages, oldest first (the database index, reconciled with the folder first)."""
+def reconcile_and_list_queue(server: VirtualServer) -> list[QueueEntry]:
+    """The server's queued messages, oldest first.
+
+    It writes first: the database index is brought in line with the Queue folder (`engine.reconcile_queue`).
+    """
     engine.reconcile_queue(server)
     now = timezone.now()
     entries = []

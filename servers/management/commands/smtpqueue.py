@@ -69,7 +69,7 @@ class Command(BaseCommand):
         return message
 
     def do_list(self, **_) -> None:
-        entries = delivery.list_queue(self.server)
+        entries = delivery.reconcile_and_list_queue(self.server)
         if not entries:
             self.stdout.write("The queue is empty.")
         for entry in entries:
