@@ -1,4 +1,4 @@
-"""Rules that two faces share are defined once: the counts of the dashboard and /stats/, the badge colours."""
+"""Rules that two faces share are defined once: dashboard and /stats/ counts, badge colours, yes and no."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from frontend.queries import ServerStatus, ServiceRow, badge_colour
+from mailconsole.words import parse_bool
 from servers import services
 from servers.services.api_support import set_domain_administrators
 from tests.api_factories import GOOD_PASSWORD, client_for
@@ -47,3 +48,31 @@ def test_a_state_without_a_colour_is_info_for_a_server_and_danger_for_a_service(
     assert ServerStatus(None, "running", "running", "starting", None, False).badge == "info"
     assert ServiceRow("Redis", "", "Not responding", "Automatic").badge == "danger"
     assert ServiceRow("POP3 Service", "", "Not installed", "Manual").badge == "secondary"
+
+
+@pytest.mark.parametrize(
+    "raw, value",
+    [(True, True), ("Yes", True), ("on", True), ("1", True), (1, True), (False, False), ("OFF", False), ("0", False)],
+)
+def test_settings_the_services_and_the_cli_read_yes_and_no_alike(raw, value, monkeypatch):
+    from mailconsole.settings import envbool
+    from servers.services.virtual_servers import _clean_flag
+
+    assert parse_bool(raw) is value
+    assert _clean_flag(raw, "require_tls") is value
+    monkeypatch.setenv("MAILCONSOLE_TEST_FLAG", str(raw))
+    assert envbool("MAILCONSOLE_TEST_FLAG", not value) is value
+
+
+def test_a_word_that_is_neither_yes_nor_no_is_refused_everywhere(monkeypatch):
+    from mailconsole.settings import SettingError, envbool
+    from servers.services import DomainError
+    from servers.services.virtual_servers import _clean_flag
+
+    assert parse_bool("maybe") is None and parse_bool(2) is None
+    with pytest.raises(DomainError):
+        _clean_flag("maybe", "require_tls")
+    monkeypatch.setenv("MAILCONSOLE_TEST_FLAG", "maybe")
+    with pytest.raises(SettingError):
+        envbool("MAILCONSOLE_TEST_FLAG", False)
+    assert _clean_flag("", "require_tls") is False  # an unticked box sends nothing

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from mailconsole.words import parse_bool
 from servers.models import (
     Domain,
     DomainType,
@@ -143,13 +144,10 @@ def _clean_number(raw: int | str | None, field: str, *, minimum: int, optional: 
 
 
 def _clean_flag(raw: object, field: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(raw).lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise DomainError(f"{raw!r} is not true or false.", field=field)
+    value = False if raw == "" else parse_bool(raw)  # an unticked box in a form sends nothing
+    if value is None:
+        raise DomainError(f"{raw!r} is not true or false.", field=field)
+    return value
 
 
 def _clean_setting(field: str, value: object) -> object:
