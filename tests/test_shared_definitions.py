@@ -76,3 +76,19 @@ def test_a_word_that_is_neither_yes_nor_no_is_refused_everywhere(monkeypatch):
     with pytest.raises(SettingError):
         envbool("MAILCONSOLE_TEST_FLAG", False)
     assert _clean_flag("", "require_tls") is False  # an unticked box sends nothing
+
+
+def test_every_server_setting_is_declared_once_and_each_face_follows_that_list():
+    from api.serializers import VirtualServerSettingsSerializer
+    from frontend.forms import SERVER_TABS
+    from servers.models import VirtualServer
+    from servers.services.virtual_servers import EDITABLE_FIELDS, SERVER_SETTINGS
+    from servers.snapshot import POLICY_FIELDS
+
+    names = [name for name, _, _ in SERVER_SETTINGS]
+    assert len(names) == len(set(names)) and tuple(names) == EDITABLE_FIELDS
+    assert [name for tab in SERVER_TABS.values() for name in tab] == names
+    assert set(VirtualServerSettingsSerializer().fields) == set(names)
+    assert {field.name for field in VirtualServer._meta.get_fields()} >= set(names)
+    # What the workers read is a setting someone can change.
+    assert set(POLICY_FIELDS) <= set(names)
