@@ -6,7 +6,6 @@ from rest_framework.test import APIClient
 
 from api.models import ApiToken
 
-FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 GOOD_PASSWORD = "Secret123"
 
 

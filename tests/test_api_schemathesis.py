@@ -32,8 +32,8 @@ from api.models import ApiToken
 from servers import maildir, services
 from servers.delivery import engine
 from servers.models import AuditEntry
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for
-from tests.factories import make_people, make_server
+from tests.api_factories import GOOD_PASSWORD, client_for
+from tests.factories import make_server
 
 # Per operation and mode: 122 runs of 15 examples take about 40 s of CPU.
 EXAMPLES = 15
@@ -101,10 +101,8 @@ def in_process_requests():
 
 
 @pytest.fixture
-def seeded(db, settings, in_process_requests):
+def seeded(people, in_process_requests):
     """An administrator's token and one object of every kind, by the path prefix that names it."""
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    people = make_people()
     _, key = ApiToken.issue(people.alice)
     server = make_server(domain="seed.test")
     domain = server.default_domain
@@ -224,9 +222,8 @@ def test_api_never_fails_with_5xx_and_answers_as_documented(label, mode, seeded)
 
 # The disagreements the run above found on the old code, each pinned by one fast request.
 @pytest.fixture
-def admin_api(db, settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    return client_for(make_people().alice)
+def admin_api(people):
+    return client_for(people.alice)
 
 
 def request_schema(name: str) -> dict:

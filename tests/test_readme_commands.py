@@ -29,7 +29,6 @@ from django.core.management.base import BaseCommand, CommandError, handle_defaul
 from servers import services, tls
 from servers.delivery import engine, queue
 from servers.management.commands import smtpsvc
-from tests.api_factories import FAST_HASHERS
 from tests.factories import make_pop3_service, make_server
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -206,8 +205,7 @@ def build_installation(tmp_path: Path, without: set[str]) -> None:
 
 
 @pytest.fixture
-def installation_for(settings, tmp_path, monkeypatch):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+def installation_for(fast_hashing, tmp_path, monkeypatch):
     # start|pause|stop wait for the node's supervisor to report the state; none runs here (the
     # supervisor has its own tests), so the commands report at once what they asked for.
     monkeypatch.setattr(smtpsvc, "WAIT_S", 0)

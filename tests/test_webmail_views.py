@@ -31,9 +31,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lab(settings):
-    # Hashing strength is not what these tests are about; Argon2 stays for hashes made elsewhere.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+def lab(fast_hashing):
     return make_lab()
 
 
