@@ -98,3 +98,16 @@ def make_pop3_service(**kwargs) -> Pop3Service:
     kwargs.setdefault("port", free_port())
     kwargs.setdefault("tls_port", free_port())
     return services.create_pop3_service(**kwargs)
+
+
+@dataclass
+class MailboxOwners:
+    """The cast's mailboxes on one server: helena's (the webmail and POP3 tests' reader) and bob's."""
+
+    server: VirtualServer
+    helena: Mailbox
+    bob: Mailbox
+
+
+def make_mailbox_owners(server: VirtualServer) -> MailboxOwners:
+    return MailboxOwners(server=server, helena=make_mailbox(server, "helena"), bob=make_mailbox(server, "bob"))
