@@ -43,7 +43,7 @@ class _Resolver(BaseResolver):
         qtype = QTYPE[request.q.qtype]
         self.dns.queries.append((name, qtype))
         if name in self.dns.silent:
-            time.sleep(10)
+            self.dns.stopping.wait(10)  # no answer: the client times out; let go when the server stops
             return None
         if name in self.dns.servfail:
             reply.header.rcode = RCODE.SERVFAIL
@@ -75,6 +75,7 @@ class TestDNS:
         self.records: dict[str, list[tuple[str, object]]] = {}
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
+        self.stopping = threading.Event()
         self.queries: list[tuple[str, str]] = []
         self.port = free_port()
         self.server = DNSServer(
@@ -99,6 +100,7 @@ class TestDNS:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.stop()
 
 
