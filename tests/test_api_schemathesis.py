@@ -35,6 +35,10 @@ from servers.models import AuditEntry
 from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
 from tests.factories import make_server
 
+# Whether the schema and the validators agree does not depend on the database backend, and this is the
+# slowest module of the suite: it runs on SQLite only.
+pytestmark = pytest.mark.backend_independent
+
 # Per operation and mode: 122 runs of 15 examples take about 40 s of CPU.
 EXAMPLES = 15
 
