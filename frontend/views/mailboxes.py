@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
+from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.debug import sensitive_post_parameters
@@ -52,7 +52,13 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
         mailboxes = mailboxes.filter(Q(local_part__icontains=query) | Q(display_name__icontains=query))
     page = paginate(request, mailboxes.order_by("local_part"))
     rows = [(m, mailbox_usage(m)) for m in page.object_list]
-    groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
+    # A group shows only the members the user may see (as in the API), and how many there are in all.
+    visible = permissions.mailboxes_visible_to(request.user).select_related("domain")
+    groups = (
+        domain.groups.annotate(member_count=Count("members"))
+        .prefetch_related(Prefetch("members", queryset=visible, to_attr="visible_members"))
+        .order_by("local_part")
+    )
     can_manage_server = permissions.can_change_domain(request.user, domain)
     return render_console(
         request,

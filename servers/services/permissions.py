@@ -192,7 +192,8 @@ def access_group(user, group_id: int) -> GroupAddress:
 
 def visible_members(user, group: GroupAddress) -> QuerySet[Mailbox]:
     """The members of `group` the user may see."""
-    return group.members.filter(pk__in=mailboxes_visible_to(user).values("pk"))
+    # Asked of the database, not of `group.members`, which a view may have prefetched already filtered.
+    return mailboxes_visible_to(user).filter(groups=group)
 
 
 def member_candidates(user, group: GroupAddress) -> QuerySet[Mailbox]:
@@ -202,7 +203,7 @@ def member_candidates(user, group: GroupAddress) -> QuerySet[Mailbox]:
 
 def keep_invisible_members_on_edit(user, group: GroupAddress, chosen: Iterable[Mailbox]) -> list[Mailbox]:
     """The members after `user` chose `chosen`: members the user cannot see stay as they are."""
-    hidden = group.members.exclude(pk__in=mailboxes_visible_to(user).values("pk"))
+    hidden = Mailbox.objects.filter(groups=group).exclude(pk__in=mailboxes_visible_to(user).values("pk"))
     return [*chosen, *hidden]
 
 
