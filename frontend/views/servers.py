@@ -423,9 +423,7 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
         message_id = request.POST.get("message", "")
         if action not in QUEUE_ACTIONS or not message_id.isdigit():
             raise Http404("no such action")
-        from servers.delivery.models import QueuedMessage
-
-        if not QueuedMessage.objects.filter(server=server, pk=int(message_id)).exists():
+        if not permissions.queued_messages_visible_to(request.user).filter(server=server, pk=int(message_id)).exists():
             raise Http404("no such message in this server's queue")
         try:
             if action == "retry":
