@@ -184,6 +184,14 @@ def test_the_console_offers_the_lock_button_only_to_who_may_use_it(lab):
     assert domain_administrator.status_code == 200 and "Lock domain" not in domain_administrator.content.decode()
 
 
+def test_the_console_offers_new_servers_and_the_services_only_to_an_administrator(lab):
+    administrator = ConsoleFace(lab.people.alice).client.get(reverse("console:servers")).content.decode()
+    operator = ConsoleFace(lab.people.bob).client.get(reverse("console:servers")).content.decode()
+    assert 'data-testid="new-server"' in administrator and reverse("console:services") in administrator
+    assert 'data-testid="new-server"' not in operator and reverse("console:services") not in operator
+    assert "Audit log (my changes)" in operator and "Audit log (my changes)" not in administrator
+
+
 # -- a domain the user sees but may not change: 403, never 404 --------------------------------------
 
 

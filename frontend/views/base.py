@@ -21,7 +21,12 @@ def console_tree(user) -> dict:
         .select_related("server")
         .order_by("name")[:200]
     )
-    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node()}
+    may = {
+        "create_server": permissions.can_create_server(user),
+        "manage_nodes": permissions.can_manage_nodes(user),
+        "read_every_change": permissions.is_administrator(user),
+    }
+    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node(), "may": may}
 
 
 def render_console(

@@ -48,6 +48,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "chart_data": {
                 "mailboxes": queries.mailboxes_per_domain(request.user),
                 "logons": queries.logons_per_day(request.user),
+                # The chart counts every change: only for who may read the whole audit log.
                 "changes": queries.changes_per_day() if permissions.is_administrator(request.user) else [],
             },
         },
