@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -19,7 +20,7 @@ from servers import services
 from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
 from servers.services import permissions
 from servers.services.api_support import set_domain_administrators, set_server_operators
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people, results
+from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, results
 from tests.factories import make_server
 
 OK, FORBIDDEN, NOT_FOUND = "ok", 403, 404
@@ -31,8 +32,26 @@ def fast_hashing(settings):
 
 
 @dataclass
+class People:
+    alice: object  # administrator
+    bob: object  # operator of server one
+    carol: object  # administrator of domain two-a
+    dave: object  # a second operator of server one
+
+
+def make_people() -> People:
+    users = get_user_model().objects
+    return People(
+        alice=users.create_superuser("alice", "alice@example.test", "pw-alice"),
+        bob=users.create_user("bob", "bob@example.test", "pw-bob"),
+        carol=users.create_user("carol", "carol@example.test", "pw-carol"),
+        dave=users.create_user("dave", "dave@example.test", "pw-dave"),
+    )
+
+
+@dataclass
 class Lab:
-    people: object
+    people: People
     one: VirtualServer
     two: VirtualServer
     d1: Domain

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.serializers import StatsSerializer
-from servers.models import Domain
-from servers.services import mailbox_usage, permissions
+from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
+from servers.services import mailbox_usage
 
 
 def _counts(queryset, field: str) -> dict[str, int]:
@@ -20,9 +20,9 @@ class StatsView(APIView):
     @extend_schema(responses=StatsSerializer)
     def get(self, request):
         user = request.user
-        servers = permissions.servers_visible_to(user)
-        domains = permissions.domains_visible_to(user)
-        mailboxes = permissions.mailboxes_visible_to(user).select_related("domain__server")
+        servers = VirtualServer.objects.for_user(user)
+        domains = Domain.objects.for_user(user)
+        mailboxes = Mailbox.objects.for_user(user).select_related("domain__server")
         messages = stored = 0
         for mailbox in mailboxes:
             usage = mailbox_usage(mailbox)
@@ -36,7 +36,7 @@ class StatsView(APIView):
             "domains_by_type": _counts(Domain.objects.filter(pk__in=domains.values("pk")), "type"),
             "mailboxes": mailboxes.count(),
             "locked_mailboxes": mailboxes.filter(is_locked=True).count(),
-            "groups": permissions.groups_visible_to(user).count(),
+            "groups": GroupAddress.objects.for_user(user).count(),
             "messages_stored": messages,
             "bytes_stored": stored,
         }
