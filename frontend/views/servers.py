@@ -25,16 +25,12 @@ from frontend.forms import (
 )
 from frontend.views.base import render_console
 from servers import services
+from servers.delivery import services as delivery_services
 from servers.models import AccessRuleKind, ServiceState, VirtualServer
 from servers.services import DomainError, permissions
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
 from servers.services.sessions import list_sessions, terminate_session
-
-try:  # outbound delivery: the Delivery tab's settings and the Queue view
-    from servers.delivery import services as delivery_services
-except ImportError:  # pragma: no cover - an installation without the delivery package
-    delivery_services = None
 from servers.services.virtual_servers import default_home_dir
 
 STATE_ACTIONS = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
@@ -233,7 +229,7 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Saved. Operators: {names}.")
         return redirect(tab_url)
     field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
-    if tab == "delivery" and delivery_services is not None:
+    if tab == "delivery":
         settings_obj = delivery_services.delivery_settings(server)
         delivery_form = ServerTabForm(
             request.POST if posted == "delivery" else None,
@@ -330,19 +326,6 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("console:servers")
 
 
-@login_required
-def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse:
-    server = permissions.access_server(request.user, pk)
-    title = {"sessions": "Current Sessions", "queue": "Queue"}[what]
-    beat = queries.server_heartbeats([server]).get(server.pk)
-    return render_console(
-        request,
-        "console/placeholder.html",
-        {"server": server, "title": title, "sessions": beat.sessions if beat else None},
-        selected=f"server-{server.pk}-{what}",
-    )
-
-
 def _session_rows(server: VirtualServer) -> list[dict]:
     now = time.time()
     rows = []
@@ -416,8 +399,6 @@ QUEUE_ACTIONS = ("retry", "freeze", "unfreeze", "delete", "delete_ndr")
 def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
     """IIS's Queue / Exchange's Queue Viewer: mail waiting for remote delivery, and what can be done to it."""
     server = permissions.access_server(request.user, pk)
-    if delivery_services is None:
-        return server_placeholder(request, pk, "queue")
     if request.method == "POST":
         action = request.POST.get("action", "")
         message_id = request.POST.get("message", "")
