@@ -240,6 +240,15 @@ def enqueue(home_dir: Path | str, mail_from: str, recipients: Sequence[str], chu
     return name.removesuffix(SUFFIX)
 
 
+def list_queue(home_dir: Path) -> list[str]:
+    """Names of the complete message files in the Queue folder."""
+    try:
+        with os.scandir(Path(home_dir) / QUEUE_DIR) as entries:
+            return sorted(e.name for e in entries if e.name.endswith(SUFFIX) and e.is_file())
+    except FileNotFoundError:
+        return []
+
+
 def store_message(
     *,
     home_dir: Path,
@@ -259,27 +268,26 @@ def store_message(
     (the SMTP path needs none: its destinations come from a snapshot of existing mailboxes).
     """
     home = Path(home_dir)
-    undo: list[Callable[[], None]] = []
+    stored: list[Path] = []
     try:
         if maildirs:
             if create_dirs:
                 for maildir in maildirs:
                     ensure_maildir(maildir)
             name = deliver_to_mailboxes(maildirs, [return_path_line(mail_from), *chunks])
-            undo += [lambda path=Path(maildir) / "new" / name: os.unlink(path) for maildir in maildirs]
+            stored += [Path(maildir) / "new" / name for maildir in maildirs]
         if drop_recipients:
             drop_dir = home / DROP_DIR
             if create_dirs:
                 drop_dir.mkdir(parents=True, exist_ok=True)
-            drop_path = drop(home / TMP_DIR, drop_dir, mail_from, drop_recipients, chunks)
-            undo.append(lambda: os.unlink(drop_path))
+            stored.append(drop(home / TMP_DIR, drop_dir, mail_from, drop_recipients, chunks))
         if remote_recipients:
             enqueue(home, mail_from, remote_recipients, chunks)
     except OSError:
         # The sender will retry the whole message: take back the copies already stored.
-        for step in undo:
+        for path in stored:
             with contextlib.suppress(FileNotFoundError):
-                step()
+                os.unlink(path)
         raise
 
 
@@ -439,12 +447,3 @@ class MaildirMailbox:
         callback, self._on_release = self._on_release, None
         if callback is not None:
             callback()
-
-
-def list_queue(home_dir: Path) -> list[str]:
-    """Names of the complete message files in the Queue folder."""
-    try:
-        with os.scandir(Path(home_dir) / QUEUE_DIR) as entries:
-            return sorted(e.name for e in entries if e.name.endswith(SUFFIX) and e.is_file())
-    except FileNotFoundError:
-        return []

@@ -1,4 +1,4 @@
-"""Keep the message index in step with a mailbox's Maildir folders, and change messages on disk.
+"""Keep the message index in step with a mailbox's Maildir folders; changes on disk go through the store.
 
 A refresh lists file names only (no reads, no stat) and parses the headers of the messages it has
 not seen; of new/ and cur/ it lists only those that changed since the last scan, and it is skipped
@@ -24,8 +24,8 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from servers import maildir as store
 from servers import mailstore
+from servers.maildir import MESSAGE_SUBDIRS, ensure_maildir, unique_part
 from servers.mailstore import SEEN_FLAG, flags_of
 
 from .models import INBOX, SENT, MailboxIndexState, MessageIndex
@@ -45,7 +45,7 @@ def folder_path(maildir: Path, folder: str) -> Path:
 
 
 def ensure_folder(maildir: Path, folder: str) -> Path:
-    return store.ensure_maildir(folder_path(maildir, folder))
+    return ensure_maildir(folder_path(maildir, folder))
 
 
 def _names(directory: Path) -> list[str]:
@@ -68,7 +68,7 @@ def _differences(mailbox_id: int, folder: str, root: Path, subdirs: list[str]) -
         prefix = f"{subdir}/"
         on_disk.update([prefix + name for name in _names(root / subdir)])
     rows = MessageIndex.objects.for_mailbox(mailbox_id, folder)
-    if len(subdirs) < len(store.MESSAGE_SUBDIRS):  # else one query for all beats one per subdirectory
+    if len(subdirs) < len(MESSAGE_SUBDIRS):  # else one query for all beats one per subdirectory
         rows = rows.filter(functools.reduce(operator.or_, [Q(file_name__startswith=f"{s}/") for s in subdirs]))
     indexed = set(rows.values_list("file_name", flat=True))
     return on_disk - indexed, indexed - on_disk
@@ -76,7 +76,7 @@ def _differences(mailbox_id: int, folder: str, root: Path, subdirs: list[str]) -
 
 def _uid_of(file_name: str) -> str:
     """The unique name in an index file name: "cur/<uid>:2,S" -> "<uid>"."""
-    return store.unique_part(file_name.partition("/")[2])
+    return unique_part(file_name.partition("/")[2])
 
 
 def _indexed_names(mailbox_id: int, folder: str, uids: list[str]) -> dict[str, str]:
@@ -240,9 +240,9 @@ def locate(message: MessageIndex, maildir: Path) -> Path | None:
     path = root / message.file_name
     if path.is_file():
         return path
-    for subdir in store.MESSAGE_SUBDIRS:
+    for subdir in MESSAGE_SUBDIRS:
         for name in _names(root / subdir):
-            if store.unique_part(name) == message.uid:
+            if unique_part(name) == message.uid:
                 message.file_name = f"{subdir}/{name}"
                 return root / subdir / name
     return None
