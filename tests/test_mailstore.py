@@ -198,6 +198,17 @@ def test_every_file_is_synced_before_it_is_published_and_its_folder_after(home, 
     ]
 
 
+def test_the_smtp_path_syncs_the_data_once_for_every_recipient_and_creates_no_folder(home, monkeypatch):
+    maildirs = [maildir_of(home, name) for name in ("alice", "bob", "carol")]
+    fsyncs, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(mailstore, "ensure_maildir", lambda path: pytest.fail("the SMTP path made a folder"))
+
+    mailstore.store_message(home_dir=home, mail_from="a@b.test", chunks=[RECEIVED, MESSAGE], maildirs=maildirs)
+
+    assert len(fsyncs) == 1 + len(maildirs)  # the message once, then each new/
+
+
 def test_local_delivery_can_create_missing_maildirs_and_drop(tmp_path):
     (tmp_path / mailstore.TMP_DIR).mkdir()
     new_maildir = tmp_path / "Mailbox" / "example.com" / "new-user"
