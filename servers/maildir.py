@@ -267,6 +267,21 @@ def usage(maildir: Path) -> tuple[int, int]:
     return counted
 
 
+def would_exceed_quota(
+    maildir: Path, quota_bytes: int | None, quota_messages: int | None, extra_octets: int, extra_messages: int
+) -> bool:
+    """Whether the Maildir would pass its quota after taking `extra_octets` in `extra_messages` messages.
+
+    No quota means nothing to count (no disk access).
+    """
+    if quota_bytes is None and quota_messages is None:
+        return False
+    size_octets, count = usage(maildir)
+    if quota_bytes is not None and size_octets + extra_octets > quota_bytes:
+        return True
+    return quota_messages is not None and count + extra_messages > quota_messages
+
+
 def count_usage(maildir: Path) -> tuple[int, int]:
     """`usage` without memory: stat every message file now."""
     total_octets = 0

@@ -531,12 +531,9 @@ def received_header(
 
 def over_quota(entry: MailboxEntry, extra_octets: int, extra_messages: int) -> bool:
     """Whether a mailbox would pass its quota after taking `extra_octets` in `extra_messages` messages."""
-    if entry.quota_bytes is None and entry.quota_messages is None:
-        return False
-    size_octets, count = maildir.usage(entry.maildir)
-    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
-        return True
-    return entry.quota_messages is not None and count + extra_messages > entry.quota_messages
+    return maildir.would_exceed_quota(
+        entry.maildir, entry.quota_bytes, entry.quota_messages, extra_octets, extra_messages
+    )
 
 
 class LocalEnvelope(Envelope):

@@ -209,15 +209,6 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
-def _over_quota(entry, extra_octets: int) -> bool:
-    if entry.quota_bytes is None and entry.quota_messages is None:
-        return False
-    size_octets, count = maildir.usage(entry.maildir)
-    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
-        return True
-    return entry.quota_messages is not None and count + 1 > entry.quota_messages
-
-
 def deliver_locally(
     snapshot: ServerSnapshot, mail_from: str, recipients: list[str], message: bytes
 ) -> dict[str, Result]:
@@ -232,7 +223,11 @@ def deliver_locally(
         if destination is None:
             results[address] = result_of(550, f"5.1.1 <{address}>: no such user here", snapshot.hostname)
             continue
-        full = [entry for entry in destination.mailboxes if _over_quota(entry, size_octets)]
+        full = [
+            entry
+            for entry in destination.mailboxes
+            if maildir.would_exceed_quota(entry.maildir, entry.quota_bytes, entry.quota_messages, size_octets, 1)
+        ]
         if full:
             results[address] = result_of(452, f"4.2.2 <{address}>: mailbox full", snapshot.hostname)
             continue
