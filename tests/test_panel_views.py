@@ -293,10 +293,10 @@ def test_node_service_can_be_stopped_by_an_administrator(cast):
 
 
 def test_queue_lists_waiting_mail_and_freezes_and_deletes_it(cast):
-    from servers.delivery import queue
+    from servers import mailstore
     from servers.delivery.models import QueuedMessage
 
-    queue.enqueue(
+    mailstore.enqueue(
         cast.server.home_dir, "ann@lab.example.test", ["bob@remote.example"], [b"Subject: hi\r\n\r\nhello\r\n"]
     )
     client = client_for(cast.alice)
