@@ -7,7 +7,8 @@ from datetime import timedelta
 from django.db.models import Count
 from django.utils import timezone
 
-from servers.models import Domain, GroupAddress, Logon, Mailbox, VirtualServer
+from servers.models import Domain, Logon
+from servers.services import permissions
 
 
 def _by(queryset, field: str) -> dict[str, int]:
@@ -16,9 +17,9 @@ def _by(queryset, field: str) -> dict[str, int]:
 
 def object_counts(user) -> dict:
     """Servers, domains, mailboxes, groups and the last day's sign-ins the user may see, counted by the database."""
-    servers = VirtualServer.objects.for_user(user)
-    domains = Domain.objects.for_user(user)
-    mailboxes = Mailbox.objects.for_user(user)
+    servers = permissions.servers_visible_to(user)
+    domains = permissions.domains_visible_to(user)
+    mailboxes = permissions.mailboxes_visible_to(user)
     servers_by_state = _by(servers, "state")
     return {
         "servers": servers.count(),
@@ -29,7 +30,7 @@ def object_counts(user) -> dict:
         "domains_by_type": _by(Domain.objects.filter(pk__in=domains.values("pk")), "type"),
         "mailboxes": mailboxes.count(),
         "locked_mailboxes": mailboxes.filter(is_locked=True).count(),
-        "groups": GroupAddress.objects.for_user(user).count(),
+        "groups": permissions.groups_visible_to(user).count(),
         "logons_24h": Logon.objects.filter(
             mailbox__in=mailboxes, logon_at__gte=timezone.now() - timedelta(hours=24)
         ).count(),

@@ -25,8 +25,7 @@ from typing import Any
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from servers import maildir, replies
-from servers.delivery.queue import enqueue
+from servers import maildir, mailstore, replies
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
@@ -39,7 +38,7 @@ from servers.smtp_policy import (
     is_relay_trick,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
-from servers.storage import unique_message_name, write_durably
+from servers.storage import unique_message_name
 from servers.workers.base import WorkerControl
 
 log = logging.getLogger(__name__)
@@ -530,28 +529,11 @@ def received_header(
     ).encode("utf-8", "surrogateescape")
 
 
-def drop_file_chunks(envelope: Envelope, recipients: list[str], received: bytes) -> list[bytes]:
-    """An IIS-style Drop file: x-sender/x-receiver envelope lines, a Received: header, the message."""
-    lines = [f"x-sender: {envelope.mail_from or ''}\r\n"]
-    lines += [f"x-receiver: {rcpt}\r\n" for rcpt in recipients]
-    head = "".join(lines).encode("utf-8", "surrogateescape")
-    return [head, received, envelope.original_content or b""]
-
-
-def mailbox_file_chunks(envelope: Envelope, received: bytes) -> list[bytes]:
-    """A message as stored in a Maildir: Return-Path (RFC 5321 4.4), Received:, the message."""
-    return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode("utf-8", "surrogateescape")
-    return [return_path, received, envelope.original_content or b""]
-
-
 def over_quota(entry: MailboxEntry, extra_octets: int, extra_messages: int) -> bool:
     """Whether a mailbox would pass its quota after taking `extra_octets` in `extra_messages` messages."""
-    if entry.quota_bytes is None and entry.quota_messages is None:
-        return False
-    size_octets, count = maildir.usage(entry.maildir)
-    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
-        return True
-    return entry.quota_messages is not None and count + extra_messages > entry.quota_messages
+    return maildir.would_exceed_quota(
+        entry.maildir, entry.quota_bytes, entry.quota_messages, extra_octets, extra_messages
+    )
 
 
 class LocalEnvelope(Envelope):
@@ -729,42 +711,20 @@ class LocalDeliveryHandler:
 
     @staticmethod
     def _store(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> str | None:
+        mail_from = envelope.mail_from or ""
+        chunks = [received, envelope.original_content or b""]
         targets = list(envelope.mailbox_targets.values())
         if targets:
-            chunks = mailbox_file_chunks(envelope, received)
-            size_octets = sum(len(chunk) for chunk in chunks)
+            size_octets = mailstore.stored_size_octets(mail_from, chunks)
             for entry in targets:
                 if over_quota(entry, size_octets, 1):
                     return replies.MESSAGE_EXCEEDS_QUOTA.format(address=entry.address)
-        undo: list[Callable[[], None]] = []
-        try:
-            if targets:
-                name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
-                undo += [lambda path=entry.maildir / "new" / name: os.unlink(path) for entry in targets]
-            if envelope.drop_recipients:
-                drop_path = write_durably(
-                    snapshot.tmp_dir,
-                    snapshot.drop_dir,
-                    unique_message_name(".eml"),
-                    drop_file_chunks(envelope, envelope.drop_recipients, received),
-                )
-                undo.append(lambda: os.unlink(drop_path))
-            if envelope.remote_recipients:
-                enqueue_remote(snapshot, envelope, received)
-        except OSError:
-            # The sender will retry the whole message: take back the copies already stored.
-            for step in undo:
-                with contextlib.suppress(FileNotFoundError):
-                    step()
-            raise
+        mailstore.store_message(
+            home_dir=snapshot.home_dir,
+            mail_from=mail_from,
+            chunks=chunks,
+            maildirs=[entry.maildir for entry in targets],
+            drop_recipients=envelope.drop_recipients,
+            remote_recipients=envelope.remote_recipients,
+        )
         return None
-
-
-def enqueue_remote(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> None:
-    """Write the message for remote recipients durably into Queue/ (the delivery engine takes it)."""
-    enqueue(
-        snapshot.home_dir,
-        envelope.mail_from or "",
-        list(envelope.remote_recipients),
-        [received, envelope.original_content or b""],
-    )

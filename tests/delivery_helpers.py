@@ -25,8 +25,8 @@ from django.utils import timezone
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from servers import tls
-from servers.delivery import engine, queue
+from servers import mailstore, tls
+from servers.delivery import engine
 from servers.delivery.models import DeliverySettings, QueuedMessage
 from servers.models import Node
 from tests.factories import make_mailbox, make_server
@@ -323,7 +323,7 @@ def configure(server, **changes) -> None:
 
 
 def send(server, recipients, *, mail_from="alice@lab.test", message=MESSAGE) -> QueuedMessage:
-    message_id = queue.enqueue(server.home_dir, mail_from, recipients, [message])
+    message_id = mailstore.enqueue(server.home_dir, mail_from, recipients, [message])
     engine.reconcile_queue(server)
     return QueuedMessage.objects.get(server=server, name=message_id + ".eml")
 

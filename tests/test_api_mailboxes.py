@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.hashers import check_password
 
-from servers import maildir, services
+from servers import mailstore, services
 from servers.models import AuditEntry, Logon, Mailbox
 from tests.api_factories import GOOD_PASSWORD, client_for, results
 from tests.factories import make_server
@@ -57,7 +57,7 @@ def test_a_mailbox_in_a_remote_domain_is_refused(admin, domain):
 
 def test_size_and_message_count_come_from_the_maildir(admin, domain):
     mailbox = services.add_mailbox(domain, "ann", GOOD_PASSWORD)
-    maildir.deliver(mailbox.maildir, [b"Subject: hi\r\n\r\nhello\r\n"])
+    mailstore.deliver(mailbox.maildir, [b"Subject: hi\r\n\r\nhello\r\n"])
     data = admin.get(f"/api/v1/mailboxes/{mailbox.pk}/").json()
     assert data["message_count"] == 1 and data["size_bytes"] > 0
 

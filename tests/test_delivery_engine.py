@@ -12,8 +12,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from servers import services, stored_secrets
-from servers.delivery import engine, queue
+from servers import mailstore, services, stored_secrets
+from servers.delivery import engine
 from servers.delivery import services as queue_services
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
 from servers.models import AuditEntry, DomainType
@@ -39,7 +39,7 @@ pytest_plugins = ["tests.delivery_helpers"]
 
 
 def test_enqueue_writes_the_envelope_and_the_message_and_the_row_is_rebuilt_from_the_file(server):
-    message_id = queue.enqueue(
+    message_id = mailstore.enqueue(
         server.home_dir,
         "alice@lab.test",
         ["bob@far.test", "carol@far.test"],

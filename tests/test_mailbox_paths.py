@@ -11,7 +11,7 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from servers import maildir, pop3_replies, services
+from servers import maildir, mailstore, pop3_replies, services
 from servers.models import Mailbox, ObservedState
 from servers.snapshot import load_snapshot
 from servers.storage import UnsafePathError, contained_path
@@ -34,7 +34,7 @@ def legacy_mailbox(server, local_part: str) -> Mailbox:
 
 def bob_with_unread_mail(server) -> tuple[Mailbox, str]:
     bob = make_mailbox(server, "bob")
-    return bob, maildir.deliver(bob.maildir, [MESSAGE])
+    return bob, mailstore.deliver(bob.maildir, [MESSAGE])
 
 
 # -- new names are refused, with the field at fault -----------------------------------------------
@@ -161,7 +161,7 @@ def test_deleting_a_mailbox_whose_folder_is_a_link_leaves_the_target_alone(admin
 def test_deleting_an_ordinary_mailbox_with_its_mail_still_removes_its_folder(admin, django_capture_on_commit_callbacks):
     server = make_server(domain="ordinary.test")
     ann = make_mailbox(server, "ann")
-    maildir.deliver(ann.maildir, [MESSAGE])
+    mailstore.deliver(ann.maildir, [MESSAGE])
     with django_capture_on_commit_callbacks(execute=True):
         assert admin.delete(f"/api/v1/mailboxes/{ann.pk}/?remove_mail=1").status_code == 204
     assert not ann.maildir.exists()
@@ -252,14 +252,14 @@ def test_maildir_writes_refuse_a_folder_inside_another_maildirs_new(tmp_path):
     bob = maildir.ensure_maildir(tmp_path / "d.test" / "bob")
     for inner in (bob / "new", bob / "cur" / "x", bob / "tmp"):
         with pytest.raises(UnsafePathError):
-            maildir.deliver(inner, [MESSAGE])
+            mailstore.deliver(inner, [MESSAGE])
         with pytest.raises(UnsafePathError):
             maildir.ensure_maildir(inner)
         with pytest.raises(UnsafePathError):
-            maildir.delete_messages(inner, ["x"])
+            mailstore.delete_messages(inner, ["x"])
     with pytest.raises(UnsafePathError):
         maildir.mailbox_maildir(tmp_path, "d.test", ".hidden")
     folder = maildir.ensure_maildir(maildir.folder_maildir(bob, "Sent"))
-    assert maildir.deliver(folder, [MESSAGE]) and folder == bob / ".Sent"
+    assert mailstore.deliver(folder, [MESSAGE]) and folder == bob / ".Sent"
     with pytest.raises(UnsafePathError):
         maildir.folder_maildir(bob, "../../etc")

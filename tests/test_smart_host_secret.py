@@ -15,8 +15,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 
-from servers import services, stored_secrets
-from servers.delivery import queue
+from servers import mailstore, services, stored_secrets
 from servers.delivery import services as delivery_services
 from servers.delivery.models import DeliverySettings, RecipientState, RemoteDomainRoute
 from servers.models import DomainType, VirtualServer
@@ -202,6 +201,6 @@ def test_the_celery_worker_process_authenticates_to_the_smart_host_with_the_stor
         smart_host_password=PASSWORD,
     )
     relay = remotes("127.0.0.7", users={"relay-user": PASSWORD})
-    queue.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test"], [b"Subject: via the relay\r\n\r\nhello\r\n"])
+    mailstore.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test"], [b"Subject: via the relay\r\n\r\nhello\r\n"])
     wait_until(lambda: relay.recipients() == ["bob@far.test"], timeout_s=30, message="delivery through the relay")
     assert relay.received[0].auth_user == "relay-user"

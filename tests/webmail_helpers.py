@@ -10,7 +10,7 @@ from email.utils import formatdate, make_msgid
 from django.test import Client
 from django.urls import reverse
 
-from servers import maildir
+from servers import mailstore
 from servers.models import Mailbox
 from tests.factories import PASSWORD, MailboxOwners, make_mailbox_owners, make_server
 from tests.panel_helpers import clear_login_throttle
@@ -107,7 +107,7 @@ def html_message(
 def store(mailbox: Mailbox, message: EmailMessage | bytes) -> str:
     """Put a message into the mailbox's Maildir as the SMTP server would; return its unique name."""
     raw = message if isinstance(message, bytes) else message.as_bytes()
-    return maildir.deliver(mailbox.maildir, [raw])
+    return mailstore.deliver(mailbox.maildir, [raw])
 
 
 def signed_in_client(mailbox: Mailbox, password: str = PASSWORD, **client_options) -> Client:

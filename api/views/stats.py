@@ -6,8 +6,7 @@ from rest_framework.views import APIView
 
 from api.serializers import StatsSerializer
 from servers.counts import object_counts
-from servers.models import Mailbox
-from servers.services import mailbox_usage
+from servers.services import mailbox_usage, permissions
 
 
 class StatsView(APIView):
@@ -17,7 +16,7 @@ class StatsView(APIView):
     def get(self, request):
         data = object_counts(request.user)
         messages = stored = 0
-        for mailbox in Mailbox.objects.for_user(request.user).select_related("domain__server"):
+        for mailbox in permissions.mailboxes_visible_to(request.user).select_related("domain__server"):
             usage = mailbox_usage(mailbox)
             messages += usage.message_count
             stored += usage.size_bytes

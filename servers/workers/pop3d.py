@@ -25,7 +25,8 @@ from django.conf import settings
 
 from servers import pop3_replies
 from servers.livestate import redis_client
-from servers.maildir import MailboxLock, MaildirMailbox
+from servers.maildir import MailboxLock
+from servers.mailstore import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, SessionState
 from servers.services import signin_guard
