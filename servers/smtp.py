@@ -70,7 +70,8 @@ BARE_LINE_ENDING = b"\xff\r\n"
 # Where we lean on aiosmtpd's (or asyncio's) internals, for speed or for a rule aiosmtpd has no
 # hook for. Each is named "SHIM" here and has a test in tests/test_smtp_session_setup.py that fails
 # if the version under it changes:
-#   1. _protocol_names / __dir__: the per-class cache of aiosmtpd's method lookup (below).
+#   1. _protocol_names / __dir__ and handle_EHLO.__signature__: aiosmtpd's per-connection method
+#      lookup, done once per class (below).
 #   2. MailConsoleSMTP._getaddr: aiosmtpd's address parsing, remembered per argument.
 #   3. MailConsoleSMTP._create_envelope: our envelope class (aiosmtpd calls it on every reset).
 #   4. MailConsoleSMTP._cb_client_connected: wraps the StreamReader in RecordingReader.
@@ -97,8 +98,9 @@ class _ProtocolNamesOnly:
     """SHIM 1: `dir()` of a session or handler lists only what aiosmtpd looks for.
 
     Python lets `__dir__` return a shorter list (dir() is "an interesting set of names"), so
-    aiosmtpd's lookups stop reading every attribute, with no change inside aiosmtpd: about 0.25 ms
-    of CPU a session saved before, now without patching aiosmtpd.smtp for the whole process.
+    aiosmtpd's lookups stop reading every attribute, with no change inside aiosmtpd (it was patched
+    for the whole process before). Session setup: about 30 us, against 20 us with the patch and
+    over 250 us with neither.
     tests/test_smtp_session_setup.py checks aiosmtpd derives the same commands, AUTH mechanisms and
     hooks as with the full dir().
     """

@@ -21,7 +21,7 @@ from servers import replies
 from servers.livestate import pop_login_key
 from servers.models import ServiceState
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters, protocol_log
-from servers.smtp_policy import pop_login_recent, server_full_refusal, sweep_reply
+from servers.smtp_policy import auth_requires_tls, pop_login_recent, server_full_refusal, sweep_reply
 from servers.snapshot import ServerSnapshot, load_snapshot
 from servers.storage import remove_stale_temp_files
 from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
@@ -148,7 +148,7 @@ class SMTPWorker(SupervisedWorker):
             enable_SMTPUTF8=True,
             timeout=policy.idle_timeout_s,
             tls_context=None if implicit_tls else self.tls_context,
-            auth_require_tls=policy.require_tls and not implicit_tls,
+            auth_require_tls=auth_requires_tls(policy, implicit_tls=implicit_tls),
             auth_required=not policy.allow_anonymous,
             auth_exclude_mechanism=[] if policy.allow_basic_auth else ["PLAIN", "LOGIN"],
             loop=asyncio.get_running_loop(),
