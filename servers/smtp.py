@@ -70,7 +70,7 @@ BARE_LINE_ENDING = b"\xff\r\n"
 # Where we lean on aiosmtpd's (or asyncio's) internals, for speed or for a rule aiosmtpd has no
 # hook for. Each is named "SHIM" here and has a test in tests/test_smtp_session_setup.py that fails
 # if the version under it changes:
-#   1. _protocol_names / __dir__ and handle_EHLO.__signature__: aiosmtpd's per-connection method
+#   1. _ProtocolNamesOnly.__dir__ and handle_EHLO.__signature__: aiosmtpd's per-connection method
 #      lookup, done once per class (below).
 #   2. MailConsoleSMTP._getaddr: aiosmtpd's address parsing, remembered per argument.
 #   3. MailConsoleSMTP._create_envelope: our envelope class (aiosmtpd calls it on every reset).
@@ -88,10 +88,7 @@ AIOSMTPD_VERSION = "1.4.6"
 _AIOSMTPD_PREFIXES = ("auth_", "handle_", "smtp_")
 
 
-@functools.cache
-def _protocol_names(cls: type) -> list[str]:
-    """The names aiosmtpd looks for on an instance of `cls`, found once per class."""
-    return [name for name in dir(cls) if name.startswith(_AIOSMTPD_PREFIXES)]
+_protocol_names: dict[type, list[str]] = {}  # class -> the names aiosmtpd looks for on its instances
 
 
 class _ProtocolNamesOnly:
@@ -106,7 +103,11 @@ class _ProtocolNamesOnly:
     """
 
     def __dir__(self) -> list[str]:
-        return _protocol_names(type(self))
+        cls = type(self)
+        names = _protocol_names.get(cls)
+        if names is None:
+            names = _protocol_names[cls] = [name for name in dir(cls) if name.startswith(_AIOSMTPD_PREFIXES)]
+        return names
 
 
 # Session ids: unique on the node (pid and a counter), cheaper than a random UUID per connection.

@@ -1,15 +1,19 @@
-"""SMTP policy decisions without sockets: every rule of connect, EHLO, AUTH, MAIL, RCPT, DATA and the sweep.
+"""SMTP policy decisions without sockets: every rule of connect, EHLO, AUTH, MAIL, RCPT, DATA and the sweep,
+and at the end the handler hooks called directly (the glue between aiosmtpd and the policy).
 
 The snapshot is built by hand (no database); each test asserts the reply the session sends. One
 real-socket test per path stays in tests/test_smtp_access.py.
 """
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import Session
 
 from servers import replies
+from servers.smtp import LocalDeliveryHandler, LocalEnvelope, WorkerCounters
 from servers.smtp_policy import (
     RATE_GRACE_S,
     ClientList,
@@ -495,3 +499,86 @@ def test_the_sweep_closes_slow_sessions_only_after_the_grace_period():
     assert sweep_reply(policy, age_s=RATE_GRACE_S + 1, bytes_in=0) == replies.TOO_SLOW
     assert sweep_reply(policy, age_s=100, bytes_in=1000) is None
     assert sweep_reply(SmtpPolicy(), age_s=100, bytes_in=0) is None  # no minimum rate
+
+
+# -- the adapter asks the policy: the handler's hooks called directly, no socket ---------------------
+
+
+class FakeSession:
+    """What LocalDeliveryHandler reads of a MailConsoleSMTP, and the hang-ups it asks for."""
+
+    def __init__(self, **values):
+        self.tls_active = False
+        self.messages_accepted = self.bytes_accepted = self.unknown_recipients = 0
+        self.signed_in_as = None
+        self.client_ip = "127.0.0.1"
+        self.hostname = "mx.test.invalid"
+        self.closed_with: list[str] = []
+        self.__dict__.update(values)
+
+    async def close_with(self, reply: str) -> None:
+        self.closed_with.append(reply)
+
+
+def handler(snapshot: ServerSnapshot, pop_logins: dict[str, int] | None = None) -> LocalDeliveryHandler:
+    async def pop_before_smtp(client_ip: str, minutes: int) -> bool:
+        return client_ip in (pop_logins or {})
+
+    return LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), pop_before_smtp)
+
+
+def hook(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_a_client_that_just_read_its_pop3_mail_may_relay_when_pop_before_smtp_is_on():
+    envelope = LocalEnvelope()
+    on = handler(lab(pop_before_smtp_minutes=10), pop_logins={"127.0.0.1": 1})
+    assert hook(on.handle_RCPT(FakeSession(), None, envelope, "friend@elsewhere.test", [])) == replies.OK_RECIPIENT
+    assert envelope.remote_recipients == envelope.rcpt_tos == ["friend@elsewhere.test"]
+
+    elsewhere = FakeSession(client_ip="127.0.0.9")
+    assert hook(on.handle_RCPT(elsewhere, None, LocalEnvelope(), "friend@elsewhere.test", []))[:3] == "554"
+    off = handler(lab(), pop_logins={"127.0.0.1": 1})
+    assert hook(off.handle_RCPT(FakeSession(), None, LocalEnvelope(), "friend@elsewhere.test", []))[:3] == "554"
+
+
+def test_a_local_recipient_is_recorded_with_its_mailbox():
+    envelope = LocalEnvelope()
+    reply = hook(handler(lab()).handle_RCPT(FakeSession(), None, envelope, "Alice@lab.test", []))
+    assert reply == replies.OK_RECIPIENT
+    assert envelope.rcpt_tos == ["alice@lab.test"] and list(envelope.mailbox_targets) == ["alice@lab.test"]
+
+
+def test_mail_over_the_per_connection_limit_hangs_up_with_421():
+    session = FakeSession(messages_accepted=2)
+    reply = hook(
+        handler(lab(max_messages_per_connection=2)).handle_MAIL(session, None, LocalEnvelope(), "a@b.test", [])
+    )
+    assert reply == replies.TOO_MANY_MESSAGES.format(hostname="mx.test.invalid")
+    assert session.closed_with == [replies.TOO_MANY_MESSAGES]
+
+
+def test_harvesting_waits_outside_the_policy_and_hangs_up_at_twice_the_limit(monkeypatch):
+    waits = []
+
+    async def no_wait(seconds):
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    session, envelope = FakeSession(), LocalEnvelope()
+    smtp_handler = handler(lab(harvest_unknown_recipients_limit=2))
+    answers = [hook(smtp_handler.handle_RCPT(session, None, envelope, f"guess{n}@lab.test", [])) for n in range(4)]
+    assert [a[:3] for a in answers] == ["550"] * 4
+    assert waits == [1, 2, 3]
+    assert session.closed_with == [replies.HARVEST_LIMIT]
+
+
+def test_a_refused_message_is_not_stored_and_not_counted():
+    envelope = LocalEnvelope()
+    envelope.mail_from, envelope.rcpt_tos = "a@outside.test", ["alice@lab.test"]
+    envelope.original_content = b"Received: a\r\n" * 3 + MESSAGE
+    session = FakeSession()
+    reply = hook(handler(lab(max_hop_count=2)).handle_DATA(session, Session(loop=None), envelope))
+    assert reply == replies.TOO_MANY_HOPS
+    assert session.messages_accepted == 0 and session.bytes_accepted == 0
