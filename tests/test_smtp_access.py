@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from servers import replies, services
+from servers.delivery.models import DeliverySettings
 from servers.livestate import pop_login_key, read_heartbeats, redis_client
 from servers.models import ObservedState, VirtualServer
 from servers.tls import ensure_self_signed_certificate
@@ -26,6 +27,8 @@ from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_serv
 from tests.helpers import free_port, read_greeting, wait_until
 
 pytestmark = pytest.mark.usefixtures("supervised")
+# The fixtures dns, port and remotes: a test DNS and remote SMTP servers for relayed mail.
+pytest_plugins = ["tests.delivery_helpers"]
 
 MESSAGE = b"Subject: policy\r\n\r\nbody\r\n"
 
@@ -132,6 +135,22 @@ def test_auth_plain_and_login_sign_in_and_a_signed_in_user_may_relay(server):
         client.mail("alice@lab.test")
         assert client.rcpt("friend@elsewhere.test")[0] == 250
         client.quit()
+
+
+def test_mail_from_a_signed_in_user_to_another_domain_is_relayed_to_its_mail_server(server, dns, port, remotes):
+    DeliverySettings.objects.filter(pk=DeliverySettings.for_server(server).pk).update(
+        dns_server=dns.address, outbound_port=port, first_retry_interval_s=1, outbound_timeout_s=30
+    )
+    dns.add_a("far.test", "127.0.0.4")
+    remote = remotes("127.0.0.4")
+    client = connect(server)
+    client.login("alice@lab.test", PASSWORD)
+
+    assert client.sendmail("alice@lab.test", ["bob@far.test"], MESSAGE) == {}
+    client.quit()
+
+    wait_until(lambda: remote.recipients() == ["bob@far.test"], timeout_s=30, message="the message at far.test")
+    assert remote.received[0].content.endswith(MESSAGE)
 
 
 def test_wrong_passwords_are_refused_and_repeated_failures_end_the_session(server):
