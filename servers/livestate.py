@@ -9,6 +9,7 @@ import redis
 from django.conf import settings
 
 HEARTBEAT_PREFIX = "mailconsole:heartbeat:"
+POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
 def heartbeat_key(kind: str, unit_id: int) -> str:
@@ -28,6 +29,12 @@ def sessions_key(kind: str, unit_id: int, process_index: int = 0) -> str:
 def terminate_key(kind: str, unit_id: int) -> str:
     """A set of session ids an administrator asked the worker to close."""
     return f"mailconsole:terminate:{kind}:{unit_id}"
+
+
+def pop_login_key(client_ip: str) -> str:
+    """When this address last signed in to POP3 (epoch seconds): POP3 writes it, SMTP reads it
+    for POP-before-SMTP relaying."""
+    return f"{POP_AUTH_PREFIX}{client_ip}"
 
 
 def redis_client() -> redis.Redis:
