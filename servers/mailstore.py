@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +47,9 @@ MAX_ENVELOPE_OCTETS = 1024 * 1024
 # Maildir info: "2," then the flag letters in ASCII order (https://cr.yp.to/proto/maildir.html).
 INFO_PREFIX = "2,"
 SEEN_FLAG = "S"
-_RECEIVED_LINE = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 
 
 # --- the message format -------------------------------------------------------------------------
-
-
-def header_section(message: bytes) -> bytes:
-    """The message's header section, up to (not including) the first empty line, CRLF or bare LF."""
-    ends = [index for index in (message.find(b"\r\n\r\n"), message.find(b"\n\n")) if index >= 0]
-    return message[: min(ends)] if ends else message
-
-
-def hop_count(message: bytes) -> int:
-    """How many Received: trace headers (RFC 5321 6.3) the message carries: its hops so far."""
-    return len(_RECEIVED_LINE.findall(header_section(message)))
 
 
 def return_path_line(mail_from: str) -> bytes:

@@ -15,7 +15,7 @@ The path of one session, and the function that decides each step:
     AUTH       auth_requires_tls, auth_failure_reply   (the password and the guesses: services.signin_guard)
     MAIL       mail_refusal (may_send_as)
     RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty
-    DATA       message_rate_keys, data_refusal (count_received_headers)
+    DATA       message_rate_keys, data_refusal (message_format.hop_count)
     any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
     sweep      sweep_reply
 """
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from servers import replies
+from servers.message_format import hop_count
 from servers.models import AccessRuleKind
 
 if TYPE_CHECKING:  # servers.snapshot imports ClientList from here
@@ -132,13 +133,6 @@ def is_relay_trick(address: str) -> bool:
     if domain.startswith("["):
         return True
     return any(char in local_part for char in '%!@":')
-
-
-def count_received_headers(message: bytes) -> int:
-    """How many Received: trace headers (RFC 5321 6.3) the message already carries."""
-    header_end = message.find(b"\r\n\r\n")
-    headers = message if header_end < 0 else message[: header_end + 2]
-    return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
 
 
 # Postfix's smtpd_hard_error_limit: after this many bad commands in one session we say 421 and hang up.
@@ -399,7 +393,7 @@ def data_refusal(
     `recent_counts` gives (messages this hour, limit) per key of `message_rate_keys`; it is read
     only if the message passes the other checks.
     """
-    if count_received_headers(content) > policy.max_hop_count:
+    if hop_count(content) > policy.max_hop_count:
         return replies.TOO_MANY_HOPS
     if bytes_accepted + len(content) > policy.max_session_size_bytes:
         return replies.SESSION_TOO_BIG

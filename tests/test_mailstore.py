@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import mailstore
+from servers import mailstore, message_format
 from servers.maildir import ensure_maildir, list_messages
 
 MESSAGE = b"From: bob@example.com\r\nSubject: hello\r\n\r\nHello Alice\r\n"
@@ -69,7 +69,7 @@ def test_a_file_without_an_envelope_is_refused_when_read_as_a_queue_file(tmp_pat
     ],
 )
 def test_the_hop_count_is_the_received_headers_of_the_header_section(message, hops):
-    assert mailstore.hop_count(message) == hops
+    assert message_format.hop_count(message) == hops
 
 
 # --- Maildir delivery -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.smtp import Session
 
 from servers import replies
+from servers.message_format import hop_count
 from servers.smtp import LocalDeliveryHandler, LocalEnvelope, WorkerCounters
 from servers.smtp_policy import (
     RATE_GRACE_S,
@@ -26,7 +27,6 @@ from servers.smtp_policy import (
     command_refusal,
     connect_refusal,
     connection_allowed,
-    count_received_headers,
     data_refusal,
     ehlo_lines,
     harvest_penalty,
@@ -170,7 +170,7 @@ def test_ordinary_addresses_are_not_tricks(address):
 
 def test_received_headers_are_counted_in_the_header_block_only():
     message = b"Received: a\r\nreceived: b\r\nRECEIVED: c\r\nSubject: x\r\n\r\nReceived: in the body\r\n"
-    assert count_received_headers(message) == 3
+    assert hop_count(message) == 3
 
 
 # -- command hygiene: what a command line may contain (RFC 5321 2.4, RFC 6531) ----------------------

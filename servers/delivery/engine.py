@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from servers import maildir, mailstore
+from servers import maildir, mailstore, message_format
 from servers.delivery import dsn, routing
 from servers.delivery.client import ConnectionSlots, Result, deliver, result_of
 from servers.delivery.models import (
@@ -453,7 +453,7 @@ def process_message(message_id: int, *, now: datetime | None = None) -> str:
         if pending and now - message.queued_at >= timedelta(seconds=config.expiration_timeout_s):
             fail_pending(message, expiry_result(message, config))
             outcome = "expired"
-        elif pending and mailstore.hop_count(data) > server.max_hop_count:
+        elif pending and message_format.hop_count(data) > server.max_hop_count:
             fail_pending(
                 message, result_of(554, f"5.4.6 Hop count exceeded ({server.max_hop_count}): the message is looping")
             )
