@@ -1,7 +1,7 @@
-"""The three roles, in the few places the API asks about them.
+"""The API's permission classes: DRF's hooks onto `servers.services.permissions`, which decides.
 
-What a user may *see* is decided by the managers (`for_user`); objects outside that scope are
-404. What they may *change* among the objects they see is decided here (403).
+What a user may *see* is each viewset's `get_queryset` (a `*_visible_to` function); objects outside
+it are 404. What they may *change* among the objects they see is asked here (403).
 """
 
 from __future__ import annotations
@@ -9,19 +9,7 @@ from __future__ import annotations
 from rest_framework.permissions import BasePermission
 
 from servers.models import Domain, VirtualServer
-
-
-def is_administrator(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_superuser)
-
-
-def operates(user, server_id: int) -> bool:
-    """The user manages this server: an administrator, or one of its operators."""
-    return VirtualServer.objects.for_user(user).filter(pk=server_id).exists()
-
-
-def operates_any_server(user) -> bool:
-    return VirtualServer.objects.for_user(user).exists()
+from servers.services import permissions
 
 
 class AdministratorCreatesAndDeletes(BasePermission):
@@ -30,19 +18,32 @@ class AdministratorCreatesAndDeletes(BasePermission):
     message = "Only an administrator can create or delete a virtual server."
 
     def has_permission(self, request, view) -> bool:
-        return view.action != "create" or is_administrator(request.user)
+        return view.action != "create" or permissions.can_create_server(request.user)
 
-    def has_object_permission(self, request, view, obj) -> bool:
-        return view.action != "destroy" or is_administrator(request.user)
+    def has_object_permission(self, request, view, obj: VirtualServer) -> bool:
+        return view.action != "destroy" or permissions.can_delete_server(request.user, obj)
 
 
 class OperatorChangesDomains(BasePermission):
-    """Domains: a domain administrator reads them; changing one takes an operator of its server."""
+    """Domains: a domain administrator reads them; changing one (locking included) takes an operator of its server."""
 
     message = "Only an operator of the domain's server can change the domain."
 
     def has_permission(self, request, view) -> bool:
-        return view.action != "create" or operates_any_server(request.user)
+        return view.action != "create" or permissions.can_add_domain(request.user)
 
     def has_object_permission(self, request, view, obj: Domain) -> bool:
-        return view.action in ("list", "retrieve") or operates(request.user, obj.server_id)
+        if view.action in ("list", "retrieve"):
+            return True
+        if view.action in ("lock", "unlock"):
+            return permissions.can_lock_domain(request.user, obj)
+        return permissions.can_change_domain(request.user, obj)
+
+
+class OperatorAddsRules(BasePermission):
+    """Access and relay lists: an operator of the server adds to them."""
+
+    message = "Only an operator of a server can change its access lists."
+
+    def has_permission(self, request, view) -> bool:
+        return view.action != "create" or permissions.operates_any_server(request.user)

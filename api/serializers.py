@@ -414,7 +414,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = ["id", "at", "actor", "source", "action", "object_type", "object_id", "object_repr", "before", "after"]
+        fields = ["id", "at", "actor", "action", "object_type", "object_id", "object_repr", "before", "after"]
         read_only_fields = fields
 
 

@@ -131,7 +131,7 @@ def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]],
     var_dir = env.prepare(keep=args.keep)
     from django.conf import settings
 
-    from servers import maildir, services, supervision
+    from servers import maildir, mailstore, services, supervision
     from servers.models import Pop3Service
 
     server = services.create_virtual_server(
@@ -149,7 +149,7 @@ def set_up(args: argparse.Namespace) -> tuple[Pop3Target, list[tuple[str, str]],
         path = maildir.ensure_maildir(Path(mailbox.maildir))
         for m in range(args.messages_per_mailbox):
             head = f"From: bench@client.test\r\nTo: {mailbox.address}\r\nSubject: pop3 bench {m}\r\n\r\n"
-            maildir.deliver(path, [head.encode(), body])
+            mailstore.deliver(path, [head.encode(), body])
         users.append((mailbox.address, env.BENCH_PASSWORD))
     service = services.create_pop3_service(ip_address="127.0.0.1", port=env.free_port(), plaintext_requires_tls=False)
     supervision.reconcile_node(settings.NODE_NAME)

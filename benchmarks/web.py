@@ -256,7 +256,7 @@ def message_bytes(n: int, to: str, rng: random.Random) -> bytes:
 def fill_big_mailbox(path: Path, count: int, to: str) -> float:
     """Write `count` messages into the Maildir, 90% read (cur/, flag S), delivery times over the past year.
 
-    Like servers.maildir.deliver (a unique name, tmp/ then rename) but without the fsyncs, which
+    Like servers.mailstore.deliver (a unique name, tmp/ then rename) but without the fsyncs, which
     would make the setup minutes long and mean nothing here.
     """
     from servers import maildir
@@ -441,7 +441,7 @@ def webmail_first_look(session: requests.Session, base: str) -> dict:
 
 def after_new_mail(session: requests.Session, base: str, maildir_path: Path, to: str, count: int) -> dict:
     """The inbox page right after a delivery: the index rescans the folder and parses the new message."""
-    from servers import maildir
+    from servers import mailstore
 
     endpoint = Endpoint(
         "webmail", "inbox after a new delivery", "/mail/folder/inbox/", TARGET_WEBMAIL_MS, 'data-testid="message-list"'
@@ -450,7 +450,7 @@ def after_new_mail(session: requests.Session, base: str, maildir_path: Path, to:
     times = []
     octets = 0
     for n in range(count):
-        maildir.deliver(maildir_path, [message_bytes(1_000_000 + n, to, rng)])
+        mailstore.deliver(maildir_path, [message_bytes(1_000_000 + n, to, rng)])
         elapsed, reply = timed_get(session, base + endpoint.path)
         check(endpoint, reply)
         times.append(elapsed)

@@ -1,50 +1,41 @@
-"""Who may see what: every lookup goes through the role-scoped managers; out of scope is a 404."""
+"""The console's hooks onto `servers.services.permissions`, which decides who may see and change what.
+
+Views look objects up with its `access_*` functions (out of scope: 404; seen but not theirs to
+change: 403) and guard pages about no one object with `permitted_by(rule)`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, resolve_url
+from django.shortcuts import resolve_url
 from django.utils.http import urlencode
 from django_htmx.http import HttpResponseClientRedirect
 
-from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
+from servers.services import permissions
 
 
 def actor(request) -> str:
     return request.user.get_username()
 
 
-def server_for(user, pk: int) -> VirtualServer:
-    return get_object_or_404(VirtualServer.objects.for_user(user).select_related("node"), pk=pk)
+def permitted_by(rule: Callable[[object], bool], message: str):
+    """Only a signed-in user for whom `rule(user)` holds may use this view (403 for the others)."""
 
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not rule(request.user):
+                raise permissions.NotAllowed(message)
+            return view(request, *args, **kwargs)
 
-def domain_for(user, pk: int) -> Domain:
-    return get_object_or_404(Domain.objects.for_user(user).select_related("server__node", "alias_of"), pk=pk)
+        return wrapper
 
-
-def mailbox_for(user, pk: int) -> Mailbox:
-    return get_object_or_404(Mailbox.objects.for_user(user).select_related("domain__server"), pk=pk)
-
-
-def group_for(user, pk: int) -> GroupAddress:
-    return get_object_or_404(GroupAddress.objects.for_user(user).select_related("domain__server"), pk=pk)
-
-
-def administrator_required(view):
-    """Only an administrator (a superuser) may use this view."""
-
-    @login_required
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_superuser:
-            raise PermissionDenied("Only an administrator can do this.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
+    return decorator
 
 
 def login_required_partial(view):

@@ -39,10 +39,6 @@ class ImportRow:
     quota_kb: int | None
     errors: list[str]
 
-    @property
-    def address_hint(self) -> str:
-        return self.local_part
-
 
 def parse_csv(text: str) -> list[ImportRow]:
     """Read the rows of an import file; a header row with the column names is required."""

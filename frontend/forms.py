@@ -8,6 +8,7 @@ from django import forms
 
 from servers.models import DomainType
 from servers.services import DomainError
+from servers.services.virtual_servers import SERVER_SETTINGS
 
 PASSWORD_RULE = "At least 8 characters, with an upper-case letter, a lower-case letter and a digit."
 
@@ -87,45 +88,13 @@ WIZARD_FIELD_STEP = {"name": 0, "ip_address": 1, "port": 1, "home_dir": 2, "defa
 
 # -- property sheet tabs ----------------------------------------------------------------------------
 
-# Where each setting of a virtual server goes on its property sheet, in IIS's order. A tab shows
-# only the settings the domain layer lets the console change today (`EDITABLE_FIELDS`), so new
-# settings appear as soon as a service accepts them.
+# Where each setting of a virtual server goes on its property sheet, in IIS's order: read from the
+# services' one list of settings (`SERVER_SETTINGS`). A tab shows only the settings the domain layer
+# lets the console change today (`EDITABLE_FIELDS`), so new settings appear as soon as a service
+# accepts them.
 SERVER_TABS: dict[str, list[str]] = {
-    "general": [
-        "name",
-        "ip_address",
-        "port",
-        "max_connections",
-        "max_connections_per_client",
-        "idle_timeout_s",
-        "max_session_duration_s",
-        "min_data_rate_bps",
-        "protocol_logging",
-        "worker_processes",
-    ],
-    "access": [
-        "allow_anonymous",
-        "allow_basic_auth",
-        "auth_requires_tls",
-        "require_tls",
-        "tls_port",
-        "connection_policy",
-        "pop_before_smtp_minutes",
-        "require_client_ptr",
-        "require_auth_for_local_senders",
-        "harvest_unknown_recipients_limit",
-        "max_messages_per_sender_per_hour",
-        "max_messages_per_client_per_hour",
-        "max_auth_failures_per_connection",
-        "max_auth_failures_per_client_per_hour",
-    ],
-    "messages": [
-        "max_message_size_kb",
-        "max_session_size_kb",
-        "max_messages_per_connection",
-        "max_recipients_per_message",
-    ],
-    "delivery": ["max_hop_count"],
+    tab: [name for name, its_tab, _ in SERVER_SETTINGS if its_tab == tab]
+    for tab in dict.fromkeys(tab for _, tab, _ in SERVER_SETTINGS)
 }
 SERVER_FIELD_LABELS = {
     "ip_address": "IP address",

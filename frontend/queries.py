@@ -17,7 +17,6 @@ from servers.livestate import Heartbeat, read_heartbeats, redis_client
 from servers.models import (
     AuditEntry,
     Domain,
-    GroupAddress,
     Logon,
     Mailbox,
     Node,
@@ -55,6 +54,21 @@ def server_heartbeats(servers: list[VirtualServer]) -> dict[int, Heartbeat]:
         return {}
 
 
+# The Bootstrap colour of every state badge the console shows (a server's state, a service's row).
+BADGE_COLOURS = {
+    "running": "success",
+    "paused": "warning",
+    "stopped": "secondary",
+    "error": "danger",
+    "not installed": "secondary",
+}
+
+
+def badge_colour(state: str, *, unknown: str = "info") -> str:
+    """The badge colour of a state, by its value or its label ("running", "Running")."""
+    return BADGE_COLOURS.get(state.lower(), unknown)
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     """What the toolbar and the state badge show for one server."""
@@ -68,12 +82,7 @@ class ServerStatus:
 
     @property
     def badge(self) -> str:
-        return {
-            "running": "success",
-            "paused": "warning",
-            "stopped": "secondary",
-            "error": "danger",
-        }.get(self.observed, "info")
+        return badge_colour(self.observed)
 
 
 def server_status(server: VirtualServer, beat: Heartbeat | None = None) -> ServerStatus:
@@ -87,21 +96,6 @@ def server_status(server: VirtualServer, beat: Heartbeat | None = None) -> Serve
         sessions=beat.sessions if beat is not None else None,
         settling=observed != effective,
     )
-
-
-def dashboard_counts(user) -> dict[str, int]:
-    servers = VirtualServer.objects.for_user(user)
-    domains = Domain.objects.for_user(user)
-    return {
-        "servers": servers.count(),
-        "servers_running": servers.filter(state="running").count(),
-        "domains": domains.count(),
-        "mailboxes": Mailbox.objects.for_user(user).count(),
-        "groups": GroupAddress.objects.for_user(user).count(),
-        "logons_24h": Logon.objects.filter(
-            mailbox__in=Mailbox.objects.for_user(user), logon_at__gte=timezone.now() - timedelta(hours=24)
-        ).count(),
-    }
 
 
 def mailboxes_per_domain(user, limit: int = 15) -> list[tuple[str, int]]:
@@ -153,9 +147,7 @@ class ServiceRow:
 
     @property
     def badge(self) -> str:
-        return {"Running": "success", "Paused": "warning", "Stopped": "secondary", "Not installed": "secondary"}.get(
-            self.state, "danger"
-        )
+        return badge_colour(self.state, unknown="danger")
 
 
 def _celery_worker_answers(node: Node) -> bool:

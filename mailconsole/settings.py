@@ -6,6 +6,7 @@ import socket
 import dj_database_url
 
 from mailconsole import var_dir
+from mailconsole.words import parse_bool
 
 BASE_DIR = var_dir.BASE_DIR
 
@@ -32,11 +33,10 @@ def envbool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingError(f"{name} must be a boolean (true/false), got {raw!r}")
+    value = parse_bool(raw)
+    if value is None:
+        raise SettingError(f"{name} must be a boolean (true/false), got {raw!r}")
+    return value
 
 
 # Everything the running service writes (database, mail homes, pid and log files) lives here.

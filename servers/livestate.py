@@ -9,6 +9,7 @@ import redis
 from django.conf import settings
 
 HEARTBEAT_PREFIX = "mailconsole:heartbeat:"
+POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
 def heartbeat_key(kind: str, unit_id: int) -> str:
@@ -30,15 +31,21 @@ def terminate_key(kind: str, unit_id: int) -> str:
     return f"mailconsole:terminate:{kind}:{unit_id}"
 
 
+def pop_login_key(client_ip: str) -> str:
+    """When this address last signed in to POP3 (epoch seconds): POP3 writes it, SMTP reads it
+    for POP-before-SMTP relaying."""
+    return f"{POP_AUTH_PREFIX}{client_ip}"
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """What a worker last said about itself."""
+    """What a worker last said about itself; `unit_id` is its virtual server's or POP3 service's id."""
 
-    server_id: int
+    unit_id: int
     pid: int
     state: str
     config_version: int
@@ -52,10 +59,10 @@ class Heartbeat:
         return time.time() - self.sent_at
 
     @classmethod
-    def from_hash(cls, server_id: int, data: dict[str, str]) -> Heartbeat | None:
+    def from_hash(cls, unit_id: int, data: dict[str, str]) -> Heartbeat | None:
         try:
             return cls(
-                server_id=server_id,
+                unit_id=unit_id,
                 pid=int(data["pid"]),
                 state=data["state"],
                 config_version=int(data.get("config_version") or 0),
@@ -68,18 +75,18 @@ class Heartbeat:
             return None
 
 
-def read_heartbeats(client: redis.Redis, kind: str, server_ids: list[int]) -> dict[int, Heartbeat]:
+def read_heartbeats(client: redis.Redis, kind: str, unit_ids: list[int]) -> dict[int, Heartbeat]:
     """The heartbeats of the given workers that are present in Redis."""
-    if not server_ids:
+    if not unit_ids:
         return {}
     pipe = client.pipeline(transaction=False)
-    for server_id in server_ids:
-        pipe.hgetall(heartbeat_key(kind, server_id))
+    for unit_id in unit_ids:
+        pipe.hgetall(heartbeat_key(kind, unit_id))
     beats = {}
-    for server_id, data in zip(server_ids, pipe.execute(), strict=False):
-        beat = Heartbeat.from_hash(server_id, data) if data else None
+    for unit_id, data in zip(unit_ids, pipe.execute(), strict=False):
+        beat = Heartbeat.from_hash(unit_id, data) if data else None
         if beat is not None:
-            beats[server_id] = beat
+            beats[unit_id] = beat
     return beats
 
 

@@ -1,14 +1,14 @@
-"""A Maildir store for one mailbox: durable delivery, a listing for POP3, reads and deletions.
+"""Maildir primitives: unique names, path safety, folders, a listing for POP3, reads, usage, the lock.
 
 Layout and naming follow https://cr.yp.to/proto/maildir.html: a message is written under tmp/,
 then linked into new/; a reader may later rename it into cur/ with a ":2,FLAGS" info suffix.
 The part of the file name before ":" never changes, so it is the message's POP3 unique-id.
+Nothing here writes or changes a message: that is `servers.mailstore`, built on these.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import fcntl
 import functools
@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,71 +130,6 @@ def check_maildir(path: Path) -> Path:
     return path
 
 
-def _write_synced(path: Path, chunks: Iterable[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def deliver_many(maildirs: Collection[Path], chunks: Iterable[bytes]) -> str:
-    """Write one message durably into the new/ of every Maildir and return its unique name.
-
-    The message is written and synced once, in the first Maildir's tmp/, then hard-linked into each
-    new/ (one fsync of the data for any number of recipients). Either every new/ gets the complete
-    message or, on failure, none keeps it; our tmp/ file is removed either way.
-    """
-    maildirs = [check_maildir(Path(m)) for m in maildirs]
-    name = new_unique_name()
-    tmp_path = maildirs[0] / "tmp" / name
-    published: list[Path] = []
-    try:
-        _write_synced(tmp_path, chunks)
-        for index, maildir in enumerate(maildirs):
-            new_path = maildir / "new" / name
-            try:
-                os.link(tmp_path, new_path)
-            except OSError as error:
-                if error.errno != errno.EXDEV and error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                # Another filesystem, or no hard links: a copy of our own for this Maildir.
-                own_tmp = maildir / "tmp" / f"{name}.{index}"
-                _write_synced(own_tmp, [tmp_path.read_bytes()])
-                try:
-                    os.rename(own_tmp, new_path)
-                except BaseException:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(own_tmp)
-                    raise
-            published.append(new_path)
-        for directory in {p.parent for p in published}:
-            fsync_dir(directory)
-    except BaseException:
-        # The caller will report failure, so the sender retries: keep no copy anywhere.
-        for new_path in published:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(new_path)
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-    return name
-
-
-def deliver(maildir: Path, chunks: Iterable[bytes]) -> str:
-    """Write a message durably into `maildir`/new and return its unique name.
-
-    The file appears in new/ complete and synced, or not at all; our tmp/ file is removed either way.
-    """
-    return deliver_many([maildir], chunks)
-
-
 def crlf_size_octets(path: Path, chunk_octets: int = READ_CHUNK_OCTETS) -> int:
     """Return how many octets the file takes with every line ending sent as CRLF.
 
@@ -235,7 +170,8 @@ def _cached_crlf_size(path: Path, stat: os.stat_result) -> int:
     return size_octets
 
 
-def _message_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
+def message_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
+    """The message files directly in `directory` (dot-files and subdirectories left out)."""
     with os.scandir(directory) as entries:
         for entry in entries:
             # Maildir readers skip dot-files; other tools keep their own state there.
@@ -247,7 +183,7 @@ def list_messages(maildir: Path) -> list[StoredMessage]:
     """List the messages in new/ and cur/, oldest delivery first."""
     by_uid: dict[str, StoredMessage] = {}
     for subdir in MESSAGE_SUBDIRS:
-        for entry in _message_entries(Path(maildir) / subdir):
+        for entry in message_entries(Path(maildir) / subdir):
             path = Path(entry.path)
             try:
                 stat = entry.stat()
@@ -263,7 +199,7 @@ def list_messages(maildir: Path) -> list[StoredMessage]:
 
 def _find_path(maildir: Path, uid: str) -> Path | None:
     for subdir in MESSAGE_SUBDIRS:
-        for entry in _message_entries(Path(maildir) / subdir):
+        for entry in message_entries(Path(maildir) / subdir):
             if unique_part(entry.name) == uid:
                 return Path(entry.path)
     return None
@@ -278,54 +214,6 @@ def read_message(message: StoredMessage) -> bytes:
         if current_path is None:
             raise
         return current_path.read_bytes()
-
-
-def delete_messages(maildir: Path, uids: Collection[str]) -> int:
-    """Remove the messages with these UIDs from new/ and cur/, durably; return how many files went."""
-    check_maildir(Path(maildir))
-    wanted = set(uids)
-    removed_count = 0
-    for subdir in MESSAGE_SUBDIRS:
-        directory = Path(maildir) / subdir
-        removed_here = 0
-        for entry in _message_entries(directory):
-            if unique_part(entry.name) in wanted:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed_here += 1
-        if removed_here:
-            fsync_dir(directory)
-        removed_count += removed_here
-    return removed_count
-
-
-class MaildirMailbox:
-    """Serve one Maildir to a POP3 session: the listing, reads by UID, deletions after QUIT."""
-
-    def __init__(self, maildir: Path, *, on_release: Callable[[], None] | None = None) -> None:
-        self.maildir = check_maildir(Path(maildir))
-        self._on_release = on_release
-        self._listed_by_uid: dict[str, StoredMessage] = {}
-
-    def messages(self) -> list[StoredMessage]:
-        """List the messages now, oldest first, and remember them for reads."""
-        listing = list_messages(self.maildir)
-        self._listed_by_uid = {message.uid: message for message in listing}
-        return listing
-
-    def read(self, uid: str) -> bytes:
-        """Return the stored bytes of a listed message."""
-        return read_message(self._listed_by_uid[uid])
-
-    def commit_deletions(self, uids: Collection[str]) -> None:
-        """Remove these messages for good."""
-        delete_messages(self.maildir, uids)
-
-    def release(self) -> None:
-        """Run the release callback (unlock the mailbox) once."""
-        callback, self._on_release = self._on_release, None
-        if callback is not None:
-            callback()
 
 
 # Counts of big mailboxes, while their folders stay unchanged (see `usage`).
@@ -377,6 +265,21 @@ def usage(maildir: Path) -> tuple[int, int]:
         else:
             _remembered_usage.pop(key, None)
     return counted
+
+
+def would_exceed_quota(
+    maildir: Path, quota_bytes: int | None, quota_messages: int | None, extra_octets: int, extra_messages: int
+) -> bool:
+    """Whether the Maildir would pass its quota after taking `extra_octets` in `extra_messages` messages.
+
+    No quota means nothing to count (no disk access).
+    """
+    if quota_bytes is None and quota_messages is None:
+        return False
+    size_octets, count = usage(maildir)
+    if quota_bytes is not None and size_octets + extra_octets > quota_bytes:
+        return True
+    return quota_messages is not None and count + extra_messages > quota_messages
 
 
 def count_usage(maildir: Path) -> tuple[int, int]:

@@ -466,11 +466,10 @@ class Logon(models.Model):
 
 
 class AuditEntry(models.Model):
-    """Who changed what, when and from where; written by the services for every change."""
+    """Who changed what, and when; written by the services for every change."""
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=150, blank=True, default="")
-    source = models.CharField(max_length=50, blank=True, default="")
     action = models.CharField(max_length=100)
     object_type = models.CharField(max_length=50)
     object_id = models.CharField(max_length=50, blank=True, default="")

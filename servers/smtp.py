@@ -1,9 +1,11 @@
-"""The SMTP protocol of a virtual server: aiosmtpd's session plus our policy and durable delivery.
+"""The SMTP adapter of a virtual server: aiosmtpd's session, the policy's answers, durable delivery.
 
-The worker process (`servers.workers.smtpd`) owns the sockets and the event loop; this module
-holds what a session does with each command: the General tab's limits, the Access tab's
-authentication, TLS, connection control and relay rules, the Messages tab's limits, and local
-delivery into Maildirs (or IIS's Drop folder) before the 250.
+The worker process (`servers.workers.smtpd`) owns the listening sockets and the event loop; this
+module is the I/O around each command: it reads and writes the connection, looks up what the rules
+need (reverse DNS, POP-before-SMTP in Redis, quotas on disk, the password in a thread) and asks
+`servers.smtp_policy` -- pure functions, no I/O -- for every decision, then sends the reply it got.
+Accepted mail is stored before the 250 (Maildirs, IIS's Drop folder, the Queue for remote
+recipients). It does not import the worker layer: the worker is seen through `WorkerState`.
 """
 
 from __future__ import annotations
@@ -20,27 +22,35 @@ from collections.abc import Awaitable, Callable
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 
-import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from servers import maildir, replies
-from servers.delivery.queue import enqueue
+from servers import maildir, mailstore, replies
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
 from servers.smtp_policy import (
     MAX_COMMAND_ERRORS,
+    Recipient,
+    auth_failure_reply,
+    auth_requires_tls,
+    client_refusal,
+    closes_connection,
     command_refusal,
-    connection_allowed,
-    count_received_headers,
+    connect_refusal,
+    data_refusal,
+    ehlo_lines,
+    harvest_penalty,
     is_command_error,
-    is_relay_trick,
+    mail_refusal,
+    message_rate_keys,
+    needs_client_name,
+    relay_permitted,
+    route_recipient,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
-from servers.storage import unique_message_name, write_durably
-from servers.workers.base import WorkerControl
+from servers.storage import unique_message_name
 
 log = logging.getLogger(__name__)
 protocol_log = logging.getLogger("mailconsole.smtp.protocol")
@@ -55,37 +65,48 @@ DATA_END = b"\r\n.\r\n"
 BARE_LINE_ENDING = b"\xff\r\n"
 
 
-class _PerClassIntrospection:
-    """Stands in for `inspect` and `dir` inside aiosmtpd.smtp, remembering their answers per class.
+# -- Shims for aiosmtpd 1.4.6 (pinned in requirements.txt) --------------------------------------
+# Where we lean on aiosmtpd's (or asyncio's) internals, for speed or for a rule aiosmtpd has no
+# hook for. Each is named "SHIM" here and has a test in tests/test_smtp_session_setup.py that fails
+# if the version under it changes:
+#   1. _ProtocolNamesOnly.__dir__ and handle_EHLO.__signature__: aiosmtpd's per-connection method
+#      lookup, done once per class (below).
+#   2. MailConsoleSMTP._getaddr: aiosmtpd's address parsing, remembered per argument.
+#   3. MailConsoleSMTP._create_envelope: our envelope class (aiosmtpd calls it on every reset).
+#   4. MailConsoleSMTP._cb_client_connected: wraps the StreamReader in RecordingReader.
+#   5. MailConsoleSMTP._handle_client: the connect rules before aiosmtpd's greeting.
+#   6. MailConsoleSMTP._timeout_cb: 421 before aiosmtpd's silent idle hang-up.
+#   7. MailConsoleSMTP._authenticate + auth_PLAIN/auth_LOGIN: the password check leaves the loop.
+#   8. MailConsoleSMTP.smtp_DATA/_read_data: the block DATA reader, on StreamReader._buffer/_limit.
+#   9. MailConsoleSMTP._discard_plaintext_after_starttls: StreamReader._buffer, aiosmtpd's
+#      _original_transport and _tls_protocol.
+AIOSMTPD_VERSION = "1.4.6"
+# aiosmtpd's SMTP.__init__ finds its command, AUTH and hook methods with `dir()`,
+# `inspect.getmembers()` and `inspect.signature()` on every new connection: every attribute read,
+# properties included. It only keeps names that start with these.
+_AIOSMTPD_PREFIXES = ("auth_", "handle_", "smtp_")
 
-    aiosmtpd 1.4's SMTP.__init__ looks up its command, AUTH and hook methods with
-    `inspect.getmembers`, `dir` and `inspect.signature` on every new connection: about 0.25 ms of
-    CPU a session, reading every attribute (properties included). The names depend only on the
-    class, so they are found once and bound to each new instance. aiosmtpd reads only names that
-    start with "auth_", "handle_" and "smtp_"; tests/test_smtp_session_setup.py checks the result
-    is the same as without this.
+
+_protocol_names: dict[type, list[str]] = {}  # class -> the names aiosmtpd looks for on its instances
+
+
+class _ProtocolNamesOnly:
+    """SHIM 1: `dir()` of a session or handler lists only what aiosmtpd looks for.
+
+    Python lets `__dir__` return a shorter list (dir() is "an interesting set of names"), so
+    aiosmtpd's lookups stop reading every attribute, with no change inside aiosmtpd (it was patched
+    for the whole process before). Session setup: about 30 us, against 20 us with the patch and
+    over 250 us with neither.
+    tests/test_smtp_session_setup.py checks aiosmtpd derives the same commands, AUTH mechanisms and
+    hooks as with the full dir().
     """
 
-    PREFIXES = ("auth_", "handle_", "smtp_")
-
-    def __init__(self) -> None:
-        self._names: dict[type, list[str]] = {}
-        self.signature = functools.lru_cache(maxsize=64)(inspect.signature)
-
-    def dir(self, obj: object) -> list[str]:
-        names = self._names.get(type(obj))
+    def __dir__(self) -> list[str]:
+        cls = type(self)
+        names = _protocol_names.get(cls)
         if names is None:
-            names = self._names[type(obj)] = [name for name in dir(obj) if name.startswith(self.PREFIXES)]
+            names = _protocol_names[cls] = [name for name in dir(cls) if name.startswith(_AIOSMTPD_PREFIXES)]
         return names
-
-    def getmembers(self, obj: object) -> list[tuple[str, Any]]:
-        # aiosmtpd asks getmembers for its AUTH mechanisms only: bind just those.
-        return [(name, getattr(obj, name)) for name in self.dir(obj) if name.startswith("auth_")]
-
-
-_introspection = _PerClassIntrospection()
-aiosmtpd.smtp.inspect = _introspection  # type: ignore[assignment]  # stands in for the inspect module
-aiosmtpd.smtp.dir = _introspection.dir  # type: ignore[attr-defined]
 
 
 # Session ids: unique on the node (pid and a counter), cheaper than a random UUID per connection.
@@ -105,6 +126,14 @@ def _parsed_address(arg: str) -> tuple[str | None, str | None]:
     except HeaderParseError:
         return None, None
     return address.addr_spec, rest
+
+
+class WorkerState(Protocol):
+    """What a session reads of the worker that runs it (servers.workers.base.WorkerControl)."""
+
+    paused: bool
+    stopping: bool
+    sessions: set[Any]
 
 
 class WorkerCounters:
@@ -169,22 +198,20 @@ class RecordingReader:
         setattr(self._inner, name, value)
 
 
-class MailConsoleSMTP(SMTP):
+class MailConsoleSMTP(_ProtocolNamesOnly, SMTP):
     """One SMTP session: aiosmtpd's protocol engine plus the virtual server's policy."""
 
     def __init__(
         self,
         handler: LocalDeliveryHandler,
         *,
-        control: WorkerControl,
+        control: WorkerState,
         counters: WorkerCounters,
         snapshot: ServerSnapshot,
         implicit_tls: bool = False,
         **kwargs,
     ) -> None:
-        policy = snapshot.policy
-        if not implicit_tls and (policy.require_tls or policy.auth_requires_tls):
-            # No password in plaintext: AUTH is neither offered nor taken before STARTTLS (538 5.7.11).
+        if auth_requires_tls(snapshot.policy, implicit_tls=implicit_tls):
             kwargs["auth_require_tls"] = True
         super().__init__(handler, **kwargs)
         self.control = control
@@ -208,10 +235,11 @@ class MailConsoleSMTP(SMTP):
         self._pending_credentials: tuple[str, LoginPassword] | None = None
 
     def _create_envelope(self) -> LocalEnvelope:
+        # SHIM 3: aiosmtpd builds every envelope (connect, RSET, after DATA) through this.
         return LocalEnvelope()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd 1.4.6's own _getaddr, without the typing class it builds on every call.
+        # SHIM 2: aiosmtpd 1.4.6's own _getaddr, without the typing class it builds on every call.
         if not arg:
             return "", ""
         addr, rest = _parsed_address(arg)
@@ -290,9 +318,9 @@ class MailConsoleSMTP(SMTP):
         before the TLS handshake is never executed after it (RFC 3207 4.2, RFC 2595 4; the
         CVE-2011-0411 class: "STARTTLS\\r\\nRSET\\r\\n..." in one packet must not become commands
         inside the TLS session). aiosmtpd clears this buffer too; we do not rely on it.
+        SHIM 9: StreamReader._buffer, and aiosmtpd's _original_transport (set by STARTTLS).
         """
-        # asyncio's private buffer: typeshed does not declare it, so the reader is typed Any here.
-        reader: Any = getattr(self._reader, "_inner", self._reader)
+        reader: Any = getattr(self._reader, "_inner", self._reader)  # _buffer is not in typeshed
         discarded = len(reader._buffer)
         if discarded:
             reader._buffer.clear()
@@ -314,6 +342,7 @@ class MailConsoleSMTP(SMTP):
         super().connection_lost(error)
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # SHIM 4: every line aiosmtpd reads passes through RecordingReader.
         # A duck-typed StreamReader: it has every method aiosmtpd calls and forwards the rest.
         super()._cb_client_connected(RecordingReader(reader, self), writer)  # type: ignore[arg-type]
 
@@ -323,39 +352,35 @@ class MailConsoleSMTP(SMTP):
             self.transport.close()
 
     async def _handle_client(self) -> None:
+        # SHIM 5: aiosmtpd has no hook before its greeting; the connect rules (smtp_policy) run here.
         policy = self.snapshot.policy
-        # A paused server still listens, but answers new clients 421 and hangs up (IIS "paused").
-        if self.control.refuses_new_sessions:
-            await self._refuse(replies.SHUTTING_DOWN if self.control.stopping else replies.SERVICE_NOT_AVAILABLE)
+        control, counts = self.control, self.counters.connections_by_client
+        from_client = counts.get(self.client_ip, 0)
+        refusal = connect_refusal(
+            policy,
+            paused=control.paused,
+            stopping=control.stopping,
+            open_sessions=len(control.sessions) - 1,  # connection_made added this one
+            from_client=from_client,
+        )
+        if refusal is not None:
+            await self._refuse(refusal)
             return
-        if policy.max_connections is not None and len(self.control.sessions) > policy.max_connections:
-            await self._refuse(replies.TOO_MANY_CONNECTIONS)
-            return
-        counts = self.counters.connections_by_client
-        if policy.max_connections_per_client is not None and (
-            counts.get(self.client_ip, 0) >= policy.max_connections_per_client
-        ):
-            await self._refuse(replies.TOO_MANY_FROM_CLIENT)
-            return
-        counts[self.client_ip] = counts.get(self.client_ip, 0) + 1
+        counts[self.client_ip] = from_client + 1
         self._counted_client = True
         confirmed_name = None
-        if policy.access_list.needs_reverse_dns or policy.require_client_ptr:
+        if needs_client_name(policy):
             from servers.dnsutil import forward_confirmed_name
 
             confirmed_name = await forward_confirmed_name(self.client_ip)
-            if policy.require_client_ptr and not confirmed_name:
-                await self._refuse(replies.NO_REVERSE_DNS)
-                return
-        if policy.access_list and not connection_allowed(
-            policy.connection_policy, policy.access_list, self.client_ip, confirmed_name
-        ):
-            await self._refuse(replies.CONNECTION_REFUSED)
+        refusal = client_refusal(policy, self.client_ip, confirmed_name)
+        if refusal is not None:
+            await self._refuse(refusal)
             return
         await super()._handle_client()
 
     def _timeout_cb(self) -> None:
-        # aiosmtpd hangs up silently; RFC 5321 4.2.3 wants a 421 first.
+        # SHIM 6: aiosmtpd hangs up silently; RFC 5321 4.2.3 wants a 421 first.
         if self.transport is not None and not self.transport.is_closing():
             # aiosmtpd types the transport as BaseTransport; asyncio gives a stream protocol a Transport.
             self.transport.write(f"{replies.IDLE_TIMEOUT.format(hostname=self.hostname)}\r\n".encode())  # type: ignore[attr-defined]
@@ -428,8 +453,11 @@ class MailConsoleSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> bytes | None:
-        """The dot-unstuffed message, or None (after reading up to the terminator) if it is too big."""
-        reader = self._reader._inner  # type: ignore[attr-defined]  # our RecordingReader (see _cb_client_connected)
+        """The dot-unstuffed message, or None (after reading up to the terminator) if it is too big.
+
+        SHIM 8: reads asyncio's StreamReader `_buffer` and `_limit`, which have no public API.
+        """
+        reader = self._reader._inner  # type: ignore[attr-defined]  # our RecordingReader (SHIM 4)
         limit = self.data_size_limit or 2**31
         original_limit = reader._limit
         # A virtual CRLF in front lets an empty message's ".\r\n" end it like any other, so one search
@@ -459,6 +487,8 @@ class MailConsoleSMTP(SMTP):
 
     # -- AUTH: aiosmtpd parses PLAIN and LOGIN; the password check leaves the event loop --------
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # SHIM 7: aiosmtpd's auth_PLAIN/auth_LOGIN call this synchronously, on the event loop; we only
+        # keep the credentials, and _verified checks them in a thread.
         self._pending_credentials = (mechanism, auth_data)
         return AuthResult(success=False, handled=False)
 
@@ -509,11 +539,11 @@ class MailConsoleSMTP(SMTP):
                 attempt.failed()
                 await asyncio.sleep(attempt.failure_delay_s)  # throttled without holding a thread
             self.auth_failures += 1
-            if self.auth_failures >= policy.max_auth_failures_per_connection:
-                await self.close_with(replies.TOO_MANY_AUTH_FAILURES)
+            reply = auth_failure_reply(policy, failures=self.auth_failures, reason=reason)
+            if closes_connection(reply):
+                await self.close_with(reply)
                 return AuthResult(success=False, handled=True)
-            message = replies.AUTH_LOCKED if reason == "locked" else replies.AUTH_FAILED
-            return AuthResult(success=False, handled=False, message=message)
+            return AuthResult(success=False, handled=False, message=reply)
         attempt.succeeded()
         self.signed_in_as = signed_in.address
         return AuthResult(success=True, auth_data=signed_in.address, message=replies.AUTH_SUCCEEDED)
@@ -535,28 +565,11 @@ def received_header(
     ).encode("utf-8", "surrogateescape")
 
 
-def drop_file_chunks(envelope: Envelope, recipients: list[str], received: bytes) -> list[bytes]:
-    """An IIS-style Drop file: x-sender/x-receiver envelope lines, a Received: header, the message."""
-    lines = [f"x-sender: {envelope.mail_from or ''}\r\n"]
-    lines += [f"x-receiver: {rcpt}\r\n" for rcpt in recipients]
-    head = "".join(lines).encode("utf-8", "surrogateescape")
-    return [head, received, envelope.original_content or b""]
-
-
-def mailbox_file_chunks(envelope: Envelope, received: bytes) -> list[bytes]:
-    """A message as stored in a Maildir: Return-Path (RFC 5321 4.4), Received:, the message."""
-    return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode("utf-8", "surrogateescape")
-    return [return_path, received, envelope.original_content or b""]
-
-
 def over_quota(entry: MailboxEntry, extra_octets: int, extra_messages: int) -> bool:
     """Whether a mailbox would pass its quota after taking `extra_octets` in `extra_messages` messages."""
-    if entry.quota_bytes is None and entry.quota_messages is None:
-        return False
-    size_octets, count = maildir.usage(entry.maildir)
-    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
-        return True
-    return entry.quota_messages is not None and count + extra_messages > entry.quota_messages
+    return maildir.would_exceed_quota(
+        entry.maildir, entry.quota_bytes, entry.quota_messages, extra_octets, extra_messages
+    )
 
 
 class LocalEnvelope(Envelope):
@@ -569,24 +582,7 @@ class LocalEnvelope(Envelope):
         self.remote_recipients: list[str] = []
 
 
-def split_recipient(address: str, default_domain: str) -> tuple[str, str] | None:
-    """Local part and canonical domain of a RCPT address; a bare name gets the default domain."""
-    local_part, at, domain = address.rpartition("@")
-    if not at:
-        # RFC 5321 allows a bare "postmaster"; IIS appends the default domain to bare names.
-        local_part, domain = address, default_domain
-    domain = domain.strip().rstrip(".").lower()
-    if not domain.startswith("["):
-        try:
-            domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-        except UnicodeError:
-            return None
-    if not local_part or not domain:
-        return None
-    return local_part, domain
-
-
-class LocalDeliveryHandler:
+class LocalDeliveryHandler(_ProtocolNamesOnly):
     """The policy hooks of a session, and delivery before the 250."""
 
     def __init__(
@@ -609,39 +605,35 @@ class LocalDeliveryHandler:
         self, server: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        if not self._snapshot().policy.allow_basic_auth:
-            responses = [r for r in responses if not r[4:].startswith("AUTH")]
-        # RFC 2920 and RFC 2034: the session reads pipelined commands in order, and every reply
-        # carries an enhanced status code (MailConsoleSMTP.push).
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return ehlo_lines(self._snapshot().policy, responses)
+
+    # SHIM 1 (continued): aiosmtpd reads the hook's signature on every connection (to tell its old
+    # 4-argument form from the 5-argument one); computed once here instead.
+    handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_MAIL(
         self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        snapshot = self._snapshot()
-        policy = snapshot.policy
-        if policy.require_tls and not server.tls_active:
-            return replies.TLS_REQUIRED
-        if server.messages_accepted >= policy.max_messages_per_connection:
-            await server.close_with(replies.TOO_MANY_MESSAGES)
-            return replies.TOO_MANY_MESSAGES.format(hostname=server.hostname)
-        if server.bytes_accepted >= policy.max_session_size_bytes:
-            return replies.SESSION_TOO_BIG
-        sender_domain = address.rpartition("@")[2].lower()
-        if server.signed_in_as:
-            if address and not snapshot.may_send_as(server.signed_in_as, address):
-                return replies.SENDER_NOT_OWNED.format(address=address, user=server.signed_in_as)
-        elif policy.require_auth_for_local_senders and snapshot.accepts_domain(sender_domain):
-            return replies.LOCAL_SENDER_MUST_AUTHENTICATE.format(address=address)
+        refusal = mail_refusal(
+            self._snapshot(),
+            address,
+            tls_active=server.tls_active,
+            messages_accepted=server.messages_accepted,
+            bytes_accepted=server.bytes_accepted,
+            signed_in_as=server.signed_in_as,
+        )
+        if refusal is not None:
+            if closes_connection(refusal):
+                await server.close_with(refusal)
+                return refusal.format(hostname=server.hostname)
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
     async def may_relay(self, server: MailConsoleSMTP, domain: str) -> bool:
         snapshot = self._snapshot()
-        if server.signed_in_as or domain in snapshot.relay_domains:
-            return True
-        if snapshot.policy.relay_list.matches(server.client_ip):
+        if relay_permitted(snapshot, signed_in_as=server.signed_in_as, client_ip=server.client_ip, domain=domain):
             return True
         if snapshot.policy.pop_before_smtp_minutes and self._pop_before_smtp is not None:
             return await self._pop_before_smtp(server.client_ip, snapshot.policy.pop_before_smtp_minutes)
@@ -656,33 +648,26 @@ class LocalDeliveryHandler:
         rcpt_options: list[str],
     ) -> str:
         snapshot = self._snapshot()
-        policy = snapshot.policy
-        if len(envelope.rcpt_tos) >= policy.max_recipients_per_message:
-            return replies.TOO_MANY_RECIPIENTS
-        parts = split_recipient(address, snapshot.default_domain)
-        if parts is None:
-            return replies.BAD_ADDRESS
-        local_part, domain = parts
-        if is_relay_trick(address) and not await self.may_relay(server, domain):
+        route = route_recipient(snapshot, address, accepted_so_far=len(envelope.rcpt_tos))
+        if not isinstance(route, Recipient):
+            return route
+        if route.needs_relay and not await self.may_relay(server, route.domain):
             return replies.RELAY_DENIED.format(address=address)
-        if not snapshot.accepts_domain(domain):
-            if not await self.may_relay(server, domain):
-                return replies.RELAY_DENIED.format(address=address)
-            recipient = f"{local_part}@{domain}"
+        recipient = route.address
+        if route.remote:
             envelope.remote_recipients.append(recipient)
             envelope.rcpt_tos.append(recipient)
             envelope.rcpt_options.extend(rcpt_options)
             return replies.OK_RECIPIENT
-        recipient = f"{local_part.lower()}@{domain}"
-        destination = snapshot.destination(local_part.lower(), domain)
+        destination = route.destination
         if destination is None:
             server.unknown_recipients += 1
-            limit = policy.harvest_unknown_recipients_limit
-            if limit and server.unknown_recipients >= limit:
+            delay_s, hang_up = harvest_penalty(snapshot.policy, server.unknown_recipients)
+            if delay_s:
                 # Directory harvesting: slow the client down, then send it away.
-                await asyncio.sleep(min(server.unknown_recipients - limit + 1, 5))
-                if server.unknown_recipients >= limit * 2:
-                    await server.close_with(replies.HARVEST_LIMIT)
+                await asyncio.sleep(delay_s)
+            if hang_up:
+                await server.close_with(replies.HARVEST_LIMIT)
             return replies.UNKNOWN_USER.format(address=recipient)
         loop = asyncio.get_running_loop()
         for entry in destination.mailboxes:
@@ -704,17 +689,16 @@ class LocalDeliveryHandler:
         snapshot = self._snapshot()
         policy = snapshot.policy
         content = envelope.original_content or b""
-        if count_received_headers(content) > policy.max_hop_count:
-            return replies.TOO_MANY_HOPS
-        if server.bytes_accepted + len(content) > policy.max_session_size_bytes:
-            return replies.SESSION_TOO_BIG
-        rate_keys = []
-        if policy.max_messages_per_client_per_hour:
-            rate_keys.append((f"client:{server.client_ip}", policy.max_messages_per_client_per_hour))
-        if policy.max_messages_per_sender_per_hour:
-            rate_keys.append((f"sender:{(envelope.mail_from or '').lower()}", policy.max_messages_per_sender_per_hour))
-        if any(self.counters.count_recent(key) >= limit for key, limit in rate_keys):
-            return replies.RATE_LIMITED
+        rate_keys = message_rate_keys(policy, client_ip=server.client_ip, sender=envelope.mail_from or "")
+        count_recent = self.counters.count_recent
+        refusal = data_refusal(
+            policy,
+            content,
+            bytes_accepted=server.bytes_accepted,
+            recent_counts=((count_recent(key), limit) for key, limit in rate_keys),
+        )
+        if refusal is not None:
+            return refusal
         message_id = unique_message_name("")
         received = received_header(snapshot, session, message_id, tls=server.tls_active, user=server.signed_in_as)
         loop = asyncio.get_running_loop()
@@ -734,42 +718,20 @@ class LocalDeliveryHandler:
 
     @staticmethod
     def _store(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> str | None:
+        mail_from = envelope.mail_from or ""
+        chunks = [received, envelope.original_content or b""]
         targets = list(envelope.mailbox_targets.values())
         if targets:
-            chunks = mailbox_file_chunks(envelope, received)
-            size_octets = sum(len(chunk) for chunk in chunks)
+            size_octets = mailstore.stored_size_octets(mail_from, chunks)
             for entry in targets:
                 if over_quota(entry, size_octets, 1):
                     return replies.MESSAGE_EXCEEDS_QUOTA.format(address=entry.address)
-        undo: list[Callable[[], None]] = []
-        try:
-            if targets:
-                name = maildir.deliver_many([entry.maildir for entry in targets], chunks)
-                undo += [functools.partial(os.unlink, entry.maildir / "new" / name) for entry in targets]
-            if envelope.drop_recipients:
-                drop_path = write_durably(
-                    snapshot.tmp_dir,
-                    snapshot.drop_dir,
-                    unique_message_name(".eml"),
-                    drop_file_chunks(envelope, envelope.drop_recipients, received),
-                )
-                undo.append(lambda: os.unlink(drop_path))
-            if envelope.remote_recipients:
-                enqueue_remote(snapshot, envelope, received)
-        except OSError:
-            # The sender will retry the whole message: take back the copies already stored.
-            for step in undo:
-                with contextlib.suppress(FileNotFoundError):
-                    step()
-            raise
+        mailstore.store_message(
+            home_dir=snapshot.home_dir,
+            mail_from=mail_from,
+            chunks=chunks,
+            maildirs=[entry.maildir for entry in targets],
+            drop_recipients=envelope.drop_recipients,
+            remote_recipients=envelope.remote_recipients,
+        )
         return None
-
-
-def enqueue_remote(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> None:
-    """Write the message for remote recipients durably into Queue/ (the delivery engine takes it)."""
-    enqueue(
-        snapshot.home_dir,
-        envelope.mail_from or "",
-        list(envelope.remote_recipients),
-        [received, envelope.original_content or b""],
-    )

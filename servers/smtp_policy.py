@@ -1,7 +1,23 @@
-"""SMTP policy decisions without I/O: client lists, relay tricks, hop counts, command hygiene.
+"""SMTP policy as pure decisions: every rule a session or the worker's sweep applies, without I/O.
 
-The SMTP session asks these questions; the answers depend only on the arguments, so they are
-tested without sockets.
+The adapter (`servers.smtp`, aiosmtpd underneath) owns sockets, the event loop, the clock and the
+disk; at each step it calls one function here with plain values -- the client's address, the
+worker's `ServerSnapshot`, the session's counters, the envelope's addresses as strings -- and gets
+back a reply constant from `servers.replies` (or None: go on) or where a recipient's mail goes.
+A reply that starts with 421 also ends the session (`closes_connection`). Nothing here touches
+asyncio, aiosmtpd, sockets, Redis or the ORM, so every rule is tested in microseconds
+(tests/test_smtp_policy.py).
+
+The path of one session, and the function that decides each step:
+
+    connect    connect_refusal, needs_client_name, client_refusal   (and the dispatcher: server_full_refusal)
+    EHLO       ehlo_lines
+    AUTH       auth_requires_tls, auth_failure_reply   (the password and the guesses: services.signin_guard)
+    MAIL       mail_refusal (may_send_as)
+    RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty
+    DATA       message_rate_keys, data_refusal (message_format.hop_count)
+    any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
+    sweep      sweep_reply
 """
 
 from __future__ import annotations
@@ -9,9 +25,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from servers import replies
+from servers.message_format import hop_count
 from servers.models import AccessRuleKind
+
+if TYPE_CHECKING:  # servers.snapshot imports ClientList from here
+    from servers.snapshot import Destination, ServerSnapshot, SmtpPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -116,13 +137,6 @@ def is_relay_trick(address: str) -> bool:
     return any(char in local_part for char in '%!@":')
 
 
-def count_received_headers(message: bytes) -> int:
-    """How many Received: trace headers (RFC 5321 6.3) the message already carries."""
-    header_end = message.find(b"\r\n\r\n")
-    headers = message if header_end < 0 else message[: header_end + 2]
-    return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
-
-
 # Postfix's smtpd_hard_error_limit: after this many bad commands in one session we say 421 and hang up.
 MAX_COMMAND_ERRORS = 20
 # C0 controls and DEL, except HTAB: never part of an SMTP command (RFC 5321 4.1.2 allows none of them).
@@ -164,3 +178,242 @@ def is_command_error(reply: str) -> bool:
     have their own limits.
     """
     return reply[:3] in ("500", "501", "502", "503", "504", "555") or reply[:9] in ("553 5.1.3", "553 5.6.7")
+
+
+def closes_connection(reply: str) -> bool:
+    """Whether a policy reply also ends the session (RFC 5321 3.8: 421 closes the channel)."""
+    return reply.startswith("421")
+
+
+# -- connect ----------------------------------------------------------------------------------------
+
+
+def server_full_refusal(policy: SmtpPolicy, open_sessions: int) -> str | None:
+    """TOO_MANY_CONNECTIONS when `open_sessions` (not counting the new one) already fill the server."""
+    if policy.max_connections is not None and open_sessions >= policy.max_connections:
+        return replies.TOO_MANY_CONNECTIONS
+    return None
+
+
+def connect_refusal(
+    policy: SmtpPolicy, *, paused: bool, stopping: bool, open_sessions: int, from_client: int
+) -> str | None:
+    """The reply that turns a new client away before the greeting, or None.
+
+    `open_sessions` and `from_client` count the server's and this address's other sessions. A paused
+    server still listens, but answers new clients 421 and hangs up (IIS "paused").
+    """
+    if stopping:
+        return replies.SHUTTING_DOWN
+    if paused:
+        return replies.SERVICE_NOT_AVAILABLE
+    refusal = server_full_refusal(policy, open_sessions)
+    if refusal is not None:
+        return refusal
+    if policy.max_connections_per_client is not None and from_client >= policy.max_connections_per_client:
+        return replies.TOO_MANY_FROM_CLIENT
+    return None
+
+
+def needs_client_name(policy: SmtpPolicy) -> bool:
+    """Whether the connect rules need the client's forward-confirmed reverse DNS name."""
+    return policy.access_list.needs_reverse_dns or policy.require_client_ptr
+
+
+def client_refusal(policy: SmtpPolicy, client_ip: str, confirmed_name: str | None) -> str | None:
+    """The Access tab's refusal of this client (reverse DNS, connection control), or None."""
+    if policy.require_client_ptr and not confirmed_name:
+        return replies.NO_REVERSE_DNS
+    if policy.access_list and not connection_allowed(
+        policy.connection_policy, policy.access_list, client_ip, confirmed_name
+    ):
+        return replies.CONNECTION_REFUSED
+    return None
+
+
+# -- EHLO and AUTH ----------------------------------------------------------------------------------
+
+
+def ehlo_lines(policy: SmtpPolicy, lines: list[str]) -> list[str]:
+    """aiosmtpd's EHLO reply with our extensions, and without AUTH when basic sign-in is off.
+
+    RFC 2920 and RFC 2034: the session reads pipelined commands in order, and every reply carries
+    an enhanced status code.
+    """
+    if not policy.allow_basic_auth:
+        lines = [line for line in lines if not line[4:].startswith("AUTH")]
+    return [*lines[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", lines[-1]]
+
+
+def auth_requires_tls(policy: SmtpPolicy, *, implicit_tls: bool) -> bool:
+    """No password in plaintext: AUTH is neither offered nor taken before STARTTLS (538 5.7.11)."""
+    return not implicit_tls and (policy.require_tls or policy.auth_requires_tls)
+
+
+def auth_failure_reply(policy: SmtpPolicy, *, failures: int, reason: str) -> str:
+    """The reply to a refused sign-in; `failures` counts this connection's, this one included."""
+    if failures >= policy.max_auth_failures_per_connection:
+        return replies.TOO_MANY_AUTH_FAILURES
+    return replies.AUTH_LOCKED if reason == "locked" else replies.AUTH_FAILED
+
+
+# -- MAIL -------------------------------------------------------------------------------------------
+
+
+def may_send_as(snapshot: ServerSnapshot, mailbox_address: str, sender: str) -> bool:
+    """Whether a user signed in as `mailbox_address` may use `sender` in MAIL FROM."""
+    local_part, _, domain = sender.lower().rpartition("@")
+    return f"{local_part}@{snapshot.alias_targets.get(domain, domain)}" == mailbox_address.lower()
+
+
+def mail_refusal(
+    snapshot: ServerSnapshot,
+    sender: str,
+    *,
+    tls_active: bool,
+    messages_accepted: int,
+    bytes_accepted: int,
+    signed_in_as: str | None,
+) -> str | None:
+    """The reply that refuses MAIL FROM:<sender>, or None; the counters are the session's so far."""
+    policy = snapshot.policy
+    if policy.require_tls and not tls_active:
+        return replies.TLS_REQUIRED
+    if messages_accepted >= policy.max_messages_per_connection:
+        return replies.TOO_MANY_MESSAGES
+    if bytes_accepted >= policy.max_session_size_bytes:
+        return replies.SESSION_TOO_BIG
+    if signed_in_as:
+        if sender and not may_send_as(snapshot, signed_in_as, sender):
+            return replies.SENDER_NOT_OWNED.format(address=sender, user=signed_in_as)
+    elif policy.require_auth_for_local_senders and snapshot.accepts_domain(sender.rpartition("@")[2].lower()):
+        return replies.LOCAL_SENDER_MUST_AUTHENTICATE.format(address=sender)
+    return None
+
+
+# -- RCPT -------------------------------------------------------------------------------------------
+
+
+def split_recipient(address: str, default_domain: str) -> tuple[str, str] | None:
+    """Local part and canonical domain of a RCPT address; a bare name gets the default domain."""
+    local_part, at, domain = address.rpartition("@")
+    if not at:
+        # RFC 5321 allows a bare "postmaster"; IIS appends the default domain to bare names.
+        local_part, domain = address, default_domain
+    domain = domain.strip().rstrip(".").lower()
+    if not domain.startswith("["):
+        try:
+            domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+        except UnicodeError:
+            return None
+    if not local_part or not domain:
+        return None
+    return local_part, domain
+
+
+class Recipient(NamedTuple):
+    """Where RCPT TO:<address> goes, once the address is understood.
+
+    `address` is the recipient as we record it. A `remote` recipient is another domain's (relayed);
+    a local one with no `destination` does not exist here (UNKNOWN_USER).
+    """
+
+    address: str
+    domain: str
+    remote: bool
+    needs_relay: bool
+    destination: Destination | None = None
+
+    @property
+    def unknown(self) -> bool:
+        return not self.remote and self.destination is None
+
+
+def route_recipient(snapshot: ServerSnapshot, address: str, *, accepted_so_far: int) -> str | Recipient:
+    """A refusal of RCPT TO:<address> that needs nothing more, or where its mail goes.
+
+    If `needs_relay`, the adapter first asks `relay_permitted` (then POP-before-SMTP) and refuses
+    with RELAY_DENIED if neither allows it: the address is another domain's, or tries to route
+    through us (`is_relay_trick`).
+    """
+    if accepted_so_far >= snapshot.policy.max_recipients_per_message:
+        return replies.TOO_MANY_RECIPIENTS
+    parts = split_recipient(address, snapshot.default_domain)
+    if parts is None:
+        return replies.BAD_ADDRESS
+    local_part, domain = parts
+    if not snapshot.accepts_domain(domain):
+        return Recipient(f"{local_part}@{domain}", domain, True, True)  # remote, needs relay
+    local_part = local_part.lower()
+    # Positional: RCPT is on the hot path, and a tuple built from keywords costs twice as much.
+    return Recipient(
+        f"{local_part}@{domain}", domain, False, is_relay_trick(address), snapshot.destination(local_part, domain)
+    )
+
+
+def relay_permitted(snapshot: ServerSnapshot, *, signed_in_as: str | None, client_ip: str, domain: str) -> bool:
+    """Whether we may take mail for another domain from this client without asking Redis.
+
+    Signed-in users, domains marked "relay incoming mail", and clients on the relay list may; else
+    only POP-before-SMTP (`pop_login_recent`) can still allow it.
+    """
+    return bool(signed_in_as) or domain in snapshot.relay_domains or snapshot.policy.relay_list.matches(client_ip)
+
+
+def pop_login_recent(logged_in_at: float | None, *, now: float, minutes: int) -> bool:
+    """POP-before-SMTP: whether a POP3 login at `logged_in_at` (epoch seconds) still lets the client relay."""
+    return logged_in_at is not None and now - logged_in_at <= minutes * 60
+
+
+def harvest_penalty(policy: SmtpPolicy, unknown_recipients: int) -> tuple[float, bool]:
+    """Directory harvesting: how long to wait before answering the n-th unknown recipient, and
+    whether to hang up (HARVEST_LIMIT) after it."""
+    limit = policy.harvest_unknown_recipients_limit
+    if not limit or unknown_recipients < limit:
+        return 0, False
+    return min(unknown_recipients - limit + 1, 5), unknown_recipients >= limit * 2
+
+
+# -- DATA -------------------------------------------------------------------------------------------
+
+
+def message_rate_keys(policy: SmtpPolicy, *, client_ip: str, sender: str) -> list[tuple[str, int]]:
+    """The hourly counters one more message counts toward, with their limits."""
+    keys = []
+    if policy.max_messages_per_client_per_hour:
+        keys.append((f"client:{client_ip}", policy.max_messages_per_client_per_hour))
+    if policy.max_messages_per_sender_per_hour:
+        keys.append((f"sender:{sender.lower()}", policy.max_messages_per_sender_per_hour))
+    return keys
+
+
+def data_refusal(
+    policy: SmtpPolicy, content: bytes, *, bytes_accepted: int, recent_counts: Iterable[tuple[int, int]] = ()
+) -> str | None:
+    """The reply that refuses a received message before it is stored, or None.
+
+    `recent_counts` gives (messages this hour, limit) per key of `message_rate_keys`; it is read
+    only if the message passes the other checks.
+    """
+    if hop_count(content) > policy.max_hop_count:
+        return replies.TOO_MANY_HOPS
+    if bytes_accepted + len(content) > policy.max_session_size_bytes:
+        return replies.SESSION_TOO_BIG
+    if any(count >= limit for count, limit in recent_counts):
+        return replies.RATE_LIMITED
+    return None
+
+
+# -- the worker's sweep -----------------------------------------------------------------------------
+
+# A session is not judged on its data rate before it is this old.
+RATE_GRACE_S = 60
+
+
+def sweep_reply(policy: SmtpPolicy, *, age_s: float, bytes_in: int) -> str | None:
+    """Why the periodic sweep closes a session (time limit, minimum data rate), or None."""
+    if age_s > policy.max_session_duration_s:
+        return replies.SESSION_TOO_LONG
+    if policy.min_data_rate_bps and age_s > RATE_GRACE_S and bytes_in / age_s < policy.min_data_rate_bps:
+        return replies.TOO_SLOW
+    return None

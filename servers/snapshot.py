@@ -1,6 +1,8 @@
 """The configuration a worker process runs on, read from the database at start and on reload.
 
-Workers keep this in memory so that nothing on the SMTP hot path waits on the database.
+Workers keep this in memory so that nothing on the SMTP hot path waits on the database. It is
+data plus the routing table (`accepts_domain`, `destination`) that both the SMTP session and the
+delivery engine read; the rules that decide on it are in `servers.smtp_policy`.
 """
 
 from __future__ import annotations
@@ -131,11 +133,6 @@ class ServerSnapshot:
     @property
     def tmp_dir(self) -> Path:
         return self.home_dir / ".tmp"
-
-    def may_send_as(self, mailbox_address: str, sender: str) -> bool:
-        """Whether a user signed in as `mailbox_address` may use `sender` in MAIL FROM."""
-        local_part, _, domain = sender.lower().rpartition("@")
-        return f"{local_part}@{self.alias_targets.get(domain, domain)}" == mailbox_address.lower()
 
     def accepts_domain(self, domain: str) -> bool:
         """Whether mail for `domain` is ours to take in (local or alias domain)."""

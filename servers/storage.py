@@ -110,7 +110,7 @@ def contained_path(parent: Path | str, *parts: str) -> Path:
 
 # Maildir readers remove tmp/ files not touched for 36 hours (https://cr.yp.to/proto/maildir.html).
 STALE_TMP_AGE_S = 36 * 3600
-# Where a server keeps its Maildirs, and its own temp folder (as in servers.maildir and delivery.queue).
+# Where a server keeps its Maildirs, and its own temp folder (as in servers.maildir and servers.mailstore).
 MAILBOX_ROOT = "Mailbox"
 SERVER_TMP_DIR = ".tmp"
 

@@ -1,4 +1,5 @@
-"""Fixtures for tests that run the real thing: a Celery worker and beat, SMTP worker processes."""
+"""Fixtures every test module shares: the people and their clients, and the real thing (a Celery worker and
+beat, SMTP worker processes)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from django.conf import settings
 from servers import services, supervision
 from servers.models import Node
 from servers.services import signin_guard
+from tests.api_factories import client_for
+from tests.factories import People, make_people
 from tests.helpers import wait_until
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -36,6 +39,30 @@ def database_url_of(settings_dict: dict) -> str:
 def fresh_sign_in_counters() -> None:
     """Every test starts with no failed sign-ins counted: all tests connect from loopback."""
     signin_guard.forget_all()
+
+
+@pytest.fixture
+def fast_hashing(request, settings) -> None:
+    """Hash new passwords with MD5: hashing strength is not what those tests are about.
+
+    The configured hashers stay for hashes made elsewhere; tests that run worker processes keep the
+    configured order, since the workers verify with it. Modules ask for it with
+    `pytestmark = pytest.mark.usefixtures("fast_hashing")`.
+    """
+    if "supervised" not in request.fixturenames:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
+@pytest.fixture
+def people(db, fast_hashing) -> People:
+    """alice administers, bob operates, carol administers a domain, dave has no role (no roles granted yet)."""
+    return make_people()
+
+
+@pytest.fixture
+def admin(people):
+    """An API client signed in with alice's token."""
+    return client_for(people.alice)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,8 @@ from django.utils import timezone
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from servers import tls
-from servers.delivery import engine, queue
+from servers import mailstore, tls
+from servers.delivery import engine
 from servers.delivery.models import DeliverySettings, QueuedMessage
 from servers.models import Node
 from tests.factories import make_mailbox, make_server
@@ -42,7 +43,7 @@ class _Resolver(BaseResolver):
         qtype = QTYPE[request.q.qtype]
         self.dns.queries.append((name, qtype))
         if name in self.dns.silent:
-            time.sleep(10)
+            self.dns.stopping.wait(10)  # no answer: the client times out; let go when the server stops
             return None
         if name in self.dns.servfail:
             reply.header.rcode = RCODE.SERVFAIL
@@ -74,6 +75,7 @@ class TestDNS:
         self.records: dict[str, list[tuple[str, object]]] = {}
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
+        self.stopping = threading.Event()
         self.queries: list[tuple[str, str]] = []
         self.port = free_port()
         self.server = DNSServer(
@@ -98,6 +100,7 @@ class TestDNS:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.stop()
         self.server.server.server_close()  # dnslib's stop() leaves the UDP socket open
 
@@ -321,24 +324,26 @@ def configure(server, **changes) -> None:
 
 
 def send(server, recipients, *, mail_from="alice@lab.test", message=MESSAGE) -> QueuedMessage:
-    message_id = queue.enqueue(server.home_dir, mail_from, recipients, [message])
+    message_id = mailstore.enqueue(server.home_dir, mail_from, recipients, [message])
     engine.reconcile_queue(server)
     return QueuedMessage.objects.get(server=server, name=message_id + ".eml")
 
 
-def run_queue(server, *, rounds: int = 1) -> None:
-    """Process every due message (and the DSNs they make) `rounds` times."""
+def run_queue(server, *, rounds: int = 1, later_s: float = 0) -> None:
+    """Process every due message (and the DSNs they make) `rounds` times, as if `later_s` had passed."""
     for _ in range(rounds):
         engine.reconcile_queue(server)
-        for message_id in QueuedMessage.objects.due(timezone.now()).filter(server=server).values_list("pk", flat=True):
-            engine.process_message(message_id)
+        later = timedelta(seconds=later_s)
+        due = QueuedMessage.objects.due(timezone.now() + later).filter(server=server)
+        for message_id in due.values_list("pk", flat=True):
+            engine.process_message(message_id, now=timezone.now() + later if later_s else None)
 
 
-def run_until_empty(server, *, timeout_s: float = 15) -> None:
+def run_until_empty(server, *, timeout_s: float = 15, later_s: float = 0) -> None:
     deadline = time.monotonic() + timeout_s
     while QueuedMessage.objects.filter(server=server).exists():
         assert time.monotonic() < deadline, list(QueuedMessage.objects.filter(server=server).values())
-        run_queue(server)
+        run_queue(server, later_s=later_s)
         time.sleep(0.1)
 
 

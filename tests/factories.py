@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from servers import services
 from servers.models import Mailbox, Pop3Service, VirtualServer
 from tests.helpers import free_port
 
 _counter = 0
+
+# The console users' password (mailboxes get PASSWORD below).
+USER_PASSWORD = "Correct-Horse-9"
+
+
+@dataclass
+class People:
+    """The one cast of console users; each test grants the roles its scenario needs.
+
+    alice administers; bob operates a server; carol administers a domain; dave is signed in with no
+    role. The console tests call the operator `oscar` and the domain administrator `dora`: the same people.
+    """
+
+    alice: object  # administrator
+    bob: object  # server operator
+    carol: object  # domain administrator
+    dave: object  # signed in, no role
+
+    @property
+    def oscar(self):
+        return self.bob
+
+    @property
+    def dora(self):
+        return self.carol
+
+
+def make_user(username: str, *, superuser: bool = False, password: str = USER_PASSWORD):
+    users = get_user_model().objects
+    if superuser:
+        return users.create_superuser(username, f"{username}@example.test", password)
+    return users.create_user(username, f"{username}@example.test", password)
+
+
+def make_people() -> People:
+    return People(
+        alice=make_user("alice", superuser=True),
+        bob=make_user("bob"),
+        carol=make_user("carol"),
+        dave=make_user("dave"),
+    )
 
 
 def make_server(
@@ -55,3 +98,16 @@ def make_pop3_service(**kwargs) -> Pop3Service:
     kwargs.setdefault("port", free_port())
     kwargs.setdefault("tls_port", free_port())
     return services.create_pop3_service(**kwargs)
+
+
+@dataclass
+class MailboxOwners:
+    """The cast's mailboxes on one server: helena's (the webmail and POP3 tests' reader) and bob's."""
+
+    server: VirtualServer
+    helena: Mailbox
+    bob: Mailbox
+
+
+def make_mailbox_owners(server: VirtualServer) -> MailboxOwners:
+    return MailboxOwners(server=server, helena=make_mailbox(server, "helena"), bob=make_mailbox(server, "bob"))

@@ -22,8 +22,7 @@ from tests.panel_helpers import PASSWORD, clear_login_throttle, make_user
 
 
 @pytest.fixture
-def alice(db, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+def alice(db, fast_hashing):
     clear_login_throttle()
     yield make_user("alice", superuser=True)
     clear_login_throttle()
@@ -141,8 +140,7 @@ def test_the_audit_log_admin_is_read_only(admin_client):
 
 
 @override_settings(CONSOLE_LOGIN_FAILURES_PER_USERNAME=3)
-def test_over_a_socket_the_admin_locks_out_after_wrong_passwords(live_server, transactional_db, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+def test_over_a_socket_the_admin_locks_out_after_wrong_passwords(live_server, transactional_db, fast_hashing):
     clear_login_throttle()
     make_user("alice", superuser=True)
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from servers import maildir, services
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people, results
+from servers import mailstore, services
+from tests.api_factories import GOOD_PASSWORD, results
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def test_every_change_made_through_the_api_is_in_the_audit_log_under_its_user(admin):
@@ -48,8 +35,8 @@ def test_stats_count_servers_by_state_domains_mailboxes_and_stored_mail(admin):
     ann = services.add_mailbox(server.default_domain, "ann", GOOD_PASSWORD)
     services.add_mailbox(server.default_domain, "bob", GOOD_PASSWORD)
     services.set_mailbox_lock(ann, True)
-    maildir.deliver(ann.maildir, [b"Subject: one\r\n\r\nx\r\n"])
-    maildir.deliver(ann.maildir, [b"Subject: two\r\n\r\ny\r\n"])
+    mailstore.deliver(ann.maildir, [b"Subject: one\r\n\r\nx\r\n"])
+    mailstore.deliver(ann.maildir, [b"Subject: two\r\n\r\ny\r\n"])
     response = admin.get("/api/v1/stats/")
     assert response.status_code == 200
     stats = response.json()

@@ -11,12 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from api.models import ApiToken, hash_key
-from tests.api_factories import client_for, make_people
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
+from tests.api_factories import client_for
 
 
 def test_anonymous_request_is_refused_with_401_and_a_token_challenge(people):

@@ -5,23 +5,10 @@ from __future__ import annotations
 import pytest
 
 from servers.models import AuditEntry
-from tests.api_factories import FAST_HASHERS, client_for, make_people
+from tests.api_factories import client_for
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def test_a_new_server_shows_the_iis_delivery_defaults(admin):

@@ -15,7 +15,7 @@ from api.models import ApiToken
 from api.parsers import MAX_JSON_DEPTH, json_depth
 from api.views import StatsView
 from servers.services import DomainError
-from tests.api_factories import FAST_HASHERS, client_for, make_people
+from tests.api_factories import client_for
 from tests.factories import make_server
 
 
@@ -65,10 +65,9 @@ DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 
 
 @pytest.fixture
-def api(db, settings):
+def api(people):
     """An administrator's client that shows an unhandled exception as the 500 a real client would get."""
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    client = client_for(make_people().alice)
+    client = client_for(people.alice)
     client.raise_request_exception = False
     return client
 
@@ -135,9 +134,8 @@ def test_django_errors_outside_drf_are_json_under_the_api_and_html_elsewhere(api
     assert page.status_code == 404 and not page["Content-Type"].startswith("application/json")
 
 
-def test_over_a_socket_a_deeply_nested_body_gets_a_json_400(live_server, transactional_db, settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    _, key = ApiToken.issue(make_people().alice)
+def test_over_a_socket_a_deeply_nested_body_gets_a_json_400(live_server, transactional_db, people):
+    _, key = ApiToken.issue(people.alice)
     request = urllib.request.Request(
         f"{live_server.url}/api/v1/servers/",
         data=DEEP_ARRAY,

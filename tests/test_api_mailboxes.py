@@ -5,25 +5,12 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.hashers import check_password
 
-from servers import maildir, services
+from servers import mailstore, services
 from servers.models import AuditEntry, Logon, Mailbox
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people, results
+from tests.api_factories import GOOD_PASSWORD, client_for, results
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
@@ -70,7 +57,7 @@ def test_a_mailbox_in_a_remote_domain_is_refused(admin, domain):
 
 def test_size_and_message_count_come_from_the_maildir(admin, domain):
     mailbox = services.add_mailbox(domain, "ann", GOOD_PASSWORD)
-    maildir.deliver(mailbox.maildir, [b"Subject: hi\r\n\r\nhello\r\n"])
+    mailstore.deliver(mailbox.maildir, [b"Subject: hi\r\n\r\nhello\r\n"])
     data = admin.get(f"/api/v1/mailboxes/{mailbox.pk}/").json()
     assert data["message_count"] == 1 and data["size_bytes"] > 0
 
@@ -122,8 +109,7 @@ def test_lock_unlock_and_password_actions(admin, domain):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_delete_keeps_stored_mail_unless_remove_mail_is_asked(people, settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+def test_delete_keeps_stored_mail_unless_remove_mail_is_asked(people):
     admin = client_for(people.alice)
     domain = make_server().default_domain
     kept = services.add_mailbox(domain, "kept", GOOD_PASSWORD)

@@ -8,23 +8,10 @@ from servers.delivery import engine
 from servers.delivery.models import QueuedMessage
 from servers.models import AuditEntry
 from servers.services.api_support import set_server_operators
-from tests.api_factories import FAST_HASHERS, client_for, make_people, results
+from tests.api_factories import client_for, results
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def queue_message(server, *recipients: str) -> QueuedMessage:

@@ -15,13 +15,10 @@ from rest_framework.test import APIClient
 from servers import services
 from servers.models import Domain, Mailbox, VirtualServer
 from servers.services.api_support import set_domain_administrators, set_server_operators
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people, results
+from tests.api_factories import GOOD_PASSWORD, client_for, results
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @dataclass
@@ -34,11 +31,6 @@ class Lab:
     m1: Mailbox
     m2a: Mailbox
     m2b: Mailbox
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
 
 
 @pytest.fixture

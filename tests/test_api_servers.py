@@ -6,24 +6,11 @@ import pytest
 from django.conf import settings
 
 from servers.models import AuditEntry, Node, ServiceState, VirtualServer
-from tests.api_factories import FAST_HASHERS, client_for, make_people, results
+from tests.api_factories import results
 from tests.factories import make_server
 from tests.helpers import free_port
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def new_server_body(**overrides) -> dict:

@@ -10,18 +10,10 @@ import pytest
 from servers.livestate import redis_client, sessions_key, terminate_key
 from servers.models import AuditEntry
 from servers.services.api_support import set_server_operators
-from tests.api_factories import FAST_HASHERS, client_for, make_people
+from tests.api_factories import client_for
 from tests.factories import make_server
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture

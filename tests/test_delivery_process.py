@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from servers.delivery import queue
+from servers import mailstore
 from servers.delivery.models import DeliverySettings, QueuedMessage
 from tests.delivery_helpers import MESSAGE, RemoteBehaviour
 from tests.factories import make_server
@@ -28,7 +28,7 @@ def test_the_worker_delivers_queued_and_picked_up_mail_within_seconds(supervised
     vs = running_server(dns, port)
     dns.add_a("far.test", "127.0.0.4")
     remote = remotes("127.0.0.4")
-    queue.enqueue(vs.home_dir, "alice@lab.test", ["bob@far.test"], [MESSAGE])
+    mailstore.enqueue(vs.home_dir, "alice@lab.test", ["bob@far.test"], [MESSAGE])
     (vs.home_path / "Pickup" / "note.eml").write_bytes(
         b"x-sender: alice@lab.test\r\nx-receiver: carol@far.test\r\nSubject: picked up\r\n\r\nhi\r\n"
     )
@@ -38,14 +38,14 @@ def test_the_worker_delivers_queued_and_picked_up_mail_within_seconds(supervised
         message="both messages at the remote server",
     )
     wait_until(lambda: not QueuedMessage.objects.filter(server=vs).exists(), message="an empty queue")
-    assert queue.list_queue(vs.home_path) == [] and not (vs.home_path / "Pickup" / "note.eml").exists()
+    assert mailstore.list_queue(vs.home_path) == [] and not (vs.home_path / "Pickup" / "note.eml").exists()
 
 
 def test_killing_the_worker_in_the_middle_of_a_delivery_loses_nothing(supervised, celery_stack, dns, port, remotes):
     vs = running_server(dns, port)
     dns.add_a("far.test", "127.0.0.4")
     remote = remotes("127.0.0.4", behaviour=RemoteBehaviour(hold_first_data=True))
-    message_id = queue.enqueue(vs.home_dir, "alice@lab.test", ["bob@far.test"], [MESSAGE])
+    message_id = mailstore.enqueue(vs.home_dir, "alice@lab.test", ["bob@far.test"], [MESSAGE])
     assert remote.holding.wait(30), "the worker never reached DATA"
 
     os.killpg(celery_stack.worker.pid, signal.SIGKILL)  # the worker and its pool, mid-transaction

@@ -11,33 +11,18 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from servers import maildir, pop3_replies, services
+from servers import maildir, mailstore, pop3_replies, services
 from servers.models import Mailbox, ObservedState
 from servers.snapshot import load_snapshot
 from servers.storage import UnsafePathError, contained_path
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
+from tests.api_factories import GOOD_PASSWORD
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
 from tests.helpers import free_port
 from tests.panel_helpers import clear_login_throttle
 
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
 MESSAGE = b"Subject: unread\r\n\r\nfor bob\r\n"
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(request, settings):
-    # Worker processes verify with the configured hashers, so tests that run them keep those.
-    if "supervised" not in request.fixturenames:
-        settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
-
-
-@pytest.fixture
-def admin(people):
-    return client_for(people.alice)
 
 
 def legacy_mailbox(server, local_part: str) -> Mailbox:
@@ -49,7 +34,7 @@ def legacy_mailbox(server, local_part: str) -> Mailbox:
 
 def bob_with_unread_mail(server) -> tuple[Mailbox, str]:
     bob = make_mailbox(server, "bob")
-    return bob, maildir.deliver(bob.maildir, [MESSAGE])
+    return bob, mailstore.deliver(bob.maildir, [MESSAGE])
 
 
 # -- new names are refused, with the field at fault -----------------------------------------------
@@ -176,7 +161,7 @@ def test_deleting_a_mailbox_whose_folder_is_a_link_leaves_the_target_alone(admin
 def test_deleting_an_ordinary_mailbox_with_its_mail_still_removes_its_folder(admin, django_capture_on_commit_callbacks):
     server = make_server(domain="ordinary.test")
     ann = make_mailbox(server, "ann")
-    maildir.deliver(ann.maildir, [MESSAGE])
+    mailstore.deliver(ann.maildir, [MESSAGE])
     with django_capture_on_commit_callbacks(execute=True):
         assert admin.delete(f"/api/v1/mailboxes/{ann.pk}/?remove_mail=1").status_code == 204
     assert not ann.maildir.exists()
@@ -267,14 +252,14 @@ def test_maildir_writes_refuse_a_folder_inside_another_maildirs_new(tmp_path):
     bob = maildir.ensure_maildir(tmp_path / "d.test" / "bob")
     for inner in (bob / "new", bob / "cur" / "x", bob / "tmp"):
         with pytest.raises(UnsafePathError):
-            maildir.deliver(inner, [MESSAGE])
+            mailstore.deliver(inner, [MESSAGE])
         with pytest.raises(UnsafePathError):
             maildir.ensure_maildir(inner)
         with pytest.raises(UnsafePathError):
-            maildir.delete_messages(inner, ["x"])
+            mailstore.delete_messages(inner, ["x"])
     with pytest.raises(UnsafePathError):
         maildir.mailbox_maildir(tmp_path, "d.test", ".hidden")
     folder = maildir.ensure_maildir(maildir.folder_maildir(bob, "Sent"))
-    assert maildir.deliver(folder, [MESSAGE]) and folder == bob / ".Sent"
+    assert mailstore.deliver(folder, [MESSAGE]) and folder == bob / ".Sent"
     with pytest.raises(UnsafePathError):
         maildir.folder_maildir(bob, "../../etc")

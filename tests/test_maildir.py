@@ -10,16 +10,9 @@ from pathlib import Path
 import pytest
 
 from servers import maildir as maildir_module
-from servers.maildir import (
-    MaildirMailbox,
-    crlf_size_octets,
-    delete_messages,
-    deliver,
-    ensure_maildir,
-    list_messages,
-    read_message,
-    unique_part,
-)
+from servers import mailstore
+from servers.maildir import crlf_size_octets, ensure_maildir, list_messages, read_message, unique_part
+from servers.mailstore import MaildirMailbox, delete_messages, deliver
 
 MESSAGE = b"From: bob@example.com\r\nSubject: hello\r\n\r\nHello Alice\r\n"
 
@@ -89,7 +82,7 @@ def test_a_failed_directory_sync_takes_the_message_back_out_of_new(maildir, monk
     def failing_fsync_dir(directory: Path) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(maildir_module, "fsync_dir", failing_fsync_dir)
+    monkeypatch.setattr(mailstore, "fsync_dir", failing_fsync_dir)
 
     with pytest.raises(OSError):
         deliver(maildir, [MESSAGE])
@@ -103,7 +96,7 @@ def test_delivery_syncs_the_file_before_linking_it_and_the_directory_after(maild
     real_fsync, real_link = os.fsync, os.link
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync file"), real_fsync(fd)))
     monkeypatch.setattr(os, "link", lambda src, dst: (events.append("link"), real_link(src, dst)))
-    monkeypatch.setattr(maildir_module, "fsync_dir", lambda directory: events.append(f"fsync {directory.name}/"))
+    monkeypatch.setattr(mailstore, "fsync_dir", lambda directory: events.append(f"fsync {directory.name}/"))
 
     deliver(maildir, [MESSAGE])
 

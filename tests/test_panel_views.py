@@ -9,15 +9,13 @@ from django.urls import reverse
 from servers import services, stored_secrets
 from servers.models import AuditEntry, Domain, GroupAddress, Mailbox, VirtualServer
 from tests.helpers import free_port
-from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast, needs_roles
+from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def cast(settings):
-    # Hashing strength is not what these tests are about; Argon2 stays for hashes made elsewhere.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+def cast(fast_hashing):
     clear_login_throttle()
     return make_cast()
 
@@ -77,7 +75,7 @@ def test_username_is_locked_out_after_repeated_failures_even_with_the_right_pass
     assert response.status_code == 429
     assert b"Too many failed sign-ins" in response.content
     # Another user from another address is not affected.
-    assert post_login(Client(REMOTE_ADDR="10.9.9.9"), "oscar", PASSWORD).status_code == 302
+    assert post_login(Client(REMOTE_ADDR="10.9.9.9"), cast.oscar.username, PASSWORD).status_code == 302
 
 
 @override_settings(CONSOLE_LOGIN_FAILURES_PER_ADDRESS=4, CONSOLE_LOGIN_FAILURES_PER_USERNAME=100)
@@ -85,8 +83,8 @@ def test_client_address_is_locked_out_after_failures_across_usernames(cast):
     attacker = Client(REMOTE_ADDR="192.0.2.7")
     for name in ("u1", "u2", "u3", "u4"):
         post_login(attacker, name, "wrong")
-    assert post_login(attacker, "oscar", PASSWORD).status_code == 429
-    assert post_login(Client(REMOTE_ADDR="192.0.2.8"), "oscar", PASSWORD).status_code == 302
+    assert post_login(attacker, cast.oscar.username, PASSWORD).status_code == 429
+    assert post_login(Client(REMOTE_ADDR="192.0.2.8"), cast.oscar.username, PASSWORD).status_code == 302
 
 
 def test_sign_out_needs_a_post_and_ends_the_session(cast):
@@ -109,7 +107,6 @@ def test_forms_are_refused_without_a_csrf_token(cast):
 # -- scoping by role ----------------------------------------------------------------------------------
 
 
-@needs_roles
 def test_operator_sees_only_the_servers_they_operate(cast):
     client = client_for(cast.oscar)
     listing = client.get(reverse("console:servers")).content.decode()
@@ -121,7 +118,6 @@ def test_operator_sees_only_the_servers_they_operate(cast):
     )
 
 
-@needs_roles
 def test_domain_administrator_cannot_see_another_domain(cast):
     client = client_for(cast.dora)
     assert client.get(reverse("console:domain", args=[cast.domain.pk])).status_code == 200
@@ -132,15 +128,13 @@ def test_domain_administrator_cannot_see_another_domain(cast):
     assert "dora.example.test" in tree and "lab.example.test" not in tree
 
 
-@needs_roles
 def test_domain_administrator_cannot_remove_their_own_domain_from_the_server(cast):
     client = client_for(cast.dora)
     response = client.post(reverse("console:domain-action", args=[cast.domain.pk]), {"action": "remove"})
-    assert response.status_code == 404
+    assert response.status_code == 403  # she sees the domain; changing it is not hers (the API answers 403 too)
     assert Domain.objects.filter(pk=cast.domain.pk).exists()
 
 
-@needs_roles
 def test_domain_administrator_cannot_reach_another_domains_mailbox(cast):
     other = services.add_mailbox(cast.other_domain, "secret", PASSWORD, actor="test")
     client = client_for(cast.dora)
@@ -148,19 +142,18 @@ def test_domain_administrator_cannot_reach_another_domains_mailbox(cast):
     assert client.get(reverse("console:domain-export", args=[cast.other_domain.pk])).status_code == 404
 
 
-@needs_roles
 def test_only_an_administrator_runs_the_wizard_and_reads_the_audit_log(cast):
     client = client_for(cast.oscar)
     assert client.get(reverse("console:server-new")).status_code == 403
-    assert client.get(reverse("console:audit")).status_code == 403
+    audit = client.get(reverse("console:audit"))  # an operator reads only the changes they made, as in the API
+    assert audit.status_code == 200 and "create_virtual_server" not in audit.content.decode()
     assert client.get(reverse("console:services")).status_code == 403
     assert client.post(reverse("console:server-delete", args=[cast.server.pk])).status_code == 403
 
 
-@needs_roles
 def test_security_tab_shows_operators_only_to_an_administrator(cast):
     url = reverse("console:server", args=[cast.server.pk]) + "?tab=security"
-    assert "oscar" in client_for(cast.alice).get(url).content.decode()
+    assert cast.oscar.username in client_for(cast.alice).get(url).content.decode()
     assert "Only an administrator" in client_for(cast.oscar).get(url).content.decode()
 
 
@@ -292,10 +285,10 @@ def test_node_service_can_be_stopped_by_an_administrator(cast):
 
 
 def test_queue_lists_waiting_mail_and_freezes_and_deletes_it(cast):
-    from servers.delivery import queue
+    from servers import mailstore
     from servers.delivery.models import QueuedMessage
 
-    queue.enqueue(
+    mailstore.enqueue(
         cast.server.home_dir, "ann@lab.example.test", ["bob@remote.example"], [b"Subject: hi\r\n\r\nhello\r\n"]
     )
     client = client_for(cast.alice)
@@ -514,7 +507,6 @@ def test_audit_log_filters_by_user_object_and_time(cast):
     assert "No entries match" in client.get(reverse("console:audit") + "?until=2000-01-01").content.decode()
 
 
-@needs_roles
 def test_logons_are_scoped_to_the_users_mailboxes(cast):
     mine = services.add_mailbox(cast.domain, "ann", PASSWORD, actor="test")
     theirs = services.add_mailbox(cast.other_domain, "zed", PASSWORD, actor="test")
@@ -584,17 +576,16 @@ def test_administrator_chooses_a_servers_operators_on_the_security_tab(cast):
     client = client_for(cast.alice)
     url = reverse("console:server", args=[cast.server.pk]) + "?tab=security"
     response = client.post(url, {"operators": [cast.dora.pk]}, follow=True)
-    assert "Operators: dora" in response.content.decode()
+    assert f"Operators: {cast.dora.username}" in response.content.decode()
     assert list(VirtualServer.objects.get(pk=cast.server.pk).operators.all()) == [cast.dora]
     assert client_for(cast.oscar).post(url, {"operators": [cast.oscar.pk]}).status_code == 404
 
 
-@needs_roles
 def test_operator_chooses_domain_administrators_but_a_domain_administrator_cannot(cast):
     url = reverse("console:domain-administrators", args=[cast.domain.pk])
     client_for(cast.oscar).post(url, {"administrators": [cast.dora.pk, cast.oscar.pk]})
     assert set(Domain.objects.get(pk=cast.domain.pk).administrators.all()) == {cast.dora, cast.oscar}
-    assert client_for(cast.dora).post(url, {"administrators": []}).status_code == 404
+    assert client_for(cast.dora).post(url, {"administrators": []}).status_code == 403
 
 
 def test_current_sessions_lists_what_the_worker_reports_and_terminates_one(cast):

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from servers import pop3_replies as replies
-from servers.maildir import MaildirMailbox, deliver, ensure_maildir
+from servers.maildir import ensure_maildir
+from servers.mailstore import MaildirMailbox, deliver
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, Reply, SessionState
 
 HOSTNAME = "pop.example.com"

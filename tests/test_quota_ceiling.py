@@ -16,20 +16,12 @@ from servers import services
 from servers.models import AuditEntry, Mailbox
 from servers.services import DomainError
 from servers.services.api_support import set_domain_administrators, set_server_operators
-from tests.api_factories import FAST_HASHERS, GOOD_PASSWORD, client_for, make_people
+from tests.api_factories import GOOD_PASSWORD, client_for
 from tests.factories import make_server
 
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
 MB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def people(db):
-    return make_people()
 
 
 @pytest.fixture

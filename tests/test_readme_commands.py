@@ -26,10 +26,9 @@ import pytest
 from django.core.management import get_commands, load_command_class
 from django.core.management.base import BaseCommand, CommandError, handle_default_options
 
-from servers import services, tls
-from servers.delivery import engine, queue
+from servers import mailstore, services, tls
+from servers.delivery import engine
 from servers.management.commands import smtpsvc
-from tests.api_factories import FAST_HASHERS
 from tests.factories import make_pop3_service, make_server
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -194,20 +193,19 @@ def build_installation(tmp_path: Path, without: set[str]) -> None:
     for local_part in ("helena", "bob"):
         if local_part not in without:
             services.add_mailbox(server.default_domain, local_part, "Start-pw-123")
-    message_id = queue.enqueue(
+    message_id = mailstore.enqueue(
         server.home_dir,
         "helena@study003.local",
         ["someone@far.example"],
         [b"Subject: queued\r\n\r\nfor the queue examples\r\n"],
     )
-    queue_dir = server.home_path / queue.QUEUE_DIR
+    queue_dir = server.home_path / mailstore.QUEUE_DIR
     (queue_dir / f"{message_id}.eml").rename(queue_dir / "12.eml")
     engine.reconcile_queue(server)
 
 
 @pytest.fixture
-def installation_for(settings, tmp_path, monkeypatch):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
+def installation_for(fast_hashing, tmp_path, monkeypatch):
     # start|pause|stop wait for the node's supervisor to report the state; none runs here (the
     # supervisor has its own tests), so the commands report at once what they asked for.
     monkeypatch.setattr(smtpsvc, "WAIT_S", 0)

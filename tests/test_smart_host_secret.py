@@ -15,12 +15,10 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
 
-from servers import services, stored_secrets
-from servers.delivery import queue
+from servers import mailstore, services, stored_secrets
 from servers.delivery import services as delivery_services
 from servers.delivery.models import DeliverySettings, RecipientState, RemoteDomainRoute
 from servers.models import DomainType, VirtualServer
-from tests.api_factories import FAST_HASHERS, client_for, make_people
 from tests.delivery_helpers import run_queue, send
 from tests.factories import make_server
 from tests.helpers import wait_until
@@ -28,17 +26,8 @@ from tests.helpers import wait_until
 PASSWORD = "Relay-s3cret-pw"
 REPO_DIR = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.delivery_helpers"]
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 MIGRATION = importlib.import_module("servers.migrations.0009_secrets_and_quota_ceiling")
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-
-
-@pytest.fixture
-def admin(db):
-    return client_for(make_people().alice)
 
 
 def stored_row(table: str, column: str, pk: int) -> str:
@@ -212,6 +201,6 @@ def test_the_celery_worker_process_authenticates_to_the_smart_host_with_the_stor
         smart_host_password=PASSWORD,
     )
     relay = remotes("127.0.0.7", users={"relay-user": PASSWORD})
-    queue.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test"], [b"Subject: via the relay\r\n\r\nhello\r\n"])
+    mailstore.enqueue(server.home_dir, "alice@lab.test", ["bob@far.test"], [b"Subject: via the relay\r\n\r\nhello\r\n"])
     wait_until(lambda: relay.recipients() == ["bob@far.test"], timeout_s=30, message="delivery through the relay")
     assert relay.received[0].auth_user == "relay-user"

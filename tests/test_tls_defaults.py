@@ -19,7 +19,7 @@ from servers import services
 from servers.livestate import read_heartbeats, redis_client
 from servers.models import ObservedState, VirtualServer
 from servers.services.virtual_servers import passwords_need_tls_by_default
-from tests.api_factories import FAST_HASHERS, client_for
+from tests.api_factories import client_for
 from tests.factories import make_server
 from tests.helpers import free_port, wait_until
 from tests.smtp_inprocess import Client as SmtpClient
@@ -72,9 +72,8 @@ def test_plaintext_auth_stays_an_explicit_choice():
 
 
 @pytest.fixture
-def admin_api(db, settings):
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    return client_for(User.objects.create_superuser("alice", "alice@example.test", "pw-alice"))
+def admin_api(people):
+    return client_for(people.alice)
 
 
 def server_body(ip_address: str, **extra) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from mailconsole.celery import app
-from servers import maildir
+from servers import maildir, mailstore
 from servers.tasks import sweep_stale_temp_files
 from tests.factories import make_mailbox, make_server
 from tests.helpers import wait_until
@@ -52,7 +52,7 @@ def test_the_hourly_task_removes_old_tmp_files_keeps_fresh_ones_and_never_follow
     nested = bob / "tmp" / "nested"
     nested.mkdir()
     old_nested = aged(nested / "5.P1R1.host", OLD_S)
-    delivered = maildir.deliver(bob, [b"Subject: kept\r\n\r\n"])
+    delivered = mailstore.deliver(bob, [b"Subject: kept\r\n\r\n"])
     aged(bob / "new" / delivered, OLD_S, b"Subject: kept\r\n\r\n")
 
     with caplog.at_level(logging.INFO, logger="mailconsole.tasks"):

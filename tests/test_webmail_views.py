@@ -12,7 +12,7 @@ from django.urls import reverse
 from frontend.webmail import index, mime
 from frontend.webmail.models import INBOX, MessageIndex
 from servers import maildir as store_module
-from servers import services
+from servers import mailstore, services
 from servers.maildir import MailboxLock
 from servers.models import Logon
 from tests.factories import PASSWORD
@@ -31,9 +31,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lab(settings):
-    # Hashing strength is not what these tests are about; Argon2 stays for hashes made elsewhere.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+def lab(fast_hashing):
     return make_lab()
 
 
@@ -160,7 +158,7 @@ def test_the_index_is_refreshed_by_unique_name_and_skips_the_scan_when_nothing_c
     state.scanned_at_ns += 10 * index.SCAN_SETTLE_NS
     state.save()
     assert not index.refresh(lab.helena.pk, lab.helena.maildir).scanned
-    store_module.delete_messages(lab.helena.maildir, [uids[0]])
+    mailstore.delete_messages(lab.helena.maildir, [uids[0]])
     newest = store(lab.helena, text_message(subject="new one"))
     assert index.refresh(lab.helena.pk, lab.helena.maildir).scanned
     assert [p.name for p in parsed] == [newest]
@@ -380,7 +378,7 @@ def test_a_message_gone_from_disk_is_404_and_leaves_the_index(lab):
     uid = store(lab.helena, text_message())
     client = signed_in_client(lab.helena)
     pk = stored_pk(client, lab.helena, uid)
-    store_module.delete_messages(lab.helena.maildir, [uid])
+    mailstore.delete_messages(lab.helena.maildir, [uid])
     assert client.get(reverse("webmail:read", args=[pk])).status_code == 404
     assert not MessageIndex.objects.filter(pk=pk).exists()
 

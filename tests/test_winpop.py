@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from servers import services
-from servers.maildir import deliver
+from servers.mailstore import deliver
 from servers.models import Domain, GroupAddress, Mailbox
 from tests.factories import PASSWORD, make_server
 

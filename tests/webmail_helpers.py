@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from django.test import Client
 from django.urls import reverse
 
-from servers import maildir
-from servers.models import Mailbox, VirtualServer
-from tests.factories import PASSWORD, make_mailbox, make_server
+from servers import mailstore
+from servers.models import Mailbox
+from tests.factories import PASSWORD, MailboxOwners, make_mailbox_owners, make_server
 from tests.panel_helpers import clear_login_throttle
 
 # Every vector sets `pwned` (on the frame's window, or on the top page if it could reach it) or
@@ -71,16 +70,12 @@ HOSTILE_FRAGMENTS = (
 )
 
 
-@dataclass
-class Lab:
-    server: VirtualServer
-    helena: Mailbox
-    bob: Mailbox
+# The webmail tests' lab: a server with the cast's mailbox owners, helena and bob.
+Lab = MailboxOwners
 
 
 def make_lab(*, start: bool = False, domain: str = "webmail.test") -> Lab:
-    server = make_server(domain=domain, start=start)
-    return Lab(server=server, helena=make_mailbox(server, "helena"), bob=make_mailbox(server, "bob"))
+    return make_mailbox_owners(make_server(domain=domain, start=start))
 
 
 def text_message(
@@ -112,7 +107,7 @@ def html_message(
 def store(mailbox: Mailbox, message: EmailMessage | bytes) -> str:
     """Put a message into the mailbox's Maildir as the SMTP server would; return its unique name."""
     raw = message if isinstance(message, bytes) else message.as_bytes()
-    return maildir.deliver(mailbox.maildir, [raw])
+    return mailstore.deliver(mailbox.maildir, [raw])
 
 
 def signed_in_client(mailbox: Mailbox, password: str = PASSWORD, **client_options) -> Client:

@@ -2,23 +2,17 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
-from api.permissions import operates_any_server
+from api.permissions import OperatorAddsRules
 from api.serializers import AccessRuleSerializer, RelayRuleSerializer, RuleCreateSerializer
 from servers import services
-from servers.models import AccessRule, AccessRuleKind, RelayRule, VirtualServer
+from servers.models import AccessRule, AccessRuleKind, RelayRule
+from servers.services import permissions
 
 from .base import ServiceBackedViewSet
-
-
-class OperatorAddsRules(BasePermission):
-    message = "Only an operator of a server can change its access lists."
-
-    def has_permission(self, request, view) -> bool:
-        return view.action != "create" or operates_any_server(request.user)
 
 
 class _RuleViewSet(ServiceBackedViewSet):
@@ -36,8 +30,7 @@ class _RuleViewSet(ServiceBackedViewSet):
     remove = staticmethod(services.remove_access_rule)
 
     def get_queryset(self):
-        servers = VirtualServer.objects.for_user(self.request.user)
-        return self.model.objects.filter(server__in=servers).select_related("server")
+        return permissions.client_rules_visible_to(self.request.user, self.model)
 
     def create(self, request):
         data = self.validated()

@@ -11,7 +11,8 @@ from api.filters import Param
 from api.permissions import OperatorChangesDomains
 from api.serializers import DomainCreateSerializer, DomainSerializer, DomainUpdateSerializer
 from servers import services
-from servers.models import Domain, DomainType
+from servers.models import DomainType
+from servers.services import permissions
 from servers.services.api_support import set_domain_administrators
 
 from .base import ServiceBackedViewSet
@@ -32,7 +33,7 @@ class DomainViewSet(ServiceBackedViewSet):
 
     def get_queryset(self):
         return (
-            Domain.objects.for_user(self.request.user)
+            permissions.domains_visible_to(self.request.user)
             .select_related("server", "alias_of")
             .prefetch_related("administrators")
         )

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 from api.filters import Param
-from api.permissions import is_administrator
 from api.serializers import AuditEntrySerializer, LogonSerializer
-from servers.models import AuditEntry, Logon, Mailbox
+from servers.services import permissions
 
 from .base import ServiceBackedViewSet
 
@@ -19,9 +18,7 @@ class LogonViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "logon_at", "last_access_at", "client_address"]
 
     def get_queryset(self):
-        return Logon.objects.filter(mailbox__in=Mailbox.objects.for_user(self.request.user)).select_related(
-            "mailbox__domain"
-        )
+        return permissions.logons_visible_to(self.request.user)
 
 
 class AuditEntryViewSet(ServiceBackedViewSet):
@@ -37,7 +34,4 @@ class AuditEntryViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "at"]
 
     def get_queryset(self):
-        user = self.request.user
-        if is_administrator(user):
-            return AuditEntry.objects.all()
-        return AuditEntry.objects.filter(actor=user.get_username())
+        return permissions.audit_entries_visible_to(self.request.user)

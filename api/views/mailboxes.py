@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -19,7 +20,7 @@ from api.serializers import (
     PasswordSerializer,
 )
 from servers import services
-from servers.models import GroupAddress, Mailbox
+from servers.services import permissions
 
 from .base import ServiceBackedViewSet
 
@@ -39,7 +40,7 @@ class MailboxViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "local_part", "display_name", "last_logon_at", "created_at"]
 
     def get_queryset(self):
-        return Mailbox.objects.for_user(self.request.user).select_related("domain__server")
+        return permissions.mailboxes_visible_to(self.request.user).select_related("domain__server")
 
     @extend_schema(request=MailboxCreateSerializer, responses={201: MailboxSerializer})
     def create(self, request):
@@ -116,11 +117,18 @@ class GroupAddressViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "local_part", "created_at"]
 
     def get_queryset(self):
+        user = self.request.user
+        # A group shows only the members the user may see.
+        members = permissions.mailboxes_visible_to(user).select_related("domain")
         return (
-            GroupAddress.objects.for_user(self.request.user)
+            permissions.groups_visible_to(user)
             .select_related("domain")
-            .prefetch_related("members__domain")
+            .prefetch_related(Prefetch("members", queryset=members))
         )
+
+    def respond(self, obj, status: int = 200) -> Response:
+        fresh = self.get_queryset().get(pk=obj.pk)
+        return Response(self.serializer_class(fresh, context=self.get_serializer_context()).data, status=status)
 
     @extend_schema(request=GroupAddressCreateSerializer, responses={201: GroupAddressSerializer})
     def create(self, request):
@@ -130,11 +138,12 @@ class GroupAddressViewSet(ServiceBackedViewSet):
 
     @extend_schema(request=GroupAddressUpdateSerializer, responses=GroupAddressSerializer)
     def update(self, request, pk=None, partial=False):
-        """Replace the members; the address itself is fixed. PUT must name them (the schema requires them)."""
+        """Replace the members the user sees (others stay); the address is fixed. PUT must name them."""
         group = self.get_object()
         data = self.validated(partial=partial)
         if "members" in data:
-            group = services.set_group_members(group, data["members"], actor=self.actor)
+            members = permissions.keep_invisible_members_on_edit(request.user, group, data["members"])
+            group = services.set_group_members(group, members, actor=self.actor)
         return self.respond(group)
 
     @extend_schema(request=GroupAddressUpdateSerializer, responses=GroupAddressSerializer)

@@ -3,10 +3,10 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 
-from api.permissions import is_administrator
 from api.serializers import NodeSerializer
 from servers import services
-from servers.models import Node, ServiceState
+from servers.models import ServiceState
+from servers.services import permissions
 
 from .base import ServiceBackedViewSet
 
@@ -21,9 +21,7 @@ class NodeViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "name", "smtp_service_state", "last_seen_at"]
 
     def get_queryset(self):
-        if is_administrator(self.request.user):
-            return Node.objects.all()
-        return Node.objects.none()
+        return permissions.nodes_visible_to(self.request.user)
 
     def _set_state(self, desired: str):
         node = services.set_node_service_state(self.get_object(), desired, actor=self.actor)

@@ -15,6 +15,7 @@ from api.serializers import QueueEntrySerializer
 from servers.delivery import services as queue_services
 from servers.delivery.models import QueuedMessage
 from servers.models import VirtualServer
+from servers.services import permissions
 
 from .base import ServiceBackedViewSet
 
@@ -28,11 +29,10 @@ class QueueViewSet(ServiceBackedViewSet):
     filter_params = {"server": Param("server_id", description="Only the queue of this virtual server.")}
 
     def get_queryset(self):
-        servers = VirtualServer.objects.for_user(self.request.user)
-        return QueuedMessage.objects.filter(server__in=servers).select_related("server__node")
+        return permissions.queued_messages_visible_to(self.request.user)
 
     def _servers(self):
-        servers = VirtualServer.objects.for_user(self.request.user).select_related("node")
+        servers = permissions.servers_visible_to(self.request.user).select_related("node")
         raw = single_query_value(self.request, "server")
         if raw is not None:
             servers = servers.filter(pk=self.filter_params["server"].parse("server", raw))
@@ -40,8 +40,8 @@ class QueueViewSet(ServiceBackedViewSet):
 
     @staticmethod
     def _entries(server: VirtualServer) -> list[dict]:
-        # list_queue first matches the index with the Queue folder, so what it shows is on disk.
-        return [{**asdict(entry), "server": server.pk} for entry in queue_services.list_queue(server)]
+        # reconcile_and_list_queue first matches the index with the Queue folder, so what it shows is on disk.
+        return [{**asdict(entry), "server": server.pk} for entry in queue_services.reconcile_and_list_queue(server)]
 
     def _entry(self, message: QueuedMessage) -> Response:
         for entry in self._entries(message.server):

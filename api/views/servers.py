@@ -9,7 +9,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
-from api.permissions import AdministratorCreatesAndDeletes, is_administrator
+from api.permissions import AdministratorCreatesAndDeletes
 from api.serializers import (
     DeliverySettingsSerializer,
     SessionSerializer,
@@ -19,8 +19,8 @@ from api.serializers import (
 )
 from servers import services
 from servers.delivery import services as delivery_services
-from servers.models import ObservedState, ServiceState, VirtualServer
-from servers.services import DomainError
+from servers.models import ObservedState, ServiceState
+from servers.services import DomainError, permissions
 from servers.services.api_support import set_server_operators
 
 from .base import ServiceBackedViewSet
@@ -44,7 +44,7 @@ class VirtualServerViewSet(ServiceBackedViewSet):
     ordering_fields = ["id", "name", "port", "state", "desired_state", "created_at"]
 
     def get_queryset(self):
-        return VirtualServer.objects.for_user(self.request.user).select_related("node")
+        return permissions.servers_visible_to(self.request.user).select_related("node")
 
     @extend_schema(request=VirtualServerCreateSerializer, responses={201: VirtualServerSerializer})
     def create(self, request):
@@ -68,7 +68,7 @@ class VirtualServerViewSet(ServiceBackedViewSet):
         server = self.get_object()
         data = self.validated(partial=True)
         operators = data.pop("operators", None)
-        if operators is not None and not is_administrator(request.user):
+        if operators is not None and not permissions.can_change_operators(request.user, server):
             raise ValidationError({"operators": ["Only an administrator can change the operators of a server."]})
         with transaction.atomic():
             if data:

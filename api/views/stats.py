@@ -1,17 +1,12 @@
 from __future__ import annotations
 
-from django.db.models import Count
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.serializers import StatsSerializer
-from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
-from servers.services import mailbox_usage
-
-
-def _counts(queryset, field: str) -> dict[str, int]:
-    return {row[field]: row["n"] for row in queryset.order_by().values(field).annotate(n=Count("pk"))}
+from servers.counts import object_counts
+from servers.services import mailbox_usage, permissions
 
 
 class StatsView(APIView):
@@ -19,25 +14,11 @@ class StatsView(APIView):
 
     @extend_schema(responses=StatsSerializer)
     def get(self, request):
-        user = request.user
-        servers = VirtualServer.objects.for_user(user)
-        domains = Domain.objects.for_user(user)
-        mailboxes = Mailbox.objects.for_user(user).select_related("domain__server")
+        data = object_counts(request.user)
         messages = stored = 0
-        for mailbox in mailboxes:
+        for mailbox in permissions.mailboxes_visible_to(request.user).select_related("domain__server"):
             usage = mailbox_usage(mailbox)
             messages += usage.message_count
             stored += usage.size_bytes
-        data = {
-            "servers": servers.count(),
-            "servers_by_state": _counts(servers, "state"),
-            "servers_by_desired_state": _counts(servers, "desired_state"),
-            "domains": domains.count(),
-            "domains_by_type": _counts(Domain.objects.filter(pk__in=domains.values("pk")), "type"),
-            "mailboxes": mailboxes.count(),
-            "locked_mailboxes": mailboxes.filter(is_locked=True).count(),
-            "groups": GroupAddress.objects.for_user(user).count(),
-            "messages_stored": messages,
-            "bytes_stored": stored,
-        }
+        data.update(messages_stored=messages, bytes_stored=stored)
         return Response(StatsSerializer(data).data)

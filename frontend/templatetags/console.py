@@ -13,11 +13,6 @@ def kb(size_bytes: int | None) -> str:
     return f"{(int(size_bytes) + 1023) // 1024:,}"
 
 
-@register.filter
-def state_badge(state: str) -> str:
-    return {"running": "success", "paused": "warning", "stopped": "secondary", "error": "danger"}.get(state, "info")
-
-
 @register.simple_tag(takes_context=True)
 def page_query(context, page_number: int) -> str:
     """The current query string with another page number (search terms kept)."""

@@ -6,19 +6,27 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from servers.models import Domain, DomainType, VirtualServer
-from servers.services import local_node
+from servers.models import DomainType
+from servers.services import local_node, permissions
 
 PAGE_SIZE = 50
 
 
 def console_tree(user) -> dict:
     """What the left-hand tree shows this user."""
-    servers = list(VirtualServer.objects.for_user(user).select_related("node").order_by("name"))
+    servers = list(permissions.servers_visible_to(user).select_related("node").order_by("name"))
     pop3_domains = list(
-        Domain.objects.for_user(user).filter(type=DomainType.LOCAL).select_related("server").order_by("name")[:200]
+        permissions.domains_visible_to(user)
+        .filter(type=DomainType.LOCAL)
+        .select_related("server")
+        .order_by("name")[:200]
     )
-    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node()}
+    may = {
+        "create_server": permissions.can_create_server(user),
+        "manage_nodes": permissions.can_manage_nodes(user),
+        "read_every_change": permissions.is_administrator(user),
+    }
+    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node(), "may": may}
 
 
 def render_console(

@@ -7,12 +7,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from frontend.access import actor, domain_for
+from frontend.access import actor
 from frontend.bulk import ImportRow, check_rows, export_csv, import_rows, parse_csv
 from frontend.forms import ImportForm, add_domain_error
 from frontend.views.base import render_console
-from servers.models import Mailbox
-from servers.services import DomainError
+from servers.services import DomainError, permissions
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
@@ -20,7 +19,7 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 @login_required
 def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload a CSV: a dry run lists every row with its errors; a real run creates all rows or none."""
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     session_key = f"console-import-{domain.pk}"
     rows: list[ImportRow] | None
     if request.method == "POST" and request.POST.get("confirm") and request.session.get(session_key):
@@ -79,9 +78,9 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def mailbox_export(request: HttpRequest, pk: int) -> HttpResponse:
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     mailboxes = (
-        Mailbox.objects.for_user(request.user)
+        permissions.mailboxes_visible_to(request.user)
         .filter(domain=domain)
         .select_related("domain__server")
         .order_by("local_part")

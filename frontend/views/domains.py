@@ -9,20 +9,20 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from frontend.access import actor, domain_for, server_for
+from frontend.access import actor
 from frontend.forms import AddDomainForm, RouteForm, add_domain_error
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
-from servers.models import Domain, DomainType
-from servers.services import DomainError
+from servers.models import DomainType
+from servers.services import DomainError, permissions
 from servers.services.api_support import set_domain_administrators
 
 
 @login_required
 def server_domains(request: HttpRequest, pk: int) -> HttpResponse:
     """A server's domains with their type; POST adds one."""
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
     local_names = list(server.domains.filter(type=DomainType.LOCAL).values_list("name", flat=True))
     form = AddDomainForm(request.POST or None, local_domains=local_names)
     if request.method == "POST" and form.is_valid():
@@ -69,14 +69,17 @@ DOMAIN_ACTIONS = ("default", "lock", "unlock", "remove")
 @require_POST
 def domain_action(request: HttpRequest, pk: int) -> HttpResponse:
     """Set default, lock, unlock or remove one domain."""
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     action = request.POST.get("action", "")
     if action not in DOMAIN_ACTIONS:
         raise Http404("no such action")
-    server_scope = action in ("default", "remove")
-    if server_scope:
-        # Changing a server's set of domains is for its operators, not for a domain's administrator.
-        server_for(request.user, domain.server_id)
+    allowed = (
+        permissions.can_lock_domain(request.user, domain)
+        if action in ("lock", "unlock")
+        else permissions.can_change_domain(request.user, domain)
+    )
+    if not allowed:
+        raise permissions.NotAllowed("Only an operator of the domain's server can change the domain.")
     try:
         if action == "default":
             services.set_default_domain(domain, actor=actor(request))
@@ -99,7 +102,7 @@ def domain_action(request: HttpRequest, pk: int) -> HttpResponse:
 def pop3_domains(request: HttpRequest) -> HttpResponse:
     """The POP3 service's Domains node: every local domain this user may manage."""
     domains = (
-        Domain.objects.for_user(request.user)
+        permissions.domains_visible_to(request.user)
         .filter(type=DomainType.LOCAL)
         .select_related("server")
         .annotate(mailbox_count=Count("mailboxes", distinct=True))
@@ -117,8 +120,7 @@ def pop3_domains(request: HttpRequest) -> HttpResponse:
 @require_POST
 def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
     """Choose a domain's delegated administrators: for the server's operators and administrators."""
-    domain = domain_for(request.user, pk)
-    server_for(request.user, domain.server_id)
+    domain = permissions.access_domain(request.user, pk, for_change=True)
     chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("administrators")))
     set_domain_administrators(domain, chosen, actor=actor(request))
     names = ", ".join(u.get_username() for u in chosen) or "nobody"
@@ -130,8 +132,7 @@ def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
     """Cap the quota the domain's administrators may give a mailbox: for operators and administrators."""
-    domain = domain_for(request.user, pk)
-    server_for(request.user, domain.server_id)
+    domain = permissions.access_domain(request.user, pk, for_change=True)
     try:
         domain = services.set_mailbox_quota_ceiling(
             domain, request.POST.get("max_mailbox_quota_mb", "").strip(), actor=actor(request), acting_user=request.user
@@ -147,8 +148,7 @@ def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
     """A remote domain's own route: a smart host instead of its MX hosts (empty host: use MX)."""
-    domain = domain_for(request.user, pk)
-    server_for(request.user, domain.server_id)
+    domain = permissions.access_domain(request.user, pk, for_change=True)
     if domain.type != DomainType.REMOTE:
         raise Http404("only remote domains have routes")
     from servers.delivery.models import RemoteDomainRoute

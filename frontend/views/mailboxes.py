@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
+from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from frontend.access import actor, domain_for, group_for, mailbox_for
+from frontend.access import actor
 from frontend.forms import (
     PASSWORD_RULE,
     AddGroupForm,
@@ -23,9 +23,8 @@ from frontend.forms import (
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
-from servers.models import DomainType, Mailbox, VirtualServer
-from servers.services import DomainError, mailbox_usage
-from servers.services.mailboxes import acts_only_as_domain_administrator
+from servers.models import DomainType, Mailbox
+from servers.services import DomainError, mailbox_usage, permissions
 
 KB = 1024
 
@@ -37,24 +36,30 @@ def kb_to_bytes(value: int | None) -> int | None:
 def _show_quota_ceiling(form, domain, user) -> None:
     """Tell a domain administrator the most they may give, instead of "empty: no limit"."""
     ceiling_mb = domain.max_mailbox_quota_mb
-    if ceiling_mb and acts_only_as_domain_administrator(user, domain):
+    if ceiling_mb and permissions.acts_only_as_domain_administrator(user, domain):
         form.fields["quota_kb"].help_text = f"Required: at most {ceiling_mb * 1024} KB ({ceiling_mb} MB)."
 
 
 @login_required
 def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
     """Exchange's Mailboxes view of one domain: name, display name, size, items, last logon."""
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     if domain.type != DomainType.LOCAL:
         raise Http404("only local domains have mailboxes")
-    mailboxes = Mailbox.objects.for_user(request.user).filter(domain=domain).select_related("domain__server")
+    mailboxes = permissions.mailboxes_visible_to(request.user).filter(domain=domain).select_related("domain__server")
     query = request.GET.get("q", "").strip()
     if query:
         mailboxes = mailboxes.filter(Q(local_part__icontains=query) | Q(display_name__icontains=query))
     page = paginate(request, mailboxes.order_by("local_part"))
     rows = [(m, mailbox_usage(m)) for m in page.object_list]
-    groups = domain.groups.prefetch_related("members__domain").order_by("local_part")
-    can_manage_server = VirtualServer.objects.for_user(request.user).filter(pk=domain.server_id).exists()
+    # A group shows only the members the user may see (as in the API), and how many there are in all.
+    visible = permissions.mailboxes_visible_to(request.user).select_related("domain")
+    groups = (
+        domain.groups.annotate(member_count=Count("members"))
+        .prefetch_related(Prefetch("members", queryset=visible, to_attr="visible_members"))
+        .order_by("local_part")
+    )
+    can_manage_server = permissions.can_change_domain(request.user, domain)
     return render_console(
         request,
         "console/domain_mailboxes.html",
@@ -65,6 +70,7 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
             "q": query,
             "groups": groups,
             "can_manage_server": can_manage_server,
+            "can_lock_domain": permissions.can_lock_domain(request.user, domain),
             "administrators": list(domain.administrators.order_by("username")),
             "candidates": list(operator_candidates()) if can_manage_server else [],
         },
@@ -75,7 +81,7 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
 @sensitive_post_parameters("password")
 @login_required
 def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     form = AddMailboxForm(request.POST or None)
     _show_quota_ceiling(form, domain, request.user)
     if request.method == "POST" and form.is_valid():
@@ -117,7 +123,7 @@ def _properties_initial(mailbox: Mailbox) -> dict:
 @login_required
 def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A mailbox's properties, password, lock and deletion; each form posts on its own."""
-    mailbox = mailbox_for(request.user, pk)
+    mailbox = permissions.access_mailbox(request.user, pk)
     form_name = request.POST.get("form", "") if request.method == "POST" else ""
     properties = MailboxPropertiesForm(
         request.POST if form_name == "properties" else None, initial=_properties_initial(mailbox)
@@ -194,7 +200,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def group_new(request: HttpRequest, pk: int) -> HttpResponse:
-    domain = domain_for(request.user, pk)
+    domain = permissions.access_domain(request.user, pk)
     form = AddGroupForm(request.POST)
     if form.is_valid():
         try:
@@ -212,10 +218,9 @@ def group_new(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A group address and its members (mailboxes of the same server)."""
-    group = group_for(request.user, pk)
+    group = permissions.access_group(request.user, pk)
     candidates = (
-        Mailbox.objects.for_user(request.user)
-        .filter(domain__server=group.domain.server)
+        permissions.member_candidates(request.user, group)
         .select_related("domain")
         .order_by("domain__name", "local_part")
     )
@@ -229,16 +234,15 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Group address {group} was removed.")
             return redirect("console:domain", pk=group.domain_id)
         chosen = candidates.filter(pk__in=request.POST.getlist("members"))
-        # Members the user cannot see (another domain's administrator's) stay as they are.
-        hidden = group.members.exclude(pk__in=candidates.values("pk"))
+        members = permissions.keep_invisible_members_on_edit(request.user, group, chosen)
         try:
-            services.set_group_members(group, [*chosen, *hidden], actor=actor(request))
+            services.set_group_members(group, members, actor=actor(request))
         except DomainError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Members of {group} saved ({chosen.count() + hidden.count()}).")
+            messages.success(request, f"Members of {group} saved ({len(members)}).")
         return redirect("console:group", pk=group.pk)
-    member_ids = set(group.members.values_list("pk", flat=True))
+    member_ids = set(permissions.visible_members(request.user, group).values_list("pk", flat=True))
     return render_console(
         request,
         "console/group_detail.html",

@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from frontend import queries
-from frontend.access import actor, administrator_required, login_required_partial, server_for
+from frontend.access import actor, login_required_partial, permitted_by
 from frontend.forms import (
     WIZARD_FIELD_STEP,
     WIZARD_STEPS,
@@ -28,7 +27,7 @@ from frontend.views.base import render_console
 from servers import services
 from servers.delivery import services as delivery_services
 from servers.models import AccessRuleKind, ServiceState, VirtualServer
-from servers.services import DomainError
+from servers.services import DomainError, permissions
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
 from servers.services.sessions import list_sessions, terminate_session
@@ -46,7 +45,7 @@ TABS = [
 
 @login_required
 def server_list(request: HttpRequest) -> HttpResponse:
-    servers = list(VirtualServer.objects.for_user(request.user).select_related("node").order_by("name"))
+    servers = list(permissions.servers_visible_to(request.user).select_related("node").order_by("name"))
     beats = queries.server_heartbeats(servers)
     statuses = [queries.server_status(s, beats.get(s.pk)) for s in servers]
     return render_console(request, "console/server_list.html", {"statuses": statuses}, selected="servers")
@@ -62,7 +61,7 @@ def _render_state(request: HttpRequest, server: VirtualServer, *, error: str = "
 @login_required_partial
 def server_state(request: HttpRequest, pk: int) -> HttpResponse:
     """The state badge and Start/Pause/Stop toolbar of one server; POST changes the desired state."""
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
     error = ""
     if request.method == "POST":
         desired = STATE_ACTIONS.get(request.POST.get("action", ""))
@@ -80,7 +79,7 @@ def server_state(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_state(request, server, error=error)
 
 
-@administrator_required
+@permitted_by(permissions.can_manage_nodes, "Only an administrator can do this.")
 @require_POST
 def node_service_state(request: HttpRequest) -> HttpResponse:
     """Start, pause or stop this node's whole SMTP service."""
@@ -103,7 +102,7 @@ def _wizard_form(index: int, data=None, initial=None):
     return form_class(data, **kwargs)
 
 
-@administrator_required
+@permitted_by(permissions.can_create_server, "Only an administrator can do this.")
 def server_wizard(request: HttpRequest) -> HttpResponse:
     """The four steps of IIS's New SMTP Virtual Server wizard; answers so far live in the session."""
     if request.method != "POST":
@@ -214,23 +213,23 @@ def _shown(value) -> str:
 @login_required
 def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     """The server's property sheet; each tab saves on its own and says what changed."""
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
     tab = request.GET.get("tab", "general")
     if tab not in dict(TABS):
         tab = "general"
     form = delivery_form = None
     tab_url = f"{reverse('console:server', args=[server.pk])}?tab={tab}"
     posted = request.POST.get("form", "server") if request.method == "POST" else ""
+    may_change_operators = permissions.can_change_operators(request.user, server)
     if request.method == "POST" and tab == "security":
-        if not request.user.is_superuser:
-            raise PermissionDenied("Only an administrator can change the operators.")
+        permissions.check_can_change_operators(request.user, server)
         chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("operators")))
         set_server_operators(server, chosen, actor=actor(request))
         names = ", ".join(u.get_username() for u in chosen) or "nobody"
         messages.success(request, f"Saved. Operators: {names}.")
         return redirect(tab_url)
     field_names = server_tab_fields(tab, VirtualServer, tuple(server_services.EDITABLE_FIELDS))
-    if tab == "delivery" and delivery_services is not None:
+    if tab == "delivery":
         settings_obj = delivery_services.delivery_settings(server)
         delivery_form = ServerTabForm(
             request.POST if posted == "delivery" else None,
@@ -270,7 +269,7 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("this tab has nothing to save")
     roles_available = hasattr(server, "operators")
     operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
-    candidates = list(operator_candidates()) if tab == "security" and request.user.is_superuser else []
+    candidates = list(operator_candidates()) if tab == "security" and may_change_operators else []
     rule_lists = []
     if tab == "access":
         rule_lists = [
@@ -298,6 +297,8 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
             "operators": operators,
             "roles_available": roles_available,
             "candidates": candidates,
+            "may_change_operators": may_change_operators,
+            "may_delete": permissions.can_delete_server(request.user, server),
             "rule_lists": rule_lists,
             "rule_kinds": AccessRuleKind.choices,
             "delivery_form": delivery_form,
@@ -309,10 +310,11 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@administrator_required
+@login_required
 @require_POST
 def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
+    permissions.check_can_delete_server(request.user, server)
     try:
         services.delete_virtual_server(server, actor=actor(request))
     except DomainError as exc:
@@ -322,19 +324,6 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
         request, f"Virtual server {server.name!r} was deleted; its home directory {server.home_dir} stays on disk."
     )
     return redirect("console:servers")
-
-
-@login_required
-def server_placeholder(request: HttpRequest, pk: int, what: str) -> HttpResponse:
-    server = server_for(request.user, pk)
-    title = {"sessions": "Current Sessions", "queue": "Queue"}[what]
-    beat = queries.server_heartbeats([server]).get(server.pk)
-    return render_console(
-        request,
-        "console/placeholder.html",
-        {"server": server, "title": title, "sessions": beat.sessions if beat else None},
-        selected=f"server-{server.pk}-{what}",
-    )
 
 
 def _session_rows(server: VirtualServer) -> list[dict]:
@@ -355,7 +344,7 @@ def _session_rows(server: VirtualServer) -> list[dict]:
 @login_required_partial
 def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
     """IIS's Current Sessions: who is connected now; POST terminates one session."""
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
     if request.method == "POST":
         try:
             terminate_session(server, request.POST.get("session", ""), actor=actor(request))
@@ -380,7 +369,7 @@ RULE_LISTS = {
 @require_POST
 def server_rules(request: HttpRequest, pk: int) -> HttpResponse:
     """Add to or remove from the Access tab's connection-control and relay lists."""
-    server = server_for(request.user, pk)
+    server = permissions.access_server(request.user, pk)
     which = request.POST.get("list", "")
     if which not in RULE_LISTS:
         raise Http404("no such list")
@@ -409,17 +398,13 @@ QUEUE_ACTIONS = ("retry", "freeze", "unfreeze", "delete", "delete_ndr")
 @login_required_partial
 def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
     """IIS's Queue / Exchange's Queue Viewer: mail waiting for remote delivery, and what can be done to it."""
-    server = server_for(request.user, pk)
-    if delivery_services is None:
-        return server_placeholder(request, pk, "queue")
+    server = permissions.access_server(request.user, pk)
     if request.method == "POST":
         action = request.POST.get("action", "")
         message_id = request.POST.get("message", "")
         if action not in QUEUE_ACTIONS or not message_id.isdigit():
             raise Http404("no such action")
-        from servers.delivery.models import QueuedMessage
-
-        if not QueuedMessage.objects.filter(server=server, pk=int(message_id)).exists():
+        if not permissions.queued_messages_visible_to(request.user).filter(server=server, pk=int(message_id)).exists():
             raise Http404("no such message in this server's queue")
         try:
             if action == "retry":
@@ -444,7 +429,7 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
                 }[action],
             )
         return redirect("console:server-queue", pk=server.pk)
-    context = {"server": server, "entries": delivery_services.list_queue(server)}
+    context = {"server": server, "entries": delivery_services.reconcile_and_list_queue(server)}
     if request.htmx:
         return render(request, "console/partials/queue_table.html", context)
     return render_console(request, "console/server_queue.html", context, selected=f"server-{server.pk}-queue")

@@ -1,4 +1,4 @@
-"""Keep the message index in step with a mailbox's Maildir folders, and change messages on disk.
+"""Keep the message index in step with a mailbox's Maildir folders; changes on disk go through the store.
 
 A refresh lists file names only (no reads, no stat) and parses the headers of the messages it has
 not seen; of new/ and cur/ it lists only those that changed since the last scan, and it is skipped
@@ -24,8 +24,9 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from servers import maildir as store
-from servers.storage import fsync_dir
+from servers import mailstore
+from servers.maildir import MESSAGE_SUBDIRS, ensure_maildir, unique_part
+from servers.mailstore import SEEN_FLAG, flags_of
 
 from .models import INBOX, SENT, MailboxIndexState, MessageIndex
 
@@ -35,8 +36,6 @@ SCAN_SETTLE_NS = 2_000_000_000
 BATCH_ROWS = 500
 # Unseen messages parsed per refresh: bounds the first look at a huge mailbox to a few seconds.
 MAX_NEW_PER_REFRESH = 5000
-SEEN_FLAG = "S"
-INFO_PREFIX = "2,"
 
 
 def folder_path(maildir: Path, folder: str) -> Path:
@@ -46,13 +45,7 @@ def folder_path(maildir: Path, folder: str) -> Path:
 
 
 def ensure_folder(maildir: Path, folder: str) -> Path:
-    return store.ensure_maildir(folder_path(maildir, folder))
-
-
-def flags_of(file_name: str) -> str:
-    """The flag letters of a Maildir file name ('' for a message still in new/ or without info)."""
-    _, _, info = file_name.partition(store.INFO_SEPARATOR)
-    return info[len(INFO_PREFIX) :] if info.startswith(INFO_PREFIX) else ""
+    return ensure_maildir(folder_path(maildir, folder))
 
 
 def _names(directory: Path) -> list[str]:
@@ -75,7 +68,7 @@ def _differences(mailbox_id: int, folder: str, root: Path, subdirs: list[str]) -
         prefix = f"{subdir}/"
         on_disk.update([prefix + name for name in _names(root / subdir)])
     rows = MessageIndex.objects.for_mailbox(mailbox_id, folder)
-    if len(subdirs) < len(store.MESSAGE_SUBDIRS):  # else one query for all beats one per subdirectory
+    if len(subdirs) < len(MESSAGE_SUBDIRS):  # else one query for all beats one per subdirectory
         rows = rows.filter(functools.reduce(operator.or_, [Q(file_name__startswith=f"{s}/") for s in subdirs]))
     indexed = set(rows.values_list("file_name", flat=True))
     return on_disk - indexed, indexed - on_disk
@@ -83,7 +76,7 @@ def _differences(mailbox_id: int, folder: str, root: Path, subdirs: list[str]) -
 
 def _uid_of(file_name: str) -> str:
     """The unique name in an index file name: "cur/<uid>:2,S" -> "<uid>"."""
-    return store.unique_part(file_name.partition("/")[2])
+    return unique_part(file_name.partition("/")[2])
 
 
 def _indexed_names(mailbox_id: int, folder: str, uids: list[str]) -> dict[str, str]:
@@ -247,51 +240,34 @@ def locate(message: MessageIndex, maildir: Path) -> Path | None:
     path = root / message.file_name
     if path.is_file():
         return path
-    for subdir in store.MESSAGE_SUBDIRS:
+    for subdir in MESSAGE_SUBDIRS:
         for name in _names(root / subdir):
-            if store.unique_part(name) == message.uid:
+            if unique_part(name) == message.uid:
                 message.file_name = f"{subdir}/{name}"
                 return root / subdir / name
     return None
 
 
 def set_seen(message: MessageIndex, maildir: Path, seen: bool) -> bool:
-    """Mark a message read or unread by renaming it into cur/ with or without the S flag."""
+    """Mark a message read or unread (the store moves it into cur/ with or without the S flag)."""
     path = locate(message, maildir)
     if path is None:
         return False
-    flags = set(flags_of(path.name))
-    flags.discard(SEEN_FLAG)
-    if seen:
-        flags.add(SEEN_FLAG)
-    # Maildir flags are kept in ASCII order (cr.yp.to/proto/maildir.html).
-    new_name = f"{message.uid}{store.INFO_SEPARATOR}{INFO_PREFIX}{''.join(sorted(flags))}"
-    target = folder_path(maildir, message.folder) / "cur" / new_name
-    if target != path:
-        try:
-            os.rename(path, target)
-        except FileNotFoundError:
-            return False
-        fsync_dir(target.parent)
-        if path.parent != target.parent:
-            fsync_dir(path.parent)
-    MessageIndex.objects.filter(pk=message.pk).update(file_name=f"cur/{new_name}", is_read=seen)
-    message.file_name, message.is_read = f"cur/{new_name}", seen
+    target = mailstore.mark_read(path, seen)
+    if target is None:
+        return False
+    file_name = f"cur/{target.name}"
+    MessageIndex.objects.filter(pk=message.pk).update(file_name=file_name, is_read=seen)
+    message.file_name, message.is_read = file_name, seen
     return True
 
 
 def delete(message: MessageIndex, maildir: Path) -> None:
     """Remove the message's file (every copy of its unique name in new/ and cur/) and its index row."""
-    store.delete_messages(folder_path(maildir, message.folder), [message.uid])
+    mailstore.delete_messages(folder_path(maildir, message.folder), [message.uid])
     MessageIndex.objects.filter(pk=message.pk).delete()
 
 
 def store_sent(mailbox_id: int, maildir: Path, message_bytes: bytes) -> str:
     """Keep a copy of a sent message in the Sent folder, already marked read; return its unique name."""
-    root = ensure_folder(maildir, SENT)
-    uid = store.deliver(root, [message_bytes])
-    with contextlib.suppress(FileNotFoundError):
-        name = f"{uid}{store.INFO_SEPARATOR}{INFO_PREFIX}{SEEN_FLAG}"
-        os.rename(root / "new" / uid, root / "cur" / name)
-        fsync_dir(root / "cur")
-    return uid
+    return mailstore.save_sent_copy(folder_path(maildir, SENT), message_bytes)

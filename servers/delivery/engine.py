@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,8 +24,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from servers import maildir
-from servers.delivery import dsn, queue, routing
+from servers import maildir, mailstore, message_format
+from servers.delivery import dsn, routing
 from servers.delivery.client import ConnectionSlots, Result, deliver, result_of
 from servers.delivery.models import (
     DeliverySettings,
@@ -36,12 +36,10 @@ from servers.delivery.models import (
 )
 from servers.models import ServiceState, VirtualServer
 from servers.snapshot import ServerSnapshot, load_snapshot
-from servers.storage import unique_message_name, write_durably
 
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = (ServiceState.RUNNING.value, ServiceState.PAUSED.value)
-RECEIVED_LINE = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 # A claim from another host cannot be checked by pid; it is void after this long.
 FOREIGN_CLAIM_LEASE = timedelta(hours=2)
 
@@ -101,21 +99,21 @@ def release(message: QueuedMessage, **changes) -> None:
 
 
 def queue_dir(server: VirtualServer) -> Path:
-    return server.home_path / queue.QUEUE_DIR
+    return server.home_path / mailstore.QUEUE_DIR
 
 
 def index_file(server: VirtualServer, name: str, *, now: datetime | None = None) -> QueuedMessage | None:
     """Create the row for `Queue/<name>` from the file's envelope (no-op if it exists)."""
     path = queue_dir(server) / name
     try:
-        parsed = queue.read_queue_file(path)
+        parsed = mailstore.read_queue_file(path)
         stat = path.stat()
     except FileNotFoundError:
         return None
-    except queue.EnvelopeError as error:
+    except mailstore.EnvelopeError as error:
         data = path.read_bytes()
-        queue.write_badmail(server.home_path, name, data, f"Unreadable queue file: {error}\r\n")
-        queue.remove_durably(path)
+        mailstore.to_badmail(server.home_path, name, data, f"Unreadable queue file: {error}\r\n")
+        mailstore.remove_durably(path)
         return None
     now = now or timezone.now()
     queued_at = datetime.fromtimestamp(stat.st_mtime, tz=now.tzinfo)
@@ -143,7 +141,7 @@ def index_file(server: VirtualServer, name: str, *, now: datetime | None = None)
 def reconcile_queue(server: VirtualServer) -> tuple[int, int]:
     """Make the rows match the Queue folder: index new files, drop rows whose file is gone."""
     known = dict(QueuedMessage.objects.filter(server=server).values_list("name", "claimed_by"))
-    files = queue.list_queue(server.home_path)
+    files = mailstore.list_queue(server.home_path)
     added = 0
     for name in files:
         if name not in known and index_file(server, name) is not None:
@@ -201,8 +199,8 @@ def due_messages(server_ids: list[int], *, redispatch_after_s: float, max_in_fli
 
 def submit(server: VirtualServer, mail_from: str, recipients: list[str], message: bytes) -> QueuedMessage | None:
     """Queue a message made here (a DSN, a picked-up file) and index it at once."""
-    message_id = queue.enqueue(server.home_path, mail_from, recipients, [message])
-    return index_file(server, message_id + queue.SUFFIX)
+    message_id = mailstore.enqueue(server.home_path, mail_from, recipients, [message])
+    return index_file(server, message_id + mailstore.SUFFIX)
 
 
 # --- one attempt --------------------------------------------------------------------------------
@@ -212,26 +210,12 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
-def hop_count(message: bytes) -> int:
-    return len(RECEIVED_LINE.findall(dsn.original_headers(message)))
-
-
-def _over_quota(entry, extra_octets: int) -> bool:
-    if entry.quota_bytes is None and entry.quota_messages is None:
-        return False
-    size_octets, count = maildir.usage(entry.maildir)
-    if entry.quota_bytes is not None and size_octets + extra_octets > entry.quota_bytes:
-        return True
-    return entry.quota_messages is not None and count + 1 > entry.quota_messages
-
-
 def deliver_locally(
     snapshot: ServerSnapshot, mail_from: str, recipients: list[str], message: bytes
 ) -> dict[str, Result]:
-    """Deliver to this server's own mailboxes (or Drop/) as the SMTP path does."""
+    """Deliver to this server's own mailboxes (or Drop/) through the store, as the SMTP path does."""
     results: dict[str, Result] = {}
-    chunks = [f"Return-Path: <{mail_from}>\r\n".encode("utf-8", "surrogateescape"), message]
-    size_octets = sum(len(chunk) for chunk in chunks)
+    size_octets = mailstore.stored_size_octets(mail_from, [message])
     targets: dict[Path, str] = {}
     to_drop: list[str] = []
     for address in recipients:
@@ -240,28 +224,29 @@ def deliver_locally(
         if destination is None:
             results[address] = result_of(550, f"5.1.1 <{address}>: no such user here", snapshot.hostname)
             continue
-        full = [entry for entry in destination.mailboxes if _over_quota(entry, size_octets)]
+        full = [
+            entry
+            for entry in destination.mailboxes
+            if maildir.would_exceed_quota(entry.maildir, entry.quota_bytes, entry.quota_messages, size_octets, 1)
+        ]
         if full:
             results[address] = result_of(452, f"4.2.2 <{address}>: mailbox full", snapshot.hostname)
             continue
         for entry in destination.mailboxes:
-            maildir.ensure_maildir(entry.maildir)
             targets[entry.maildir] = address
         if destination.to_drop:
             to_drop.append(address)
         results[address] = result_of(250, "2.0.0 Delivered locally", snapshot.hostname)
     delivered = set(targets.values()) | set(to_drop)
     try:
-        if targets:
-            maildir.deliver_many(list(targets), chunks)
-        if to_drop:
-            snapshot.drop_dir.mkdir(parents=True, exist_ok=True)
-            write_durably(
-                snapshot.tmp_dir,
-                snapshot.drop_dir,
-                unique_message_name(".eml"),
-                [queue.envelope_chunk(mail_from, to_drop), message],
-            )
+        mailstore.store_message(
+            home_dir=snapshot.home_dir,
+            mail_from=mail_from,
+            chunks=[message],
+            maildirs=list(targets),
+            drop_recipients=to_drop,
+            create_dirs=True,
+        )
     except OSError as error:
         for address in delivered:
             results[address] = result_of(451, f"4.3.0 Local delivery failed: {error}", snapshot.hostname)
@@ -315,7 +300,7 @@ def attempt(
             results[recipient] = result_of(route.code, f"{route.status} {route.text}")
             continue
         groups.setdefault(route.key, (route, []))[1].append(recipient)
-    slots = ConnectionSlots(server.home_path / queue.TMP_DIR / "outbound-slots", config.max_outbound_connections)
+    slots = ConnectionSlots(server.home_path / mailstore.TMP_DIR / "outbound-slots", config.max_outbound_connections)
     source = None if server.ip_address in ("0.0.0.0", "::") else server.ip_address
     for route, group in groups.values():
         results.update(
@@ -370,7 +355,7 @@ def report_failures(
     if not rows:
         return
     all_failed = list(message.recipients.filter(state=RecipientState.FAILED))
-    queue.write_badmail(server.home_path, message.name, raw_file, bdr_text(message, all_failed, now))
+    mailstore.to_badmail(server.home_path, message.name, raw_file, bdr_text(message, all_failed, now))
     report_to = [message.mail_from] if message.mail_from else []
     if report_to and config.ndr_copy_address and config.ndr_copy_address.lower() != message.mail_from.lower():
         report_to.append(config.ndr_copy_address)
@@ -436,13 +421,22 @@ def finish(server: VirtualServer, message: QueuedMessage) -> bool:
         return False
     if message.recipients.filter(state=RecipientState.FAILED, notified=False).exists():
         return False
-    queue.remove_durably(queue_dir(server) / message.name)
+    mailstore.remove_durably(queue_dir(server) / message.name)
     QueuedMessage.objects.filter(pk=message.pk).delete()
     return True
 
 
-def process_message(message_id: int) -> str:
-    """Run whatever is due for one queued message; returns a word for the task log."""
+def _fixed_clock(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always reads `moment`."""
+    return lambda: moment
+
+
+def process_message(message_id: int, *, now: datetime | None = None) -> str:
+    """Run whatever is due for one queued message; returns a word for the task log.
+
+    `now` stands for the clock at every step (tests pass it instead of sleeping until a retry is due).
+    """
+    clock: Callable[[], datetime] = timezone.now if now is None else _fixed_clock(now)
     message = claim(message_id)
     if message is None:
         return "busy"
@@ -457,16 +451,15 @@ def process_message(message_id: int) -> str:
         except FileNotFoundError:
             QueuedMessage.objects.filter(pk=message.pk).delete()
             return "file gone"
-        _, _, offset = queue.parse_envelope(raw_file[: queue.MAX_ENVELOPE_OCTETS])
-        data = raw_file[offset:]
+        data = mailstore.message_of(raw_file)
         config = DeliverySettings.for_server(server)
-        now = timezone.now()
+        now = clock()
         pending = list(message.recipients.filter(state=RecipientState.PENDING))
         outcome = "waiting"
         if pending and now - message.queued_at >= timedelta(seconds=config.expiration_timeout_s):
             fail_pending(message, expiry_result(message, config))
             outcome = "expired"
-        elif pending and hop_count(data) > server.max_hop_count:
+        elif pending and message_format.hop_count(data) > server.max_hop_count:
             fail_pending(
                 message, result_of(554, f"5.4.6 Hop count exceeded ({server.max_hop_count}): the message is looping")
             )
@@ -481,7 +474,7 @@ def process_message(message_id: int) -> str:
             outcome = record_results(message, pending, results, config, now)
             next_attempt_at = now + timedelta(seconds=config.retry_interval_s(message.attempts))
             message.refresh_from_db()
-        report_failures(server, config, message, data, raw_file, timezone.now())
+        report_failures(server, config, message, data, raw_file, clock())
         if finish(server, message):
             return f"{outcome}, done"
         if (
@@ -489,7 +482,7 @@ def process_message(message_id: int) -> str:
             and config.delay_notification_s
             and now - message.queued_at >= timedelta(seconds=config.delay_notification_s)
         ):
-            report_delay(server, config, message, data, timezone.now())
+            report_delay(server, config, message, data, clock())
         return outcome
     finally:
         release(message, next_attempt_at=next_attempt_at, dispatched_at=None)

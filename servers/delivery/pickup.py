@@ -18,7 +18,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from servers.delivery import engine, queue
+from servers import mailstore
+from servers.delivery import engine
 from servers.models import VirtualServer
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def envelope_from_headers(message: bytes) -> tuple[str, list[str], bytes]:
 
 
 def read_pickup_file(data: bytes) -> tuple[str, list[str], bytes]:
-    mail_from, recipients, offset = queue.parse_envelope(data[: queue.MAX_ENVELOPE_OCTETS])
+    mail_from, recipients, offset = mailstore.parse_envelope(data[: mailstore.MAX_ENVELOPE_OCTETS])
     message = data[offset:]
     if mail_from is None or not recipients:
         header_from, header_recipients, message = envelope_from_headers(message)
@@ -95,7 +96,7 @@ def pickup_headers(message: bytes) -> bytes:
 
 def scan_pickup(server: VirtualServer, *, settle_s: float = SETTLE_S) -> int:
     """Send every settled file in the server's Pickup folder; return how many were taken."""
-    pickup_dir = server.home_path / queue.PICKUP_DIR
+    pickup_dir = server.home_path / mailstore.PICKUP_DIR
     try:
         entries = sorted(os.scandir(pickup_dir), key=lambda e: e.name)
     except FileNotFoundError:
@@ -115,21 +116,22 @@ def scan_pickup(server: VirtualServer, *, settle_s: float = SETTLE_S) -> int:
     return taken
 
 
+def outgoing_message(data: bytes) -> tuple[str, list[str], bytes]:
+    """Sender, recipients and the message to queue for the bytes of one Pickup file."""
+    if len(data) > MAX_PICKUP_OCTETS:
+        raise PickupError(f"the file is larger than {MAX_PICKUP_OCTETS} octets")
+    mail_from, recipients, message = read_pickup_file(data)
+    return mail_from, recipients, pickup_headers(message) + message
+
+
 def pick_up(server: VirtualServer, path: Path) -> bool:
+    """Queue one Pickup file (or send it to BadMail/) through the store; False if it was gone."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return False
-    try:
-        if len(data) > MAX_PICKUP_OCTETS:
-            raise PickupError(f"the file is larger than {MAX_PICKUP_OCTETS} octets")
-        mail_from, recipients, message = read_pickup_file(data)
-    except (PickupError, UnicodeError, ValueError) as error:
+        message_id = mailstore.take_from_pickup(server.home_path, path, outgoing_message)
+    except mailstore.PickupRefusedError as error:
         log.warning("server %s: %s goes to BadMail: %s", server.pk, path.name, error)
-        queue.write_badmail(server.home_path, path.name, data, f"Pickup file {path.name} was not sent: {error}\r\n")
-        queue.remove_durably(path)
         return True
-    # Queued (durably) before the Pickup file goes: a crash in between sends it twice, never zero times.
-    engine.submit(server, mail_from, recipients, pickup_headers(message) + message)
-    queue.remove_durably(path)
+    if message_id is None:
+        return False
+    engine.index_file(server, message_id + mailstore.SUFFIX)
     return True

@@ -103,10 +103,6 @@ def make_resolver(dns_server: str = "", *, timeout_s: float = 5.0) -> dns.resolv
     return resolver
 
 
-def _is_temporary(error: Exception) -> bool:
-    return isinstance(error, (dns.exception.Timeout, dns.resolver.NoNameservers))
-
-
 def order_mx(records: Iterable[tuple[int, str]], rng: random.Random | None = None) -> list[tuple[int, str]]:
     """MX records by preference, shuffled among equal preferences (RFC 5321 section 5.1)."""
     shuffle = rng.shuffle if rng is not None else random.shuffle

@@ -15,8 +15,8 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from servers import stored_secrets
-from servers.delivery import engine, queue, routing
+from servers import mailstore, stored_secrets
+from servers.delivery import engine, routing
 from servers.delivery.client import Result
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState, RemoteDomainRoute
 from servers.models import Domain, DomainType, VirtualServer
@@ -28,7 +28,7 @@ __all__ = [
     "delete_message",
     "delivery_settings",
     "freeze",
-    "list_queue",
+    "reconcile_and_list_queue",
     "retry_now",
     "set_remote_domain_route",
     "unfreeze",
@@ -61,8 +61,11 @@ class QueueEntry:
     in_delivery: bool
 
 
-def list_queue(server: VirtualServer) -> list[QueueEntry]:
-    """The server's queued messages, oldest first (the database index, reconciled with the folder first)."""
+def reconcile_and_list_queue(server: VirtualServer) -> list[QueueEntry]:
+    """The server's queued messages, oldest first.
+
+    It writes first: the database index is brought in line with the Queue folder (`engine.reconcile_queue`).
+    """
     engine.reconcile_queue(server)
     now = timezone.now()
     entries = []
@@ -145,12 +148,11 @@ def delete_message(message: QueuedMessage | int, *, ndr: bool, actor: str) -> No
         pending = list(claimed.recipients.filter(state=RecipientState.PENDING))
         if ndr and pending and path.exists():
             raw_file = path.read_bytes()
-            _, _, offset = queue.parse_envelope(raw_file[: queue.MAX_ENVELOPE_OCTETS])
             result = Result(code=550, status="5.3.0", text="5.3.0 Deleted from the queue by the administrator")
             engine.fail_pending(claimed, result)
             config = DeliverySettings.for_server(server)
-            engine.report_failures(server, config, claimed, raw_file[offset:], raw_file, now)
-        queue.remove_durably(path)
+            engine.report_failures(server, config, claimed, mailstore.message_of(raw_file), raw_file, now)
+        mailstore.remove_durably(path)
         QueuedMessage.objects.filter(pk=claimed.pk).delete()
     except BaseException:
         engine.release(claimed)

@@ -11,7 +11,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from servers.delivery import engine, pickup, queue
+from servers import mailstore
+from servers.delivery import engine, pickup
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def delivery_scan(node_name: str) -> int:
     servers = engine.active_servers(node_name)
     for server in servers:
         try:
-            queue.ensure_dirs(server.home_path)
+            mailstore.ensure_dirs(server.home_path)
             engine.reconcile_queue(server)
         except OSError:
             # One unreadable home directory must not stop the other servers' mail.

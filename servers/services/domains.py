@@ -8,9 +8,9 @@ from servers.models import Domain, DomainType, VirtualServer
 
 from .audit import record_change, snapshot_of
 from .errors import DomainError
-from .mailboxes import acts_only_as_domain_administrator
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
+from .permissions import acts_only_as_domain_administrator
 from .postmaster import ensure_postmaster
 from .virtual_servers import bump_config_version
 

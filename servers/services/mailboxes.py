@@ -29,6 +29,7 @@ from .audit import record_change, snapshot_of
 from .errors import DomainError, MissingInputError
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
+from .permissions import acts_only_as_domain_administrator
 from .postmaster import POSTMASTER
 from .virtual_servers import bump_config_version
 
@@ -119,14 +120,6 @@ def _check_address_free(domain: Domain, local_part: str) -> None:
 
 
 MB = 1024 * 1024
-
-
-def acts_only_as_domain_administrator(user, domain: Domain) -> bool:
-    """Whether `user` manages `domain` only as its delegated administrator (not an administrator, not an
-    operator of its server). `None` is the system itself: the command line, tasks."""
-    if user is None or user.is_superuser:
-        return False
-    return not domain.server.operators.filter(pk=user.pk).exists()
 
 
 def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) -> None:

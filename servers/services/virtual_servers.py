@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from mailconsole.words import parse_bool
 from servers.models import (
     Domain,
     DomainType,
@@ -34,47 +35,54 @@ from .postmaster import ensure_postmaster
 # The IIS home-directory layout; `.tmp` holds files being written before their atomic rename.
 HOME_SUBDIRS = ("BadMail", "Drop", "Pickup", "Queue", ".tmp")
 ALL_UNASSIGNED = "0.0.0.0"
-# Settings of the property sheet and how each is checked (besides name, IP address and port).
-OPTIONAL_LIMIT_FIELDS = ("max_connections", "max_connections_per_client", "tls_port")
-POSITIVE_FIELDS = (
-    "max_message_size_kb",
-    "max_session_size_kb",
-    "max_messages_per_connection",
-    "max_recipients_per_message",
-    "idle_timeout_s",
-    "max_session_duration_s",
-    "max_hop_count",
+# Every setting of a virtual server that the services let change, in the order of its property sheet
+# (IIS's): the tab that shows it and how it is checked ("own": by its name in `_clean_setting`). This
+# is the one list to extend with a new setting; the API, the admin, `smtpsvc set` and the console's
+# tabs follow it (workers read theirs in `servers/snapshot.py`).
+SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    # name, tab, check
+    ("name", "general", "own"),
+    ("ip_address", "general", "own"),
+    ("port", "general", "own"),
+    ("max_connections", "general", "optional_limit"),
+    ("max_connections_per_client", "general", "optional_limit"),
+    ("idle_timeout_s", "general", "positive"),
+    ("max_session_duration_s", "general", "positive"),
+    ("min_data_rate_bps", "general", "count"),
+    ("protocol_logging", "general", "flag"),
+    ("worker_processes", "general", "own"),
+    ("allow_anonymous", "access", "flag"),
+    ("allow_basic_auth", "access", "flag"),
+    ("auth_requires_tls", "access", "flag"),
+    ("require_tls", "access", "flag"),
+    ("tls_port", "access", "optional_limit"),
+    ("connection_policy", "access", "own"),
+    ("pop_before_smtp_minutes", "access", "count"),
+    ("require_client_ptr", "access", "flag"),
+    ("require_auth_for_local_senders", "access", "flag"),
+    ("harvest_unknown_recipients_limit", "access", "count"),
+    ("max_messages_per_sender_per_hour", "access", "count"),
+    ("max_messages_per_client_per_hour", "access", "count"),
+    ("max_auth_failures_per_connection", "access", "count"),
+    ("max_auth_failures_per_client_per_hour", "access", "count"),
+    ("max_message_size_kb", "messages", "positive"),
+    ("max_session_size_kb", "messages", "positive"),
+    ("max_messages_per_connection", "messages", "positive"),
+    ("max_recipients_per_message", "messages", "positive"),
+    ("max_hop_count", "delivery", "positive"),
 )
-COUNT_FIELDS = (
-    "min_data_rate_bps",
-    "pop_before_smtp_minutes",
-    "harvest_unknown_recipients_limit",
-    "max_messages_per_sender_per_hour",
-    "max_messages_per_client_per_hour",
-    "max_auth_failures_per_connection",
-    "max_auth_failures_per_client_per_hour",
-)
-FLAG_FIELDS = (
-    "protocol_logging",
-    "allow_anonymous",
-    "allow_basic_auth",
-    "require_tls",
-    "auth_requires_tls",
-    "require_client_ptr",
-    "require_auth_for_local_senders",
-)
+
+
+def _checked_as(check: str) -> tuple[str, ...]:
+    return tuple(name for name, _, how in SERVER_SETTINGS if how == check)
+
+
+OPTIONAL_LIMIT_FIELDS = _checked_as("optional_limit")  # empty: no limit
+POSITIVE_FIELDS = _checked_as("positive")
+COUNT_FIELDS = _checked_as("count")  # 0 allowed
+FLAG_FIELDS = _checked_as("flag")
+EDITABLE_FIELDS = tuple(name for name, _, _ in SERVER_SETTINGS)
 MAX_WORKER_PROCESSES = 16
-EDITABLE_FIELDS = (
-    "name",
-    "ip_address",
-    "port",
-    "connection_policy",
-    *OPTIONAL_LIMIT_FIELDS,
-    *POSITIVE_FIELDS,
-    *COUNT_FIELDS,
-    *FLAG_FIELDS,
-    "worker_processes",
-)
 
 
 def default_home_dir(name: str) -> Path:
@@ -142,13 +150,10 @@ def _clean_number(raw: int | str | None, field: str, *, minimum: int) -> int:
 
 
 def _clean_flag(raw: object, field: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(raw).lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise DomainError(f"{raw!r} is not true or false.", field=field)
+    value = False if raw == "" else parse_bool(raw)  # an unticked box in a form sends nothing
+    if value is None:
+        raise DomainError(f"{raw!r} is not true or false.", field=field)
+    return value
 
 
 def _clean_setting(field: str, value: Any) -> object:

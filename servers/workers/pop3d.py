@@ -24,8 +24,9 @@ import redis
 from django.conf import settings
 
 from servers import pop3_replies
-from servers.livestate import redis_client
-from servers.maildir import MailboxLock, MaildirMailbox
+from servers.livestate import pop_login_key, redis_client
+from servers.maildir import MailboxLock
+from servers.mailstore import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, SessionState
 from servers.services import signin_guard
@@ -46,7 +47,6 @@ MAX_LINE_OCTETS = 1000
 # Password checks one client address may have running at once: the thread pool is shared by
 # every connection, so one address guessing in parallel must not take all of it.
 SIGN_INS_PER_CLIENT = 2
-POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
 @dataclass(frozen=True)
@@ -325,7 +325,7 @@ def _login_redis() -> redis.Redis:
 def remember_pop_login(client: str) -> None:
     """Note a successful POP3 login by this address, for POP-before-SMTP relaying."""
     try:
-        _login_redis().set(f"{POP_AUTH_PREFIX}{client}", time.time(), ex=24 * 3600)
+        _login_redis().set(pop_login_key(client), time.time(), ex=24 * 3600)
     except (redis.RedisError, OSError):
         log.warning("cannot record the POP3 login of %s for POP-before-SMTP", client)
 

@@ -18,8 +18,10 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 
 from servers import replies
+from servers.livestate import pop_login_key
 from servers.models import ServiceState
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters, protocol_log
+from servers.smtp_policy import auth_requires_tls, pop_login_recent, server_full_refusal, sweep_reply
 from servers.snapshot import ServerSnapshot, load_snapshot
 from servers.storage import remove_stale_temp_files
 from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
@@ -32,13 +34,11 @@ from servers.workers.dispatch import (
     ListenerHandle,
     die_with_parent,
 )
-from servers.workers.pop3d import POP_AUTH_PREFIX
 
 log = logging.getLogger("mailconsole.worker")
 
 # The sweep that closes sessions over their time limit or under the minimum data rate.
 SWEEP_INTERVAL_S = 2
-RATE_GRACE_S = 60
 
 
 class WorkerSMTP(MailConsoleSMTP):
@@ -151,7 +151,7 @@ class SMTPWorker(SupervisedWorker):
             enable_SMTPUTF8=True,
             timeout=policy.idle_timeout_s,
             tls_context=None if implicit_tls else self.tls_context,
-            auth_require_tls=policy.require_tls and not implicit_tls,
+            auth_require_tls=auth_requires_tls(policy, implicit_tls=implicit_tls),
             auth_required=not policy.allow_anonymous,
             auth_exclude_mechanism=[] if policy.allow_basic_auth else ["PLAIN", "LOGIN"],
             loop=asyncio.get_running_loop(),
@@ -159,10 +159,10 @@ class SMTPWorker(SupervisedWorker):
 
     async def pop_before_smtp(self, client_ip: str, minutes: int) -> bool:
         try:
-            logged_in_at = await self.redis.get(f"{POP_AUTH_PREFIX}{client_ip}")
+            logged_in_at = await self.redis.get(pop_login_key(client_ip))
         except OSError:
             return False
-        return logged_in_at is not None and time.time() - float(logged_in_at) <= minutes * 60
+        return pop_login_recent(None if logged_in_at is None else float(logged_in_at), now=time.time(), minutes=minutes)
 
     async def serve(self, sockets: list[socket.socket]) -> list:
         if self.snapshot.policy.worker_processes > 1:
@@ -193,10 +193,10 @@ class SMTPWorker(SupervisedWorker):
             ]
 
         def refusal(open_sessions: int) -> bytes | None:
-            limit = self.snapshot.policy.max_connections
-            if limit is not None and open_sessions >= limit:
-                return f"{replies.TOO_MANY_CONNECTIONS.format(hostname=self.snapshot.hostname)}\r\n".encode()
-            return None
+            reply = server_full_refusal(self.snapshot.policy, open_sessions)
+            if reply is None:
+                return None
+            return f"{reply.format(hostname=self.snapshot.hostname)}\r\n".encode()
 
         def unavailable() -> bytes:
             return f"{replies.NO_SESSION_PROCESS.format(hostname=self.snapshot.hostname)}\r\n".encode()
@@ -281,15 +281,9 @@ class SMTPWorker(SupervisedWorker):
             policy = self.snapshot.policy
             now = time.time()
             for session in list(self.control.sessions):
-                age_s = now - session.connected_at
-                if age_s > policy.max_session_duration_s:
-                    await session.close_with(replies.SESSION_TOO_LONG)
-                elif (
-                    policy.min_data_rate_bps
-                    and age_s > RATE_GRACE_S
-                    and (session.bytes_in / age_s < policy.min_data_rate_bps)
-                ):
-                    await session.close_with(replies.TOO_SLOW)
+                reply = sweep_reply(policy, age_s=now - session.connected_at, bytes_in=session.bytes_in)
+                if reply is not None:
+                    await session.close_with(reply)
 
     async def terminate_session(self, session: MailConsoleSMTP) -> None:
         await session.close_with(replies.TERMINATED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mailconsole.words import parse_bool
 from servers import services
 from servers.delivery import services as delivery
 from servers.delivery.models import QueuedMessage
@@ -11,16 +12,6 @@ from servers.management.commands.smtpsvc import find_domain, find_server
 from servers.services import DomainError
 
 ACTOR = "cli"
-BOOLEAN_WORDS = {
-    "true": True,
-    "yes": True,
-    "on": True,
-    "1": True,
-    "false": False,
-    "no": False,
-    "off": False,
-    "0": False,
-}
 
 
 class Command(BaseCommand):
@@ -69,7 +60,7 @@ class Command(BaseCommand):
         return message
 
     def do_list(self, **_) -> None:
-        entries = delivery.list_queue(self.server)
+        entries = delivery.reconcile_and_list_queue(self.server)
         if not entries:
             self.stdout.write("The queue is empty.")
         for entry in entries:
@@ -109,7 +100,8 @@ class Command(BaseCommand):
                 raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
             if name not in delivery.EDITABLE_DELIVERY_FIELDS:
                 raise CommandError(f"{name} is not a Delivery setting: {', '.join(delivery.EDITABLE_DELIVERY_FIELDS)}")
-            changes[name] = BOOLEAN_WORDS.get(value.lower(), value) if name.startswith("attempt_") else value
+            flag = parse_bool(value) if name.startswith("attempt_") else None
+            changes[name] = value if flag is None else flag  # a word that is neither is refused by the service
         config = (
             delivery.update_delivery_settings(self.server, actor=ACTOR, **changes)
             if changes
