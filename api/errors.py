@@ -12,7 +12,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from servers.services import DomainError
+from servers.services import RefusedError
 from servers.services.errors import MissingInputError
 
 
@@ -38,12 +38,12 @@ def _fields_sent(context) -> set[str]:
 def exception_handler(exc, context):
     """DRF's handler, taught the domain's errors.
 
-    A DomainError about input the client sent (its field is in the body, or the body had no single field at
+    A RefusedError about input the client sent (its field is in the body, or the body had no single field at
     fault) is a 400 by field; one about the object's state (deleting the default domain, a server that still
     has mailboxes: no field of the request is at fault) is a 409 with the same body. The schema can describe
     input, not state: this keeps every 400 a promise that the request itself was wrong.
     """
-    if isinstance(exc, DomainError):
+    if isinstance(exc, RefusedError):
         sent = _fields_sent(context)
         if isinstance(exc, MissingInputError) or (sent and (exc.field is None or exc.field in sent)):
             exc = ValidationError(exc.as_dict())

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
-from servers.services import DomainError, mailbox_usage
+from servers.services import RefusedError, mailbox_usage
 from servers.services.mailboxes import check_quota_ceiling, new_local_part
 
 IMPORT_COLUMNS = ["local_part", "password", "display_name", "quota_kb"]
@@ -45,14 +45,14 @@ def parse_csv(text: str) -> list[ImportRow]:
     reader = csv.DictReader(io.StringIO(text))
     fields = [name.strip().lower() for name in reader.fieldnames or []]
     if "local_part" not in fields or "password" not in fields:
-        raise DomainError(
+        raise RefusedError(
             "The first line must name the columns: local_part, password, display_name, quota_kb.", field="csv_file"
         )
     reader.fieldnames = fields
     rows: list[ImportRow] = []
     for number, record in enumerate(reader, start=2):
         if len(rows) >= MAX_ROWS:
-            raise DomainError(f"At most {MAX_ROWS} rows can be imported at once.", field="csv_file")
+            raise RefusedError(f"At most {MAX_ROWS} rows can be imported at once.", field="csv_file")
         if not any((value or "").strip() for value in record.values() if isinstance(value, str)):
             continue
         errors = []
@@ -87,7 +87,7 @@ def check_rows(domain: Domain, rows: list[ImportRow], *, acting_user=None) -> li
     for row in rows:
         try:
             local_part = new_local_part(row.local_part)
-        except DomainError as exc:
+        except RefusedError as exc:
             row.errors.insert(0, exc.message)
         else:
             if local_part in taken:
@@ -98,7 +98,7 @@ def check_rows(domain: Domain, rows: list[ImportRow], *, acting_user=None) -> li
         row.errors.extend(services.password_policy_errors(row.password))
         try:
             check_quota_ceiling(domain, row.quota_kb * 1024 if row.quota_kb else None, acting_user)
-        except DomainError as exc:
+        except RefusedError as exc:
             row.errors.append(exc.message)
     return rows
 
@@ -117,8 +117,8 @@ def import_rows(domain: Domain, rows: list[ImportRow], *, actor: str, acting_use
                     actor=actor,
                     acting_user=acting_user,
                 )
-            except DomainError as exc:
-                raise DomainError(f"Line {row.line}: {exc.message}", field="csv_file") from None
+            except RefusedError as exc:
+                raise RefusedError(f"Line {row.line}: {exc.message}", field="csv_file") from None
     return len(rows)
 
 

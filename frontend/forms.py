@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django import forms
 
 from servers.models import DomainType
-from servers.services import DomainError
+from servers.services import RefusedError
 from servers.services.virtual_servers import SERVER_SETTINGS
 
 PASSWORD_RULE = "At least 8 characters, with an upper-case letter, a lower-case letter and a digit."
@@ -32,7 +32,7 @@ class ConsoleForm(forms.Form):
             widget.attrs.setdefault("class", css)
 
 
-def add_domain_error(form: forms.Form, error: DomainError, field_map: dict[str, str] | None = None) -> None:
+def add_refusal(form: forms.Form, error: RefusedError, field_map: dict[str, str] | None = None) -> None:
     """Show a service's refusal next to the field it names (or above the form)."""
     field = (field_map or {}).get(error.field or "", error.field)
     form.add_error(field if field in form.fields else None, error.message)

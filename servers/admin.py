@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from frontend.throttle import LoginThrottle, lockout_minutes
 from servers import services
 from servers.models import AuditEntry, Domain, Node, ServiceState, VirtualServer
-from servers.services import DomainError
+from servers.services import RefusedError
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
@@ -52,7 +52,7 @@ def admin_login(request: HttpRequest) -> HttpResponse:
 
 
 class ServiceBackedAdmin(admin.ModelAdmin):
-    """Shows a DomainError from the services as an error message instead of a crash.
+    """Shows a RefusedError from the services as an error message instead of a crash.
 
     The bulk "delete selected" action is gone: Django's deletes a queryset at once, past the services; a
     delete is one object at a time through its delete view (`delete_model` calls the service). Should a
@@ -71,14 +71,14 @@ class ServiceBackedAdmin(admin.ModelAdmin):
     def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except DomainError as exc:
+        except RefusedError as exc:
             self.message_user(request, exc.message, level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     def delete_view(self, request: HttpRequest, object_id, extra_context=None):
         try:
             return super().delete_view(request, object_id, extra_context)
-        except DomainError as exc:
+        except RefusedError as exc:
             self.message_user(request, exc.message, level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
@@ -154,7 +154,7 @@ class VirtualServerAdmin(ServiceBackedAdmin):
         for server in queryset:
             try:
                 services.set_server_state(server, desired, actor=request.user.get_username())
-            except DomainError as exc:
+            except RefusedError as exc:
                 self.message_user(request, f"{server.name}: {exc.message}", level=messages.ERROR)
 
     @admin.action(description="Start selected servers")
@@ -200,7 +200,7 @@ class DomainAdmin(ServiceBackedAdmin):
         for domain in queryset:
             try:
                 services.set_default_domain(domain, actor=request.user.get_username())
-            except DomainError as exc:
+            except RefusedError as exc:
                 self.message_user(request, f"{domain.name}: {exc.message}", level=messages.ERROR)
 
 

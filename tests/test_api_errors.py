@@ -14,7 +14,7 @@ from api.errors import exception_handler
 from api.models import ApiToken
 from api.parsers import MAX_JSON_DEPTH, json_depth
 from api.views import StatsView
-from servers.services import DomainError
+from servers.services import RefusedError
 from tests.api_factories import client_for
 from tests.factories import make_server
 
@@ -26,20 +26,20 @@ class Sent:
         self.data = data
 
 
-def test_a_domain_error_about_a_field_sent_becomes_400_with_the_message_under_it():
-    error = DomainError("The TCP port must be between 1 and 65535.", field="port")
+def test_a_refusal_about_a_field_sent_becomes_400_with_the_message_under_it():
+    error = RefusedError("The TCP port must be between 1 and 65535.", field="port")
     response = exception_handler(error, {"request": Sent({"port": 0})})
     assert response.status_code == 400
     assert response.data == {"port": ["The TCP port must be between 1 and 65535."]}
 
 
-def test_a_domain_error_without_a_field_about_a_body_goes_under_non_field_errors():
-    response = exception_handler(DomainError("No."), {"request": Sent({"name": "x"})})
+def test_a_refusal_without_a_field_about_a_body_goes_under_non_field_errors():
+    response = exception_handler(RefusedError("No."), {"request": Sent({"name": "x"})})
     assert (response.status_code, response.data) == (400, {"non_field_errors": ["No."]})
 
 
-def test_a_domain_error_about_the_objects_state_is_a_409_with_the_same_body():
-    error = DomainError("The default domain cannot be deleted.", field="name")
+def test_a_refusal_about_the_objects_state_is_a_409_with_the_same_body():
+    error = RefusedError("The default domain cannot be deleted.", field="name")
     for request in (Sent({}), Sent({"relay_allowed": True})):
         response = exception_handler(error, {"request": request})
         assert (response.status_code, response.data) == (409, {"name": ["The default domain cannot be deleted."]})

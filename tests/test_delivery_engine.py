@@ -17,7 +17,7 @@ from servers.delivery import engine
 from servers.delivery import services as queue_services
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
 from servers.models import AuditEntry, DomainType
-from servers.services import DomainError
+from servers.services import RefusedError
 from tests.delivery_helpers import (
     MESSAGE,
     Refuser,
@@ -365,10 +365,10 @@ def test_delivery_settings_are_checked_and_audited_without_the_password(server):
         ("dns_server", "dns.example"),
         ("ndr_copy_address", "nobody"),
     ]:
-        with pytest.raises(DomainError) as error:
+        with pytest.raises(RefusedError) as error:
             queue_services.update_delivery_settings(server, actor="admin", **{field: value})
         assert error.value.field == field
-    with pytest.raises(DomainError, match="smart host"):
+    with pytest.raises(RefusedError, match="smart host"):
         queue_services.update_delivery_settings(server, smart_host_username="u", actor="admin")
     queue_services.update_delivery_settings(
         server, smart_host="[10.0.0.5]", smart_host_username="u", smart_host_password="secret", actor="admin"
@@ -379,7 +379,7 @@ def test_delivery_settings_are_checked_and_audited_without_the_password(server):
 
 
 def test_only_a_remote_domain_gets_a_route(server):
-    with pytest.raises(DomainError, match="remote domain"):
+    with pytest.raises(RefusedError, match="remote domain"):
         queue_services.set_remote_domain_route(server.default_domain, smart_host="relay.test", actor="admin")
 
 

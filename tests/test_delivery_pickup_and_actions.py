@@ -16,7 +16,7 @@ from servers.delivery import client, engine, pickup, routing
 from servers.delivery import services as queue_services
 from servers.delivery.models import QueuedMessage
 from servers.models import AuditEntry, VirtualServer
-from servers.services import DomainError, local_node
+from servers.services import RefusedError, local_node
 from tests.delivery_helpers import (
     RemoteBehaviour,
     configure,
@@ -154,7 +154,7 @@ def test_deleting_with_ndr_tells_the_sender_about_the_pending_recipients(server)
 def test_an_action_on_a_message_being_delivered_is_refused(server):
     row = send(server, ["bob@far.test"])
     QueuedMessage.objects.filter(pk=row.pk).update(claimed_by=engine.claimant())
-    with pytest.raises(DomainError, match="being delivered"):
+    with pytest.raises(RefusedError, match="being delivered"):
         queue_services.delete_message(row, ndr=False, actor="admin")
     assert (server.home_path / "Queue" / row.name).exists()
 

@@ -79,7 +79,7 @@ def test_a_console_import_dry_run_flags_a_mailbox_name_with_a_slash(people):
 
 def test_a_group_address_with_a_slash_is_refused_too(db):
     server = make_server(domain="groups-paths.test")
-    with pytest.raises(services.DomainError) as refused:
+    with pytest.raises(services.RefusedError) as refused:
         services.add_group(server.default_domain, "team/new")
     assert refused.value.field == "local_part"
 

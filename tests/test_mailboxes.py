@@ -4,7 +4,7 @@ import pytest
 
 from servers import services
 from servers.models import GroupAddress, Logon, Mailbox
-from servers.services import DomainError, LoginRefusedError
+from servers.services import LoginRefusedError, RefusedError
 from servers.snapshot import load_snapshot
 from tests.factories import PASSWORD, make_mailbox, make_server
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def test_the_password_policy_says_which_rule_failed(password, rule):
     server = make_server()
 
-    with pytest.raises(DomainError) as error:
+    with pytest.raises(RefusedError) as error:
         make_mailbox(server, "alice", password=password)
 
     assert rule in error.value.message
@@ -57,7 +57,7 @@ def test_mailboxes_live_only_in_local_domains():
     server = make_server(domain="lab.test")
     alias = services.add_domain(server, "alias.test", type="alias", alias_of="lab.test")
 
-    with pytest.raises(DomainError, match="not a local domain"):
+    with pytest.raises(RefusedError, match="not a local domain"):
         services.add_mailbox(alias, "bob", PASSWORD)
 
 
@@ -65,9 +65,9 @@ def test_an_address_is_either_a_mailbox_or_a_group_not_both():
     server = make_server(domain="lab.test")
     make_mailbox(server, "info")
 
-    with pytest.raises(DomainError, match="already a mailbox"):
+    with pytest.raises(RefusedError, match="already a mailbox"):
         services.add_group(server.default_domain, "info")
-    with pytest.raises(DomainError, match="already a group"):
+    with pytest.raises(RefusedError, match="already a group"):
         make_mailbox(server, "postmaster")
 
 
@@ -141,7 +141,7 @@ def test_a_domain_with_mailboxes_cannot_be_removed():
     other = services.add_domain(server, "other.test")
     services.add_mailbox(other, "carol", PASSWORD)
 
-    with pytest.raises(DomainError, match="still has mailboxes"):
+    with pytest.raises(RefusedError, match="still has mailboxes"):
         services.remove_domain(other)
 
 

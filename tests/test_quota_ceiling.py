@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from servers import services
 from servers.models import AuditEntry, Mailbox
-from servers.services import DomainError
+from servers.services import RefusedError
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for
 from tests.factories import make_server
@@ -105,7 +105,7 @@ def test_the_console_shows_the_ceiling_next_to_the_quota_field(people, mailbox):
 def test_only_administrators_and_operators_change_the_ceiling(people, domain):
     url = f"/api/v1/domains/{domain.pk}/"
     assert client_for(people.carol).patch(url, {"max_mailbox_quota_mb": None}, format="json").status_code == 403
-    with pytest.raises(DomainError) as refused:
+    with pytest.raises(RefusedError) as refused:
         services.set_mailbox_quota_ceiling(domain, None, actor="carol", acting_user=people.carol)
     assert refused.value.field == "max_mailbox_quota_mb"
     carol_console = Client()

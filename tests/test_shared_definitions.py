@@ -66,11 +66,11 @@ def test_settings_the_services_and_the_cli_read_yes_and_no_alike(raw, value, mon
 
 def test_a_word_that_is_neither_yes_nor_no_is_refused_everywhere(monkeypatch):
     from mailconsole.settings import SettingError, envbool
-    from servers.services import DomainError
+    from servers.services import RefusedError
     from servers.services.virtual_servers import _clean_flag
 
     assert parse_bool("maybe") is None and parse_bool(2) is None
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         _clean_flag("maybe", "require_tls")
     monkeypatch.setenv("MAILCONSOLE_TEST_FLAG", "maybe")
     with pytest.raises(SettingError):

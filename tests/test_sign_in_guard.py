@@ -132,7 +132,7 @@ def test_a_domain_has_one_spelling_and_more_than_one_trailing_dot_is_refused():
     assert canonical_domain_name("Guard.Test.") == "guard.test"
     assert canonical_domain_name("ПОЧТА.рф") == "xn--80a1acny.xn--p1ai"
     for bad in ("guard.test..", "guard..test", ".guard.test", "."):
-        with pytest.raises(services.DomainError):
+        with pytest.raises(services.RefusedError):
             canonical_domain_name(bad)
 
 

@@ -310,7 +310,7 @@ def test_a_client_that_just_read_its_pop3_mail_may_relay_when_pop_before_smtp_is
 def test_an_uploaded_certificate_replaces_the_generated_one_without_a_restart(server, tmp_path):
     ensure_self_signed_certificate(tmp_path / "c.pem", tmp_path / "k.pem", "uploaded.lab.test")
     old_pid = server.pid
-    with pytest.raises(services.DomainError):
+    with pytest.raises(services.RefusedError):
         services.set_server_certificate(server, b"not a certificate", b"nor a key")
 
     services.set_server_certificate(server, (tmp_path / "c.pem").read_bytes(), (tmp_path / "k.pem").read_bytes())

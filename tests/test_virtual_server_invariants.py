@@ -5,7 +5,7 @@ from django.conf import settings
 
 from servers import services
 from servers.models import AuditEntry, DomainType, ObservedState, ServiceState, VirtualServer
-from servers.services import DomainError
+from servers.services import RefusedError
 from tests.factories import make_server
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +43,7 @@ def test_ip_address_defaults_to_all_unassigned():
 def test_the_home_directory_can_never_be_changed(tmp_path):
     server = make_server(home_dir=tmp_path / "home")
 
-    with pytest.raises(DomainError) as error:
+    with pytest.raises(RefusedError) as error:
         services.update_virtual_server(server, home_dir=str(tmp_path / "elsewhere"))
 
     assert error.value.field == "home_dir"
@@ -78,16 +78,16 @@ def test_a_configuration_change_bumps_the_version_workers_reload_on():
 def test_a_home_directory_inside_another_servers_home_is_refused(tmp_path):
     make_server(home_dir=tmp_path / "outer")
 
-    with pytest.raises(DomainError, match="overlaps"):
+    with pytest.raises(RefusedError, match="overlaps"):
         make_server(home_dir=tmp_path / "outer" / "inner")
-    with pytest.raises(DomainError, match="overlaps"):
+    with pytest.raises(RefusedError, match="overlaps"):
         make_server(home_dir=tmp_path)
 
 
 def test_two_running_servers_of_a_node_cannot_share_an_ip_and_port():
     first = make_server(port=2700, start=True)
 
-    with pytest.raises(DomainError) as error:
+    with pytest.raises(RefusedError) as error:
         make_server(port=2700, start=True)
 
     assert first.name in error.value.message
@@ -97,7 +97,7 @@ def test_two_running_servers_of_a_node_cannot_share_an_ip_and_port():
 def test_all_unassigned_conflicts_with_a_specific_address_on_the_same_port():
     make_server(port=2701, ip_address="127.0.0.1", start=True)
 
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         make_server(port=2701, ip_address="0.0.0.0", start=True)
 
 
@@ -105,7 +105,7 @@ def test_a_stopped_server_may_share_an_address_but_cannot_start_while_the_other_
     make_server(port=2702, start=True)
     second = make_server(port=2702, start=False)
 
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.start_server(second)
 
     assert VirtualServer.objects.get(pk=second.pk).desired_state == ServiceState.STOPPED
@@ -115,22 +115,22 @@ def test_moving_a_running_server_onto_a_used_port_is_refused():
     make_server(port=2703, start=True)
     other = make_server(port=2704, start=True)
 
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.update_virtual_server(other, port=2703)
 
 
 def test_server_names_are_unique_per_node():
     make_server(name="Mail")
 
-    with pytest.raises(DomainError) as error:
+    with pytest.raises(RefusedError) as error:
         make_server(name="Mail")
     assert error.value.field == "name"
 
 
 def test_invalid_ports_and_addresses_are_refused_with_the_field_named():
-    with pytest.raises(DomainError) as bad_port:
+    with pytest.raises(RefusedError) as bad_port:
         make_server(port=70000)
-    with pytest.raises(DomainError) as bad_ip:
+    with pytest.raises(RefusedError) as bad_ip:
         make_server(ip_address="300.1.1.1")
 
     assert bad_port.value.field == "port"
@@ -141,14 +141,14 @@ def test_the_default_domain_cannot_be_deleted():
     server = make_server()
     services.add_domain(server, "second.test")
 
-    with pytest.raises(DomainError, match="default domain cannot be deleted"):
+    with pytest.raises(RefusedError, match="default domain cannot be deleted"):
         services.remove_domain(server.default_domain)
 
 
 def test_the_default_domain_cannot_become_another_type():
     server = make_server()
 
-    with pytest.raises(DomainError, match="stay a local domain"):
+    with pytest.raises(RefusedError, match="stay a local domain"):
         services.change_domain_type(server.default_domain, "remote")
 
 
@@ -159,7 +159,7 @@ def test_a_server_keeps_at_least_one_local_domain():
 
     services.remove_domain(server.domains.get(name=server.domains.exclude(pk=other.pk).get().name))
 
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.remove_domain(other)
     assert server.domains.filter(type=DomainType.LOCAL).count() == 1
 
@@ -168,7 +168,7 @@ def test_only_a_local_domain_can_be_the_default():
     server = make_server()
     remote = services.add_domain(server, "partner.test", type="remote", relay_allowed=True)
 
-    with pytest.raises(DomainError, match="Only a local domain"):
+    with pytest.raises(RefusedError, match="Only a local domain"):
         services.set_default_domain(remote)
 
 
@@ -188,9 +188,9 @@ def test_an_alias_domain_points_at_a_local_domain_of_the_same_server():
     alias = services.add_domain(server, "alias.test", type="alias", alias_of="local.test")
     assert alias.alias_of == server.default_domain
 
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.add_domain(server, "bad-alias.test", type="alias", alias_of=other_server.default_domain)
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.add_domain(server, "no-target.test", type="alias")
 
 
@@ -202,9 +202,9 @@ def test_domain_names_are_stored_canonical():
 
     assert idn.name == "xn--e1afmkfd.xn--e1aybc"
     assert upper.name == "upper.example.test"
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.add_domain(server, "upper.example.test.")
-    with pytest.raises(DomainError):
+    with pytest.raises(RefusedError):
         services.add_domain(server, "bad..name")
 
 
@@ -260,7 +260,7 @@ def test_a_home_directory_that_cannot_be_created_is_a_field_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
 
-    with pytest.raises(DomainError) as error:
+    with pytest.raises(RefusedError) as error:
         make_server(home_dir=blocker / "home")
     assert error.value.field == "home_dir"
 

@@ -20,7 +20,7 @@ from api.serializers import (
 from servers import services
 from servers.delivery import services as delivery_services
 from servers.models import ObservedState, ServiceState
-from servers.services import DomainError, permissions
+from servers.services import RefusedError, permissions
 from servers.services.api_support import set_server_operators
 
 from .base import ServiceBackedViewSet
@@ -56,7 +56,7 @@ class VirtualServerViewSet(ServiceBackedViewSet):
                 server = services.create_virtual_server(actor=self.actor, **wizard)
             except (OSError, RuntimeError) as exc:
                 # The home directory could not be made (permissions, a bad path): nothing was saved.
-                raise DomainError(f"The home directory cannot be created: {exc}", field="home_dir") from None
+                raise RefusedError(f"The home directory cannot be created: {exc}", field="home_dir") from None
             if data:  # the other settings, as the property sheet would set them right after the wizard
                 server = services.update_virtual_server(server, actor=self.actor, **data)
             if operators is not None:
@@ -75,7 +75,7 @@ class VirtualServerViewSet(ServiceBackedViewSet):
                 try:
                     server = services.update_virtual_server(server, actor=self.actor, **data)
                 except RuntimeError as exc:  # Path.expanduser on an unknown "~user"
-                    raise DomainError(str(exc), field="home_dir") from None
+                    raise RefusedError(str(exc), field="home_dir") from None
             if operators is not None:
                 set_server_operators(server, operators, actor=self.actor)
         return self.respond(server)
@@ -136,7 +136,7 @@ class VirtualServerViewSet(ServiceBackedViewSet):
         server = self.get_object()
         try:
             services.terminate_session(server, session_id, actor=self.actor)
-        except DomainError as exc:  # the session in the path does not exist (any more)
+        except RefusedError as exc:  # the session in the path does not exist (any more)
             raise NotFound(exc.message) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -9,9 +9,9 @@ from django.shortcuts import redirect
 
 from frontend.access import actor
 from frontend.bulk import ImportRow, check_rows, export_csv, import_rows, parse_csv
-from frontend.forms import ImportForm, add_domain_error
+from frontend.forms import ImportForm, add_refusal
 from frontend.views.base import render_console
-from servers.services import DomainError, permissions
+from servers.services import RefusedError, permissions
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
@@ -28,9 +28,9 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if any(row.errors for row in rows):
-                raise DomainError("The rows changed since the dry run; check the file again.", field="csv_file")
+                raise RefusedError("The rows changed since the dry run; check the file again.", field="csv_file")
             created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
-        except DomainError as exc:
+        except RefusedError as exc:
             messages.error(request, exc.message)
             return redirect("console:domain-import", pk=domain.pk)
         messages.success(request, f"{created} mailboxes were created in {domain.name}.")
@@ -42,11 +42,11 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         upload = form.cleaned_data["csv_file"]
         try:
             if upload.size > MAX_UPLOAD_BYTES:
-                raise DomainError("The file is larger than 2 MB.", field="csv_file")
+                raise RefusedError("The file is larger than 2 MB.", field="csv_file")
             try:
                 text = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
-                raise DomainError("The file is not UTF-8 text.", field="csv_file") from None
+                raise RefusedError("The file is not UTF-8 text.", field="csv_file") from None
             rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if form.cleaned_data["dry_run"]:
                 can_confirm = bool(rows) and not any(row.errors for row in rows)
@@ -59,8 +59,8 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
                     created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
                     messages.success(request, f"{created} mailboxes were created in {domain.name}.")
                     return redirect("console:domain", pk=domain.pk)
-        except DomainError as exc:
-            add_domain_error(form, exc)
+        except RefusedError as exc:
+            add_refusal(form, exc)
             rows = None
     return render_console(
         request,

@@ -19,7 +19,7 @@ from frontend.views.base import paginate, render_console
 from servers import services
 from servers.counts import object_counts
 from servers.models import Pop3Service, ServiceState
-from servers.services import DomainError, local_node, permissions
+from servers.services import RefusedError, local_node, permissions
 
 ADMINISTRATOR_ONLY = "Only an administrator can do this."
 
@@ -131,7 +131,7 @@ def service_state(request: HttpRequest, service: str) -> HttpResponse:
             services.set_pop3_state(pop3, desired, actor=actor(request))
         else:
             raise Http404("no such service")
-    except DomainError as exc:
+    except RefusedError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"The {service.upper()} service of {node.name} is set to {desired.label.lower()}.")

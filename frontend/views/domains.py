@@ -10,12 +10,12 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from frontend.access import actor
-from frontend.forms import AddDomainForm, RouteForm, add_domain_error
+from frontend.forms import AddDomainForm, RouteForm, add_refusal
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DomainType
-from servers.services import DomainError, permissions
+from servers.services import RefusedError, permissions
 from servers.services.api_support import set_domain_administrators
 
 
@@ -36,8 +36,8 @@ def server_domains(request: HttpRequest, pk: int) -> HttpResponse:
                 relay_allowed=data["relay_allowed"],
                 actor=actor(request),
             )
-        except DomainError as exc:
-            add_domain_error(form, exc)
+        except RefusedError as exc:
+            add_refusal(form, exc)
         else:
             messages.success(request, f"Domain {domain.name} ({domain.get_type_display().lower()}) was added.")
             return redirect("console:server-domains", pk=server.pk)
@@ -90,7 +90,7 @@ def domain_action(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             services.remove_domain(domain, actor=actor(request))
             messages.success(request, f"Domain {domain.name} was removed.")
-    except DomainError as exc:
+    except RefusedError as exc:
         messages.error(request, exc.message)
     target = request.POST.get("next", "")
     if target.startswith("/console/"):
@@ -137,7 +137,7 @@ def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
         domain = services.set_mailbox_quota_ceiling(
             domain, request.POST.get("max_mailbox_quota_mb", "").strip(), actor=actor(request), acting_user=request.user
         )
-    except DomainError as exc:
+    except RefusedError as exc:
         messages.error(request, exc.message)
     else:
         ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
@@ -176,8 +176,8 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
                 password=password,
                 actor=actor(request),
             )
-        except DomainError as exc:
-            add_domain_error(form, exc)
+        except RefusedError as exc:
+            add_refusal(form, exc)
         else:
             messages.success(
                 request,

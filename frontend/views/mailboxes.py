@@ -18,13 +18,13 @@ from frontend.forms import (
     ChangePasswordForm,
     DeleteMailboxForm,
     MailboxPropertiesForm,
-    add_domain_error,
+    add_refusal,
 )
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DomainType, Mailbox
-from servers.services import DomainError, mailbox_usage, permissions
+from servers.services import RefusedError, mailbox_usage, permissions
 
 KB = 1024
 
@@ -97,8 +97,8 @@ def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
                 actor=actor(request),
                 acting_user=request.user,
             )
-        except DomainError as exc:
-            add_domain_error(form, exc, {"quota_bytes": "quota_kb"})
+        except RefusedError as exc:
+            add_refusal(form, exc, {"quota_bytes": "quota_kb"})
         else:
             messages.success(request, f"Mailbox {mailbox.address} was created.")
             return redirect("console:domain", pk=domain.pk)
@@ -144,8 +144,8 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 actor=who,
                 acting_user=request.user,
             )
-        except DomainError as exc:
-            add_domain_error(properties, exc, {"quota_bytes": "quota_kb"})
+        except RefusedError as exc:
+            add_refusal(properties, exc, {"quota_bytes": "quota_kb"})
         else:
             changed = [f for f in properties.changed_data]
             messages.success(
@@ -158,8 +158,8 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     elif form_name == "password" and password.is_valid():
         try:
             services.change_password(mailbox, password.cleaned_data["password"], actor=who)
-        except DomainError as exc:
-            add_domain_error(password, exc)
+        except RefusedError as exc:
+            add_refusal(password, exc)
         else:
             messages.success(request, f"The password of {mailbox.address} was changed.")
             return redirect("console:mailbox", pk=mailbox.pk)
@@ -205,7 +205,7 @@ def group_new(request: HttpRequest, pk: int) -> HttpResponse:
     if form.is_valid():
         try:
             group = services.add_group(domain, form.cleaned_data["local_part"], actor=actor(request))
-        except DomainError as exc:
+        except RefusedError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(request, f"Group address {group} was created; choose its members.")
@@ -228,7 +228,7 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if request.POST.get("action") == "remove":
             try:
                 services.remove_group(group, actor=actor(request))
-            except DomainError as exc:
+            except RefusedError as exc:
                 messages.error(request, exc.message)
                 return redirect("console:group", pk=group.pk)
             messages.success(request, f"Group address {group} was removed.")
@@ -237,7 +237,7 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
         members = permissions.keep_invisible_members_on_edit(request.user, group, chosen)
         try:
             services.set_group_members(group, members, actor=actor(request))
-        except DomainError as exc:
+        except RefusedError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(request, f"Members of {group} saved ({len(members)}).")

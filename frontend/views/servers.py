@@ -20,14 +20,14 @@ from frontend.forms import (
     WIZARD_STEPS,
     ServerTabForm,
     WizardAddressForm,
-    add_domain_error,
+    add_refusal,
     server_tab_fields,
 )
 from frontend.views.base import render_console
 from servers import services
 from servers.delivery import services as delivery_services
 from servers.models import AccessRuleKind, ServiceState, VirtualServer
-from servers.services import DomainError, permissions
+from servers.services import RefusedError, permissions
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
 from servers.services.sessions import list_sessions, terminate_session
@@ -69,7 +69,7 @@ def server_state(request: HttpRequest, pk: int) -> HttpResponse:
             raise Http404("no such action")
         try:
             services.set_server_state(server, desired, actor=actor(request))
-        except DomainError as exc:
+        except RefusedError as exc:
             error = exc.message
         server.refresh_from_db()
         if not request.htmx:
@@ -137,11 +137,11 @@ def server_wizard(request: HttpRequest) -> HttpResponse:
                             start=answers.get("start", False),
                             actor=actor(request),
                         )
-                    except DomainError as exc:
+                    except RefusedError as exc:
                         index = WIZARD_FIELD_STEP.get(exc.field or "", index)
                         form = _wizard_form(index, data=_as_data(_wizard_form(index), answers))
                         form.is_valid()
-                        add_domain_error(form, exc)
+                        add_refusal(form, exc)
                     else:
                         request.session.pop("server_wizard", None)
                         messages.success(request, f"Virtual server {server.name!r} was created.")
@@ -190,8 +190,8 @@ def _save_tab(request: HttpRequest, form: ServerTabForm, obj, tab_url: str, save
     before = {field: getattr(obj, field) for field in changes}
     try:
         saved = save(changes)
-    except DomainError as exc:
-        add_domain_error(form, exc)
+    except RefusedError as exc:
+        add_refusal(form, exc)
         return None
     summary = "; ".join(
         f"{form.fields[f].label}: "
@@ -317,7 +317,7 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
     permissions.check_can_delete_server(request.user, server)
     try:
         services.delete_virtual_server(server, actor=actor(request))
-    except DomainError as exc:
+    except RefusedError as exc:
         messages.error(request, exc.message)
         return redirect("console:server", pk=server.pk)
     messages.success(
@@ -348,7 +348,7 @@ def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         try:
             terminate_session(server, request.POST.get("session", ""), actor=actor(request))
-        except DomainError as exc:
+        except RefusedError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(request, "The session is being closed.")
@@ -384,10 +384,10 @@ def server_rules(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             kind = request.POST.get("kind", "")
             if kind not in AccessRuleKind.values:
-                raise DomainError("Choose what the entry names.", field="kind")
+                raise RefusedError("Choose what the entry names.", field="kind")
             rule = getattr(services, add)(server, kind, request.POST.get("value", ""), actor=actor(request))
             messages.success(request, f"Added {rule.value}.")
-    except DomainError as exc:
+    except RefusedError as exc:
         messages.error(request, exc.message)
     return redirect(f"{reverse('console:server', args=[server.pk])}?tab=access")
 
@@ -415,7 +415,7 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
                 delivery_services.unfreeze(int(message_id), actor=actor(request))
             else:
                 delivery_services.delete_message(int(message_id), ndr=action == "delete_ndr", actor=actor(request))
-        except DomainError as exc:
+        except RefusedError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(

@@ -31,7 +31,7 @@ from django.views.decorators.http import require_POST
 
 from servers.maildir import MailboxLock
 from servers.models import Mailbox
-from servers.services.errors import DomainError
+from servers.services.errors import RefusedError
 from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, change_password, record_logon
 
 from . import index, mime, session
@@ -508,7 +508,7 @@ def password(request: HttpRequest) -> HttpResponse:
                 updated = change_password(
                     mailbox, form.cleaned_data["new_password"], actor=f"webmail:{mailbox.address}"
                 )
-            except DomainError as error:
+            except RefusedError as error:
                 form.add_error("new_password", error.message)
             else:
                 session.password_changed(request, updated, form.cleaned_data["new_password"])

@@ -3,7 +3,7 @@
 from .access import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .api_support import set_domain_administrators, set_server_operators
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain, set_mailbox_quota_ceiling
-from .errors import DomainError
+from .errors import RefusedError
 from .mailboxes import (
     LoginRefusedError,
     add_group,
@@ -39,7 +39,7 @@ from .virtual_servers import (
 )
 
 __all__ = [
-    "DomainError",
+    "RefusedError",
     "add_access_rule",
     "add_relay_rule",
     "list_sessions",

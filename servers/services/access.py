@@ -8,7 +8,7 @@ from servers.models import AccessRule, ClientRule, RelayRule, VirtualServer
 from servers.smtp_policy import RuleError, normalize_rule
 
 from .audit import record_change
-from .errors import DomainError
+from .errors import RefusedError
 from .nodes import request_reconcile
 from .virtual_servers import bump_config_version
 
@@ -19,7 +19,7 @@ def _clean(kind: str, value: str) -> str:
     try:
         return normalize_rule(kind, value)
     except RuleError as exc:
-        raise DomainError(str(exc), field="value") from None
+        raise RefusedError(str(exc), field="value") from None
 
 
 def _changed(server: VirtualServer) -> None:

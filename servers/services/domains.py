@@ -7,7 +7,7 @@ from django.db import transaction
 from servers.models import Domain, DomainType, VirtualServer
 
 from .audit import record_change, snapshot_of
-from .errors import DomainError
+from .errors import RefusedError
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .permissions import acts_only_as_domain_administrator
@@ -17,15 +17,15 @@ from .virtual_servers import bump_config_version
 
 def _resolve_alias_target(server: VirtualServer, alias_of: Domain | str | None) -> Domain:
     if alias_of is None or alias_of == "":
-        raise DomainError("An alias domain must name the local domain it stands for.", field="alias_of")
+        raise RefusedError("An alias domain must name the local domain it stands for.", field="alias_of")
     if isinstance(alias_of, Domain):
         target = alias_of
     else:
         target = Domain.objects.filter(server=server, name=canonical_domain_name(alias_of, field="alias_of")).first()
         if target is None:
-            raise DomainError(f"Server {server.name!r} has no domain {alias_of!r}.", field="alias_of")
+            raise RefusedError(f"Server {server.name!r} has no domain {alias_of!r}.", field="alias_of")
     if target.server_id != server.pk or target.type != DomainType.LOCAL:
-        raise DomainError("An alias domain must point at a local domain of the same server.", field="alias_of")
+        raise RefusedError("An alias domain must point at a local domain of the same server.", field="alias_of")
     return target
 
 
@@ -48,17 +48,17 @@ def add_domain(
     try:
         domain_type = DomainType(type)
     except ValueError:
-        raise DomainError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
+        raise RefusedError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
     canonical = check_path_name(canonical_domain_name(name), field="name", what="A domain name")
     if Domain.objects.filter(server=server, name=canonical).exists():
-        raise DomainError(f"Server {server.name!r} already has the domain {canonical}.", field="name")
+        raise RefusedError(f"Server {server.name!r} already has the domain {canonical}.", field="name")
     domain = Domain(server=server, name=canonical, type=domain_type)
     if domain_type == DomainType.ALIAS:
         domain.alias_of = _resolve_alias_target(server, alias_of)
     elif alias_of:
-        raise DomainError("Only an alias domain points at another domain.", field="alias_of")
+        raise RefusedError("Only an alias domain points at another domain.", field="alias_of")
     if relay_allowed and domain_type != DomainType.REMOTE:
-        raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
+        raise RefusedError("Only a remote domain can allow relaying to it.", field="relay_allowed")
     domain.relay_allowed = relay_allowed
     domain.save()
     ensure_postmaster(domain)
@@ -74,7 +74,7 @@ def set_default_domain(domain: Domain, *, actor: str = "system") -> Domain:
     if domain.is_default:
         return domain
     if domain.type != DomainType.LOCAL:
-        raise DomainError("Only a local domain can be the default domain.", field="is_default")
+        raise RefusedError("Only a local domain can be the default domain.", field="is_default")
     previous = Domain.objects.filter(server=domain.server, is_default=True).first()
     Domain.objects.filter(server=domain.server, is_default=True).update(is_default=False)
     domain.is_default = True
@@ -104,14 +104,14 @@ def change_domain_type(
     try:
         new_type = DomainType(type)
     except ValueError:
-        raise DomainError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
+        raise RefusedError(f"{type!r} is not a domain type (local, alias, remote).", field="type") from None
     if domain.is_default and new_type != DomainType.LOCAL:
-        raise DomainError("The default domain must stay a local domain.", field="type")
+        raise RefusedError("The default domain must stay a local domain.", field="type")
     if domain.type == DomainType.LOCAL and new_type != DomainType.LOCAL:
         if domain.mailboxes.exists():
-            raise DomainError(f"{domain.name} still has mailboxes; delete them first.", field="type")
+            raise RefusedError(f"{domain.name} still has mailboxes; delete them first.", field="type")
         if domain.aliases.exists():
-            raise DomainError(f"Alias domains still point at {domain.name}; change them first.", field="type")
+            raise RefusedError(f"Alias domains still point at {domain.name}; change them first.", field="type")
         _check_keeps_a_local_domain(domain)
     before = snapshot_of(domain)
     if domain.type == DomainType.LOCAL and new_type != DomainType.LOCAL:
@@ -120,9 +120,9 @@ def change_domain_type(
     domain.type = new_type
     domain.alias_of = _resolve_alias_target(domain.server, alias_of) if new_type == DomainType.ALIAS else None
     if domain.alias_of_id == domain.pk:
-        raise DomainError("A domain cannot be an alias of itself.", field="alias_of")
+        raise RefusedError("A domain cannot be an alias of itself.", field="alias_of")
     if relay_allowed and new_type != DomainType.REMOTE:
-        raise DomainError("Only a remote domain can allow relaying to it.", field="relay_allowed")
+        raise RefusedError("Only a remote domain can allow relaying to it.", field="relay_allowed")
     domain.relay_allowed = relay_allowed
     domain.save()
     ensure_postmaster(domain)
@@ -134,7 +134,7 @@ def change_domain_type(
 def _check_keeps_a_local_domain(domain: Domain) -> None:
     others = Domain.objects.filter(server=domain.server, type=DomainType.LOCAL).exclude(pk=domain.pk)
     if not others.exists():
-        raise DomainError("A virtual server must keep at least one local domain.", field="name")
+        raise RefusedError("A virtual server must keep at least one local domain.", field="name")
 
 
 @transaction.atomic
@@ -142,13 +142,13 @@ def remove_domain(domain: Domain, *, actor: str = "system") -> None:
     """Remove a domain; the default domain and the last local domain stay."""
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.is_default:
-        raise DomainError("The default domain cannot be deleted; make another domain the default first.", field="name")
+        raise RefusedError("The default domain cannot be deleted; make another domain the default first.", field="name")
     if domain.type == DomainType.LOCAL:
         _check_keeps_a_local_domain(domain)
         if domain.aliases.exists():
-            raise DomainError(f"Alias domains still point at {domain.name}; remove them first.", field="name")
+            raise RefusedError(f"Alias domains still point at {domain.name}; remove them first.", field="name")
     if domain.mailboxes.exists():
-        raise DomainError(f"{domain.name} still has mailboxes; delete them first.", field="name")
+        raise RefusedError(f"{domain.name} still has mailboxes; delete them first.", field="name")
     record_change(actor=actor, action="remove_domain", obj=domain, before=snapshot_of(domain))
     server = domain.server
     domain.delete()
@@ -168,7 +168,7 @@ def set_mailbox_quota_ceiling(
     """
     domain = Domain.objects.select_related("server__node").select_for_update().get(pk=domain.pk)
     if acts_only_as_domain_administrator(acting_user, domain):
-        raise DomainError(
+        raise RefusedError(
             "Only an administrator or an operator of the server can change the quota ceiling.",
             field="max_mailbox_quota_mb",
         )
@@ -178,9 +178,9 @@ def set_mailbox_quota_ceiling(
         try:
             value = int(ceiling_mb)
         except (TypeError, ValueError):
-            raise DomainError(f"{ceiling_mb!r} is not a whole number of MB.", field="max_mailbox_quota_mb") from None
+            raise RefusedError(f"{ceiling_mb!r} is not a whole number of MB.", field="max_mailbox_quota_mb") from None
         if not 0 <= value <= MAX_QUOTA_CEILING_MB:
-            raise DomainError(
+            raise RefusedError(
                 f"Enter a number of MB between 0 and {MAX_QUOTA_CEILING_MB}.", field="max_mailbox_quota_mb"
             )
         value = value or None

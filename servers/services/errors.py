@@ -1,5 +1,8 @@
-class DomainError(Exception):
-    """A request that would break an invariant; the message is fit to show a user.
+class RefusedError(Exception):
+    """The services refused a request: it would break an invariant, or its input is wrong.
+
+    The message is fit to show a user. (Called DomainError until issue 14: in a mail server whose
+    central model is a mail Domain, that name said the wrong thing.)
 
     `field` names the input at fault, so forms and the API can put the message next to it.
     """
@@ -13,5 +16,5 @@ class DomainError(Exception):
         return {self.field or "non_field_errors": [self.message]}
 
 
-class MissingInputError(DomainError):
+class MissingInputError(RefusedError):
     """A value this user must give was left out (the API answers 400 by field even though it was not sent)."""

@@ -26,7 +26,7 @@ from servers.models import Domain, DomainType, GroupAddress, Logon, Mailbox
 from servers.storage import UnsafePathError
 
 from .audit import record_change, snapshot_of
-from .errors import DomainError, MissingInputError
+from .errors import MissingInputError, RefusedError
 from .names import canonical_domain_name, check_path_name
 from .nodes import request_reconcile
 from .permissions import acts_only_as_domain_administrator
@@ -58,15 +58,15 @@ def password_policy_errors(password: str) -> list[str]:
 def check_password_policy(password: str) -> None:
     errors = password_policy_errors(password or "")
     if errors:
-        raise DomainError(" ".join(errors), field="password")
+        raise RefusedError(" ".join(errors), field="password")
 
 
 def canonical_local_part(raw: str, *, field: str = "local_part") -> str:
     local_part = (raw or "").strip().lower()
     if not local_part:
-        raise DomainError("Enter a mailbox name.", field=field)
+        raise RefusedError("Enter a mailbox name.", field=field)
     if len(local_part) > 64 or not LOCAL_PART_RE.match(local_part):
-        raise DomainError(f"{raw!r} is not a valid mailbox name (letters, digits, . _ + -).", field=field)
+        raise RefusedError(f"{raw!r} is not a valid mailbox name (letters, digits, . _ + -).", field=field)
     return local_part
 
 
@@ -78,7 +78,7 @@ def new_local_part(raw: str, *, field: str = "local_part") -> str:
 def split_address(address: str, *, field: str = "address") -> tuple[str, str]:
     local_part, at, domain = (address or "").strip().rpartition("@")
     if not at:
-        raise DomainError(f"{address!r} is not a mail address (user@domain).", field=field)
+        raise RefusedError(f"{address!r} is not a mail address (user@domain).", field=field)
     return canonical_local_part(local_part, field=field), canonical_domain_name(domain, field=field)
 
 
@@ -87,10 +87,10 @@ def find_local_domain(name: str, *, field: str = "domain") -> Domain:
     canonical = canonical_domain_name(name, field=field)
     domains = list(Domain.objects.filter(name=canonical).select_related("server__node"))
     if not domains:
-        raise DomainError(f"There is no domain {canonical}.", field=field)
+        raise RefusedError(f"There is no domain {canonical}.", field=field)
     local = [d for d in domains if d.type == DomainType.LOCAL]
     if not local:
-        raise DomainError(f"{canonical} is not a local domain; mailboxes live in local domains.", field=field)
+        raise RefusedError(f"{canonical} is not a local domain; mailboxes live in local domains.", field=field)
     return local[0]
 
 
@@ -102,7 +102,7 @@ def find_mailbox(address: str, *, field: str = "address") -> Mailbox:
         .first()
     )
     if mailbox is None:
-        raise DomainError(f"There is no mailbox {local_part}@{domain}.", field=field)
+        raise RefusedError(f"There is no mailbox {local_part}@{domain}.", field=field)
     return mailbox
 
 
@@ -114,9 +114,9 @@ def _changed(domain: Domain) -> None:
 
 def _check_address_free(domain: Domain, local_part: str) -> None:
     if Mailbox.objects.filter(domain=domain, local_part=local_part).exists():
-        raise DomainError(f"{local_part}@{domain.name} is already a mailbox.", field="local_part")
+        raise RefusedError(f"{local_part}@{domain.name} is already a mailbox.", field="local_part")
     if GroupAddress.objects.filter(domain=domain, local_part=local_part).exists():
-        raise DomainError(f"{local_part}@{domain.name} is already a group address.", field="local_part")
+        raise RefusedError(f"{local_part}@{domain.name} is already a group address.", field="local_part")
 
 
 MB = 1024 * 1024
@@ -134,7 +134,7 @@ def check_quota_ceiling(domain: Domain, quota_bytes: int | None, acting_user) ->
             field="quota_bytes",
         )
     if quota_bytes > ceiling_mb * MB:
-        raise DomainError(
+        raise RefusedError(
             f"The quota can be at most {ceiling_mb} MB ({ceiling_mb * MB} bytes) in {domain.name}.", field="quota_bytes"
         )
 
@@ -145,11 +145,11 @@ def _clean_quota(value: int | str | None, field: str) -> int | None:
     try:
         quota = int(value)
     except (TypeError, ValueError):
-        raise DomainError(f"{value!r} is not a number.", field=field) from None
+        raise RefusedError(f"{value!r} is not a number.", field=field) from None
     if quota < 0:
-        raise DomainError("A quota cannot be negative.", field=field)
+        raise RefusedError("A quota cannot be negative.", field=field)
     if quota > 2**62:
-        raise DomainError("The quota is too large.", field=field)
+        raise RefusedError("The quota is too large.", field=field)
     return quota or None
 
 
@@ -172,7 +172,7 @@ def add_mailbox(
     """
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
-        raise DomainError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
+        raise RefusedError(f"{domain.name} is not a local domain; mailboxes live in local domains.", field="domain")
     local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     quota_bytes = _clean_quota(quota_bytes, "quota_bytes")
@@ -190,7 +190,7 @@ def add_mailbox(
     try:
         maildir.ensure_maildir(own_maildir(mailbox))
     except UnsafePathError as error:
-        raise DomainError(
+        raise RefusedError(
             f"No folder can be made for {mailbox.address}: {error.strerror}.", field="local_part"
         ) from None
     record_change(actor=actor, action="add_mailbox", obj=mailbox, after=snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS))
@@ -307,7 +307,7 @@ def update_mailbox(mailbox: Mailbox, *, actor: str = "system", acting_user=None,
                 )
             mailbox.is_catch_all = bool(value)
         else:
-            raise DomainError(f"{field} cannot be changed here.", field=field)
+            raise RefusedError(f"{field} cannot be changed here.", field=field)
     mailbox.save()
     record_change(
         actor=actor,
@@ -332,13 +332,13 @@ def add_group(
     """One address delivering to several mailboxes of the same server."""
     domain = Domain.objects.select_related("server__node").get(pk=domain.pk)
     if domain.type != DomainType.LOCAL:
-        raise DomainError(f"{domain.name} is not a local domain.", field="domain")
+        raise RefusedError(f"{domain.name} is not a local domain.", field="domain")
     local_part = new_local_part(local_part)
     _check_address_free(domain, local_part)
     try:
         group = GroupAddress.objects.create(domain=domain, local_part=local_part)
     except IntegrityError:
-        raise DomainError(f"{local_part}@{domain.name} already exists.", field="local_part") from None
+        raise RefusedError(f"{local_part}@{domain.name} already exists.", field="local_part") from None
     _set_members(group, members)
     record_change(
         actor=actor, action="add_group", obj=group, after={"members": [m.address for m in group.members.all()]}
@@ -351,7 +351,7 @@ def _set_members(group: GroupAddress, members: Iterable[Mailbox]) -> None:
     members = list(members)
     for member in members:
         if member.domain.server_id != group.domain.server_id:
-            raise DomainError(f"{member.address} is on another server.", field="members")
+            raise RefusedError(f"{member.address} is on another server.", field="members")
     group.members.set(members)
 
 
@@ -375,7 +375,7 @@ def set_group_members(group: GroupAddress, members: Iterable[Mailbox], *, actor:
 def remove_group(group: GroupAddress, *, actor: str = "system") -> None:
     group = GroupAddress.objects.select_related("domain__server__node").get(pk=group.pk)
     if group.local_part == POSTMASTER:
-        raise DomainError("Every local domain keeps its postmaster address (RFC 5321).", field="local_part")
+        raise RefusedError("Every local domain keeps its postmaster address (RFC 5321).", field="local_part")
     record_change(actor=actor, action="remove_group", obj=group)
     domain = group.domain
     group.delete()
@@ -454,7 +454,7 @@ def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredenti
     """Check a mailbox's credentials; raise LoginRefusedError with the same reason for any bad pair."""
     try:
         local_part, domain = split_address(address)
-    except DomainError:
+    except RefusedError:
         _check_password(password, _dummy_hash())
         raise LoginRefusedError("credentials") from None
     mailbox = (

@@ -9,7 +9,7 @@ import ipaddress
 
 import idna
 
-from .errors import DomainError
+from .errors import RefusedError
 
 
 def canonical_domain_name(raw: str, *, field: str = "name") -> str:
@@ -20,18 +20,18 @@ def canonical_domain_name(raw: str, *, field: str = "name") -> str:
     """
     name = (raw or "").strip()
     if not name:
-        raise DomainError("Enter a domain name.", field=field)
+        raise RefusedError("Enter a domain name.", field=field)
     try:
         # UTS #46 maps case, full-width letters and ideographic full stops before encoding.
         canonical = idna.encode(name, uts46=True).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:
-        raise DomainError(f"{raw!r} is not a valid domain name: {exc}", field=field) from None
+        raise RefusedError(f"{raw!r} is not a valid domain name: {exc}", field=field) from None
     if canonical.endswith("."):
         canonical = canonical[:-1]
     if not canonical or canonical.startswith(".") or canonical.endswith(".") or ".." in canonical:
-        raise DomainError(f"{raw!r} is not a valid domain name: empty label.", field=field)
+        raise RefusedError(f"{raw!r} is not a valid domain name: empty label.", field=field)
     if len(canonical) > 253:
-        raise DomainError("A domain name is at most 253 characters long.", field=field)
+        raise RefusedError("A domain name is at most 253 characters long.", field=field)
     return canonical
 
 
@@ -61,7 +61,7 @@ def check_path_name(name: str, *, field: str, what: str = "The name") -> str:
 
     problem = "cannot start with a dot" if name.startswith(".") else path_name_problem(name)
     if problem is not None:
-        raise DomainError(f"{what} {problem} (it names a folder on disk).", field=field)
+        raise RefusedError(f"{what} {problem} (it names a folder on disk).", field=field)
     return name
 
 
@@ -72,6 +72,6 @@ def check_home_dir_text(raw: object, *, field: str = "home_dir") -> None:
 
     text = str(raw)
     if re.search(r"[\x00-\x1f\x7f]", text):
-        raise DomainError("A home directory cannot contain control characters.", field=field)
+        raise RefusedError("A home directory cannot contain control characters.", field=field)
     if ".." in PurePath(text).parts:
-        raise DomainError("A home directory cannot contain '..' components.", field=field)
+        raise RefusedError("A home directory cannot contain '..' components.", field=field)

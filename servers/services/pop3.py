@@ -10,7 +10,7 @@ from servers.models import Node, Pop3Service, ServiceState
 from servers.tls import ensure_self_signed_certificate
 
 from .audit import record_change, snapshot_of
-from .errors import DomainError
+from .errors import RefusedError
 from .names import canonical_domain_name
 from .nodes import local_node, request_reconcile
 from .virtual_servers import (
@@ -46,7 +46,7 @@ def create_pop3_service(
     if plaintext_requires_tls is None:
         plaintext_requires_tls = passwords_need_tls_by_default(ip_address)
     if Pop3Service.objects.filter(node=node).exists():
-        raise DomainError(f"Node {node.name} already has a POP3 service.", field="node")
+        raise RefusedError(f"Node {node.name} already has a POP3 service.", field="node")
     service = Pop3Service(
         node=node,
         ip_address=ip_address,
@@ -57,7 +57,7 @@ def create_pop3_service(
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
     )
     if service.tls_port == service.port:
-        raise DomainError("The POP3S port must differ from the POP3 port.", field="tls_port")
+        raise RefusedError("The POP3S port must differ from the POP3 port.", field="tls_port")
     if start:
         _check_unique_address(service)
     service.save()
@@ -73,7 +73,7 @@ def update_pop3_service(service: Pop3Service, *, actor: str = "system", **change
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         field = sorted(unknown)[0]
-        raise DomainError(f"{field} cannot be changed here.", field=field)
+        raise RefusedError(f"{field} cannot be changed here.", field=field)
     before = snapshot_of(service)
     for field, value in changes.items():
         if field == "ip_address":
@@ -87,7 +87,7 @@ def update_pop3_service(service: Pop3Service, *, actor: str = "system", **change
         else:
             service.plaintext_requires_tls = bool(value)
     if service.tls_port == service.port:
-        raise DomainError("The POP3S port must differ from the POP3 port.", field="tls_port")
+        raise RefusedError("The POP3S port must differ from the POP3 port.", field="tls_port")
     if service.desired_state != ServiceState.STOPPED:
         _check_unique_address(service)
     service.config_version = F("config_version") + 1

@@ -30,7 +30,7 @@ from django.conf import settings
 
 from servers.livestate import redis_client
 
-from .errors import DomainError
+from .errors import RefusedError
 from .names import canonical_client_address
 
 log = logging.getLogger("mailconsole.signin")
@@ -175,7 +175,7 @@ def canonical_mailbox_identity(typed: str) -> str:
     text = unicodedata.normalize("NFKC", (typed or "").strip())
     try:
         local_part, domain = split_address(text)
-    except DomainError:
+    except RefusedError:
         return "invalid:" + text.casefold()
     return f"{local_part}@{domain}"
 

@@ -27,7 +27,7 @@ from servers.models import (
 from servers.storage import write_durably
 
 from .audit import record_change, snapshot_of
-from .errors import DomainError
+from .errors import RefusedError
 from .names import canonical_domain_name, check_home_dir_text, check_path_name
 from .nodes import local_node, request_reconcile
 from .postmaster import ensure_postmaster
@@ -93,9 +93,9 @@ def default_home_dir(name: str) -> Path:
 def _clean_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
-        raise DomainError("Enter a name for the virtual server.", field="name")
+        raise RefusedError("Enter a name for the virtual server.", field="name")
     if len(name) > 100:
-        raise DomainError("The name is at most 100 characters long.", field="name")
+        raise RefusedError("The name is at most 100 characters long.", field="name")
     return name
 
 
@@ -105,7 +105,7 @@ def _clean_ip(raw: str | None) -> str:
     try:
         return str(ipaddress.ip_address(str(raw).strip()))
     except ValueError:
-        raise DomainError(f"{raw!r} is not an IP address.", field="ip_address") from None
+        raise RefusedError(f"{raw!r} is not an IP address.", field="ip_address") from None
 
 
 def passwords_need_tls_by_default(ip_address: str) -> bool:
@@ -129,35 +129,35 @@ def _clean_port(raw: int | str) -> int:
     try:
         port = int(raw)
     except (TypeError, ValueError):
-        raise DomainError(f"{raw!r} is not a TCP port number.", field="port") from None
+        raise RefusedError(f"{raw!r} is not a TCP port number.", field="port") from None
     if not 1 <= port <= 65535:
-        raise DomainError("The TCP port must be between 1 and 65535.", field="port")
+        raise RefusedError("The TCP port must be between 1 and 65535.", field="port")
     return port
 
 
 def _clean_number(raw: int | str | None, field: str, *, minimum: int) -> int:
     if raw is None or isinstance(raw, bool):
-        raise DomainError(f"{raw!r} is not a number.", field=field)
+        raise RefusedError(f"{raw!r} is not a number.", field=field)
     try:
         number = int(raw)
     except (TypeError, ValueError):
-        raise DomainError(f"{raw!r} is not a number.", field=field) from None
+        raise RefusedError(f"{raw!r} is not a number.", field=field) from None
     if number < minimum:
-        raise DomainError(f"The value must be at least {minimum}.", field=field)
+        raise RefusedError(f"The value must be at least {minimum}.", field=field)
     if number > 2**31 - 1:
-        raise DomainError("The value is too large.", field=field)
+        raise RefusedError("The value is too large.", field=field)
     return number
 
 
 def _clean_flag(raw: object, field: str) -> bool:
     value = False if raw == "" else parse_bool(raw)  # an unticked box in a form sends nothing
     if value is None:
-        raise DomainError(f"{raw!r} is not true or false.", field=field)
+        raise RefusedError(f"{raw!r} is not true or false.", field=field)
     return value
 
 
 def _clean_setting(field: str, value: Any) -> object:
-    """Check one property-sheet value (as a form or the API sent it); raise DomainError naming the field."""
+    """Check one property-sheet value (as a form or the API sent it); raise RefusedError naming the field."""
     if field == "name":
         return _clean_name(value)
     if field == "ip_address":
@@ -168,12 +168,12 @@ def _clean_setting(field: str, value: Any) -> object:
         return None if value in (None, "", 0) else _clean_port(value)
     if field == "connection_policy":
         if value not in ("all_except", "only_listed"):
-            raise DomainError("Choose all_except or only_listed.", field=field)
+            raise RefusedError("Choose all_except or only_listed.", field=field)
         return value
     if field == "worker_processes":
         processes = _clean_number(value, field, minimum=1)
         if processes > MAX_WORKER_PROCESSES:
-            raise DomainError(f"The value must be at most {MAX_WORKER_PROCESSES}.", field=field)
+            raise RefusedError(f"The value must be at most {MAX_WORKER_PROCESSES}.", field=field)
         return processes
     if field in OPTIONAL_LIMIT_FIELDS:
         return None if value in (None, "") else _clean_number(value, field, minimum=1)
@@ -183,7 +183,7 @@ def _clean_setting(field: str, value: Any) -> object:
         return _clean_number(value, field, minimum=0)
     if field in FLAG_FIELDS:
         return _clean_flag(value, field)
-    raise DomainError(f"{field} cannot be changed here.", field=field)
+    raise RefusedError(f"{field} cannot be changed here.", field=field)
 
 
 def _is_within(inner: Path, outer: Path) -> bool:
@@ -196,16 +196,16 @@ def _clean_home_dir(raw: str | Path | None, name: str) -> Path:
     try:
         home = Path(raw).expanduser() if raw else default_home_dir(name)
     except RuntimeError:
-        raise DomainError(f"{raw!r} names a home directory of an unknown user.", field="home_dir") from None
+        raise RefusedError(f"{raw!r} names a home directory of an unknown user.", field="home_dir") from None
     if not home.is_absolute():
         home = settings.VAR_DIR / home
     home = Path(home.resolve())
     if home.exists() and not home.is_dir():
-        raise DomainError(f"{home} exists and is not a directory.", field="home_dir")
+        raise RefusedError(f"{home} exists and is not a directory.", field="home_dir")
     for other in VirtualServer.objects.values_list("name", "home_dir"):
         other_name, other_home = other[0], Path(other[1])
         if _is_within(home, other_home) or _is_within(other_home, home):
-            raise DomainError(
+            raise RefusedError(
                 f"{home} overlaps the home directory of server {other_name!r} ({other_home}).",
                 field="home_dir",
             )
@@ -247,7 +247,7 @@ def _check_unique_address(unit: SupervisedProcess) -> None:
     other = address_conflict(unit)
     if other is not None:
         used = ", ".join(f"{ip}:{port}" for ip, port in listening_addresses(other))
-        raise DomainError(
+        raise RefusedError(
             f"{other} already uses {used} on node {unit.node.name}; stop it or choose another IP address or port.",
             field="port",
         )
@@ -279,7 +279,7 @@ def create_virtual_server(
     node = node or local_node()
     name = _clean_name(name)
     if VirtualServer.objects.filter(node=node, name=name).exists():
-        raise DomainError(f"Node {node.name} already has a server named {name!r}.", field="name")
+        raise RefusedError(f"Node {node.name} already has a server named {name!r}.", field="name")
     domain_name = check_path_name(
         canonical_domain_name(default_domain, field="default_domain"), field="default_domain", what="A domain name"
     )
@@ -300,13 +300,13 @@ def create_virtual_server(
     try:
         server.save()
     except IntegrityError:
-        raise DomainError("Another server already uses this home directory.", field="home_dir") from None
+        raise RefusedError("Another server already uses this home directory.", field="home_dir") from None
     default = Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
     ensure_postmaster(default)
     try:
         create_home_dirs(server.home_path)
     except OSError as exc:
-        raise DomainError(
+        raise RefusedError(
             f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}", field="home_dir"
         ) from None
     record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
@@ -324,7 +324,7 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
         if not requested.is_absolute():
             requested = settings.VAR_DIR / requested
         if str(requested.resolve()) != server.home_dir:
-            raise DomainError(
+            raise RefusedError(
                 "The home directory of a virtual server cannot be changed after creation.",
                 field="home_dir",
             )
@@ -332,16 +332,16 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         field = sorted(unknown)[0]
-        raise DomainError(f"{field} cannot be changed here.", field=field)
+        raise RefusedError(f"{field} cannot be changed here.", field=field)
     before = snapshot_of(server)
     for field, value in changes.items():
         setattr(server, field, _clean_setting(field, value))
     if server.tls_port is not None and server.tls_port == server.port:
-        raise DomainError("The implicit-TLS port must differ from the SMTP port.", field="tls_port")
+        raise RefusedError("The implicit-TLS port must differ from the SMTP port.", field="tls_port")
     if "name" in changes and (
         VirtualServer.objects.filter(node=server.node, name=server.name).exclude(pk=server.pk).exists()
     ):
-        raise DomainError(f"Node {server.node.name} already has a server named {server.name!r}.", field="name")
+        raise RefusedError(f"Node {server.node.name} already has a server named {server.name!r}.", field="name")
     if server.effective_desired_state != ServiceState.STOPPED:
         _check_unique_address(server)
     if snapshot_of(server) == before:
@@ -414,7 +414,7 @@ def delete_virtual_server(server: VirtualServer, *, actor: str = "system") -> No
     node = server.node
     orphan = ("smtp", server.pk, server.pid)
     if Mailbox.objects.filter(domain__server=server).exists():
-        raise DomainError("The server still has mailboxes; delete them (or their domains) first.", field="name")
+        raise RefusedError("The server still has mailboxes; delete them (or their domains) first.", field="name")
     Domain.objects.filter(server=server, type=DomainType.ALIAS).delete()
     server.delete()
     if orphan[2]:
@@ -433,7 +433,7 @@ def set_server_certificate(server: VirtualServer, cert_pem: bytes, key_pem: byte
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
         except (ssl.SSLError, ValueError) as exc:
-            raise DomainError(
+            raise RefusedError(
                 f"The certificate and key do not make a usable pair: {exc}", field="certificate"
             ) from None
     server.cert_path.parent.mkdir(parents=True, exist_ok=True)

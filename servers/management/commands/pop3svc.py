@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import services
 from servers.models import Pop3Service, ServiceState
-from servers.services import DomainError
+from servers.services import RefusedError
 
 ACTOR = "cli"
 
@@ -67,7 +67,7 @@ class Command(BaseCommand):
                 desired = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
                 services.set_pop3_state(service, desired[verb], actor=ACTOR)
                 self.stdout.write(f"POP3 service of node {node.name}: {desired[verb].value} requested")
-        except DomainError as exc:
+        except RefusedError as exc:
             raise CommandError(exc.message) from None
 
     def show(self, service: Pop3Service) -> None:

@@ -9,7 +9,7 @@ from servers import services
 from servers.delivery import services as delivery
 from servers.delivery.models import QueuedMessage
 from servers.management.commands.smtpsvc import find_domain, find_server
-from servers.services import DomainError
+from servers.services import RefusedError
 
 ACTOR = "cli"
 
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         self.server = find_server(services.local_node(), server)
         try:
             getattr(self, f"do_{verb}")(**options)
-        except DomainError as exc:
+        except RefusedError as exc:
             raise CommandError(exc.message) from None
 
     def find_message(self, ref: str) -> QueuedMessage:

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import services
 from servers.models import Domain, Node, ObservedState, ServiceState, VirtualServer
-from servers.services import DomainError
+from servers.services import RefusedError
 
 ACTOR = "cli"
 WAIT_S = 20
@@ -112,7 +112,7 @@ class Command(BaseCommand):
         self.node = services.local_node()
         try:
             getattr(self, f"do_{verb}")(**options)
-        except DomainError as exc:
+        except RefusedError as exc:
             raise CommandError(exc.message) from None
 
     # -- reading -----------------------------------------------------------------------------

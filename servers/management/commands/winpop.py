@@ -28,7 +28,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import maildir, services
 from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.services import DomainError
+from servers.services import RefusedError
 from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
 from servers.storage import UnsafePathError
 
@@ -56,7 +56,7 @@ class Command(BaseCommand):
             handler(*arguments)
         except TypeError:
             raise CommandError(f"Wrong arguments for `winpop {verb}`. Run `winpop help`.") from None
-        except DomainError as exc:
+        except RefusedError as exc:
             raise CommandError(exc.message) from None
 
     # -- the Windows verbs -------------------------------------------------------------------
