@@ -7,7 +7,7 @@ delivery engine read; the rules that decide on it are in `servers.smtp_policy`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from django.conf import settings
@@ -15,34 +15,6 @@ from django.conf import settings
 from servers.maildir import has_own_folder
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
 from servers.smtp_policy import ClientList
-
-# VirtualServer settings the SMTP session reads, copied into the snapshot under the same names.
-POLICY_FIELDS = (
-    "max_connections",
-    "max_connections_per_client",
-    "idle_timeout_s",
-    "max_session_duration_s",
-    "min_data_rate_bps",
-    "protocol_logging",
-    "max_messages_per_connection",
-    "max_recipients_per_message",
-    "max_hop_count",
-    "allow_anonymous",
-    "allow_basic_auth",
-    "require_tls",
-    "auth_requires_tls",
-    "tls_port",
-    "connection_policy",
-    "pop_before_smtp_minutes",
-    "require_client_ptr",
-    "require_auth_for_local_senders",
-    "harvest_unknown_recipients_limit",
-    "max_messages_per_sender_per_hour",
-    "max_messages_per_client_per_hour",
-    "max_auth_failures_per_connection",
-    "max_auth_failures_per_client_per_hour",
-    "worker_processes",
-)
 
 
 @dataclass(frozen=True)
@@ -76,6 +48,14 @@ class SmtpPolicy:
     max_auth_failures_per_connection: int = 3
     max_auth_failures_per_client_per_hour: int = 20
     worker_processes: int = 1
+
+
+# Fields of SmtpPolicy computed from other settings rather than copied from one.
+_COMPUTED_POLICY_FIELDS = frozenset({"max_session_size_bytes", "access_list", "relay_list"})
+# VirtualServer settings the SMTP session reads, copied into the snapshot under the same names: every
+# other field of SmtpPolicy, so a new setting is declared once in SERVER_SETTINGS
+# (servers/services/virtual_servers.py) and once here, as a typed field with its default.
+POLICY_FIELDS = tuple(f.name for f in fields(SmtpPolicy) if f.name not in _COMPUTED_POLICY_FIELDS)
 
 
 @dataclass(frozen=True)
