@@ -583,7 +583,11 @@ class LocalEnvelope(Envelope):
 
 
 class LocalDeliveryHandler(_ProtocolNamesOnly):
-    """The policy hooks of a session, and delivery before the 250."""
+    """The policy hooks of a session, and delivery before the 250.
+
+    aiosmtpd passes each hook the session's protocol object (`MailConsoleSMTP`) first; it is named
+    `protocol` here, not `server` as in aiosmtpd's docs: it is one connection, not the virtual server.
+    """
 
     def __init__(
         self,
@@ -602,7 +606,7 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         return replies.LOCAL_ERROR
 
     async def handle_EHLO(
-        self, server: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self, protocol: MailConsoleSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
         return ehlo_lines(self._snapshot().policy, responses)
@@ -612,36 +616,36 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
     handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_MAIL(
-        self, server: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+        self, protocol: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
         refusal = mail_refusal(
             self._snapshot(),
             address,
-            tls_active=server.tls_active,
-            messages_accepted=server.messages_accepted,
-            bytes_accepted=server.bytes_accepted,
-            signed_in_as=server.signed_in_as,
+            tls_active=protocol.tls_active,
+            messages_accepted=protocol.messages_accepted,
+            bytes_accepted=protocol.bytes_accepted,
+            signed_in_as=protocol.signed_in_as,
         )
         if refusal is not None:
             if closes_connection(refusal):
-                await server.close_with(refusal)
-                return refusal.format(hostname=server.hostname)
+                await protocol.close_with(refusal)
+                return refusal.format(hostname=protocol.hostname)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
-    async def may_relay(self, server: MailConsoleSMTP, domain: str) -> bool:
+    async def may_relay(self, protocol: MailConsoleSMTP, domain: str) -> bool:
         snapshot = self._snapshot()
-        if relay_permitted(snapshot, signed_in_as=server.signed_in_as, client_ip=server.client_ip, domain=domain):
+        if relay_permitted(snapshot, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip, domain=domain):
             return True
         if snapshot.policy.pop_before_smtp_minutes and self._pop_before_smtp is not None:
-            return await self._pop_before_smtp(server.client_ip, snapshot.policy.pop_before_smtp_minutes)
+            return await self._pop_before_smtp(protocol.client_ip, snapshot.policy.pop_before_smtp_minutes)
         return False
 
     async def handle_RCPT(
         self,
-        server: MailConsoleSMTP,
+        protocol: MailConsoleSMTP,
         session: Session,
         envelope: LocalEnvelope,
         address: str,
@@ -651,7 +655,7 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         route = route_recipient(snapshot, address, accepted_so_far=len(envelope.rcpt_tos))
         if not isinstance(route, Recipient):
             return route
-        if route.needs_relay and not await self.may_relay(server, route.domain):
+        if route.needs_relay and not await self.may_relay(protocol, route.domain):
             return replies.RELAY_DENIED.format(address=address)
         recipient = route.address
         if route.remote:
@@ -661,13 +665,13 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return replies.OK_RECIPIENT
         destination = route.destination
         if destination is None:
-            server.unknown_recipients += 1
-            delay_s, hang_up = harvest_penalty(snapshot.policy, server.unknown_recipients)
+            protocol.unknown_recipients += 1
+            delay_s, hang_up = harvest_penalty(snapshot.policy, protocol.unknown_recipients)
             if delay_s:
                 # Directory harvesting: slow the client down, then send it away.
                 await asyncio.sleep(delay_s)
             if hang_up:
-                await server.close_with(replies.HARVEST_LIMIT)
+                await protocol.close_with(replies.HARVEST_LIMIT)
             return replies.UNKNOWN_USER.format(address=recipient)
         loop = asyncio.get_running_loop()
         for entry in destination.mailboxes:
@@ -685,22 +689,22 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         envelope.rcpt_options.extend(rcpt_options)
         return replies.OK_RECIPIENT
 
-    async def handle_DATA(self, server: MailConsoleSMTP, session: Session, envelope: LocalEnvelope) -> str:
+    async def handle_DATA(self, protocol: MailConsoleSMTP, session: Session, envelope: LocalEnvelope) -> str:
         snapshot = self._snapshot()
         policy = snapshot.policy
         content = envelope.original_content or b""
-        rate_keys = message_rate_keys(policy, client_ip=server.client_ip, sender=envelope.mail_from or "")
+        rate_keys = message_rate_keys(policy, client_ip=protocol.client_ip, sender=envelope.mail_from or "")
         count_recent = self.counters.count_recent
         refusal = data_refusal(
             policy,
             content,
-            bytes_accepted=server.bytes_accepted,
+            bytes_accepted=protocol.bytes_accepted,
             recent_counts=((count_recent(key), limit) for key, limit in rate_keys),
         )
         if refusal is not None:
             return refusal
         message_id = unique_message_name("")
-        received = received_header(snapshot, session, message_id, tls=server.tls_active, user=server.signed_in_as)
+        received = received_header(snapshot, session, message_id, tls=protocol.tls_active, user=protocol.signed_in_as)
         loop = asyncio.get_running_loop()
         try:
             # Disk work leaves the event loop; the 250 goes out only once every copy is durable.
@@ -710,8 +714,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return replies.LOCAL_ERROR
         if refusal:
             return refusal
-        server.messages_accepted += 1
-        server.bytes_accepted += len(content)
+        protocol.messages_accepted += 1
+        protocol.bytes_accepted += len(content)
         for key, _ in rate_keys:
             self.counters.record(key)
         return replies.OK_QUEUED.format(message_id=message_id)
