@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import email.message
 import email.policy
 import socket
 import threading
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -72,7 +74,7 @@ class TestDNS:
     __test__ = False
 
     def __init__(self) -> None:
-        self.records: dict[str, list[tuple[str, object]]] = {}
+        self.records: dict[str, list[tuple[str, Any]]] = {}
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
         self.stopping = threading.Event()
@@ -350,7 +352,11 @@ def run_until_empty(server, *, timeout_s: float = 15, later_s: float = 0) -> Non
 def mailbox_messages(server, local_part: str) -> list[email.message.EmailMessage]:
     maildir = server.home_path / "Mailbox" / "lab.test" / local_part / "new"
     files = sorted(maildir.glob("*")) if maildir.exists() else []
-    return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in files]
+    # With policy.default the parser makes EmailMessage objects; typeshed only promises Message.
+    return [
+        cast(email.message.EmailMessage, email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
+        for path in files
+    ]
 
 
 def delivery_status(report: email.message.EmailMessage) -> str:

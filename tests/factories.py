@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from servers import services
-from servers.models import Mailbox, Pop3Service, VirtualServer
+from servers.models import Domain, Mailbox, Pop3Service, VirtualServer
 from tests.helpers import free_port
 
 _counter = 0
@@ -79,6 +79,12 @@ def make_server(
         start=start,
         **kwargs,
     )
+
+
+def default_domain_of(server: VirtualServer) -> Domain:
+    """The server's default domain (every server made through the services has one)."""
+    assert server.default_domain is not None
+    return server.default_domain
 
 
 PASSWORD = "Labpass123"

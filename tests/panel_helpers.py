@@ -12,7 +12,7 @@ from servers import services
 from servers.livestate import redis_client
 from servers.models import Domain, VirtualServer
 from servers.services import signin_guard
-from tests.factories import USER_PASSWORD, People, make_people, make_server, make_user
+from tests.factories import USER_PASSWORD, People, default_domain_of, make_people, make_server, make_user
 
 PASSWORD = USER_PASSWORD
 __all__ = ["PASSWORD", "Cast", "clear_login_throttle", "make_cast", "make_user"]
@@ -42,7 +42,7 @@ def make_cast() -> Cast:
         server=server,
         other_server=other_server,
         domain=domain,
-        other_domain=server.default_domain,
+        other_domain=default_domain_of(server),
     )
 
 

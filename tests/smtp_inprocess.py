@@ -55,6 +55,7 @@ def serving(snapshot: ServerSnapshot) -> Iterator[int]:
     loop = asyncio.new_event_loop()
     counters, control = WorkerCounters(), WorkerControl()
     handler = LocalDeliveryHandler(lambda: snapshot, counters, None)
+    assert snapshot.cert_path is not None and snapshot.key_path is not None  # lab_snapshot names both
     tls_context = server_context(snapshot.cert_path, snapshot.key_path)
     policy = snapshot.policy
 

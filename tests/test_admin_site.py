@@ -148,7 +148,9 @@ def test_over_a_socket_the_admin_locks_out_after_wrong_passwords(live_server, tr
 
     def sign_in(password: str) -> int:
         page = browser.open(login_url, timeout=10).read().decode()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert found is not None, "the sign-in page carries a CSRF token"
+        token = found.group(1)
         body = urllib.parse.urlencode(
             {"csrfmiddlewaretoken": token, "username": "alice", "password": password, "next": "/admin/"}
         ).encode()

@@ -15,9 +15,11 @@ pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def queue_message(server, *recipients: str) -> QueuedMessage:
-    return engine.submit(
+    queued = engine.submit(
         server, "ann@example.test", list(recipients or ["bob@remote.example"]), b"Subject: hello\r\n\r\nhi\r\n"
     )
+    assert queued is not None
+    return queued
 
 
 def test_the_queue_lists_sender_recipients_and_size(admin):

@@ -16,7 +16,7 @@ from servers import services
 from servers.models import Domain, Mailbox, VirtualServer
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for, results
-from tests.factories import make_server
+from tests.factories import default_domain_of, make_server
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -41,8 +41,8 @@ def lab(people) -> Lab:
     lab = Lab(
         one=one,
         two=two,
-        d1=one.default_domain,
-        d2a=two.default_domain,
+        d1=default_domain_of(one),
+        d2a=default_domain_of(two),
         d2b=d2b,
         m1=services.add_mailbox(one.default_domain, "m1", GOOD_PASSWORD),
         m2a=services.add_mailbox(two.default_domain, "m2a", GOOD_PASSWORD),

@@ -121,7 +121,7 @@ def test_a_connection_no_session_process_can_take_is_told_421():
 
 
 def test_connections_wait_for_room_on_a_full_channel_and_all_arrive_in_order():
-    async def scenario() -> tuple[int, list[int]]:
+    async def scenario() -> tuple[int, int]:
         dispatcher, far_ends = dispatcher_with_channels(1)
         clients = []
         for _ in range(300):  # far more than the channel's queue holds

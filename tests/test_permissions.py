@@ -20,7 +20,7 @@ from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
 from servers.services import permissions
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for, results
-from tests.factories import People, make_people, make_server
+from tests.factories import People, default_domain_of, make_people, make_server
 
 OK, FORBIDDEN, NOT_FOUND = "ok", 403, 404
 
@@ -52,7 +52,7 @@ def lab(db) -> Lab:
     team = services.add_group(two.default_domain, "team", [m2a, m2b])
     set_server_operators(one, [people.bob, people.dave])
     set_domain_administrators(two.default_domain, [people.carol])
-    return Lab(people, one, two, one.default_domain, two.default_domain, d2b, m2a, m2b, team)
+    return Lab(people, one, two, default_domain_of(one), default_domain_of(two), d2b, m2a, m2b, team)
 
 
 def outcome(status_code: int) -> str | int:

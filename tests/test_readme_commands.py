@@ -127,7 +127,9 @@ def _expand_alternatives(argv: list[str]) -> list[list[str]]:
 def readme_examples(path: Path) -> list[Example]:
     examples: list[Example] = []
     lines = path.read_text().splitlines()
-    in_block, block, variables = False, [], {}
+    in_block = False
+    block: list[tuple[int, str]] = []
+    variables: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         if line.lstrip().startswith("```"):
             if in_block:

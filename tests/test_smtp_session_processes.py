@@ -19,7 +19,7 @@ import pytest
 
 from servers import replies, services
 from servers.models import ObservedState, VirtualServer
-from tests.factories import PASSWORD, make_mailbox, make_server
+from tests.factories import PASSWORD, default_domain_of, make_mailbox, make_server
 from tests.helpers import port_is_closed, read_greeting, wait_until
 from tests.test_smtp_access import configure, running
 
@@ -52,7 +52,7 @@ def send_from(server: VirtualServer, address: str) -> None:
 
 def delivering_pids(server: VirtualServer) -> set[int]:
     """The processes that wrote alice's messages: a Maildir name holds the writer's pid (`.P<pid>R`)."""
-    maildir = server.default_domain.mailboxes.get(local_part="alice").maildir
+    maildir = default_domain_of(server).mailboxes.get(local_part="alice").maildir
     return {int(name.split(".P", 1)[1].split("R", 1)[0]) for name in os.listdir(maildir / "new")}
 
 

@@ -187,6 +187,7 @@ def lines_until_reload(log: Path, start: int, version: int) -> list[str]:
     text = wait_until(
         lambda: marker in log.read_text(errors="replace")[start:] and log.read_text(errors="replace"), message=marker
     )
+    assert isinstance(text, str)
     return text[start:].split(marker)[0].splitlines()
 
 
