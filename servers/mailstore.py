@@ -33,7 +33,7 @@ from servers.maildir import (
     read_message,
     unique_part,
 )
-from servers.storage import SERVER_TMP_DIR, fsync_dir, unique_message_name, write_durably
+from servers.storage import SERVER_TMP_DIR, fsync_dir, unique_message_name, write_durably, write_synced
 
 # A server's folders beside its Maildirs (as IIS names them); files are written in TMP_DIR first.
 QUEUE_DIR = "Queue"
@@ -128,19 +128,6 @@ def read_queue_file(path: Path) -> QueueFile:
 # --- Maildir delivery ---------------------------------------------------------------------------
 
 
-def _write_synced(path: Path, chunks: Iterable[bytes]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def deliver_to_mailboxes(maildirs: Collection[Path], chunks: Iterable[bytes]) -> str:
     """Write one message durably into the new/ of every Maildir and return its unique name.
 
@@ -153,7 +140,7 @@ def deliver_to_mailboxes(maildirs: Collection[Path], chunks: Iterable[bytes]) ->
     tmp_path = maildirs[0] / "tmp" / name
     published: list[Path] = []
     try:
-        _write_synced(tmp_path, chunks)
+        write_synced(tmp_path, chunks, mode=0o600)
         for index, maildir in enumerate(maildirs):
             new_path = maildir / "new" / name
             try:
@@ -163,7 +150,7 @@ def deliver_to_mailboxes(maildirs: Collection[Path], chunks: Iterable[bytes]) ->
                     raise
                 # Another filesystem, or no hard links: a copy of our own for this Maildir.
                 own_tmp = maildir / "tmp" / f"{name}.{index}"
-                _write_synced(own_tmp, [tmp_path.read_bytes()])
+                write_synced(own_tmp, [tmp_path.read_bytes()], mode=0o600)
                 try:
                     os.rename(own_tmp, new_path)
                 except BaseException:

@@ -26,6 +26,20 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_synced(path: Path, chunks: Iterable[bytes], *, mode: int = 0o640) -> None:
+    """Create `path` (it must not exist), write every chunk whole, and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_durably(tmp_dir: Path, target_dir: Path, name: str, chunks: Iterable[bytes]) -> Path:
     """Write `chunks` as `target_dir/name`: temp file, fsync, atomic rename, fsync the directory.
 
@@ -34,17 +48,8 @@ def write_durably(tmp_dir: Path, target_dir: Path, name: str, chunks: Iterable[b
     """
     tmp_path = tmp_dir / name
     final_path = target_dir / name
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp_path, chunks)
         os.rename(tmp_path, final_path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

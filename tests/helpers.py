@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U", bound=Any)  # a VirtualServer or Pop3Service
+V = TypeVar("V", bound=Any)  # a VirtualServer
 
 
 def wait_until(
@@ -48,3 +50,47 @@ def port_is_closed(port: int, host: str = "127.0.0.1") -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def wait_for_state(unit: U, state: str, timeout_s: float = 20) -> U:
+    """Wait until the reconcile reports `state` for a server or service (re-read from the database)."""
+
+    def reached() -> bool:
+        unit.refresh_from_db()
+        return unit.state == state
+
+    wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
+    return unit
+
+
+def worker_running(server: V) -> V:
+    """Wait until the server's own worker runs its current configuration (heartbeat pid and version)."""
+    from servers.livestate import read_heartbeats, redis_client
+    from servers.models import ObservedState
+
+    def current() -> bool:
+        server.refresh_from_db()
+        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
+        return (
+            server.state == ObservedState.RUNNING
+            and beat is not None
+            and beat.pid == server.pid
+            and beat.config_version >= server.config_version
+        )
+
+    wait_until(current, timeout_s=20, message="the worker to run the current configuration")
+    return server
+
+
+# The browser tests drive Debian's chromium (never a downloaded one).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

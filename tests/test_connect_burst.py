@@ -15,7 +15,8 @@ import pytest
 from servers.models import VirtualServer
 from servers.workers.dispatch import HANDOFF_TIMEOUT_S, TAG_PLAIN, Dispatcher
 from tests.factories import make_server
-from tests.test_smtp_access import configure, running
+from tests.helpers import worker_running
+from tests.test_smtp_access import configure
 
 pytestmark = pytest.mark.backend_independent
 
@@ -46,7 +47,7 @@ async def first_lines(port: int, count: int) -> list[bytes]:
 
 @pytest.fixture
 def server(supervised) -> VirtualServer:
-    return configure(running(make_server(domain="lab.test", start=True)), worker_processes=2)
+    return configure(worker_running(make_server(domain="lab.test", start=True)), worker_processes=2)
 
 
 def test_every_connection_of_a_burst_is_greeted_or_told_421(server):

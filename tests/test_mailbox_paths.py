@@ -200,14 +200,14 @@ def test_a_legacy_mailbox_is_kept_out_of_the_routing_snapshot(db):
 
 @pytest.mark.usefixtures("supervised")
 def test_smtp_and_pop3_keep_a_legacy_mailbox_inside_bobs_folder_away_from_bobs_mail():
+    from tests.helpers import worker_running
     from tests.test_pop3_service import wait_for_state
-    from tests.test_smtp_access import running
 
     server = make_server(domain="smtp-paths.test", start=True)
     bob, unread = bob_with_unread_mail(server)
     legacy_mailbox(server, "bob/new")
     services.update_virtual_server(server, max_hop_count=31)  # any change: the worker reloads its routes
-    running(server)
+    worker_running(server)
     pop3 = wait_for_state(make_pop3_service(), ObservedState.RUNNING)
 
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:

@@ -16,22 +16,11 @@ from django.conf import settings
 from servers import services
 from servers.models import Mailbox, VirtualServer
 from tests.conftest import REPO_DIR
-from tests.helpers import free_port
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port
 from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast, make_user
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO_DIR / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}

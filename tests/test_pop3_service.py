@@ -17,18 +17,9 @@ import pytest
 from servers import pop3_replies, replies, services
 from servers.models import Logon, ObservedState, Pop3Service
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
-from tests.helpers import port_is_closed, wait_until
+from tests.helpers import port_is_closed, wait_for_state, wait_until
 
 pytestmark = pytest.mark.usefixtures("supervised")
-
-
-def wait_for_state(unit, state: str, timeout_s: float = 20):
-    def reached():
-        unit.refresh_from_db()
-        return unit.state == state
-
-    wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
-    return unit
 
 
 @pytest.fixture

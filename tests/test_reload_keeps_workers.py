@@ -22,8 +22,8 @@ from servers import services, supervision
 from servers.livestate import heartbeat_key, read_heartbeats, redis_client
 from servers.models import VirtualServer
 from tests.factories import make_mailbox, make_server
-from tests.helpers import wait_until
-from tests.test_smtp_access import configure, running
+from tests.helpers import wait_until, worker_running
+from tests.test_smtp_access import configure
 
 pytestmark = [pytest.mark.usefixtures("supervised"), pytest.mark.backend_independent]
 
@@ -68,7 +68,7 @@ class Greeter(threading.Thread):
 
 
 def test_fifty_configuration_changes_under_load_keep_the_worker_and_its_port():
-    server = running(make_server(domain="lab.test", start=True))
+    server = worker_running(make_server(domain="lab.test", start=True))
     make_mailbox(server, "alice")
     server = configure(server, worker_processes=2)
     wait_until(lambda: len(session_processes(server)) == 2, message="two session processes")
@@ -113,7 +113,7 @@ def test_fifty_configuration_changes_under_load_keep_the_worker_and_its_port():
 
 
 def test_a_heartbeat_naming_one_of_the_workers_session_processes_does_not_get_it_killed():
-    server = running(make_server(domain="lab.test", start=True))
+    server = worker_running(make_server(domain="lab.test", start=True))
     server = configure(server, worker_processes=2)
     children = wait_until(
         lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
@@ -130,4 +130,4 @@ def test_a_heartbeat_naming_one_of_the_workers_session_processes_does_not_get_it
     server.refresh_from_db()
     assert (server.pid, server.restart_count) == (pid, 0)
     assert psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    running(server)
+    worker_running(server)

@@ -23,19 +23,10 @@ from servers.models import Logon, ObservedState
 from servers.services import signin_guard
 from servers.services.names import canonical_client_address, canonical_domain_name
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
-from tests.helpers import wait_until
+from tests.helpers import wait_for_state, wait_until
 
 # The counters live in Redis: a second database backend proves nothing new here.
 pytestmark = pytest.mark.backend_independent
-
-
-def wait_for_state(unit, state: str, timeout_s: float = 20):
-    def reached():
-        unit.refresh_from_db()
-        return unit.state == state
-
-    wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
-    return unit
 
 
 class LineClient:

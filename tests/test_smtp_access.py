@@ -20,11 +20,11 @@ import pytest
 
 from servers import replies, services
 from servers.delivery.models import DeliverySettings
-from servers.livestate import pop_login_key, read_heartbeats, redis_client
+from servers.livestate import pop_login_key, redis_client
 from servers.models import ObservedState, VirtualServer
 from servers.tls import ensure_self_signed_certificate
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
-from tests.helpers import free_port, read_greeting, wait_until
+from tests.helpers import free_port, read_greeting, wait_until, worker_running
 
 pytestmark = pytest.mark.usefixtures("supervised")
 # The fixtures dns, port and remotes: a test DNS and remote SMTP servers for relayed mail.
@@ -40,32 +40,17 @@ def unverified_tls() -> ssl.SSLContext:
     return context
 
 
-def running(server: VirtualServer) -> VirtualServer:
-    def worker_current():
-        server.refresh_from_db()
-        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
-        return (
-            server.state == ObservedState.RUNNING
-            and beat is not None
-            and beat.pid == server.pid
-            and beat.config_version >= server.config_version
-        )
-
-    wait_until(worker_current, timeout_s=20, message="the worker to run the current configuration")
-    return server
-
-
 def configure(server: VirtualServer, **changes) -> VirtualServer:
     services.update_virtual_server(server, **changes)
-    return running(server)
+    return worker_running(server)
 
 
 @pytest.fixture
 def server():
     """A running server for lab.test with the mailbox alice, anonymous mail allowed."""
-    srv = running(make_server(domain="lab.test", start=True))
+    srv = worker_running(make_server(domain="lab.test", start=True))
     make_mailbox(srv, "alice")
-    return running(srv)
+    return worker_running(srv)
 
 
 def connect(server: VirtualServer, **kwargs) -> smtplib.SMTP:
@@ -314,7 +299,7 @@ def test_an_uploaded_certificate_replaces_the_generated_one_without_a_restart(se
         services.set_server_certificate(server, b"not a certificate", b"nor a key")
 
     services.set_server_certificate(server, (tmp_path / "c.pem").read_bytes(), (tmp_path / "k.pem").read_bytes())
-    running(server)
+    worker_running(server)
 
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.starttls(context=unverified_tls())

@@ -20,8 +20,8 @@ import pytest
 from servers import replies, services
 from servers.models import ObservedState, VirtualServer
 from tests.factories import PASSWORD, default_domain_of, make_mailbox, make_server
-from tests.helpers import port_is_closed, read_greeting, wait_until
-from tests.test_smtp_access import configure, running
+from tests.helpers import port_is_closed, read_greeting, wait_until, worker_running
+from tests.test_smtp_access import configure
 
 # Process handling, routing and counting: the single-process worker's database reads run on both backends.
 pytestmark = [pytest.mark.usefixtures("supervised"), pytest.mark.backend_independent]
@@ -32,7 +32,7 @@ CLIENT_ADDRESSES = [f"127.0.0.{n}" for n in range(1, 9)]
 
 @pytest.fixture
 def server() -> VirtualServer:
-    srv = running(make_server(domain="lab.test", start=True))
+    srv = worker_running(make_server(domain="lab.test", start=True))
     make_mailbox(srv, "alice")
     return configure(srv, worker_processes=2)
 

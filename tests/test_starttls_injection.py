@@ -12,10 +12,8 @@ import ssl
 
 import pytest
 
-from servers.livestate import read_heartbeats, redis_client
-from servers.models import ObservedState, VirtualServer
 from tests.factories import make_mailbox, make_server
-from tests.helpers import wait_until
+from tests.helpers import worker_running
 from tests.smtp_inprocess import Client, lab_snapshot, serving
 
 # Sockets and files: a second database backend proves nothing new here.
@@ -59,19 +57,9 @@ def test_a_starttls_without_pipelined_plaintext_discards_nothing(tmp_path, caplo
     assert not [r for r in caplog.records if "plaintext after STARTTLS" in r.getMessage()]
 
 
-def running(server: VirtualServer) -> VirtualServer:
-    def worker_current():
-        server.refresh_from_db()
-        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
-        return server.state == ObservedState.RUNNING and beat is not None and beat.pid == server.pid
-
-    wait_until(worker_current, timeout_s=20, message="the worker to run")
-    return server
-
-
 @pytest.mark.usefixtures("supervised")
 def test_the_supervised_worker_answers_nothing_that_was_injected_before_the_handshake():
-    server = running(make_server(domain="lab.test", start=True))
+    server = worker_running(make_server(domain="lab.test", start=True))
     make_mailbox(server, "alice")
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE

@@ -16,12 +16,10 @@ from django.test import Client
 from django.urls import reverse
 
 from servers import services
-from servers.livestate import read_heartbeats, redis_client
-from servers.models import ObservedState, VirtualServer
 from servers.services.virtual_servers import passwords_need_tls_by_default
 from tests.api_factories import client_for
 from tests.factories import make_server
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, worker_running
 from tests.smtp_inprocess import Client as SmtpClient
 from tests.smtp_inprocess import lab_snapshot, serving
 
@@ -189,19 +187,9 @@ def test_with_tls_before_auth_no_password_is_taken_in_plaintext_but_mail_still_i
     assert "250-AUTH LOGIN PLAIN" in ehlo_in_tls
 
 
-def running(server: VirtualServer) -> VirtualServer:
-    def worker_current():
-        server.refresh_from_db()
-        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
-        return server.state == ObservedState.RUNNING and beat is not None and beat.pid == server.pid
-
-    wait_until(worker_current, timeout_s=20, message="the worker to run")
-    return server
-
-
 @pytest.mark.usefixtures("supervised")
 def test_the_supervised_worker_takes_auth_only_after_starttls_when_the_server_says_so():
-    server = running(make_server(domain="lab.test", start=True, auth_requires_tls=True))
+    server = worker_running(make_server(domain="lab.test", start=True, auth_requires_tls=True))
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:

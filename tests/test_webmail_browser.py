@@ -13,11 +13,9 @@ import pytest
 from servers.models import ObservedState
 from tests.conftest import REPO_DIR
 from tests.factories import PASSWORD, make_pop3_service
-from tests.helpers import wait_until
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, wait_for_state, wait_until
 from tests.panel_helpers import clear_login_throttle
 from tests.webmail_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     HOSTILE_HTML,
     PNG_1X1,
     html_message,
@@ -96,15 +94,6 @@ def visits(browser, live_server):
         assert each.page_errors == []
 
 
-def wait_for_state(unit, state: str, timeout_s: float = 30):
-    def reached():
-        unit.refresh_from_db()
-        return unit.state == state
-
-    wait_until(reached, timeout_s=timeout_s, message=f"{unit} to be {state}")
-    return unit
-
-
 def rcpt_code(port: int, address: str) -> int:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo()
@@ -118,13 +107,13 @@ def rcpt_code(port: int, address: str) -> int:
 def live_lab(supervised):
     """A running virtual server with mailboxes helena and bob, and the node's POP3 service."""
     lab = make_lab(start=True, domain=DOMAIN)
-    wait_for_state(lab.server, ObservedState.RUNNING)
+    wait_for_state(lab.server, ObservedState.RUNNING, timeout_s=30)
     wait_until(
         lambda: rcpt_code(lab.server.port, f"bob@{DOMAIN}") == 250,
         timeout_s=30,
         message="the SMTP worker to know the mailboxes",
     )
-    lab.pop3 = wait_for_state(make_pop3_service(default_domain=DOMAIN), ObservedState.RUNNING)
+    lab.pop3 = wait_for_state(make_pop3_service(default_domain=DOMAIN), ObservedState.RUNNING, timeout_s=30)
     return lab
 
 

@@ -118,20 +118,6 @@ def signed_in_client(mailbox: Mailbox, password: str = PASSWORD, **client_option
     return client
 
 
-# The browser tests drive Debian's chromium (never a downloaded one), as the console's tests do.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 def _png_1x1() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import ipaddress
 import os
 import re
@@ -273,32 +274,23 @@ def deliver(
     last_failure = result_of(451, "4.4.0 No host could be tried")
     for target in route.targets:
         try:
+            attempt = functools.partial(
+                _transaction,
+                target,
+                route,
+                mail_from,
+                recipients,
+                message,
+                helo=helo,
+                timeout_s=timeout_s,
+                source_address=source_address,
+            )
             with slots.hold():
                 try:
-                    return _transaction(
-                        target,
-                        route,
-                        mail_from,
-                        recipients,
-                        message,
-                        helo=helo,
-                        timeout_s=timeout_s,
-                        source_address=source_address,
-                        use_tls=True,
-                    )
+                    return attempt(use_tls=True)
                 except _TlsError:
                     # A broken TLS stack on the other side: deliver in the clear rather than not at all.
-                    return _transaction(
-                        target,
-                        route,
-                        mail_from,
-                        recipients,
-                        message,
-                        helo=helo,
-                        timeout_s=timeout_s,
-                        source_address=source_address,
-                        use_tls=False,
-                    )
+                    return attempt(use_tls=False)
         except SessionError as failure:
             last_failure = failure.result
             if failure.result.permanent:

@@ -363,18 +363,30 @@ def report_failures(
         reports = [
             dsn.RecipientReport(row.address, dsn.FAILED, _result_of_row(row), message.last_attempt_at) for row in rows
         ]
-        report = dsn.build_report(
-            reporting_mta=settings.MAIL_HOSTNAME,
-            postmaster=postmaster_address(server),
-            to=message.mail_from,
-            original=data,
-            arrival_date=message.queued_at,
-            recipients=reports,
-            now=now,
-            queue_id=message.name,
-        )
-        submit(server, "", report_to, report)
+        _send_report(server, message, data, reports, now, report_to)
     QueuedRecipient.objects.filter(pk__in=[row.pk for row in rows]).update(notified=True)
+
+
+def _send_report(
+    server: VirtualServer,
+    message: QueuedMessage,
+    data: bytes,
+    reports: list[dsn.RecipientReport],
+    now: datetime,
+    report_to: list[str],
+) -> None:
+    """Queue a DSN about `message` (null sender, so it never bounces back) to `report_to`."""
+    report = dsn.build_report(
+        reporting_mta=settings.MAIL_HOSTNAME,
+        postmaster=postmaster_address(server),
+        to=message.mail_from,
+        original=data,
+        arrival_date=message.queued_at,
+        recipients=reports,
+        now=now,
+        queue_id=message.name,
+    )
+    submit(server, "", report_to, report)
 
 
 def report_delay(
@@ -389,17 +401,7 @@ def report_delay(
             )
             for row in rows
         ]
-        report = dsn.build_report(
-            reporting_mta=settings.MAIL_HOSTNAME,
-            postmaster=postmaster_address(server),
-            to=message.mail_from,
-            original=data,
-            arrival_date=message.queued_at,
-            recipients=reports,
-            now=now,
-            queue_id=message.name,
-        )
-        submit(server, "", [message.mail_from], report)
+        _send_report(server, message, data, reports, now, [message.mail_from])
     QueuedMessage.objects.filter(pk=message.pk).update(delay_notified=True)
 
 
