@@ -269,6 +269,16 @@ class DomainSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def quota_ceiling_field() -> serializers.IntegerField:
+    return strict.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.",
+    )
+
+
 class DomainCreateSerializer(serializers.Serializer):
     server = ScopedPrimaryKeyRelatedField(queryset=VirtualServer.objects.all())
     name = domain_name_field()
@@ -280,13 +290,7 @@ class DomainCreateSerializer(serializers.Serializer):
         help_text="For an alias domain: the local domain it stands for.",
     )
     relay_allowed = strict.BooleanField(default=False, help_text="Remote domains only.")
-    max_mailbox_quota_mb = strict.IntegerField(
-        min_value=0,
-        max_value=MAX_INT,
-        required=False,
-        allow_null=True,
-        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.",
-    )
+    max_mailbox_quota_mb = quota_ceiling_field()
     administrators = usernames_field(required=False)
 
 
@@ -294,13 +298,7 @@ class DomainUpdateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, required=False)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
     relay_allowed = strict.BooleanField(required=False)
-    max_mailbox_quota_mb = strict.IntegerField(
-        min_value=0,
-        max_value=MAX_INT,
-        required=False,
-        allow_null=True,
-        help_text="The largest mailbox quota (MB) a domain administrator may give; null or 0: no ceiling.",
-    )
+    max_mailbox_quota_mb = quota_ceiling_field()
     administrators = usernames_field(required=False)
 
 
