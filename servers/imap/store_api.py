@@ -19,7 +19,7 @@ Conventions
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -172,6 +172,11 @@ class Folder(Protocol):
         """Like copy_to, then the sources are removed (without needing \\Deleted)."""
         ...
 
+    def watch_paths(self) -> Sequence[str]:
+        """Directories whose mtime changes whenever the folder does: the adapter polls them (one
+        stat per folder, however many sessions watch it) and asks IDLE sessions to refresh."""
+        ...
+
     def close(self) -> None:
         """The session no longer has the folder selected."""
         ...
@@ -207,3 +212,31 @@ class Account(Protocol):
     def quota(self) -> Quota: ...
 
     def release(self) -> None: ...
+
+
+class AuthStatus(enum.Enum):
+    OK = "ok"
+    BAD_CREDENTIALS = "bad-credentials"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """What the authenticator says about a login: a status, and the account when it succeeded.
+
+    LOCKED is returned only after the password checked out, or it would reveal that the user exists.
+    """
+
+    status: AuthStatus
+    account: Account | None = None
+    # How long the adapter waits before it answers a failure: throttling without holding a thread.
+    failure_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.status is AuthStatus.OK) != (self.account is not None):
+            raise ValueError("an OK outcome carries an account, and only an OK outcome does")
+
+
+# (user name as the client gave it, password) -> outcome. The worker's authenticator normalises the
+# name (default domain, case, IDNA) and applies the same sign-in guard as POP3 and SMTP AUTH.
+Authenticator = Callable[[str, str], AuthOutcome]
