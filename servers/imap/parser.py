@@ -21,7 +21,7 @@ from typing import Any
 MAX_LINE_OCTETS = 64 * 1024
 MAX_LITERAL_OCTETS = 50 * 1024 * 1024
 # RFC 4466 2.1 tag: any ASTRING-CHAR except "+".
-_TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")
+_TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")
 _COMMAND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9.-]*\Z")
 _LITERAL_ANNOUNCED = re.compile(rb"\{(\d{1,20})(\+?)\}\Z")
 # An atom here is wider than RFC 3501's: "%" and "*" (LIST patterns), "\" (flags) and "]" are allowed;
@@ -116,8 +116,9 @@ class CommandParser:
         self._skipping_line = False
 
     @property
-    def has_pending_input(self) -> bool:
-        return bool(self._buffer) or bool(self._parts)
+    def buffered_octets(self) -> int:
+        """What is held: unparsed input plus the lines and literals of a command not yet complete."""
+        return len(self._buffer) + sum(len(part) for part in self._parts)
 
     def next_line(self) -> bytes | Rejected | None:
         """One line without its line end (AUTHENTICATE responses, IDLE's DONE), or None if incomplete."""
