@@ -374,3 +374,246 @@ def test_a_literal_over_the_limit_is_refused_without_a_continuation(directory):
     assert send(session, "p1 APPEND INBOX {1001}") == b"p1 NO [TOOBIG] Literal too large\r\n"
     reply = session.receive_data(b"p2 APPEND INBOX {1001+}\r\n")
     assert reply == Reply(b"p2 BAD Literal too large\r\n", close=True)
+
+
+# Folders: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS.
+
+
+def test_select_reports_the_folder(logged_in, store):
+    data = send(logged_in, "s1 SELECT inbox")
+    uidvalidity = store.folders["INBOX"].uidvalidity
+    assert data == (
+        b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $Work)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n"
+        b"* 3 EXISTS\r\n"
+        b"* 0 RECENT\r\n"
+        b"* OK [UNSEEN 2] First unseen\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [UIDNEXT 4] Predicted next UID\r\n"
+        b"s1 OK [READ-WRITE] SELECT completed\r\n" % uidvalidity
+    )
+    assert logged_in.selected_folder == "INBOX"
+    assert logged_in.watch_paths == (f"/fake/{ALICE}/INBOX",)
+
+
+def test_examine_opens_read_only(logged_in, store):
+    data = send(logged_in, "s1 EXAMINE INBOX")
+    assert b"* OK [PERMANENTFLAGS ()] Flags permitted\r\n" in data
+    assert last_line(data) == b"s1 OK [READ-ONLY] EXAMINE completed"
+    assert account_of(store).opened[0].read_only
+    assert send(logged_in, "s2 STORE 1 +FLAGS (\\Deleted)") == (
+        b"s2 NO [READ-ONLY] The folder is open read-only (EXAMINE)\r\n"
+    )
+    assert last_line(send(logged_in, "s3 EXPUNGE")).startswith(b"s3 NO [READ-ONLY]")
+
+
+def test_selecting_another_folder_closes_the_first(selected, store):
+    data = send(selected, "s1 SELECT Sent")
+    assert data.startswith(b"* OK [CLOSED] Previous folder closed\r\n")
+    assert account_of(store).opened[0].closed
+    assert selected.selected_folder == "Sent"
+
+
+def test_a_failed_select_leaves_no_folder_selected(selected):
+    assert last_line(send(selected, "s1 SELECT Nowhere")) == b"s1 NO [NONEXISTENT] No such folder"
+    assert selected.selected_folder is None
+    assert send(selected, "f1 FETCH 1 FLAGS") == b"f1 BAD Command not valid in this state\r\n"
+
+
+def test_unselect_and_close(selected, store):
+    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert send(selected, "u1 UNSELECT") == b"u1 OK UNSELECT completed\r\n"
+    assert len(store.folders["INBOX"].messages) == 3  # UNSELECT does not expunge
+    send(selected, "s2 SELECT INBOX")
+    assert send(selected, "c1 CLOSE") == b"c1 OK CLOSE completed\r\n"  # expunges, silently
+    assert [m.uid for m in store.folders["INBOX"].messages] == [2, 3]
+    assert selected.selected_folder is None
+
+
+def test_create_rename_subscribe_and_delete_a_folder(logged_in, store):
+    assert send(logged_in, "f1 CREATE Projects.") == b"f1 OK CREATE completed\r\n"
+    assert send(logged_in, "f2 CREATE Projects.2026") == b"f2 OK CREATE completed\r\n"
+    assert send(logged_in, "f3 RENAME Projects Work") == b"f3 OK RENAME completed\r\n"
+    assert {"Work", "Work.2026"} <= set(store.folders)
+    assert send(logged_in, "f4 UNSUBSCRIBE Work") == b"f4 OK UNSUBSCRIBE completed\r\n"
+    assert not store.folders["Work"].subscribed
+    assert send(logged_in, "f5 SUBSCRIBE Work") == b"f5 OK SUBSCRIBE completed\r\n"
+    assert send(logged_in, "f6 DELETE Work.2026") == b"f6 OK DELETE completed\r\n"
+    assert "Work.2026" not in store.folders
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("CREATE Sent", b"NO [ALREADYEXISTS] Folder exists"),
+        ("CREATE inbox", b"NO [ALREADYEXISTS] INBOX always exists"),
+        ('CREATE "Entw\xc3\xbcrfe"', b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
+        ("CREATE &AGE-", b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
+        ("CREATE a*b", b"NO [CANNOT] Wildcards are not allowed in folder names"),
+        ("CREATE ..", b"NO [CANNOT] Invalid folder name"),
+        ("DELETE INBOX", b"NO [CANNOT] INBOX cannot be deleted"),
+        ("DELETE Nowhere", b"NO [NONEXISTENT] No such folder"),
+        ("RENAME Sent INBOX", b"NO [ALREADYEXISTS] INBOX always exists"),
+        ("RENAME Nowhere Else", b"NO [NONEXISTENT] No such folder"),
+    ],
+)
+def test_folder_commands_refuse_bad_names(logged_in, command, reply):
+    assert send(logged_in, f"f1 {command}".encode() + b"\r\n") == b"f1 " + reply + b"\r\n"
+
+
+def test_a_modified_utf7_folder_name_is_created_as_sent(logged_in, store):
+    assert send(logged_in, "f1 CREATE Entw&APw-rfe") == b"f1 OK CREATE completed\r\n"
+    assert "Entw&APw-rfe" in store.folders
+
+
+def test_list_shows_every_folder_with_attributes(logged_in, store):
+    store.folders["Work.2026"] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" *')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren) "." INBOX',
+        b'* LIST (\\HasNoChildren \\Archive) "." Archive',
+        b'* LIST (\\HasNoChildren \\Drafts) "." Drafts',
+        b'* LIST (\\HasNoChildren \\Junk) "." Junk',
+        b'* LIST (\\HasNoChildren \\Sent) "." Sent',
+        b'* LIST (\\HasNoChildren \\Trash) "." Trash',
+        b'* LIST (\\Noselect \\HasChildren) "." Work',
+        b'* LIST (\\HasNoChildren) "." Work.2026',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "names"),
+    [
+        ('"" %', [b"INBOX", b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash", b"Work"]),
+        ('"" Work.%', [b"Work.2026"]),
+        ("Work. %", [b"Work.2026"]),
+        ('"" inbox', [b"INBOX"]),
+        ('"" S*', [b"Sent"]),
+        ('"" (Sent Junk)', [b"Junk", b"Sent"]),
+        ('"" Nothing*', []),
+    ],
+)
+def test_list_patterns_match_names(logged_in, store, arguments, names):
+    store.folders["Work.2026"] = store._new_folder()
+    data = send(logged_in, f"l1 LIST {arguments}")
+    assert [line.rsplit(b" ", 1)[1] for line in untagged_lines(data)] == names
+
+
+def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):
+    assert untagged_lines(send(logged_in, 'l1 LIST "" ""')) == [b'* LIST (\\Noselect) "." ""']
+
+
+def test_list_extended_selects_special_use_and_subscribed_folders(logged_in, store):
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LIST (SPECIAL-USE SUBSCRIBED) "" *')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren \\Archive \\Subscribed) "." Archive',
+        b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "." Drafts',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "." Sent',
+        b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "." Trash',
+    ]
+
+
+def test_list_return_status_follows_each_folder(logged_in):
+    data = send(logged_in, 'l1 LIST "" (INBOX Sent) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "." INBOX',
+        b"* STATUS INBOX (MESSAGES 3 UNSEEN 2)",
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "." Sent',
+        b"* STATUS Sent (MESSAGES 0 UNSEEN 0)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments", ['(BOGUS) "" *', '(RECURSIVEMATCH) "" *', '"" * RETURN (BOGUS)', '"" * RETURN STATUS', '""']
+)
+def test_malformed_list_options_are_bad(logged_in, arguments):
+    assert last_line(send(logged_in, f"l1 LIST {arguments}")).startswith(b"l1 BAD")
+
+
+def test_lsub_lists_subscribed_folders(logged_in, store):
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LSUB "" J*')
+    assert data == b"l1 OK LSUB completed\r\n"
+    assert untagged_lines(send(logged_in, 'l2 LSUB "" S*')) == [b'* LSUB () "." Sent']
+
+
+def test_status_counts_without_selecting(logged_in, store):
+    data = send(logged_in, "t1 STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT SIZE)")
+    uidvalidity = store.folders["INBOX"].uidvalidity
+    size = len(PLAIN) + len(MULTIPART) + len(REPLY)
+    assert untagged_lines(data) == [
+        b"* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2 RECENT 0 SIZE %d)" % (uidvalidity, size)
+    ]
+    assert send(logged_in, "t2 STATUS INBOX (BOGUS)") == b"t2 BAD Unsupported STATUS item\r\n"
+
+
+# ENABLE IMAP4rev2.
+
+
+def test_enable_imap4rev2_changes_select_and_search(logged_in):
+    assert send(logged_in, "e1 ENABLE IMAP4rev2 CONDSTORE") == b"* ENABLED IMAP4rev2\r\ne1 OK ENABLE completed\r\n"
+    data = send(logged_in, "s1 SELECT INBOX")
+    assert b"RECENT" not in data and b"UNSEEN" not in data
+    assert b'* LIST () "." INBOX\r\n' in data
+    assert untagged_lines(send(logged_in, "q1 SEARCH FLAGGED")) == [b'* ESEARCH (TAG "q1") ALL 2']
+
+
+def test_enable_is_not_valid_while_selected(selected):
+    assert send(selected, "e1 ENABLE IMAP4rev2") == b"e1 BAD Command not valid in this state\r\n"
+
+
+# APPEND.
+
+
+def test_append_stores_the_message_with_its_flags_and_date(logged_in, store):
+    assert send(logged_in, 'p1 APPEND Sent (\\Seen $Sent) "07-Feb-1994 21:52:25 -0800" {12}') == (
+        b"+ Ready for literal\r\n"
+    )
+    data = send(logged_in, "hello\r\nworld")
+    assert data == b"p1 OK [APPENDUID %d 1] APPEND completed\r\n" % store.folders["Sent"].uidvalidity
+    (message,) = store.folders["Sent"].messages
+    assert message.content == b"hello\r\nworld"
+    assert message.flags == {"\\Seen", "$Sent"}
+    assert message.internal_date == calendar.timegm((1994, 2, 8, 5, 52, 25, 0, 0, 0))
+
+
+def test_append_to_the_selected_folder_reports_it_as_existing(selected):
+    data = send(selected, b"p1 APPEND INBOX {5+}\r\nhello\r\n")
+    assert data.startswith(b"* 4 EXISTS\r\np1 OK [APPENDUID ")
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"APPEND Nowhere {1+}\r\nx", b"NO [TRYCREATE] No such folder"),
+        (b"APPEND INBOX hello", b"BAD APPEND needs the message as a literal"),
+        (b'APPEND INBOX "31-Feb-2026 10:00:00 +0000" {1+}\r\nx', b"BAD Invalid date-time"),
+        (b'APPEND INBOX "yesterday" {1+}\r\nx', b"BAD Invalid date-time"),
+        (b"APPEND INBOX (\\Recent) {1+}\r\nx", b"BAD Invalid flag \\Recent"),
+    ],
+)
+def test_append_refusals(logged_in, command, reply):
+    assert send(logged_in, b"p1 " + command + b"\r\n") == b"p1 " + reply + b"\r\n"
+
+
+def test_append_over_quota_is_refused_with_overquota(logged_in, store):
+    store.limit_octets = store.used_octets() + 3
+    assert send(logged_in, b"p1 APPEND INBOX {5+}\r\nhello\r\n") == b"p1 NO [OVERQUOTA] Mailbox is full\r\n"
+
+
+# QUOTA.
+
+
+def test_getquotaroot_and_getquota_report_storage_in_kib(logged_in, store):
+    store.limit_octets = 10 * 1024 * 1024
+    used_kib = -(-store.used_octets() // 1024)
+    data = send(logged_in, "q1 GETQUOTAROOT INBOX")
+    assert untagged_lines(data) == [b'* QUOTAROOT INBOX ""', b'* QUOTA "" (STORAGE %d 10240)' % used_kib]
+    assert untagged_lines(send(logged_in, 'q2 GETQUOTA ""')) == [b'* QUOTA "" (STORAGE %d 10240)' % used_kib]
+    assert send(logged_in, "q3 GETQUOTA other") == b'q3 NO [NONEXISTENT] The only quota root is ""\r\n'
+    assert last_line(send(logged_in, 'q4 SETQUOTA "" (STORAGE 1)')).startswith(b"q4 NO [NOPERM]")
+
+
+def test_an_unlimited_account_has_no_quota_resources(logged_in):
+    assert untagged_lines(send(logged_in, 'q1 GETQUOTA ""')) == [b'* QUOTA "" ()']

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import re
-import time
 
 from servers.imap import mutf7, responses
 from servers.imap.parser import (
@@ -19,7 +18,7 @@ from servers.imap.parser import (
     as_list,
     is_atom,
 )
-from servers.imap.state import CommandRefusedError, Done, SelectedFolder, SessionState, flag_list
+from servers.imap.state import CommandRefusedError, Done, SelectedFolder, SessionState
 from servers.imap.store_api import (
     HIERARCHY_DELIMITER,
     INBOX,
@@ -64,12 +63,18 @@ def parse_date_time(token: Token) -> float:
         raise CommandSyntaxError("Invalid date-time")
     day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
     try:
-        moment = time.struct_time(
-            (int(year), _MONTHS[match.group(2).lower()], int(day), int(hour), int(minute), int(second), 0, 0, 0)
+        moment = datetime.datetime(
+            int(year),
+            _MONTHS[match.group(2).lower()],
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=datetime.UTC,
         )
-        seconds = calendar.timegm(moment)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise CommandSyntaxError("Invalid date-time") from None
+    seconds = int(moment.timestamp())
     offset = (int(zone_h) * 60 + int(zone_m)) * 60
     return float(seconds - offset if sign == "+" else seconds + offset)
 
@@ -153,7 +158,7 @@ class MailboxCommands:
         self.selected, self.state = selected, SessionState.SELECTED
         view = selected.view
         keywords = sorted({flag for record in view for flag in record.flags if not flag.startswith("\\")})
-        out += responses.untagged("FLAGS " + flag_list([*sorted(SYSTEM_FLAGS), *keywords]))
+        out += responses.untagged("FLAGS " + responses.parenthesised([*sorted(SYSTEM_FLAGS), *keywords]))
         permanent = "()" if selected.read_only else PERMANENT_FLAGS
         out += responses.untagged(f"OK [PERMANENTFLAGS {permanent}] Flags permitted")
         out += responses.untagged(f"{len(view)} EXISTS")
