@@ -641,16 +641,19 @@ def test_fetch_envelope(selected):
     assert fetch(selected, "f1 FETCH 1 ENVELOPE") == (
         b'* 1 FETCH (ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "Hello Alice" '
         b'(("Bob Example" NIL "bob" "example.com")) (("Bob Example" NIL "bob" "example.com")) '
-        b'(("Bob Example" NIL "bob" "example.com")) ((NIL NIL "alice" "example.com")) NIL NIL NIL "<1@example.com>"))\r\n'
+        b'(("Bob Example" NIL "bob" "example.com")) ((NIL NIL "alice" "example.com")) NIL NIL NIL '
+        b'"<1@example.com>"))\r\n'
     )
 
 
 def test_fetch_bodystructure_of_a_multipart_message(selected):
     assert fetch(selected, "f1 FETCH 2 BODYSTRUCTURE") == (
-        b'* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "QUOTED-PRINTABLE" 27 1 NIL NIL NIL NIL)'
+        b'* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "QUOTED-PRINTABLE" 27 1 '
+        b"NIL NIL NIL NIL)"
         b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 56 (NIL "forwarded" ((NIL NIL "dave" "example.com")) '
         b'((NIL NIL "dave" "example.com")) ((NIL NIL "dave" "example.com")) NIL NIL NIL NIL NIL) '
-        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL) 4 NIL ("ATTACHMENT" NIL) NIL NIL) '
+        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL) 4 '
+        b'NIL ("ATTACHMENT" NIL) NIL NIL) '
         b'"MIXED" ("BOUNDARY" "outer") NIL NIL NIL))\r\n'
     )
 
@@ -684,7 +687,8 @@ def test_fetch_in_a_read_only_folder_never_sets_seen(logged_in, store):
         ("BODY.PEEK[HEADER]", b"BODY[HEADER] {%d}\r\n%s" % (len(PLAIN) - 18, PLAIN[:-18])),
         (
             "BODY.PEEK[HEADER.FIELDS (subject FROM)]",
-            b"BODY[HEADER.FIELDS (subject FROM)] {61}\r\nFrom: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n",
+            b"BODY[HEADER.FIELDS (subject FROM)] {61}\r\n"
+            b"From: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n",
         ),
         (
             "BODY.PEEK[HEADER.FIELDS.NOT (From To Date Message-ID)]",
