@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import calendar
+import imaplib
 import re
+from typing import Any
 
 import pytest
 
@@ -950,3 +952,169 @@ def test_search_in_an_unknown_charset_is_refused(selected):
 )
 def test_malformed_search_is_bad(selected, criteria):
     assert last_line(send(selected, f"q1 SEARCH {criteria}")).startswith(b"q1 BAD")
+
+
+# What other sessions did: EXISTS, EXPUNGE and FETCH FLAGS after commands (RFC 9051 7.5.1).
+
+
+@pytest.fixture
+def other(directory: FakeDirectory) -> ImapSession:
+    """A second session of alice's, on the same INBOX."""
+    second = make_session(directory)
+    send(second, f'b0 LOGIN alice "{ALICE_PASSWORD}"')
+    send(second, "b1 SELECT INBOX")
+    return second
+
+
+def test_a_new_message_is_reported_after_the_next_command(selected, store):
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert send(selected, "n1 NOOP") == b"* 4 EXISTS\r\nn1 OK NOOP completed\r\n"
+    assert send(selected, "n2 NOOP") == b"n2 OK NOOP completed\r\n"
+
+
+def test_flag_changes_by_another_session_are_reported(selected, other):
+    send(other, "s1 STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert send(selected, "n1 NOOP") == b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Seen))\r\nn1 OK NOOP completed\r\n"
+
+
+def test_our_own_flag_changes_are_not_reported_twice(selected):
+    send(selected, "s1 STORE 2 +FLAGS (\\Seen)")
+    assert send(selected, "n1 NOOP") == b"n1 OK NOOP completed\r\n"
+
+
+def test_expunges_by_another_session_wait_until_fetch_store_and_search_are_over(selected, other):
+    send(other, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(other, "e1 EXPUNGE")
+    # During FETCH the numbers must not move: message 2 is still number 2; 1 is left out once it is read.
+    data = send(selected, "f1 FETCH 1:3 UID")
+    assert b"* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\n" in data and b"EXPUNGE" not in data
+    assert (
+        send(selected, "f2 FETCH 1:2 (BODY.PEEK[TEXT]<0.3>)")
+        == b"* 2 FETCH (BODY[TEXT]<0> {3}\r\npre)\r\nf2 OK FETCH completed\r\n"
+    )
+    assert send(selected, "q1 SEARCH UID 3") == b"* SEARCH 3\r\nq1 OK SEARCH completed\r\n"
+    assert send(selected, "s1 STORE 3 +FLAGS.SILENT (\\Flagged)") == b"s1 OK STORE completed\r\n"
+    assert send(selected, "n1 NOOP") == b"* 1 EXPUNGE\r\nn1 OK NOOP completed\r\n"
+    assert send(selected, "f3 FETCH 1 UID") == b"* 1 FETCH (UID 2)\r\nf3 OK FETCH completed\r\n"
+
+
+def test_new_messages_are_reported_even_during_fetch(selected, store):
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert send(selected, "f1 FETCH 1 UID") == b"* 1 FETCH (UID 1)\r\n* 4 EXISTS\r\nf1 OK FETCH completed\r\n"
+
+
+def test_uid_fetch_may_report_expunges(selected, other):
+    send(other, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(other, "e1 EXPUNGE")
+    assert send(selected, "f1 UID FETCH 2 UID") == b"* 2 FETCH (UID 2)\r\n* 1 EXPUNGE\r\nf1 OK UID FETCH completed\r\n"
+
+
+# IDLE (RFC 2177).
+
+
+def test_idle_waits_for_done_and_reports_changes_meanwhile(selected, store):
+    assert send(selected, "i1 IDLE") == b"+ idling\r\n"
+    assert selected.idling
+    assert selected.idle_updates() == b""
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert selected.idle_updates() == b"* 4 EXISTS\r\n"
+    assert send(selected, "DONE") == b"i1 OK IDLE terminated\r\n"
+    assert not selected.idling
+
+
+def test_idle_done_may_come_in_the_same_packet_as_the_next_command(selected):
+    assert send(selected, b"i1 IDLE\r\nDONE\r\nn1 NOOP\r\n") == (
+        b"+ idling\r\ni1 OK IDLE terminated\r\nn1 OK NOOP completed\r\n"
+    )
+
+
+def test_anything_but_done_ends_idle_with_bad(selected):
+    send(selected, "i1 IDLE")
+    assert send(selected, "n1 NOOP") == b"i1 BAD Expected DONE\r\n"
+    assert not selected.idling
+
+
+def test_idle_without_a_selected_folder_has_nothing_to_report(logged_in):
+    assert send(logged_in, "i1 IDLE") == b"+ idling\r\n"
+    assert logged_in.idle_updates() == b""
+    assert logged_in.watch_paths == ()
+    assert send(logged_in, "done") == b"i1 OK IDLE terminated\r\n"
+
+
+# Python's imaplib, talking to the session through a fake connection: its exact command formats.
+
+
+class SessionIMAP4(imaplib.IMAP4):
+    """imaplib's client with the socket replaced by direct calls into an ImapSession."""
+
+    def __init__(self, session: ImapSession) -> None:
+        self.session = session
+        self.incoming = bytearray()
+        super().__init__("imap.example.com")
+
+    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        self.host, self.port = host, port
+        self.incoming += self.session.greeting()
+
+    def read(self, size: int) -> bytes:
+        data = bytes(self.incoming[:size])
+        del self.incoming[:size]
+        return data
+
+    def readline(self) -> bytes:
+        end = self.incoming.find(b"\n") + 1
+        assert end, "the client waits for a line the session never sent"
+        return self.read(end)
+
+    def send(self, data: Any) -> None:  # imaplib declares a Buffer; it sends bytes
+        self.incoming += self.session.receive_data(bytes(data)).data
+
+    def shutdown(self) -> None:
+        self.session.connection_lost()
+
+
+def test_imaplib_session_from_login_to_logout(session, store):
+    password = 'p"a\\ss w{rd}'
+    directory = session.authenticator
+    assert isinstance(directory, FakeDirectory)
+    client = SessionIMAP4(session)
+    directory_calls = directory.attempts
+
+    def accept_special_password(user: str, given: str) -> AuthOutcome:
+        directory_calls.append((user, given))
+        return (
+            AuthOutcome(AuthStatus.OK, store.account())
+            if given == password
+            else AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+        )
+
+    session.authenticator = accept_special_password
+    assert client.login("alice", password)[0] == "OK"
+    assert directory_calls == [(ALICE, password)]
+    assert client.select("INBOX") == ("OK", [b"3"])
+
+    status, data = client.append(
+        "INBOX", "(\\Seen)", imaplib.Time2Internaldate(JAN_15), b"Subject: appended\r\n\r\nhi\r\n"
+    )
+    assert status == "OK" and data[0].startswith(b"[APPENDUID ")
+
+    status, data = client.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+    assert status == "OK"
+    headers = [item[1] for item in data if isinstance(item, tuple)]
+    assert headers[0] == b"From: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n"
+    assert headers[-1] == b"Subject: appended\r\n\r\n"
+
+    status, data = client.fetch("1", "(INTERNALDATE FLAGS)")
+    assert imaplib.Internaldate2tuple(data[0]) is not None
+    assert imaplib.ParseFlags(data[0]) == (b"\\Seen",)
+
+    assert client.uid("SEARCH", "UNSEEN") == ("OK", [b"2 3"])
+    assert client.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert client.expunge() == ("OK", [b"2"])
+    assert client.uid("COPY", "1", "Archive")[0] == "OK"
+    status, data = client.list()
+    assert status == "OK" and b'(\\HasNoChildren \\Archive) "." Archive' in data
+    assert client.status("Archive", "(MESSAGES)") == ("OK", [b"Archive (MESSAGES 1)"])
+    assert client.close()[0] == "OK"
+    assert client.logout()[0] == "BYE"
+    assert account_of(store).release_count == 1
