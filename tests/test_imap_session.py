@@ -771,13 +771,34 @@ def test_fetch_skips_a_message_that_vanished_meanwhile(selected, store):
         "BODY[0]",
         "BODY[1.TEXT.HEADER]",
         "BODY[]<1>",
-        "BINARY[1]",
+        "BINARY[1.TEXT]",
+        "BINARY.SIZE[1]<0.5>",
         "(FLAGS",
         "()",
     ],
 )
 def test_malformed_fetch_items_are_bad(selected, item):
     assert last_line(send(selected, f"f1 FETCH 1 {item}")).startswith(b"f1 BAD")
+
+
+def test_fetch_binary_undoes_the_transfer_encoding(selected, store):
+    store.deliver(
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        b"AAEC/w==\r\n--b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--b--\r\n"
+    )
+    send(selected, "n1 NOOP")
+    assert fetch(selected, "f1 FETCH 4 (BINARY.SIZE[1] BINARY.PEEK[1])") == (
+        b"* 4 FETCH (BINARY.SIZE[1] 4 BINARY[1] ~{4}\r\n\x00\x01\x02\xff)\r\n"
+    )
+    assert fetch(selected, "f2 FETCH 2 BINARY.PEEK[1]<0.7>") == "* 2 FETCH (BINARY[1]<0> ~{7}\r\nSchöne)\r\n".encode()
+    assert send(selected, "f3 FETCH 4 BINARY.PEEK[2]") == (
+        b"f3 NO [UNKNOWN-CTE] Cannot decode this part's transfer encoding\r\n"
+    )
+
+
+def test_fetch_binary_without_peek_sets_seen(selected, store):
+    fetch(selected, "f1 FETCH 2 BINARY[]")
+    assert "\\Seen" in store.folders["INBOX"].find(2).flags
 
 
 # STORE.

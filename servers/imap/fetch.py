@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,12 @@ _SECTION = re.compile(
     r"(?: \((.*)\))?\Z",
     re.I,
 )
+# RFC 9051 6.4.5 (from RFC 3516): BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part].
+_BINARY_ITEM = re.compile(
+    r"(BINARY\.PEEK|BINARY\.SIZE|BINARY)\[((?:[1-9][0-9]{0,5})(?:\.[1-9][0-9]{0,5})*)?\]"
+    r"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?\Z",
+    re.I,
+)
 # Items that read the message's bytes (not just its record or its header).
 _NEEDS_BODY = frozenset({"BODYSTRUCTURE", "BODY", "RFC822", "RFC822.TEXT"})
 
@@ -53,7 +61,7 @@ class FetchItem:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.name == "SECTION" and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        return (self.name in ("SECTION", "BINARY") and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
     @property
     def needs_header_only(self) -> bool:
@@ -63,6 +71,8 @@ class FetchItem:
 
     @property
     def needs_message(self) -> bool:
+        if self.name in ("BINARY", "BINARY.SIZE"):
+            return True
         return self.name in _NEEDS_BODY or (self.name == "SECTION" and not self.needs_header_only)
 
 
@@ -88,6 +98,9 @@ def _parse_item(token: Token) -> FetchItem:
     upper = token.upper()
     if upper in _SIMPLE_ITEMS:
         return FetchItem(upper)
+    binary = _BINARY_ITEM.match(token)
+    if binary is not None:
+        return _parse_binary(binary)
     match = _SECTION_ITEM.match(token)
     if match is None or match.group(1).upper().startswith("BINARY"):
         raise CommandSyntaxError(f"Unknown FETCH item {upper[:40]}")
@@ -125,6 +138,46 @@ def _parse_item(token: Token) -> FetchItem:
         partial=partial,
         label=label,
     )
+
+
+def _parse_binary(match: re.Match[str]) -> FetchItem:
+    kind = match.group(1).upper()
+    numbers = match.group(2) or ""
+    partial = None
+    label = f"BINARY[{numbers}]"
+    if match.group(3) is not None:
+        if kind == "BINARY.SIZE":
+            raise CommandSyntaxError("BINARY.SIZE takes no partial")
+        partial = (int(match.group(3)), int(match.group(4)))
+        label += f"<{partial[0]}>"
+    return FetchItem(
+        "BINARY.SIZE" if kind == "BINARY.SIZE" else "BINARY",
+        peek=kind != "BINARY",
+        part=tuple(int(n) for n in numbers.split(".")) if numbers else (),
+        partial=partial,
+        label=f"BINARY.SIZE[{numbers}]" if kind == "BINARY.SIZE" else label,
+    )
+
+
+class UnknownTransferEncodingError(Exception):
+    """BINARY of a part whose Content-Transfer-Encoding we cannot undo: NO [UNKNOWN-CTE]."""
+
+
+def binary_bytes(part_numbers: tuple[int, ...], message: bytes) -> bytes:
+    """The decoded content of a part (RFC 9051 6.4.5 BINARY); the whole message for BINARY[]."""
+    if not part_numbers:
+        return message
+    part = mime.locate(mime.parse(message), list(part_numbers))
+    if part is None:
+        return b""
+    encoding = (mime.field_value(part.header, "content-transfer-encoding") or "7bit").lower()
+    if part.children or part.embedded is not None or encoding in ("7bit", "8bit", "binary"):
+        return part.body
+    if encoding == "base64":
+        return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", part.body) + b"===", validate=False)
+    if encoding == "quoted-printable":
+        return quopri.decodestring(part.body)
+    raise UnknownTransferEncodingError(encoding)
 
 
 def _select_fields(header: bytes, names: tuple[str, ...], *, keep: bool) -> bytes:
@@ -207,6 +260,16 @@ def render(
         elif name == "RFC822.TEXT":
             assert message is not None
             value = responses.string(mime.split_header(message)[1])
+        elif name == "BINARY.SIZE":
+            assert message is not None
+            value = str(len(binary_bytes(item.part, message))).encode("ascii")
+            parts.append(item.label.encode("ascii") + b" " + value)
+            continue
+        elif name == "BINARY":
+            assert message is not None
+            data = _partial(binary_bytes(item.part, message), item.partial)
+            parts.append(item.label.encode("ascii") + b" ~{%d}\r\n" % len(data) + data)  # literal8
+            continue
         else:
             assert header is not None
             data = _partial(section_bytes(item, message, header), item.partial)

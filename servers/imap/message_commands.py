@@ -111,6 +111,9 @@ class MessageCommands(MailboxCommands):
                 data = fetch.render(render_items, record, load_message, load_header)
             except KeyError:
                 continue  # expunged by another session meanwhile (RFC 9051 7.5.1 allows leaving it out)
+            except fetch.UnknownTransferEncodingError:
+                text = "[UNKNOWN-CTE] Cannot decode this part's transfer encoding"
+                raise CommandRefusedError("NO", text, untagged=bytes(out)) from None
             out += b"* %d FETCH " % number + data + b"\r\n"
         return Done(bytes(out))
 
