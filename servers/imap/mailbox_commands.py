@@ -51,6 +51,9 @@ def folder_name(token: Token) -> str:
         name = INBOX + name[len(INBOX) :]
     if not name or not mutf7.is_valid(name):
         raise CommandRefusedError("NO", "[CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)")
+    # Each level becomes a directory name: no empty levels, nothing a file system reads as a path.
+    if "/" in name or "\\" in name or any(level in ("", "..") for level in name.split(HIERARCHY_DELIMITER)):
+        raise CommandRefusedError("NO", "[CANNOT] Invalid folder name")
     return name
 
 
@@ -176,12 +179,13 @@ class MailboxCommands:
 
     def imap_CREATE(self, command: Command) -> Done:
         (token,) = arguments(command.args, 1, 1)
-        name = folder_name(token).removesuffix(HIERARCHY_DELIMITER)  # RFC 9051 6.3.4: a trailing delimiter
+        # RFC 9051 6.3.4: a trailing delimiter only says the client means to create children.
+        name = folder_name(String(as_astring(token).removesuffix(HIERARCHY_DELIMITER)))
         if name == INBOX:
             raise CommandRefusedError("NO", "[ALREADYEXISTS] INBOX always exists")
         if any(char in name for char in "%*"):
             raise CommandRefusedError("NO", "[CANNOT] Wildcards are not allowed in folder names")
-        self._account().create_folder(folder_name(String(name)))
+        self._account().create_folder(name)
         return Done()
 
     def imap_DELETE(self, command: Command) -> Done:
