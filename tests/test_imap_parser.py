@@ -265,11 +265,15 @@ def test_valid_sequence_sets_parse(text, ranges):
 
 
 @pytest.mark.parametrize(
-    "text", ["0", "1:0", "01", "1:", ":1", "1,,2", ",1", "1,", "a", "-1", "4294967296", "$", "1:2:3"]
+    "text", ["0", "1:0", "01", "1:", ":1", "1,,2", ",1", "1,", "a", "-1", "4294967296", "$1", "1:$", "$,1", "1:2:3"]
 )
 def test_invalid_sequence_sets_are_syntax_errors(text):
     with pytest.raises(CommandSyntaxError):
         parse_sequence_set(Atom(text))
+
+
+def test_dollar_is_the_saved_search_result():
+    assert parse_sequence_set(Atom("$")) == SequenceSet((), saved=True)
 
 
 def test_a_quoted_sequence_set_is_a_syntax_error():

@@ -366,6 +366,16 @@ def test_syntax_errors_in_arguments_are_bad(selected):
     assert send(selected, "b5 SELECT") == b"b5 BAD Wrong number of arguments\r\n"
 
 
+def test_ten_bad_commands_in_a_row_end_the_session(logged_in, store):
+    for number in range(9):
+        assert not logged_in.receive_data(b"x%d BOGUS\r\n" % number).close
+    assert send(logged_in, "n1 NOOP") == b"n1 OK NOOP completed\r\n"  # a good command starts the count again
+    replies = [logged_in.receive_data(b"y%d FETCH\r\n" % number) for number in range(10)]
+    assert [reply.close for reply in replies] == [False] * 9 + [True]
+    assert replies[-1].data == b"y9 BAD Command not valid in this state\r\n* BYE Too many bad commands\r\n"
+    assert account_of(store).release_count == 1
+
+
 def test_an_overlong_line_is_bad_and_the_session_goes_on(logged_in):
     assert send(logged_in, b"l1 NOOP " + b"x" * (70 * 1024) + b"\r\n") == b"l1 BAD Line too long\r\n"
     assert send(logged_in, "l2 NOOP") == b"l2 OK NOOP completed\r\n"

@@ -405,6 +405,7 @@ class SequenceSet:
     """RFC 9051 sequence-set: ranges of numbers where None stands for "*" (the largest in use)."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False  # "$" (RFC 5182 SEARCHRES): the last SEARCH RETURN (SAVE) result; the session resolves it
 
     def bounds(self, largest: int) -> list[tuple[int, int]]:
         resolved = []
@@ -432,9 +433,11 @@ def _seq_number(text: str) -> int | None:
 
 
 def parse_sequence_set(token: Token) -> SequenceSet:
-    """Parse `2,4:7,9`, `1:*`, `*`; raise CommandSyntaxError otherwise ("$", RFC 5182, is not supported)."""
+    """Parse `2,4:7,9`, `1:*`, `*` or `$`; raise CommandSyntaxError otherwise."""
     if not isinstance(token, Atom) or not token:
         raise CommandSyntaxError("Invalid sequence set")
+    if token == "$":
+        return SequenceSet((), saved=True)
     ranges: list[tuple[int | None, int | None]] = []
     for item in token.split(","):
         first, colon, last = item.partition(":")

@@ -32,7 +32,7 @@ from servers.imap.parser import (
 from servers.imap.store_api import MessageRecord
 
 SUPPORTED_CHARSETS = frozenset({"UTF-8", "US-ASCII"})
-RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
 _MONTHS = {
     name: number
@@ -162,11 +162,14 @@ def _contains(haystack: str, needle: str) -> bool:
 
 
 class _KeyParser:
-    def __init__(self, tokens: Sequence[Token], *, message_count: int, largest_uid: int) -> None:
+    def __init__(
+        self, tokens: Sequence[Token], *, message_count: int, largest_uid: int, saved_uids: frozenset[int]
+    ) -> None:
         self.tokens = list(tokens)
         self.position = 0
         self.message_count = message_count
         self.largest_uid = largest_uid
+        self.saved_uids = saved_uids
         self.needs_text = False
 
     def take(self) -> Token:
@@ -187,12 +190,17 @@ class _KeyParser:
     def key(self) -> Predicate:
         token = self.take()
         if isinstance(token, list):
-            inner = _KeyParser(token, message_count=self.message_count, largest_uid=self.largest_uid)
+            inner = _KeyParser(
+                token, message_count=self.message_count, largest_uid=self.largest_uid, saved_uids=self.saved_uids
+            )
             predicate = inner.keys()
             self.needs_text |= inner.needs_text
             return predicate
         if is_sequence_set(token):
             numbers = parse_sequence_set(token)
+            if numbers.saved:
+                saved = self.saved_uids
+                return lambda c: c.record.uid in saved
             count = self.message_count
             return lambda c: bool(numbers.select([c.number], count))
         name = as_atom(token).upper()
@@ -215,6 +223,9 @@ class _KeyParser:
             return lambda c: left(c) or right(c)
         if name == "UID":
             uids = parse_sequence_set(self.take())
+            if uids.saved:
+                saved = self.saved_uids
+                return lambda c: c.record.uid in saved
             largest = self.largest_uid
             return lambda c: bool(uids.select([c.record.uid], largest))
         if name in ("LARGER", "SMALLER"):
@@ -251,7 +262,9 @@ class _KeyParser:
         return lambda c: date_of(c) >= date
 
 
-def parse_search(args: Sequence[Token], *, message_count: int, largest_uid: int) -> SearchRequest:
+def parse_search(
+    args: Sequence[Token], *, message_count: int, largest_uid: int, saved_uids: frozenset[int] = frozenset()
+) -> SearchRequest:
     """SEARCH's arguments: [RETURN (options)] [CHARSET name] keys."""
     tokens = list(args)
     return_options: frozenset[str] | None = None
@@ -269,7 +282,7 @@ def parse_search(args: Sequence[Token], *, message_count: int, largest_uid: int)
         if as_astring(tokens[1]).upper() not in SUPPORTED_CHARSETS:
             raise UnsupportedCharsetError(as_astring(tokens[1]))
         tokens = tokens[2:]
-    parser = _KeyParser(tokens, message_count=message_count, largest_uid=largest_uid)
+    parser = _KeyParser(tokens, message_count=message_count, largest_uid=largest_uid, saved_uids=saved_uids)
     predicate = parser.keys()
     return SearchRequest(predicate, return_options, parser.needs_text)
 
@@ -292,7 +305,7 @@ def compact_sequence_set(numbers: Sequence[int]) -> str:
 
 def esearch_response(tag: str, found: Sequence[int], options: frozenset[str], *, uid: bool) -> str:
     """RFC 4731 `* ESEARCH (TAG "a") [UID] MIN n MAX n COUNT n ALL set` (without "* ")."""
-    options = options or frozenset({"ALL"})
+    options = (options - {"SAVE"}) or frozenset({"ALL"})
     text = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if found and "MIN" in options:
         text += f" MIN {found[0]}"
