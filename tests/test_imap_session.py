@@ -566,6 +566,17 @@ def test_status_counts_without_selecting(logged_in, store):
         b"* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2 RECENT 0 SIZE %d)" % (uidvalidity, size)
     ]
     assert send(logged_in, "t2 STATUS INBOX (BOGUS)") == b"t2 BAD Unsupported STATUS item\r\n"
+    assert send(logged_in, "t3 STATUS Nowhere (MESSAGES)") == b"t3 NO [NONEXISTENT] No such folder\r\n"
+
+
+def test_status_deleted_counts_messages_flagged_deleted(selected, store):
+    store.folders["Sent"].add(b"x", frozenset({"\\Deleted"}), JAN_15)
+    send(selected, "s1 STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    assert untagged_lines(send(selected, "t1 STATUS Sent (DELETED)")) == [b"* STATUS Sent (DELETED 1)"]
+    assert untagged_lines(send(selected, "t2 STATUS INBOX (DELETED MESSAGES)")) == [
+        b"* STATUS INBOX (DELETED 2 MESSAGES 3)"
+    ]
+    assert account_of(store).opened[-1].closed
 
 
 # ENABLE IMAP4rev2.
@@ -577,6 +588,12 @@ def test_enable_imap4rev2_changes_select_and_search(logged_in):
     assert b"RECENT" not in data and b"UNSEEN" not in data
     assert b'* LIST () "." INBOX\r\n' in data
     assert untagged_lines(send(logged_in, "q1 SEARCH FLAGGED")) == [b'* ESEARCH (TAG "q1") ALL 2']
+
+
+def test_imap4rev2_calls_a_parent_without_a_folder_nonexistent(logged_in, store):
+    store.folders["Work.2026"] = store._new_folder()
+    send(logged_in, "e1 ENABLE IMAP4rev2")
+    assert untagged_lines(send(logged_in, 'l1 LIST "" Work')) == [b'* LIST (\\NonExistent \\HasChildren) "." Work']
 
 
 def test_enable_is_not_valid_while_selected(selected):

@@ -30,7 +30,7 @@ from servers.imap.store_api import (
 
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE")
+_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "RECENT", "SIZE")
 _DATE_TIME = re.compile(
     r"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
 )
@@ -269,11 +269,11 @@ class MailboxCommands:
             position += 1
         return returns, status_items
 
-    @staticmethod
-    def _attributes(info: FolderInfo, returns: set[str]) -> str:
+    def _attributes(self, info: FolderInfo, returns: set[str]) -> str:
         attributes = []
         if not info.selectable:
-            attributes.append("\\Noselect")
+            # A parent that only exists through its children: RFC 9051 7.3.1 calls it \NonExistent.
+            attributes.append("\\NonExistent" if self.rev2_enabled else "\\Noselect")
         attributes.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
         if info.special_use is not None:
             attributes.append(info.special_use.value)
@@ -310,8 +310,20 @@ class MailboxCommands:
             "RECENT": 0,
             "SIZE": status.size_octets,
         }
+        if "DELETED" in items:
+            values["DELETED"] = self._deleted_count(name)
         pairs = " ".join(f"{item} {values[item]}" for item in items)
         return responses.untagged(f"STATUS {responses.astring(name)} ({pairs})")
+
+    def _deleted_count(self, name: str) -> int:
+        """RFC 9051 STATUS DELETED: FolderStatus does not count it, so look at the flags (rarely asked)."""
+        if self.selected is not None and self.selected.folder.name == name:
+            return sum(1 for record in self.selected.view if "\\Deleted" in record.flags)
+        folder = self._account().open_folder(name, read_only=True)
+        try:
+            return sum(1 for record in folder.messages() if "\\Deleted" in record.flags)
+        finally:
+            folder.close()
 
     def imap_APPEND(self, command: Command) -> Done:
         args = arguments(command.args, 2, 4)
