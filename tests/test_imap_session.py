@@ -732,6 +732,10 @@ def test_fetch_in_a_read_only_folder_never_sets_seen(logged_in, store):
         ),
         ("BODY.PEEK[TEXT]", b"BODY[TEXT] {18}\r\nLunch on Friday?\r\n"),
         ("BODY.PEEK[1]", b"BODY[1] {18}\r\nLunch on Friday?\r\n"),
+        (
+            "body.peek[header.fields (Message-ID)]",
+            b"BODY[HEADER.FIELDS (Message-ID)] {31}\r\nMessage-ID: <1@example.com>\r\n\r\n",
+        ),
         ("BODY.PEEK[]<0.4>", b"BODY[]<0> {4}\r\nFrom"),
         ("BODY.PEEK[TEXT]<6.100>", b"BODY[TEXT]<6> {12}\r\non Friday?\r\n"),
         ("BODY.PEEK[TEXT]<500.10>", b"BODY[TEXT]<500> {0}\r\n"),
@@ -871,6 +875,10 @@ def test_copy_says_the_new_uids(selected, store):
     assert data == b"c1 OK [COPYUID %d 2:3 1:2] COPY completed\r\n" % store.folders["Archive"].uidvalidity
     assert len(store.folders["Archive"].messages) == 2
     assert len(store.folders["INBOX"].messages) == 3
+
+
+def test_copy_into_the_selected_folder_reports_the_copies_as_existing(selected):
+    assert send(selected, "c1 COPY 1 INBOX").startswith(b"* 4 EXISTS\r\nc1 OK [COPYUID ")
 
 
 def test_copy_to_a_missing_folder_asks_to_create_it(selected):

@@ -124,7 +124,10 @@ def _parse_item(token: Token) -> FetchItem:
         if not fields:
             raise CommandSyntaxError("Empty header list")
     partial = None
-    label_section = match.group(2).upper() if field_list is None else match.group(2)
+    # The response names the section as asked, keywords in upper case and header names as sent.
+    label_section = match.group(2).upper()
+    if field_list is not None:
+        label_section = label_section[: label_section.index(" (")] + f" ({field_list})"
     label = f"BODY[{label_section}]"
     if match.group(3) is not None:
         partial = (int(match.group(3)), int(match.group(4)))
