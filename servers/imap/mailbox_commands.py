@@ -34,9 +34,6 @@ _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "REC
 _DATE_TIME = re.compile(
     r"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
 )
-_MONTHS = {
-    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
-}
 # RFC 9051 6.1.1: what ENABLE can switch on here.
 ENABLEABLE = {"IMAP4REV2": "IMAP4rev2"}
 PERMANENT_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"
@@ -62,13 +59,13 @@ def parse_date_time(token: Token) -> float:
     if not isinstance(token, String):
         raise CommandSyntaxError("Invalid date-time")
     match = _DATE_TIME.match(token)
-    if match is None or match.group(2).lower() not in _MONTHS:
+    if match is None or match.group(2).lower() not in responses.MONTH_NUMBERS:
         raise CommandSyntaxError("Invalid date-time")
     day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
     try:
         moment = datetime.datetime(
             int(year),
-            _MONTHS[match.group(2).lower()],
+            responses.MONTH_NUMBERS[match.group(2).lower()],
             int(day),
             int(hour),
             int(minute),

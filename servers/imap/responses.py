@@ -34,7 +34,9 @@ NO_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
 
 _QUOTABLE = re.compile(r"[^\x00\r\n\x80-\U0010ffff]*\Z")
 _ATOM_SAFE = re.compile(r"[!#$&\'+,\-.0-9:;<=>?@A-Z^_`a-z|}~\[]+\Z")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# RFC 3501 date-month, any case, to its number: for APPEND's date-time and SEARCH's dates.
+MONTH_NUMBERS = {name.lower(): number for number, name in enumerate(MONTHS, start=1)}
 
 
 def line(text: str) -> bytes:
@@ -77,5 +79,5 @@ def parenthesised(items: Iterable[str]) -> str:
 def date_time(epoch_s: float) -> str:
     """RFC 3501 date-time, in UTC: "02-Dec-2026 14:40:08 +0000"."""
     moment = time.gmtime(epoch_s)
-    day = f"{moment.tm_mday:02d}-{_MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d}"
+    day = f"{moment.tm_mday:02d}-{MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d}"
     return f'"{day} {time.strftime("%H:%M:%S", moment)} +0000"'

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesHeaderParser
 
-from servers.imap import mime
+from servers.imap import mime, responses
 from servers.imap.parser import (
     CommandSyntaxError,
     Token,
@@ -34,12 +34,6 @@ from servers.imap.store_api import MessageRecord
 SUPPORTED_CHARSETS = frozenset({"UTF-8", "US-ASCII"})
 RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1
-    )
-}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -135,10 +129,10 @@ class SearchRequest:
 
 def parse_date(token: Token) -> datetime.date:
     match = _DATE.match(as_astring(token))
-    if match is None or match.group(2).lower() not in _MONTHS:
+    if match is None or match.group(2).lower() not in responses.MONTH_NUMBERS:
         raise CommandSyntaxError("Invalid date")
     try:
-        return datetime.date(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1)))
+        return datetime.date(int(match.group(3)), responses.MONTH_NUMBERS[match.group(2).lower()], int(match.group(1)))
     except ValueError:
         raise CommandSyntaxError("Invalid date") from None
 

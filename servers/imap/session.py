@@ -382,6 +382,6 @@ class ImapSession(MessageCommands):
 
     def imap_IDLE(self, command: Command) -> Done:
         arguments(command.args, 0, 0)
-        self._mode, self._mode_tag = _Mode.IDLE, command.tag
         updates = self.selected.updates(allow_expunge=True) if self.selected is not None else b""
+        self._mode, self._mode_tag = _Mode.IDLE, command.tag  # only once nothing can fail any more
         return Done(responses.CONTINUE_IDLE.encode("ascii") + updates)
