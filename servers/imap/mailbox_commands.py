@@ -338,7 +338,7 @@ class MailboxCommands:
         try:
             uidvalidity, uid = self._account().append(name, bytes(message), flags, internal_date)
         except NoSuchFolderError:
-            raise CommandRefusedError("NO", "[TRYCREATE] No such folder") from None
+            raise CommandRefusedError("NO", responses.NO_TRYCREATE) from None
         return Done(text=f"[APPENDUID {uidvalidity} {uid}] APPEND completed")
 
     def imap_GETQUOTAROOT(self, command: Command) -> Done:

@@ -39,7 +39,7 @@ class MessageCommands(MailboxCommands):
     def _writable(self) -> SelectedFolder:
         selected = self._selected()
         if selected.read_only:
-            raise CommandRefusedError("NO", "[READ-ONLY] The folder is open read-only (EXAMINE)")
+            raise CommandRefusedError("NO", responses.NO_READ_ONLY)
         return selected
 
     def imap_CHECK(self, command: Command) -> Done:
@@ -112,8 +112,7 @@ class MessageCommands(MailboxCommands):
             except KeyError:
                 continue  # expunged by another session meanwhile (RFC 9051 7.5.1 allows leaving it out)
             except fetch.UnknownTransferEncodingError:
-                text = "[UNKNOWN-CTE] Cannot decode this part's transfer encoding"
-                raise CommandRefusedError("NO", text, untagged=bytes(out)) from None
+                raise CommandRefusedError("NO", responses.NO_UNKNOWN_CTE, untagged=bytes(out)) from None
             out += b"* %d FETCH " % number + data + b"\r\n"
         return Done(bytes(out))
 
@@ -158,7 +157,7 @@ class MessageCommands(MailboxCommands):
         try:
             uidvalidity, pairs = transfer(uids, target)
         except NoSuchFolderError:
-            raise CommandRefusedError("NO", "[TRYCREATE] No such folder") from None
+            raise CommandRefusedError("NO", responses.NO_TRYCREATE) from None
         copyuid = ""
         if pairs:
             sources, copies = zip(*pairs, strict=True)
@@ -181,7 +180,7 @@ class MessageCommands(MailboxCommands):
                 args, message_count=len(selected.view), largest_uid=selected.largest_uid(), saved_uids=saved
             )
         except UnsupportedCharsetError:
-            raise CommandRefusedError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset") from None
+            raise CommandRefusedError("NO", responses.NO_BAD_CHARSET) from None
         options = request.return_options
         if options is not None and "SAVE" in options:
             selected.saved_uids = []  # RFC 5182 2.1: a failed SEARCH leaves "$" empty

@@ -13,8 +13,9 @@ import email
 import email.utils
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 
 from servers.imap import mime, responses
@@ -54,53 +55,47 @@ class UnsupportedCharsetError(Exception):
     """SEARCH CHARSET names a charset we do not search in: NO [BADCHARSET]."""
 
 
-@dataclass
 class Candidate:
     """One message as a search key sees it; the header and body are read at most once, when needed."""
 
-    number: int
-    record: MessageRecord
-    load_message: Callable[[], bytes]
-    load_header: Callable[[], bytes]
-    _cache: dict[str, object] = field(default_factory=dict)
+    def __init__(
+        self, number: int, record: MessageRecord, load_message: Callable[[], bytes], load_header: Callable[[], bytes]
+    ) -> None:
+        self.number = number
+        self.record = record
+        self._load_message = load_message
+        self._load_header = load_header
+        self._header: bytes | None = None
+        self._parsed_header: Message | None = None
+        self._body_text: str | None = None
 
     def header(self) -> bytes:
-        if "header" not in self._cache:
-            self._cache["header"] = mime.crlf(self.load_header())
-        return self._cache["header"]  # type: ignore[return-value]
+        if self._header is None:
+            self._header = mime.crlf(self._load_header())
+        return self._header
+
+    def _fields(self) -> list[tuple[str, str]]:
+        if self._parsed_header is None:
+            self._parsed_header = _header_parser.parsebytes(self.header())
+        return [(name.lower(), _decoded(value)) for name, value in self._parsed_header.items()]
 
     def header_values(self, name: str) -> list[str]:
-        key = "parsed-header"
-        if key not in self._cache:
-            self._cache[key] = _header_parser.parsebytes(self.header())
-        parsed = self._cache[key]
-        values = []
-        for value in parsed.get_all(name, []):  # type: ignore[attr-defined]
-            try:
-                values.append(str(value))
-            except Exception:  # a malformed encoded word: search the raw text instead
-                values.append(repr(value))
-        return values
+        return [value for field_name, value in self._fields() if field_name == name]
 
     def header_text(self) -> str:
-        return "\n".join(f"{name}: {value}" for name, value in self._all_headers())
-
-    def _all_headers(self) -> list[tuple[str, str]]:
-        key = "parsed-header"
-        if key not in self._cache:
-            self._cache[key] = _header_parser.parsebytes(self.header())
-        pairs = []
-        for name, value in self._cache[key].items():  # type: ignore[attr-defined]
-            try:
-                pairs.append((name, str(value)))
-            except Exception:
-                pairs.append((name, repr(value)))
-        return pairs
+        return "\n".join(f"{name}: {value}" for name, value in self._fields())
 
     def body_text(self) -> str:
-        if "body" not in self._cache:
-            self._cache["body"] = _decoded_body(self.load_message())
-        return self._cache["body"]  # type: ignore[return-value]
+        if self._body_text is None:
+            self._body_text = _decoded_body(self._load_message())
+        return self._body_text
+
+
+def _decoded(value: object) -> str:
+    try:
+        return str(value)  # policy.default decodes RFC 2047 words here
+    except Exception:  # a malformed encoded word: search what is there
+        return repr(value)
 
 
 def _decoded_body(raw: bytes) -> str:
@@ -124,7 +119,6 @@ Predicate = Callable[[Candidate], bool]
 class SearchRequest:
     predicate: Predicate
     return_options: frozenset[str] | None  # None: a plain SEARCH response; else ESEARCH (empty set: ALL)
-    needs_text: bool
 
 
 def parse_date(token: Token) -> datetime.date:
@@ -164,7 +158,6 @@ class _KeyParser:
         self.message_count = message_count
         self.largest_uid = largest_uid
         self.saved_uids = saved_uids
-        self.needs_text = False
 
     def take(self) -> Token:
         if self.position >= len(self.tokens):
@@ -188,7 +181,6 @@ class _KeyParser:
                 token, message_count=self.message_count, largest_uid=self.largest_uid, saved_uids=self.saved_uids
             )
             predicate = inner.keys()
-            self.needs_text |= inner.needs_text
             return predicate
         if is_sequence_set(token):
             numbers = parse_sequence_set(token)
@@ -236,7 +228,6 @@ class _KeyParser:
             return self._header_key(field_name.lower(), as_astring(self.take()))
         if name in ("BODY", "TEXT"):
             needle = as_astring(self.take())
-            self.needs_text = True
             if name == "BODY":
                 return lambda c: _contains(c.body_text(), needle)
             return lambda c: _contains(c.header_text(), needle) or _contains(c.body_text(), needle)
@@ -278,7 +269,7 @@ def parse_search(
         tokens = tokens[2:]
     parser = _KeyParser(tokens, message_count=message_count, largest_uid=largest_uid, saved_uids=saved_uids)
     predicate = parser.keys()
-    return SearchRequest(predicate, return_options, parser.needs_text)
+    return SearchRequest(predicate, return_options)
 
 
 def compact_sequence_set(numbers: Sequence[int]) -> str:
