@@ -166,11 +166,11 @@ class UnknownTransferEncodingError(Exception):
     """BINARY of a part whose Content-Transfer-Encoding we cannot undo: NO [UNKNOWN-CTE]."""
 
 
-def binary_bytes(part_numbers: tuple[int, ...], message: bytes) -> bytes:
+def binary_bytes(part_numbers: tuple[int, ...], message: bytes, root: mime.MimePart) -> bytes:
     """The decoded content of a part (RFC 9051 6.4.5 BINARY); the whole message for BINARY[]."""
     if not part_numbers:
         return message
-    part = mime.locate(mime.parse(message), list(part_numbers))
+    part = mime.locate(root, list(part_numbers))
     if part is None:
         return b""
     encoding = (mime.field_value(part.header, "content-transfer-encoding") or "7bit").lower()
@@ -188,15 +188,14 @@ def _select_fields(header: bytes, names: tuple[str, ...], *, keep: bool) -> byte
     return b"".join(chosen) + b"\r\n"
 
 
-def section_bytes(item: FetchItem, message: bytes | None, header: bytes) -> bytes:
+def section_bytes(item: FetchItem, message: bytes | None, header: bytes, root: mime.MimePart | None) -> bytes:
     """The octets of BODY[section] (before any partial); b"" for a part that does not exist."""
     if item.needs_header_only:
         target_header = header
         if item.specifier == "HEADER":
             return header
         return _select_fields(target_header, item.fields, keep=item.specifier == "HEADER.FIELDS")
-    assert message is not None
-    root = mime.parse(message)
+    assert message is not None and root is not None
     if not item.part:
         return message if not item.specifier else root.body  # "" or TEXT
     part = mime.locate(root, list(item.part))
@@ -232,9 +231,11 @@ def render(
     """The parenthesised FETCH data of one message (load_* raise KeyError if it vanished)."""
     message: bytes | None = None
     header: bytes | None = None
+    root: mime.MimePart | None = None  # parsed once per message, whatever number of items need it
     if any(item.needs_message for item in items):
         message = load_message()
         header = mime.split_header(message)[0]
+        root = mime.parse(message)
     elif any(item.needs_header_only for item in items):
         header = mime.crlf(load_header())
     parts: list[bytes] = []
@@ -253,7 +254,8 @@ def render(
             value = mime.envelope(header).encode("utf-8")
         elif name in ("BODYSTRUCTURE", "BODY"):
             assert message is not None
-            value = mime.body_structure(mime.parse(message), extensible=name == "BODYSTRUCTURE").encode("utf-8")
+            assert root is not None
+            value = mime.body_structure(root, extensible=name == "BODYSTRUCTURE").encode("utf-8")
         elif name == "RFC822":
             assert message is not None
             value = responses.string(message)
@@ -265,17 +267,19 @@ def render(
             value = responses.string(mime.split_header(message)[1])
         elif name == "BINARY.SIZE":
             assert message is not None
-            value = str(len(binary_bytes(item.part, message))).encode("ascii")
+            assert root is not None
+            value = str(len(binary_bytes(item.part, message, root))).encode("ascii")
             parts.append(item.label.encode("ascii") + b" " + value)
             continue
         elif name == "BINARY":
             assert message is not None
-            data = _partial(binary_bytes(item.part, message), item.partial)
+            assert root is not None
+            data = _partial(binary_bytes(item.part, message, root), item.partial)
             parts.append(item.label.encode("ascii") + b" ~{%d}\r\n" % len(data) + data)  # literal8
             continue
         else:
             assert header is not None
-            data = _partial(section_bytes(item, message, header), item.partial)
+            data = _partial(section_bytes(item, message, header, root), item.partial)
             parts.append(item.label.encode("utf-8") + b" " + b"{%d}\r\n" % len(data) + data)
             continue
         parts.append(name.encode("ascii") + b" " + value)
