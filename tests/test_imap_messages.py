@@ -156,6 +156,18 @@ def test_fetch_skips_a_message_that_vanished_meanwhile(selected, store):
     assert data == b"* 2 FETCH (UID 2 BODY[TEXT]<0> {5}\r\npream)\r\nf1 OK FETCH completed\r\n"
 
 
+def test_a_read_that_fails_unexpectedly_is_a_serverbug_and_the_session_goes_on(selected, store, caplog, monkeypatch):
+    folder = store.accounts[0].opened[0]
+
+    def broken_read(uid: int) -> bytes:
+        raise OSError("I/O error")
+
+    monkeypatch.setattr(folder, "read", broken_read)
+    assert send(selected, "f1 FETCH 1 BODY.PEEK[]") == b"f1 NO [SERVERBUG] Internal error, try again\r\n"
+    assert "I/O error" in caplog.text
+    assert fetch(selected, "f2 FETCH 1 UID") == b"* 1 FETCH (UID 1)\r\n"
+
+
 @pytest.mark.parametrize(
     "item",
     [

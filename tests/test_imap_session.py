@@ -93,6 +93,11 @@ def test_sign_in_commands_after_login_are_in_the_wrong_state(logged_in, command)
     assert send(logged_in, f"w1 {command}") == b"w1 BAD Command not valid in this state\r\n"
 
 
+def test_check_and_id_with_nil(selected):
+    assert send(selected, "c1 CHECK") == b"c1 OK CHECK completed\r\n"
+    assert send(selected, "i1 ID NIL") == b'* ID ("name" "MailConsole")\r\ni1 OK ID completed\r\n'
+
+
 def test_noop_id_and_namespace(logged_in):
     assert send(logged_in, "n1 NOOP") == b"n1 OK NOOP completed\r\n"
     assert send(logged_in, 'n2 ID ("name" "imaplib")') == b'* ID ("name" "MailConsole")\r\nn2 OK ID completed\r\n'
@@ -169,6 +174,10 @@ def test_nobody_authenticates_as_someone_else(session, directory):
     data = send(session, f"a1 AUTHENTICATE PLAIN {plain('bob', 'alice', ALICE_PASSWORD)}")
     assert data == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
     assert directory.attempts == []
+
+
+def test_an_empty_initial_response_is_malformed(session):
+    assert send(session, "a1 AUTHENTICATE PLAIN =") == b"a1 BAD Malformed authentication response\r\n"
 
 
 def test_other_sasl_mechanisms_are_refused(session):
@@ -428,6 +437,12 @@ def test_list_extended_selects_special_use_and_subscribed_folders(logged_in, sto
         b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "." Drafts',
         b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "." Sent',
         b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "." Trash',
+    ]
+
+
+def test_list_accepts_remote_and_return_special_use(logged_in):
+    assert untagged_lines(send(logged_in, 'l1 LIST (REMOTE) "" Drafts RETURN (SPECIAL-USE)')) == [
+        b'* LIST (\\HasNoChildren \\Drafts) "." Drafts'
     ]
 
 
