@@ -378,6 +378,13 @@ def test_search_in_an_unknown_charset_is_refused(selected):
 
 
 @pytest.mark.parametrize(
+    "criteria", ["NOT " * 10_000 + "ALL", "OR ALL " * 8_000 + "ALL", "(NOT " * 60 + "ALL" + ")" * 60]
+)
+def test_deeply_nested_search_keys_are_bad_not_a_crash(selected, criteria):
+    assert send(selected, f"q1 SEARCH {criteria}") == b"q1 BAD Search keys nested too deeply\r\n"
+
+
+@pytest.mark.parametrize(
     "criteria",
     ["", "BOGUS", "FROM", "OR SEEN", "BEFORE 32-Jan-2026", "BEFORE 1-Foo-2026", "LARGER x", "UID x", "(SEEN"],
 )

@@ -126,6 +126,14 @@ def test_malformed_commands_are_bad_with_their_tag(raw, tag, text):
     assert events(raw) == [Rejected(tag, "BAD", text)]
 
 
+def test_deep_nesting_is_bad_not_a_crash():
+    assert events(b"a1 X " + b"(" * 30_000 + b")" * 30_000 + b"\r\n") == [Rejected("a1", "BAD", "Too deeply nested")]
+    nested: list = []
+    for _ in range(59):
+        nested = [nested]
+    assert events(b"a1 X " + b"(" * 60 + b")" * 60 + b"\r\n") == [Command("a1", "X", [nested])]
+
+
 def test_a_bad_command_does_not_disturb_the_next_one():
     found = events(b"a1 X (\r\na2 NOOP\r\n")
     assert found == [Rejected("a1", "BAD", "Unbalanced parentheses"), Command("a2", "NOOP", [])]

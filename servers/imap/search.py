@@ -20,6 +20,7 @@ from email.parser import BytesHeaderParser
 
 from servers.imap import mime, responses
 from servers.imap.parser import (
+    MAX_NESTING,
     CommandSyntaxError,
     Token,
     as_astring,
@@ -166,22 +167,23 @@ class _KeyParser:
         self.position += 1
         return token
 
-    def keys(self) -> Predicate:
+    def keys(self, depth: int = 0) -> Predicate:
         predicates = []
         while self.position < len(self.tokens):
-            predicates.append(self.key())
+            predicates.append(self.key(depth))
         if not predicates:
             raise CommandSyntaxError("Missing search key")
         return predicates[0] if len(predicates) == 1 else (lambda c: all(p(c) for p in predicates))
 
-    def key(self) -> Predicate:
+    def key(self, depth: int = 0) -> Predicate:
+        if depth > MAX_NESTING:
+            raise CommandSyntaxError("Search keys nested too deeply")
         token = self.take()
         if isinstance(token, list):
             inner = _KeyParser(
                 token, message_count=self.message_count, largest_uid=self.largest_uid, saved_uids=self.saved_uids
             )
-            predicate = inner.keys()
-            return predicate
+            return inner.keys(depth + 1)
         if is_sequence_set(token):
             numbers = parse_sequence_set(token)
             if numbers.saved:
@@ -202,10 +204,10 @@ class _KeyParser:
             wanted = name == "KEYWORD"
             return lambda c: any(f.lower() == keyword.lower() for f in c.record.flags) == wanted
         if name == "NOT":
-            inner_predicate = self.key()
+            inner_predicate = self.key(depth + 1)
             return lambda c: not inner_predicate(c)
         if name == "OR":
-            left, right = self.key(), self.key()
+            left, right = self.key(depth + 1), self.key(depth + 1)
             return lambda c: left(c) or right(c)
         if name == "UID":
             uids = parse_sequence_set(self.take())
