@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from servers.imap import responses
+from servers.imap.mailbox_commands import ListPattern
 from servers.imap.session import ImapSession, Reply
 from servers.imap.store_api import AuthOutcome, AuthStatus
 from tests.imap_session_helpers import (
@@ -423,6 +424,36 @@ def test_list_patterns_match_names(logged_in, store, arguments, names):
     store.folders["Work.2026"] = store._new_folder()
     data = send(logged_in, f"l1 LIST {arguments}")
     assert [line.rsplit(b" ", 1)[1] for line in untagged_lines(data)] == names
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("*", "a.b.c", True),
+        ("%", "a.b", False),
+        ("a.%", "a.b", True),
+        ("a.%", "a.b.c", False),
+        ("a.*", "a.b.c", True),
+        ("%.%", "a.b", True),
+        ("*b*", "abc", True),
+        ("a%c", "abc", True),
+        ("a%c", "a.c", False),
+        ("INBOX", "INBOX", True),
+        ("inbox.%", "INBOX.Sub", True),
+        ("inboxes", "INBOXES", False),
+        ("Sent", "sent", False),
+        ("", "", True),
+    ],
+)
+def test_list_patterns(pattern, name, expected):
+    assert ListPattern("", pattern).matches(name) is expected
+
+
+def test_a_crafted_list_pattern_does_not_backtrack_forever(logged_in, store):
+    store.folders["a" * 200] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" ' + "*a" * 500 + "b")
+    assert data == b"l1 OK LIST completed\r\n"
+    assert last_line(send(logged_in, 'l2 LIST "" ' + "*" * 1025)) == b"l2 BAD LIST pattern too long"
 
 
 def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):

@@ -97,19 +97,51 @@ def parse_flags(token: Token) -> frozenset[str]:
     return frozenset(flags)
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    # RFC 9051 6.3.9: "*" matches anything, "%" anything but the hierarchy delimiter.
-    regex = "".join(
-        ".*" if char == "*" else "[^.]*" if char == "%" else re.escape(char) for char in reference + pattern
-    )
-    return re.compile(regex + r"\Z")
+MAX_LIST_PATTERN_LENGTH = 1024
 
 
-def _matches(pattern: re.Pattern[str], name: str) -> bool:
-    if pattern.match(name):
-        return True
-    # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
-    return name.upper().startswith(INBOX) and bool(re.compile(pattern.pattern, re.I).match(name))
+class ListPattern:
+    """A LIST mailbox pattern (RFC 9051 6.3.9): "*" matches anything, "%" anything but the delimiter.
+
+    Matched by walking the pattern's states along the name, so the cost is at most pattern x name
+    length: a regular expression of many ".*" would backtrack without bound on a crafted pattern.
+    """
+
+    def __init__(self, reference: str, pattern: str) -> None:
+        text = reference + pattern
+        if len(text) > MAX_LIST_PATTERN_LENGTH:
+            raise CommandSyntaxError("LIST pattern too long")
+        # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
+        if text[: len(INBOX)].upper() == INBOX and text[len(INBOX) : len(INBOX) + 1] in ("", HIERARCHY_DELIMITER):
+            text = INBOX + text[len(INBOX) :]
+        self.text = text
+
+    def _closure(self, states: set[int]) -> set[int]:
+        pending = list(states)
+        while pending:
+            state = pending.pop()
+            if state < len(self.text) and self.text[state] in "*%" and state + 1 not in states:
+                states.add(state + 1)
+                pending.append(state + 1)
+        return states
+
+    def matches(self, name: str) -> bool:
+        text = self.text
+        states = self._closure({0})
+        for char in name:
+            following = set()
+            for state in states:
+                if state == len(text):
+                    continue
+                wanted = text[state]
+                if wanted == "*" or (wanted == "%" and char != HIERARCHY_DELIMITER):
+                    following.add(state)
+                elif wanted == char:
+                    following.add(state + 1)
+            if not following:
+                return False
+            states = self._closure(following)
+        return len(text) in states
 
 
 class MailboxCommands:
@@ -229,10 +261,10 @@ class MailboxCommands:
             return Done(responses.untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" ""'))
         if "SUBSCRIBED" in selection:
             returns.add("SUBSCRIBED")
-        compiled = [_pattern(reference, pattern) for pattern in patterns]
+        compiled = [ListPattern(reference, pattern) for pattern in patterns]
         out = bytearray()
         for info in self._account().list_folders():
-            if not any(_matches(pattern, info.name) for pattern in compiled):
+            if not any(pattern.matches(info.name) for pattern in compiled):
                 continue
             if "SUBSCRIBED" in selection and not info.subscribed:
                 continue
@@ -280,10 +312,10 @@ class MailboxCommands:
 
     def imap_LSUB(self, command: Command) -> Done:
         reference, pattern = (as_astring(token) for token in arguments(command.args, 2, 2))
-        compiled = _pattern(reference, pattern)
+        compiled = ListPattern(reference, pattern)
         out = bytearray()
         for info in self._account().list_folders():
-            if info.subscribed and _matches(compiled, info.name):
+            if info.subscribed and compiled.matches(info.name):
                 attributes = "()" if info.selectable else "(\\Noselect)"
                 out += responses.untagged(f'LSUB {attributes} "." {responses.astring(info.name)}')
         return Done(bytes(out))
