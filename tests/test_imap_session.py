@@ -763,3 +763,11 @@ def test_imaplib_session_from_login_to_logout(session, store):
     assert client.close()[0] == "OK"
     assert client.logout()[0] == "BYE"
     assert account_of(store).release_count == 1
+
+
+def test_imaplib_authenticate_plain_uses_the_continuation(session, store):
+    client = SessionIMAP4(session)
+    status, _ = client.authenticate("PLAIN", lambda _challenge: f"\0alice\0{ALICE_PASSWORD}".encode())
+    assert status == "OK"
+    assert client.namespace() == ("OK", [b'(("" ".")) NIL NIL'])
+    assert client.logout()[0] == "BYE"
