@@ -82,7 +82,7 @@ def test_uids_of_removed_messages_are_never_given_again(folder):
     third = deliver(folder)
 
     assert uids_of(folder) == {first: 1, third: 3}
-    assert fresh_map(folder).view().next_uid == 4  # type: ignore[union-attr]
+    assert fresh_map(folder).view().next_uid == 4
 
 
 def test_a_compacted_map_keeps_every_uid_and_the_next_uid(folder, monkeypatch):
@@ -96,7 +96,7 @@ def test_a_compacted_map_keeps_every_uid_and_the_next_uid(folder, monkeypatch):
 
     assert after == {names[4]: 5, names[5]: 6}
     assert (folder / UIDLIST_NAME).stat().st_size < size_before  # rewritten without the dead lines
-    assert fresh_map(folder).view().next_uid == 7  # type: ignore[union-attr]
+    assert fresh_map(folder).view().next_uid == 7
 
 
 def test_a_corrupt_map_is_rebuilt_with_a_larger_uidvalidity(folder):
