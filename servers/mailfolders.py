@@ -32,11 +32,14 @@ imports Django: the worker builds a `MaildirAccount` from the Mailbox row.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from servers import mailstore, uidmap
@@ -191,6 +194,49 @@ class _Keywords:
         return {k: chr(ord("a") + known.index(k)) for k in keywords if k in known}
 
 
+@dataclass
+class _Snapshot:
+    """One look at a folder: shared by every session of the process while the folder stays unchanged.
+
+    Its dicts are never changed once published (a session that changes its own view copies them
+    first), so 50,000 records are built once per process, not once per SELECT.
+    """
+
+    mtimes: tuple[int, int]  # of new/ and cur/, taken before the listing
+    settled: bool  # False: a directory changed within the settle time of the look, look again
+    uidvalidity: int
+    next_uid: int
+    records: dict[int, MessageRecord]  # ascending UID
+    files: dict[int, tuple[str, str]]  # uid -> (subdir, file name)
+    message_list: tuple[MessageRecord, ...] | None = None
+
+    def messages(self) -> tuple[MessageRecord, ...]:
+        if self.message_list is None:
+            self.message_list = tuple(self.records.values())
+        return self.message_list
+
+
+MAX_SHARED_SNAPSHOTS = 256
+_snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
+_snapshots_lock = threading.Lock()
+
+
+def _shared_snapshot(path: Path) -> _Snapshot | None:
+    with _snapshots_lock:
+        found = _snapshots.get(str(path))
+        if found is not None:
+            _snapshots.move_to_end(str(path))
+        return found
+
+
+def _share_snapshot(path: Path, snapshot: _Snapshot) -> None:
+    with _snapshots_lock:
+        _snapshots[str(path)] = snapshot
+        _snapshots.move_to_end(str(path))
+        while len(_snapshots) > MAX_SHARED_SNAPSHOTS:
+            _snapshots.popitem(last=False)
+
+
 class MaildirFolder:
     """A Maildir++ folder opened by SELECT or EXAMINE: the session's snapshot of its messages."""
 
@@ -203,8 +249,9 @@ class MaildirFolder:
         self._keywords = _Keywords(path)
         self._records: dict[int, MessageRecord] = {}
         self._files: dict[int, tuple[str, str]] = {}  # uid -> (subdir, file name) as last seen
+        self._snapshot: _Snapshot | None = None  # while _records and _files are that snapshot's
         self._flags_by_letters: dict[str, frozenset[str]] = {}
-        self._messages: list[MessageRecord] | None = None
+        self._messages: Sequence[MessageRecord] | None = None
         self._looked_at_mtimes: tuple[int, int] | None = None
         self._settled = False
         self._uidnext = 1
@@ -219,7 +266,8 @@ class MaildirFolder:
 
     def messages(self) -> Sequence[MessageRecord]:
         if self._messages is None:
-            self._messages = list(self._records.values())
+            snapshot = self._snapshot
+            self._messages = snapshot.messages() if snapshot is not None else tuple(self._records.values())
         return self._messages
 
     def _flags(self, file_name: str) -> frozenset[str]:
@@ -229,45 +277,74 @@ class MaildirFolder:
             flags = self._flags_by_letters[letters] = flags_of_letters(letters, self._keywords.names())
         return flags
 
-    def _look(self) -> FolderChanges:
-        """List the folder, number what is new, and adopt the result; return the differences."""
-        mtimes = _folder_mtimes_ns(self.path)  # before the listing: a change after it shows next time
-        looked_at_ns = time.time_ns()
+    def _own(self) -> None:
+        """Copy a shared snapshot's dicts before this session changes its view."""
+        if self._snapshot is not None:
+            self._records, self._files, self._snapshot = dict(self._records), dict(self._files), None
+        self._messages = None
+
+    def _build(self, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
+        """List the folder, number what is new, and make the records (reusing those unchanged)."""
         try:
             view, listing = self._map.sync()
         except FileNotFoundError:
             if self.path.is_dir():
                 raise
             view, listing = uidmap.MapView(self.uidvalidity, self._uidnext, {}), {}  # deleted under us
-        if self.uidvalidity and view.uidvalidity != self.uidvalidity:
-            raise UidValidityChangedError(f"the folder {self.name} was renumbered; select it again")
-        self._flags_by_letters = {}  # the keyword list may have grown
-        old_records, old_files = self._records, self._files
+        previous = _shared_snapshot(self.path)
+        if previous is None or previous.uidvalidity != view.uidvalidity:
+            reused_records, reused_files = self._records, self._files
+        else:
+            reused_records, reused_files = previous.records, previous.files
+        keywords = self._keywords.names()
+        flags_by_info: dict[str, frozenset[str]] = {}
         records: dict[int, MessageRecord] = {}
         files: dict[int, tuple[str, str]] = {}
-        changes = FolderChanges()
+        # The one loop over every message a fresh process makes: kept to dict lookups where it can.
         for key, entry in view.entries.items():
             where = listing.get(key)
             if where is None:
                 continue
-            uid = entry.uid
+            uid = entry[0]
             files[uid] = where
-            old = old_records.get(uid)
-            if old is not None and old_files.get(uid) == where:
-                records[uid] = old
+            if reused_files.get(uid) == where:
+                records[uid] = reused_records[uid]
                 continue
-            record = MessageRecord(uid, key, self._flags(where[1]), entry.size_octets, entry.mtime_ns / 1e9)
-            records[uid] = record
-            if old is None:
-                changes.added.append(record)
-            elif old.flags != record.flags:
-                changes.flags_changed.append(record)
-        changes.expunged = [uid for uid in old_records if uid not in records]
-        self._records, self._files, self._messages = records, files, None
-        self.uidvalidity, self._uidnext = view.uidvalidity, view.next_uid
-        self._looked_at_mtimes = mtimes
+            name = where[1]
+            info = name[len(key) :]
+            flags = flags_by_info.get(info)
+            if flags is None:
+                flags = flags_by_info[info] = flags_of_letters(_info_letters(name), keywords)
+            records[uid] = MessageRecord(uid, key, flags, entry[1], entry[2] / 1e9)
         # A directory changed within the same clock tick as our listing may change again unseen.
-        self._settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
+        settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
+        return _Snapshot(mtimes, settled, view.uidvalidity, view.next_uid, records, files)
+
+    def _look(self) -> FolderChanges:
+        """Adopt the folder as it is now (another session's look if nothing changed since); return the differences."""
+        mtimes = _folder_mtimes_ns(self.path)  # before the listing: a change after it shows next time
+        snapshot = _shared_snapshot(self.path)
+        if snapshot is None or not snapshot.settled or snapshot.mtimes != mtimes:
+            snapshot = self._build(mtimes, time.time_ns())
+            _share_snapshot(self.path, snapshot)
+        if self.uidvalidity and snapshot.uidvalidity != self.uidvalidity:
+            raise UidValidityChangedError(f"the folder {self.name} was renumbered; select it again")
+        changes = FolderChanges()
+        old_records, records = self._records, snapshot.records
+        if self.uidvalidity and old_records is not records:  # else the first look: nothing to compare
+            for uid, record in records.items():
+                old = old_records.get(uid)
+                if old is record:
+                    continue
+                if old is None:
+                    changes.added.append(record)
+                elif old.flags != record.flags:
+                    changes.flags_changed.append(record)
+            changes.expunged = [uid for uid in old_records if uid not in records]
+        self._records, self._files, self._snapshot, self._messages = records, snapshot.files, snapshot, None
+        self._flags_by_letters = {}  # the keyword list may have grown
+        self.uidvalidity, self._uidnext = snapshot.uidvalidity, snapshot.next_uid
+        self._looked_at_mtimes, self._settled = snapshot.mtimes, snapshot.settled
         return changes
 
     def refresh(self) -> FolderChanges:
@@ -284,6 +361,7 @@ class MaildirFolder:
         where = uidmap.list_folder(self.path).get(self._records[uid].key)
         if where is None:
             return None
+        self._own()
         self._files[uid] = where
         return self.path / where[0] / where[1]
 
@@ -347,6 +425,7 @@ class MaildirFolder:
             keyword_letters = {k: chr(ord("a") + names.index(k)) for k in keywords if k in names}
         flags = frozenset(f for f in flags if f in FLAG_LETTERS or f in keyword_letters)
         self._flags_by_letters = {}
+        self._own()
         changed: list[MessageRecord] = []
         pending = [uid for uid in dict.fromkeys(uids) if uid in self._records]
         for attempt in range(2):
@@ -386,6 +465,7 @@ class MaildirFolder:
         return sorted(changed, key=lambda record: record.uid)
 
     def _forget(self, uids: Sequence[int]) -> None:
+        self._own()
         for uid in uids:
             self._records.pop(uid, None)
             self._files.pop(uid, None)
@@ -450,7 +530,7 @@ class MaildirFolder:
         return [str(self.path / "new"), str(self.path / "cur")]
 
     def close(self) -> None:
-        self._records, self._files, self._messages = {}, {}, None
+        self._records, self._files, self._snapshot, self._messages = {}, {}, None, None
 
 
 def _is_keyword(flag: str) -> bool:

@@ -10,8 +10,10 @@ The file `.mailconsole-uidlist`, an append-only log compacted now and then:
 
     MAILCONSOLE-UIDLIST 1 <uidvalidity> <next uid>      header: the first line, rewritten only by a compaction
     <uid> <crlf size> <mtime ns> <unique name>           a message got its UID (UIDs ascend through the file)
-    -<uid>                                               that message's file is gone
+    -<uid> 0 0 -                                         that message's file is gone
 
+Unique names with white space or control characters get no UID (Maildir writers never make them),
+so every line is four fields and a fresh process parses 50,000 lines with a few bulk operations.
 The RFC822.SIZE (every line ending counted as CRLF) and the delivery time are kept with the UID, so
 a process that opens a folder of 50,000 messages reads one file and lists two directories instead
 of reading 50,000 messages. The next UID is the header's or one past the last UID in the file,
@@ -33,11 +35,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from servers import mailstore
 from servers.maildir import _cached_crlf_size
@@ -57,9 +61,8 @@ COMPACT_MIN_DEAD_LINES = 1000
 Listing = dict[str, tuple[str, str]]  # unique name -> (subdir, file name)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One message of the map."""
+class Entry(NamedTuple):
+    """One message of the map (a named tuple: a fresh process makes 50,000 of them at once)."""
 
     uid: int
     size_octets: int
@@ -103,24 +106,38 @@ def _parse_header(line: str) -> tuple[int, int]:
 
 def _apply_lines(state: _State, text: str) -> None:
     """Apply complete lines of the log (text ends with a newline, or is empty)."""
+    fields = text.split()
+    if len(fields) % 4:
+        raise CorruptMapError("a line without its four fields")
+    try:
+        uids = list(map(int, fields[0::4]))
+        sizes = list(map(int, fields[1::4]))
+        mtimes = list(map(int, fields[2::4]))
+    except ValueError as error:
+        raise CorruptMapError("a field that is not a number") from error
+    keys = fields[3::4]
     entries, key_by_uid = state.entries, state.key_by_uid
+    if uids and not entries and min(uids) > state.last_uid and len(set(keys)) == len(keys):
+        # The common case, a whole file without drops: bulk operations, no Python loop per line.
+        if not all(map(int.__lt__, uids, uids[1:])) or uids[-1] > MAX_UID:
+            raise CorruptMapError("UIDs out of order")
+        entries.update(zip(keys, map(Entry, uids, sizes, mtimes), strict=True))
+        key_by_uid.update(zip(uids, keys, strict=True))
+        state.last_uid = uids[-1]
+        state.next_uid = max(state.next_uid, state.last_uid + 1)
+        return
     last_uid = state.last_uid
-    for line in text.split("\n")[:-1]:
-        try:
-            if line.startswith("-"):
-                uid = int(line[1:])
-                key = key_by_uid.pop(uid)
-                del entries[key]
-                state.dead_lines += 2
-                continue
-            uid_text, size_text, mtime_text, key = line.split(" ", 3)
-            uid = int(uid_text)
-            entry = Entry(uid, int(size_text), int(mtime_text))
-        except (ValueError, KeyError) as error:
-            raise CorruptMapError(f"bad line {line[:80]!r}") from error
-        if uid <= last_uid or uid > MAX_UID or not key or key in entries:
+    for uid, size, mtime_ns, key in zip(uids, sizes, mtimes, keys, strict=True):
+        if uid < 0:  # a drop line
+            dropped = key_by_uid.pop(-uid, None)
+            if dropped is None or key != "-":
+                raise CorruptMapError(f"a drop of the unknown uid {-uid}")
+            del entries[dropped]
+            state.dead_lines += 2
+            continue
+        if uid <= last_uid or uid > MAX_UID or key in entries:
             raise CorruptMapError(f"uid {uid} out of order or name repeated")
-        entries[key] = entry
+        entries[key] = Entry(uid, size, mtime_ns)
         key_by_uid[uid] = key
         last_uid = uid
     state.last_uid = last_uid
@@ -131,18 +148,26 @@ def _entry_line(key: str, entry: Entry) -> str:
     return f"{entry.uid} {entry.size_octets} {entry.mtime_ns} {key}\n"
 
 
+# Names a map line cannot hold as its last field.
+_UNUSABLE_NAME = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _message_names(directory: Path) -> list[str]:
+    try:
+        names = os.listdir(directory)  # builds the list in C: much faster than scandir for 50,000
+    except FileNotFoundError:
+        return []
+    joined = "/" + "/".join(names)  # one look at every name at once; "/" is in no file name
+    if "/." in joined or _UNUSABLE_NAME.search(joined):  # rare: other tools' dot-files, odd names
+        names = [name for name in names if not name.startswith(".") and not _UNUSABLE_NAME.search(name)]
+    return names
+
+
 def list_folder(folder: Path) -> Listing:
     """The message files of a folder by unique name; a file caught moving from new/ to cur/ is in cur/."""
-    listing: Listing = {}
-    for subdir in ("new", "cur"):  # new/ first: a message moved between the two listings is still seen
-        try:
-            names = os.listdir(folder / subdir)  # builds the list in C: much faster than scandir for 50,000
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if name.startswith(".") or "\n" in name or "\r" in name:
-                continue  # other tools' state; a name the map could not hold in one line
-            listing[name.split(":", 1)[0]] = (subdir, name)
+    # new/ first: a message moved between the two listings is still seen, in cur/.
+    listing = {name.partition(":")[0]: ("new", name) for name in _message_names(folder / "new")}
+    listing.update({name.partition(":")[0]: ("cur", name) for name in _message_names(folder / "cur")})
     return listing
 
 
@@ -367,7 +392,7 @@ class UidMap:
         lines = []
         for uid in dropped:
             del state.entries[state.key_by_uid.pop(uid)]
-            lines.append(f"-{uid}\n")
+            lines.append(f"-{uid} 0 0 -\n")
             state.dead_lines += 2
         for key, measured in fresh:
             entry = Entry(state.next_uid, measured.size_octets, measured.mtime_ns)

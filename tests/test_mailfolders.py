@@ -111,7 +111,7 @@ def test_renaming_inbox_moves_its_messages_into_the_new_folder_and_leaves_inbox_
     old = account.open_folder("Old", read_only=True)
     assert sorted(r.key for r in old.messages()) == sorted(keys)
     assert [r.uid for r in old.messages()] == [1, 2, 3]
-    assert account.open_folder("INBOX", read_only=True).messages() == []
+    assert list(account.open_folder("INBOX", read_only=True).messages()) == []
 
 
 @pytest.mark.parametrize(
@@ -287,7 +287,7 @@ def test_move_returns_pairs_removes_the_sources_and_moving_back_gives_new_uids(a
 
     _, pairs = inbox.move_to([1, 2], "Trash")
 
-    assert pairs == [(1, 1), (2, 2)] and inbox.messages() == [] and files_of(maildir) == []
+    assert pairs == [(1, 1), (2, 2)] and list(inbox.messages()) == [] and files_of(maildir) == []
     trash = account.open_folder("Trash", read_only=False)
     assert [r.key for r in trash.messages()] == keys  # the unique name (POP3's UIDL) moved along
     _, back = trash.move_to([1], "INBOX")
