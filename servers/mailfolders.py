@@ -216,7 +216,10 @@ class _Snapshot:
         return self.message_list
 
 
+# Bounds on what a process keeps for folders no session may have open any more.
 MAX_SHARED_SNAPSHOTS = 256
+MAX_SHARED_RECORDS = 400_000
+_shared_records = 0
 _snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
 _snapshots_lock = threading.Lock()
 
@@ -230,11 +233,16 @@ def _shared_snapshot(path: Path) -> _Snapshot | None:
 
 
 def _share_snapshot(path: Path, snapshot: _Snapshot) -> None:
+    global _shared_records
     with _snapshots_lock:
+        replaced = _snapshots.pop(str(path), None)
+        _shared_records -= len(replaced.records) if replaced is not None else 0
         _snapshots[str(path)] = snapshot
-        _snapshots.move_to_end(str(path))
-        while len(_snapshots) > MAX_SHARED_SNAPSHOTS:
-            _snapshots.popitem(last=False)
+        _shared_records += len(snapshot.records)
+        # The least recently used go first; sessions keep theirs for as long as they need it.
+        while len(_snapshots) > 1 and (len(_snapshots) > MAX_SHARED_SNAPSHOTS or _shared_records > MAX_SHARED_RECORDS):
+            _, evicted = _snapshots.popitem(last=False)
+            _shared_records -= len(evicted.records)
 
 
 class MaildirFolder:
@@ -571,7 +579,9 @@ class MaildirAccount:
 
     @staticmethod
     def _is_folder(path: Path) -> bool:
-        return not path.is_symlink() and (path / "new").is_dir() and (path / "cur").is_dir()
+        """A Maildir of its own: no symbolic link (it, or its new/ and cur/, could lead out of the mailbox)."""
+        subdirs = (path / "new", path / "cur")
+        return not any(p.is_symlink() for p in (path, *subdirs)) and all(p.is_dir() for p in subdirs)
 
     def selectable_path(self, name: str) -> Path:
         """The Maildir of an existing folder; NoSuchFolderError if there is none of that name."""

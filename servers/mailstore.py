@@ -433,11 +433,15 @@ class MaildirMailbox:
 def replace_file_durably(path: Path, data: bytes) -> os.stat_result:
     """Replace (or create) the small file `path` with `data`, atomically; return the new file's stat.
 
-    Written as a dot-file beside it (Maildir readers skip those), fsynced, renamed over `path`, and
+    Written as a dot-file in the Maildir's tmp/ (or beside it), fsynced, renamed over `path`, and
     the folder fsynced: a reader sees the old content or the new, never a mix, even after a crash.
     """
     path = Path(path)
-    tmp_path = path.parent / f".{path.name.lstrip('.')}.{unique_message_name('.tmp')}"
+    # In the Maildir's tmp/ when it has one: a crash's leftover is then swept like any other.
+    tmp_dir = path.parent / "tmp"
+    if not tmp_dir.is_dir() or tmp_dir.is_symlink():
+        tmp_dir = path.parent
+    tmp_path = tmp_dir / f".{path.name.lstrip('.')}.{unique_message_name('.tmp')}"
     try:
         write_synced(tmp_path, [data], mode=0o600)
         stat = os.stat(tmp_path)

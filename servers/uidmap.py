@@ -32,13 +32,14 @@ they knew, which is the price of never reusing one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -437,8 +438,10 @@ def _read_all(fd: int, count: int) -> bytes:
     return b"".join(chunks)
 
 
-# One map per folder per process, so the threads of one process share what they read.
-_maps: dict[str, UidMap] = {}
+# One map per folder per process, so the threads of one process share what they read. The least
+# recently used are forgotten: two objects for one folder are as safe as two processes (the flock).
+MAX_MAPS = 512
+_maps: collections.OrderedDict[str, UidMap] = collections.OrderedDict()
 _maps_lock = threading.Lock()
 
 
@@ -449,13 +452,10 @@ def uid_map(folder: Path, *, uidvalidity_counter: Path | None = None) -> UidMap:
         found = _maps.get(key)
         if found is None:
             found = _maps[key] = UidMap(Path(folder), uidvalidity_counter=uidvalidity_counter)
-        elif uidvalidity_counter is not None:
-            found.uidvalidity_counter = uidvalidity_counter
+            while len(_maps) > MAX_MAPS:
+                _maps.popitem(last=False)
+        else:
+            _maps.move_to_end(key)
+            if uidvalidity_counter is not None:
+                found.uidvalidity_counter = uidvalidity_counter
         return found
-
-
-def entries_on_disk(view: MapView, listing: Mapping[str, tuple[str, str]]) -> Iterator[tuple[str, Entry]]:
-    """The map's entries whose files are listed, ascending UID."""
-    for key, entry in view.entries.items():
-        if key in listing:
-            yield key, entry

@@ -143,6 +143,20 @@ def test_a_name_taken_by_a_file_that_is_not_a_folder_is_refused(account, maildir
     assert (maildir / ".pop3.lock").is_file()
 
 
+def test_a_folder_that_is_a_symbolic_link_is_neither_listed_nor_opened(account, maildir, tmp_path):
+    elsewhere = ensure_maildir(tmp_path / "elsewhere")
+    os.symlink(elsewhere, maildir / ".Linked")
+    account.create_folder("Real")
+    os.rename(maildir / ".Real" / "cur", maildir / ".Real" / "cur-away")
+    os.symlink(elsewhere / "cur", maildir / ".Real" / "cur")
+
+    names = [f.name for f in account.list_folders()]
+    assert "Linked" not in names and "Real" not in names
+    for name in ("Linked", "Real"):
+        with pytest.raises((BadFolderNameError, NoSuchFolderError)):
+            account.open_folder(name, read_only=True)
+
+
 def test_subscriptions_are_kept_one_name_a_line(account, maildir):
     account.create_folder("Lists")
     account.subscribe("Lists", True)
