@@ -219,6 +219,8 @@ class IMAPWorker(SupervisedWorker):
         # Logon records are written by one thread, in order (as the POP3 worker does).
         self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imapd-logons")
         self.background: set[asyncio.Task] = set()
+        # The IDLE watcher's last look at each watched directory.
+        self.folder_stamps: dict[str, tuple[int, int, int] | None] = {}
 
     def load_snapshot(self) -> MailServiceSnapshot:
         return load_mail_service_snapshot(ImapService, self.unit_id)
@@ -401,20 +403,20 @@ class IMAPWorker(SupervisedWorker):
     async def watch_idle_forever(self) -> None:
         """Every IDLE_POLL_S, stat the folders sessions have open; wake the idling ones whose folder changed."""
         loop = asyncio.get_running_loop()
-        stamps: dict[str, tuple[int, int, int] | None] = {}
         while True:
             await asyncio.sleep(IDLE_POLL_S)
             # Every session with a folder open, idling or not: a folder's stamp is known before IDLE starts.
             watched = {path for c in self.control.sessions for path in c.watch_paths}
             if not watched:
-                stamps = {}
+                self.folder_stamps = {}
                 continue
             try:
                 now = await loop.run_in_executor(None, stat_paths, watched)
             except RuntimeError:  # the executor shut down: the worker is stopping
                 return
-            changed = {path for path, stamp in now.items() if path in stamps and stamps[path] != stamp}
-            stamps = now
+            before = self.folder_stamps
+            changed = {path for path, stamp in now.items() if path in before and before[path] != stamp}
+            self.folder_stamps = now
             if not changed:
                 continue
             for connection in list(self.control.sessions):
