@@ -151,19 +151,15 @@ class Served:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
 
 
-@contextmanager
-def serving_imap(tmp_path: Path, *, unit_id: int = 0, **worker_options) -> Iterator[Served]:
-    """An IMAPWorker with scripted sessions listening on a free loopback port, its loop in a thread."""
-    cert, key = tmp_path / "imap.crt", tmp_path / "imap.key"
-    ensure_self_signed_certificate(cert, key, HOSTNAME)
-    worker_options.setdefault("session_factory", ScriptedSession)
-    worker = IMAPWorker(unit_id, **worker_options)
-    worker.snapshot = MailServiceSnapshot(
+def snapshot_for_tests(
+    cert: Path, key: Path, *, unit_id: int = 0, default_domain: str = "lab.test"
+) -> MailServiceSnapshot:
+    return MailServiceSnapshot(
         service_id=unit_id,
         ip_address="127.0.0.1",
         port=0,
         tls_port=None,
-        default_domain="lab.test",
+        default_domain=default_domain,
         plaintext_requires_tls=False,
         hostname=HOSTNAME,
         desired_state="running",
@@ -171,6 +167,16 @@ def serving_imap(tmp_path: Path, *, unit_id: int = 0, **worker_options) -> Itera
         cert_path=cert,
         key_path=key,
     )
+
+
+@contextmanager
+def serving_imap(tmp_path: Path, *, unit_id: int = 0, **worker_options) -> Iterator[Served]:
+    """An IMAPWorker with scripted sessions listening on a free loopback port, its loop in a thread."""
+    cert, key = tmp_path / "imap.crt", tmp_path / "imap.key"
+    ensure_self_signed_certificate(cert, key, HOSTNAME)
+    worker_options.setdefault("session_factory", ScriptedSession)
+    worker = IMAPWorker(unit_id, **worker_options)
+    worker.snapshot = snapshot_for_tests(cert, key, unit_id=unit_id)
     loop = asyncio.new_event_loop()
     sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
