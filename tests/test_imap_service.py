@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from servers import services
 from servers.models import AuditEntry, ImapService, Node, ServiceState
 from servers.services import RefusedError
+from tests import factories
 from tests.factories import make_pop3_service
 from tests.helpers import free_port
 
@@ -18,10 +19,10 @@ pytestmark = pytest.mark.django_db
 
 
 def make_imap_service(**kwargs) -> ImapService:
-    kwargs.setdefault("ip_address", "127.0.0.1")
-    kwargs.setdefault("port", free_port())
+    """Stopped, and without IMAPS unless asked: no worker runs in these tests."""
+    kwargs.setdefault("tls_port", None)
     kwargs.setdefault("start", False)
-    return services.create_imap_service(**kwargs)
+    return factories.make_imap_service(**kwargs)
 
 
 def imapsvc(*args: str) -> str:
