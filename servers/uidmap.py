@@ -27,7 +27,16 @@ so one message never gets two UIDs and one UID never goes to two messages. Appen
 before anyone is told a UID; a compaction writes a new file and renames it over the old one
 (`servers.mailstore`, the single writer, does both). A file that cannot be read as a map (a
 corrupt or missing map) is rebuilt with a new, larger UIDVALIDITY: clients then forget every UID
-they knew, which is the price of never reusing one.
+they knew, which is the price of never reusing one. The mailbox's `.mailconsole-uidvalidity`
+holds the last UIDVALIDITY given to any of its folders, so a new one is always larger, even for a
+folder deleted and created again within the same second.
+
+An entry is dropped when its file is gone: missing from a listing, and from a second one made
+after the map was read (a file renamed while a directory is read may be missed once).
+
+Cost of a look: `list_folder` (two `os.listdir`), one stat of the map (and a read of what others
+appended), and nothing per message unless a message is new. Other readers number messages the
+same way with one call, `uid_map(folder).sync()`.
 """
 
 from __future__ import annotations
@@ -58,8 +67,8 @@ MAX_UID = 2**32 - 1  # nz-number (RFC 3501 9): past it the folder starts again w
 # Compact when the log holds more dead lines (dropped entries and their drop lines) than this and
 # than live entries: a compaction costs one write of the whole map, amortised over many changes.
 COMPACT_MIN_DEAD_LINES = 1000
-# file name in new/ or cur/, as listed
-Listing = dict[str, tuple[str, str]]  # unique name -> (subdir, file name)
+# The message files of a folder as one listing saw them: unique name -> (subdir, file name).
+Listing = dict[str, tuple[str, str]]
 
 
 class Entry(NamedTuple):
