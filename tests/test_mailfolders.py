@@ -223,6 +223,36 @@ def test_refresh_reports_new_mail_other_sessions_flags_and_nothing_when_nothing_
     assert mine.uidnext == 3
 
 
+def test_a_message_the_webmail_marks_read_is_the_same_message_with_a_new_flag(account, maildir):
+    (key,) = deliver(maildir)
+    folder = account.open_folder("INBOX", read_only=True)
+
+    mailstore.mark_read(maildir / "new" / key)  # new/ -> cur/<key>:2,S, as the webmail does
+    changes = folder.refresh()
+
+    assert changes.expunged == [] and changes.added == []
+    assert [(r.uid, r.key, r.flags) for r in changes.flags_changed] == [(1, key, frozenset({"\\Seen"}))]
+
+
+def test_an_expunge_in_one_session_appears_in_another_and_a_new_session_sees_the_result(account, maildir):
+    deliver(maildir, 2)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=True)
+    mine.store_flags([1], frozenset({"\\Deleted"}), "add")
+    assert mine.expunge() == [1]
+
+    assert theirs.refresh().expunged == [1]
+    assert [r.uid for r in account.open_folder("INBOX", read_only=True).messages()] == [2]
+    assert fresh_uid_map_view(maildir) == {2}
+
+
+def fresh_uid_map_view(maildir: Path) -> set[int]:
+    """The UIDs another process would read from the map file."""
+    view = uidmap.UidMap(maildir).view()
+    assert view is not None
+    return {entry.uid for entry in view.entries.values()}
+
+
 def test_a_pop3_deletion_appears_as_expunged(account, maildir):
     keys = deliver(maildir, 2)
     folder = account.open_folder("INBOX", read_only=False)
