@@ -67,6 +67,8 @@ MAX_UID = 2**32 - 1  # nz-number (RFC 3501 9): past it the folder starts again w
 # Compact when the log holds more dead lines (dropped entries and their drop lines) than this and
 # than live entries: a compaction costs one write of the whole map, amortised over many changes.
 COMPACT_MIN_DEAD_LINES = 1000
+# Messages up to this size are measured with one read; bigger ones in chunks.
+WHOLE_READ_MAX_OCTETS = 1024 * 1024
 # The message files of a folder as one listing saw them: unique name -> (subdir, file name).
 Listing = dict[str, tuple[str, str]]
 
@@ -181,6 +183,26 @@ def list_folder(folder: Path) -> Listing:
     return listing
 
 
+def _mtime_and_crlf_size(path: Path) -> tuple[int, int]:
+    """The delivery time and RFC822.SIZE of a message file: one open, one read for a usual message.
+
+    The same count as `servers.maildir.crlf_size_octets`, with less per file: the first look at a
+    big folder measures every message.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        if stat.st_size > WHOLE_READ_MAX_OCTETS:
+            return stat.st_mtime_ns, _cached_crlf_size(path, stat)
+        data = _read_all(fd, stat.st_size)
+    finally:
+        os.close(fd)
+    size_octets = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    if data and not data.endswith(b"\n"):
+        size_octets += 2  # an unterminated last line gets its CRLF
+    return stat.st_mtime_ns, size_octets
+
+
 def measure(folder: Path, listing: Listing, keys: list[str]) -> list[tuple[str, Entry]]:
     """Stat (and read, for the CRLF size) the files of `keys`; in (mtime, name) order, vanished ones left out."""
     measured: list[tuple[int, str, int]] = []
@@ -188,8 +210,8 @@ def measure(folder: Path, listing: Listing, keys: list[str]) -> list[tuple[str, 
         subdir, name = listing[key]
         path = folder / subdir / name
         try:
-            stat = os.stat(path)
-            measured.append((stat.st_mtime_ns, key, _cached_crlf_size(path, stat)))
+            mtime_ns, size_octets = _mtime_and_crlf_size(path)
+            measured.append((mtime_ns, key, size_octets))
         except FileNotFoundError:
             continue  # moved (its flags changed) or deleted since the listing: the next look sees it
     measured.sort()
