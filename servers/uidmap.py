@@ -12,7 +12,7 @@ The file `.mailconsole-uidlist`, an append-only log compacted now and then:
     <uid> <crlf size> <mtime ns> <unique name>           a message got its UID (UIDs ascend through the file)
     -<uid> 0 0 -                                         that message's file is gone
 
-Unique names with white space or control characters get no UID (Maildir writers never make them),
+Unique names with white space or unprintable characters get no UID (Maildir writers never make them),
 so every line is four fields and a fresh process parses 50,000 lines with a few bulk operations.
 The RFC822.SIZE (every line ending counted as CRLF) and the delivery time are kept with the UID, so
 a process that opens a folder of 50,000 messages reads one file and lists two directories instead
@@ -45,7 +45,6 @@ import collections
 import contextlib
 import fcntl
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -160,8 +159,9 @@ def _entry_line(key: str, entry: Entry) -> str:
     return f"{entry.uid} {entry.size_octets} {entry.mtime_ns} {key}\n"
 
 
-# Names a map line cannot hold as its last field.
-_UNUSABLE_NAME = re.compile(r"[\s\x00-\x1f\x7f]")
+def _usable(name: str) -> bool:
+    """A message file name the map can hold as a line's last field: no dot-file, space or control character."""
+    return not name.startswith(".") and " " not in name and name.isprintable()
 
 
 def _message_names(directory: Path) -> list[str]:
@@ -170,8 +170,8 @@ def _message_names(directory: Path) -> list[str]:
     except FileNotFoundError:
         return []
     joined = "/" + "/".join(names)  # one look at every name at once; "/" is in no file name
-    if "/." in joined or _UNUSABLE_NAME.search(joined):  # rare: other tools' dot-files, odd names
-        names = [name for name in names if not name.startswith(".") and not _UNUSABLE_NAME.search(name)]
+    if "/." in joined or not _usable(joined[1:]):  # rare: other tools' dot-files, odd names
+        names = [name for name in names if _usable(name)]
     return names
 
 

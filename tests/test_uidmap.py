@@ -186,3 +186,12 @@ def test_concurrent_threads_and_a_process_never_give_one_uid_twice_or_two_uids_t
     assert sorted(final.values()) == list(range(1, total + 1))  # every message one UID, none twice, none lost
     for snapshot in seen:  # whatever any reader saw agrees with the end result
         assert all(final[key] == uid for key, uid in snapshot.items())
+
+
+def test_dot_files_and_names_a_map_line_cannot_hold_get_no_uid(folder):
+    name = deliver(folder)
+    for odd in (".hidden", "with space:2,S", "tab\there", "new\nline"):
+        (folder / "cur" / odd).write_bytes(MESSAGE)
+
+    assert uids_of(folder) == {name: 1}
+    assert uids_of(folder) == {name: 1}  # and the map reads back
