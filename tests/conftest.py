@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -172,3 +172,26 @@ def node(transactional_db) -> Iterator[Node]:
 def supervised(celery_stack, node) -> Iterator[Node]:
     """The node, with a real Celery worker and beat supervising it."""
     yield node
+
+
+# The worker processes a test starts log to var/log/; a failed socket test is hard to read without
+# them (a session process that died while starting looked like "Connection unexpectedly closed").
+WORKER_LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.when == "call" and "celery_stack" in getattr(item, "fixturenames", ()):
+        started_at = call.start
+        for log_file in sorted((settings.VAR_DIR / "log").glob("*.log")):
+            try:
+                if log_file.stat().st_mtime < started_at:
+                    continue
+                lines = log_file.read_text(errors="replace").splitlines()[-WORKER_LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            report.sections.append((f"worker log {log_file.name} (last lines)", "\n".join(lines)))
+    return report
