@@ -298,6 +298,8 @@ class MaildirFolder:
         except FileNotFoundError:
             if self.path.is_dir():
                 raise
+            if not self.uidvalidity:  # deleted between the check and the open
+                raise NoSuchFolderError(f"no folder named {self.name[:60]!r}") from None
             view, listing = uidmap.MapView(self.uidvalidity, self._uidnext, {}), {}  # deleted under us
         previous = _shared_snapshot(self.path)
         if previous is None or previous.uidvalidity != view.uidvalidity:

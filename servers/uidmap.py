@@ -318,7 +318,7 @@ class UidMap:
         with self._mutex:
             state = self._catch_up(locked=False)
             known = state.entries if state is not None else {}
-            unknown = [key for key in listing if key not in known]
+            unknown = list(listing.keys() - known.keys())  # a set difference in C, not a loop of 50,000
             maybe_gone = len(known) + len(unknown) != len(listing)
             if state is not None and not unknown and not maybe_gone:
                 return MapView(state.uidvalidity, state.next_uid, dict(known)), listing

@@ -80,6 +80,19 @@ def test_deleting_a_folder_with_children_keeps_its_name_as_a_parent_only(account
         account.delete_folder("Nothing")
 
 
+def test_a_folder_deleted_while_selected_shows_every_message_expunged(account, maildir):
+    account.create_folder("Doomed")
+    account.append("Doomed", MESSAGE, frozenset(), None)
+    account.append("Doomed", MESSAGE, frozenset(), None)
+    folder = account.open_folder("Doomed", read_only=False)
+
+    account.delete_folder("Doomed")
+
+    assert folder.refresh().expunged == [1, 2]
+    assert not (maildir / ".Doomed").exists()
+    assert [name for name in os.listdir(maildir) if "deleted" in name] == []
+
+
 def test_inbox_and_the_special_use_folders_cannot_be_deleted(account):
     for name in ("INBOX", "inbox", "Sent", "Trash"):
         with pytest.raises(StoreError):
