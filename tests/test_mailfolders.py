@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import mailstore, uidmap
+from servers import mailfolders, mailstore, uidmap
 from servers.imap.store_api import (
     INBOX,
     BadFolderNameError,
@@ -264,6 +264,34 @@ def fresh_uid_map_view(maildir: Path) -> set[int]:
     view = uidmap.UidMap(maildir).view()
     assert view is not None
     return {entry.uid for entry in view.entries.values()}
+
+
+def test_sessions_on_one_folder_share_one_listing_per_change(account, maildir, monkeypatch):
+    deliver(maildir)
+    sessions = [account.open_folder("INBOX", read_only=True) for _ in range(3)]
+    (key,) = deliver(maildir)
+    listings = []
+    real_list_folder = uidmap.list_folder
+    monkeypatch.setattr(uidmap, "list_folder", lambda folder: listings.append(folder) or real_list_folder(folder))
+
+    added = [[r.key for r in session.refresh().added] for session in sessions]
+
+    assert added == [[key]] * 3
+    assert len(listings) == 1
+
+
+def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildir):
+    deliver(maildir)
+    mine = account.open_folder("INBOX", read_only=False)
+    mailfolders._snapshots.pop(str(maildir))  # so that the next session makes a look of its own, newer
+    account.open_folder("INBOX", read_only=True)  # another session's look, shared, before our change
+    times = [(maildir / sub).stat().st_mtime_ns for sub in ("new", "cur")]
+    mine.store_flags([1], frozenset({"\\Seen"}), "add")
+    for sub, mtime_ns in zip(("new", "cur"), times, strict=True):  # as if within the same clock tick
+        os.utime(maildir / sub, ns=(mtime_ns, mtime_ns))
+
+    assert not mine.refresh()
+    assert mine.messages()[0].flags == {"\\Seen"}
 
 
 def test_a_pop3_deletion_appears_as_expunged(account, maildir):
