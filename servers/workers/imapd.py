@@ -269,6 +269,12 @@ class IMAPWorker(SupervisedWorker):
             connection.close_with(SHUTTING_DOWN_BYE.format(hostname=self.snapshot.hostname))
         for task in list(self.background):
             task.cancel()
+        # Each connection's task ends its session (the account released, the Logon's last access
+        # noted) before it leaves `sessions`; give them a moment, then let the Logon writer finish.
+        deadline = time.monotonic() + 3
+        while self.control.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, self.logon_writer.shutdown)
 
     async def terminate_session(self, session: ImapConnection) -> None:
         session.close_with(TERMINATED_BYE)
@@ -350,13 +356,15 @@ class IMAPWorker(SupervisedWorker):
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection ended: %s", client, exc)
         finally:
-            self.control.sessions.discard(connection)
             connection.closed = True
-            # Releases the account (and so the Logon's last access) and closes the selected folder.
-            async with connection.busy:
-                await loop.run_in_executor(None, connection.call, session.connection_lost)
-            with contextlib.suppress(Exception):
-                writer.close()
+            try:
+                # Releases the account (and so the Logon's last access) and closes the selected folder.
+                async with connection.busy:
+                    await loop.run_in_executor(None, connection.call, session.connection_lost)
+            finally:
+                self.control.sessions.discard(connection)
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     async def feed(self, connection: ImapConnection, reader: asyncio.StreamReader, data: bytes, peer: object) -> bool:
         """Give the session what arrived and act on its replies; False when the connection is to end."""
