@@ -1,0 +1,80 @@
+"""How IMAP responses are written: strings, lists, dates, and the fixed texts tests compare against."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+
+# RFC 9051 7.1: status responses. Texts the tests compare against.
+GREETING = "[CAPABILITY {capabilities}] {hostname} IMAP4rev1 ready"
+BYE_LOGOUT = "IMAP4rev1 server logging out"
+BYE_AUTOLOGOUT = "Autologout; idle too long"
+BYE_TOO_MANY_FAILURES = "Too many failed sign-ins"
+OK_COMPLETED = "{name} completed"
+BAD_UNKNOWN_COMMAND = "Unknown command"
+BAD_WRONG_STATE = "Command not valid in this state"
+NO_AUTHENTICATION_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"
+NO_LOCKED = "[CONTACTADMIN] Account locked"
+NO_PRIVACY_REQUIRED = "[PRIVACYREQUIRED] Sign in over TLS (STARTTLS) first"
+NO_SERVERBUG = "[SERVERBUG] Internal error, try again"
+NO_TLS_UNAVAILABLE = "TLS not available"
+BAD_TLS_ACTIVE = "TLS already active"
+OK_BEGIN_TLS = "Begin TLS negotiation now"
+BAD_AUTH_CANCELLED = "Authentication cancelled"
+BAD_AUTH_MALFORMED = "Malformed authentication response"
+NO_AUTH_MECHANISM = "Unsupported authentication mechanism"
+CONTINUE_LITERAL = "+ Ready for literal\r\n"
+CONTINUE_IDLE = "+ idling\r\n"
+CONTINUE_SASL = "+ \r\n"
+NO_NO_SUCH_MESSAGE = "No matching messages"
+NO_EXPUNGE_READ_ONLY = "[READ-ONLY] Folder is read-only"
+NO_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+
+_QUOTABLE = re.compile(r"[^\x00\r\n\x80-\U0010ffff]*\Z")
+_ATOM_SAFE = re.compile(r"[!#$&\'+,\-.0-9:;<=>?@A-Z^_`a-z|}~\[]+\Z")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def line(text: str) -> bytes:
+    return text.encode("utf-8") + b"\r\n"
+
+
+def tagged(tag: str, status: str, text: str) -> bytes:
+    return line(f"{tag} {status} {text}")
+
+
+def untagged(text: str) -> bytes:
+    return line(f"* {text}")
+
+
+def quoted(value: str) -> str:
+    """A quoted string; callers make sure it holds no CR, LF, NUL or 8-bit character."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def string(value: str | bytes | None) -> bytes:
+    """An nstring: NIL, a quoted string when it can be one, else a literal."""
+    if value is None:
+        return b"NIL"
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if _QUOTABLE.match(text) and len(text) < 1024:
+        return quoted(text).encode("ascii")
+    raw = value if isinstance(value, bytes) else value.encode("utf-8")
+    return b"{%d}\r\n" % len(raw) + raw
+
+
+def astring(value: str) -> str:
+    """An astring for names we send back (folder names are ASCII, modified UTF-7)."""
+    return value if _ATOM_SAFE.match(value) and value.upper() != "NIL" else quoted(value)
+
+
+def parenthesised(items: Iterable[str]) -> str:
+    return "(" + " ".join(items) + ")"
+
+
+def date_time(epoch_s: float) -> str:
+    """RFC 3501 date-time, in UTC: "02-Dec-2026 14:40:08 +0000"."""
+    moment = time.gmtime(epoch_s)
+    day = f"{moment.tm_mday:02d}-{_MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d}"
+    return f'"{day} {time.strftime("%H:%M:%S", moment)} +0000"'

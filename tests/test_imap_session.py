@@ -1,0 +1,1120 @@
+"""The IMAP session state machine, driven with bytes and no sockets, over the in-memory store."""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import imaplib
+import re
+from typing import Any
+
+import pytest
+
+from servers.imap import responses
+from servers.imap.session import ImapSession, Reply
+from servers.imap.store_api import AuthOutcome, AuthStatus
+from tests.imap_fake_store import FakeAccount, FakeMailStore
+
+HOSTNAME = "imap.example.com"
+ALICE = "alice@example.com"
+ALICE_PASSWORD = "correct horse"
+FAILURE_DELAY_S = 2.0
+JAN_15 = float(calendar.timegm((2026, 1, 15, 10, 0, 0, 0, 0, 0)))
+FEB_20 = float(calendar.timegm((2026, 2, 20, 23, 30, 0, 0, 0, 0)))
+
+PLAIN = (
+    b"From: Bob Example <bob@example.com>\r\n"
+    b"To: alice@example.com\r\n"
+    b"Subject: Hello Alice\r\n"
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    b"Message-ID: <1@example.com>\r\n"
+    b"\r\n"
+    b"Lunch on Friday?\r\n"
+)
+MULTIPART = (
+    b"From: carol@example.com\r\n"
+    b"To: alice@example.com\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"Date: Tue, 10 Feb 2026 08:00:00 +0100\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n'
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"Content-Disposition: attachment\r\n"
+    b"\r\n"
+    b"Subject: forwarded\r\n"
+    b"From: dave@example.com\r\n"
+    b"\r\n"
+    b"inner body\r\n"
+    b"--outer--\r\n"
+)
+REPLY = (
+    b"From: dave@example.com\r\n"
+    b"To: alice@example.com\r\n"
+    b"Cc: carol@example.com\r\n"
+    b"Subject: Re: budget\r\n"
+    b"X-Priority: 1\r\n"
+    b"\r\n"
+    b"The numbers are in.\r\n"
+)
+
+
+class FakeDirectory:
+    """alice signs in; bob's password is right but his account is locked; anything else fails."""
+
+    def __init__(self, store: FakeMailStore) -> None:
+        self.store = store
+        self.attempts: list[tuple[str, str]] = []
+
+    def __call__(self, user: str, password: str) -> AuthOutcome:
+        self.attempts.append((user, password))
+        if user == ALICE and password == ALICE_PASSWORD:
+            return AuthOutcome(AuthStatus.OK, self.store.account())
+        if user == "bob@example.com" and password == "bobs":
+            return AuthOutcome(AuthStatus.LOCKED)
+        return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=FAILURE_DELAY_S)
+
+
+@pytest.fixture
+def store() -> FakeMailStore:
+    store = FakeMailStore(ALICE)
+    store.deliver(PLAIN, flags=["\\Seen"], date=JAN_15)
+    store.deliver(MULTIPART, flags=["\\Flagged"], date=FEB_20)
+    store.deliver(REPLY, flags=["\\Answered", "$Work"], date=FEB_20)
+    return store
+
+
+@pytest.fixture
+def directory(store: FakeMailStore) -> FakeDirectory:
+    return FakeDirectory(store)
+
+
+def make_session(directory: FakeDirectory, **options) -> ImapSession:
+    options = {"tls_available": True, "tls_active": True, "plaintext_requires_tls": True, **options}
+    return ImapSession(hostname=HOSTNAME, authenticator=directory, default_domain="example.com", **options)
+
+
+@pytest.fixture
+def session(directory: FakeDirectory) -> ImapSession:
+    return make_session(directory)
+
+
+def send(session: ImapSession, text: str | bytes) -> bytes:
+    return session.receive_data(text if isinstance(text, bytes) else text.encode() + b"\r\n").data
+
+
+def last_line(data: bytes) -> bytes:
+    return data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+
+
+def untagged_lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\r\n") if line.startswith(b"* ")]
+
+
+@pytest.fixture
+def logged_in(session: ImapSession) -> ImapSession:
+    assert last_line(send(session, f'a0 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a0 OK")
+    return session
+
+
+@pytest.fixture
+def selected(logged_in: ImapSession) -> ImapSession:
+    assert last_line(send(logged_in, "s0 SELECT INBOX")).startswith(b"s0 OK")
+    return logged_in
+
+
+def account_of(store: FakeMailStore, index: int = 0) -> FakeAccount:
+    return store.accounts[index]
+
+
+# Greeting, capabilities, the not-authenticated state.
+
+
+def test_greeting_names_the_host_and_the_capabilities(session):
+    greeting = session.greeting()
+    assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ")
+    assert greeting.endswith(b"] imap.example.com IMAP4rev1 ready\r\n")
+
+
+def test_capability_lists_what_works_before_login(session):
+    data = send(session, "c1 CAPABILITY")
+    assert untagged_lines(data) == [b"* CAPABILITY " + session.capabilities().encode()]
+    words = session.capabilities().split()
+    for word in ["IMAP4rev2", "AUTH=PLAIN", "SASL-IR", "IDLE", "MOVE", "UIDPLUS", "ESEARCH", "QUOTA", "LIST-STATUS"]:
+        assert word in words
+    assert "STARTTLS" not in words  # TLS is already active
+    assert "LOGINDISABLED" not in words
+    assert last_line(data) == b"c1 OK CAPABILITY completed"
+
+
+def test_starttls_is_offered_only_when_available_and_not_active(directory):
+    assert "STARTTLS" in make_session(directory, tls_active=False).capabilities().split()
+    assert "STARTTLS" not in make_session(directory, tls_active=False, tls_available=False).capabilities().split()
+
+
+def test_without_tls_login_is_disabled_and_refused(directory):
+    session = make_session(directory, tls_active=False)
+    words = session.capabilities().split()
+    assert "LOGINDISABLED" in words and "AUTH=PLAIN" not in words
+    assert last_line(send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')) == b"a1 NO " + (
+        responses.NO_PRIVACY_REQUIRED.encode()
+    )
+    assert last_line(send(session, "a2 AUTHENTICATE PLAIN")) == b"a2 NO " + responses.NO_PRIVACY_REQUIRED.encode()
+    assert directory.attempts == []
+
+
+def test_plaintext_login_is_allowed_without_tls_when_the_policy_says_so(directory):
+    session = make_session(directory, tls_active=False, plaintext_requires_tls=False)
+    assert last_line(send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a1 OK")
+
+
+def test_unknown_commands_are_bad(session):
+    assert send(session, "x1 XYZZY") == b"x1 BAD Unknown command\r\n"
+
+
+@pytest.mark.parametrize(
+    "command", ["SELECT INBOX", 'LIST "" *', "FETCH 1 FLAGS", "APPEND INBOX {1+}\r\nx", "IDLE", "EXPUNGE"]
+)
+def test_commands_before_login_are_in_the_wrong_state(session, command):
+    assert send(session, f"w1 {command}") == b"w1 BAD Command not valid in this state\r\n"
+
+
+@pytest.mark.parametrize("command", ["FETCH 1 FLAGS", "STORE 1 +FLAGS (\\Seen)", "EXPUNGE", "CLOSE", "UID FETCH 1 UID"])
+def test_selected_state_commands_without_a_folder_are_in_the_wrong_state(logged_in, command):
+    assert send(logged_in, f"w1 {command}") == b"w1 BAD Command not valid in this state\r\n"
+
+
+@pytest.mark.parametrize("command", [f'LOGIN alice "{ALICE_PASSWORD}"', "AUTHENTICATE PLAIN", "STARTTLS"])
+def test_sign_in_commands_after_login_are_in_the_wrong_state(logged_in, command):
+    assert send(logged_in, f"w1 {command}") == b"w1 BAD Command not valid in this state\r\n"
+
+
+def test_noop_id_and_namespace(logged_in):
+    assert send(logged_in, "n1 NOOP") == b"n1 OK NOOP completed\r\n"
+    assert send(logged_in, 'n2 ID ("name" "imaplib")') == b'* ID ("name" "MailConsole")\r\nn2 OK ID completed\r\n'
+    assert send(logged_in, "n3 NAMESPACE") == b'* NAMESPACE (("" ".")) NIL NIL\r\nn3 OK NAMESPACE completed\r\n'
+
+
+# LOGIN and AUTHENTICATE.
+
+
+def test_login_signs_in_and_says_the_new_capabilities(session, store):
+    data = send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')
+    assert data == f"a1 OK [CAPABILITY {session.capabilities()}] Logged in\r\n".encode()
+    assert "AUTH=PLAIN" not in session.capabilities()
+    assert session.user == ALICE
+    assert session.selected_folder is None
+
+
+def test_a_bare_user_name_belongs_to_the_default_domain(session, directory):
+    send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')
+    assert directory.attempts == [(ALICE, ALICE_PASSWORD)]
+
+
+def test_a_wrong_password_fails_after_the_authenticators_delay(session):
+    reply = session.receive_data(b"a1 LOGIN alice wrong\r\n")
+    assert reply == Reply(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n", delay_s=FAILURE_DELAY_S)
+    assert session.user is None
+
+
+def test_a_locked_account_is_refused(session):
+    assert send(session, "a1 LOGIN bob bobs") == b"a1 NO " + responses.NO_LOCKED.encode() + b"\r\n"
+
+
+def test_three_failed_sign_ins_end_the_session(session):
+    send(session, "a1 LOGIN alice wrong")
+    send(session, "a2 LOGIN alice wrong")
+    reply = session.receive_data(b"a3 LOGIN alice wrong\r\n")
+    assert reply.close
+    assert reply.data.endswith(b"* BYE Too many failed sign-ins\r\n")
+    assert session.receive_data(b"a4 NOOP\r\n") == Reply(close=True)
+
+
+def test_login_password_in_a_literal(session):
+    assert send(session, "a1 LOGIN alice {13}") == b"+ Ready for literal\r\n"
+    assert last_line(send(session, ALICE_PASSWORD)).startswith(b"a1 OK")
+
+
+def plain(authzid: str, authcid: str, password: str) -> str:
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
+
+
+def test_authenticate_plain_with_an_initial_response(session):
+    data = send(session, f"a1 AUTHENTICATE PLAIN {plain('', 'alice', ALICE_PASSWORD)}")
+    assert last_line(data).startswith(b"a1 OK [CAPABILITY")
+    assert session.user == ALICE
+
+
+def test_authenticate_plain_with_a_continuation(session):
+    assert send(session, "a1 AUTHENTICATE PLAIN") == b"+ \r\n"
+    assert last_line(send(session, plain(ALICE, ALICE, ALICE_PASSWORD))).startswith(b"a1 OK")
+
+
+def test_a_star_cancels_authenticate(session):
+    send(session, "a1 AUTHENTICATE PLAIN")
+    assert send(session, "*") == b"a1 BAD Authentication cancelled\r\n"
+    assert send(session, "a2 NOOP") == b"a2 OK NOOP completed\r\n"
+
+
+@pytest.mark.parametrize("response", ["not-base64!", base64.b64encode(b"no-nuls").decode(), plain("", "", "x")])
+def test_malformed_plain_responses_are_bad(session, response):
+    assert send(session, f"a1 AUTHENTICATE PLAIN {response}") == b"a1 BAD Malformed authentication response\r\n"
+
+
+def test_nobody_authenticates_as_someone_else(session, directory):
+    data = send(session, f"a1 AUTHENTICATE PLAIN {plain('bob', 'alice', ALICE_PASSWORD)}")
+    assert data == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    assert directory.attempts == []
+
+
+def test_other_sasl_mechanisms_are_refused(session):
+    assert send(session, "a1 AUTHENTICATE CRAM-MD5") == b"a1 NO Unsupported authentication mechanism\r\n"
+
+
+def test_big_literals_are_refused_before_login(session):
+    assert send(session, "a1 LOGIN alice {100000}") == b"a1 NO [TOOBIG] Literal too large\r\n"
+
+
+# STARTTLS.
+
+
+@pytest.fixture
+def plaintext(directory: FakeDirectory) -> ImapSession:
+    return make_session(directory, tls_active=False)
+
+
+def test_starttls_asks_the_adapter_to_upgrade(plaintext):
+    reply = plaintext.receive_data(b"t1 STARTTLS\r\n")
+    assert reply == Reply(b"t1 OK Begin TLS negotiation now\r\n", start_tls=True)
+    plaintext.tls_started()
+    assert "STARTTLS" not in plaintext.capabilities().split()
+    assert last_line(send(plaintext, f'a1 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a1 OK")
+
+
+def test_commands_pipelined_after_starttls_are_never_executed(plaintext, directory):
+    reply = plaintext.receive_data(f't1 STARTTLS\r\na1 LOGIN alice "{ALICE_PASSWORD}"\r\nn1 NOOP\r\n'.encode())
+    assert reply.data == b"t1 OK Begin TLS negotiation now\r\n"
+    assert plaintext.receive_data(b"n2 NOOP\r\n") == Reply()  # before the handshake: dropped
+    plaintext.tls_started()
+    assert send(plaintext, "n3 NOOP") == b"n3 OK NOOP completed\r\n"
+    assert directory.attempts == []
+    assert plaintext.user is None
+
+
+def test_tls_started_discards_a_half_received_command(plaintext):
+    plaintext.receive_data(b"t1 STARTTLS\r\n")
+    plaintext.tls_started()
+    plaintext._parser.feed(b"x1 LOGIN alice {5}\r\nal")  # as if it arrived just before the handshake
+    plaintext.tls_started()
+    assert send(plaintext, "n1 NOOP") == b"n1 OK NOOP completed\r\n"
+
+
+def test_starttls_is_refused_when_active_or_unavailable(directory):
+    assert send(make_session(directory), "t1 STARTTLS") == b"t1 BAD TLS already active\r\n"
+    unavailable = make_session(directory, tls_active=False, tls_available=False)
+    assert send(unavailable, "t1 STARTTLS") == b"t1 NO TLS not available\r\n"
+
+
+# Ending the session.
+
+
+def test_logout_says_bye_and_closes(logged_in, store):
+    reply = logged_in.receive_data(b"z1 LOGOUT\r\n")
+    assert reply == Reply(b"* BYE IMAP4rev1 server logging out\r\nz1 OK LOGOUT completed\r\n", close=True)
+    assert account_of(store).release_count == 1
+
+
+@pytest.mark.parametrize("ending", ["LOGOUT", "drop", "autologout"])
+def test_the_account_and_folder_are_released_once_however_the_session_ends(selected, store, ending):
+    if ending == "LOGOUT":
+        send(selected, "z1 LOGOUT")
+    elif ending == "autologout":
+        assert selected.autologout() == b"* BYE Autologout; idle too long\r\n"
+    selected.connection_lost()
+    selected.connection_lost()
+    assert account_of(store).release_count == 1
+    assert account_of(store).opened[0].closed
+
+
+# Errors: StoreError codes, unexpected failures.
+
+
+def test_store_errors_become_no_with_their_response_code(logged_in):
+    assert send(logged_in, "e1 SELECT Nowhere") == b"e1 NO [NONEXISTENT] No such folder\r\n"
+    assert logged_in.selected_folder is None
+
+
+def test_an_unexpected_failure_is_a_serverbug_and_the_session_goes_on(logged_in, store, caplog):
+    store.fail_next = RuntimeError("disk on fire")
+    assert send(logged_in, 'e1 LIST "" *') == b"e1 NO [SERVERBUG] Internal error, try again\r\n"
+    assert "disk on fire" in caplog.text
+    assert last_line(send(logged_in, 'e2 LIST "" *')) == b"e2 OK LIST completed"
+
+
+def test_syntax_errors_in_arguments_are_bad(selected):
+    assert send(selected, "b1 FETCH 1:x FLAGS") == b"b1 BAD Invalid sequence set\r\n"
+    assert send(selected, "b2 FETCH 1 (FLAGS") == b"b2 BAD Unbalanced parentheses\r\n"
+    assert send(selected, "b3 FETCH 1 NONSENSE") == b"b3 BAD Unknown FETCH item NONSENSE\r\n"
+    assert send(selected, "b4 FETCH 9 FLAGS") == b"b4 BAD Invalid message sequence number\r\n"
+    assert send(selected, "b5 SELECT") == b"b5 BAD Wrong number of arguments\r\n"
+
+
+def test_an_overlong_line_is_bad_and_the_session_goes_on(logged_in):
+    assert send(logged_in, b"l1 NOOP " + b"x" * (70 * 1024) + b"\r\n") == b"l1 BAD Line too long\r\n"
+    assert send(logged_in, "l2 NOOP") == b"l2 OK NOOP completed\r\n"
+
+
+def test_a_literal_over_the_limit_is_refused_without_a_continuation(directory):
+    session = make_session(directory, max_literal_octets=1000)
+    send(session, f'a0 LOGIN alice "{ALICE_PASSWORD}"')
+    assert send(session, "p1 APPEND INBOX {1001}") == b"p1 NO [TOOBIG] Literal too large\r\n"
+    reply = session.receive_data(b"p2 APPEND INBOX {1001+}\r\n")
+    assert reply == Reply(b"p2 BAD Literal too large\r\n", close=True)
+
+
+# Folders: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, LIST, LSUB, STATUS.
+
+
+def test_select_reports_the_folder(logged_in, store):
+    data = send(logged_in, "s1 SELECT inbox")
+    uidvalidity = store.folders["INBOX"].uidvalidity
+    assert data == (
+        b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $Work)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n"
+        b"* 3 EXISTS\r\n"
+        b"* 0 RECENT\r\n"
+        b"* OK [UNSEEN 2] First unseen\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [UIDNEXT 4] Predicted next UID\r\n"
+        b"s1 OK [READ-WRITE] SELECT completed\r\n" % uidvalidity
+    )
+    assert logged_in.selected_folder == "INBOX"
+    assert logged_in.watch_paths == (f"/fake/{ALICE}/INBOX",)
+
+
+def test_examine_opens_read_only(logged_in, store):
+    data = send(logged_in, "s1 EXAMINE INBOX")
+    assert b"* OK [PERMANENTFLAGS ()] Flags permitted\r\n" in data
+    assert last_line(data) == b"s1 OK [READ-ONLY] EXAMINE completed"
+    assert account_of(store).opened[0].read_only
+    assert send(logged_in, "s2 STORE 1 +FLAGS (\\Deleted)") == (
+        b"s2 NO [READ-ONLY] The folder is open read-only (EXAMINE)\r\n"
+    )
+    assert last_line(send(logged_in, "s3 EXPUNGE")).startswith(b"s3 NO [READ-ONLY]")
+
+
+def test_selecting_another_folder_closes_the_first(selected, store):
+    data = send(selected, "s1 SELECT Sent")
+    assert data.startswith(b"* OK [CLOSED] Previous folder closed\r\n")
+    assert account_of(store).opened[0].closed
+    assert selected.selected_folder == "Sent"
+
+
+def test_a_failed_select_leaves_no_folder_selected(selected):
+    assert last_line(send(selected, "s1 SELECT Nowhere")) == b"s1 NO [NONEXISTENT] No such folder"
+    assert selected.selected_folder is None
+    assert send(selected, "f1 FETCH 1 FLAGS") == b"f1 BAD Command not valid in this state\r\n"
+
+
+def test_unselect_and_close(selected, store):
+    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert send(selected, "u1 UNSELECT") == b"u1 OK UNSELECT completed\r\n"
+    assert len(store.folders["INBOX"].messages) == 3  # UNSELECT does not expunge
+    send(selected, "s2 SELECT INBOX")
+    assert send(selected, "c1 CLOSE") == b"c1 OK CLOSE completed\r\n"  # expunges, silently
+    assert [m.uid for m in store.folders["INBOX"].messages] == [2, 3]
+    assert selected.selected_folder is None
+
+
+def test_create_rename_subscribe_and_delete_a_folder(logged_in, store):
+    assert send(logged_in, "f1 CREATE Projects.") == b"f1 OK CREATE completed\r\n"
+    assert send(logged_in, "f2 CREATE Projects.2026") == b"f2 OK CREATE completed\r\n"
+    assert send(logged_in, "f3 RENAME Projects Work") == b"f3 OK RENAME completed\r\n"
+    assert {"Work", "Work.2026"} <= set(store.folders)
+    assert send(logged_in, "f4 UNSUBSCRIBE Work") == b"f4 OK UNSUBSCRIBE completed\r\n"
+    assert not store.folders["Work"].subscribed
+    assert send(logged_in, "f5 SUBSCRIBE Work") == b"f5 OK SUBSCRIBE completed\r\n"
+    assert send(logged_in, "f6 DELETE Work.2026") == b"f6 OK DELETE completed\r\n"
+    assert "Work.2026" not in store.folders
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("CREATE Sent", b"NO [ALREADYEXISTS] Folder exists"),
+        ("CREATE inbox", b"NO [ALREADYEXISTS] INBOX always exists"),
+        ('CREATE "Entw\xc3\xbcrfe"', b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
+        ("CREATE &AGE-", b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
+        ("CREATE a*b", b"NO [CANNOT] Wildcards are not allowed in folder names"),
+        ("CREATE ..", b"NO [CANNOT] Invalid folder name"),
+        ("DELETE INBOX", b"NO [CANNOT] INBOX cannot be deleted"),
+        ("DELETE Nowhere", b"NO [NONEXISTENT] No such folder"),
+        ("RENAME Sent INBOX", b"NO [ALREADYEXISTS] INBOX always exists"),
+        ("RENAME Nowhere Else", b"NO [NONEXISTENT] No such folder"),
+    ],
+)
+def test_folder_commands_refuse_bad_names(logged_in, command, reply):
+    assert send(logged_in, f"f1 {command}".encode() + b"\r\n") == b"f1 " + reply + b"\r\n"
+
+
+def test_a_modified_utf7_folder_name_is_created_as_sent(logged_in, store):
+    assert send(logged_in, "f1 CREATE Entw&APw-rfe") == b"f1 OK CREATE completed\r\n"
+    assert "Entw&APw-rfe" in store.folders
+
+
+def test_list_shows_every_folder_with_attributes(logged_in, store):
+    store.folders["Work.2026"] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" *')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren) "." INBOX',
+        b'* LIST (\\HasNoChildren \\Archive) "." Archive',
+        b'* LIST (\\HasNoChildren \\Drafts) "." Drafts',
+        b'* LIST (\\HasNoChildren \\Junk) "." Junk',
+        b'* LIST (\\HasNoChildren \\Sent) "." Sent',
+        b'* LIST (\\HasNoChildren \\Trash) "." Trash',
+        b'* LIST (\\Noselect \\HasChildren) "." Work',
+        b'* LIST (\\HasNoChildren) "." Work.2026',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "names"),
+    [
+        ('"" %', [b"INBOX", b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash", b"Work"]),
+        ('"" Work.%', [b"Work.2026"]),
+        ("Work. %", [b"Work.2026"]),
+        ('"" inbox', [b"INBOX"]),
+        ('"" S*', [b"Sent"]),
+        ('"" (Sent Junk)', [b"Junk", b"Sent"]),
+        ('"" Nothing*', []),
+    ],
+)
+def test_list_patterns_match_names(logged_in, store, arguments, names):
+    store.folders["Work.2026"] = store._new_folder()
+    data = send(logged_in, f"l1 LIST {arguments}")
+    assert [line.rsplit(b" ", 1)[1] for line in untagged_lines(data)] == names
+
+
+def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):
+    assert untagged_lines(send(logged_in, 'l1 LIST "" ""')) == [b'* LIST (\\Noselect) "." ""']
+
+
+def test_list_extended_selects_special_use_and_subscribed_folders(logged_in, store):
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LIST (SPECIAL-USE SUBSCRIBED) "" *')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren \\Archive \\Subscribed) "." Archive',
+        b'* LIST (\\HasNoChildren \\Drafts \\Subscribed) "." Drafts',
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "." Sent',
+        b'* LIST (\\HasNoChildren \\Trash \\Subscribed) "." Trash',
+    ]
+
+
+def test_list_return_status_follows_each_folder(logged_in):
+    data = send(logged_in, 'l1 LIST "" (INBOX Sent) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
+    assert untagged_lines(data) == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "." INBOX',
+        b"* STATUS INBOX (MESSAGES 3 UNSEEN 2)",
+        b'* LIST (\\HasNoChildren \\Sent \\Subscribed) "." Sent',
+        b"* STATUS Sent (MESSAGES 0 UNSEEN 0)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "arguments", ['(BOGUS) "" *', '(RECURSIVEMATCH) "" *', '"" * RETURN (BOGUS)', '"" * RETURN STATUS', '""']
+)
+def test_malformed_list_options_are_bad(logged_in, arguments):
+    assert last_line(send(logged_in, f"l1 LIST {arguments}")).startswith(b"l1 BAD")
+
+
+def test_lsub_lists_subscribed_folders(logged_in, store):
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LSUB "" J*')
+    assert data == b"l1 OK LSUB completed\r\n"
+    assert untagged_lines(send(logged_in, 'l2 LSUB "" S*')) == [b'* LSUB () "." Sent']
+
+
+def test_status_counts_without_selecting(logged_in, store):
+    data = send(logged_in, "t1 STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT SIZE)")
+    uidvalidity = store.folders["INBOX"].uidvalidity
+    size = len(PLAIN) + len(MULTIPART) + len(REPLY)
+    assert untagged_lines(data) == [
+        b"* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2 RECENT 0 SIZE %d)" % (uidvalidity, size)
+    ]
+    assert send(logged_in, "t2 STATUS INBOX (BOGUS)") == b"t2 BAD Unsupported STATUS item\r\n"
+
+
+# ENABLE IMAP4rev2.
+
+
+def test_enable_imap4rev2_changes_select_and_search(logged_in):
+    assert send(logged_in, "e1 ENABLE IMAP4rev2 CONDSTORE") == b"* ENABLED IMAP4rev2\r\ne1 OK ENABLE completed\r\n"
+    data = send(logged_in, "s1 SELECT INBOX")
+    assert b"RECENT" not in data and b"UNSEEN" not in data
+    assert b'* LIST () "." INBOX\r\n' in data
+    assert untagged_lines(send(logged_in, "q1 SEARCH FLAGGED")) == [b'* ESEARCH (TAG "q1") ALL 2']
+
+
+def test_enable_is_not_valid_while_selected(selected):
+    assert send(selected, "e1 ENABLE IMAP4rev2") == b"e1 BAD Command not valid in this state\r\n"
+
+
+# APPEND.
+
+
+def test_append_stores_the_message_with_its_flags_and_date(logged_in, store):
+    assert send(logged_in, 'p1 APPEND Sent (\\Seen $Sent) "07-Feb-1994 21:52:25 -0800" {12}') == (
+        b"+ Ready for literal\r\n"
+    )
+    data = send(logged_in, "hello\r\nworld")
+    assert data == b"p1 OK [APPENDUID %d 1] APPEND completed\r\n" % store.folders["Sent"].uidvalidity
+    (message,) = store.folders["Sent"].messages
+    assert message.content == b"hello\r\nworld"
+    assert message.flags == {"\\Seen", "$Sent"}
+    assert message.internal_date == calendar.timegm((1994, 2, 8, 5, 52, 25, 0, 0, 0))
+
+
+def test_append_to_the_selected_folder_reports_it_as_existing(selected):
+    data = send(selected, b"p1 APPEND INBOX {5+}\r\nhello\r\n")
+    assert data.startswith(b"* 4 EXISTS\r\np1 OK [APPENDUID ")
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"APPEND Nowhere {1+}\r\nx", b"NO [TRYCREATE] No such folder"),
+        (b"APPEND INBOX hello", b"BAD APPEND needs the message as a literal"),
+        (b'APPEND INBOX "31-Feb-2026 10:00:00 +0000" {1+}\r\nx', b"BAD Invalid date-time"),
+        (b'APPEND INBOX "yesterday" {1+}\r\nx', b"BAD Invalid date-time"),
+        (b"APPEND INBOX (\\Recent) {1+}\r\nx", b"BAD Invalid flag \\Recent"),
+    ],
+)
+def test_append_refusals(logged_in, command, reply):
+    assert send(logged_in, b"p1 " + command + b"\r\n") == b"p1 " + reply + b"\r\n"
+
+
+def test_append_over_quota_is_refused_with_overquota(logged_in, store):
+    store.limit_octets = store.used_octets() + 3
+    assert send(logged_in, b"p1 APPEND INBOX {5+}\r\nhello\r\n") == b"p1 NO [OVERQUOTA] Mailbox is full\r\n"
+
+
+# QUOTA.
+
+
+def test_getquotaroot_and_getquota_report_storage_in_kib(logged_in, store):
+    store.limit_octets = 10 * 1024 * 1024
+    used_kib = -(-store.used_octets() // 1024)
+    data = send(logged_in, "q1 GETQUOTAROOT INBOX")
+    assert untagged_lines(data) == [b'* QUOTAROOT INBOX ""', b'* QUOTA "" (STORAGE %d 10240)' % used_kib]
+    assert untagged_lines(send(logged_in, 'q2 GETQUOTA ""')) == [b'* QUOTA "" (STORAGE %d 10240)' % used_kib]
+    assert send(logged_in, "q3 GETQUOTA other") == b'q3 NO [NONEXISTENT] The only quota root is ""\r\n'
+    assert last_line(send(logged_in, 'q4 SETQUOTA "" (STORAGE 1)')).startswith(b"q4 NO [NOPERM]")
+
+
+def test_an_unlimited_account_has_no_quota_resources(logged_in):
+    assert untagged_lines(send(logged_in, 'q1 GETQUOTA ""')) == [b'* QUOTA "" ()']
+
+
+# FETCH.
+
+
+def fetch(session: ImapSession, text: str) -> bytes:
+    data = send(session, text)
+    assert last_line(data).split(b" ")[1] == b"OK", data
+    return data[: data.rindex(b"\r\n", 0, len(data) - 2) + 2] if data.count(b"\r\n") > 1 else b""
+
+
+def test_fetch_flags_uid_internaldate_and_size(selected):
+    assert fetch(selected, "f1 FETCH 1:2 (FLAGS UID INTERNALDATE RFC822.SIZE)") == (
+        b'* 1 FETCH (FLAGS (\\Seen) UID 1 INTERNALDATE "15-Jan-2026 10:00:00 +0000" RFC822.SIZE %d)\r\n'
+        b'* 2 FETCH (FLAGS (\\Flagged) UID 2 INTERNALDATE "20-Feb-2026 23:30:00 +0000" RFC822.SIZE %d)\r\n'
+        % (len(PLAIN), len(MULTIPART))
+    )
+
+
+def test_fetch_envelope(selected):
+    assert fetch(selected, "f1 FETCH 1 ENVELOPE") == (
+        b'* 1 FETCH (ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "Hello Alice" '
+        b'(("Bob Example" NIL "bob" "example.com")) (("Bob Example" NIL "bob" "example.com")) '
+        b'(("Bob Example" NIL "bob" "example.com")) ((NIL NIL "alice" "example.com")) NIL NIL NIL '
+        b'"<1@example.com>"))\r\n'
+    )
+
+
+def test_fetch_bodystructure_of_a_multipart_message(selected):
+    assert fetch(selected, "f1 FETCH 2 BODYSTRUCTURE") == (
+        b'* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "QUOTED-PRINTABLE" 27 1 '
+        b"NIL NIL NIL NIL)"
+        b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 56 (NIL "forwarded" ((NIL NIL "dave" "example.com")) '
+        b'((NIL NIL "dave" "example.com")) ((NIL NIL "dave" "example.com")) NIL NIL NIL NIL NIL) '
+        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL) 4 '
+        b'NIL ("ATTACHMENT" NIL) NIL NIL) '
+        b'"MIXED" ("BOUNDARY" "outer") NIL NIL NIL))\r\n'
+    )
+
+
+def test_fetch_body_is_the_non_extensible_structure(selected):
+    assert fetch(selected, "f1 FETCH 1 BODY") == (
+        b'* 1 FETCH (BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 18 1))\r\n'
+    )
+
+
+def test_fetch_body_sets_seen_and_shows_the_new_flags(selected, store):
+    data = fetch(selected, "f1 FETCH 2 BODY[]")
+    assert data == b"* 2 FETCH (BODY[] {%d}\r\n%s FLAGS (\\Flagged \\Seen))\r\n" % (len(MULTIPART), MULTIPART)
+    assert "\\Seen" in store.folders["INBOX"].find(2).flags
+
+
+def test_fetch_body_peek_leaves_flags_alone(selected, store):
+    fetch(selected, "f1 FETCH 2 (BODY.PEEK[] RFC822.HEADER)")
+    assert store.folders["INBOX"].find(2).flags == {"\\Flagged"}
+
+
+def test_fetch_in_a_read_only_folder_never_sets_seen(logged_in, store):
+    send(logged_in, "s1 EXAMINE INBOX")
+    fetch(logged_in, "f1 FETCH 2 RFC822")
+    assert store.folders["INBOX"].find(2).flags == {"\\Flagged"}
+
+
+@pytest.mark.parametrize(
+    ("item", "response"),
+    [
+        ("BODY.PEEK[HEADER]", b"BODY[HEADER] {%d}\r\n%s" % (len(PLAIN) - 18, PLAIN[:-18])),
+        (
+            "BODY.PEEK[HEADER.FIELDS (subject FROM)]",
+            b"BODY[HEADER.FIELDS (subject FROM)] {61}\r\n"
+            b"From: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n",
+        ),
+        (
+            "BODY.PEEK[HEADER.FIELDS.NOT (From To Date Message-ID)]",
+            b"BODY[HEADER.FIELDS.NOT (From To Date Message-ID)] {24}\r\nSubject: Hello Alice\r\n\r\n",
+        ),
+        ("BODY.PEEK[TEXT]", b"BODY[TEXT] {18}\r\nLunch on Friday?\r\n"),
+        ("BODY.PEEK[1]", b"BODY[1] {18}\r\nLunch on Friday?\r\n"),
+        ("BODY.PEEK[]<0.4>", b"BODY[]<0> {4}\r\nFrom"),
+        ("BODY.PEEK[TEXT]<6.100>", b"BODY[TEXT]<6> {12}\r\non Friday?\r\n"),
+        ("BODY.PEEK[TEXT]<500.10>", b"BODY[TEXT]<500> {0}\r\n"),
+        ("RFC822.HEADER", b"RFC822.HEADER {%d}\r\n%s" % (len(PLAIN) - 18, PLAIN[:-18])),
+        ("BODY.PEEK[2]", b"BODY[2] {0}\r\n"),
+    ],
+)
+def test_fetch_sections_of_a_simple_message(selected, item, response):
+    assert fetch(selected, f"f1 FETCH 1 ({item})") == b"* 1 FETCH (" + response + b")\r\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "content"),
+    [
+        ("1", b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe"),
+        ("1.MIME", b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"),
+        ("2", b"Subject: forwarded\r\nFrom: dave@example.com\r\n\r\ninner body"),
+        ("2.HEADER", b"Subject: forwarded\r\nFrom: dave@example.com\r\n\r\n"),
+        ("2.HEADER.FIELDS (SUBJECT)", b"Subject: forwarded\r\n\r\n"),
+        ("2.TEXT", b"inner body"),
+        ("2.1", b"inner body"),
+        ("2.MIME", b"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"),
+        ("3", b""),
+        ("1.1", b""),
+    ],
+)
+def test_fetch_sections_by_part_number(selected, section, content):
+    data = fetch(selected, f"f1 FETCH 2 BODY.PEEK[{section}]")
+    assert data == b"* 2 FETCH (BODY[%s] {%d}\r\n%s)\r\n" % (section.encode(), len(content), content)
+
+
+def test_fetch_rfc822_and_rfc822_text_set_seen(selected, store):
+    data = fetch(selected, "f1 FETCH 3 (RFC822.TEXT)")
+    assert data == b"* 3 FETCH (RFC822.TEXT {21}\r\nThe numbers are in.\r\n FLAGS ($Work \\Answered \\Seen))\r\n"
+    assert "\\Seen" in store.folders["INBOX"].find(3).flags
+
+
+@pytest.mark.parametrize(
+    ("macro", "items"),
+    [
+        ("FAST", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"]),
+        ("ALL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"]),
+        ("FULL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"]),
+    ],
+)
+def test_fetch_macros(selected, macro, items):
+    data = fetch(selected, f"f1 FETCH 1 {macro}")
+    assert re.findall(rb"(?:\(| )(FLAGS|INTERNALDATE|RFC822\.SIZE|ENVELOPE|BODY) [(\"0-9]", data) == items
+
+
+def test_uid_fetch_names_messages_by_uid_and_always_says_the_uid(selected, store):
+    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(selected, "s2 EXPUNGE")
+    assert fetch(selected, "f1 UID FETCH 3 FLAGS") == b"* 2 FETCH (UID 3 FLAGS ($Work \\Answered))\r\n"
+    assert fetch(selected, "f2 UID FETCH 1 FLAGS") == b""  # gone: nothing, and OK
+    assert fetch(selected, "f3 UID FETCH 9:* UID") == b"* 2 FETCH (UID 3)\r\n"  # n:* always names the last
+
+
+def test_fetch_skips_a_message_that_vanished_meanwhile(selected, store):
+    del store.folders["INBOX"].messages[0]
+    data = send(selected, "f1 FETCH 1:2 (UID BODY.PEEK[TEXT]<0.5>)")
+    assert data == b"* 2 FETCH (UID 2 BODY[TEXT]<0> {5}\r\npream)\r\nf1 OK FETCH completed\r\n"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "BODY[HEADER.FIELDS]",
+        "BODY[HEADER.FIELDS ()]",
+        "BODY[MIME]",
+        "BODY[0]",
+        "BODY[1.TEXT.HEADER]",
+        "BODY[]<1>",
+        "BINARY[1]",
+        "(FLAGS",
+        "()",
+    ],
+)
+def test_malformed_fetch_items_are_bad(selected, item):
+    assert last_line(send(selected, f"f1 FETCH 1 {item}")).startswith(b"f1 BAD")
+
+
+# STORE.
+
+
+def test_store_adds_removes_and_replaces_flags(selected, store):
+    assert send(selected, "s1 STORE 1:2 +FLAGS (\\Deleted $Junk)") == (
+        b"* 1 FETCH (FLAGS ($Junk \\Deleted \\Seen))\r\n* 2 FETCH (FLAGS ($Junk \\Deleted \\Flagged))\r\n"
+        b"s1 OK STORE completed\r\n"
+    )
+    assert (
+        send(selected, "s2 STORE 2 -FLAGS \\Deleted")
+        == b"* 2 FETCH (FLAGS ($Junk \\Flagged))\r\ns2 OK STORE completed\r\n"
+    )
+    assert send(selected, "s3 UID STORE 3 FLAGS (\\seen)") == (
+        b"* 3 FETCH (UID 3 FLAGS (\\Seen))\r\ns3 OK UID STORE completed\r\n"
+    )
+    assert store.folders["INBOX"].find(3).flags == {"\\Seen"}
+
+
+def test_store_silent_sends_no_fetch(selected, store):
+    assert send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Flagged)") == b"s1 OK STORE completed\r\n"
+    assert store.folders["INBOX"].find(1).flags == {"\\Seen", "\\Flagged"}
+
+
+@pytest.mark.parametrize("command", ["STORE 1 FLAGZ (\\Seen)", "STORE 1 +FLAGS (\\Bogus)", "STORE 1 +FLAGS (\\Recent)"])
+def test_malformed_store_is_bad(selected, command):
+    assert last_line(send(selected, f"s1 {command}")).startswith(b"s1 BAD")
+
+
+# COPY, MOVE, EXPUNGE.
+
+
+def test_copy_says_the_new_uids(selected, store):
+    data = send(selected, "c1 COPY 2:3 Archive")
+    assert data == b"c1 OK [COPYUID %d 2:3 1:2] COPY completed\r\n" % store.folders["Archive"].uidvalidity
+    assert len(store.folders["Archive"].messages) == 2
+    assert len(store.folders["INBOX"].messages) == 3
+
+
+def test_copy_to_a_missing_folder_asks_to_create_it(selected):
+    assert send(selected, "c1 COPY 1 Nowhere") == b"c1 NO [TRYCREATE] No such folder\r\n"
+
+
+def test_copy_over_quota_is_refused(selected, store):
+    store.limit_octets = store.used_octets() + 10
+    assert send(selected, "c1 UID COPY 1:* Archive") == b"c1 NO [OVERQUOTA] Mailbox is full\r\n"
+    assert store.folders["Archive"].messages == []
+
+
+def test_move_reports_copyuid_then_expunges(selected, store):
+    data = send(selected, "m1 MOVE 1,3 Trash")
+    uidvalidity = store.folders["Trash"].uidvalidity
+    assert data == (
+        b"* OK [COPYUID %d 1,3 1:2] Moved\r\n* 3 EXPUNGE\r\n* 1 EXPUNGE\r\nm1 OK MOVE completed\r\n" % uidvalidity
+    )
+    assert [m.uid for m in store.folders["INBOX"].messages] == [2]
+    assert fetch(selected, "f1 FETCH 1 UID") == b"* 1 FETCH (UID 2)\r\n"
+
+
+def test_uid_move_in_a_read_only_folder_is_refused(logged_in):
+    send(logged_in, "s1 EXAMINE INBOX")
+    assert last_line(send(logged_in, "m1 UID MOVE 1 Trash")).startswith(b"m1 NO [READ-ONLY]")
+
+
+def test_expunge_removes_deleted_messages_highest_number_first(selected, store):
+    send(selected, "s1 STORE 1:3 +FLAGS.SILENT (\\Deleted)")
+    send(selected, "s2 STORE 2 -FLAGS.SILENT (\\Deleted)")
+    assert send(selected, "e1 EXPUNGE") == b"* 3 EXPUNGE\r\n* 1 EXPUNGE\r\ne1 OK EXPUNGE completed\r\n"
+    assert [m.uid for m in store.folders["INBOX"].messages] == [2]
+
+
+def test_uid_expunge_removes_only_the_named_messages(selected, store):
+    send(selected, "s1 STORE 1:3 +FLAGS.SILENT (\\Deleted)")
+    assert send(selected, "e1 UID EXPUNGE 2:3") == b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\ne1 OK UID EXPUNGE completed\r\n"
+    assert [m.uid for m in store.folders["INBOX"].messages] == [1]
+
+
+# SEARCH.
+
+
+@pytest.mark.parametrize(
+    ("criteria", "numbers"),
+    [
+        ("ALL", "1 2 3"),
+        ("SEEN", "1"),
+        ("UNSEEN", "2 3"),
+        ("FLAGGED", "2"),
+        ("UNFLAGGED", "1 3"),
+        ("ANSWERED", "3"),
+        ("UNANSWERED", "1 2"),
+        ("DELETED", ""),
+        ("UNDELETED", "1 2 3"),
+        ("DRAFT", ""),
+        ("UNDRAFT", "1 2 3"),
+        ("NEW", ""),
+        ("OLD", "1 2 3"),
+        ("RECENT", ""),
+        ("KEYWORD $work", "3"),
+        ("UNKEYWORD $Work", "1 2"),
+        ("FROM bob", "1"),
+        ("FROM EXAMPLE.COM", "1 2 3"),
+        ("TO alice", "1 2 3"),
+        ("CC carol", "3"),
+        ("BCC anyone", ""),
+        ("SUBJECT hello", "1"),
+        ('SUBJECT "grüße"', "2"),
+        ("SUBJECT {6+}\r\ngrüß", "2"),
+        ("HEADER X-Priority 1", "3"),
+        ('HEADER X-Priority ""', "3"),
+        ("HEADER Message-ID example", "1"),
+        ("BODY friday", "1"),
+        ('BODY "schöne"', "2"),
+        ("BODY forwarded", ""),
+        ("TEXT forwarded", ""),
+        ("TEXT budget", "3"),
+        ('TEXT "inner body"', "2"),
+        ("BEFORE 1-Feb-2026", "1"),
+        ("ON 15-Jan-2026", "1"),
+        ("ON 20-feb-2026", "2 3"),
+        ("SINCE 16-Jan-2026", "2 3"),
+        ('SINCE "20-Feb-2026"', "2 3"),
+        ("SENTBEFORE 1-Jan-2000", "1"),
+        ("SENTON 8-Feb-1994", ""),
+        ("SENTON 7-Feb-1994", "1"),
+        ("SENTSINCE 10-Feb-2026", "2 3"),
+        ("LARGER 169", "2"),
+        ("SMALLER 169", "3"),
+        ("2:*", "2 3"),
+        ("1,3", "1 3"),
+        ("*", "3"),
+        ("UID 2", "2"),
+        ("UID 1:*", "1 2 3"),
+        ("NOT SEEN", "2 3"),
+        ("OR FLAGGED ANSWERED", "2 3"),
+        ("OR (SEEN FROM bob) KEYWORD $Work", "1 3"),
+        ("(UNSEEN TO alice) NOT FLAGGED", "3"),
+        ("NOT (OR SEEN FLAGGED)", "3"),
+        ("CHARSET UTF-8 SUBJECT gr", "2"),
+        ("CHARSET us-ascii ALL", "1 2 3"),
+    ],
+)
+def test_search_keys(selected, criteria, numbers):
+    data = send(selected, b"q1 SEARCH " + criteria.encode() + b"\r\n")
+    expected = b"* SEARCH" + (b" " + numbers.encode() if numbers else b"")
+    assert data == expected + b"\r\nq1 OK SEARCH completed\r\n"
+
+
+def test_uid_search_answers_with_uids(selected):
+    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(selected, "e1 EXPUNGE")
+    assert send(selected, "q1 UID SEARCH UNSEEN") == b"* SEARCH 2 3\r\nq1 OK UID SEARCH completed\r\n"
+
+
+def test_esearch_returns_min_max_count_and_all(selected):
+    assert untagged_lines(send(selected, "q1 SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN")) == [
+        b'* ESEARCH (TAG "q1") MIN 2 MAX 3 COUNT 2 ALL 2:3'
+    ]
+    assert untagged_lines(send(selected, "q2 UID SEARCH RETURN () ALL")) == [b'* ESEARCH (TAG "q2") UID ALL 1:3']
+    assert untagged_lines(send(selected, "q3 SEARCH RETURN (COUNT MIN) DRAFT")) == [b'* ESEARCH (TAG "q3") COUNT 0']
+
+
+def test_search_in_an_unknown_charset_is_refused(selected):
+    assert (
+        send(selected, "q1 SEARCH CHARSET KOI8-R ALL") == b"q1 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ["", "BOGUS", "FROM", "OR SEEN", "BEFORE 32-Jan-2026", "BEFORE 1-Foo-2026", "LARGER x", "UID x", "(SEEN"],
+)
+def test_malformed_search_is_bad(selected, criteria):
+    assert last_line(send(selected, f"q1 SEARCH {criteria}")).startswith(b"q1 BAD")
+
+
+# What other sessions did: EXISTS, EXPUNGE and FETCH FLAGS after commands (RFC 9051 7.5.1).
+
+
+@pytest.fixture
+def other(directory: FakeDirectory) -> ImapSession:
+    """A second session of alice's, on the same INBOX."""
+    second = make_session(directory)
+    send(second, f'b0 LOGIN alice "{ALICE_PASSWORD}"')
+    send(second, "b1 SELECT INBOX")
+    return second
+
+
+def test_a_new_message_is_reported_after_the_next_command(selected, store):
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert send(selected, "n1 NOOP") == b"* 4 EXISTS\r\nn1 OK NOOP completed\r\n"
+    assert send(selected, "n2 NOOP") == b"n2 OK NOOP completed\r\n"
+
+
+def test_flag_changes_by_another_session_are_reported(selected, other):
+    send(other, "s1 STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert send(selected, "n1 NOOP") == b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Seen))\r\nn1 OK NOOP completed\r\n"
+
+
+def test_our_own_flag_changes_are_not_reported_twice(selected):
+    send(selected, "s1 STORE 2 +FLAGS (\\Seen)")
+    assert send(selected, "n1 NOOP") == b"n1 OK NOOP completed\r\n"
+
+
+def test_expunges_by_another_session_wait_until_fetch_store_and_search_are_over(selected, other):
+    send(other, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(other, "e1 EXPUNGE")
+    # During FETCH the numbers must not move: message 2 is still number 2; 1 is left out once it is read.
+    data = send(selected, "f1 FETCH 1:3 UID")
+    assert b"* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\n" in data and b"EXPUNGE" not in data
+    assert (
+        send(selected, "f2 FETCH 1:2 (BODY.PEEK[TEXT]<0.3>)")
+        == b"* 2 FETCH (BODY[TEXT]<0> {3}\r\npre)\r\nf2 OK FETCH completed\r\n"
+    )
+    assert send(selected, "q1 SEARCH UID 3") == b"* SEARCH 3\r\nq1 OK SEARCH completed\r\n"
+    assert send(selected, "s1 STORE 3 +FLAGS.SILENT (\\Flagged)") == b"s1 OK STORE completed\r\n"
+    assert send(selected, "n1 NOOP") == b"* 1 EXPUNGE\r\nn1 OK NOOP completed\r\n"
+    assert send(selected, "f3 FETCH 1 UID") == b"* 1 FETCH (UID 2)\r\nf3 OK FETCH completed\r\n"
+
+
+def test_new_messages_are_reported_even_during_fetch(selected, store):
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert send(selected, "f1 FETCH 1 UID") == b"* 1 FETCH (UID 1)\r\n* 4 EXISTS\r\nf1 OK FETCH completed\r\n"
+
+
+def test_uid_fetch_may_report_expunges(selected, other):
+    send(other, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+    send(other, "e1 EXPUNGE")
+    assert send(selected, "f1 UID FETCH 2 UID") == b"* 2 FETCH (UID 2)\r\n* 1 EXPUNGE\r\nf1 OK UID FETCH completed\r\n"
+
+
+# IDLE (RFC 2177).
+
+
+def test_idle_waits_for_done_and_reports_changes_meanwhile(selected, store):
+    assert send(selected, "i1 IDLE") == b"+ idling\r\n"
+    assert selected.idling
+    assert selected.idle_updates() == b""
+    store.deliver(b"Subject: new\r\n\r\nhi\r\n")
+    assert selected.idle_updates() == b"* 4 EXISTS\r\n"
+    assert send(selected, "DONE") == b"i1 OK IDLE terminated\r\n"
+    assert not selected.idling
+
+
+def test_idle_done_may_come_in_the_same_packet_as_the_next_command(selected):
+    assert send(selected, b"i1 IDLE\r\nDONE\r\nn1 NOOP\r\n") == (
+        b"+ idling\r\ni1 OK IDLE terminated\r\nn1 OK NOOP completed\r\n"
+    )
+
+
+def test_anything_but_done_ends_idle_with_bad(selected):
+    send(selected, "i1 IDLE")
+    assert send(selected, "n1 NOOP") == b"i1 BAD Expected DONE\r\n"
+    assert not selected.idling
+
+
+def test_idle_without_a_selected_folder_has_nothing_to_report(logged_in):
+    assert send(logged_in, "i1 IDLE") == b"+ idling\r\n"
+    assert logged_in.idle_updates() == b""
+    assert logged_in.watch_paths == ()
+    assert send(logged_in, "done") == b"i1 OK IDLE terminated\r\n"
+
+
+# Python's imaplib, talking to the session through a fake connection: its exact command formats.
+
+
+class SessionIMAP4(imaplib.IMAP4):
+    """imaplib's client with the socket replaced by direct calls into an ImapSession."""
+
+    def __init__(self, session: ImapSession) -> None:
+        self.session = session
+        self.incoming = bytearray()
+        super().__init__("imap.example.com")
+
+    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        self.host, self.port = host, port
+        self.incoming += self.session.greeting()
+
+    def read(self, size: int) -> bytes:
+        data = bytes(self.incoming[:size])
+        del self.incoming[:size]
+        return data
+
+    def readline(self) -> bytes:
+        end = self.incoming.find(b"\n") + 1
+        assert end, "the client waits for a line the session never sent"
+        return self.read(end)
+
+    def send(self, data: Any) -> None:  # imaplib declares a Buffer; it sends bytes
+        self.incoming += self.session.receive_data(bytes(data)).data
+
+    def shutdown(self) -> None:
+        self.session.connection_lost()
+
+
+def test_imaplib_session_from_login_to_logout(session, store):
+    password = 'p"a\\ss w{rd}'
+    directory = session.authenticator
+    assert isinstance(directory, FakeDirectory)
+    client = SessionIMAP4(session)
+    directory_calls = directory.attempts
+
+    def accept_special_password(user: str, given: str) -> AuthOutcome:
+        directory_calls.append((user, given))
+        return (
+            AuthOutcome(AuthStatus.OK, store.account())
+            if given == password
+            else AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+        )
+
+    session.authenticator = accept_special_password
+    assert client.login("alice", password)[0] == "OK"
+    assert directory_calls == [(ALICE, password)]
+    assert client.select("INBOX") == ("OK", [b"3"])
+
+    status, data = client.append(
+        "INBOX", "(\\Seen)", imaplib.Time2Internaldate(JAN_15), b"Subject: appended\r\n\r\nhi\r\n"
+    )
+    assert status == "OK" and data[0].startswith(b"[APPENDUID ")
+
+    status, data = client.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+    assert status == "OK"
+    headers = [item[1] for item in data if isinstance(item, tuple)]
+    assert headers[0] == b"From: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n"
+    assert headers[-1] == b"Subject: appended\r\n\r\n"
+
+    status, data = client.fetch("1", "(INTERNALDATE FLAGS)")
+    assert imaplib.Internaldate2tuple(data[0]) is not None
+    assert imaplib.ParseFlags(data[0]) == (b"\\Seen",)
+
+    assert client.uid("SEARCH", "UNSEEN") == ("OK", [b"2 3"])
+    assert client.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert client.expunge() == ("OK", [b"2"])
+    assert client.uid("COPY", "1", "Archive")[0] == "OK"
+    status, data = client.list()
+    assert status == "OK" and b'(\\HasNoChildren \\Archive) "." Archive' in data
+    assert client.status("Archive", "(MESSAGES)") == ("OK", [b"Archive (MESSAGES 1)"])
+    assert client.close()[0] == "OK"
+    assert client.logout()[0] == "BYE"
+    assert account_of(store).release_count == 1
