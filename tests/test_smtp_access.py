@@ -101,10 +101,10 @@ def test_message_size_is_advertised_and_enforced_at_mail_and_after_data(server):
 
 
 def test_unauthenticated_mail_to_other_domains_is_refused_as_relaying(server):
-    client = connect(server)
-    client.mail("a@outside.test")
+    with connect(server) as client:
+        client.mail("a@outside.test")
 
-    code, text = client.rcpt("victim@elsewhere.test")
+        code, text = client.rcpt("victim@elsewhere.test")
 
     assert (code, text.decode()) == (554, replies.RELAY_DENIED.format(address="victim@elsewhere.test")[4:])
 
