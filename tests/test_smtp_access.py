@@ -27,9 +27,6 @@ from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_serv
 from tests.helpers import free_port, read_greeting, wait_until, worker_running
 
 pytestmark = pytest.mark.usefixtures("supervised")
-# The fixtures dns, port and remotes: a test DNS and remote SMTP servers for relayed mail.
-pytest_plugins = ["tests.delivery_helpers"]
-
 MESSAGE = b"Subject: policy\r\n\r\nbody\r\n"
 
 
