@@ -25,6 +25,7 @@ from servers.models import (
     Domain,
     DomainType,
     GroupAddress,
+    ImapService,
     Logon,
     Mailbox,
     Node,
@@ -487,6 +488,55 @@ class SessionSerializer(serializers.Serializer):
         connected = session.get("connected_at") or 0
         session = {**session, "connected_at": datetime.fromtimestamp(float(connected), tz=UTC)}
         return super().to_representation(session)
+
+
+class ImapSessionSerializer(SessionSerializer):
+    """One open connection to the IMAP service, with the folder it has selected."""
+
+    folder = strict.CharField(allow_blank=True, help_text="The selected folder (IMAP name), if any.")
+
+    def to_representation(self, session: dict) -> dict:
+        return super().to_representation({"folder": "", **session})
+
+
+# -- the node's IMAP service ----------------------------------------------------------------------
+
+
+class ImapServiceSerializer(serializers.ModelSerializer):
+    node_name = strict.CharField(source="node.name", read_only=True)
+    plaintext_passwords_allowed = serializers.BooleanField(
+        read_only=True,
+        help_text="LOGIN and AUTHENTICATE are taken before STARTTLS: passwords may be sent unencrypted. "
+        "Set plaintext_requires_tls to stop it.",
+    )
+
+    class Meta:
+        model = ImapService
+        fields = [
+            field.name for field in ImapService._meta.concrete_fields if field.name not in SERVER_INTERNAL_FIELDS
+        ] + ["node_name", "plaintext_passwords_allowed"]
+        read_only_fields = fields
+
+
+class ImapServiceUpdateSerializer(serializers.Serializer):
+    """The IMAP service's settings (`servers.services.mail_services.EDITABLE_FIELDS`), all optional."""
+
+    ip_address = checked_text(
+        patterns.IP_ADDRESS,
+        "Enter an IP address, or nothing.",
+        max_length=45,
+        required=False,
+        allow_blank=True,
+        help_text='An IP address; empty or "0.0.0.0" for all unassigned.',
+    )
+    port = strict.IntegerField(min_value=1, max_value=65535, required=False)
+    tls_port = strict.IntegerField(
+        min_value=0, max_value=65535, required=False, allow_null=True, help_text="IMAPS, usually 993; 0 or null: none."
+    )
+    default_domain = domain_name_field(
+        required=False, allow_blank=True, help_text="Appended to a bare user name at login; empty: the first server's."
+    )
+    plaintext_requires_tls = strict.BooleanField(required=False, help_text="Refuse LOGIN before STARTTLS.")
 
 
 # -- the queue ------------------------------------------------------------------------------------

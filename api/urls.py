@@ -10,6 +10,7 @@ from . import views
 
 router = DefaultRouter()
 router.register("nodes", views.NodeViewSet, basename="node")
+router.register("services/imap", views.ImapServiceViewSet, basename="imap-service")
 router.register("servers", views.VirtualServerViewSet, basename="server")
 router.register("domains", views.DomainViewSet, basename="domain")
 router.register("mailboxes", views.MailboxViewSet, basename="mailbox")

@@ -1,9 +1,12 @@
-"""Debian's Dovecot POP3 (dovecot-pop3d) on a loopback port, serving MailConsole's own Maildirs.
+"""Debian's Dovecot POP3 or IMAP (dovecot-pop3d, dovecot-imapd) on a loopback port, serving
+MailConsole's own Maildirs.
 
 A private dovecot.conf, run directory and log; passwords in a passwd-file as SHA512-CRYPT (what
 `doveadm pw` makes by default). Mail processes run as `nobody`, so the Maildirs are chowned to it
 (MailConsole's POP3 worker runs as root and still reads them). Needs root and `apt-get install
-dovecot-pop3d`. Dovecot keeps its index files inside the Maildirs and moves read mail to cur/.
+dovecot-pop3d dovecot-imapd`. Dovecot keeps its index files inside the Maildirs and moves read
+mail to cur/. For IMAP the limits are raised so 1,000 IDLE sessions of a few users fit (one imap
+process per session, Dovecot's default).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 
 DOVECOT_CONF = """\
-protocols = pop3
+protocols = {protocol}
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
@@ -36,22 +39,41 @@ userdb {{
   driver = static
   args = uid={uid} gid={gid} home={mailbox_root}/%d/%n
 }}
-service pop3-login {{
-  inet_listener pop3 {{
+service {protocol}-login {{
+  inet_listener {protocol} {{
     address = 127.0.0.1
     port = {port}
   }}
-  inet_listener pop3s {{
+  inet_listener {protocol}s {{
     port = 0
   }}
 }}
+{extra}"""
+
+IMAP_EXTRA = """\
+default_process_limit = 2000
+default_client_limit = 10000
+default_vsz_limit = 0
+mail_max_userip_connections = 2000
+service imap-login {
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 4000
+}
 """
 
 
 class Dovecot:
     def __init__(
-        self, root: Path, port: int, mailbox_root: Path, credentials: dict[str, str], reachable_dirs: list[Path]
+        self,
+        root: Path,
+        port: int,
+        mailbox_root: Path,
+        credentials: dict[str, str],
+        reachable_dirs: list[Path],
+        protocol: str = "pop3",
     ) -> None:
+        self.protocol = protocol
         self.reachable_dirs = [*reachable_dirs, root]
         self.root = root
         self.port = port
@@ -61,7 +83,7 @@ class Dovecot:
 
     def start(self) -> None:
         if shutil.which("dovecot") is None:
-            raise RuntimeError("dovecot is not installed: apt-get install dovecot-pop3d")
+            raise RuntimeError(f"dovecot is not installed: apt-get install dovecot-{self.protocol}d")
         nobody = pwd.getpwnam("nobody")
         self.root.mkdir(parents=True, exist_ok=True)
         # Dovecot's auth process (user dovecot) and mail processes (nobody) must reach their files.
@@ -79,7 +101,13 @@ class Dovecot:
         conf = self.root / "dovecot.conf"
         conf.write_text(
             DOVECOT_CONF.format(
-                root=self.root, mailbox_root=self.mailbox_root, port=self.port, uid=nobody.pw_uid, gid=nobody.pw_gid
+                protocol=self.protocol,
+                extra=IMAP_EXTRA if self.protocol == "imap" else "",
+                root=self.root,
+                mailbox_root=self.mailbox_root,
+                port=self.port,
+                uid=nobody.pw_uid,
+                gid=nobody.pw_gid,
             )
         )
         self.process = subprocess.Popen(

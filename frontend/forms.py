@@ -257,3 +257,27 @@ class AddGroupForm(ConsoleForm):
 class ImportForm(ConsoleForm):
     csv_file = forms.FileField(label="CSV file", help_text="Columns: local_part, password, display_name, quota_kb")
     dry_run = forms.BooleanField(required=False, initial=True, label="Dry run: only check, create nothing")
+
+
+# -- the node's IMAP service ------------------------------------------------------------------------
+
+
+class ImapServiceForm(ConsoleForm):
+    """The IMAP service's property sheet; `servers.services.update_imap_service` checks the values."""
+
+    ip_address = forms.CharField(label="IP address", max_length=45, help_text="0.0.0.0 listens on every address.")
+    port = forms.IntegerField(label="TCP port (STARTTLS)", min_value=1, max_value=65535)
+    tls_port = forms.IntegerField(
+        label="Implicit TLS port (IMAPS)",
+        required=False,
+        min_value=1,
+        max_value=65535,
+        help_text="Usually 993; empty: none.",
+    )
+    plaintext_requires_tls = forms.BooleanField(label="Require TLS (STARTTLS) before LOGIN", required=False)
+    default_domain = forms.CharField(
+        label="Default domain",
+        required=False,
+        max_length=253,
+        help_text="Appended to a bare user name at login; empty: the first server's default domain.",
+    )

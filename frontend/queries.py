@@ -17,6 +17,7 @@ from servers.livestate import Heartbeat, read_heartbeats, redis_client
 from servers.models import (
     AuditEntry,
     Domain,
+    ImapService,
     Logon,
     Mailbox,
     Node,
@@ -141,7 +142,7 @@ class ServiceRow:
     state: str
     startup_type: str
     detail: str = ""
-    # Which service the row's Start/Pause/Stop buttons drive ("smtp", "pop3"), and its desired state.
+    # Which service the row's Start/Pause/Stop buttons drive ("smtp", "pop3", "imap"), and its desired state.
     controls: str = ""
     desired: str = ""
 
@@ -187,6 +188,20 @@ def node_services(node: Node) -> list[ServiceRow]:
             detail=f"{pop3.ip_address}:{pop3.port}" if pop3 else "",
             controls="pop3" if pop3 else "",
             desired=pop3.desired_state if pop3 else "",
+        )
+    )
+    imap = ImapService.objects.filter(node=node).first()
+    rows.append(
+        ServiceRow(
+            name="IMAP Service",
+            description="Lets mail clients read the mailboxes of this node in folders, told of new mail at once.",
+            state=imap.get_state_display() if imap else "Not installed",
+            startup_type="Automatic" if imap and imap.desired_state != ServiceState.STOPPED else "Manual",
+            detail=(f"{imap.ip_address}:{imap.port}" + (f", TLS {imap.tls_port}" if imap.tls_port else ""))
+            if imap
+            else "",
+            controls="imap" if imap else "",
+            desired=imap.desired_state if imap else "",
         )
     )
     rows.append(

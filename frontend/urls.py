@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from frontend.views import auth, bulk, console, domains, mailboxes, servers
+from frontend.views import auth, bulk, console, domains, imap, mailboxes, servers
 
 console_patterns = [
     path("", console.dashboard, name="dashboard"),
@@ -23,6 +23,8 @@ console_patterns = [
     path("domains/<int:pk>/quota-ceiling/", domains.domain_quota_ceiling, name="domain-quota-ceiling"),
     path("domains/<int:pk>/route/", domains.remote_domain_route, name="domain-route"),
     path("pop3/", domains.pop3_domains, name="pop3"),
+    path("imap/<int:pk>/", imap.imap_properties, name="imap"),
+    path("imap/<int:pk>/sessions/", imap.imap_sessions, name="imap-sessions"),
     path("domains/<int:pk>/", mailboxes.domain_mailboxes, name="domain"),
     path("domains/<int:pk>/mailboxes/new/", mailboxes.mailbox_new, name="mailbox-new"),
     path("domains/<int:pk>/groups/new/", mailboxes.group_new, name="group-new"),

@@ -1,4 +1,4 @@
-"""Settings for the SMTP and POP3 worker processes (`run_smtpd`, `run_pop3d`).
+"""Settings for the SMTP, POP3 and IMAP worker processes (`run_smtpd`, `run_pop3d`, `run_imapd`).
 
 The web's settings with only the apps whose models a worker reads. Admin, DRF, the OpenAPI schema
 and the Celery app never load, which halves a worker's resident memory (about 89 to 45 MiB after

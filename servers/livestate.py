@@ -13,7 +13,7 @@ POP_AUTH_PREFIX = "mailconsole:popauth:"
 
 
 def heartbeat_key(kind: str, unit_id: int) -> str:
-    """The Redis key of one worker's heartbeat; `kind` is "smtp" or "pop3"."""
+    """The Redis key of one worker's heartbeat; `kind` is "smtp", "pop3" or "imap"."""
     return f"{HEARTBEAT_PREFIX}{kind}:{unit_id}"
 
 

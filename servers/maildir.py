@@ -276,7 +276,14 @@ def would_exceed_quota(
     """
     if quota_bytes is None and quota_messages is None:
         return False
-    size_octets, count = usage(maildir)
+    return exceeds_quota(usage(maildir), quota_bytes, quota_messages, extra_octets, extra_messages)
+
+
+def exceeds_quota(
+    used: tuple[int, int], quota_bytes: int | None, quota_messages: int | None, extra_octets: int, extra_messages: int
+) -> bool:
+    """Whether (octets, messages) `used` plus the extra would pass either limit (None: no limit)."""
+    size_octets, count = used
     if quota_bytes is not None and size_octets + extra_octets > quota_bytes:
         return True
     return quota_messages is not None and count + extra_messages > quota_messages

@@ -3,7 +3,10 @@
 Every writer comes here with plain values (bytes, paths, addresses), never a protocol object:
 SMTP before its 250 and the delivery engine's local delivery (`store_message`: Maildirs, Drop/,
 Queue/), DSNs and Pickup intake (`enqueue`), undeliverable mail (`to_badmail`), the queue's end
-(`remove_durably`), the webmail (`save_sent_copy`, `set_flags`, `mark_read`) and POP3 (`delete_messages`).
+(`remove_durably`), the webmail (`save_sent_copy`, `set_flags`, `mark_read`), POP3 (`delete_messages`), and IMAP
+(`store_in_folder`, `copy_into_folder`, `move_into_folder`, `set_flags_of_files`,
+`remove_message_files`, the folders themselves, and the small state files a Maildir keeps: UID
+maps, subscriptions, keywords).
 
 Durability, the rule behind every 250: a file is written under a temporary name, fsynced, then
 linked or renamed into place, and the directory that gained it is fsynced before we return. A
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,3 +425,260 @@ class MaildirMailbox:
         callback, self._on_release = self._on_release, None
         if callback is not None:
             callback()
+
+
+# --- IMAP: small state files in a Maildir ----------------------------------------------------------
+
+
+def replace_file_durably(path: Path, data: bytes) -> os.stat_result:
+    """Replace (or create) the small file `path` with `data`, atomically; return the new file's stat.
+
+    Written as a dot-file in the Maildir's tmp/ (or beside it), fsynced, renamed over `path`, and
+    the folder fsynced: a reader sees the old content or the new, never a mix, even after a crash.
+    """
+    path = Path(path)
+    # In the Maildir's tmp/ when it has one: a crash's leftover is then swept like any other.
+    tmp_dir = path.parent / "tmp"
+    if not tmp_dir.is_dir() or tmp_dir.is_symlink():
+        tmp_dir = path.parent
+    tmp_path = tmp_dir / f".{path.name.lstrip('.')}.{unique_message_name('.tmp')}"
+    try:
+        write_synced(tmp_path, [data], mode=0o600)
+        stat = os.stat(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+    fsync_dir(path.parent)
+    return stat
+
+
+def append_synced(path: Path, data: bytes) -> None:
+    """Append `data` to the existing file `path` and fsync it; the caller holds the file's lock."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def truncate_synced(path: Path, length: int) -> None:
+    """Cut the file `path` to `length` octets (a log's torn last line) and fsync it."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, length)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- IMAP: messages written, copied, moved, flagged and removed -----------------------------------
+
+
+def maildir_file_name(unique_name: str, flag_letters: str | None) -> str:
+    """`<unique name>:2,<letters in ASCII order>` for cur/, or the bare unique name (None) for new/."""
+    if flag_letters is None:
+        return unique_name
+    return f"{unique_name}{INFO_SEPARATOR}{INFO_PREFIX}{''.join(sorted(set(flag_letters)))}"
+
+
+def _subdir_for(file_name: str) -> str:
+    return "cur" if INFO_SEPARATOR in file_name else "new"
+
+
+def store_in_folder(
+    folder: Path, chunks: Iterable[bytes], *, flag_letters: str | None = None, mtime_ns: int | None = None
+) -> Path:
+    """Write a message durably into the Maildir `folder` (IMAP APPEND); return its path.
+
+    tmp/, fsync (with `mtime_ns` as its delivery time if given), then a link into cur/ with its flags,
+    or into new/ when `flag_letters` is None; the directory that gained it is fsynced before we
+    return, and our tmp/ file is removed either way.
+    """
+    folder = check_maildir(Path(folder))
+    unique_name = new_unique_name()
+    tmp_path = folder / "tmp" / unique_name
+    file_name = maildir_file_name(unique_name, flag_letters)
+    target = folder / _subdir_for(file_name) / file_name
+    try:
+        write_synced(tmp_path, chunks, mode=0o600, mtime_ns=mtime_ns)
+        os.link(tmp_path, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+    return target
+
+
+def _link_or_copy(source: Path, target: Path, tmp_dir: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # No hard links here: a copy of our own, with the source's delivery time.
+        tmp_path = tmp_dir / target.name.split(INFO_SEPARATOR, 1)[0]
+        try:
+            write_synced(tmp_path, [source.read_bytes()], mode=0o600, mtime_ns=os.stat(source).st_mtime_ns)
+            os.link(tmp_path, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+
+
+def copy_into_folder(sources: Sequence[Path], folder: Path) -> list[Path | None]:
+    """Copy message files into the Maildir `folder` under new unique names, flags kept (IMAP COPY).
+
+    Each copy is a hard link (same data, same delivery time; a copy where links fail). Returns the
+    new path of each source, None for a source gone meanwhile. All or nothing: on a failure the
+    copies already made are removed. The folders that gained files are fsynced before we return.
+    """
+    folder = check_maildir(Path(folder))
+    made: list[Path | None] = []
+    try:
+        for source in sources:
+            source = Path(source)
+            _, _, info = source.name.partition(INFO_SEPARATOR)
+            file_name = new_unique_name() + (INFO_SEPARATOR + info if info else "")
+            target = folder / _subdir_for(file_name) / file_name
+            try:
+                _link_or_copy(source, target, folder / "tmp")
+            except FileNotFoundError:
+                if not folder.is_dir():
+                    raise
+                made.append(None)
+                continue
+            made.append(target)
+        for directory in {path.parent for path in made if path is not None}:
+            fsync_dir(directory)
+    except BaseException:
+        for path in made:
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        raise
+    return made
+
+
+def move_into_folder(moves: Sequence[tuple[Path, str]], folder: Path) -> list[Path | None]:
+    """Move message files into the Maildir `folder` (IMAP MOVE, RENAME INBOX), each as (source, unique name).
+
+    The unique name is the source's own unless the caller needs a new one (or a file of that name is
+    there already: then a new one; read the names from the returned paths); flags are kept. Each file
+    is linked into place and then unlinked from its source, so a crash in between leaves two copies,
+    never none; the targets are fsynced before the sources. Returns the new paths, None for a source
+    gone meanwhile.
+    """
+    folder = check_maildir(Path(folder))
+    moved: list[Path | None] = []
+    for source, unique_name in moves:
+        source = Path(source)
+        _, _, info = source.name.partition(INFO_SEPARATOR)
+        file_name = unique_name + (INFO_SEPARATOR + info if info else "")
+        target = folder / _subdir_for(file_name) / file_name
+        try:
+            try:
+                _link_or_copy(source, target, folder / "tmp")
+            except FileExistsError:  # that name is taken there already: the message gets a new one
+                file_name = new_unique_name() + (INFO_SEPARATOR + info if info else "")
+                target = folder / _subdir_for(file_name) / file_name
+                _link_or_copy(source, target, folder / "tmp")
+        except FileNotFoundError:
+            if not folder.is_dir():
+                raise
+            moved.append(None)
+            continue
+        moved.append(target)
+    for directory in {path.parent for path in moved if path is not None}:
+        fsync_dir(directory)
+    emptied: set[Path] = set()
+    for (source_path, _), moved_to in zip(moves, moved, strict=True):
+        if moved_to is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(source_path)
+            emptied.add(Path(source_path).parent)
+    for directory in emptied:
+        fsync_dir(directory)
+    return moved
+
+
+def set_flags_of_files(changes: Sequence[tuple[Path, str]]) -> list[Path | None]:
+    """Give each message file exactly these flag letters (IMAP STORE); return the new paths.
+
+    Like `set_flags` for many files at once: each moves into cur/ as `<unique name>:2,<letters>`
+    (the unique name stays) and each directory involved is fsynced once. None for a file gone
+    meanwhile (deleted, or renamed by another reader: its flags changed under us).
+    """
+    renamed: list[Path | None] = []
+    touched: set[Path] = set()
+    for path, letters in changes:
+        path = Path(path)
+        folder = path.parent.parent
+        target = folder / "cur" / maildir_file_name(unique_part(path.name), letters)
+        if target != path:
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                renamed.append(None)
+                continue
+            touched.update((path.parent, target.parent))
+        renamed.append(target)
+    for directory in touched:
+        fsync_dir(directory)
+    return renamed
+
+
+def remove_message_files(paths: Sequence[Path]) -> list[bool]:
+    """Remove these message files for good (IMAP EXPUNGE); whether each was there to remove.
+
+    Exact paths: a file renamed meanwhile (another reader changed its flags) is left alone. Each
+    folder that lost files is fsynced before we return.
+    """
+    removed: list[bool] = []
+    touched: set[Path] = set()
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            removed.append(False)
+            continue
+        removed.append(True)
+        touched.add(Path(path).parent)
+    for directory in touched:
+        fsync_dir(directory)
+    return removed
+
+
+# --- IMAP: folders ----------------------------------------------------------------------------------
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete the Maildir++ folder `folder` and every message in it (IMAP DELETE).
+
+    It is first renamed out of sight (`..deleted-*`, which no folder name can be), so it disappears
+    at once and as a whole; then its files go. Symbolic links are never followed.
+    """
+    folder = check_maildir(Path(folder))
+    if folder.is_symlink() or not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
+    doomed = folder.parent / f"..deleted-{unique_message_name('')}"
+    os.rename(folder, doomed)
+    fsync_dir(folder.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def rename_folder(old: Path, new: Path) -> None:
+    """Rename a Maildir++ folder (IMAP RENAME); refuses to replace anything already at `new`."""
+    old, new = check_maildir(Path(old)), check_maildir(Path(new))
+    if os.path.lexists(new):
+        raise FileExistsError(errno.EEXIST, "a folder of that name exists", str(new))
+    os.rename(old, new)
+    fsync_dir(new.parent)

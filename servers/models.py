@@ -38,7 +38,7 @@ STATE_RANK = {ServiceState.STOPPED: 0, ServiceState.PAUSED: 1, ServiceState.RUNN
 
 
 class Node(models.Model):
-    """A host that runs SMTP/POP3 workers and a Celery worker listening on a queue of its name."""
+    """A host that runs SMTP, POP3 and IMAP workers and a Celery worker listening on a queue of its name."""
 
     name = models.CharField(max_length=100, unique=True)
     smtp_service_state = models.CharField(max_length=10, choices=ServiceState.choices, default=ServiceState.RUNNING)
@@ -367,6 +367,50 @@ class Pop3Service(SupervisedProcess):
         return settings.VAR_DIR / "tls" / f"pop3-{self.pk}.key"
 
 
+class ImapServiceQuerySet(models.QuerySet):
+    def on_node(self, node: Node | str) -> ImapServiceQuerySet:
+        if isinstance(node, str):
+            return self.filter(node__name=node)
+        return self.filter(node=node)
+
+
+class ImapService(SupervisedProcess):
+    """The IMAP4rev2 service of a node: it serves every mailbox of the node's virtual servers."""
+
+    process_kind = "imap"
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="imap_service")
+    ip_address = models.GenericIPAddressField(default="0.0.0.0", unpack_ipv4=True)
+    port = models.PositiveIntegerField(default=143)
+    # Implicit TLS (IMAPS, usually 993); empty means none.
+    tls_port = models.PositiveIntegerField(null=True, blank=True)
+    # Appended to a bare user name at login ("LOGIN alice" means alice@<default_domain>).
+    default_domain = models.CharField(max_length=253, blank=True, default="")
+    # RFC 9051 section 11.1 / RFC 8314: refuse LOGIN and AUTHENTICATE until the client has run STARTTLS.
+    plaintext_requires_tls = models.BooleanField(default=False)
+
+    objects = ImapServiceQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"IMAP service of {self.node.name}"
+
+    @property
+    def plaintext_passwords_allowed(self) -> bool:
+        """Whether LOGIN and AUTHENTICATE are taken before STARTTLS on the IMAP port (passwords in the clear)."""
+        return not self.plaintext_requires_tls
+
+    def worker_argv(self) -> list[str]:
+        return ["run_imapd", "--service", str(self.pk)]
+
+    @property
+    def cert_path(self) -> Path:
+        return settings.VAR_DIR / "tls" / f"imap-{self.pk}.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return settings.VAR_DIR / "tls" / f"imap-{self.pk}.key"
+
+
 class MailboxQuerySet(models.QuerySet):
     def for_address(self, address: str) -> MailboxQuerySet:
         local_part, _, domain = address.lower().rpartition("@")
@@ -450,7 +494,7 @@ class GroupAddress(models.Model):
 
 
 class Logon(models.Model):
-    """One sign-in to a mailbox (Exchange's Logons view)."""
+    """One sign-in to a mailbox (Exchange's Logons view): through POP3, IMAP or webmail."""
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="logons")
     protocol = models.CharField(max_length=10, default="POP3")

@@ -26,8 +26,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, chunks: Iterable[bytes], *, mode: int = 0o640) -> None:
-    """Create `path` (it must not exist), write every chunk whole, and fsync it."""
+def write_synced(path: Path, chunks: Iterable[bytes], *, mode: int = 0o640, mtime_ns: int | None = None) -> None:
+    """Create `path` (it must not exist), write every chunk whole, and fsync it (with `mtime_ns` if given)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         for chunk in chunks:
@@ -35,6 +35,8 @@ def write_synced(path: Path, chunks: Iterable[bytes], *, mode: int = 0o640) -> N
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -26,11 +26,19 @@ from django.conf import settings
 from django.utils import timezone
 
 from servers.livestate import Heartbeat, heartbeat_key, heartbeat_unit_ids, read_heartbeats, redis_client
-from servers.models import Node, ObservedState, Pop3Service, ServiceState, SupervisedProcess, VirtualServer
+from servers.models import (
+    ImapService,
+    Node,
+    ObservedState,
+    Pop3Service,
+    ServiceState,
+    SupervisedProcess,
+    VirtualServer,
+)
 from servers.workers.base import EXIT_BIND_FAILED, EXIT_NO_CONFIGURATION
 
 # Everything a node supervises, each kind with its own worker command and heartbeat keys.
-SUPERVISED_MODELS: tuple[type[SupervisedProcess], ...] = (VirtualServer, Pop3Service)
+SUPERVISED_MODELS: tuple[type[SupervisedProcess], ...] = (VirtualServer, Pop3Service, ImapService)
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,6 +21,12 @@ from tests.factories import People, make_people
 from tests.helpers import wait_until
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+
+# The outside world of the delivery tests, for every module: the fixtures dns (a test DNS server), port
+# and remotes ("remote" SMTP servers on 127.0.0.x), and server (a server no Celery worker serves; a
+# module's own `server` fixture takes its place). Declared here, in the conftest pytest loads before it
+# configures itself: pytest_plugins is refused in any conftest loaded later.
+pytest_plugins = ["tests.delivery_helpers", "tests.imap_session_helpers"]
 
 
 def database_url_of(settings_dict: dict) -> str:
@@ -172,3 +178,26 @@ def node(transactional_db) -> Iterator[Node]:
 def supervised(celery_stack, node) -> Iterator[Node]:
     """The node, with a real Celery worker and beat supervising it."""
     yield node
+
+
+# The worker processes a test starts log to var/log/; a failed socket test is hard to read without
+# them (a session process that died while starting looked like "Connection unexpectedly closed").
+WORKER_LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.when == "call" and "celery_stack" in getattr(item, "fixturenames", ()):
+        started_at = call.start
+        for log_file in sorted((settings.VAR_DIR / "log").glob("*.log")):
+            try:
+                if log_file.stat().st_mtime < started_at:
+                    continue
+                lines = log_file.read_text(errors="replace").splitlines()[-WORKER_LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            report.sections.append((f"worker log {log_file.name} (last lines)", "\n".join(lines)))
+    return report

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from servers import services
-from servers.models import Domain, Mailbox, Pop3Service, VirtualServer
+from servers.models import Domain, ImapService, Mailbox, Pop3Service, VirtualServer
 from tests.helpers import free_port
 
 _counter = 0
@@ -104,6 +104,14 @@ def make_pop3_service(**kwargs) -> Pop3Service:
     kwargs.setdefault("port", free_port())
     kwargs.setdefault("tls_port", free_port())
     return services.create_pop3_service(**kwargs)
+
+
+def make_imap_service(**kwargs) -> ImapService:
+    """The test node's IMAP service on loopback, with fresh ports for IMAP and IMAPS."""
+    kwargs.setdefault("ip_address", "127.0.0.1")
+    kwargs.setdefault("port", free_port())
+    kwargs.setdefault("tls_port", free_port())
+    return services.create_imap_service(**kwargs)
 
 
 @dataclass

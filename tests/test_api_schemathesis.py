@@ -34,6 +34,7 @@ from servers.delivery import engine
 from servers.models import AuditEntry
 from tests.api_factories import GOOD_PASSWORD, client_for
 from tests.factories import make_server
+from tests.helpers import free_port
 
 # Whether the schema and the validators agree does not depend on the database backend, and this is the
 # slowest module of the suite: it runs on SQLite only.
@@ -119,6 +120,7 @@ def seeded(people, in_process_requests):
     access_rule = services.add_access_rule(server, "network", "192.0.2.0/24")
     relay_rule = services.add_relay_rule(server, "address", "192.0.2.1")
     queued = engine.submit(server, "ann@seed.test", ["bob@remote.example"], b"Subject: seed\r\n\r\nhi\r\n")
+    imap = services.create_imap_service(ip_address="127.0.0.1", port=free_port(), start=False)
     ids = {
         "nodes": [server.node_id],
         "servers": [server.pk],
@@ -129,6 +131,7 @@ def seeded(people, in_process_requests):
         "access-rules": [access_rule.pk],
         "relay-rules": [relay_rule.pk],
         "queue": [queued.pk],
+        "services": [imap.pk],  # /api/v1/services/imap/{id}/
         "audit": list(AuditEntry.objects.values_list("pk", flat=True)[:3]),
     }
     return {"key": key, "ids": ids}

@@ -71,6 +71,7 @@ def dispatcher_with_channels(count: int) -> tuple[Dispatcher, list[socket.socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         child.channel = ours
+        child.ready = True  # as after its first report
         far_ends.append(theirs)
     return dispatcher, far_ends
 
@@ -185,3 +186,72 @@ def test_a_connection_its_session_process_does_not_take_in_time_is_told_421():
     last_reply, answered = asyncio.run(scenario())
     assert answered > 0
     assert last_reply == UNAVAILABLE
+
+
+def test_a_starting_session_process_gets_no_connection_while_another_is_ready():
+    async def scenario() -> tuple[int, int]:
+        dispatcher, far_ends = dispatcher_with_channels(2)
+        starting, ready = dispatcher.children
+        starting.ready = False  # just spawned: it could still die before taking anything
+        clients = []
+        for n in range(40):  # clients of both processes
+            server_end, client_end = accepted_connection()
+            clients.append(client_end)
+            dispatcher._dispatch(server_end, f"192.0.2.{n}", TAG_PLAIN)
+        result = received_descriptors(far_ends[0]) + len(starting.backlog), received_descriptors(far_ends[1])
+        close_all(dispatcher, [*far_ends, *clients])
+        return result
+
+    held_by_starting, taken_by_ready = asyncio.run(scenario())
+    assert held_by_starting == 0
+    assert taken_by_ready == 40
+
+
+def test_connections_wait_for_a_starting_session_process_and_reach_it_once_it_is_ready():
+    async def scenario() -> tuple[int, int, int]:
+        dispatcher, far_ends = dispatcher_with_channels(1)
+        child = dispatcher.children[0]
+        child.ready = False
+        clients = []
+        for _ in range(5):
+            server_end, client_end = accepted_connection()
+            clients.append(client_end)
+            dispatcher._dispatch(server_end, "192.0.2.1", TAG_PLAIN)
+        before_ready = received_descriptors(far_ends[0])
+        assert child.channel is not None
+        channel_fd = child.channel.fileno()
+        asyncio.get_running_loop().add_reader(channel_fd, dispatcher._read_reports, child)
+        far_ends[0].send(b"0 0")  # its first report: ready
+        received = 0
+        for _ in range(1000):
+            received += received_descriptors(far_ends[0])
+            if received == 5:
+                break
+            await asyncio.sleep(0)
+        asyncio.get_running_loop().remove_reader(channel_fd)
+        result = before_ready, received, len(child.backlog)
+        close_all(dispatcher, [*far_ends, *clients])
+        return result
+
+    before_ready, received, still_waiting = asyncio.run(scenario())
+    assert before_ready == 0
+    assert received == 5
+    assert still_waiting == 0
+
+
+def test_a_session_process_that_dies_while_starting_leaves_no_connection_unanswered():
+    async def scenario() -> list[bytes]:
+        dispatcher, far_ends = dispatcher_with_channels(1)
+        child = dispatcher.children[0]
+        child.ready = False
+        clients = []
+        for _ in range(3):
+            server_end, client_end = accepted_connection()
+            clients.append(client_end)
+            dispatcher._dispatch(server_end, "192.0.2.1", TAG_PLAIN)
+        dispatcher._forget_channel(child)  # it died before its first report
+        replies = [client.recv(512) for client in clients]
+        close_all(dispatcher, [*far_ends, *clients])
+        return replies
+
+    assert asyncio.run(scenario()) == [UNAVAILABLE] * 3

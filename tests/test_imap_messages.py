@@ -15,9 +15,6 @@ from tests.imap_session_helpers import (
     untagged_lines,
 )
 
-pytest_plugins = ["tests.imap_session_helpers"]
-
-
 # FETCH.
 
 

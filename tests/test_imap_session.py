@@ -29,9 +29,6 @@ from tests.imap_session_helpers import (
     untagged_lines,
 )
 
-pytest_plugins = ["tests.imap_session_helpers"]
-
-
 # Greeting, capabilities, the not-authenticated state.
 
 

@@ -30,6 +30,7 @@ from servers import mailstore, services, tls
 from servers.delivery import engine
 from servers.management.commands import smtpsvc
 from tests.factories import make_pop3_service, make_server
+from tests.helpers import free_port
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 READMES = [path for path in (REPO_DIR / "README.md", REPO_DIR / "README.ru.md") if path.exists()]
@@ -39,6 +40,7 @@ LONG_RUNNING = {
     "runstack": "runs the whole stack in the foreground until Ctrl-C",
     "run_smtpd": "an SMTP worker: serves until stopped (started by the supervisor)",
     "run_pop3d": "the POP3 worker: serves until stopped (started by the supervisor)",
+    "run_imapd": "the IMAP worker: serves until stopped (started by the supervisor)",
     "runserver": "Django's development server: serves until stopped",
     "celery": "Celery worker and beat: run until stopped",
 }
@@ -182,6 +184,7 @@ def build_installation(tmp_path: Path, without: set[str]) -> None:
 
     get_user_model().objects.create_superuser("admin", "admin@example.test", "Admin-pw-123")
     make_pop3_service(start=False)  # nothing here should start a worker, even with a supervisor running
+    services.create_imap_service(ip_address="127.0.0.1", port=free_port(), start=False)
     if "Lab server" in without:
         return
     default = "lab.example.test" if "study003.local" in without else "study003.local"
@@ -257,7 +260,7 @@ def run_like_manage_py(argv: list[str]) -> Outcome:
 def test_the_readmes_document_commands_and_every_long_running_one_is_named():
     assert len(RUNNABLE) >= 30, [str(e) for e in EXAMPLES]
     commands = {example.argv[0] for example in EXAMPLES}
-    assert {"smtpsvc", "smtpqueue", "winpop", "pop3svc", "api_token"} <= commands
+    assert {"smtpsvc", "smtpqueue", "winpop", "pop3svc", "imapsvc", "api_token"} <= commands
     assert commands <= set(get_commands()) | set(LONG_RUNNING), commands - set(get_commands())
     assert any(e.argv[:2] == ("smtpqueue", "delivery") and len(e.argv) > 3 for e in RUNNABLE)
 

@@ -32,6 +32,7 @@ def fresh_install(tmp_path) -> dict[str, str]:
         MAILCONSOLE_HTTP_PORT=str(free_port()),
         MAILCONSOLE_SMTP_PORT=str(free_port()),
         MAILCONSOLE_POP3_PORT=str(free_port()),
+        MAILCONSOLE_IMAP_PORT=str(free_port()),
         MAILCONSOLE_DOMAIN="firstrun.test",
         PYTHONUNBUFFERED="1",
     )
@@ -68,6 +69,7 @@ def test_first_run_creates_the_admin_and_default_server_once(fresh_install):
     assert first.returncode == 0 and second.returncode == 0
     assert "Administrator: admin / " in first.stdout
     assert "Default SMTP Virtual Server" in first.stdout
+    assert f"IMAP service: 127.0.0.1:{fresh_install['MAILCONSOLE_IMAP_PORT']}" in first.stdout
     assert second.stdout == ""
     listing = manage(fresh_install, "smtpsvc", "list").stdout
     assert listing.count("Default SMTP Virtual Server") == 1

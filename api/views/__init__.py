@@ -2,6 +2,7 @@
 
 from .access import AccessRuleViewSet, RelayRuleViewSet
 from .domains import DomainViewSet
+from .imap import ImapServiceViewSet
 from .logs import AuditEntryViewSet, LogonViewSet
 from .mailboxes import GroupAddressViewSet, MailboxViewSet
 from .nodes import NodeViewSet
@@ -14,6 +15,7 @@ __all__ = [
     "AuditEntryViewSet",
     "DomainViewSet",
     "GroupAddressViewSet",
+    "ImapServiceViewSet",
     "LogonViewSet",
     "MailboxViewSet",
     "NodeViewSet",

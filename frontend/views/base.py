@@ -26,7 +26,9 @@ def console_tree(user) -> dict:
         "manage_nodes": permissions.can_manage_nodes(user),
         "read_every_change": permissions.is_administrator(user),
     }
-    return {"servers": servers, "pop3_domains": pop3_domains, "node": local_node(), "may": may}
+    node = local_node()
+    imap_service = permissions.imap_services_visible_to(user).filter(node=node).first()
+    return {"servers": servers, "pop3_domains": pop3_domains, "node": node, "may": may, "imap_service": imap_service}
 
 
 def render_console(

@@ -18,7 +18,7 @@ from frontend.access import actor, permitted_by
 from frontend.views.base import paginate, render_console
 from servers import services
 from servers.counts import object_counts
-from servers.models import Pop3Service, ServiceState
+from servers.models import ImapService, Pop3Service, ServiceState
 from servers.services import RefusedError, local_node, permissions
 
 ADMINISTRATOR_ONLY = "Only an administrator can do this."
@@ -129,10 +129,16 @@ def service_state(request: HttpRequest, service: str) -> HttpResponse:
             if pop3 is None:
                 raise Http404("this node has no POP3 service")
             services.set_pop3_state(pop3, desired, actor=actor(request))
+        elif service == "imap":
+            imap = ImapService.objects.filter(node=node).first()
+            if imap is None:
+                raise Http404("this node has no IMAP service")
+            services.set_imap_state(imap, desired, actor=actor(request))
         else:
             raise Http404("no such service")
     except RefusedError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"The {service.upper()} service of {node.name} is set to {desired.label.lower()}.")
-    return redirect("console:services")
+    back = request.POST.get("next", "")
+    return redirect(back if back.startswith("/console/") else "console:services")

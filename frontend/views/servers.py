@@ -26,7 +26,7 @@ from frontend.forms import (
 from frontend.views.base import render_console
 from servers import services
 from servers.delivery import services as delivery_services
-from servers.models import AccessRuleKind, ServiceState, VirtualServer
+from servers.models import AccessRuleKind, ServiceState, SupervisedProcess, VirtualServer
 from servers.services import RefusedError, permissions
 from servers.services import virtual_servers as server_services
 from servers.services.api_support import set_server_operators
@@ -326,10 +326,11 @@ def server_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("console:servers")
 
 
-def _session_rows(server: VirtualServer) -> list[dict]:
+def session_rows(unit: SupervisedProcess) -> list[dict]:
+    """A worker's live sessions as Current Sessions lists them (a server's or the IMAP service's)."""
     now = time.time()
     rows = []
-    for session in list_sessions(server):
+    for session in list_sessions(unit):
         connected = session.get("connected_at") or now
         rows.append(
             {
@@ -353,7 +354,11 @@ def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, "The session is being closed.")
         return redirect("console:server-sessions", pk=server.pk)
-    context = {"server": server, "rows": _session_rows(server)}
+    context = {
+        "server": server,
+        "rows": session_rows(server),
+        "sessions_url": reverse("console:server-sessions", args=[server.pk]),
+    }
     if request.htmx:
         return render(request, "console/partials/sessions_table.html", context)
     return render_console(request, "console/server_sessions.html", context, selected=f"server-{server.pk}-sessions")

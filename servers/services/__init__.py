@@ -1,9 +1,10 @@
 """The domain layer: every face (admin, API, CLI, Celery tasks, workers) changes data through these."""
 
-from .access import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .api_support import set_domain_administrators, set_server_operators
+from .client_rules import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain, set_mailbox_quota_ceiling
 from .errors import RefusedError
+from .imap import create_imap_service, set_imap_state, update_imap_service
 from .mailboxes import (
     LoginRefusedError,
     add_group,
@@ -51,6 +52,9 @@ __all__ = [
     "add_mailbox",
     "authenticate_mailbox",
     "change_password",
+    "create_imap_service",
+    "set_imap_state",
+    "update_imap_service",
     "create_pop3_service",
     "set_pop3_state",
     "update_pop3_service",

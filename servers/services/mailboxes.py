@@ -398,6 +398,8 @@ class SignedIn:
     mailbox_id: int
     address: str
     maildir: str
+    quota_bytes: int | None = None
+    quota_messages: int | None = None
 
 
 # Argon2 as Django configures it takes about 100 MiB and a core for 0.2 s per check. Checks beyond
@@ -477,7 +479,13 @@ def authenticate_mailbox(address: str, password: str, *, cache: VerifiedCredenti
     except UnsafePathError as error:
         log.warning("mailbox %s cannot sign in: %s", mailbox.address, error)
         raise LoginRefusedError("locked") from None
-    return SignedIn(mailbox_id=mailbox.pk, address=mailbox.address, maildir=str(path))
+    return SignedIn(
+        mailbox_id=mailbox.pk,
+        address=mailbox.address,
+        maildir=str(path),
+        quota_bytes=mailbox.quota_bytes,
+        quota_messages=mailbox.quota_messages,
+    )
 
 
 def record_logon(mailbox_id: int, client_address: str, protocol: str = "POP3") -> int:

@@ -1,12 +1,14 @@
 """Who may see and change what: the one answer the console and the REST API both ask.
 
-(Not to be confused with `access.py` next door: that one holds the SMTP server's connection-control
-*access rules*.)
+(The SMTP server's connection-control lists — which clients may connect or relay — are another
+matter: `client_rules.py` next door.)
 
 The rules, decided once:
 
 - An **administrator** (a superuser) sees and changes everything; only an administrator creates
-  or deletes a virtual server, chooses a server's operators, and runs the node's services (nodes).
+  or deletes a virtual server, chooses a server's operators, and runs the node's services (nodes,
+  and the node's POP3 and IMAP services: their settings, state and sessions, which span every
+  server's mailboxes).
 - A **server operator** (`VirtualServer.operators`) sees and changes their servers and everything
   in them: settings and state, domains (add, remove, default, type, lock, route, quota ceiling,
   domain administrators), mailboxes, group addresses, access and relay lists, the queue, current
@@ -38,7 +40,17 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from servers.delivery.models import QueuedMessage
-from servers.models import AuditEntry, ClientRule, Domain, GroupAddress, Logon, Mailbox, Node, VirtualServer
+from servers.models import (
+    AuditEntry,
+    ClientRule,
+    Domain,
+    GroupAddress,
+    ImapService,
+    Logon,
+    Mailbox,
+    Node,
+    VirtualServer,
+)
 
 
 class NotVisible(Http404):
@@ -80,12 +92,25 @@ def acts_only_as_domain_administrator(user, domain: Domain) -> bool:
 
 
 def can_manage_nodes(user) -> bool:
-    """Start, pause and stop a node's SMTP and POP3 services; see the nodes."""
+    """Start, pause and stop a node's SMTP, POP3 and IMAP services; see the nodes."""
     return is_administrator(user)
 
 
 def nodes_visible_to(user) -> QuerySet[Node]:
     return Node.objects.all() if can_manage_nodes(user) else Node.objects.none()
+
+
+def imap_services_visible_to(user) -> QuerySet[ImapService]:
+    """The nodes' IMAP services: whoever runs the nodes sees (and so changes) them, their state and sessions."""
+    return ImapService.objects.all() if can_manage_nodes(user) else ImapService.objects.none()
+
+
+def access_imap_service(user, service_id: int) -> ImapService:
+    """The IMAP service, if the user sees it (and so may change it), else NotVisible."""
+    service = imap_services_visible_to(user).select_related("node").filter(pk=service_id).first()
+    if service is None:
+        raise NotVisible("No such IMAP service.")
+    return service
 
 
 def servers_visible_to(user) -> QuerySet[VirtualServer]:

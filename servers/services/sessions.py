@@ -1,4 +1,4 @@
-"""Current sessions of SMTP and POP3 workers, read from Redis, and terminating one."""
+"""Current sessions of SMTP, POP3 and IMAP workers, read from Redis, and terminating one."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from mailconsole.words import parse_bool
 from servers.models import (
     Domain,
     DomainType,
+    ImapService,
     Mailbox,
     Node,
     Pop3Service,
@@ -230,6 +231,7 @@ def address_conflict(unit: SupervisedProcess) -> SupervisedProcess | None:
     others: list[SupervisedProcess] = [
         *VirtualServer.objects.on_node(unit.node).select_related("node"),
         *Pop3Service.objects.on_node(unit.node).select_related("node"),
+        *ImapService.objects.on_node(unit.node).select_related("node"),
     ]
     for other in others:
         if type(other) is type(unit) and other.pk == unit.pk:
@@ -360,6 +362,8 @@ def bump_config_version(server: VirtualServer) -> None:
 
 
 STATE_VERBS = {ServiceState.RUNNING: "start", ServiceState.PAUSED: "pause", ServiceState.STOPPED: "stop"}
+# The audit log's name for each kind of supervised unit ("pause_imap_service").
+AUDIT_NOUNS = {"smtp": "virtual_server", "pop3": "pop3_service", "imap": "imap_service"}
 
 
 @transaction.atomic
@@ -377,7 +381,7 @@ def set_desired_state(unit: SupervisedProcess, desired: str, *, actor: str = "sy
         unit.next_start_at = None
         unit.consecutive_failures = 0
     unit.save(update_fields=["desired_state", "next_start_at", "consecutive_failures"])
-    noun = "virtual_server" if isinstance(unit, VirtualServer) else "pop3_service"
+    noun = AUDIT_NOUNS[unit.process_kind]
     record_change(
         actor=actor,
         action=f"{STATE_VERBS[desired]}_{noun}",

@@ -14,6 +14,11 @@ until the channel has room (its place in the order kept). One that no live proce
 that waited HANDOFF_TIMEOUT_S, is told `unavailable` (a 421) and closed: every accepted connection
 gets a reply.
 
+A session process gets connections only once it said it is ready (its first report): until then a
+client of it goes to another ready process, or waits in its backlog if none is. A descriptor in
+flight on the channel of a process that dies is closed by the kernel without a word, so a process
+that fails while starting (a database error, a bad certificate) must never hold any.
+
 Messages on the channel (SOCK_SEQPACKET, one per send):
   accepting -> session process: TAG_PLAIN or TAG_IMPLICIT_TLS, with one file descriptor;
   session process -> accepting: b"<open sessions> <connections received so far>", when ready and
@@ -170,6 +175,9 @@ class Dispatcher:
                 child.open_sessions, child.received = open_sessions, received
             if not child.ready:
                 child.ready = True
+                if child.backlog and child.channel is not None:
+                    # What waited for it to start: handed over as the channel has room.
+                    asyncio.get_running_loop().add_writer(child.channel.fileno(), self._flush_backlog, child)
                 if child.missed_signal and child.process is not None:
                     # It may have read the configuration before the change it was not told of.
                     with contextlib.suppress(ProcessLookupError):
@@ -260,17 +268,13 @@ class Dispatcher:
         self._hand_over(PendingConnection(connection, client_ip, tag, time.monotonic()))
 
     def _hand_over(self, pending: PendingConnection) -> None:
-        # The same client always goes to the same process while it runs, so per-client state is whole.
-        start = zlib.crc32(pending.client_ip.encode()) % len(self.children)
-        for offset in range(len(self.children)):
-            child = self.children[(start + offset) % len(self.children)]
-            if child.channel is None or self._stopping:
-                continue
-            if child.backlog:
+        for child in self._candidates(pending.client_ip):
+            if child.backlog or not child.ready:
                 if len(child.backlog) >= MAX_BACKLOG:
                     break
                 child.backlog.append(pending)  # behind the ones already waiting, in order
                 return
+            assert child.channel is not None
             try:
                 self._send(child, pending)
             except BlockingIOError:
@@ -282,6 +286,19 @@ class Dispatcher:
                 continue  # dead: the next one
             return
         self._answer_unavailable(pending, "no session process could take it")
+
+    def _candidates(self, client_ip: str) -> list[SessionProcess]:
+        """The processes that may take a client's connection, best first.
+
+        The same client always goes to the same process while it runs, so per-client state is whole;
+        while that one is (re)starting, to the next ready one; a starting process only when none is ready.
+        """
+        if self._stopping:
+            return []
+        start = zlib.crc32(client_ip.encode()) % len(self.children)
+        in_order = [self.children[(start + offset) % len(self.children)] for offset in range(len(self.children))]
+        live = [child for child in in_order if child.channel is not None]
+        return [child for child in live if child.ready] + [child for child in live if not child.ready]
 
     def _answer_unavailable(self, pending: PendingConnection, why: str) -> None:
         self._answer_and_close(pending.connection, self._unavailable())

@@ -17,11 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from django.conf import settings
 
 from servers import pop3_replies
 from servers.livestate import pop_login_key, redis_client
@@ -30,15 +28,16 @@ from servers.mailstore import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, SessionState
 from servers.services import signin_guard
-from servers.services.mailboxes import (
-    LoginRefusedError,
-    VerifiedCredentials,
-    authenticate_mailbox,
-    record_logon,
-    touch_logon,
-)
+from servers.services.mail_signin import sign_in_mail_client
+from servers.services.mailboxes import VerifiedCredentials, record_logon, touch_logon
 from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
 from servers.workers.base import SupervisedWorker, run_worker
+from servers.workers.mail_service import (
+    MailServiceSnapshot,
+    listening_pairs,
+    load_mail_service_snapshot,
+    take_buffered,
+)
 
 log = logging.getLogger("mailconsole.pop3d")
 
@@ -47,44 +46,6 @@ MAX_LINE_OCTETS = 1000
 # Password checks one client address may have running at once: the thread pool is shared by
 # every connection, so one address guessing in parallel must not take all of it.
 SIGN_INS_PER_CLIENT = 2
-
-
-@dataclass(frozen=True)
-class Pop3Snapshot:
-    service_id: int
-    ip_address: str
-    port: int
-    tls_port: int | None
-    default_domain: str
-    plaintext_requires_tls: bool
-    hostname: str
-    desired_state: str
-    config_version: int
-    cert_path: Path
-    key_path: Path
-
-
-def load_pop3_snapshot(service_id: int) -> Pop3Snapshot:
-    service = Pop3Service.objects.select_related("node").get(pk=service_id)
-    default_domain = service.default_domain
-    if not default_domain:
-        # Like IIS: the default domain of the node's first virtual server.
-        default = service.node.servers.order_by("pk").first()
-        default_domain = default.default_domain.name if default and default.default_domain else ""
-    snapshot = Pop3Snapshot(
-        service_id=service.pk,
-        ip_address=service.ip_address,
-        port=service.port,
-        tls_port=service.tls_port,
-        default_domain=default_domain,
-        plaintext_requires_tls=service.plaintext_requires_tls,
-        hostname=settings.MAIL_HOSTNAME,
-        desired_state=service.effective_desired_state,
-        config_version=service.config_version,
-        cert_path=service.cert_path,
-        key_path=service.key_path,
-    )
-    return snapshot
 
 
 class Pop3Connection:
@@ -120,7 +81,7 @@ class Pop3Connection:
 
 class POP3Worker(SupervisedWorker):
     kind = "pop3"
-    snapshot: Pop3Snapshot
+    snapshot: MailServiceSnapshot
 
     def __init__(self, unit_id: int) -> None:
         super().__init__(unit_id)
@@ -131,14 +92,11 @@ class POP3Worker(SupervisedWorker):
         # instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
         self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pop3d-logons")
 
-    def load_snapshot(self) -> Pop3Snapshot:
-        return load_pop3_snapshot(self.unit_id)
+    def load_snapshot(self) -> MailServiceSnapshot:
+        return load_mail_service_snapshot(Pop3Service, self.unit_id)
 
-    def addresses(self, snapshot: Pop3Snapshot) -> list[tuple[str, int]]:
-        pairs = [(snapshot.ip_address, snapshot.port)]
-        if snapshot.tls_port:
-            pairs.append((snapshot.ip_address, snapshot.tls_port))
-        return pairs
+    def addresses(self, snapshot: MailServiceSnapshot) -> list[tuple[str, int]]:
+        return listening_pairs(snapshot)
 
     async def before_serving(self) -> None:
         snapshot = self.snapshot
@@ -177,19 +135,12 @@ class POP3Worker(SupervisedWorker):
         client = connection.client
 
         def authenticate(username: str, password: str) -> AuthOutcome:
-            # Reserved before the hash is checked: parallel guesses cannot pass the limit together.
-            attempt = signin_guard.reserve_mailbox_sign_in(username, client)
-            if not attempt.allowed:
-                return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=attempt.failure_delay_s)
-            try:
-                signed_in = authenticate_mailbox(username, password, cache=self.credentials)
-            except LoginRefusedError as refusal:
-                if refusal.reason == "locked":
-                    attempt.succeeded()  # the right password: not a guess
-                    return AuthOutcome(AuthStatus.LOCKED)
-                attempt.failed()
-                return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=attempt.failure_delay_s)
-            attempt.succeeded()
+            result = sign_in_mail_client(username, password, client, cache=self.credentials)
+            if result.locked:
+                return AuthOutcome(AuthStatus.LOCKED)
+            signed_in = result.signed_in
+            if signed_in is None:
+                return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=result.failure_delay_s)
             lock = MailboxLock(Path(signed_in.maildir))
             if not lock.acquire():
                 return AuthOutcome(AuthStatus.IN_USE)
@@ -303,17 +254,6 @@ async def read_command_line(reader: asyncio.StreamReader) -> bytes:
             return b"X" * (MAX_LINE_OCTETS + 1) + b"\r\n"
         except asyncio.LimitOverrunError as overrun:
             consumed = overrun.consumed
-
-
-def take_buffered(reader: asyncio.StreamReader) -> bytes:
-    """Remove and return what the reader holds but nobody has read yet.
-
-    asyncio has no public way to look into a StreamReader's buffer; this is the one place that does.
-    """
-    # typeshed leaves out StreamReader's private _buffer (a bytearray in CPython 3.11 to 3.13).
-    buffered = bytes(reader._buffer)  # type: ignore[attr-defined]  # noqa: SLF001
-    reader._buffer.clear()  # type: ignore[attr-defined]  # noqa: SLF001
-    return buffered
 
 
 @functools.cache

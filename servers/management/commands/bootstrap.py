@@ -6,15 +6,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from servers.models import Pop3Service
-from servers.services import create_pop3_service, create_virtual_server, local_node
+from servers.models import ImapService, Pop3Service
+from servers.services import create_imap_service, create_pop3_service, create_virtual_server, local_node
 from servers.services.virtual_servers import default_home_dir
 
 DEFAULT_SERVER_NAME = "Default SMTP Virtual Server"
 
 
 class Command(BaseCommand):
-    help = "First-run set-up: the administrator and the Default SMTP Virtual Server. Safe to repeat."
+    help = (
+        "First-run set-up: the administrator, the Default SMTP Virtual Server, the POP3 and IMAP services. "
+        "Safe to repeat."
+    )
 
     def handle(self, *args, **options) -> None:
         node = local_node()
@@ -29,6 +32,17 @@ class Command(BaseCommand):
                 actor="bootstrap",
             )
             self.stdout.write(f"  POP3 service: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_POP3_PORT}")
+        if not ImapService.objects.filter(node=node).exists():
+            # Also for installations made before the IMAP service existed; STARTTLS with its own
+            # self-signed certificate, made here like the POP3 service's.
+            create_imap_service(
+                node=node,
+                ip_address=settings.DEFAULT_SMTP_HOST,
+                port=settings.DEFAULT_IMAP_PORT,
+                default_domain=settings.DEFAULT_MAIL_DOMAIN,
+                actor="bootstrap",
+            )
+            self.stdout.write(f"  IMAP service: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_IMAP_PORT}")
         if user_model.objects.filter(is_superuser=True).exists():
             return
         with transaction.atomic():

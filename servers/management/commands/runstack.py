@@ -190,7 +190,7 @@ class Command(BaseCommand):
 
     def shut_down(self) -> None:
         # Beat and the Celery worker go first, so no reconcile can start a worker behind our back.
-        self.log("stopping: beat, Celery worker, SMTP/POP3 workers, web, Redis")
+        self.log("stopping: beat, Celery worker, SMTP/POP3/IMAP workers, web, Redis")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         by_name = {child.name: child for child in self.children}
         for name in ("beat", "worker"):
@@ -198,9 +198,9 @@ class Command(BaseCommand):
                 self.terminate(by_name[name])
         try:
             stop_node_workers(settings.NODE_NAME)
-            self.log("stopped SMTP/POP3 workers (their desired states are kept for the next start)")
+            self.log("stopped SMTP/POP3/IMAP workers (their desired states are kept for the next start)")
         except Exception as exc:  # keep stopping the rest whatever happened here
-            self.log(f"could not stop SMTP/POP3 workers cleanly: {exc}")
+            self.log(f"could not stop SMTP/POP3/IMAP workers cleanly: {exc}")
         if "web" in by_name:
             self.terminate(by_name["web"])
         if self.redis_child:

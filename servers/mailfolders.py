@@ -1,0 +1,823 @@
+"""IMAP folders over Maildir++: the `store_api.Account` and `store_api.Folder` of one mailbox.
+
+Layout (Dovecot's and Courier's Maildir++): INBOX is the mailbox's Maildir; the folder `A.B` is the
+Maildir `<maildir>/.A.B` ("." is the hierarchy delimiter). A parent need not exist on disk: CREATE
+of `A.B` makes `.A.B` only, and LIST shows a missing `A` as a non-selectable name with children
+(RFC 3501 6.3.3 lets a server create the parents or not; Maildir++ does not need them, and not
+making them means DELETE of `A.B` leaves nothing behind). DELETE of a folder with children removes
+its messages and its directory, so it lists as non-selectable with children (RFC 3501 6.3.4);
+deleting such a non-selectable name is refused. INBOX and the special-use folders (Sent, Drafts,
+Trash, Junk, Archive, created and subscribed at the first sign-in; the webmail keeps its sent copies
+in `.Sent`) can be neither deleted nor renamed away, except RENAME INBOX, which moves INBOX's
+messages into the new folder and leaves INBOX empty (RFC 3501 6.3.5). A rename keeps the folder's
+UID map (it lives inside the folder), so the UIDs and UIDVALIDITY move with it.
+
+Other state in the mailbox's Maildir: `subscriptions` (one folder name a line, Courier's and
+Dovecot's format), `.mailconsole-uidvalidity` (see `servers.uidmap`); in each folder
+`.mailconsole-uidlist` (the UID map) and `dovecot-keywords` (keyword number and name a line: the
+keyword numbered n is the Maildir flag letter chr(ord("a") + n), Dovecot's format; 26 at most, a
+further keyword is not stored and STORE leaves it out).
+
+Flags: \\Seen \\Answered \\Flagged \\Deleted \\Draft are the Maildir info letters S R F T D. Other
+letters in a file name (P "passed", or a keyword letter) are kept as they are by every STORE.
+
+Coexistence with POP3: POP3 keeps its exclusive `servers.maildir.MailboxLock`, against other POP3
+sessions only; an IMAP session never takes it. POP3's DELE+QUIT unlinks files, and IMAP sessions see
+those messages as expunged at their next refresh; POP3 sees IMAP's flag changes as nothing at all
+(a rename keeps the unique name, which is its UIDL) and IMAP's expunges as messages gone.
+
+Every write goes through `servers.mailstore`; the UIDs come from `servers.uidmap`. Nothing here
+imports Django: the worker builds a `MaildirAccount` from the Mailbox row.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from servers import mailstore, uidmap
+from servers.imap.store_api import (
+    HIERARCHY_DELIMITER,
+    INBOX,
+    BadFolderNameError,
+    FolderChanges,
+    FolderExistsError,
+    FolderInfo,
+    FolderStatus,
+    MessageRecord,
+    NoSuchFolderError,
+    OverQuotaError,
+    Quota,
+    SpecialUse,
+    StoreError,
+)
+from servers.maildir import (
+    USAGE_SETTLE_NS,
+    UnsafePathError,
+    _cached_crlf_size,
+    _folder_mtimes_ns,
+    ensure_maildir,
+    exceeds_quota,
+    folder_maildir,
+    unique_part,
+    usage,
+)
+from servers.uidmap import Entry
+
+SPECIAL_FOLDERS: dict[str, SpecialUse] = {
+    "Sent": SpecialUse.SENT,
+    "Drafts": SpecialUse.DRAFTS,
+    "Trash": SpecialUse.TRASH,
+    "Junk": SpecialUse.JUNK,
+    "Archive": SpecialUse.ARCHIVE,
+}
+SUBSCRIPTIONS_NAME = "subscriptions"
+SUBSCRIPTIONS_LOCK_NAME = ".subscriptions.lock"
+KEYWORDS_NAME = "dovecot-keywords"
+MAX_KEYWORDS = 26  # the letters a to z
+MAX_FOLDER_NAME_OCTETS = 255
+FLAG_LETTERS = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
+LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
+RECENT_FLAG = "\\Recent"
+DELETED_FLAG = "\\Deleted"
+SEEN_FLAG = "\\Seen"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 3501 9 atom-specials, which a keyword (an atom) cannot hold; nor can it start with a backslash.
+_NOT_A_KEYWORD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
+READ_ONLY_TEXT = "the folder is open read-only (EXAMINE)"
+
+
+class UidValidityChangedError(StoreError):
+    """The folder's UID map was rebuilt (it was corrupt or removed) while a session had it open.
+
+    Its UIDs are no longer what the client was told: the session ends (Dovecot answers such a case
+    with BYE), and the next SELECT shows the new UIDVALIDITY.
+    """
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a folder, or None if it can (INBOX and its case variants can)."""
+    if not name:
+        return "is empty"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_FOLDER_NAME_OCTETS:
+        return f"is longer than {MAX_FOLDER_NAME_OCTETS} octets"
+    if _CONTROL_CHARACTERS.search(name):
+        return "contains a control character"
+    if "/" in name or "\\" in name:
+        return "contains / or \\"
+    if name.startswith(HIERARCHY_DELIMITER):
+        return "starts with the hierarchy delimiter"
+    if "" in name.split(HIERARCHY_DELIMITER):
+        return "has an empty level (.. or a trailing .)"
+    return None
+
+
+def canonical_folder_name(name: str) -> str:
+    """The name with INBOX (its first level, in any case) spelled INBOX; BadFolderNameError if unusable."""
+    problem = folder_name_problem(name)
+    if problem is not None:
+        raise BadFolderNameError(f"the folder name {name[:60]!r} {problem}")
+    first, sep, rest = name.partition(HIERARCHY_DELIMITER)
+    return f"{INBOX}{sep}{rest}" if first.upper() == INBOX else name
+
+
+def flags_of_letters(letters: str, keywords: Sequence[str] = ()) -> frozenset[str]:
+    """IMAP flags of a Maildir file's info letters (keywords from the folder's keyword list)."""
+    flags = set()
+    for letter in letters:
+        flag = LETTER_FLAGS.get(letter)
+        if flag is not None:
+            flags.add(flag)
+        elif "a" <= letter <= "z" and ord(letter) - ord("a") < len(keywords):
+            flags.add(keywords[ord(letter) - ord("a")])
+    return frozenset(flags)
+
+
+def _info_letters(file_name: str) -> str:
+    return mailstore.flags_of(file_name)
+
+
+def _crlf_size_of_bytes(message: bytes) -> int:
+    size = len(message) + message.count(b"\n") - message.count(b"\r\n")
+    return size + 2 if message and not message.endswith(b"\n") else size
+
+
+class _Keywords:
+    """A folder's `dovecot-keywords`: keyword n is the Maildir flag letter chr(ord('a') + n)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / KEYWORDS_NAME
+        self._stamp: tuple[int, int] | None = None
+        self._names: list[str] = []
+
+    def names(self) -> list[str]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._names = None, []
+            return self._names
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        if stamp != self._stamp:
+            names: list[str] = []
+            with contextlib.suppress(FileNotFoundError):
+                for line in self.path.read_text("utf-8", "replace").splitlines():
+                    number, _, keyword = line.partition(" ")
+                    if number.isdigit() and int(number) == len(names) and keyword and len(names) < MAX_KEYWORDS:
+                        names.append(keyword)
+            self._stamp, self._names = stamp, names
+        return self._names
+
+    def letters_for(self, keywords: Sequence[str]) -> dict[str, str]:
+        """Letters of these keywords, numbering new ones (under the folder's lock); those past z are left out."""
+        known = self.names()
+        missing = [k for k in keywords if k not in known]
+        if missing:
+            with uidmap.flocked(self.path.parent / uidmap.UIDLIST_LOCK_NAME):
+                known = list(self.names())
+                added = False
+                for keyword in missing:
+                    if keyword not in known and len(known) < MAX_KEYWORDS:
+                        known.append(keyword)
+                        added = True
+                if added:
+                    text = "".join(f"{number} {name}\n" for number, name in enumerate(known))
+                    mailstore.replace_file_durably(self.path, text.encode("utf-8"))
+                    self._stamp = None
+                    known = self.names()
+        return {k: chr(ord("a") + known.index(k)) for k in keywords if k in known}
+
+
+@dataclass
+class _Snapshot:
+    """One look at a folder: shared by every session of the process while the folder stays unchanged.
+
+    Its dicts are never changed once published (a session that changes its own view copies them
+    first), so 50,000 records are built once per process, not once per SELECT.
+    """
+
+    mtimes: tuple[int, int]  # of new/ and cur/, taken before the listing
+    settled: bool  # False: a directory changed within the settle time of the look, look again
+    looked_at_ns: int  # when the listing began
+    uidvalidity: int
+    next_uid: int
+    records: dict[int, MessageRecord]  # ascending UID
+    files: dict[int, tuple[str, str]]  # uid -> (subdir, file name)
+    message_list: tuple[MessageRecord, ...] | None = None
+
+    def messages(self) -> tuple[MessageRecord, ...]:
+        if self.message_list is None:
+            self.message_list = tuple(self.records.values())
+        return self.message_list
+
+
+# Bounds on what a process keeps for folders no session may have open any more.
+MAX_SHARED_SNAPSHOTS = 256
+MAX_SHARED_RECORDS = 400_000
+_shared_records = 0
+_snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
+_snapshots_lock = threading.Lock()
+
+
+def _shared_snapshot(path: Path) -> _Snapshot | None:
+    with _snapshots_lock:
+        found = _snapshots.get(str(path))
+        if found is not None:
+            _snapshots.move_to_end(str(path))
+        return found
+
+
+def _share_snapshot(path: Path, snapshot: _Snapshot) -> None:
+    global _shared_records
+    with _snapshots_lock:
+        replaced = _snapshots.pop(str(path), None)
+        _shared_records -= len(replaced.records) if replaced is not None else 0
+        _snapshots[str(path)] = snapshot
+        _shared_records += len(snapshot.records)
+        # The least recently used go first; sessions keep theirs for as long as they need it.
+        while len(_snapshots) > 1 and (len(_snapshots) > MAX_SHARED_SNAPSHOTS or _shared_records > MAX_SHARED_RECORDS):
+            _, evicted = _snapshots.popitem(last=False)
+            _shared_records -= len(evicted.records)
+
+
+class MaildirFolder:
+    """A Maildir++ folder opened by SELECT or EXAMINE: the session's snapshot of its messages."""
+
+    def __init__(self, account: MaildirAccount, name: str, path: Path, *, read_only: bool) -> None:
+        self.account = account
+        self.name = name
+        self.path = path
+        self.read_only = read_only
+        self._map = uidmap.uid_map(path, uidvalidity_counter=account.uidvalidity_counter)
+        self._keywords = _Keywords(path)
+        self._records: dict[int, MessageRecord] = {}
+        self._files: dict[int, tuple[str, str]] = {}  # uid -> (subdir, file name) as last seen
+        self._snapshot: _Snapshot | None = None  # while _records and _files are that snapshot's
+        self._flags_by_letters: dict[str, frozenset[str]] = {}
+        self._messages: Sequence[MessageRecord] | None = None
+        self._looked_at_mtimes: tuple[int, int] | None = None
+        self._settled = False
+        self._looked_at_ns = 0
+        self._uidnext = 1
+        self.uidvalidity = 0
+        self._look()
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def uidnext(self) -> int:
+        return self._uidnext
+
+    def messages(self) -> Sequence[MessageRecord]:
+        if self._messages is None:
+            snapshot = self._snapshot
+            self._messages = snapshot.messages() if snapshot is not None else tuple(self._records.values())
+        return self._messages
+
+    def _flags(self, file_name: str) -> frozenset[str]:
+        letters = _info_letters(file_name)
+        flags = self._flags_by_letters.get(letters)
+        if flags is None:
+            flags = self._flags_by_letters[letters] = flags_of_letters(letters, self._keywords.names())
+        return flags
+
+    def _own(self) -> None:
+        """Copy a shared snapshot's dicts before this session changes its view."""
+        if self._snapshot is not None:
+            self._records, self._files, self._snapshot = dict(self._records), dict(self._files), None
+        self._messages = None
+
+    def _wrote(self) -> None:
+        """Our view now holds our own change: only a look made after it may replace the view."""
+        self._looked_at_ns = time.time_ns()
+
+    def _build(self, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
+        """List the folder, number what is new, and make the records (reusing those unchanged)."""
+        try:
+            view, listing = self._map.sync()
+        except FileNotFoundError:
+            if self.path.is_dir():
+                raise
+            if not self.uidvalidity:  # deleted between the check and the open
+                raise NoSuchFolderError(f"no folder named {self.name[:60]!r}") from None
+            view, listing = uidmap.MapView(self.uidvalidity, self._uidnext, {}), {}  # deleted under us
+        previous = _shared_snapshot(self.path)
+        if previous is None or previous.uidvalidity != view.uidvalidity:
+            reused_records, reused_files = self._records, self._files
+        else:
+            reused_records, reused_files = previous.records, previous.files
+        keywords = self._keywords.names()
+        flags_by_info: dict[str, frozenset[str]] = {}
+        records: dict[int, MessageRecord] = {}
+        files: dict[int, tuple[str, str]] = {}
+        # The one loop over every message a fresh process makes: kept to dict lookups where it can.
+        for key, entry in view.entries.items():
+            where = listing.get(key)
+            if where is None:
+                continue
+            uid = entry[0]
+            files[uid] = where
+            if reused_files.get(uid) == where:
+                records[uid] = reused_records[uid]
+                continue
+            name = where[1]
+            info = name[len(key) :]
+            flags = flags_by_info.get(info)
+            if flags is None:
+                flags = flags_by_info[info] = flags_of_letters(_info_letters(name), keywords)
+            records[uid] = MessageRecord(uid, key, flags, entry[1], entry[2] / 1e9)
+        # A directory changed within the same clock tick as our listing may change again unseen.
+        settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
+        return _Snapshot(mtimes, settled, looked_at_ns, view.uidvalidity, view.next_uid, records, files)
+
+    def _look(self) -> FolderChanges:
+        """Adopt the folder as it is now (another session's look if nothing changed since); return the differences."""
+        mtimes = _folder_mtimes_ns(self.path)  # before the listing: a change after it shows next time
+        snapshot = _shared_snapshot(self.path)
+        # Another session's look serves if the directories are as it saw them, and it is settled or
+        # newer than our own last look: it may then miss only what a listing of ours made now could
+        # miss too (a change within the same clock tick as its directory times), and it leaves us
+        # unsettled, so our next refresh looks again. Many sessions on one folder then make one
+        # listing per change, not one each.
+        if (
+            snapshot is None
+            or snapshot.mtimes != mtimes
+            or not (snapshot.settled or snapshot.looked_at_ns > self._looked_at_ns)
+        ):
+            snapshot = self._build(mtimes, time.time_ns())
+            _share_snapshot(self.path, snapshot)
+        if self.uidvalidity and snapshot.uidvalidity != self.uidvalidity:
+            raise UidValidityChangedError(f"the folder {self.name} was renumbered; select it again")
+        changes = FolderChanges()
+        old_records, records = self._records, snapshot.records
+        if self.uidvalidity and old_records is not records:  # else the first look: nothing to compare
+            for uid, record in records.items():
+                old = old_records.get(uid)
+                if old is record:
+                    continue
+                if old is None:
+                    changes.added.append(record)
+                elif old.flags != record.flags:
+                    changes.flags_changed.append(record)
+            changes.expunged = [uid for uid in old_records if uid not in records]
+        self._records, self._files, self._snapshot, self._messages = records, snapshot.files, snapshot, None
+        self._flags_by_letters = {}  # the keyword list may have grown
+        self.uidvalidity, self._uidnext = snapshot.uidvalidity, snapshot.next_uid
+        self._looked_at_mtimes, self._settled = snapshot.mtimes, snapshot.settled
+        self._looked_at_ns = snapshot.looked_at_ns
+        return changes
+
+    def refresh(self) -> FolderChanges:
+        if self._settled and _folder_mtimes_ns(self.path) == self._looked_at_mtimes:
+            return FolderChanges()  # nothing arrived, moved or went: two stats
+        return self._look()
+
+    def _path_of(self, uid: int) -> Path:
+        subdir, name = self._files[uid]
+        return self.path / subdir / name
+
+    def _relocate(self, uid: int) -> Path | None:
+        """Where the message's file is now (another reader may have renamed it), or None if gone."""
+        where = uidmap.list_folder(self.path).get(self._records[uid].key)
+        if where is None:
+            return None
+        self._own()
+        self._files[uid] = where
+        return self.path / where[0] / where[1]
+
+    def _open(self, uid: int) -> int:
+        if uid not in self._files:
+            raise KeyError(uid)
+        try:
+            return os.open(self._path_of(uid), os.O_RDONLY)
+        except FileNotFoundError:
+            path = self._relocate(uid)
+            if path is None:
+                raise KeyError(uid) from None
+            try:
+                return os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise KeyError(uid) from None
+
+    def read(self, uid: int) -> bytes:
+        with open(self._open(uid), "rb") as file:
+            return file.read()
+
+    def read_header(self, uid: int) -> bytes:
+        with open(self._open(uid), "rb") as file:
+            data = b""
+            while chunk := file.read(16 * 1024):
+                searched_from = max(0, len(data) - 3)
+                data += chunk
+                ends = [
+                    i + n
+                    for i, n in ((data.find(b"\r\n\r\n", searched_from), 4), (data.find(b"\n\n", searched_from), 2))
+                    if i >= 0
+                ]
+                if ends:
+                    return data[: min(ends)]
+            return data
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(READ_ONLY_TEXT)
+
+    def _letters_for(self, file_name: str, flags: frozenset[str], keyword_letters: dict[str, str]) -> str:
+        """The new info letters: ours from `flags`, and every letter we do not manage kept as it was."""
+        managed = set(FLAG_LETTERS.values()) | set(keyword_letters.values())
+        managed.update(chr(ord("a") + n) for n in range(len(self._keywords.names())))
+        kept = [letter for letter in _info_letters(file_name) if letter not in managed]
+        ours = [FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS]
+        ours += [keyword_letters[f] for f in flags if f in keyword_letters]
+        return "".join(sorted(set(kept + ours)))
+
+    def store_flags(self, uids: Sequence[int], flags: frozenset[str], mode: str) -> list[MessageRecord]:
+        self._check_writable()
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(f"unknown STORE mode {mode!r}")
+        flags = frozenset(f for f in flags if f != RECENT_FLAG and (f in FLAG_LETTERS or _is_keyword(f)))
+        keywords = [f for f in flags if f not in FLAG_LETTERS]
+        keyword_letters = self._keywords.letters_for(keywords) if keywords and mode != "remove" else {}
+        if mode == "remove":
+            names = self._keywords.names()
+            keyword_letters = {k: chr(ord("a") + names.index(k)) for k in keywords if k in names}
+        flags = frozenset(f for f in flags if f in FLAG_LETTERS or f in keyword_letters)
+        self._flags_by_letters = {}
+        self._own()
+        changed: list[MessageRecord] = []
+        pending = [uid for uid in dict.fromkeys(uids) if uid in self._records]
+        for attempt in range(2):
+            changes: list[tuple[Path, str]] = []
+            targets: list[tuple[int, frozenset[str]]] = []
+            for uid in pending:
+                record = self._records[uid]
+                current = self._flags(self._files[uid][1])
+                if mode == "set":
+                    # \Recent and keywords past z are not stored; other keywords are replaced too.
+                    wanted = flags
+                elif mode == "add":
+                    wanted = current | flags
+                else:
+                    wanted = current - flags
+                if wanted == current and record.flags == current:
+                    continue
+                changes.append((self._path_of(uid), self._letters_for(self._files[uid][1], wanted, keyword_letters)))
+                targets.append((uid, wanted))
+            results = mailstore.set_flags_of_files(changes)
+            pending = []
+            for (uid, _), new_path in zip(targets, results, strict=True):
+                if new_path is None:
+                    pending.append(uid)  # renamed by another reader meanwhile: again from where it is now
+                    continue
+                self._files[uid] = (new_path.parent.name, new_path.name)
+                record = self._records[uid]
+                updated = MessageRecord(
+                    record.uid, record.key, self._flags(new_path.name), record.size_octets, record.internal_date
+                )
+                self._records[uid] = updated
+                changed.append(updated)
+            if not pending or attempt:
+                break
+            pending = [uid for uid in pending if self._relocate(uid) is not None]
+        self._messages = None
+        self._wrote()
+        return sorted(changed, key=lambda record: record.uid)
+
+    def _forget(self, uids: Sequence[int]) -> None:
+        self._own()
+        for uid in uids:
+            self._records.pop(uid, None)
+            self._files.pop(uid, None)
+        self._messages = None
+        self._wrote()
+
+    def expunge(self, uids: Sequence[int] | None = None) -> list[int]:
+        self._check_writable()
+        wanted = None if uids is None else set(uids)
+        doomed = [
+            uid
+            for uid, record in self._records.items()
+            if DELETED_FLAG in record.flags and (wanted is None or uid in wanted)
+        ]
+        # Exact paths: a file another reader renamed meanwhile had its flags changed, and stays.
+        removed = mailstore.remove_message_files([self._path_of(uid) for uid in doomed])
+        expunged = [uid for uid, gone in zip(doomed, removed, strict=True) if gone]
+        self._forget(expunged)
+        return expunged
+
+    def _sources(self, uids: Sequence[int]) -> list[int]:
+        return sorted(uid for uid in set(uids) if uid in self._records)
+
+    def copy_to(self, uids: Sequence[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        target_path = self.account.selectable_path(target)
+        sources = self._sources(uids)
+        extra_octets = sum(self._records[uid].size_octets for uid in sources)
+        self.account.check_quota(extra_octets, len(sources))
+        target_map = uidmap.uid_map(target_path, uidvalidity_counter=self.account.uidvalidity_counter)
+        with target_map.locked():
+            made = mailstore.copy_into_folder([self._path_of(uid) for uid in sources], target_path)
+            copied = [(uid, path) for uid, path in zip(sources, made, strict=True) if path is not None]
+            uidvalidity, new_uids = target_map.add(
+                [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
+            )
+        return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(copied, new_uids, strict=True)]
+
+    def _entry_for(self, uid: int) -> Entry:
+        record = self._records[uid]
+        return Entry(0, record.size_octets, int(record.internal_date * 1e9))
+
+    def move_to(self, uids: Sequence[int], target: str) -> tuple[int, list[tuple[int, int]]]:
+        self._check_writable()
+        target_path = self.account.selectable_path(target)
+        sources = self._sources(uids)
+        target_map = uidmap.uid_map(target_path, uidvalidity_counter=self.account.uidvalidity_counter)
+        with target_map.locked():
+            # The unique name moves along, unless the target's map still knows it (the message was
+            # there before): then a new name, so it gets a new UID there and not its old one back.
+            names = [self._records[uid].key for uid in sources]
+            names = [mailstore.new_unique_name() if target_map.known(key) else key for key in names]
+            moved = mailstore.move_into_folder(
+                [(self._path_of(uid), name) for uid, name in zip(sources, names, strict=True)], target_path
+            )
+            done = [(uid, path) for uid, path in zip(sources, moved, strict=True) if path is not None]
+            uidvalidity, new_uids = target_map.add(
+                [(unique_part(path.name), self._entry_for(uid)) for uid, path in done]
+            )
+        self._forget([uid for uid, _ in done])
+        return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(done, new_uids, strict=True)]
+
+    def watch_paths(self) -> Sequence[str]:
+        return [str(self.path / "new"), str(self.path / "cur")]
+
+    def close(self) -> None:
+        self._records, self._files, self._snapshot, self._messages = {}, {}, None, None
+
+
+def _is_keyword(flag: str) -> bool:
+    return bool(flag) and not flag.startswith("\\") and not _NOT_A_KEYWORD.search(flag)
+
+
+class MaildirAccount:
+    """One signed-in mailbox's folders (store_api.Account), over its Maildir++ directory."""
+
+    def __init__(
+        self,
+        maildir: Path,
+        address: str,
+        *,
+        quota_octets: int | None,
+        quota_messages: int | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self.maildir = ensure_maildir(Path(maildir))
+        self.address = address
+        self.quota_octets = quota_octets
+        self.quota_messages = quota_messages
+        self.uidvalidity_counter = self.maildir / uidmap.UIDVALIDITY_COUNTER_NAME
+        self._on_release = on_release
+        self._ensure_special_folders()
+
+    # --- names and paths ------------------------------------------------------------------------
+
+    def _path(self, name: str) -> tuple[str, Path]:
+        """(canonical name, its Maildir path), refusing any name that could leave the mailbox."""
+        name = canonical_folder_name(name)
+        if name == INBOX:
+            return name, self.maildir
+        try:
+            return name, folder_maildir(self.maildir, name)
+        except UnsafePathError as error:
+            raise BadFolderNameError(f"the folder name {name[:60]!r} cannot be used") from error
+
+    @staticmethod
+    def _is_folder(path: Path) -> bool:
+        """A Maildir of its own: no symbolic link (it, or its new/ and cur/, could lead out of the mailbox)."""
+        subdirs = (path / "new", path / "cur")
+        return not any(p.is_symlink() for p in (path, *subdirs)) and all(p.is_dir() for p in subdirs)
+
+    def selectable_path(self, name: str) -> Path:
+        """The Maildir of an existing folder; NoSuchFolderError if there is none of that name."""
+        name, path = self._path(name)
+        if not self._is_folder(path):
+            raise NoSuchFolderError(f"no folder named {name[:60]!r}")
+        return path
+
+    def _folder_names(self) -> list[str]:
+        """Names of the folders on disk (not INBOX), those with unusable names left out."""
+        names = []
+        with os.scandir(self.maildir) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue
+                name = entry.name[1:]
+                usable = folder_name_problem(name) is None and canonical_folder_name(name) == name
+                if usable and self._is_folder(Path(entry.path)):
+                    names.append(name)
+        return names
+
+    def _children_of(self, name: str, names: Sequence[str]) -> list[str]:
+        prefix = name + HIERARCHY_DELIMITER
+        return [other for other in names if other.startswith(prefix)]
+
+    # --- subscriptions --------------------------------------------------------------------------
+
+    def _subscriptions(self) -> list[str]:
+        try:
+            text = (self.maildir / SUBSCRIPTIONS_NAME).read_text("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.split("\n") if line]
+
+    def _write_subscriptions(self, names: Sequence[str]) -> None:
+        text = "".join(f"{name}\n" for name in names)
+        mailstore.replace_file_durably(self.maildir / SUBSCRIPTIONS_NAME, text.encode("utf-8", "surrogateescape"))
+
+    def subscribe(self, name: str, subscribed: bool) -> None:
+        name, _ = self._path(name)
+        with uidmap.flocked(self.maildir / SUBSCRIPTIONS_LOCK_NAME):
+            names = self._subscriptions()
+            if subscribed and name not in names:
+                self._write_subscriptions([*names, name])
+            elif not subscribed and name in names:
+                self._write_subscriptions([n for n in names if n != name])
+
+    def _ensure_special_folders(self) -> None:
+        created = []
+        for name in SPECIAL_FOLDERS:
+            path = self.maildir / f".{name}"
+            if not self._is_folder(path):
+                ensure_maildir(path)
+                created.append(name)
+        if created or not (self.maildir / SUBSCRIPTIONS_NAME).exists():
+            with uidmap.flocked(self.maildir / SUBSCRIPTIONS_LOCK_NAME):
+                names = self._subscriptions()
+                wanted = [n for n in [INBOX, *created] if n not in names]
+                if wanted or not (self.maildir / SUBSCRIPTIONS_NAME).exists():
+                    self._write_subscriptions([*names, *wanted])
+
+    # --- the Account protocol -------------------------------------------------------------------
+
+    def list_folders(self) -> list[FolderInfo]:
+        on_disk = self._folder_names()
+        every = set(on_disk)
+        for name in on_disk:  # parents that exist only as the path to their children
+            levels = name.split(HIERARCHY_DELIMITER)
+            every.update(HIERARCHY_DELIMITER.join(levels[:n]) for n in range(1, len(levels)))
+        subscribed = set(self._subscriptions())
+        existing = set(on_disk)
+        folders = [
+            FolderInfo(
+                name=INBOX,
+                subscribed=INBOX in subscribed,
+                has_children=bool(self._children_of(INBOX, on_disk)),
+            )
+        ]
+        for name in sorted(every - {INBOX}):
+            folders.append(
+                FolderInfo(
+                    name=name,
+                    special_use=SPECIAL_FOLDERS.get(name),
+                    subscribed=name in subscribed,
+                    selectable=name in existing,
+                    has_children=bool(self._children_of(name, on_disk)),
+                )
+            )
+        return folders
+
+    def create_folder(self, name: str) -> None:
+        # RFC 3501 6.3.3: a trailing delimiter declares the intent to create names below; the name
+        # itself is created.
+        if name.endswith(HIERARCHY_DELIMITER) and len(name) > 1:
+            name = name[:-1]
+        name, path = self._path(name)
+        if name == INBOX or self._is_folder(path):
+            raise FolderExistsError(f"the folder {name[:60]!r} exists")
+        if os.path.lexists(path):
+            raise BadFolderNameError(f"the name {name[:60]!r} is taken by something that is not a folder")
+        ensure_maildir(path)
+
+    def delete_folder(self, name: str) -> None:
+        name, path = self._path(name)
+        if name == INBOX or name in SPECIAL_FOLDERS:
+            raise StoreError(f"{name} cannot be deleted")
+        if not self._is_folder(path):
+            if self._children_of(name, self._folder_names()):
+                # RFC 3501 6.3.4: a name with children and no messages of its own stays until they go.
+                raise StoreError(f"{name[:60]!r} has subfolders; delete them first")
+            raise NoSuchFolderError(f"no folder named {name[:60]!r}")
+        mailstore.remove_folder(path)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        old, old_path = self._path(old)
+        new, new_path = self._path(new)
+        if new == INBOX or self._is_folder(new_path):
+            raise FolderExistsError(f"the folder {new[:60]!r} exists")
+        if os.path.lexists(new_path):
+            raise BadFolderNameError(f"the name {new[:60]!r} is taken by something that is not a folder")
+        if old == INBOX:
+            self._move_inbox_to(new, new_path)
+            return
+        if old in SPECIAL_FOLDERS:
+            raise StoreError(f"{old} cannot be renamed")
+        if new == old or new.startswith(old + HIERARCHY_DELIMITER):
+            raise BadFolderNameError("a folder cannot be moved into itself")
+        names = self._folder_names()
+        moving = ([old] if self._is_folder(old_path) else []) + self._children_of(old, names)
+        if not moving:
+            raise NoSuchFolderError(f"no folder named {old[:60]!r}")
+        targets = []
+        for name in moving:
+            target_name, target_path = self._path(new + name[len(old) :])
+            if os.path.lexists(target_path):
+                raise FolderExistsError(f"the folder {target_name[:60]!r} exists")
+            targets.append((self.maildir / f".{name}", target_path))
+        for source, target in targets:
+            mailstore.rename_folder(source, target)
+
+    def _move_inbox_to(self, name: str, path: Path) -> None:
+        """RFC 3501 6.3.5: RENAME INBOX moves its messages into a new folder; INBOX stays, empty."""
+        ensure_maildir(path)
+        inbox = uidmap.list_folder(self.maildir)
+        target_map = uidmap.uid_map(path, uidvalidity_counter=self.uidvalidity_counter)
+        with target_map.locked():
+            moves = [(self.maildir / subdir / file_name, key) for key, (subdir, file_name) in inbox.items()]
+            moved = mailstore.move_into_folder(moves, path)
+            listing = {unique_part(p.name): (p.parent.name, p.name) for p in moved if p is not None}
+            target_map.add(uidmap.measure(path, listing, list(listing)))
+
+    def open_folder(self, name: str, *, read_only: bool) -> MaildirFolder:
+        name, path = self._path(name)
+        if not self._is_folder(path):
+            raise NoSuchFolderError(f"no folder named {name[:60]!r}")
+        return MaildirFolder(self, name, path, read_only=read_only)
+
+    def status(self, name: str) -> FolderStatus:
+        folder = self.open_folder(name, read_only=True)
+        try:
+            messages = folder.messages()
+            return FolderStatus(
+                messages=len(messages),
+                unseen=sum(1 for record in messages if SEEN_FLAG not in record.flags),
+                uidnext=folder.uidnext,
+                uidvalidity=folder.uidvalidity,
+                size_octets=sum(record.size_octets for record in messages),
+            )
+        finally:
+            folder.close()
+
+    def append(self, name: str, message: bytes, flags: frozenset[str], internal_date: float | None) -> tuple[int, int]:
+        path = self.selectable_path(name)
+        self.check_quota(len(message), 1)
+        flags = frozenset(f for f in flags if f != RECENT_FLAG and (f in FLAG_LETTERS or _is_keyword(f)))
+        keyword_letters = _Keywords(path).letters_for([f for f in flags if f not in FLAG_LETTERS])
+        letters = [FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS] + [
+            keyword_letters[f] for f in flags if f in keyword_letters
+        ]
+        target_map = uidmap.uid_map(path, uidvalidity_counter=self.uidvalidity_counter)
+        mtime_ns = None if internal_date is None else int(internal_date * 1e9)
+        with target_map.locked():
+            stored = mailstore.store_in_folder(
+                path, [message], flag_letters="".join(letters) if letters else None, mtime_ns=mtime_ns
+            )
+            stat = os.stat(stored)
+            entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
+            uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+        return uidvalidity, uid
+
+    def _usage(self) -> tuple[int, int]:
+        """Octets and messages stored in every folder: the quota counts the whole mailbox."""
+        total_octets, total_messages = usage(self.maildir)
+        for name in self._folder_names():
+            octets, count = usage(self.maildir / f".{name}")
+            total_octets += octets
+            total_messages += count
+        return total_octets, total_messages
+
+    def check_quota(self, extra_octets: int, extra_messages: int) -> None:
+        """OverQuotaError if storing this much more would pass the mailbox's quota."""
+        if self.quota_octets is None and self.quota_messages is None:
+            return
+        if exceeds_quota(self._usage(), self.quota_octets, self.quota_messages, extra_octets, extra_messages):
+            raise OverQuotaError("the mailbox is over its quota")
+
+    def quota(self) -> Quota:
+        used_octets, used_messages = self._usage()
+        return Quota(
+            used_octets=used_octets,
+            limit_octets=self.quota_octets,
+            used_messages=used_messages,
+            limit_messages=self.quota_messages,
+        )
+
+    def release(self) -> None:
+        callback, self._on_release = self._on_release, None
+        if callback is not None:
+            callback()
