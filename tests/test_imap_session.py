@@ -474,6 +474,17 @@ def test_list_accepts_remote_and_return_special_use(logged_in):
     ]
 
 
+def test_list_recursivematch_shows_parents_of_subscribed_folders_with_childinfo(logged_in, store):
+    store.folders["Work"] = store._new_folder()
+    store.folders["Work"].subscribed = False
+    store.folders["Work.2026"] = store._new_folder()
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" %')
+    names = [line.split(b'"." ', 1)[1] for line in untagged_lines(data)]
+    assert names == [b"INBOX", b"Archive", b"Drafts", b"Sent", b"Trash", b'Work ("CHILDINFO" ("SUBSCRIBED"))']
+    assert b'* LIST (\\HasChildren) "." Work ("CHILDINFO" ("SUBSCRIBED"))' in data
+
+
 def test_list_return_status_follows_each_folder(logged_in):
     data = send(logged_in, 'l1 LIST "" (INBOX Sent) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
     assert untagged_lines(data) == [
@@ -485,7 +496,15 @@ def test_list_return_status_follows_each_folder(logged_in):
 
 
 @pytest.mark.parametrize(
-    "arguments", ['(BOGUS) "" *', '(RECURSIVEMATCH) "" *', '"" * RETURN (BOGUS)', '"" * RETURN STATUS', '""']
+    "arguments",
+    [
+        '(BOGUS) "" *',
+        '(RECURSIVEMATCH) "" *',
+        '(REMOTE RECURSIVEMATCH) "" *',
+        '"" * RETURN (BOGUS)',
+        '"" * RETURN STATUS',
+        '""',
+    ],
 )
 def test_malformed_list_options_are_bad(logged_in, arguments):
     assert last_line(send(logged_in, f"l1 LIST {arguments}")).startswith(b"l1 BAD")

@@ -29,6 +29,7 @@ from servers.imap.store_api import (
 )
 
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_ALONE = frozenset({"RECURSIVEMATCH", "REMOTE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "RECENT", "SIZE")
 _DATE_TIME = re.compile(
@@ -249,7 +250,8 @@ class MailboxCommands:
         selection: set[str] = set()
         if args and isinstance(args[0], list):
             selection = {as_atom(option).upper() for option in args.pop(0)}
-            if not selection <= _SELECTION_OPTIONS or selection == {"RECURSIVEMATCH"}:
+            # RFC 5258 3.1: RECURSIVEMATCH only qualifies another option (REMOTE does not count).
+            if not selection <= _SELECTION_OPTIONS or ("RECURSIVEMATCH" in selection and selection <= _ALONE):
                 raise CommandSyntaxError("Unsupported LIST selection option")
         if len(args) < 2:
             raise CommandSyntaxError("LIST needs a reference and a pattern")
@@ -262,15 +264,24 @@ class MailboxCommands:
         if "SUBSCRIBED" in selection:
             returns.add("SUBSCRIBED")
         compiled = [ListPattern(reference, pattern) for pattern in patterns]
+        folders = self._account().list_folders()
+        # RFC 5258 3.5: with RECURSIVEMATCH, a parent of a subscribed folder is listed with CHILDINFO.
+        childinfo_wanted = {"RECURSIVEMATCH", "SUBSCRIBED"} <= selection
+        subscribed = [info.name for info in folders if info.subscribed]
         out = bytearray()
-        for info in self._account().list_folders():
+        for info in folders:
             if not any(pattern.matches(info.name) for pattern in compiled):
                 continue
-            if "SUBSCRIBED" in selection and not info.subscribed:
+            childinfo = childinfo_wanted and any(
+                name.startswith(info.name + HIERARCHY_DELIMITER) for name in subscribed
+            )
+            if "SUBSCRIBED" in selection and not info.subscribed and not childinfo:
                 continue
             if "SPECIAL-USE" in selection and info.special_use is None:
                 continue
-            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {responses.astring(info.name)}')
+            extended = ' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else ""
+            name = responses.astring(info.name)
+            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {name}{extended}')
             if status_items and info.selectable:
                 out += self._status_line(info.name, status_items, tolerate_errors=True)
         return Done(bytes(out))
