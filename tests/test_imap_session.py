@@ -70,6 +70,22 @@ def test_plaintext_login_is_allowed_without_tls_when_the_policy_says_so(director
     assert last_line(send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a1 OK")
 
 
+def test_pipelined_commands_are_answered_in_order(logged_in):
+    data = send(logged_in, b"p1 NOOP\r\np2 SELECT INBOX\r\np3 FETCH 1 UID\r\np4 UNSELECT\r\n")
+    assert [line.split(b" ")[0] for line in data.split(b"\r\n") if line and not line.startswith(b"*")] == [
+        b"p1",
+        b"p2",
+        b"p3",
+        b"p4",
+    ]
+
+
+def test_a_command_split_across_packets_waits_for_its_end(logged_in):
+    assert send(logged_in, b"n1 NO") == b""
+    assert send(logged_in, b"OP\r") == b""
+    assert send(logged_in, b"\n") == b"n1 OK NOOP completed\r\n"
+
+
 def test_unknown_commands_are_bad(session):
     assert send(session, "x1 XYZZY") == b"x1 BAD Unknown command\r\n"
 
