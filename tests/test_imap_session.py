@@ -797,6 +797,18 @@ def test_imaplib_session_from_login_to_logout(session, store):
     assert account_of(store).release_count == 1
 
 
+def test_imaplib_login_with_the_password_as_a_literal(session, store):
+    # imaplib sends `TAG LOGIN alice {N}`, waits for the continuation, then the octets and CRLF.
+    password = 'p"a\\ss w{rd} \u00fc\r\n'
+    session.authenticator = lambda user, given: (
+        AuthOutcome(AuthStatus.OK, store.account()) if given == password else AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+    )
+    client = SessionIMAP4(session)
+    client.literal = password.encode()
+    assert client._simple_command("LOGIN", "alice")[0] == "OK"
+    assert session.user == ALICE
+
+
 def test_imaplib_authenticate_plain_uses_the_continuation(session, store):
     client = SessionIMAP4(session)
     status, _ = client.authenticate("PLAIN", lambda _challenge: f"\0alice\0{ALICE_PASSWORD}".encode())
