@@ -469,6 +469,12 @@ def test_a_crafted_list_pattern_does_not_backtrack_forever(logged_in, store):
     assert last_line(send(logged_in, 'l2 LIST "" ' + "*" * 1025)) == b"l2 BAD LIST pattern too long"
 
 
+def test_a_folder_another_program_named_in_utf8_is_listed_as_a_literal(logged_in, store):
+    store.folders["Entwürfe"] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" Entw*')
+    assert data == '* LIST (\\HasNoChildren) "." {9}\r\nEntwürfe\r\nl1 OK LIST completed\r\n'.encode()
+
+
 def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):
     assert untagged_lines(send(logged_in, 'l1 LIST "" ""')) == [b'* LIST (\\Noselect) "." ""']
 
