@@ -320,6 +320,10 @@ def render(
         else:
             if item.needs_header_only:
                 data = section_bytes(item, None, loaded.header(), None)
+            elif not item.part and item.specifier in ("", "TEXT"):
+                # BODY[] and BODY[TEXT], what clients download most: no MIME tree needed.
+                whole = loaded.message()
+                data = whole if not item.specifier else mime.split_header(whole)[1]
             else:
                 data = section_bytes(item, loaded.message(), loaded.header(), loaded.root())
             data = _partial(data, item.partial)

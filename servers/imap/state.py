@@ -95,6 +95,8 @@ class SelectedFolder:
 
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
+        # Asked after every command (the adapter's IDLE watcher): a folder's directories do not move.
+        self.watch_paths = tuple(folder.watch_paths())
         self.view: list[MessageRecord] = list(folder.messages())
         self.pending_expunged: set[int] = set()
         self.saved_uids: list[int] = []  # RFC 5182: "$", empty until a SEARCH RETURN (SAVE)
