@@ -301,6 +301,9 @@ def rename_folder(request: HttpRequest) -> HttpResponse:
     form = RenameFolderForm(request.POST)
     if form.is_valid():
         old = _folder_or_404(request, form.cleaned_data["folder"])
+        if folders.is_fixed(old):
+            messages.error(request, gettext("%(folder)s cannot be renamed.") % {"folder": folders.display_name(old)})
+            return redirect("webmail:folders")
         try:
             new = folders.rename_folder(request.mailbox, old, form.cleaned_data["new_name"])
         except StoreError as error:

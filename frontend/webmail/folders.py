@@ -13,6 +13,7 @@ renamed folder's rows follow it, a deleted folder's rows go.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,16 @@ def is_fixed(name: str) -> bool:
     return name in FIXED_FOLDERS
 
 
+def _collation_key(text: str) -> str:
+    """Accents set aside, case folded: "Ärger" sorts beside "Arbeit", not after "Zebra"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+
+
 def _sort_key(name: str) -> tuple:
     levels = name.split(HIERARCHY_DELIMITER)
     first = FIXED_FOLDERS.index(levels[0]) if levels[0] in FIXED_FOLDERS else USER_FOLDER_RANK
     return tuple(
-        (first if depth == 0 else USER_FOLDER_RANK, display_name(level).casefold(), level)
+        (first if depth == 0 else USER_FOLDER_RANK, _collation_key(display_name(level)), level)
         for depth, level in enumerate(levels)
     )
 
