@@ -283,10 +283,14 @@ def test_folders_flags_and_moves_made_through_the_imap_store_show_in_the_webmail
 
 @pytest.fixture
 def outbox(monkeypatch) -> list:
+    """Every message handed to the (fake) server."""
     sent: list = []
-    monkeypatch.setattr(
-        views, "submit", lambda mailbox, password, message, rcpts: sent.append(message) or SubmissionResult()
-    )
+
+    def fake_submit(mailbox, password, message, recipients) -> SubmissionResult:
+        sent.append(message)
+        return SubmissionResult()
+
+    monkeypatch.setattr(views, "submit", fake_submit)
     return sent
 
 
