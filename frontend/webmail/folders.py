@@ -274,6 +274,9 @@ def _transfer(mailbox: Mailbox, rows: Sequence[MessageIndex], target: str, *, co
                 _, pairs = folder.copy_to(list(uids.values()), target)
             else:
                 _, pairs = folder.move_to(list(uids.values()), target)
+                # The source's UID map lets go of the names that left now, so a move back (undo) may
+                # keep them: the store gives a name its map still knows a new one, and POP3 a new UIDL.
+                folder.refresh()
         finally:
             folder.close()
     finally:
