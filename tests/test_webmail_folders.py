@@ -124,6 +124,8 @@ def test_a_hostile_new_name_for_a_rename_gets_a_field_error(lab):
     response = client.post(reverse("webmail:rename_folder"), {"folder": "Projects", "new_name": "../x"})
     assert response.status_code == 400 and b'data-testid="folder-error"' in response.content
     assert client.post(reverse("webmail:rename_folder"), {"folder": "../..", "new_name": "x"}).status_code == 404
+    taken = client.post(reverse("webmail:rename_folder"), {"folder": "Projects", "new_name": "Archive"})
+    assert taken.status_code == 400 and b"exists" in taken.content
     assert "Projects" in [info.name for info in imap(lab.helena).list_folders()]
 
 
@@ -230,6 +232,8 @@ def test_in_trash_delete_for_ever_and_empty_trash_ask_first(lab):
     doomed, kept = store(lab.helena, text_message(subject="a")), store(lab.helena, text_message(subject="b"))
     client = signed_in_client(lab.helena)
     pks = [pk_of(client, lab.helena, doomed), pk_of(client, lab.helena, kept)]
+    # Outside Trash nothing is deleted for ever: Delete is the move to Trash, which can be undone.
+    assert client.post(reverse("webmail:act"), {"action": "forever", "ids": pks, "confirm": "1"}).status_code == 404
     client.post(reverse("webmail:act"), {"action": "trash", "ids": pks})
     assert set(imap_messages(lab.helena, "Trash")) == {doomed, kept}
     asked = client.post(reverse("webmail:act"), {"action": "forever", "ids": [pks[0]]})
@@ -254,6 +258,9 @@ def test_flagging_and_marking_unread_set_the_maildir_flags_imap_sees(lab):
     client.post(reverse("webmail:act"), {"action": "unread", "ids": [pk]})
     client.post(reverse("webmail:mark", args=[pk]), {"flagged": "0"})
     assert imap_messages(lab.helena, "INBOX") == {uid: frozenset()}
+    client.post(reverse("webmail:act"), {"action": "flag", "ids": [pk]})
+    assert imap_messages(lab.helena, "INBOX") == {uid: frozenset({"\\Flagged"})}
+    assert 'data-flagged="1"' in open_folder(client, "inbox").content.decode()
 
 
 # -- what IMAP does shows in the webmail ------------------------------------------------------------

@@ -165,6 +165,8 @@ def act(request: HttpRequest) -> HttpResponse:
             return _delete_for_ever(request, rows)
         return _move_to_trash(request, rows)
     if action == "forever":
+        if rows[0].folder != TRASH:  # for ever only from Trash: elsewhere Delete is the undoable move
+            raise Http404("Only messages in Trash are deleted for ever.")
         return _delete_for_ever(request, rows)
     if action in ("read", "unread", "flag", "unflag"):
         letter = index.SEEN_FLAG if action in ("read", "unread") else index.FLAGGED_FLAG
