@@ -286,6 +286,21 @@ def test_folders_flags_and_moves_made_through_the_imap_store_show_in_the_webmail
     assert MessageIndex.objects.get(mailbox=lab.helena, folder="From IMAP").uid == moved
 
 
+def test_a_folder_renamed_or_deleted_through_the_imap_store_leaves_no_rows_behind(lab):
+    account = imap(lab.helena)
+    for name in ("Old", "Doomed"):
+        account.create_folder(name)
+        account.append(name, text_message(subject=f"in {name}").as_bytes(), frozenset(), None)
+    client = signed_in_client(lab.helena)
+    open_folder(client, "inbox")
+    assert set(MessageIndex.objects.filter(mailbox=lab.helena).values_list("folder", flat=True)) == {"Old", "Doomed"}
+    account.rename_folder("Old", "New")
+    account.delete_folder("Doomed")
+    page = open_folder(client, "inbox").content.decode()
+    assert "New" in sidebar(page) and "Old" not in sidebar(page) and "Doomed" not in sidebar(page)
+    assert list(MessageIndex.objects.filter(mailbox=lab.helena).values_list("folder", "subject")) == [("New", "in Old")]
+
+
 # -- drafts -----------------------------------------------------------------------------------------
 
 

@@ -163,6 +163,11 @@ def folder_tree(mailbox: Mailbox, *, current: str | None = None) -> tuple[list[F
         .values("folder")
         .annotate(total=Count("id"), unread=Count("id", filter=Q(is_read=False)))
     }
+    # A folder an IMAP client renamed or deleted: its rows go (a rename's new folder is indexed anew).
+    gone = set(counts) - set(selectable)
+    if gone:
+        MessageIndex.objects.filter(mailbox_id=mailbox.pk, folder__in=gone).delete()
+        MailboxIndexState.objects.filter(mailbox_id=mailbox.pk, folder__in=gone).delete()
     entries = [
         _entry(info, counts.get(info.name, {}).get("unread", 0), counts.get(info.name, {}).get("total", 0))
         for info in infos
