@@ -337,9 +337,17 @@ def expunge_messages(mailbox: Mailbox, rows: Sequence[MessageIndex]) -> int:
 
 
 def empty_trash(mailbox: Mailbox) -> int:
-    """Delete every message in Trash for ever; return how many went."""
-    index.refresh(mailbox.pk, Path(mailbox.maildir), TRASH, force=True)
-    return expunge_messages(mailbox, list(MessageIndex.objects.for_mailbox(mailbox.pk, TRASH)))
+    """Delete every message in Trash for ever (indexed yet or not); return how many went."""
+    folder = account_for(mailbox).open_folder(TRASH, read_only=False)
+    try:
+        uids = [record.uid for record in folder.messages()]
+        folder.store_flags(uids, frozenset({DELETED_FLAG}), "add")
+        expunged = folder.expunge(uids)
+    finally:
+        folder.close()
+    # A message that reached Trash meanwhile changed its directory: the next refresh indexes it again.
+    MessageIndex.objects.for_mailbox(mailbox.pk, TRASH).delete()
+    return len(expunged)
 
 
 # --- drafts ----------------------------------------------------------------------------------------
