@@ -359,6 +359,11 @@ def test_another_mailboxs_messages_and_undo_and_unknown_folders_are_404(lab):
         response = helena.post(reverse("webmail:act"), {"action": action, "target": "Archive", "ids": [bob_pk]})
         assert response.status_code == 404, action
     assert helena.post(reverse("webmail:undo"), {"token": bob_token}).status_code == 404
+    huge = "9" * 40
+    assert (
+        helena.post(reverse("webmail:act"), {"action": "move", "target": "Archive", "ids": [huge]}).status_code == 302
+    )
+    assert helena.get(reverse("webmail:compose"), {"draft": huge}).status_code == 404
     assert helena.post(reverse("webmail:act"), {"action": "move", "target": "../bob", "ids": []}).status_code == 302
     for name in ("Nope", "..", ".Trash", "Trash.."):
         assert open_folder(helena, name).status_code == 404, name

@@ -27,6 +27,7 @@ from .views import UNDO_SESSION_KEY, _page_context, folder_slug
 UNDO_SALT = "mailconsole.webmail.undo"
 UNDO_MAX_AGE_S = 600
 MAX_SELECTED = 500
+MAX_ID_DIGITS = 18
 
 
 def _folder_or_404(request: HttpRequest, name: str) -> str:
@@ -38,7 +39,8 @@ def _folder_or_404(request: HttpRequest, name: str) -> str:
 
 def _selected(request: HttpRequest) -> list[MessageIndex]:
     """The messages posted as `ids`, of this mailbox only (all in one folder: the first one's)."""
-    ids = [int(pk) for pk in request.POST.getlist("ids")[:MAX_SELECTED] if pk.isdigit()]
+    # Digits only, and few enough for a database integer: anything else is no message of ours.
+    ids = [int(pk) for pk in request.POST.getlist("ids")[:MAX_SELECTED] if pk.isdigit() and len(pk) <= MAX_ID_DIGITS]
     rows = list(MessageIndex.objects.filter(mailbox_id=request.mailbox.pk, pk__in=ids).order_by("pk"))
     if len(rows) != len(set(ids)):
         raise Http404("No such message.")

@@ -89,7 +89,7 @@ class ComposeForm(BootstrapForm):
     in_reply_to = forms.IntegerField(required=False, widget=forms.HiddenInput)
     forward_of = forms.IntegerField(required=False, widget=forms.HiddenInput)
     # The draft this message continues (its id in Drafts): replaced when saved again, removed once sent.
-    draft = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    draft = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
 
     def __init__(self, *args, for_draft: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -448,7 +448,7 @@ def _own_draft(request: HttpRequest, pk: int | None) -> MessageIndex | None:
 
 def _draft_initial(request: HttpRequest, pk: str) -> dict:
     """The fields of a saved draft, to continue editing it."""
-    if not pk.isdigit():
+    if not pk.isdigit() or len(pk) > 18:
         raise Http404("No such draft.")
     draft = _own_draft(request, int(pk))
     assert draft is not None
