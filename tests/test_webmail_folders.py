@@ -318,6 +318,28 @@ def outbox(monkeypatch) -> list:
     return sent
 
 
+def test_a_reply_saved_as_a_draft_keeps_its_threading_and_attachments_when_sent(lab, outbox):
+    original = text_message(subject="Budget")
+    original.add_attachment(b"1,2,3", maintype="text", subtype="csv", filename="budget.csv")
+    client = signed_in_client(lab.helena)
+    pk = pk_of(client, lab.helena, store(lab.helena, original))
+    form = client.get(reverse("webmail:compose"), {"forward": pk}).context["form"]
+    client.post(reverse("webmail:compose"), {**form.initial, "save_draft": "1"})
+    reply = client.get(reverse("webmail:compose"), {"reply": pk}).context["form"]
+    client.post(reverse("webmail:compose"), {**reply.initial, "save_draft": "1"})
+    drafts = MessageIndex.objects.filter(mailbox=lab.helena, folder="Drafts")
+    forwarded, replied = drafts.get(subject="Fwd: Budget"), drafts.get(subject="Re: Budget")
+    for draft in (forwarded, replied):
+        client.post(
+            reverse("webmail:compose"),
+            {"to": "bob@webmail.test", "subject": draft.subject, "draft": draft.pk, "save_copy": ""},
+        )
+    sent_forward, sent_reply = outbox
+    assert [p.get_filename() for p in sent_forward.iter_attachments()] == ["budget.csv"]
+    assert sent_reply["In-Reply-To"] == original["Message-ID"]
+    assert imap_messages(lab.helena, "Drafts") == {}
+
+
 def test_a_saved_draft_has_the_draft_flag_opens_for_editing_and_goes_once_sent(lab, outbox):
     client = signed_in_client(lab.helena)
     saved = client.post(reverse("webmail:compose"), {"subject": "Half done", "body": "To be", "save_draft": "1"})

@@ -421,6 +421,11 @@ def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
             continue
         original = _own_message(request, carried)
         parsed = mime.parse(_raw(request, original))
+        if carried == data.get("draft") and not message["In-Reply-To"]:
+            # A continued reply keeps its threading headers, which the draft holds.
+            for name in ("In-Reply-To", "References"):
+                if mime.header(parsed, name):
+                    message[name] = mime.header(parsed, name)
         for part in mime.parts_of(parsed):
             if part.is_attachment:
                 found = mime.part_payload(parsed, part.number)
