@@ -159,6 +159,19 @@ def test_a_rename_takes_the_subfolders_and_the_index_along(lab):
     assert open_folder(client, "Projects").status_code == 404
 
 
+def test_a_folder_renamed_onto_its_own_parent_name_keeps_its_rows(lab):
+    account = imap(lab.helena)
+    account.create_folder("Top.Mid")  # "Top" exists only as the path to it
+    account.append("Top.Mid", text_message(subject="deep").as_bytes(), frozenset(), None)
+    client = signed_in_client(lab.helena)
+    open_folder(client, "Top.Mid")
+    client.post(reverse("webmail:rename_folder"), {"folder": "Top.Mid", "new_name": "Top"})
+    assert list(imap_messages(lab.helena, "Top").values()) == [frozenset()]
+    page = open_folder(client, "Top").content.decode()
+    assert ">deep</a>" in page
+    assert list(MessageIndex.objects.filter(mailbox=lab.helena).values_list("folder", flat=True)) == ["Top"]
+
+
 def test_deleting_a_folder_with_messages_asks_first_then_deletes_it_and_its_index_rows(lab):
     account = imap(lab.helena)
     account.create_folder("Old")

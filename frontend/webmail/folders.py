@@ -207,11 +207,16 @@ def rename_folder(mailbox: Mailbox, old: str, typed: str) -> str:
     account.rename_folder(old, new)
     account.subscribe(old, False)
     account.subscribe(new, True)
+    old_tree = MessageIndex.objects.in_folder_tree(mailbox.pk, old)
     with transaction.atomic():
-        for model in (MessageIndex, MailboxIndexState):
-            rows = model.objects.filter(mailbox_id=mailbox.pk).filter(Q(folder=old) | Q(folder__startswith=f"{old}."))
-            for folder in set(rows.values_list("folder", flat=True)):
-                model.objects.filter(mailbox_id=mailbox.pk, folder=folder).update(folder=new + folder[len(old) :])
+        # Rows left under the new names (folders gone behind the index's back) give way, and the scan
+        # states of both trees go: the next refresh finds the moved rows where their files now are.
+        MessageIndex.objects.in_folder_tree(mailbox.pk, new).exclude(pk__in=old_tree.values("pk")).delete()
+        MailboxIndexState.objects.filter(mailbox_id=mailbox.pk).filter(
+            Q(folder=old) | Q(folder__startswith=f"{old}.") | Q(folder=new) | Q(folder__startswith=f"{new}.")
+        ).delete()
+        for folder in set(old_tree.values_list("folder", flat=True)):
+            MessageIndex.objects.for_mailbox(mailbox.pk, folder).update(folder=new + folder[len(old) :])
     return new
 
 
