@@ -17,6 +17,7 @@ from frontend.webmail import views
 from frontend.webmail.models import MessageIndex
 from frontend.webmail.submission import SubmissionResult
 from servers import maildir as store_module
+from servers import services
 from servers.mailfolders import MaildirAccount
 from tests.webmail_helpers import make_lab, signed_in_client, store, text_message
 
@@ -223,6 +224,19 @@ def test_copying_a_message_leaves_it_and_gives_the_copy_a_new_unique_name(lab):
     copy_row = MessageIndex.objects.get(mailbox=lab.helena, folder="Keep")
     assert copy_row.uid in copies and copy_row.subject == "keep a copy"
     assert client.get(reverse("webmail:read", args=[copy_row.pk])).status_code == 200
+
+
+def test_a_copy_over_the_quota_is_refused_in_words_and_copies_nothing(lab):
+    uid = store(lab.helena, text_message(body="x" * 3000))
+    services.update_mailbox(lab.helena, quota_bytes=4000)
+    client = signed_in_client(lab.helena)
+    pk = pk_of(client, lab.helena, uid)
+    response = client.post(reverse("webmail:act"), {"action": "copy", "target": "Archive", "ids": [pk]}, follow=True)
+    assert response.status_code == 200 and b"Nothing was changed" in response.content
+    assert imap_messages(lab.helena, "Archive") == {}
+    # A move adds nothing to the mailbox, so the quota lets it through.
+    client.post(reverse("webmail:act"), {"action": "move", "target": "Archive", "ids": [pk]})
+    assert list(imap_messages(lab.helena, "Archive")) == [uid]
 
 
 def test_delete_moves_to_trash_and_undo_right_after_moves_it_back(lab):
