@@ -96,6 +96,14 @@ def test_a_folder_created_in_unicode_is_what_an_imap_client_lists_in_modified_ut
     assert "&AMQ-rger" in listed and "&AMQ-rger.Reisen 2026" in listed
     assert listed["&AMQ-rger"].subscribed and listed["&AMQ-rger"].has_children
     assert open_folder(client, "&AMQ-rger.Reisen 2026").status_code == 200
+    # Characters that mean something in URLs and HTML stay plain text in either.
+    for typed in ("50% off? #1 R&D", "<b>bold"):
+        client.post(reverse("webmail:create_folder"), {"name": typed, "parent": ""})
+    names = [info.name for info in imap(lab.helena).list_folders()]
+    assert "50% off? #1 R&-D" in names and "<b>bold" in names
+    page = open_folder(client, "50% off? #1 R&-D").content.decode()
+    assert 'data-testid="folder-title">50% off? #1 R&amp;D<' in page
+    assert "<b>bold" not in page and "&lt;b&gt;bold" in page
 
 
 @pytest.mark.parametrize(
