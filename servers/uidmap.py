@@ -175,11 +175,16 @@ def _message_names(directory: Path) -> list[str]:
     return names
 
 
+def list_subdir(folder: Path, subdir: str) -> Listing:
+    """The message files of the folder's new/ or cur/ by unique name."""
+    return {name.partition(":")[0]: (subdir, name) for name in _message_names(folder / subdir)}
+
+
 def list_folder(folder: Path) -> Listing:
     """The message files of a folder by unique name; a file caught moving from new/ to cur/ is in cur/."""
     # new/ first: a message moved between the two listings is still seen, in cur/.
-    listing = {name.partition(":")[0]: ("new", name) for name in _message_names(folder / "new")}
-    listing.update({name.partition(":")[0]: ("cur", name) for name in _message_names(folder / "cur")})
+    listing = list_subdir(folder, "new")
+    listing.update(list_subdir(folder, "cur"))
     return listing
 
 
@@ -323,11 +328,12 @@ class UidMap:
             if state is not None and not unknown and not maybe_gone:
                 return MapView(state.uidvalidity, state.next_uid, dict(known)), listing
             known_keys = set(known) if maybe_gone else set()
+            read_up_to = None if state is None else (state.file_id, state.offset)
         gone: set[str] = set()
         if maybe_gone:
             listing = {**listing, **list_folder(self.folder)}
             gone = known_keys.difference(listing)
-            unknown = [key for key in listing if key not in known_keys]
+            unknown = list(listing.keys() - known_keys)
         measured = measure(self.folder, listing, unknown)  # reads files: outside the lock
         with self._mutex, flocked(self.lock_path):
             state = self._catch_up(locked=True)
@@ -337,7 +343,10 @@ class UidMap:
                 entries = state.entries
                 measured_keys = {key for key, _ in measured}
                 fresh = [(key, entry) for key, entry in measured if key not in entries]
-                missing = [key for key in listing if key not in entries and key not in measured_keys]
+                # Unless others wrote meanwhile, every name the map lacks was measured already.
+                missing = []
+                if (state.file_id, state.offset) != read_up_to:
+                    missing = list(listing.keys() - entries.keys() - measured_keys)
                 if missing:  # another process dropped them meanwhile, or the map was rebuilt
                     fresh = sorted(
                         fresh + measure(self.folder, listing, missing),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -271,13 +272,15 @@ def test_sessions_on_one_folder_share_one_listing_per_change(account, maildir, m
     sessions = [account.open_folder("INBOX", read_only=True) for _ in range(3)]
     (key,) = deliver(maildir)
     listings = []
-    real_list_folder = uidmap.list_folder
-    monkeypatch.setattr(uidmap, "list_folder", lambda folder: listings.append(folder) or real_list_folder(folder))
+    real_list_subdir = uidmap.list_subdir
+    monkeypatch.setattr(
+        uidmap, "list_subdir", lambda folder, subdir: listings.append(subdir) or real_list_subdir(folder, subdir)
+    )
 
     added = [[r.key for r in session.refresh().added] for session in sessions]
 
     assert added == [[key]] * 3
-    assert len(listings) == 1
+    assert sorted(listings) == ["cur", "new"]  # one listing of the folder, for all three
 
 
 def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildir):
@@ -292,6 +295,46 @@ def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildi
 
     assert not mine.refresh()
     assert mine.messages()[0].flags == {"\\Seen"}
+
+
+def settle(maildir: Path, seconds_ago: int) -> None:
+    """Give new/ and cur/ modification times long past (each call its own), as if changes had settled."""
+    past_ns = (int(time.time()) - seconds_ago) * 10**9
+    for sub in ("new", "cur"):
+        os.utime(maildir / sub, ns=(past_ns, past_ns))
+
+
+def test_new_mail_in_a_settled_folder_lists_new_alone_and_every_session_gets_the_same_answer(
+    account, maildir, monkeypatch
+):
+    keys = deliver(maildir, 3)
+    mailstore.mark_read(maildir / "new" / keys[0])
+    settle(maildir, 100)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=True)
+    listed = []
+    real_list_subdir = uidmap.list_subdir
+    monkeypatch.setattr(
+        uidmap, "list_subdir", lambda folder, subdir: listed.append(subdir) or real_list_subdir(folder, subdir)
+    )
+
+    (fourth,) = deliver(maildir)
+    os.utime(maildir / "new", ns=((int(time.time()) - 90) * 10**9,) * 2)  # new/ changed, and settled since
+    assert [(r.uid, r.key) for r in mine.refresh().added] == [(4, fourth)]
+    assert [(r.uid, r.key) for r in theirs.refresh().added] == [(4, fourth)]
+    assert listed == ["new"]  # cur/ is unchanged: its last listing serves
+
+    mailstore.mark_read(maildir / "new" / fourth)  # as the webmail does: new/ -> cur/
+    mailstore.MaildirMailbox(maildir).commit_deletions([keys[1]])  # as POP3 does
+    settle(maildir, 80)
+    changes = mine.refresh()
+    assert [(r.uid, r.flags) for r in changes.flags_changed] == [(4, frozenset({"\\Seen"}))]
+    assert changes.expunged == [2] and changes.added == []
+    assert theirs.refresh().expunged == [2]
+
+    mailfolders._snapshots.clear()  # a fresh process's look, from scratch, agrees
+    fresh = account.open_folder("INBOX", read_only=True)
+    assert [(r.uid, r.key, r.flags) for r in fresh.messages()] == [(r.uid, r.key, r.flags) for r in mine.messages()]
 
 
 def test_a_pop3_deletion_appears_as_expunged(account, maildir):
