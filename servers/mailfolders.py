@@ -611,6 +611,8 @@ class MaildirFolder:
         # Exact paths: a file another reader renamed meanwhile had its flags changed, and stays.
         removed = mailstore.remove_message_files([self._path_of(uid) for uid in doomed])
         expunged = [uid for uid, gone in zip(doomed, removed, strict=True) if gone]
+        if expunged:
+            self._map.forget([self._records[uid].key for uid in expunged])
         self._forget(expunged)
         return expunged
 
@@ -652,6 +654,8 @@ class MaildirFolder:
             uidvalidity, new_uids = target_map.add(
                 [(unique_part(path.name), self._entry_for(uid)) for uid, path in done]
             )
+        if done:  # the sources are gone from this folder (in this folder too: they have new names)
+            self._map.forget([self._records[uid].key for uid, _ in done])
         self._forget([uid for uid, _ in done])
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(done, new_uids, strict=True)]
 

@@ -47,7 +47,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -369,6 +369,13 @@ class UidMap:
         state = self._append_locked(state, fresh, [])
         self._locked_state = state
         return state.uidvalidity, [state.entries[key].uid for key, _ in measured]
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop the entries of files the caller removed itself (EXPUNGE, MOVE): no listing is needed."""
+        with self._mutex, flocked(self.lock_path):
+            state = self._catch_up(locked=True)
+            if state is not None:
+                self._append_locked(state, [], [state.entries[key].uid for key in keys if key in state.entries])
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[MapView]:

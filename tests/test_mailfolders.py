@@ -357,6 +357,7 @@ def test_expunge_removes_only_deleted_messages_among_those_named(account, maildi
 
     assert folder.expunge([2, 3]) == [2, 3]
     assert [r.uid for r in folder.messages()] == [1]
+    assert fresh_uid_map_view(maildir) == {1}  # dropped from the map at once, not at the next look
     assert len(files_of(maildir)) == 1
     assert not folder.refresh()  # the session already knows
 
