@@ -320,9 +320,10 @@ class MaildirFolder:
             and previous.looked_at_ns - mtimes[1] > USAGE_SETTLE_NS
         ):
             cur_listing = previous.cur_listing
+        # new/ before cur/: a message moved from one to the other meanwhile is then seen in cur/.
+        new_listing = uidmap.list_subdir(self.path, "new")
         if cur_listing is None:
             cur_listing = uidmap.list_subdir(self.path, "cur")
-        new_listing = uidmap.list_subdir(self.path, "new")
         composed = {**new_listing, **cur_listing}
         try:
             view, listing = self._map.sync(composed)
