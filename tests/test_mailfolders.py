@@ -412,6 +412,7 @@ def test_copy_returns_copyuid_pairs_and_keeps_flags(account, maildir):
 
 def test_move_returns_pairs_removes_the_sources_and_moving_back_gives_new_uids(account, maildir):
     keys = deliver(maildir, 2)
+    inodes = sorted(os.stat(maildir / "new" / key).st_ino for key in keys)
     inbox = account.open_folder("INBOX", read_only=False)
 
     _, pairs = inbox.move_to([1, 2], "Trash")
@@ -419,6 +420,7 @@ def test_move_returns_pairs_removes_the_sources_and_moving_back_gives_new_uids(a
     assert pairs == [(1, 1), (2, 2)] and list(inbox.messages()) == [] and files_of(maildir) == []
     trash = account.open_folder("Trash", read_only=False)
     assert [r.key for r in trash.messages()] == keys  # the unique name (POP3's UIDL) moved along
+    assert sorted(os.stat(maildir / ".Trash" / "new" / key).st_ino for key in keys) == inodes  # renamed, not copied
     _, back = trash.move_to([1], "INBOX")
     assert back == [(1, 3)]  # a new UID: never one the folder handed out before
     assert [r.uid for r in inbox.refresh().added] == [3]
