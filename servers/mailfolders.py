@@ -26,6 +26,15 @@ sessions only; an IMAP session never takes it. POP3's DELE+QUIT unlinks files, a
 those messages as expunged at their next refresh; POP3 sees IMAP's flag changes as nothing at all
 (a rename keeps the unique name, which is its UIDL) and IMAP's expunges as messages gone.
 
+Quota: the octets and messages of every folder together (`servers.maildir.usage` of each), against
+the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
+stored, MOVE never is (it does not grow the mailbox).
+
+Speed: a refresh of an unchanged folder is two stats. A look at a changed folder lists new/ (and
+cur/ only if it changed), reads only what others appended to the UID map, and makes records only
+for what changed; the records of a folder are kept once per process (`_Snapshot`) and shared by
+its sessions, so a SELECT in a warm process builds nothing.
+
 Every write goes through `servers.mailstore`; the UIDs come from `servers.uidmap`. Nothing here
 imports Django: the worker builds a `MaildirAccount` from the Mailbox row.
 """
