@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -390,6 +393,41 @@ def test_append_returns_the_uid_and_keeps_flags_and_internal_date(account, maild
     assert os.listdir(maildir / ".Drafts" / "tmp") == []
     with pytest.raises(NoSuchFolderError):
         account.append("Nowhere", MESSAGE, frozenset(), None)
+
+
+def _append_many(maildir: str, count: int, results: Any) -> None:
+    """Another process: appends to the Sent folder while others do too; reports its UIDs."""
+    account = MaildirAccount(Path(maildir), "alice@example.com", quota_octets=None)
+    results.put([account.append("Sent", MESSAGE, frozenset(), None)[1] for _ in range(count)])
+
+
+def test_appends_from_threads_and_a_process_get_distinct_uids_that_the_map_keeps(account, maildir):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    other = context.Process(target=_append_many, args=(str(maildir), 15, results))
+    other.start()
+    uids: list[int] = []
+    lock = threading.Lock()
+
+    def appender() -> None:
+        mine: list[int] = []
+        while len(mine) < 10 or other.is_alive():  # until the other process is done: they overlap
+            mine.append(account.append("Sent", MESSAGE, frozenset(), None)[1])
+        with lock:
+            uids.extend(mine)
+
+    threads = [threading.Thread(target=appender) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    uids.extend(results.get(timeout=60))
+    other.join(timeout=60)
+
+    assert other.exitcode == 0
+    assert sorted(uids) == list(range(1, len(uids) + 1))  # none twice, none skipped
+    sent = account.open_folder("Sent", read_only=True)
+    assert [r.uid for r in sent.messages()] == sorted(uids)
 
 
 def test_copy_returns_copyuid_pairs_and_keeps_flags(account, maildir):
