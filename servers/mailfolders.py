@@ -239,7 +239,7 @@ class _Snapshot:
 _serials = itertools.count(1)
 # Bounds on what a process keeps for folders no session may have open any more.
 MAX_SHARED_SNAPSHOTS = 256
-MAX_SHARED_RECORDS = 400_000
+MAX_SHARED_RECORDS = 250_000
 _shared_records = 0
 _snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
 _snapshots_lock = threading.Lock()

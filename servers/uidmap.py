@@ -488,6 +488,7 @@ def _read_all(fd: int, count: int) -> bytes:
 # One map per folder per process, so the threads of one process share what they read. The least
 # recently used are forgotten: two objects for one folder are as safe as two processes (the flock).
 MAX_MAPS = 512
+MAX_MAP_ENTRIES = 500_000  # over every map kept, so a few huge folders do not hold memory forever
 _maps: collections.OrderedDict[str, UidMap] = collections.OrderedDict()
 _maps_lock = threading.Lock()
 
@@ -499,8 +500,10 @@ def uid_map(folder: Path, *, uidvalidity_counter: Path | None = None) -> UidMap:
         found = _maps.get(key)
         if found is None:
             found = _maps[key] = UidMap(Path(folder), uidvalidity_counter=uidvalidity_counter)
-            while len(_maps) > MAX_MAPS:
-                _maps.popitem(last=False)
+            kept_entries = sum(len(m._state.entries) for m in _maps.values() if m._state is not None)
+            while len(_maps) > 1 and (len(_maps) > MAX_MAPS or kept_entries > MAX_MAP_ENTRIES):
+                _, evicted = _maps.popitem(last=False)  # a session still using it keeps it working
+                kept_entries -= len(evicted._state.entries) if evicted._state is not None else 0
         else:
             _maps.move_to_end(key)
             if uidvalidity_counter is not None:
