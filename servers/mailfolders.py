@@ -102,6 +102,7 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3501 9 atom-specials, which a keyword (an atom) cannot hold; nor can it start with a backslash.
 _NOT_A_KEYWORD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
 READ_ONLY_TEXT = "the folder is open read-only (EXAMINE)"
+HEADER_CHUNK_OCTETS = 16 * 1024
 
 
 class UidValidityChangedError(StoreError):
@@ -517,13 +518,18 @@ class MaildirFolder:
                 raise KeyError(uid) from None
 
     def read(self, uid: int) -> bytes:
-        with open(self._open(uid), "rb") as file:
-            return file.read()
+        fd = self._open(uid)
+        try:
+            return uidmap.read_all(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
     def read_header(self, uid: int) -> bytes:
-        with open(self._open(uid), "rb") as file:
-            data = b""
-            while chunk := file.read(16 * 1024):
+        # Plain descriptor reads: FETCH ENVELOPE of a whole folder reads every message's header.
+        fd = self._open(uid)
+        try:
+            data = bytearray()  # grows in place: a message with no blank line is read in linear time
+            while chunk := os.read(fd, HEADER_CHUNK_OCTETS):
                 searched_from = max(0, len(data) - 3)
                 data += chunk
                 ends = [
@@ -532,8 +538,10 @@ class MaildirFolder:
                     if i >= 0
                 ]
                 if ends:
-                    return data[: min(ends)]
-            return data
+                    return bytes(data[: min(ends)])
+            return bytes(data)
+        finally:
+            os.close(fd)
 
     # --- writing --------------------------------------------------------------------------------
 

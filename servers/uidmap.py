@@ -199,7 +199,7 @@ def _mtime_and_crlf_size(path: Path) -> tuple[int, int]:
         stat = os.fstat(fd)
         if stat.st_size > WHOLE_READ_MAX_OCTETS:
             return stat.st_mtime_ns, _cached_crlf_size(path, stat)
-        data = _read_all(fd, stat.st_size)
+        data = read_all(fd, stat.st_size)
     finally:
         os.close(fd)
     size_octets = len(data) + data.count(b"\n") - data.count(b"\r\n")
@@ -278,7 +278,7 @@ class UidMap:
             else:
                 start = state.offset
             os.lseek(fd, start, os.SEEK_SET)
-            data = _read_all(fd, stat.st_size - start)
+            data = read_all(fd, stat.st_size - start)
         finally:
             os.close(fd)
         complete = data.rfind(b"\n") + 1
@@ -474,7 +474,8 @@ class UidMap:
         return state
 
 
-def _read_all(fd: int, count: int) -> bytes:
+def read_all(fd: int, count: int) -> bytes:
+    """Up to `count` octets from the descriptor, fewer only at its end."""
     chunks = []
     while count > 0:
         chunk = os.read(fd, count)

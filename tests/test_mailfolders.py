@@ -377,6 +377,16 @@ def test_read_and_read_header_follow_a_file_renamed_by_another_reader_and_refuse
         folder.read(1)
 
 
+def test_the_header_of_a_message_without_a_body_is_the_whole_message(account):
+    headers_only = b"Subject: no body\r\n" + b"X-Filler: " + b"x" * 100_000 + b"\r\n"
+    account.append("Drafts", headers_only, frozenset(), None)
+    account.append("Drafts", b"Subject: bare\n\nLF line ends\n", frozenset(), None)
+    drafts = account.open_folder("Drafts", read_only=True)
+
+    assert drafts.read_header(1) == headers_only == drafts.read(1)
+    assert drafts.read_header(2) == b"Subject: bare\n\n"
+
+
 def test_append_returns_the_uid_and_keeps_flags_and_internal_date(account, maildir):
     uidvalidity, uid = account.append("Drafts", MESSAGE, frozenset({"\\Draft", "\\Seen"}), 1_700_000_000.0)
     _, plain = account.append("Drafts", MESSAGE, frozenset(), None)
