@@ -63,6 +63,7 @@ class ScriptedSession:
         self._idling = False
         self._idle_tag = ""
         self.lost = False
+        self._announced = 0
         ScriptedSession.made.append(self)
 
     # -- what the adapter reads
@@ -127,7 +128,12 @@ class ScriptedSession:
         self.tls_active = True
 
     def idle_updates(self) -> bytes:
-        return b"* 1 EXISTS\r\n"
+        # As the real session: only news, b"" when the folder holds what was last announced.
+        count = len(list(self.watch_dir.iterdir())) if self.watch_dir else 0
+        if count == self._announced:
+            return b""
+        self._announced = count
+        return f"* {count} EXISTS\r\n".encode()
 
     def autologout(self) -> bytes:
         return b"* BYE Autologout; idle for too long\r\n"

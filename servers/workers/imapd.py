@@ -415,7 +415,10 @@ class IMAPWorker(SupervisedWorker):
             except RuntimeError:  # the executor shut down: the worker is stopping
                 return
             before = self.folder_stamps
-            changed = {path for path, stamp in now.items() if path in before and before[path] != stamp}
+            # A folder seen for the first time counts as changed: a delivery between a session's SELECT
+            # (or IDLE) and this first look would otherwise never be announced. A session with nothing
+            # new answers b"" (its own snapshot is the reference), so the extra look costs one refresh.
+            changed = {path for path, stamp in now.items() if path not in before or before[path] != stamp}
             self.folder_stamps = now
             if not changed:
                 continue
