@@ -1,0 +1,260 @@
+"""The IMAP service driven by real clients, each started by the test against the real worker process.
+
+curl, fetchmail, mbsync (isync), neomutt and Python's imaplib talk to `manage.py run_imapd` on loopback,
+plain and over STARTTLS with the service's self-signed certificate; every result is then checked
+through a second face: POP3 (poplib against `manage.py run_pop3d`), the Maildir++ store the IMAP
+and webmail faces read (`servers.mailfolders.MaildirAccount`), or the webmail pages.
+
+The workers run once for the module, without Celery; each test gets a fresh mailbox.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from servers import mailstore
+from servers.mailfolders import MaildirAccount
+from servers.models import ImapService, Mailbox, Pop3Service
+from tests.conftest import REPO_DIR
+from tests.factories import PASSWORD, make_imap_service, make_mailbox, make_pop3_service, make_server
+from tests.helpers import read_greeting, wait_until
+
+pytestmark = [
+    # What is proven here is the wire protocol and the Maildirs; the database only holds the accounts.
+    pytest.mark.backend_independent,
+    pytest.mark.timeout(60),
+]
+
+DOMAIN = "clients.test"
+# Every client gets this long: a hang fails the test quickly instead of stalling the suite.
+CLIENT_TIMEOUT_S = 20
+# RFC 2177 through our worker: a delivery reaches an IDLE session within a second.
+IDLE_ANNOUNCE_S = 1.0
+
+
+@dataclass
+class Workers:
+    """The module's IMAP and POP3 workers: real processes."""
+
+    imap: ImapService
+    pop3: Pop3Service
+    processes: list[subprocess.Popen]
+
+    @property
+    def imap_port(self) -> int:
+        return self.imap.port
+
+    @property
+    def certificate(self) -> Path:
+        """The service's self-signed certificate: the clients are told to trust exactly this file."""
+        return self.imap.cert_path
+
+
+def isolated_redis_url(url: str) -> str:
+    """The test Redis, another database number.
+
+    A Celery stack left running by an earlier module reconciles this node every second; if it saw our
+    hand-started workers' heartbeats it would adopt them and, the services being desired stopped,
+    stop them. In a database of their own the supervisor never sees them.
+    """
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/9"))
+
+
+def start_worker(command: str, option: str, unit_id: int, env: dict[str, str], log_name: str) -> subprocess.Popen:
+    log_dir = settings.VAR_DIR / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / log_name, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", command, option, str(unit_id)],
+            cwd=REPO_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def answers(port: int, greeting: bytes, process: subprocess.Popen) -> bool:
+    assert process.poll() is None, f"the worker exited with {process.returncode}: see var/log/"
+    try:
+        return read_greeting(port).startswith(greeting)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def workers(django_db_blocker, child_env) -> Iterator[Workers]:
+    """The node's IMAP and POP3 services, their workers started here as processes (as the supervisor
+    would start them) and kept for the module.
+
+    Each test runs on the transactional database, which is emptied after it: the workers read their
+    service row once, at start, and look each mailbox up at sign-in, so they serve the mailboxes every
+    test makes afresh.
+    """
+    with django_db_blocker.unblock():
+        imap = make_imap_service(default_domain=DOMAIN, start=False)
+        pop3 = make_pop3_service(default_domain=DOMAIN, start=False)
+    env = {**child_env, "REDIS_URL": isolated_redis_url(child_env["REDIS_URL"])}
+    processes = [
+        start_worker("run_imapd", "--service", imap.pk, env, "imap-clients-imapd.log"),
+        start_worker("run_pop3d", "--service", pop3.pk, env, "imap-clients-pop3d.log"),
+    ]
+    try:
+        wait_until(lambda: answers(imap.port, b"* OK", processes[0]), timeout_s=20, message="the IMAP worker")
+        wait_until(lambda: answers(pop3.port, b"+OK", processes[1]), timeout_s=20, message="the POP3 worker")
+        yield Workers(imap=imap, pop3=pop3, processes=processes)
+    finally:
+        stop_processes(processes)
+        with django_db_blocker.unblock():
+            # Nothing for the next module, even if no test ran to empty the database.
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def mailbox(workers, transactional_db) -> Mailbox:
+    """A fresh mailbox on a virtual server of its own (its SMTP worker stays stopped)."""
+    return make_mailbox(make_server(domain=DOMAIN), "helena")
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def message_bytes(subject: str, *, to: str = f"someone@{DOMAIN}", body: str = "Hello.\n") -> bytes:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "Carol <carol@outside.test>", to, subject
+    message["Date"] = formatdate()
+    message["Message-ID"] = make_msgid(domain="outside.test")
+    message.set_content(body)
+    return message.as_bytes().replace(b"\n", b"\r\n")
+
+
+def deliver(mailbox: Mailbox, *subjects: str) -> None:
+    """Put messages into the INBOX as the SMTP worker does (`servers.mailstore.deliver`)."""
+    for subject in subjects:
+        mailstore.deliver(mailbox.maildir, [message_bytes(subject, to=mailbox.address)])
+
+
+def store_account(mailbox: Mailbox) -> MaildirAccount:
+    """The mailbox as the IMAP and webmail faces see it on disk."""
+    return MaildirAccount(mailbox.maildir, mailbox.address, quota_octets=None)
+
+
+def folder_subjects(mailbox: Mailbox, folder: str) -> dict[str, frozenset[str]]:
+    """Subject -> flags of every message in one folder, read from the store."""
+    opened = store_account(mailbox).open_folder(folder, read_only=True)
+    try:
+        found = {}
+        for record in opened.messages():
+            header = message_from_bytes(opened.read_header(record.uid))
+            found[str(header["Subject"])] = frozenset(record.flags)
+        return found
+    finally:
+        opened.close()
+
+
+def pop3_subjects(workers: Workers, mailbox: Mailbox) -> list[str]:
+    """The INBOX as a POP3 client sees it."""
+    client = poplib.POP3("127.0.0.1", workers.pop3.port, timeout=10)
+    try:
+        client.user(mailbox.address)
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        return [str(message_from_bytes(b"\r\n".join(client.retr(n)[1]))["Subject"]) for n in range(1, count + 1)]
+    finally:
+        client.quit()
+
+
+def imap_login(workers: Workers, mailbox: Mailbox) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", workers.imap_port, timeout=10)
+    client.login(mailbox.address, PASSWORD)
+    return client
+
+
+# -- two imaplib sessions ------------------------------------------------------------------------------
+
+
+def test_two_sessions_on_one_mailbox_see_each_others_flags_and_expunges(workers, mailbox):
+    deliver(mailbox, "First", "Second", "Third")
+    writer = imap_login(workers, mailbox)
+    reader = imap_login(workers, mailbox)
+    try:
+        assert writer.select("INBOX") == ("OK", [b"3"])
+        assert reader.select("INBOX") == ("OK", [b"3"])
+
+        writer.uid("STORE", "2", "+FLAGS", r"(\Flagged)")
+        reader.noop()
+        flag_news = reader.untagged_responses.pop("FETCH", [])
+        assert any(b"\\Flagged" in line for line in flag_news), flag_news
+
+        writer.store("1", "+FLAGS", r"(\Deleted)")
+        writer.expunge()
+        reader.noop()
+        assert reader.untagged_responses.pop("EXPUNGE", []) == [b"1"]
+        status, fetched = reader.fetch("1:*", "(UID FLAGS)")
+        assert status == "OK" and [line for line in fetched if line] == [
+            b"1 (UID 2 FLAGS (\\Flagged))",
+            b"2 (UID 3 FLAGS ())",
+        ]
+    finally:
+        writer.logout()
+        reader.logout()
+
+    assert folder_subjects(mailbox, "INBOX") == {"Second": frozenset({"\\Flagged"}), "Third": frozenset()}
+    assert pop3_subjects(workers, mailbox) == ["Second", "Third"]
+
+
+def test_an_idle_session_hears_of_a_delivery_within_a_second(workers, mailbox):
+    deliver(mailbox, "Before")
+    client = imap_login(workers, mailbox)
+    try:
+        client.select("INBOX")
+        tag = client._new_tag().decode()
+        client.send(f"{tag} IDLE\r\n".encode())
+        assert client.readline().startswith(b"+ ")
+
+        delivered_at = time.monotonic()
+        deliver(mailbox, "During IDLE")
+        client.sock.settimeout(IDLE_ANNOUNCE_S)
+        try:
+            announced = client.readline()
+        except TimeoutError:
+            pytest.fail(f"no untagged EXISTS within {IDLE_ANNOUNCE_S}s of the delivery")
+        announced_after_s = time.monotonic() - delivered_at
+        client.sock.settimeout(10)
+
+        client.send(b"DONE\r\n")
+        assert client.readline().startswith(f"{tag} OK".encode())
+    finally:
+        client.logout()
+
+    assert announced == b"* 2 EXISTS\r\n"
+    assert announced_after_s < IDLE_ANNOUNCE_S
+    assert pop3_subjects(workers, mailbox) == ["Before", "During IDLE"]
