@@ -11,6 +11,7 @@ The workers run once for the module, without Celery; each test gets a fresh mail
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
 import subprocess
 import sys
@@ -258,3 +259,197 @@ def test_an_idle_session_hears_of_a_delivery_within_a_second(workers, mailbox):
     assert announced == b"* 2 EXISTS\r\n"
     assert announced_after_s < IDLE_ANNOUNCE_S
     assert pop3_subjects(workers, mailbox) == ["Before", "During IDLE"]
+
+
+def folder_names(mailbox: Mailbox) -> set[str]:
+    return {folder.name for folder in store_account(mailbox).list_folders()}
+
+
+def run_client(argv: list[str], *, home: Path, **options) -> subprocess.CompletedProcess:
+    """Run a client with its own HOME (no user configuration) and a timeout; fail with its output."""
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+        env={**os.environ, "HOME": str(home)},
+        **options,
+    )
+    assert result.returncode == 0, f"{argv[0]} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+# -- curl ----------------------------------------------------------------------------------------------
+
+
+def curl(workers: Workers, mailbox: Mailbox, path: str, *options: str, home: Path) -> str:
+    return run_client(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            str(CLIENT_TIMEOUT_S),
+            "--user",
+            f"{mailbox.address}:{PASSWORD}",
+            *options,
+            "--url",
+            f"imap://127.0.0.1:{workers.imap_port}/{path}",
+        ],
+        home=home,
+    ).stdout
+
+
+def test_curl_lists_folders_fetches_by_uid_creates_a_folder_and_flags_a_message(workers, mailbox, tmp_path):
+    deliver(mailbox, "First", "Second")
+    # STARTTLS, required, and verified against the service's own certificate (its names include 127.0.0.1).
+    over_tls = ("--ssl-reqd", "--cacert", str(workers.certificate))
+
+    listing = curl(workers, mailbox, "", home=tmp_path)
+    first = curl(workers, mailbox, "INBOX;UID=1", *over_tls, home=tmp_path)
+    curl(workers, mailbox, "", "--request", "CREATE Projects", *over_tls, home=tmp_path)
+    flagged = curl(workers, mailbox, "INBOX", "--request", r"UID STORE 2 +FLAGS (\Flagged)", *over_tls, home=tmp_path)
+    listing_after = curl(workers, mailbox, "", *over_tls, home=tmp_path)
+
+    assert '* LIST (\\HasNoChildren \\Sent) "." Sent' in listing.splitlines()
+    assert "Projects" not in listing and '* LIST (\\HasNoChildren) "." Projects' in listing_after.splitlines()
+    assert message_from_bytes(first.encode())["Subject"] == "First"
+    assert flagged.strip() == "* 2 FETCH (UID 2 FLAGS (\\Flagged))"
+    # curl fetched BODY[] (not PEEK): the message it read is \Seen, as on disk.
+    assert "Projects" in folder_names(mailbox)
+    assert folder_subjects(mailbox, "INBOX") == {"First": {"\\Seen"}, "Second": {"\\Flagged"}}
+
+
+# -- fetchmail -----------------------------------------------------------------------------------------
+
+
+def fetchmail(workers: Workers, mailbox: Mailbox, tmp_path: Path, *, keep: bool, starttls: bool) -> str:
+    """Fetch all of INBOX into an mbox through `--mda`; return what the mda received in total."""
+    delivered = tmp_path / "delivered.mbox"
+    if starttls:
+        # Verified against the service's certificate. fetchmail matches only DNS names, never the
+        # certificate's IP address, so it is told which of the certificate's names to expect.
+        tls = f'sslproto "tls1.2+" sslcertck sslcertfile "{workers.certificate}" sslcommonname "localhost"'
+    else:
+        tls = 'sslproto ""'
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        f"poll 127.0.0.1 service {workers.imap_port} protocol IMAP auth password\n"
+        f'  user "{mailbox.address}" password "{PASSWORD}" is "{mailbox.local_part}" here\n'
+        f"  {tls}\n"
+        f"  {'keep' if keep else 'nokeep'} fetchall\n"
+        f'  mda "cat >> {delivered}"\n'
+    )
+    rc.chmod(0o600)
+    run_client(["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "--verbose"], home=tmp_path)
+    return delivered.read_text()
+
+
+def mbox_subjects(mbox_text: str) -> list[str]:
+    return [line.removeprefix("Subject: ") for line in mbox_text.splitlines() if line.startswith("Subject: ")]
+
+
+def test_fetchmail_fetches_all_of_inbox_keeping_it_then_deleting_it(workers, mailbox, tmp_path):
+    deliver(mailbox, "One", "Two", "Three")
+
+    kept = fetchmail(workers, mailbox, tmp_path, keep=True, starttls=True)
+    assert mbox_subjects(kept) == ["One", "Two", "Three"]
+    assert pop3_subjects(workers, mailbox) == ["One", "Two", "Three"]
+
+    fetched_again = fetchmail(workers, mailbox, tmp_path, keep=False, starttls=False)
+    assert mbox_subjects(fetched_again) == ["One", "Two", "Three"] * 2
+    assert pop3_subjects(workers, mailbox) == []
+    assert folder_subjects(mailbox, "INBOX") == {}
+
+
+# -- mbsync (isync) ------------------------------------------------------------------------------------
+
+
+def mbsync(config: Path, home: Path) -> str:
+    return run_client(["mbsync", "--config", str(config), "--verbose", "--all"], home=home).stdout
+
+
+def local_message(folder: Path, subject: str) -> Path:
+    """The file of the message with this subject in a local Maildir folder."""
+    for path in [*(folder / "new").iterdir(), *(folder / "cur").iterdir()]:
+        if f"Subject: {subject}\n" in path.read_text():
+            return path
+    raise AssertionError(f"no message {subject!r} in {folder}")
+
+
+def test_mbsync_mirrors_the_mailbox_and_brings_local_changes_back(workers, mailbox, tmp_path):
+    deliver(mailbox, "Keep me", "Flag me", "File me", "Delete me")
+    local = tmp_path / "Mail"
+    local.mkdir()
+    config = tmp_path / "mbsyncrc"
+    config.write_text(
+        f"IMAPAccount server\nHost 127.0.0.1\nPort {workers.imap_port}\n"
+        f"User {mailbox.address}\nPass {PASSWORD}\n"
+        # isync 1.4 spells it SSLType; the certificate file holds the one server certificate it trusts.
+        f"SSLType STARTTLS\nCertificateFile {workers.certificate}\n\n"
+        "IMAPStore remote\nAccount server\n\n"
+        f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
+        "Channel everything\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n"
+    )
+
+    first_sync = mbsync(config, tmp_path)
+    assert "Connection is now encrypted" in first_sync
+    assert {p.name for p in local.iterdir()} == {"INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"}
+    inbox = local / "INBOX"
+    assert len(list((inbox / "new").iterdir())) == 4
+
+    # A new folder, a message moved into it (a new file there, gone here), a flag, a deletion.
+    receipts = local / "Receipts"
+    for sub in ("cur", "new", "tmp"):
+        (receipts / sub).mkdir(parents=True)
+    filed = local_message(inbox, "File me")
+    filed.rename(receipts / "cur" / "filed-locally:2,S")
+    flagged = local_message(inbox, "Flag me")
+    flagged.rename(inbox / "cur" / (flagged.name.split(":")[0] + ":2,F"))
+    local_message(inbox, "Delete me").unlink()
+    mbsync(config, tmp_path)
+
+    assert "Receipts" in folder_names(mailbox)
+    assert folder_subjects(mailbox, "Receipts") == {"File me": {"\\Seen"}}
+    assert folder_subjects(mailbox, "INBOX") == {"Keep me": set(), "Flag me": {"\\Flagged"}}
+    assert pop3_subjects(workers, mailbox) == ["Keep me", "Flag me"]
+    # A third run finds both sides equal: nothing to create, copy or expunge.
+    assert "Creating" not in mbsync(config, tmp_path)
+
+
+# -- neomutt -------------------------------------------------------------------------------------------
+
+
+def test_neomutt_files_flags_and_deletes_in_batch_under_a_pseudo_terminal(workers, mailbox, tmp_path):
+    deliver(mailbox, "Invoice 1", "Invoice 2", "Urgent", "Spam offer", "Hello")
+    muttrc = tmp_path / "muttrc"
+    muttrc.write_text(
+        f'set folder="imap://127.0.0.1:{workers.imap_port}/"\nset spoolfile="+INBOX"\n'
+        f'set imap_user="{mailbox.address}"\nset imap_pass="{PASSWORD}"\n'
+        # STARTTLS, required, verified against the service's certificate as the only trusted CA.
+        f'set ssl_starttls=yes\nset ssl_force_tls=yes\nset ssl_ca_certificates_file="{workers.certificate}"\n'
+        f'set certificate_file="{tmp_path}/accepted-certificates"\n'
+        'set header_cache=""\nset message_cachedir=""\nset record=""\n'
+        # Batch: no questions, no pauses, and no "Old" keyword added to unread mail on leaving.
+        "set confirmcreate=no\nset confirmappend=no\nset delete=yes\nset quit=yes\nset move=no\n"
+        "set mark_old=no\nset wait_key=no\nset sleep_time=0\nset imap_check_subscribed=no\n"
+    )
+    keys = (
+        "<tag-pattern>~s Invoice<enter><tag-prefix><save-message>=Receipts<enter>"  # creates Receipts
+        "<tag-pattern>~s Urgent<enter><tag-prefix><flag-message><untag-pattern>~A<enter>"
+        "<delete-pattern>~s Spam<enter>"
+        "<sync-mailbox><quit>"
+    )
+    command = f"neomutt -n -F {muttrc} -e \"push '{keys}'\""
+    # neomutt needs a terminal: script(1) gives it a pseudo-terminal; TERM=dumb keeps the screen simple.
+    subprocess.run(
+        ["script", "--quiet", "--return", "--command", command, "/dev/null"],
+        capture_output=True,
+        timeout=CLIENT_TIMEOUT_S,
+        env={**os.environ, "HOME": str(tmp_path), "TERM": "dumb"},
+        check=True,
+    )
+
+    assert folder_subjects(mailbox, "Receipts") == {"Invoice 1": set(), "Invoice 2": set()}
+    assert folder_subjects(mailbox, "INBOX") == {"Urgent": {"\\Flagged"}, "Hello": set()}
+    assert pop3_subjects(workers, mailbox) == ["Urgent", "Hello"]
