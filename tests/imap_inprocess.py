@@ -63,7 +63,6 @@ class ScriptedSession:
         self._idling = False
         self._idle_tag = ""
         self.lost = False
-        self._announced = 0
         ScriptedSession.made.append(self)
 
     # -- what the adapter reads
@@ -128,12 +127,7 @@ class ScriptedSession:
         self.tls_active = True
 
     def idle_updates(self) -> bytes:
-        # As the real session: only news, b"" when the folder holds what was last announced.
-        count = len(list(self.watch_dir.iterdir())) if self.watch_dir else 0
-        if count == self._announced:
-            return b""
-        self._announced = count
-        return f"* {count} EXISTS\r\n".encode()
+        return b"* 1 EXISTS\r\n"
 
     def autologout(self) -> bytes:
         return b"* BYE Autologout; idle for too long\r\n"
@@ -147,10 +141,6 @@ class Served:
     worker: IMAPWorker
     port: int
     loop: asyncio.AbstractEventLoop
-
-    def watches(self, path: Path) -> bool:
-        """Whether the IDLE watcher has taken its first look at `path` (changes after this are seen)."""
-        return str(path) in self.worker.folder_stamps
 
     def run(self, coroutine) -> object:
         """Run a coroutine on the worker's loop and wait for its result."""

@@ -30,13 +30,10 @@ from servers.imap.store_api import (
 
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE")
+_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "RECENT", "SIZE")
 _DATE_TIME = re.compile(
     r"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
 )
-_MONTHS = {
-    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
-}
 # RFC 9051 6.1.1: what ENABLE can switch on here.
 ENABLEABLE = {"IMAP4REV2": "IMAP4rev2"}
 PERMANENT_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"
@@ -51,6 +48,9 @@ def folder_name(token: Token) -> str:
         name = INBOX + name[len(INBOX) :]
     if not name or not mutf7.is_valid(name):
         raise CommandRefusedError("NO", "[CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)")
+    # Each level becomes a directory name: no empty levels, nothing a file system reads as a path.
+    if "/" in name or "\\" in name or any(level in ("", "..") for level in name.split(HIERARCHY_DELIMITER)):
+        raise CommandRefusedError("NO", "[CANNOT] Invalid folder name")
     return name
 
 
@@ -59,13 +59,13 @@ def parse_date_time(token: Token) -> float:
     if not isinstance(token, String):
         raise CommandSyntaxError("Invalid date-time")
     match = _DATE_TIME.match(token)
-    if match is None or match.group(2).lower() not in _MONTHS:
+    if match is None or match.group(2).lower() not in responses.MONTH_NUMBERS:
         raise CommandSyntaxError("Invalid date-time")
     day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
     try:
         moment = datetime.datetime(
             int(year),
-            _MONTHS[match.group(2).lower()],
+            responses.MONTH_NUMBERS[match.group(2).lower()],
             int(day),
             int(hour),
             int(minute),
@@ -176,12 +176,13 @@ class MailboxCommands:
 
     def imap_CREATE(self, command: Command) -> Done:
         (token,) = arguments(command.args, 1, 1)
-        name = folder_name(token).removesuffix(HIERARCHY_DELIMITER)  # RFC 9051 6.3.4: a trailing delimiter
+        # RFC 9051 6.3.4: a trailing delimiter only says the client means to create children.
+        name = folder_name(String(as_astring(token).removesuffix(HIERARCHY_DELIMITER)))
         if name == INBOX:
             raise CommandRefusedError("NO", "[ALREADYEXISTS] INBOX always exists")
         if any(char in name for char in "%*"):
             raise CommandRefusedError("NO", "[CANNOT] Wildcards are not allowed in folder names")
-        self._account().create_folder(folder_name(String(name)))
+        self._account().create_folder(name)
         return Done()
 
     def imap_DELETE(self, command: Command) -> Done:
@@ -265,11 +266,11 @@ class MailboxCommands:
             position += 1
         return returns, status_items
 
-    @staticmethod
-    def _attributes(info: FolderInfo, returns: set[str]) -> str:
+    def _attributes(self, info: FolderInfo, returns: set[str]) -> str:
         attributes = []
         if not info.selectable:
-            attributes.append("\\Noselect")
+            # A parent that only exists through its children: RFC 9051 7.3.1 calls it \NonExistent.
+            attributes.append("\\NonExistent" if self.rev2_enabled else "\\Noselect")
         attributes.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
         if info.special_use is not None:
             attributes.append(info.special_use.value)
@@ -306,8 +307,20 @@ class MailboxCommands:
             "RECENT": 0,
             "SIZE": status.size_octets,
         }
+        if "DELETED" in items:
+            values["DELETED"] = self._deleted_count(name)
         pairs = " ".join(f"{item} {values[item]}" for item in items)
         return responses.untagged(f"STATUS {responses.astring(name)} ({pairs})")
+
+    def _deleted_count(self, name: str) -> int:
+        """RFC 9051 STATUS DELETED: FolderStatus does not count it, so look at the flags (rarely asked)."""
+        if self.selected is not None and self.selected.folder.name == name:
+            return sum(1 for record in self.selected.view if "\\Deleted" in record.flags)
+        folder = self._account().open_folder(name, read_only=True)
+        try:
+            return sum(1 for record in folder.messages() if "\\Deleted" in record.flags)
+        finally:
+            folder.close()
 
     def imap_APPEND(self, command: Command) -> Done:
         args = arguments(command.args, 2, 4)
@@ -325,7 +338,7 @@ class MailboxCommands:
         try:
             uidvalidity, uid = self._account().append(name, bytes(message), flags, internal_date)
         except NoSuchFolderError:
-            raise CommandRefusedError("NO", "[TRYCREATE] No such folder") from None
+            raise CommandRefusedError("NO", responses.NO_TRYCREATE) from None
         return Done(text=f"[APPENDUID {uidvalidity} {uid}] APPEND completed")
 
     def imap_GETQUOTAROOT(self, command: Command) -> Done:
