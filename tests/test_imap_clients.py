@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.urls import reverse
 
 from servers import mailstore
 from servers.mailfolders import MaildirAccount
@@ -34,6 +36,7 @@ from servers.models import ImapService, Mailbox, Pop3Service
 from tests.conftest import REPO_DIR
 from tests.factories import PASSWORD, make_imap_service, make_mailbox, make_pop3_service, make_server
 from tests.helpers import read_greeting, wait_until
+from tests.webmail_helpers import signed_in_client
 
 pytestmark = [
     # What is proven here is the wire protocol and the Maildirs; the database only holds the accounts.
@@ -193,10 +196,17 @@ def pop3_subjects(workers: Workers, mailbox: Mailbox) -> list[str]:
         client.quit()
 
 
-def imap_login(workers: Workers, mailbox: Mailbox) -> imaplib.IMAP4:
+@contextmanager
+def imap_session(workers: Workers, mailbox: Mailbox) -> Iterator[imaplib.IMAP4]:
+    """A signed-in imaplib client, logged out at the end; just closed if the test failed mid-response."""
     client = imaplib.IMAP4("127.0.0.1", workers.imap_port, timeout=10)
-    client.login(mailbox.address, PASSWORD)
-    return client
+    try:
+        client.login(mailbox.address, PASSWORD)
+        yield client
+    except BaseException:
+        client.shutdown()
+        raise
+    client.logout()
 
 
 # -- two imaplib sessions ------------------------------------------------------------------------------
@@ -204,45 +214,35 @@ def imap_login(workers: Workers, mailbox: Mailbox) -> imaplib.IMAP4:
 
 def test_two_sessions_on_one_mailbox_see_each_others_flags_and_expunges(workers, mailbox):
     deliver(mailbox, "First", "Second", "Third")
-    writer = imap_login(workers, mailbox)
-    reader = imap_login(workers, mailbox)
-    try:
+    with imap_session(workers, mailbox) as writer, imap_session(workers, mailbox) as reader:
         assert writer.select("INBOX") == ("OK", [b"3"])
         assert reader.select("INBOX") == ("OK", [b"3"])
 
         writer.uid("STORE", "2", "+FLAGS", r"(\Flagged)")
         reader.noop()
-        flag_news = reader.untagged_responses.pop("FETCH", [])
-        assert any(b"\\Flagged" in line for line in flag_news), flag_news
+        assert reader.untagged_responses.pop("FETCH", []) == [b"2 (UID 2 FLAGS (\\Flagged))"]
 
         writer.store("1", "+FLAGS", r"(\Deleted)")
         writer.expunge()
         reader.noop()
         assert reader.untagged_responses.pop("EXPUNGE", []) == [b"1"]
         status, fetched = reader.fetch("1:*", "(UID FLAGS)")
-        assert status == "OK" and [line for line in fetched if line] == [
-            b"1 (UID 2 FLAGS (\\Flagged))",
-            b"2 (UID 3 FLAGS ())",
-        ]
-    finally:
-        writer.logout()
-        reader.logout()
+        assert (status, fetched) == ("OK", [b"1 (UID 2 FLAGS (\\Flagged))", b"2 (UID 3 FLAGS ())"])
 
-    assert folder_subjects(mailbox, "INBOX") == {"Second": frozenset({"\\Flagged"}), "Third": frozenset()}
+    assert folder_subjects(mailbox, "INBOX") == {"Second": {"\\Flagged"}, "Third": set()}
     assert pop3_subjects(workers, mailbox) == ["Second", "Third"]
 
 
 def test_an_idle_session_hears_of_a_delivery_within_a_second(workers, mailbox):
     deliver(mailbox, "Before")
-    client = imap_login(workers, mailbox)
-    try:
+    with imap_session(workers, mailbox) as client:
         client.select("INBOX")
         tag = client._new_tag().decode()
         client.send(f"{tag} IDLE\r\n".encode())
         assert client.readline().startswith(b"+ ")
 
-        delivered_at = time.monotonic()
         deliver(mailbox, "During IDLE")
+        delivered_at = time.monotonic()
         client.sock.settimeout(IDLE_ANNOUNCE_S)
         try:
             announced = client.readline()
@@ -250,14 +250,10 @@ def test_an_idle_session_hears_of_a_delivery_within_a_second(workers, mailbox):
             pytest.fail(f"no untagged EXISTS within {IDLE_ANNOUNCE_S}s of the delivery")
         announced_after_s = time.monotonic() - delivered_at
         client.sock.settimeout(10)
-
         client.send(b"DONE\r\n")
         assert client.readline().startswith(f"{tag} OK".encode())
-    finally:
-        client.logout()
 
-    assert announced == b"* 2 EXISTS\r\n"
-    assert announced_after_s < IDLE_ANNOUNCE_S
+    assert (announced, announced_after_s < IDLE_ANNOUNCE_S) == (b"* 2 EXISTS\r\n", True)
     assert pop3_subjects(workers, mailbox) == ["Before", "During IDLE"]
 
 
@@ -282,7 +278,7 @@ def run_client(argv: list[str], *, home: Path, **options) -> subprocess.Complete
 # -- curl ----------------------------------------------------------------------------------------------
 
 
-def curl(workers: Workers, mailbox: Mailbox, path: str, *options: str, home: Path) -> str:
+def curl(url: str, mailbox: Mailbox, *options: str, home: Path) -> str:
     return run_client(
         [
             "curl",
@@ -294,7 +290,7 @@ def curl(workers: Workers, mailbox: Mailbox, path: str, *options: str, home: Pat
             f"{mailbox.address}:{PASSWORD}",
             *options,
             "--url",
-            f"imap://127.0.0.1:{workers.imap_port}/{path}",
+            url,
         ],
         home=home,
     ).stdout
@@ -302,21 +298,25 @@ def curl(workers: Workers, mailbox: Mailbox, path: str, *options: str, home: Pat
 
 def test_curl_lists_folders_fetches_by_uid_creates_a_folder_and_flags_a_message(workers, mailbox, tmp_path):
     deliver(mailbox, "First", "Second")
-    # STARTTLS, required, and verified against the service's own certificate (its names include 127.0.0.1).
-    over_tls = ("--ssl-reqd", "--cacert", str(workers.certificate))
+    plain = f"imap://127.0.0.1:{workers.imap_port}/"
+    implicit_tls = f"imaps://127.0.0.1:{workers.imap.tls_port}/"
+    # TLS verified against the service's own certificate (its names include 127.0.0.1); with imap://,
+    # --ssl-reqd makes curl use STARTTLS or fail.
+    verified = ("--cacert", str(workers.certificate))
+    starttls = ("--ssl-reqd", *verified)
 
-    listing = curl(workers, mailbox, "", home=tmp_path)
-    first = curl(workers, mailbox, "INBOX;UID=1", *over_tls, home=tmp_path)
-    curl(workers, mailbox, "", "--request", "CREATE Projects", *over_tls, home=tmp_path)
-    flagged = curl(workers, mailbox, "INBOX", "--request", r"UID STORE 2 +FLAGS (\Flagged)", *over_tls, home=tmp_path)
-    listing_after = curl(workers, mailbox, "", *over_tls, home=tmp_path)
+    listing = curl(plain, mailbox, home=tmp_path)
+    first = curl(plain + "INBOX;UID=1", mailbox, *starttls, home=tmp_path)
+    curl(plain, mailbox, "--request", "CREATE Projects", *starttls, home=tmp_path)
+    flagged = curl(plain + "INBOX", mailbox, "--request", r"UID STORE 2 +FLAGS (\Flagged)", *starttls, home=tmp_path)
+    listing_after = curl(implicit_tls, mailbox, *verified, home=tmp_path)
 
     assert '* LIST (\\HasNoChildren \\Sent) "." Sent' in listing.splitlines()
     assert "Projects" not in listing and '* LIST (\\HasNoChildren) "." Projects' in listing_after.splitlines()
     assert message_from_bytes(first.encode())["Subject"] == "First"
     assert flagged.strip() == "* 2 FETCH (UID 2 FLAGS (\\Flagged))"
-    # curl fetched BODY[] (not PEEK): the message it read is \Seen, as on disk.
     assert "Projects" in folder_names(mailbox)
+    # curl fetched BODY[] (not BODY.PEEK[]), so the message it read is \Seen on disk too.
     assert folder_subjects(mailbox, "INBOX") == {"First": {"\\Seen"}, "Second": {"\\Flagged"}}
 
 
@@ -420,8 +420,8 @@ def test_mbsync_mirrors_the_mailbox_and_brings_local_changes_back(workers, mailb
 # -- neomutt -------------------------------------------------------------------------------------------
 
 
-def test_neomutt_files_flags_and_deletes_in_batch_under_a_pseudo_terminal(workers, mailbox, tmp_path):
-    deliver(mailbox, "Invoice 1", "Invoice 2", "Urgent", "Spam offer", "Hello")
+def test_neomutt_files_flags_and_deletes_in_batch_and_pop3_and_webmail_agree(workers, mailbox, tmp_path):
+    deliver(mailbox, "Invoice 1", "Invoice 2", "Urgent", "Spam offer", "Lunch plans")
     muttrc = tmp_path / "muttrc"
     muttrc.write_text(
         f'set folder="imap://127.0.0.1:{workers.imap_port}/"\nset spoolfile="+INBOX"\n'
@@ -451,5 +451,9 @@ def test_neomutt_files_flags_and_deletes_in_batch_under_a_pseudo_terminal(worker
     )
 
     assert folder_subjects(mailbox, "Receipts") == {"Invoice 1": set(), "Invoice 2": set()}
-    assert folder_subjects(mailbox, "INBOX") == {"Urgent": {"\\Flagged"}, "Hello": set()}
-    assert pop3_subjects(workers, mailbox) == ["Urgent", "Hello"]
+    assert folder_subjects(mailbox, "INBOX") == {"Urgent": {"\\Flagged"}, "Lunch plans": set()}
+    assert pop3_subjects(workers, mailbox) == ["Urgent", "Lunch plans"]
+    inbox_page = signed_in_client(mailbox).get(reverse("webmail:folder", args=["inbox"]))
+    assert inbox_page.status_code == 200
+    shown = {subject for subject in ("Urgent", "Lunch plans", "Invoice 1", "Spam offer") if subject in inbox_page.text}
+    assert shown == {"Urgent", "Lunch plans"}
