@@ -49,6 +49,8 @@ DOMAIN = "clients.test"
 CLIENT_TIMEOUT_S = 20
 # RFC 2177 through our worker: a delivery reaches an IDLE session within a second.
 IDLE_ANNOUNCE_S = 1.0
+# Where the module's workers log, under var/log/.
+WORKER_LOGS = ("imap-clients-imapd.log", "imap-clients-pop3d.log")
 
 
 @dataclass
@@ -128,8 +130,8 @@ def workers(django_db_blocker, child_env) -> Iterator[Workers]:
         pop3 = make_pop3_service(default_domain=DOMAIN, start=False)
     env = {**child_env, "REDIS_URL": isolated_redis_url(child_env["REDIS_URL"])}
     processes = [
-        start_worker("run_imapd", "--service", imap.pk, env, "imap-clients-imapd.log"),
-        start_worker("run_pop3d", "--service", pop3.pk, env, "imap-clients-pop3d.log"),
+        start_worker("run_imapd", "--service", imap.pk, env, WORKER_LOGS[0]),
+        start_worker("run_pop3d", "--service", pop3.pk, env, WORKER_LOGS[1]),
     ]
     try:
         wait_until(lambda: answers(imap.port, b"* OK", processes[0]), timeout_s=20, message="the IMAP worker")
@@ -140,6 +142,19 @@ def workers(django_db_blocker, child_env) -> Iterator[Workers]:
         with django_db_blocker.unblock():
             # Nothing for the next module, even if no test ran to empty the database.
             call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(workers) -> Iterator[None]:
+    """Whatever a client did, the workers logged no error and no traceback (bad input gets a NO or BAD)."""
+    logs = [settings.VAR_DIR / "log" / name for name in WORKER_LOGS]
+    offsets = [log.stat().st_size for log in logs]
+    yield
+    for log, offset in zip(logs, offsets, strict=True):
+        with open(log, errors="replace") as text:
+            text.seek(offset)
+            problems = [line for line in text if " ERROR " in line or "Traceback" in line]
+        assert problems == [], f"{log.name}:\n" + "".join(problems)
 
 
 @pytest.fixture
@@ -212,7 +227,7 @@ def imap_session(workers: Workers, mailbox: Mailbox) -> Iterator[imaplib.IMAP4]:
 # -- two imaplib sessions ------------------------------------------------------------------------------
 
 
-def test_two_sessions_on_one_mailbox_see_each_others_flags_and_expunges(workers, mailbox):
+def test_two_sessions_on_one_mailbox_see_each_others_flags_expunges_and_moves(workers, mailbox):
     deliver(mailbox, "First", "Second", "Third")
     with imap_session(workers, mailbox) as writer, imap_session(workers, mailbox) as reader:
         assert writer.select("INBOX") == ("OK", [b"3"])
@@ -229,8 +244,14 @@ def test_two_sessions_on_one_mailbox_see_each_others_flags_and_expunges(workers,
         status, fetched = reader.fetch("1:*", "(UID FLAGS)")
         assert (status, fetched) == ("OK", [b"1 (UID 2 FLAGS (\\Flagged))", b"2 (UID 3 FLAGS ())"])
 
-    assert folder_subjects(mailbox, "INBOX") == {"Second": {"\\Flagged"}, "Third": set()}
-    assert pop3_subjects(workers, mailbox) == ["Second", "Third"]
+        assert writer.uid("MOVE", "3", "Archive")[0] == "OK"
+        reader.noop()
+        assert reader.untagged_responses.pop("EXPUNGE", []) == [b"2"]
+        assert reader.status("Archive", "(MESSAGES)") == ("OK", [b"Archive (MESSAGES 1)"])
+
+    assert folder_subjects(mailbox, "INBOX") == {"Second": {"\\Flagged"}}
+    assert folder_subjects(mailbox, "Archive") == {"Third": set()}
+    assert pop3_subjects(workers, mailbox) == ["Second"]
 
 
 def test_an_idle_session_hears_of_a_delivery_within_a_second(workers, mailbox):
@@ -296,8 +317,8 @@ def curl(url: str, mailbox: Mailbox, *options: str, home: Path) -> str:
     ).stdout
 
 
-def test_curl_lists_folders_fetches_by_uid_creates_a_folder_and_flags_a_message(workers, mailbox, tmp_path):
-    deliver(mailbox, "First", "Second")
+def test_curl_lists_fetches_creates_a_folder_moves_flags_and_deletes(workers, mailbox, tmp_path):
+    deliver(mailbox, "First", "Second", "Third", "Fourth")
     plain = f"imap://127.0.0.1:{workers.imap_port}/"
     implicit_tls = f"imaps://127.0.0.1:{workers.imap.tls_port}/"
     # TLS verified against the service's own certificate (its names include 127.0.0.1); with imap://,
@@ -305,19 +326,28 @@ def test_curl_lists_folders_fetches_by_uid_creates_a_folder_and_flags_a_message(
     verified = ("--cacert", str(workers.certificate))
     starttls = ("--ssl-reqd", *verified)
 
+    def command(url: str, imap_command: str) -> str:
+        # curl signs in, SELECTs the folder in the URL (if any), then sends the command as given.
+        return curl(url, mailbox, "--request", imap_command, *starttls, home=tmp_path)
+
     listing = curl(plain, mailbox, home=tmp_path)
     first = curl(plain + "INBOX;UID=1", mailbox, *starttls, home=tmp_path)
-    curl(plain, mailbox, "--request", "CREATE Projects", *starttls, home=tmp_path)
-    flagged = curl(plain + "INBOX", mailbox, "--request", r"UID STORE 2 +FLAGS (\Flagged)", *starttls, home=tmp_path)
+    command(plain, "CREATE Projects")
+    flagged = command(plain + "INBOX", r"UID STORE 2 +FLAGS (\Flagged)")
+    moved = command(plain + "INBOX", "UID MOVE 3 Projects")
+    command(plain + "INBOX", r"UID STORE 4 +FLAGS (\Deleted)")
+    expunged = command(plain + "INBOX", "UID EXPUNGE 4")
     listing_after = curl(implicit_tls, mailbox, *verified, home=tmp_path)
 
     assert '* LIST (\\HasNoChildren \\Sent) "." Sent' in listing.splitlines()
     assert "Projects" not in listing and '* LIST (\\HasNoChildren) "." Projects' in listing_after.splitlines()
     assert message_from_bytes(first.encode())["Subject"] == "First"
     assert flagged.strip() == "* 2 FETCH (UID 2 FLAGS (\\Flagged))"
-    assert "Projects" in folder_names(mailbox)
+    assert "* 3 EXPUNGE" in moved.splitlines() and "* 3 EXPUNGE" in expunged.splitlines()
+    assert folder_names(mailbox) >= {"INBOX", "Projects", "Trash"}
     # curl fetched BODY[] (not BODY.PEEK[]), so the message it read is \Seen on disk too.
     assert folder_subjects(mailbox, "INBOX") == {"First": {"\\Seen"}, "Second": {"\\Flagged"}}
+    assert folder_subjects(mailbox, "Projects") == {"Third": set()}
 
 
 # -- fetchmail -----------------------------------------------------------------------------------------
