@@ -407,6 +407,25 @@ def local_message(folder: Path, subject: str) -> Path:
     raise AssertionError(f"no message {subject!r} in {folder}")
 
 
+def local_flags(folder: Path) -> dict[str, str]:
+    """Subject -> Maildir flag letters of every message in a local folder."""
+    found = {}
+    for path in [*(folder / "new").iterdir(), *(folder / "cur").iterdir()]:
+        subject = message_from_bytes(path.read_bytes())["Subject"]
+        found[str(subject)] = path.name.partition(":2,")[2]
+    return found
+
+
+def mark(mailbox: Mailbox, folder: str, subject: str, flag: str) -> None:
+    """Add a flag to one message through the Maildir++ store (`MaildirAccount`), not through IMAP."""
+    opened = store_account(mailbox).open_folder(folder, read_only=False)
+    try:
+        uids = [r.uid for r in opened.messages() if message_from_bytes(opened.read_header(r.uid))["Subject"] == subject]
+        opened.store_flags(uids, frozenset({flag}), "add")
+    finally:
+        opened.close()
+
+
 def test_mbsync_mirrors_the_mailbox_and_brings_local_changes_back(workers, mailbox, tmp_path):
     deliver(mailbox, "Keep me", "Flag me", "File me", "Delete me")
     local = tmp_path / "Mail"
@@ -443,8 +462,13 @@ def test_mbsync_mirrors_the_mailbox_and_brings_local_changes_back(workers, mailb
     assert folder_subjects(mailbox, "Receipts") == {"File me": {"\\Seen"}}
     assert folder_subjects(mailbox, "INBOX") == {"Keep me": set(), "Flag me": {"\\Flagged"}}
     assert pop3_subjects(workers, mailbox) == ["Keep me", "Flag me"]
-    # A third run finds both sides equal: nothing to create, copy or expunge.
-    assert "Creating" not in mbsync(config, tmp_path)
+
+    # The other way round: a delivery and a flag set in the store by another face reach the local copy.
+    deliver(mailbox, "Arrived later")
+    mark(mailbox, "INBOX", "Keep me", "\\Answered")
+    mbsync(config, tmp_path)
+    assert local_flags(inbox) == {"Keep me": "R", "Flag me": "F", "Arrived later": ""}
+    assert local_flags(receipts) == {"File me": "S"}
 
 
 # -- neomutt -------------------------------------------------------------------------------------------
