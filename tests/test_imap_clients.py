@@ -353,8 +353,10 @@ def test_curl_lists_fetches_creates_a_folder_moves_flags_and_deletes(workers, ma
 # -- fetchmail -----------------------------------------------------------------------------------------
 
 
-def fetchmail(workers: Workers, mailbox: Mailbox, tmp_path: Path, *, keep: bool, starttls: bool) -> str:
-    """Fetch all of INBOX into an mbox through `--mda`; return what the mda received in total."""
+def fetchmail(
+    workers: Workers, mailbox: Mailbox, tmp_path: Path, *, keep: bool, starttls: bool, fetch_all: bool
+) -> str:
+    """Fetch INBOX (all of it, or what is not \\Seen) into an mbox through `--mda`; return the mbox so far."""
     delivered = tmp_path / "delivered.mbox"
     if starttls:
         # Verified against the service's certificate. fetchmail matches only DNS names, never the
@@ -367,7 +369,7 @@ def fetchmail(workers: Workers, mailbox: Mailbox, tmp_path: Path, *, keep: bool,
         f"poll 127.0.0.1 service {workers.imap_port} protocol IMAP auth password\n"
         f'  user "{mailbox.address}" password "{PASSWORD}" is "{mailbox.local_part}" here\n'
         f"  {tls}\n"
-        f"  {'keep' if keep else 'nokeep'} fetchall\n"
+        f"  {'keep' if keep else 'nokeep'} {'fetchall' if fetch_all else 'no fetchall'}\n"
         f'  mda "cat >> {delivered}"\n'
     )
     rc.chmod(0o600)
@@ -379,15 +381,21 @@ def mbox_subjects(mbox_text: str) -> list[str]:
     return [line.removeprefix("Subject: ") for line in mbox_text.splitlines() if line.startswith("Subject: ")]
 
 
-def test_fetchmail_fetches_all_of_inbox_keeping_it_then_deleting_it(workers, mailbox, tmp_path):
+def test_fetchmail_fetches_new_mail_keeping_it_then_deletes_what_it_fetched(workers, mailbox, tmp_path):
     deliver(mailbox, "One", "Two", "Three")
 
-    kept = fetchmail(workers, mailbox, tmp_path, keep=True, starttls=True)
-    assert mbox_subjects(kept) == ["One", "Two", "Three"]
+    mbox = fetchmail(workers, mailbox, tmp_path, keep=True, starttls=True, fetch_all=False)
+    assert mbox_subjects(mbox) == ["One", "Two", "Three"]
+    assert folder_subjects(mailbox, "INBOX") == dict.fromkeys(["One", "Two", "Three"], {"\\Seen"})
+
+    # Without fetchall, fetchmail asks for what is not \Seen: only the new message, deleted once fetched.
+    deliver(mailbox, "Four")
+    mbox = fetchmail(workers, mailbox, tmp_path, keep=False, starttls=False, fetch_all=False)
+    assert mbox_subjects(mbox) == ["One", "Two", "Three", "Four"]
     assert pop3_subjects(workers, mailbox) == ["One", "Two", "Three"]
 
-    fetched_again = fetchmail(workers, mailbox, tmp_path, keep=False, starttls=False)
-    assert mbox_subjects(fetched_again) == ["One", "Two", "Three"] * 2
+    mbox = fetchmail(workers, mailbox, tmp_path, keep=False, starttls=False, fetch_all=True)
+    assert mbox_subjects(mbox) == ["One", "Two", "Three", "Four", "One", "Two", "Three"]
     assert pop3_subjects(workers, mailbox) == []
     assert folder_subjects(mailbox, "INBOX") == {}
 
