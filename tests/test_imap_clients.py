@@ -27,12 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.core.management import call_command
 from django.urls import reverse
 
 from servers import mailstore
 from servers.mailfolders import MaildirAccount
 from servers.models import ImapService, Mailbox, Pop3Service
+from servers.services import mailboxes as mailbox_services
 from tests.conftest import REPO_DIR
 from tests.factories import PASSWORD, make_imap_service, make_mailbox, make_pop3_service, make_server
 from tests.helpers import read_greeting, wait_until
@@ -157,9 +159,20 @@ def no_server_errors(workers) -> Iterator[None]:
         assert problems == [], f"{log.name}:\n" + "".join(problems)
 
 
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    """PASSWORD hashed once for the module with the configured hasher (Argon2), which the workers verify."""
+    return make_password(PASSWORD)
+
+
 @pytest.fixture
-def mailbox(workers, transactional_db) -> Mailbox:
-    """A fresh mailbox on a virtual server of its own (its SMTP worker stays stopped)."""
+def mailbox(workers, password_hash, transactional_db, monkeypatch) -> Mailbox:
+    """A fresh mailbox on a virtual server of its own (its SMTP worker stays stopped).
+
+    Every mailbox gets the module's one hash of PASSWORD: an Argon2 hash costs most of a second on a
+    busy machine, and the workers verify this real hash like any other.
+    """
+    monkeypatch.setattr(mailbox_services, "make_password", lambda raw: password_hash)
     return make_mailbox(make_server(domain=DOMAIN), "helena")
 
 
