@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from servers import dkim_signing
+from servers.delivery.client import LINE_ENDINGS
 from servers.services.dkim import SigningKey
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def signed(message: bytes, mail_from: str, keys: dict[str, SigningKey]) -> bytes
     """`message` with a DKIM-Signature in front if one of `keys` signs for it; else, or on any error, as it was."""
     if not keys:
         return message
+    # Sign what the wire will carry: the client turns every CR, LF and CRLF into CRLF.
+    message = LINE_ENDINGS.sub(b"\r\n", message)
     try:
         parsed = dkim_signing.parse_message(message)
         key = signing_key_for(parsed, mail_from, keys)
