@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from io import StringIO
 
 import dkim
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from servers import dkim_signing, services, stored_secrets
-from servers.delivery import signing
+from servers.delivery import client, signing
 from servers.models import AuditEntry, DkimKey, DkimKeyState
 from servers.services import dkim as dkim_keys
 from servers.services.dkim import SigningKey
@@ -157,6 +159,15 @@ def test_a_message_from_a_signing_domain_verifies_with_dkimpy_and_signs_the_chos
     assert signed_names == [b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"from"]
 
 
+def test_a_message_with_bare_cr_and_lf_is_signed_as_the_smtp_client_sends_it():
+    key, txt = _signing_key("lab.test")
+    message = b"From: alice@lab.test\nSubject: mixed line ends\n\nline one\rline two\r\nlast, no newline"
+
+    on_the_wire = client.wire_data(signing.signed(message, "alice@lab.test", {"lab.test": key}))
+
+    assert dkim.verify(on_the_wire[: -len(b".\r\n")], dnsfunc=dns_answering({"mc1._domainkey.lab.test": txt}))
+
+
 def test_a_changed_body_or_an_added_from_breaks_the_signature():
     key, txt = _signing_key("lab.test")
     dns = dns_answering({"mc1._domainkey.lab.test": txt})
@@ -197,3 +208,46 @@ def test_an_ed25519_signature_has_the_rfc_8463_shape():
     fields = dkim.util.parse_tag_value(dkim.rfc822_parse(signed)[0][0][1])
     assert fields[b"a"] == b"ed25519-sha256"
     assert len(dkim.util.parse_tag_value(txt.encode())[b"p"]) == 44  # base64 of the raw 32-byte key
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def smtpsvc_dkim(*arguments: str) -> str:
+    out = StringIO()
+    call_command("smtpsvc", "dkim", *arguments, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_command_line_generates_shows_rotates_and_removes_retired_keys():
+    domain = default_domain_of(make_server(domain="lab.test"))
+    with pytest.raises(CommandError, match="has no DKIM key"):
+        smtpsvc_dkim("lab.test", "show")
+
+    generated = smtpsvc_dkim("lab.test", "generate")
+    first = DkimKey.objects.get(domain=domain)
+    assert f"name:  {first.selector}._domainkey.lab.test" in generated
+    assert f"value: v=DKIM1; k=rsa; p={first.public_key}" in generated
+    assert f'zone file: {first.selector}._domainkey.lab.test. IN TXT ( "v=DKIM1; k=rsa; p=' in generated
+    assert smtpsvc_dkim("LAB.test", "show") == generated
+    with pytest.raises(CommandError, match="rotate it instead"):
+        smtpsvc_dkim("lab.test", "generate")
+
+    rotated = smtpsvc_dkim("lab.test", "rotate", "--algorithm", "ed25519-sha256")
+    assert "(ed25519-sha256)" in rotated and f"Retired selectors: {first.selector}" in rotated
+    assert smtpsvc_dkim("lab.test", "remove-retired").startswith("Removed 1 retired DKIM key(s) of lab.test")
+    assert "PRIVATE" not in generated + rotated
+    assert AuditEntry.objects.filter(actor="cli", action__endswith="dkim_key").count() == 3
+
+
+@pytest.mark.django_db
+def test_the_command_line_asks_for_the_server_when_two_have_the_domain():
+    make_server(domain="lab.test")
+    second = make_server(domain="lab.test")
+    with pytest.raises(CommandError, match="--server"):
+        smtpsvc_dkim("lab.test", "generate")
+    with pytest.raises(CommandError, match="No server"):
+        smtpsvc_dkim("nowhere.test", "show")
+    assert "lab.test" in smtpsvc_dkim("lab.test", "generate", "--server", str(second.pk))
+    assert DkimKey.objects.get().domain.server == second
