@@ -9,6 +9,7 @@ import dkim
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from dkim.canonicalization import CanonicalizationPolicy
 
 from servers import dkim_signing, services, stored_secrets
 from servers.delivery import client, signing
@@ -161,11 +162,31 @@ def test_a_message_from_a_signing_domain_verifies_with_dkimpy_and_signs_the_chos
 
 def test_a_message_with_bare_cr_and_lf_is_signed_as_the_smtp_client_sends_it():
     key, txt = _signing_key("lab.test")
-    message = b"From: alice@lab.test\nSubject: mixed line ends\n\nline one\rline two\r\nlast, no newline"
+    message = b"From: alice@lab.test\nSubject: mixed line ends\n\nline one\rline two\r\nlast, no newline   "
 
     on_the_wire = client.wire_data(signing.signed(message, "alice@lab.test", {"lab.test": key}))
 
     assert dkim.verify(on_the_wire[: -len(b".\r\n")], dnsfunc=dns_answering({"mc1._domainkey.lab.test": txt}))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\r\n",
+        b"\r\n\r\n",
+        b" \r\n\t\r\n",
+        b"plain text\r\nsecond line\r\n",
+        b"no final line end",
+        b"trailing  \t \r\nin  the\tmiddle\t\t x\r\n\r\n\r\n",
+        b"last line with spaces   ",
+        b"\tindented\r\n  two\r\n",
+    ],
+)
+def test_the_relaxed_body_is_the_one_dkimpy_computes(body):
+    assert dkim_signing.canonical_body(body) == CanonicalizationPolicy.from_c_value(
+        b"relaxed/relaxed"
+    ).canonicalize_body(body)
 
 
 def test_a_changed_body_or_an_added_from_breaks_the_signature():

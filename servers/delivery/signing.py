@@ -34,8 +34,11 @@ def signed(message: bytes, mail_from: str, keys: dict[str, SigningKey]) -> bytes
     """`message` with a DKIM-Signature in front if one of `keys` signs for it; else, or on any error, as it was."""
     if not keys:
         return message
-    # Sign what the wire will carry: the client turns every CR, LF and CRLF into CRLF.
-    message = LINE_ENDINGS.sub(b"\r\n", message)
+    # Sign what the wire will carry (client.wire_data): every CR, LF and CRLF a CRLF, a CRLF at the end.
+    if message.count(b"\n") != message.count(b"\r\n") or message.count(b"\r") != message.count(b"\r\n"):
+        message = LINE_ENDINGS.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"  # as the client ends the DATA payload
     try:
         parsed = dkim_signing.parse_message(message)
         key = signing_key_for(parsed, mail_from, keys)
