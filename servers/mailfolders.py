@@ -204,6 +204,7 @@ class _Snapshot:
 
     mtimes: tuple[int, int]  # of new/ and cur/, taken before the listing
     settled: bool  # False: a directory changed within the settle time of the look, look again
+    looked_at_ns: int  # when the listing began
     uidvalidity: int
     next_uid: int
     records: dict[int, MessageRecord]  # ascending UID
@@ -262,6 +263,7 @@ class MaildirFolder:
         self._messages: Sequence[MessageRecord] | None = None
         self._looked_at_mtimes: tuple[int, int] | None = None
         self._settled = False
+        self._looked_at_ns = 0
         self._uidnext = 1
         self.uidvalidity = 0
         self._look()
@@ -291,6 +293,10 @@ class MaildirFolder:
             self._records, self._files, self._snapshot = dict(self._records), dict(self._files), None
         self._messages = None
 
+    def _wrote(self) -> None:
+        """Our view now holds our own change: only a look made after it may replace the view."""
+        self._looked_at_ns = time.time_ns()
+
     def _build(self, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
         """List the folder, number what is new, and make the records (reusing those unchanged)."""
         try:
@@ -298,6 +304,8 @@ class MaildirFolder:
         except FileNotFoundError:
             if self.path.is_dir():
                 raise
+            if not self.uidvalidity:  # deleted between the check and the open
+                raise NoSuchFolderError(f"no folder named {self.name[:60]!r}") from None
             view, listing = uidmap.MapView(self.uidvalidity, self._uidnext, {}), {}  # deleted under us
         previous = _shared_snapshot(self.path)
         if previous is None or previous.uidvalidity != view.uidvalidity:
@@ -326,13 +334,22 @@ class MaildirFolder:
             records[uid] = MessageRecord(uid, key, flags, entry[1], entry[2] / 1e9)
         # A directory changed within the same clock tick as our listing may change again unseen.
         settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
-        return _Snapshot(mtimes, settled, view.uidvalidity, view.next_uid, records, files)
+        return _Snapshot(mtimes, settled, looked_at_ns, view.uidvalidity, view.next_uid, records, files)
 
     def _look(self) -> FolderChanges:
         """Adopt the folder as it is now (another session's look if nothing changed since); return the differences."""
         mtimes = _folder_mtimes_ns(self.path)  # before the listing: a change after it shows next time
         snapshot = _shared_snapshot(self.path)
-        if snapshot is None or not snapshot.settled or snapshot.mtimes != mtimes:
+        # Another session's look serves if the directories are as it saw them, and it is settled or
+        # newer than our own last look: it may then miss only what a listing of ours made now could
+        # miss too (a change within the same clock tick as its directory times), and it leaves us
+        # unsettled, so our next refresh looks again. Many sessions on one folder then make one
+        # listing per change, not one each.
+        if (
+            snapshot is None
+            or snapshot.mtimes != mtimes
+            or not (snapshot.settled or snapshot.looked_at_ns > self._looked_at_ns)
+        ):
             snapshot = self._build(mtimes, time.time_ns())
             _share_snapshot(self.path, snapshot)
         if self.uidvalidity and snapshot.uidvalidity != self.uidvalidity:
@@ -353,6 +370,7 @@ class MaildirFolder:
         self._flags_by_letters = {}  # the keyword list may have grown
         self.uidvalidity, self._uidnext = snapshot.uidvalidity, snapshot.next_uid
         self._looked_at_mtimes, self._settled = snapshot.mtimes, snapshot.settled
+        self._looked_at_ns = snapshot.looked_at_ns
         return changes
 
     def refresh(self) -> FolderChanges:
@@ -470,6 +488,7 @@ class MaildirFolder:
                 break
             pending = [uid for uid in pending if self._relocate(uid) is not None]
         self._messages = None
+        self._wrote()
         return sorted(changed, key=lambda record: record.uid)
 
     def _forget(self, uids: Sequence[int]) -> None:
@@ -478,6 +497,7 @@ class MaildirFolder:
             self._records.pop(uid, None)
             self._files.pop(uid, None)
         self._messages = None
+        self._wrote()
 
     def expunge(self, uids: Sequence[int] | None = None) -> list[int]:
         self._check_writable()

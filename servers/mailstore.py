@@ -571,7 +571,8 @@ def copy_into_folder(sources: Sequence[Path], folder: Path) -> list[Path | None]
 def move_into_folder(moves: Sequence[tuple[Path, str]], folder: Path) -> list[Path | None]:
     """Move message files into the Maildir `folder` (IMAP MOVE, RENAME INBOX), each as (source, unique name).
 
-    The unique name is the source's own unless the caller needs a new one; flags are kept. Each file
+    The unique name is the source's own unless the caller needs a new one (or a file of that name is
+    there already: then a new one; read the names from the returned paths); flags are kept. Each file
     is linked into place and then unlinked from its source, so a crash in between leaves two copies,
     never none; the targets are fsynced before the sources. Returns the new paths, None for a source
     gone meanwhile.
@@ -584,7 +585,12 @@ def move_into_folder(moves: Sequence[tuple[Path, str]], folder: Path) -> list[Pa
         file_name = unique_name + (INFO_SEPARATOR + info if info else "")
         target = folder / _subdir_for(file_name) / file_name
         try:
-            _link_or_copy(source, target, folder / "tmp")
+            try:
+                _link_or_copy(source, target, folder / "tmp")
+            except FileExistsError:  # that name is taken there already: the message gets a new one
+                file_name = new_unique_name() + (INFO_SEPARATOR + info if info else "")
+                target = folder / _subdir_for(file_name) / file_name
+                _link_or_copy(source, target, folder / "tmp")
         except FileNotFoundError:
             if not folder.is_dir():
                 raise

@@ -89,8 +89,6 @@ def test_an_idling_client_hears_of_a_delivery_within_a_second(tmp_path):
         client.send(b"b IDLE\r\n")
         assert client.line() == b"+ idling"
         assert ScriptedSession.watch_dir is not None
-        wait_until(lambda: served.watches(ScriptedSession.watch_dir), timeout_s=5, message="the watcher")
-
         delivered_at = time.monotonic()
         (ScriptedSession.watch_dir / "1.msg").write_bytes(b"Subject: hi\r\n\r\nhi\r\n")
         client.sock.settimeout(1.0)
@@ -108,9 +106,8 @@ def test_a_session_that_is_not_idling_gets_no_unsolicited_updates(tmp_path):
         client.line()
         client.command("a SELECT INBOX")
         assert ScriptedSession.watch_dir is not None
-        wait_until(lambda: served.watches(ScriptedSession.watch_dir), timeout_s=5, message="the watcher")
         (ScriptedSession.watch_dir / "1.msg").write_bytes(b"x")
-        assert client.nothing_arrives_within(0.8)  # the watcher looked again meanwhile
+        assert client.nothing_arrives_within(0.8)  # the watcher looked at least once meanwhile
         client.close()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import mailstore, uidmap
+from servers import mailfolders, mailstore, uidmap
 from servers.imap.store_api import (
     INBOX,
     BadFolderNameError,
@@ -78,6 +78,19 @@ def test_deleting_a_folder_with_children_keeps_its_name_as_a_parent_only(account
         account.delete_folder("Work")
     with pytest.raises(NoSuchFolderError):
         account.delete_folder("Nothing")
+
+
+def test_a_folder_deleted_while_selected_shows_every_message_expunged(account, maildir):
+    account.create_folder("Doomed")
+    account.append("Doomed", MESSAGE, frozenset(), None)
+    account.append("Doomed", MESSAGE, frozenset(), None)
+    folder = account.open_folder("Doomed", read_only=False)
+
+    account.delete_folder("Doomed")
+
+    assert folder.refresh().expunged == [1, 2]
+    assert not (maildir / ".Doomed").exists()
+    assert [name for name in os.listdir(maildir) if "deleted" in name] == []
 
 
 def test_inbox_and_the_special_use_folders_cannot_be_deleted(account):
@@ -221,6 +234,64 @@ def test_refresh_reports_new_mail_other_sessions_flags_and_nothing_when_nothing_
     assert [(r.uid, r.flags) for r in changes.flags_changed] == [(1, frozenset({"\\Seen"}))]
     assert changes.expunged == []
     assert mine.uidnext == 3
+
+
+def test_a_message_the_webmail_marks_read_is_the_same_message_with_a_new_flag(account, maildir):
+    (key,) = deliver(maildir)
+    folder = account.open_folder("INBOX", read_only=True)
+
+    mailstore.mark_read(maildir / "new" / key)  # new/ -> cur/<key>:2,S, as the webmail does
+    changes = folder.refresh()
+
+    assert changes.expunged == [] and changes.added == []
+    assert [(r.uid, r.key, r.flags) for r in changes.flags_changed] == [(1, key, frozenset({"\\Seen"}))]
+
+
+def test_an_expunge_in_one_session_appears_in_another_and_a_new_session_sees_the_result(account, maildir):
+    deliver(maildir, 2)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=True)
+    mine.store_flags([1], frozenset({"\\Deleted"}), "add")
+    assert mine.expunge() == [1]
+
+    assert theirs.refresh().expunged == [1]
+    assert [r.uid for r in account.open_folder("INBOX", read_only=True).messages()] == [2]
+    assert fresh_uid_map_view(maildir) == {2}
+
+
+def fresh_uid_map_view(maildir: Path) -> set[int]:
+    """The UIDs another process would read from the map file."""
+    view = uidmap.UidMap(maildir).view()
+    assert view is not None
+    return {entry.uid for entry in view.entries.values()}
+
+
+def test_sessions_on_one_folder_share_one_listing_per_change(account, maildir, monkeypatch):
+    deliver(maildir)
+    sessions = [account.open_folder("INBOX", read_only=True) for _ in range(3)]
+    (key,) = deliver(maildir)
+    listings = []
+    real_list_folder = uidmap.list_folder
+    monkeypatch.setattr(uidmap, "list_folder", lambda folder: listings.append(folder) or real_list_folder(folder))
+
+    added = [[r.key for r in session.refresh().added] for session in sessions]
+
+    assert added == [[key]] * 3
+    assert len(listings) == 1
+
+
+def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildir):
+    deliver(maildir)
+    mine = account.open_folder("INBOX", read_only=False)
+    mailfolders._snapshots.pop(str(maildir))  # so that the next session makes a look of its own, newer
+    account.open_folder("INBOX", read_only=True)  # another session's look, shared, before our change
+    times = [(maildir / sub).stat().st_mtime_ns for sub in ("new", "cur")]
+    mine.store_flags([1], frozenset({"\\Seen"}), "add")
+    for sub, mtime_ns in zip(("new", "cur"), times, strict=True):  # as if within the same clock tick
+        os.utime(maildir / sub, ns=(mtime_ns, mtime_ns))
+
+    assert not mine.refresh()
+    assert mine.messages()[0].flags == {"\\Seen"}
 
 
 def test_a_pop3_deletion_appears_as_expunged(account, maildir):

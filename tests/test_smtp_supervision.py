@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -163,18 +164,19 @@ def test_a_stopped_server_closes_its_port():
 
 def test_stopping_lets_an_open_transaction_finish():
     server = running_server(domain="lab.test")
-    client = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
-    client.ehlo()
-    client.mail("alice@sender.test")
-    client.rcpt("bob@lab.test")
+    # closing, not the client's own `with` (which sends QUIT): the stopping worker may hang up after the 250.
+    with closing(smtplib.SMTP("127.0.0.1", server.port, timeout=10)) as client:
+        client.ehlo()
+        client.mail("alice@sender.test")
+        client.rcpt("bob@lab.test")
 
-    services.stop_server(server)
-    # The worker has been told to stop and has stopped accepting: the 250 below comes from its grace.
-    wait_until(
-        lambda: state_of(server) == ObservedState.STOPPING and port_is_closed(server.port),
-        message="the worker to stop accepting",
-    )
-    code, _ = client.data(MESSAGE)
+        services.stop_server(server)
+        # The worker has been told to stop and has stopped accepting: the 250 below comes from its grace.
+        wait_until(
+            lambda: state_of(server) == ObservedState.STOPPING and port_is_closed(server.port),
+            message="the worker to stop accepting",
+        )
+        code, _ = client.data(MESSAGE)
 
     assert code == 250
     assert len(drop_files(server)) == 1

@@ -1,7 +1,7 @@
 """Who may see and change what: the one answer the console and the REST API both ask.
 
-(Not to be confused with `access.py` next door: that one holds the SMTP server's connection-control
-*access rules*.)
+(The SMTP server's connection-control lists — which clients may connect or relay — are another
+matter: `client_rules.py` next door.)
 
 The rules, decided once:
 
