@@ -12,7 +12,7 @@ The file `.mailconsole-uidlist`, an append-only log compacted now and then:
     <uid> <crlf size> <mtime ns> <unique name>           a message got its UID (UIDs ascend through the file)
     -<uid> 0 0 -                                         that message's file is gone
 
-Unique names with white space or control characters get no UID (Maildir writers never make them),
+Unique names with white space or unprintable characters get no UID (Maildir writers never make them),
 so every line is four fields and a fresh process parses 50,000 lines with a few bulk operations.
 The RFC822.SIZE (every line ending counted as CRLF) and the delivery time are kept with the UID, so
 a process that opens a folder of 50,000 messages reads one file and lists two directories instead
@@ -27,7 +27,16 @@ so one message never gets two UIDs and one UID never goes to two messages. Appen
 before anyone is told a UID; a compaction writes a new file and renames it over the old one
 (`servers.mailstore`, the single writer, does both). A file that cannot be read as a map (a
 corrupt or missing map) is rebuilt with a new, larger UIDVALIDITY: clients then forget every UID
-they knew, which is the price of never reusing one.
+they knew, which is the price of never reusing one. The mailbox's `.mailconsole-uidvalidity`
+holds the last UIDVALIDITY given to any of its folders, so a new one is always larger, even for a
+folder deleted and created again within the same second.
+
+An entry is dropped when its file is gone: missing from a listing, and from a second one made
+after the map was read (a file renamed while a directory is read may be missed once).
+
+Cost of a look: `list_folder` (two `os.listdir`), one stat of the map (and a read of what others
+appended), and nothing per message unless a message is new. Other readers number messages the
+same way with one call, `uid_map(folder).sync()`.
 """
 
 from __future__ import annotations
@@ -36,10 +45,9 @@ import collections
 import contextlib
 import fcntl
 import os
-import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -58,8 +66,10 @@ MAX_UID = 2**32 - 1  # nz-number (RFC 3501 9): past it the folder starts again w
 # Compact when the log holds more dead lines (dropped entries and their drop lines) than this and
 # than live entries: a compaction costs one write of the whole map, amortised over many changes.
 COMPACT_MIN_DEAD_LINES = 1000
-# file name in new/ or cur/, as listed
-Listing = dict[str, tuple[str, str]]  # unique name -> (subdir, file name)
+# Messages up to this size are measured with one read; bigger ones in chunks.
+WHOLE_READ_MAX_OCTETS = 1024 * 1024
+# The message files of a folder as one listing saw them: unique name -> (subdir, file name).
+Listing = dict[str, tuple[str, str]]
 
 
 class Entry(NamedTuple):
@@ -149,8 +159,9 @@ def _entry_line(key: str, entry: Entry) -> str:
     return f"{entry.uid} {entry.size_octets} {entry.mtime_ns} {key}\n"
 
 
-# Names a map line cannot hold as its last field.
-_UNUSABLE_NAME = re.compile(r"[\s\x00-\x1f\x7f]")
+def _usable(name: str) -> bool:
+    """A message file name the map can hold as a line's last field: no dot-file, space or control character."""
+    return not name.startswith(".") and " " not in name and name.isprintable()
 
 
 def _message_names(directory: Path) -> list[str]:
@@ -159,17 +170,42 @@ def _message_names(directory: Path) -> list[str]:
     except FileNotFoundError:
         return []
     joined = "/" + "/".join(names)  # one look at every name at once; "/" is in no file name
-    if "/." in joined or _UNUSABLE_NAME.search(joined):  # rare: other tools' dot-files, odd names
-        names = [name for name in names if not name.startswith(".") and not _UNUSABLE_NAME.search(name)]
+    if "/." in joined or not _usable(joined[1:]):  # rare: other tools' dot-files, odd names
+        names = [name for name in names if _usable(name)]
     return names
+
+
+def list_subdir(folder: Path, subdir: str) -> Listing:
+    """The message files of the folder's new/ or cur/ by unique name."""
+    return {name.partition(":")[0]: (subdir, name) for name in _message_names(folder / subdir)}
 
 
 def list_folder(folder: Path) -> Listing:
     """The message files of a folder by unique name; a file caught moving from new/ to cur/ is in cur/."""
     # new/ first: a message moved between the two listings is still seen, in cur/.
-    listing = {name.partition(":")[0]: ("new", name) for name in _message_names(folder / "new")}
-    listing.update({name.partition(":")[0]: ("cur", name) for name in _message_names(folder / "cur")})
+    listing = list_subdir(folder, "new")
+    listing.update(list_subdir(folder, "cur"))
     return listing
+
+
+def _mtime_and_crlf_size(path: Path) -> tuple[int, int]:
+    """The delivery time and RFC822.SIZE of a message file: one open, one read for a usual message.
+
+    The same count as `servers.maildir.crlf_size_octets`, with less per file: the first look at a
+    big folder measures every message.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        if stat.st_size > WHOLE_READ_MAX_OCTETS:
+            return stat.st_mtime_ns, _cached_crlf_size(path, stat)
+        data = read_all(fd, stat.st_size)
+    finally:
+        os.close(fd)
+    size_octets = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    if data and not data.endswith(b"\n"):
+        size_octets += 2  # an unterminated last line gets its CRLF
+    return stat.st_mtime_ns, size_octets
 
 
 def measure(folder: Path, listing: Listing, keys: list[str]) -> list[tuple[str, Entry]]:
@@ -179,8 +215,8 @@ def measure(folder: Path, listing: Listing, keys: list[str]) -> list[tuple[str, 
         subdir, name = listing[key]
         path = folder / subdir / name
         try:
-            stat = os.stat(path)
-            measured.append((stat.st_mtime_ns, key, _cached_crlf_size(path, stat)))
+            mtime_ns, size_octets = _mtime_and_crlf_size(path)
+            measured.append((mtime_ns, key, size_octets))
         except FileNotFoundError:
             continue  # moved (its flags changed) or deleted since the listing: the next look sees it
     measured.sort()
@@ -242,7 +278,7 @@ class UidMap:
             else:
                 start = state.offset
             os.lseek(fd, start, os.SEEK_SET)
-            data = _read_all(fd, stat.st_size - start)
+            data = read_all(fd, stat.st_size - start)
         finally:
             os.close(fd)
         complete = data.rfind(b"\n") + 1
@@ -287,16 +323,17 @@ class UidMap:
         with self._mutex:
             state = self._catch_up(locked=False)
             known = state.entries if state is not None else {}
-            unknown = [key for key in listing if key not in known]
+            unknown = list(listing.keys() - known.keys())  # a set difference in C, not a loop of 50,000
             maybe_gone = len(known) + len(unknown) != len(listing)
             if state is not None and not unknown and not maybe_gone:
                 return MapView(state.uidvalidity, state.next_uid, dict(known)), listing
             known_keys = set(known) if maybe_gone else set()
+            read_up_to = None if state is None else (state.file_id, state.offset)
         gone: set[str] = set()
         if maybe_gone:
             listing = {**listing, **list_folder(self.folder)}
             gone = known_keys.difference(listing)
-            unknown = [key for key in listing if key not in known_keys]
+            unknown = list(listing.keys() - known_keys)
         measured = measure(self.folder, listing, unknown)  # reads files: outside the lock
         with self._mutex, flocked(self.lock_path):
             state = self._catch_up(locked=True)
@@ -306,7 +343,10 @@ class UidMap:
                 entries = state.entries
                 measured_keys = {key for key, _ in measured}
                 fresh = [(key, entry) for key, entry in measured if key not in entries]
-                missing = [key for key in listing if key not in entries and key not in measured_keys]
+                # Unless others wrote meanwhile, every name the map lacks was measured already.
+                missing = []
+                if (state.file_id, state.offset) != read_up_to:
+                    missing = list(listing.keys() - entries.keys() - measured_keys)
                 if missing:  # another process dropped them meanwhile, or the map was rebuilt
                     fresh = sorted(
                         fresh + measure(self.folder, listing, missing),
@@ -329,6 +369,13 @@ class UidMap:
         state = self._append_locked(state, fresh, [])
         self._locked_state = state
         return state.uidvalidity, [state.entries[key].uid for key, _ in measured]
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop the entries of files the caller removed itself (EXPUNGE, MOVE): no listing is needed."""
+        with self._mutex, flocked(self.lock_path):
+            state = self._catch_up(locked=True)
+            if state is not None:
+                self._append_locked(state, [], [state.entries[key].uid for key in keys if key in state.entries])
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[MapView]:
@@ -427,7 +474,8 @@ class UidMap:
         return state
 
 
-def _read_all(fd: int, count: int) -> bytes:
+def read_all(fd: int, count: int) -> bytes:
+    """Up to `count` octets from the descriptor, fewer only at its end."""
     chunks = []
     while count > 0:
         chunk = os.read(fd, count)
@@ -441,6 +489,7 @@ def _read_all(fd: int, count: int) -> bytes:
 # One map per folder per process, so the threads of one process share what they read. The least
 # recently used are forgotten: two objects for one folder are as safe as two processes (the flock).
 MAX_MAPS = 512
+MAX_MAP_ENTRIES = 500_000  # over every map kept, so a few huge folders do not hold memory forever
 _maps: collections.OrderedDict[str, UidMap] = collections.OrderedDict()
 _maps_lock = threading.Lock()
 
@@ -452,8 +501,10 @@ def uid_map(folder: Path, *, uidvalidity_counter: Path | None = None) -> UidMap:
         found = _maps.get(key)
         if found is None:
             found = _maps[key] = UidMap(Path(folder), uidvalidity_counter=uidvalidity_counter)
-            while len(_maps) > MAX_MAPS:
-                _maps.popitem(last=False)
+            kept_entries = sum(len(m._state.entries) for m in _maps.values() if m._state is not None)
+            while len(_maps) > 1 and (len(_maps) > MAX_MAPS or kept_entries > MAX_MAP_ENTRIES):
+                _, evicted = _maps.popitem(last=False)  # a session still using it keeps it working
+                kept_entries -= len(evicted._state.entries) if evicted._state is not None else 0
         else:
             _maps.move_to_end(key)
             if uidvalidity_counter is not None:

@@ -22,6 +22,12 @@ from tests.helpers import wait_until
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
+# The outside world of the delivery tests, for every module: the fixtures dns (a test DNS server), port
+# and remotes ("remote" SMTP servers on 127.0.0.x), and server (a server no Celery worker serves; a
+# module's own `server` fixture takes its place). Declared here, in the conftest pytest loads before it
+# configures itself: pytest_plugins is refused in any conftest loaded later.
+pytest_plugins = ["tests.delivery_helpers", "tests.imap_session_helpers"]
+
 
 def database_url_of(settings_dict: dict) -> str:
     """A DATABASE_URL that points a child process at the database the tests use."""

@@ -11,14 +11,8 @@ import socket
 import subprocess
 import tempfile
 
-import pytest
-
 from mailconsole.var_dir import ensure_var_dir
 from servers.embedded_redis import start_embedded_redis
-
-# Test modules import these helpers before `pytest_plugins` loads them as a plugin; registered here, they
-# are rewritten on that first import, and pytest does not warn "Module already imported".
-pytest.register_assert_rewrite("tests.delivery_helpers")
 
 _var_dir = tempfile.mkdtemp(prefix="mailconsole-test-")
 os.environ["MAILCONSOLE_VAR_DIR"] = _var_dir

@@ -185,9 +185,6 @@ class FakeFolder:
         sources = [m for m in self.data.messages if m.uid in set(uids)]
         self.store.check_quota(sum(len(crlf(m.content)) for m in sources))
         pairs = [(m.uid, destination.add(m.content, m.flags, m.internal_date)) for m in sources]
-        if destination is self.data:
-            for _, new_uid in pairs:
-                self._snapshot.setdefault(new_uid, self.data.find(new_uid).record())
         return destination.uidvalidity, pairs
 
     def move_to(self, uids: Sequence[int], target: str) -> tuple[int, list[tuple[int, int]]]:

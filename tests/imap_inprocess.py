@@ -142,10 +142,6 @@ class Served:
     port: int
     loop: asyncio.AbstractEventLoop
 
-    def watches(self, path: Path) -> bool:
-        """Whether the IDLE watcher has taken its first look at `path` (changes after this are seen)."""
-        return str(path) in self.worker.folder_stamps
-
     def run(self, coroutine) -> object:
         """Run a coroutine on the worker's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)

@@ -32,9 +32,6 @@ from tests.delivery_helpers import (
 )
 from tests.factories import make_mailbox, make_server
 
-# The fixtures dns, port, remotes and server.
-pytest_plugins = ["tests.delivery_helpers"]
-
 # --- the Queue folder ---------------------------------------------------------------------------
 
 

@@ -27,9 +27,6 @@ from tests.delivery_helpers import (
     send,
 )
 
-# The fixtures dns, port, remotes and server.
-pytest_plugins = ["tests.delivery_helpers"]
-
 
 def drop_in_pickup(server, name: str, data: bytes) -> None:
     path = server.home_path / "Pickup" / name

@@ -11,9 +11,6 @@ from tests.delivery_helpers import MESSAGE, RemoteBehaviour
 from tests.factories import make_server
 from tests.helpers import wait_until
 
-# The fixtures dns, port and remotes.
-pytest_plugins = ["tests.delivery_helpers"]
-
 
 def running_server(dns, port):
     """A running server on this test session's node, which the real Celery worker serves."""

@@ -126,6 +126,14 @@ def test_malformed_commands_are_bad_with_their_tag(raw, tag, text):
     assert events(raw) == [Rejected(tag, "BAD", text)]
 
 
+def test_deep_nesting_is_bad_not_a_crash():
+    assert events(b"a1 X " + b"(" * 30_000 + b")" * 30_000 + b"\r\n") == [Rejected("a1", "BAD", "Too deeply nested")]
+    nested: list = []
+    for _ in range(59):
+        nested = [nested]
+    assert events(b"a1 X " + b"(" * 60 + b")" * 60 + b"\r\n") == [Command("a1", "X", [nested])]
+
+
 def test_a_bad_command_does_not_disturb_the_next_one():
     found = events(b"a1 X (\r\na2 NOOP\r\n")
     assert found == [Rejected("a1", "BAD", "Unbalanced parentheses"), Command("a2", "NOOP", [])]
@@ -265,11 +273,22 @@ def test_valid_sequence_sets_parse(text, ranges):
 
 
 @pytest.mark.parametrize(
-    "text", ["0", "1:0", "01", "1:", ":1", "1,,2", ",1", "1,", "a", "-1", "4294967296", "$", "1:2:3"]
+    "text", ["0", "1:0", "01", "1:", ":1", "1,,2", ",1", "1,", "a", "-1", "4294967296", "$1", "1:$", "$,1", "1:2:3"]
 )
 def test_invalid_sequence_sets_are_syntax_errors(text):
     with pytest.raises(CommandSyntaxError):
         parse_sequence_set(Atom(text))
+
+
+def test_dollar_is_the_saved_search_result():
+    assert parse_sequence_set(Atom("$")) == SequenceSet((), saved=True)
+
+
+def test_selecting_from_a_long_sequence_set_is_fast():
+    # 5,000 ranges against 20,000 messages: 10^8 comparisons if done naively.
+    many = parse_sequence_set(Atom(",".join(str(n) for n in range(1, 10_000, 2))))
+    selected = many.select(range(1, 20_001), 20_000)
+    assert selected[:3] == [1, 3, 5] and len(selected) == 5_000
 
 
 def test_a_quoted_sequence_set_is_a_syntax_error():

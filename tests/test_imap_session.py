@@ -1,138 +1,33 @@
-"""The IMAP session state machine, driven with bytes and no sockets, over the in-memory store."""
+"""The IMAP session state machine: sign-in, states, folders, updates and IDLE, driven with bytes, no sockets."""
 
 from __future__ import annotations
 
 import base64
 import calendar
 import imaplib
-import re
 from typing import Any
 
 import pytest
 
 from servers.imap import responses
+from servers.imap.mailbox_commands import ListPattern
 from servers.imap.session import ImapSession, Reply
 from servers.imap.store_api import AuthOutcome, AuthStatus
-from tests.imap_fake_store import FakeAccount, FakeMailStore
-
-HOSTNAME = "imap.example.com"
-ALICE = "alice@example.com"
-ALICE_PASSWORD = "correct horse"
-FAILURE_DELAY_S = 2.0
-JAN_15 = float(calendar.timegm((2026, 1, 15, 10, 0, 0, 0, 0, 0)))
-FEB_20 = float(calendar.timegm((2026, 2, 20, 23, 30, 0, 0, 0, 0)))
-
-PLAIN = (
-    b"From: Bob Example <bob@example.com>\r\n"
-    b"To: alice@example.com\r\n"
-    b"Subject: Hello Alice\r\n"
-    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
-    b"Message-ID: <1@example.com>\r\n"
-    b"\r\n"
-    b"Lunch on Friday?\r\n"
+from tests.imap_session_helpers import (
+    ALICE,
+    ALICE_PASSWORD,
+    FAILURE_DELAY_S,
+    JAN_15,
+    MULTIPART,
+    PLAIN,
+    REPLY,
+    FakeDirectory,
+    account_of,
+    last_line,
+    make_session,
+    send,
+    untagged_lines,
 )
-MULTIPART = (
-    b"From: carol@example.com\r\n"
-    b"To: alice@example.com\r\n"
-    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
-    b"Date: Tue, 10 Feb 2026 08:00:00 +0100\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b'Content-Type: multipart/mixed; boundary="outer"\r\n'
-    b"\r\n"
-    b"preamble\r\n"
-    b"--outer\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Transfer-Encoding: quoted-printable\r\n"
-    b"\r\n"
-    b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe\r\n"
-    b"--outer\r\n"
-    b"Content-Type: message/rfc822\r\n"
-    b"Content-Disposition: attachment\r\n"
-    b"\r\n"
-    b"Subject: forwarded\r\n"
-    b"From: dave@example.com\r\n"
-    b"\r\n"
-    b"inner body\r\n"
-    b"--outer--\r\n"
-)
-REPLY = (
-    b"From: dave@example.com\r\n"
-    b"To: alice@example.com\r\n"
-    b"Cc: carol@example.com\r\n"
-    b"Subject: Re: budget\r\n"
-    b"X-Priority: 1\r\n"
-    b"\r\n"
-    b"The numbers are in.\r\n"
-)
-
-
-class FakeDirectory:
-    """alice signs in; bob's password is right but his account is locked; anything else fails."""
-
-    def __init__(self, store: FakeMailStore) -> None:
-        self.store = store
-        self.attempts: list[tuple[str, str]] = []
-
-    def __call__(self, user: str, password: str) -> AuthOutcome:
-        self.attempts.append((user, password))
-        if user == ALICE and password == ALICE_PASSWORD:
-            return AuthOutcome(AuthStatus.OK, self.store.account())
-        if user == "bob@example.com" and password == "bobs":
-            return AuthOutcome(AuthStatus.LOCKED)
-        return AuthOutcome(AuthStatus.BAD_CREDENTIALS, failure_delay_s=FAILURE_DELAY_S)
-
-
-@pytest.fixture
-def store() -> FakeMailStore:
-    store = FakeMailStore(ALICE)
-    store.deliver(PLAIN, flags=["\\Seen"], date=JAN_15)
-    store.deliver(MULTIPART, flags=["\\Flagged"], date=FEB_20)
-    store.deliver(REPLY, flags=["\\Answered", "$Work"], date=FEB_20)
-    return store
-
-
-@pytest.fixture
-def directory(store: FakeMailStore) -> FakeDirectory:
-    return FakeDirectory(store)
-
-
-def make_session(directory: FakeDirectory, **options) -> ImapSession:
-    options = {"tls_available": True, "tls_active": True, "plaintext_requires_tls": True, **options}
-    return ImapSession(hostname=HOSTNAME, authenticator=directory, default_domain="example.com", **options)
-
-
-@pytest.fixture
-def session(directory: FakeDirectory) -> ImapSession:
-    return make_session(directory)
-
-
-def send(session: ImapSession, text: str | bytes) -> bytes:
-    return session.receive_data(text if isinstance(text, bytes) else text.encode() + b"\r\n").data
-
-
-def last_line(data: bytes) -> bytes:
-    return data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
-
-
-def untagged_lines(data: bytes) -> list[bytes]:
-    return [line for line in data.split(b"\r\n") if line.startswith(b"* ")]
-
-
-@pytest.fixture
-def logged_in(session: ImapSession) -> ImapSession:
-    assert last_line(send(session, f'a0 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a0 OK")
-    return session
-
-
-@pytest.fixture
-def selected(logged_in: ImapSession) -> ImapSession:
-    assert last_line(send(logged_in, "s0 SELECT INBOX")).startswith(b"s0 OK")
-    return logged_in
-
-
-def account_of(store: FakeMailStore, index: int = 0) -> FakeAccount:
-    return store.accounts[index]
-
 
 # Greeting, capabilities, the not-authenticated state.
 
@@ -175,6 +70,22 @@ def test_plaintext_login_is_allowed_without_tls_when_the_policy_says_so(director
     assert last_line(send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a1 OK")
 
 
+def test_pipelined_commands_are_answered_in_order(logged_in):
+    data = send(logged_in, b"p1 NOOP\r\np2 SELECT INBOX\r\np3 FETCH 1 UID\r\np4 UNSELECT\r\n")
+    assert [line.split(b" ")[0] for line in data.split(b"\r\n") if line and not line.startswith(b"*")] == [
+        b"p1",
+        b"p2",
+        b"p3",
+        b"p4",
+    ]
+
+
+def test_a_command_split_across_packets_waits_for_its_end(logged_in):
+    assert send(logged_in, b"n1 NO") == b""
+    assert send(logged_in, b"OP\r") == b""
+    assert send(logged_in, b"\n") == b"n1 OK NOOP completed\r\n"
+
+
 def test_unknown_commands_are_bad(session):
     assert send(session, "x1 XYZZY") == b"x1 BAD Unknown command\r\n"
 
@@ -194,6 +105,11 @@ def test_selected_state_commands_without_a_folder_are_in_the_wrong_state(logged_
 @pytest.mark.parametrize("command", [f'LOGIN alice "{ALICE_PASSWORD}"', "AUTHENTICATE PLAIN", "STARTTLS"])
 def test_sign_in_commands_after_login_are_in_the_wrong_state(logged_in, command):
     assert send(logged_in, f"w1 {command}") == b"w1 BAD Command not valid in this state\r\n"
+
+
+def test_check_and_id_with_nil(selected):
+    assert send(selected, "c1 CHECK") == b"c1 OK CHECK completed\r\n"
+    assert send(selected, "i1 ID NIL") == b'* ID ("name" "MailConsole")\r\ni1 OK ID completed\r\n'
 
 
 def test_noop_id_and_namespace(logged_in):
@@ -272,6 +188,10 @@ def test_nobody_authenticates_as_someone_else(session, directory):
     data = send(session, f"a1 AUTHENTICATE PLAIN {plain('bob', 'alice', ALICE_PASSWORD)}")
     assert data == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
     assert directory.attempts == []
+
+
+def test_an_empty_initial_response_is_malformed(session):
+    assert send(session, "a1 AUTHENTICATE PLAIN =") == b"a1 BAD Malformed authentication response\r\n"
 
 
 def test_other_sasl_mechanisms_are_refused(session):
@@ -366,6 +286,16 @@ def test_syntax_errors_in_arguments_are_bad(selected):
     assert send(selected, "b5 SELECT") == b"b5 BAD Wrong number of arguments\r\n"
 
 
+def test_ten_bad_commands_in_a_row_end_the_session(logged_in, store):
+    for number in range(9):
+        assert not logged_in.receive_data(b"x%d BOGUS\r\n" % number).close
+    assert send(logged_in, "n1 NOOP") == b"n1 OK NOOP completed\r\n"  # a good command starts the count again
+    replies = [logged_in.receive_data(b"y%d FETCH\r\n" % number) for number in range(10)]
+    assert [reply.close for reply in replies] == [False] * 9 + [True]
+    assert replies[-1].data == b"y9 BAD Command not valid in this state\r\n* BYE Too many bad commands\r\n"
+    assert account_of(store).release_count == 1
+
+
 def test_an_overlong_line_is_bad_and_the_session_goes_on(logged_in):
     assert send(logged_in, b"l1 NOOP " + b"x" * (70 * 1024) + b"\r\n") == b"l1 BAD Line too long\r\n"
     assert send(logged_in, "l2 NOOP") == b"l2 OK NOOP completed\r\n"
@@ -454,6 +384,13 @@ def test_create_rename_subscribe_and_delete_a_folder(logged_in, store):
         ("CREATE &AGE-", b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
         ("CREATE a*b", b"NO [CANNOT] Wildcards are not allowed in folder names"),
         ("CREATE ..", b"NO [CANNOT] Invalid folder name"),
+        ("CREATE a..b", b"NO [CANNOT] Invalid folder name"),
+        ("CREATE .hidden", b"NO [CANNOT] Invalid folder name"),
+        ("CREATE a/b", b"NO [CANNOT] Invalid folder name"),
+        ('CREATE "a\\\\b"', b"NO [CANNOT] Invalid folder name"),
+        ("SELECT ../../etc", b"NO [CANNOT] Invalid folder name"),
+        ("RENAME Sent Sent/..", b"NO [CANNOT] Invalid folder name"),
+        ('CREATE "a\tb"', b"NO [CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)"),
         ("DELETE INBOX", b"NO [CANNOT] INBOX cannot be deleted"),
         ("DELETE Nowhere", b"NO [NONEXISTENT] No such folder"),
         ("RENAME Sent INBOX", b"NO [ALREADYEXISTS] INBOX always exists"),
@@ -502,6 +439,42 @@ def test_list_patterns_match_names(logged_in, store, arguments, names):
     assert [line.rsplit(b" ", 1)[1] for line in untagged_lines(data)] == names
 
 
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("*", "a.b.c", True),
+        ("%", "a.b", False),
+        ("a.%", "a.b", True),
+        ("a.%", "a.b.c", False),
+        ("a.*", "a.b.c", True),
+        ("%.%", "a.b", True),
+        ("*b*", "abc", True),
+        ("a%c", "abc", True),
+        ("a%c", "a.c", False),
+        ("INBOX", "INBOX", True),
+        ("inbox.%", "INBOX.Sub", True),
+        ("inboxes", "INBOXES", False),
+        ("Sent", "sent", False),
+        ("", "", True),
+    ],
+)
+def test_list_patterns(pattern, name, expected):
+    assert ListPattern("", pattern).matches(name) is expected
+
+
+def test_a_crafted_list_pattern_does_not_backtrack_forever(logged_in, store):
+    store.folders["a" * 200] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" ' + "*a" * 500 + "b")
+    assert data == b"l1 OK LIST completed\r\n"
+    assert last_line(send(logged_in, 'l2 LIST "" ' + "*" * 1025)) == b"l2 BAD LIST pattern too long"
+
+
+def test_a_folder_another_program_named_in_utf8_is_listed_as_a_literal(logged_in, store):
+    store.folders["Entwürfe"] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" Entw*')
+    assert data == '* LIST (\\HasNoChildren) "." {9}\r\nEntwürfe\r\nl1 OK LIST completed\r\n'.encode()
+
+
 def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):
     assert untagged_lines(send(logged_in, 'l1 LIST "" ""')) == [b'* LIST (\\Noselect) "." ""']
 
@@ -517,6 +490,23 @@ def test_list_extended_selects_special_use_and_subscribed_folders(logged_in, sto
     ]
 
 
+def test_list_accepts_remote_and_return_special_use(logged_in):
+    assert untagged_lines(send(logged_in, 'l1 LIST (REMOTE) "" Drafts RETURN (SPECIAL-USE)')) == [
+        b'* LIST (\\HasNoChildren \\Drafts) "." Drafts'
+    ]
+
+
+def test_list_recursivematch_shows_parents_of_subscribed_folders_with_childinfo(logged_in, store):
+    store.folders["Work"] = store._new_folder()
+    store.folders["Work"].subscribed = False
+    store.folders["Work.2026"] = store._new_folder()
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" %')
+    names = [line.split(b'"." ', 1)[1] for line in untagged_lines(data)]
+    assert names == [b"INBOX", b"Archive", b"Drafts", b"Sent", b"Trash", b'Work ("CHILDINFO" ("SUBSCRIBED"))']
+    assert b'* LIST (\\HasChildren) "." Work ("CHILDINFO" ("SUBSCRIBED"))' in data
+
+
 def test_list_return_status_follows_each_folder(logged_in):
     data = send(logged_in, 'l1 LIST "" (INBOX Sent) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
     assert untagged_lines(data) == [
@@ -528,7 +518,15 @@ def test_list_return_status_follows_each_folder(logged_in):
 
 
 @pytest.mark.parametrize(
-    "arguments", ['(BOGUS) "" *', '(RECURSIVEMATCH) "" *', '"" * RETURN (BOGUS)', '"" * RETURN STATUS', '""']
+    "arguments",
+    [
+        '(BOGUS) "" *',
+        '(RECURSIVEMATCH) "" *',
+        '(REMOTE RECURSIVEMATCH) "" *',
+        '"" * RETURN (BOGUS)',
+        '"" * RETURN STATUS',
+        '""',
+    ],
 )
 def test_malformed_list_options_are_bad(logged_in, arguments):
     assert last_line(send(logged_in, f"l1 LIST {arguments}")).startswith(b"l1 BAD")
@@ -549,6 +547,17 @@ def test_status_counts_without_selecting(logged_in, store):
         b"* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY %d UNSEEN 2 RECENT 0 SIZE %d)" % (uidvalidity, size)
     ]
     assert send(logged_in, "t2 STATUS INBOX (BOGUS)") == b"t2 BAD Unsupported STATUS item\r\n"
+    assert send(logged_in, "t3 STATUS Nowhere (MESSAGES)") == b"t3 NO [NONEXISTENT] No such folder\r\n"
+
+
+def test_status_deleted_counts_messages_flagged_deleted(selected, store):
+    store.folders["Sent"].add(b"x", frozenset({"\\Deleted"}), JAN_15)
+    send(selected, "s1 STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    assert untagged_lines(send(selected, "t1 STATUS Sent (DELETED)")) == [b"* STATUS Sent (DELETED 1)"]
+    assert untagged_lines(send(selected, "t2 STATUS INBOX (DELETED MESSAGES)")) == [
+        b"* STATUS INBOX (DELETED 2 MESSAGES 3)"
+    ]
+    assert account_of(store).opened[-1].closed
 
 
 # ENABLE IMAP4rev2.
@@ -560,6 +569,12 @@ def test_enable_imap4rev2_changes_select_and_search(logged_in):
     assert b"RECENT" not in data and b"UNSEEN" not in data
     assert b'* LIST () "." INBOX\r\n' in data
     assert untagged_lines(send(logged_in, "q1 SEARCH FLAGGED")) == [b'* ESEARCH (TAG "q1") ALL 2']
+
+
+def test_imap4rev2_calls_a_parent_without_a_folder_nonexistent(logged_in, store):
+    store.folders["Work.2026"] = store._new_folder()
+    send(logged_in, "e1 ENABLE IMAP4rev2")
+    assert untagged_lines(send(logged_in, 'l1 LIST "" Work')) == [b'* LIST (\\NonExistent \\HasChildren) "." Work']
 
 
 def test_enable_is_not_valid_while_selected(selected):
@@ -620,338 +635,6 @@ def test_getquotaroot_and_getquota_report_storage_in_kib(logged_in, store):
 
 def test_an_unlimited_account_has_no_quota_resources(logged_in):
     assert untagged_lines(send(logged_in, 'q1 GETQUOTA ""')) == [b'* QUOTA "" ()']
-
-
-# FETCH.
-
-
-def fetch(session: ImapSession, text: str) -> bytes:
-    data = send(session, text)
-    assert last_line(data).split(b" ")[1] == b"OK", data
-    return data[: data.rindex(b"\r\n", 0, len(data) - 2) + 2] if data.count(b"\r\n") > 1 else b""
-
-
-def test_fetch_flags_uid_internaldate_and_size(selected):
-    assert fetch(selected, "f1 FETCH 1:2 (FLAGS UID INTERNALDATE RFC822.SIZE)") == (
-        b'* 1 FETCH (FLAGS (\\Seen) UID 1 INTERNALDATE "15-Jan-2026 10:00:00 +0000" RFC822.SIZE %d)\r\n'
-        b'* 2 FETCH (FLAGS (\\Flagged) UID 2 INTERNALDATE "20-Feb-2026 23:30:00 +0000" RFC822.SIZE %d)\r\n'
-        % (len(PLAIN), len(MULTIPART))
-    )
-
-
-def test_fetch_envelope(selected):
-    assert fetch(selected, "f1 FETCH 1 ENVELOPE") == (
-        b'* 1 FETCH (ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "Hello Alice" '
-        b'(("Bob Example" NIL "bob" "example.com")) (("Bob Example" NIL "bob" "example.com")) '
-        b'(("Bob Example" NIL "bob" "example.com")) ((NIL NIL "alice" "example.com")) NIL NIL NIL '
-        b'"<1@example.com>"))\r\n'
-    )
-
-
-def test_fetch_bodystructure_of_a_multipart_message(selected):
-    assert fetch(selected, "f1 FETCH 2 BODYSTRUCTURE") == (
-        b'* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "QUOTED-PRINTABLE" 27 1 '
-        b"NIL NIL NIL NIL)"
-        b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 56 (NIL "forwarded" ((NIL NIL "dave" "example.com")) '
-        b'((NIL NIL "dave" "example.com")) ((NIL NIL "dave" "example.com")) NIL NIL NIL NIL NIL) '
-        b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL) 4 '
-        b'NIL ("ATTACHMENT" NIL) NIL NIL) '
-        b'"MIXED" ("BOUNDARY" "outer") NIL NIL NIL))\r\n'
-    )
-
-
-def test_fetch_body_is_the_non_extensible_structure(selected):
-    assert fetch(selected, "f1 FETCH 1 BODY") == (
-        b'* 1 FETCH (BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 18 1))\r\n'
-    )
-
-
-def test_fetch_body_sets_seen_and_shows_the_new_flags(selected, store):
-    data = fetch(selected, "f1 FETCH 2 BODY[]")
-    assert data == b"* 2 FETCH (BODY[] {%d}\r\n%s FLAGS (\\Flagged \\Seen))\r\n" % (len(MULTIPART), MULTIPART)
-    assert "\\Seen" in store.folders["INBOX"].find(2).flags
-
-
-def test_fetch_body_peek_leaves_flags_alone(selected, store):
-    fetch(selected, "f1 FETCH 2 (BODY.PEEK[] RFC822.HEADER)")
-    assert store.folders["INBOX"].find(2).flags == {"\\Flagged"}
-
-
-def test_fetch_in_a_read_only_folder_never_sets_seen(logged_in, store):
-    send(logged_in, "s1 EXAMINE INBOX")
-    fetch(logged_in, "f1 FETCH 2 RFC822")
-    assert store.folders["INBOX"].find(2).flags == {"\\Flagged"}
-
-
-@pytest.mark.parametrize(
-    ("item", "response"),
-    [
-        ("BODY.PEEK[HEADER]", b"BODY[HEADER] {%d}\r\n%s" % (len(PLAIN) - 18, PLAIN[:-18])),
-        (
-            "BODY.PEEK[HEADER.FIELDS (subject FROM)]",
-            b"BODY[HEADER.FIELDS (subject FROM)] {61}\r\n"
-            b"From: Bob Example <bob@example.com>\r\nSubject: Hello Alice\r\n\r\n",
-        ),
-        (
-            "BODY.PEEK[HEADER.FIELDS.NOT (From To Date Message-ID)]",
-            b"BODY[HEADER.FIELDS.NOT (From To Date Message-ID)] {24}\r\nSubject: Hello Alice\r\n\r\n",
-        ),
-        ("BODY.PEEK[TEXT]", b"BODY[TEXT] {18}\r\nLunch on Friday?\r\n"),
-        ("BODY.PEEK[1]", b"BODY[1] {18}\r\nLunch on Friday?\r\n"),
-        ("BODY.PEEK[]<0.4>", b"BODY[]<0> {4}\r\nFrom"),
-        ("BODY.PEEK[TEXT]<6.100>", b"BODY[TEXT]<6> {12}\r\non Friday?\r\n"),
-        ("BODY.PEEK[TEXT]<500.10>", b"BODY[TEXT]<500> {0}\r\n"),
-        ("RFC822.HEADER", b"RFC822.HEADER {%d}\r\n%s" % (len(PLAIN) - 18, PLAIN[:-18])),
-        ("BODY.PEEK[2]", b"BODY[2] {0}\r\n"),
-    ],
-)
-def test_fetch_sections_of_a_simple_message(selected, item, response):
-    assert fetch(selected, f"f1 FETCH 1 ({item})") == b"* 1 FETCH (" + response + b")\r\n"
-
-
-@pytest.mark.parametrize(
-    ("section", "content"),
-    [
-        ("1", b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe"),
-        ("1.MIME", b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"),
-        ("2", b"Subject: forwarded\r\nFrom: dave@example.com\r\n\r\ninner body"),
-        ("2.HEADER", b"Subject: forwarded\r\nFrom: dave@example.com\r\n\r\n"),
-        ("2.HEADER.FIELDS (SUBJECT)", b"Subject: forwarded\r\n\r\n"),
-        ("2.TEXT", b"inner body"),
-        ("2.1", b"inner body"),
-        ("2.MIME", b"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"),
-        ("3", b""),
-        ("1.1", b""),
-    ],
-)
-def test_fetch_sections_by_part_number(selected, section, content):
-    data = fetch(selected, f"f1 FETCH 2 BODY.PEEK[{section}]")
-    assert data == b"* 2 FETCH (BODY[%s] {%d}\r\n%s)\r\n" % (section.encode(), len(content), content)
-
-
-def test_fetch_rfc822_and_rfc822_text_set_seen(selected, store):
-    data = fetch(selected, "f1 FETCH 3 (RFC822.TEXT)")
-    assert data == b"* 3 FETCH (RFC822.TEXT {21}\r\nThe numbers are in.\r\n FLAGS ($Work \\Answered \\Seen))\r\n"
-    assert "\\Seen" in store.folders["INBOX"].find(3).flags
-
-
-@pytest.mark.parametrize(
-    ("macro", "items"),
-    [
-        ("FAST", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"]),
-        ("ALL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"]),
-        ("FULL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"]),
-    ],
-)
-def test_fetch_macros(selected, macro, items):
-    data = fetch(selected, f"f1 FETCH 1 {macro}")
-    assert re.findall(rb"(?:\(| )(FLAGS|INTERNALDATE|RFC822\.SIZE|ENVELOPE|BODY) [(\"0-9]", data) == items
-
-
-def test_uid_fetch_names_messages_by_uid_and_always_says_the_uid(selected, store):
-    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
-    send(selected, "s2 EXPUNGE")
-    assert fetch(selected, "f1 UID FETCH 3 FLAGS") == b"* 2 FETCH (UID 3 FLAGS ($Work \\Answered))\r\n"
-    assert fetch(selected, "f2 UID FETCH 1 FLAGS") == b""  # gone: nothing, and OK
-    assert fetch(selected, "f3 UID FETCH 9:* UID") == b"* 2 FETCH (UID 3)\r\n"  # n:* always names the last
-
-
-def test_fetch_skips_a_message_that_vanished_meanwhile(selected, store):
-    del store.folders["INBOX"].messages[0]
-    data = send(selected, "f1 FETCH 1:2 (UID BODY.PEEK[TEXT]<0.5>)")
-    assert data == b"* 2 FETCH (UID 2 BODY[TEXT]<0> {5}\r\npream)\r\nf1 OK FETCH completed\r\n"
-
-
-@pytest.mark.parametrize(
-    "item",
-    [
-        "BODY[HEADER.FIELDS]",
-        "BODY[HEADER.FIELDS ()]",
-        "BODY[MIME]",
-        "BODY[0]",
-        "BODY[1.TEXT.HEADER]",
-        "BODY[]<1>",
-        "BINARY[1]",
-        "(FLAGS",
-        "()",
-    ],
-)
-def test_malformed_fetch_items_are_bad(selected, item):
-    assert last_line(send(selected, f"f1 FETCH 1 {item}")).startswith(b"f1 BAD")
-
-
-# STORE.
-
-
-def test_store_adds_removes_and_replaces_flags(selected, store):
-    assert send(selected, "s1 STORE 1:2 +FLAGS (\\Deleted $Junk)") == (
-        b"* 1 FETCH (FLAGS ($Junk \\Deleted \\Seen))\r\n* 2 FETCH (FLAGS ($Junk \\Deleted \\Flagged))\r\n"
-        b"s1 OK STORE completed\r\n"
-    )
-    assert (
-        send(selected, "s2 STORE 2 -FLAGS \\Deleted")
-        == b"* 2 FETCH (FLAGS ($Junk \\Flagged))\r\ns2 OK STORE completed\r\n"
-    )
-    assert send(selected, "s3 UID STORE 3 FLAGS (\\seen)") == (
-        b"* 3 FETCH (UID 3 FLAGS (\\Seen))\r\ns3 OK UID STORE completed\r\n"
-    )
-    assert store.folders["INBOX"].find(3).flags == {"\\Seen"}
-
-
-def test_store_silent_sends_no_fetch(selected, store):
-    assert send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Flagged)") == b"s1 OK STORE completed\r\n"
-    assert store.folders["INBOX"].find(1).flags == {"\\Seen", "\\Flagged"}
-
-
-@pytest.mark.parametrize("command", ["STORE 1 FLAGZ (\\Seen)", "STORE 1 +FLAGS (\\Bogus)", "STORE 1 +FLAGS (\\Recent)"])
-def test_malformed_store_is_bad(selected, command):
-    assert last_line(send(selected, f"s1 {command}")).startswith(b"s1 BAD")
-
-
-# COPY, MOVE, EXPUNGE.
-
-
-def test_copy_says_the_new_uids(selected, store):
-    data = send(selected, "c1 COPY 2:3 Archive")
-    assert data == b"c1 OK [COPYUID %d 2:3 1:2] COPY completed\r\n" % store.folders["Archive"].uidvalidity
-    assert len(store.folders["Archive"].messages) == 2
-    assert len(store.folders["INBOX"].messages) == 3
-
-
-def test_copy_to_a_missing_folder_asks_to_create_it(selected):
-    assert send(selected, "c1 COPY 1 Nowhere") == b"c1 NO [TRYCREATE] No such folder\r\n"
-
-
-def test_copy_over_quota_is_refused(selected, store):
-    store.limit_octets = store.used_octets() + 10
-    assert send(selected, "c1 UID COPY 1:* Archive") == b"c1 NO [OVERQUOTA] Mailbox is full\r\n"
-    assert store.folders["Archive"].messages == []
-
-
-def test_move_reports_copyuid_then_expunges(selected, store):
-    data = send(selected, "m1 MOVE 1,3 Trash")
-    uidvalidity = store.folders["Trash"].uidvalidity
-    assert data == (
-        b"* OK [COPYUID %d 1,3 1:2] Moved\r\n* 3 EXPUNGE\r\n* 1 EXPUNGE\r\nm1 OK MOVE completed\r\n" % uidvalidity
-    )
-    assert [m.uid for m in store.folders["INBOX"].messages] == [2]
-    assert fetch(selected, "f1 FETCH 1 UID") == b"* 1 FETCH (UID 2)\r\n"
-
-
-def test_uid_move_in_a_read_only_folder_is_refused(logged_in):
-    send(logged_in, "s1 EXAMINE INBOX")
-    assert last_line(send(logged_in, "m1 UID MOVE 1 Trash")).startswith(b"m1 NO [READ-ONLY]")
-
-
-def test_expunge_removes_deleted_messages_highest_number_first(selected, store):
-    send(selected, "s1 STORE 1:3 +FLAGS.SILENT (\\Deleted)")
-    send(selected, "s2 STORE 2 -FLAGS.SILENT (\\Deleted)")
-    assert send(selected, "e1 EXPUNGE") == b"* 3 EXPUNGE\r\n* 1 EXPUNGE\r\ne1 OK EXPUNGE completed\r\n"
-    assert [m.uid for m in store.folders["INBOX"].messages] == [2]
-
-
-def test_uid_expunge_removes_only_the_named_messages(selected, store):
-    send(selected, "s1 STORE 1:3 +FLAGS.SILENT (\\Deleted)")
-    assert send(selected, "e1 UID EXPUNGE 2:3") == b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\ne1 OK UID EXPUNGE completed\r\n"
-    assert [m.uid for m in store.folders["INBOX"].messages] == [1]
-
-
-# SEARCH.
-
-
-@pytest.mark.parametrize(
-    ("criteria", "numbers"),
-    [
-        ("ALL", "1 2 3"),
-        ("SEEN", "1"),
-        ("UNSEEN", "2 3"),
-        ("FLAGGED", "2"),
-        ("UNFLAGGED", "1 3"),
-        ("ANSWERED", "3"),
-        ("UNANSWERED", "1 2"),
-        ("DELETED", ""),
-        ("UNDELETED", "1 2 3"),
-        ("DRAFT", ""),
-        ("UNDRAFT", "1 2 3"),
-        ("NEW", ""),
-        ("OLD", "1 2 3"),
-        ("RECENT", ""),
-        ("KEYWORD $work", "3"),
-        ("UNKEYWORD $Work", "1 2"),
-        ("FROM bob", "1"),
-        ("FROM EXAMPLE.COM", "1 2 3"),
-        ("TO alice", "1 2 3"),
-        ("CC carol", "3"),
-        ("BCC anyone", ""),
-        ("SUBJECT hello", "1"),
-        ('SUBJECT "grüße"', "2"),
-        ("SUBJECT {6+}\r\ngrüß", "2"),
-        ("HEADER X-Priority 1", "3"),
-        ('HEADER X-Priority ""', "3"),
-        ("HEADER Message-ID example", "1"),
-        ("BODY friday", "1"),
-        ('BODY "schöne"', "2"),
-        ("BODY forwarded", ""),
-        ("TEXT forwarded", ""),
-        ("TEXT budget", "3"),
-        ('TEXT "inner body"', "2"),
-        ("BEFORE 1-Feb-2026", "1"),
-        ("ON 15-Jan-2026", "1"),
-        ("ON 20-feb-2026", "2 3"),
-        ("SINCE 16-Jan-2026", "2 3"),
-        ('SINCE "20-Feb-2026"', "2 3"),
-        ("SENTBEFORE 1-Jan-2000", "1"),
-        ("SENTON 8-Feb-1994", ""),
-        ("SENTON 7-Feb-1994", "1"),
-        ("SENTSINCE 10-Feb-2026", "2 3"),
-        ("LARGER 169", "2"),
-        ("SMALLER 169", "3"),
-        ("2:*", "2 3"),
-        ("1,3", "1 3"),
-        ("*", "3"),
-        ("UID 2", "2"),
-        ("UID 1:*", "1 2 3"),
-        ("NOT SEEN", "2 3"),
-        ("OR FLAGGED ANSWERED", "2 3"),
-        ("OR (SEEN FROM bob) KEYWORD $Work", "1 3"),
-        ("(UNSEEN TO alice) NOT FLAGGED", "3"),
-        ("NOT (OR SEEN FLAGGED)", "3"),
-        ("CHARSET UTF-8 SUBJECT gr", "2"),
-        ("CHARSET us-ascii ALL", "1 2 3"),
-    ],
-)
-def test_search_keys(selected, criteria, numbers):
-    data = send(selected, b"q1 SEARCH " + criteria.encode() + b"\r\n")
-    expected = b"* SEARCH" + (b" " + numbers.encode() if numbers else b"")
-    assert data == expected + b"\r\nq1 OK SEARCH completed\r\n"
-
-
-def test_uid_search_answers_with_uids(selected):
-    send(selected, "s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
-    send(selected, "e1 EXPUNGE")
-    assert send(selected, "q1 UID SEARCH UNSEEN") == b"* SEARCH 2 3\r\nq1 OK UID SEARCH completed\r\n"
-
-
-def test_esearch_returns_min_max_count_and_all(selected):
-    assert untagged_lines(send(selected, "q1 SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN")) == [
-        b'* ESEARCH (TAG "q1") MIN 2 MAX 3 COUNT 2 ALL 2:3'
-    ]
-    assert untagged_lines(send(selected, "q2 UID SEARCH RETURN () ALL")) == [b'* ESEARCH (TAG "q2") UID ALL 1:3']
-    assert untagged_lines(send(selected, "q3 SEARCH RETURN (COUNT MIN) DRAFT")) == [b'* ESEARCH (TAG "q3") COUNT 0']
-
-
-def test_search_in_an_unknown_charset_is_refused(selected):
-    assert (
-        send(selected, "q1 SEARCH CHARSET KOI8-R ALL") == b"q1 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n"
-    )
-
-
-@pytest.mark.parametrize(
-    "criteria",
-    ["", "BOGUS", "FROM", "OR SEEN", "BEFORE 32-Jan-2026", "BEFORE 1-Foo-2026", "LARGER x", "UID x", "(SEEN"],
-)
-def test_malformed_search_is_bad(selected, criteria):
-    assert last_line(send(selected, f"q1 SEARCH {criteria}")).startswith(b"q1 BAD")
 
 
 # What other sessions did: EXISTS, EXPUNGE and FETCH FLAGS after commands (RFC 9051 7.5.1).
@@ -1118,3 +801,23 @@ def test_imaplib_session_from_login_to_logout(session, store):
     assert client.close()[0] == "OK"
     assert client.logout()[0] == "BYE"
     assert account_of(store).release_count == 1
+
+
+def test_imaplib_login_with_the_password_as_a_literal(session, store):
+    # imaplib sends `TAG LOGIN alice {N}`, waits for the continuation, then the octets and CRLF.
+    password = 'p"a\\ss w{rd} \u00fc\r\n'
+    session.authenticator = lambda user, given: (
+        AuthOutcome(AuthStatus.OK, store.account()) if given == password else AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+    )
+    client = SessionIMAP4(session)
+    client.literal = password.encode()
+    assert client._simple_command("LOGIN", "alice")[0] == "OK"
+    assert session.user == ALICE
+
+
+def test_imaplib_authenticate_plain_uses_the_continuation(session, store):
+    client = SessionIMAP4(session)
+    status, _ = client.authenticate("PLAIN", lambda _challenge: f"\0alice\0{ALICE_PASSWORD}".encode())
+    assert status == "OK"
+    assert client.namespace() == ("OK", [b'(("" ".")) NIL NIL'])
+    assert client.logout()[0] == "BYE"

@@ -9,6 +9,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+from contextlib import closing
 from email import message_from_bytes
 from email.message import EmailMessage
 
@@ -50,10 +51,26 @@ def send(port: int, sender: str, recipients: list[str], subject: str, body: str 
         client.send_message(message, from_addr=sender, to_addrs=recipients)
 
 
+class POP3(poplib.POP3):
+    """poplib's client, which closes its socket when the greeting is a refusal (poplib's leaves it open)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10) -> None:
+        try:
+            super().__init__(host, port, timeout)
+        except poplib.error_proto:
+            self.close()
+            raise
+
+
 def pop3_login(service: Pop3Service, user: str, password: str = PASSWORD) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", service.port, timeout=10)
-    client.user(user)
-    client.pass_(password)
+    """A signed-in client; a refused sign-in raises error_proto with the connection closed."""
+    client = POP3("127.0.0.1", service.port)
+    try:
+        client.user(user)
+        client.pass_(password)
+    except BaseException:
+        client.close()
+        raise
     return client
 
 
@@ -177,13 +194,12 @@ def test_uidls_are_stable_and_deletions_happen_only_at_quit(lab):
 
 def test_a_mailbox_in_use_refuses_a_second_session(lab):
     _, pop3, _, _ = lab
-    first = pop3_login(pop3, "bob@study003.local")
+    with closing(pop3_login(pop3, "bob@study003.local")) as first:
+        with pytest.raises(poplib.error_proto) as refused:
+            pop3_login(pop3, "bob@study003.local")
 
-    with pytest.raises(poplib.error_proto) as refused:
-        pop3_login(pop3, "bob@study003.local")
-
-    assert refused.value.args[0].decode() == pop3_replies.MAILBOX_IN_USE
-    first.quit()
+        assert refused.value.args[0].decode() == pop3_replies.MAILBOX_IN_USE
+        first.quit()
     pop3_login(pop3, "bob@study003.local").quit()
 
 
@@ -270,7 +286,7 @@ def test_the_pop3_service_pauses_stops_and_recovers_from_a_kill(lab):
     services.set_pop3_state(pop3, "paused")
     wait_for_state(pop3, ObservedState.PAUSED)
     with pytest.raises(poplib.error_proto) as paused:
-        poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+        POP3("127.0.0.1", pop3.port)
     assert b"[SYS/TEMP]" in paused.value.args[0]
 
     services.set_pop3_state(pop3, "running")

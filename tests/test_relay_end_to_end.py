@@ -9,8 +9,6 @@ from servers.models import ObservedState
 from tests.factories import PASSWORD, make_mailbox, make_server
 from tests.helpers import wait_until
 
-pytest_plugins = ["tests.delivery_helpers"]
-
 
 def test_a_signed_in_user_relays_through_the_queue_to_the_remote_mx(supervised, dns, port, remotes):
     server = make_server(domain="lab.test", start=True)

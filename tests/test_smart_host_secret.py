@@ -25,7 +25,6 @@ from tests.helpers import wait_until
 
 PASSWORD = "Relay-s3cret-pw"
 REPO_DIR = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.delivery_helpers"]
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 MIGRATION = importlib.import_module("servers.migrations.0009_secrets_and_quota_ceiling")
 

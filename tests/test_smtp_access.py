@@ -27,9 +27,6 @@ from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_serv
 from tests.helpers import free_port, read_greeting, wait_until, worker_running
 
 pytestmark = pytest.mark.usefixtures("supervised")
-# The fixtures dns, port and remotes: a test DNS and remote SMTP servers for relayed mail.
-pytest_plugins = ["tests.delivery_helpers"]
-
 MESSAGE = b"Subject: policy\r\n\r\nbody\r\n"
 
 
@@ -101,10 +98,10 @@ def test_message_size_is_advertised_and_enforced_at_mail_and_after_data(server):
 
 
 def test_unauthenticated_mail_to_other_domains_is_refused_as_relaying(server):
-    client = connect(server)
-    client.mail("a@outside.test")
+    with connect(server) as client:
+        client.mail("a@outside.test")
 
-    code, text = client.rcpt("victim@elsewhere.test")
+        code, text = client.rcpt("victim@elsewhere.test")
 
     assert (code, text.decode()) == (554, replies.RELAY_DENIED.format(address="victim@elsewhere.test")[4:])
 

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack, closing
 
 import psutil
 import pytest
@@ -120,27 +121,33 @@ def running_state(server: VirtualServer) -> str:
 
 
 def test_sessions_of_every_process_are_listed_and_one_can_be_terminated(server):
-    clients = []
-    for address in ("127.0.0.1", "127.0.0.2", "127.0.0.5", "127.0.0.6"):
-        client = smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(address, 0))
-        client.login("alice@lab.test", PASSWORD)
-        clients.append(client)
+    # closing, not the client's own `with`: that sends QUIT, which the terminated session cannot answer.
+    with ExitStack() as open_clients:
+        clients = []
+        for address in ("127.0.0.1", "127.0.0.2", "127.0.0.5", "127.0.0.6"):
+            client = open_clients.enter_context(
+                closing(smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(address, 0)))
+            )
+            client.login("alice@lab.test", PASSWORD)
+            clients.append(client)
 
-    sessions = wait_until(
-        lambda: len([s for s in services.list_sessions(server) if s["user"]]) == 4 and services.list_sessions(server),
-        message="four sessions to be published",
-    )
-    victim = next(s for s in sessions if s["client"] == "127.0.0.5")
-    services.terminate_session(server, victim["id"])
+        sessions = wait_until(
+            lambda: (
+                len([s for s in services.list_sessions(server) if s["user"]]) == 4 and services.list_sessions(server)
+            ),
+            message="four sessions to be published",
+        )
+        victim = next(s for s in sessions if s["client"] == "127.0.0.5")
+        services.terminate_session(server, victim["id"])
 
-    wait_until(
-        lambda: {s["client"] for s in services.list_sessions(server)} == {"127.0.0.1", "127.0.0.2", "127.0.0.6"},
-        message="only the terminated session to go",
-    )
-    for client in clients:
-        if client.sock.getsockname()[0] != "127.0.0.5":
-            assert client.noop()[0] == 250
-            client.quit()
+        wait_until(
+            lambda: {s["client"] for s in services.list_sessions(server)} == {"127.0.0.1", "127.0.0.2", "127.0.0.6"},
+            message="only the terminated session to go",
+        )
+        for client in clients:
+            if client.sock.getsockname()[0] != "127.0.0.5":
+                assert client.noop()[0] == 250
+                client.quit()
 
 
 def test_a_sigkill_of_the_worker_takes_its_session_processes_along_and_it_comes_back(server):

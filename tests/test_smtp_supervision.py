@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -98,34 +99,6 @@ def test_swaks_delivers_a_message_as_in_the_lab():
     assert "body from swaks" in content
 
 
-def test_mail_for_a_domain_the_server_does_not_serve_is_refused_as_relaying():
-    server = running_server(domain="lab.test")
-
-    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
-        client.ehlo()
-        client.mail("alice@sender.test")
-        code, text = client.rcpt("victim@elsewhere.test")
-
-    assert (code, text.decode()) == (554, replies.RELAY_DENIED.format(address="victim@elsewhere.test")[4:])
-    assert drop_files(server) == []
-
-
-def test_an_alias_domain_is_accepted_and_a_bare_name_gets_the_default_domain():
-    server = running_server(domain="lab.test")
-    services.add_domain(server, "alias.test", type="alias", alias_of="lab.test")
-    wait_until(lambda: _rcpt_code(server.port, "x@alias.test") == 250, message="the worker to reload domains")
-
-    assert _rcpt_code(server.port, "postmaster") == 250
-
-
-def _rcpt_code(port: int, address: str) -> int:
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.ehlo()
-        client.mail("a@sender.test")
-        code, _ = client.rcpt(address)
-        return code
-
-
 def test_a_paused_server_refuses_new_connections_with_421_but_finishes_open_sessions():
     server = running_server(domain="lab.test")
     open_session = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
@@ -163,18 +136,19 @@ def test_a_stopped_server_closes_its_port():
 
 def test_stopping_lets_an_open_transaction_finish():
     server = running_server(domain="lab.test")
-    client = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
-    client.ehlo()
-    client.mail("alice@sender.test")
-    client.rcpt("bob@lab.test")
+    # closing, not the client's own `with` (which sends QUIT): the stopping worker may hang up after the 250.
+    with closing(smtplib.SMTP("127.0.0.1", server.port, timeout=10)) as client:
+        client.ehlo()
+        client.mail("alice@sender.test")
+        client.rcpt("bob@lab.test")
 
-    services.stop_server(server)
-    # The worker has been told to stop and has stopped accepting: the 250 below comes from its grace.
-    wait_until(
-        lambda: state_of(server) == ObservedState.STOPPING and port_is_closed(server.port),
-        message="the worker to stop accepting",
-    )
-    code, _ = client.data(MESSAGE)
+        services.stop_server(server)
+        # The worker has been told to stop and has stopped accepting: the 250 below comes from its grace.
+        wait_until(
+            lambda: state_of(server) == ObservedState.STOPPING and port_is_closed(server.port),
+            message="the worker to stop accepting",
+        )
+        code, _ = client.data(MESSAGE)
 
     assert code == 250
     assert len(drop_files(server)) == 1

@@ -52,6 +52,7 @@ def test_uids_are_given_in_delivery_order_and_persist_across_reopens(folder):
 
 def test_the_map_keeps_the_crlf_size_and_delivery_time_so_a_fresh_reader_reads_no_message(folder, monkeypatch):
     name = deliver(folder, mtime_s=1_500_000_000)
+    unterminated = mailstore.deliver(folder, [b"Subject: x\r\n\r\nno line end\nat the end"])
     fresh_map(folder).sync()
 
     def no_reads(*args: object) -> int:
@@ -63,6 +64,7 @@ def test_the_map_keeps_the_crlf_size_and_delivery_time_so_a_fresh_reader_reads_n
     entry = view.entries[name]
     assert entry.size_octets == crlf_size_octets(folder / "new" / name) == len(MESSAGE.replace(b"\n", b"\r\n"))
     assert entry.mtime_ns == 1_500_000_000 * 10**9
+    assert view.entries[unterminated].size_octets == crlf_size_octets(folder / "new" / unterminated)
 
 
 def test_a_message_moved_from_new_to_cur_keeps_its_uid(folder):
@@ -184,3 +186,25 @@ def test_concurrent_threads_and_a_process_never_give_one_uid_twice_or_two_uids_t
     assert sorted(final.values()) == list(range(1, total + 1))  # every message one UID, none twice, none lost
     for snapshot in seen:  # whatever any reader saw agrees with the end result
         assert all(final[key] == uid for key, uid in snapshot.items())
+
+
+def test_dot_files_and_names_a_map_line_cannot_hold_get_no_uid(folder):
+    name = deliver(folder)
+    for odd in (".hidden", "with space:2,S", "tab\there", "new\nline"):
+        (folder / "cur" / odd).write_bytes(MESSAGE)
+
+    assert uids_of(folder) == {name: 1}
+    assert uids_of(folder) == {name: 1}  # and the map reads back
+
+
+def test_a_map_forgotten_by_the_process_cache_reads_back_the_same_uids(tmp_path, monkeypatch):
+    monkeypatch.setattr(uidmap, "MAX_MAPS", 1)
+    first, second = ensure_maildir(tmp_path / "first"), ensure_maildir(tmp_path / "second")
+    names = {folder: deliver(folder) for folder in (first, second)}
+    before = {folder: uidmap.uid_map(folder).sync()[0] for folder in (first, second)}  # second evicts first
+
+    again = uidmap.uid_map(first)
+
+    assert again is not uidmap.uid_map(second)
+    assert again.sync()[0] == before[first]
+    assert before[first].entries[names[first]].uid == 1

@@ -150,7 +150,8 @@ def test_an_exit_the_supervisor_reaped_is_described_with_its_signal():
 
 def test_a_zombie_of_another_parent_is_described_from_proc():
     started_at = started_now()
-    parent = subprocess.Popen(
+    # Leaving the `with` closes the pipe and waits for the killed parent.
+    with subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -159,15 +160,14 @@ def test_a_zombie_of_another_parent_is_described_from_proc():
             "print(child.pid, flush=True)\ntime.sleep(30)",
         ],
         stdout=subprocess.PIPE,
-    )
-    try:
-        pid = int(parent.stdout.readline())
-        wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, message="a zombie")
+    ) as parent:
+        try:
+            pid = int(parent.stdout.readline())
+            wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, message="a zombie")
 
-        assert supervision.exit_status(pid, started_at) == "exited with code 3 (it could not listen)"
-    finally:
-        parent.kill()
-        parent.wait()
+            assert supervision.exit_status(pid, started_at) == "exited with code 3 (it could not listen)"
+        finally:
+            parent.kill()
 
 
 def test_an_exit_nobody_here_could_wait_for_is_called_unknown_honestly():

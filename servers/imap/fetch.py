@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,12 @@ _SECTION = re.compile(
     r"(?: \((.*)\))?\Z",
     re.I,
 )
+# RFC 9051 6.4.5 (from RFC 3516): BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part].
+_BINARY_ITEM = re.compile(
+    r"(BINARY\.PEEK|BINARY\.SIZE|BINARY)\[((?:[1-9][0-9]{0,5})(?:\.[1-9][0-9]{0,5})*)?\]"
+    r"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?\Z",
+    re.I,
+)
 # Items that read the message's bytes (not just its record or its header).
 _NEEDS_BODY = frozenset({"BODYSTRUCTURE", "BODY", "RFC822", "RFC822.TEXT"})
 
@@ -53,7 +61,7 @@ class FetchItem:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.name == "SECTION" and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        return (self.name in ("SECTION", "BINARY") and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
     @property
     def needs_header_only(self) -> bool:
@@ -63,6 +71,8 @@ class FetchItem:
 
     @property
     def needs_message(self) -> bool:
+        if self.name in ("BINARY", "BINARY.SIZE"):
+            return True
         return self.name in _NEEDS_BODY or (self.name == "SECTION" and not self.needs_header_only)
 
 
@@ -88,6 +98,9 @@ def _parse_item(token: Token) -> FetchItem:
     upper = token.upper()
     if upper in _SIMPLE_ITEMS:
         return FetchItem(upper)
+    binary = _BINARY_ITEM.match(token)
+    if binary is not None:
+        return _parse_binary(binary)
     match = _SECTION_ITEM.match(token)
     if match is None or match.group(1).upper().startswith("BINARY"):
         raise CommandSyntaxError(f"Unknown FETCH item {upper[:40]}")
@@ -111,7 +124,10 @@ def _parse_item(token: Token) -> FetchItem:
         if not fields:
             raise CommandSyntaxError("Empty header list")
     partial = None
-    label_section = match.group(2).upper() if field_list is None else match.group(2)
+    # The response names the section as asked, keywords in upper case and header names as sent.
+    label_section = match.group(2).upper()
+    if field_list is not None:
+        label_section = label_section[: label_section.index(" (")] + f" ({field_list})"
     label = f"BODY[{label_section}]"
     if match.group(3) is not None:
         partial = (int(match.group(3)), int(match.group(4)))
@@ -127,20 +143,59 @@ def _parse_item(token: Token) -> FetchItem:
     )
 
 
+def _parse_binary(match: re.Match[str]) -> FetchItem:
+    kind = match.group(1).upper()
+    numbers = match.group(2) or ""
+    partial = None
+    label = f"BINARY[{numbers}]"
+    if match.group(3) is not None:
+        if kind == "BINARY.SIZE":
+            raise CommandSyntaxError("BINARY.SIZE takes no partial")
+        partial = (int(match.group(3)), int(match.group(4)))
+        label += f"<{partial[0]}>"
+    return FetchItem(
+        "BINARY.SIZE" if kind == "BINARY.SIZE" else "BINARY",
+        peek=kind != "BINARY",
+        part=tuple(int(n) for n in numbers.split(".")) if numbers else (),
+        partial=partial,
+        label=f"BINARY.SIZE[{numbers}]" if kind == "BINARY.SIZE" else label,
+    )
+
+
+class UnknownTransferEncodingError(Exception):
+    """BINARY of a part whose Content-Transfer-Encoding we cannot undo: NO [UNKNOWN-CTE]."""
+
+
+def binary_bytes(part_numbers: tuple[int, ...], message: bytes, root: mime.MimePart) -> bytes:
+    """The decoded content of a part (RFC 9051 6.4.5 BINARY); the whole message for BINARY[]."""
+    if not part_numbers:
+        return message
+    part = mime.locate(root, list(part_numbers))
+    if part is None:
+        return b""
+    encoding = (mime.field_value(part.header, "content-transfer-encoding") or "7bit").lower()
+    if part.children or part.embedded is not None or encoding in ("7bit", "8bit", "binary"):
+        return part.body
+    if encoding == "base64":
+        return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", part.body) + b"===", validate=False)
+    if encoding == "quoted-printable":
+        return quopri.decodestring(part.body)
+    raise UnknownTransferEncodingError(encoding)
+
+
 def _select_fields(header: bytes, names: tuple[str, ...], *, keep: bool) -> bytes:
     chosen = [raw for name, raw in mime.header_fields(header) if (name in names) == keep]
     return b"".join(chosen) + b"\r\n"
 
 
-def section_bytes(item: FetchItem, message: bytes | None, header: bytes) -> bytes:
+def section_bytes(item: FetchItem, message: bytes | None, header: bytes, root: mime.MimePart | None) -> bytes:
     """The octets of BODY[section] (before any partial); b"" for a part that does not exist."""
     if item.needs_header_only:
         target_header = header
         if item.specifier == "HEADER":
             return header
         return _select_fields(target_header, item.fields, keep=item.specifier == "HEADER.FIELDS")
-    assert message is not None
-    root = mime.parse(message)
+    assert message is not None and root is not None
     if not item.part:
         return message if not item.specifier else root.body  # "" or TEXT
     part = mime.locate(root, list(item.part))
@@ -176,9 +231,11 @@ def render(
     """The parenthesised FETCH data of one message (load_* raise KeyError if it vanished)."""
     message: bytes | None = None
     header: bytes | None = None
+    root: mime.MimePart | None = None  # parsed once per message, whatever number of items need it
     if any(item.needs_message for item in items):
         message = load_message()
         header = mime.split_header(message)[0]
+        root = mime.parse(message)
     elif any(item.needs_header_only for item in items):
         header = mime.crlf(load_header())
     parts: list[bytes] = []
@@ -197,7 +254,8 @@ def render(
             value = mime.envelope(header).encode("utf-8")
         elif name in ("BODYSTRUCTURE", "BODY"):
             assert message is not None
-            value = mime.body_structure(mime.parse(message), extensible=name == "BODYSTRUCTURE").encode("utf-8")
+            assert root is not None
+            value = mime.body_structure(root, extensible=name == "BODYSTRUCTURE").encode("utf-8")
         elif name == "RFC822":
             assert message is not None
             value = responses.string(message)
@@ -207,9 +265,21 @@ def render(
         elif name == "RFC822.TEXT":
             assert message is not None
             value = responses.string(mime.split_header(message)[1])
+        elif name == "BINARY.SIZE":
+            assert message is not None
+            assert root is not None
+            value = str(len(binary_bytes(item.part, message, root))).encode("ascii")
+            parts.append(item.label.encode("ascii") + b" " + value)
+            continue
+        elif name == "BINARY":
+            assert message is not None
+            assert root is not None
+            data = _partial(binary_bytes(item.part, message, root), item.partial)
+            parts.append(item.label.encode("ascii") + b" ~{%d}\r\n" % len(data) + data)  # literal8
+            continue
         else:
             assert header is not None
-            data = _partial(section_bytes(item, message, header), item.partial)
+            data = _partial(section_bytes(item, message, header, root), item.partial)
             parts.append(item.label.encode("utf-8") + b" " + b"{%d}\r\n" % len(data) + data)
             continue
         parts.append(name.encode("ascii") + b" " + value)

@@ -29,14 +29,12 @@ from servers.imap.store_api import (
 )
 
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_ALONE = frozenset({"RECURSIVEMATCH", "REMOTE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
-_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE")
+_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "RECENT", "SIZE")
 _DATE_TIME = re.compile(
     r"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
 )
-_MONTHS = {
-    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
-}
 # RFC 9051 6.1.1: what ENABLE can switch on here.
 ENABLEABLE = {"IMAP4REV2": "IMAP4rev2"}
 PERMANENT_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"
@@ -51,6 +49,9 @@ def folder_name(token: Token) -> str:
         name = INBOX + name[len(INBOX) :]
     if not name or not mutf7.is_valid(name):
         raise CommandRefusedError("NO", "[CANNOT] Folder names are modified UTF-7 (RFC 3501 5.1.3)")
+    # Each level becomes a directory name: no empty levels, nothing a file system reads as a path.
+    if "/" in name or "\\" in name or any(level in ("", "..") for level in name.split(HIERARCHY_DELIMITER)):
+        raise CommandRefusedError("NO", "[CANNOT] Invalid folder name")
     return name
 
 
@@ -59,13 +60,13 @@ def parse_date_time(token: Token) -> float:
     if not isinstance(token, String):
         raise CommandSyntaxError("Invalid date-time")
     match = _DATE_TIME.match(token)
-    if match is None or match.group(2).lower() not in _MONTHS:
+    if match is None or match.group(2).lower() not in responses.MONTH_NUMBERS:
         raise CommandSyntaxError("Invalid date-time")
     day, _, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
     try:
         moment = datetime.datetime(
             int(year),
-            _MONTHS[match.group(2).lower()],
+            responses.MONTH_NUMBERS[match.group(2).lower()],
             int(day),
             int(hour),
             int(minute),
@@ -97,19 +98,51 @@ def parse_flags(token: Token) -> frozenset[str]:
     return frozenset(flags)
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    # RFC 9051 6.3.9: "*" matches anything, "%" anything but the hierarchy delimiter.
-    regex = "".join(
-        ".*" if char == "*" else "[^.]*" if char == "%" else re.escape(char) for char in reference + pattern
-    )
-    return re.compile(regex + r"\Z")
+MAX_LIST_PATTERN_LENGTH = 1024
 
 
-def _matches(pattern: re.Pattern[str], name: str) -> bool:
-    if pattern.match(name):
-        return True
-    # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
-    return name.upper().startswith(INBOX) and bool(re.compile(pattern.pattern, re.I).match(name))
+class ListPattern:
+    """A LIST mailbox pattern (RFC 9051 6.3.9): "*" matches anything, "%" anything but the delimiter.
+
+    Matched by walking the pattern's states along the name, so the cost is at most pattern x name
+    length: a regular expression of many ".*" would backtrack without bound on a crafted pattern.
+    """
+
+    def __init__(self, reference: str, pattern: str) -> None:
+        text = reference + pattern
+        if len(text) > MAX_LIST_PATTERN_LENGTH:
+            raise CommandSyntaxError("LIST pattern too long")
+        # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
+        if text[: len(INBOX)].upper() == INBOX and text[len(INBOX) : len(INBOX) + 1] in ("", HIERARCHY_DELIMITER):
+            text = INBOX + text[len(INBOX) :]
+        self.text = text
+
+    def _closure(self, states: set[int]) -> set[int]:
+        pending = list(states)
+        while pending:
+            state = pending.pop()
+            if state < len(self.text) and self.text[state] in "*%" and state + 1 not in states:
+                states.add(state + 1)
+                pending.append(state + 1)
+        return states
+
+    def matches(self, name: str) -> bool:
+        text = self.text
+        states = self._closure({0})
+        for char in name:
+            following = set()
+            for state in states:
+                if state == len(text):
+                    continue
+                wanted = text[state]
+                if wanted == "*" or (wanted == "%" and char != HIERARCHY_DELIMITER):
+                    following.add(state)
+                elif wanted == char:
+                    following.add(state + 1)
+            if not following:
+                return False
+            states = self._closure(following)
+        return len(text) in states
 
 
 class MailboxCommands:
@@ -176,12 +209,13 @@ class MailboxCommands:
 
     def imap_CREATE(self, command: Command) -> Done:
         (token,) = arguments(command.args, 1, 1)
-        name = folder_name(token).removesuffix(HIERARCHY_DELIMITER)  # RFC 9051 6.3.4: a trailing delimiter
+        # RFC 9051 6.3.4: a trailing delimiter only says the client means to create children.
+        name = folder_name(String(as_astring(token).removesuffix(HIERARCHY_DELIMITER)))
         if name == INBOX:
             raise CommandRefusedError("NO", "[ALREADYEXISTS] INBOX always exists")
         if any(char in name for char in "%*"):
             raise CommandRefusedError("NO", "[CANNOT] Wildcards are not allowed in folder names")
-        self._account().create_folder(folder_name(String(name)))
+        self._account().create_folder(name)
         return Done()
 
     def imap_DELETE(self, command: Command) -> Done:
@@ -216,7 +250,8 @@ class MailboxCommands:
         selection: set[str] = set()
         if args and isinstance(args[0], list):
             selection = {as_atom(option).upper() for option in args.pop(0)}
-            if not selection <= _SELECTION_OPTIONS or selection == {"RECURSIVEMATCH"}:
+            # RFC 5258 3.1: RECURSIVEMATCH only qualifies another option (REMOTE does not count).
+            if not selection <= _SELECTION_OPTIONS or ("RECURSIVEMATCH" in selection and selection <= _ALONE):
                 raise CommandSyntaxError("Unsupported LIST selection option")
         if len(args) < 2:
             raise CommandSyntaxError("LIST needs a reference and a pattern")
@@ -228,16 +263,25 @@ class MailboxCommands:
             return Done(responses.untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" ""'))
         if "SUBSCRIBED" in selection:
             returns.add("SUBSCRIBED")
-        compiled = [_pattern(reference, pattern) for pattern in patterns]
+        compiled = [ListPattern(reference, pattern) for pattern in patterns]
+        folders = self._account().list_folders()
+        # RFC 5258 3.5: with RECURSIVEMATCH, a parent of a subscribed folder is listed with CHILDINFO.
+        childinfo_wanted = {"RECURSIVEMATCH", "SUBSCRIBED"} <= selection
+        subscribed = [info.name for info in folders if info.subscribed]
         out = bytearray()
-        for info in self._account().list_folders():
-            if not any(_matches(pattern, info.name) for pattern in compiled):
+        for info in folders:
+            if not any(pattern.matches(info.name) for pattern in compiled):
                 continue
-            if "SUBSCRIBED" in selection and not info.subscribed:
+            childinfo = childinfo_wanted and any(
+                name.startswith(info.name + HIERARCHY_DELIMITER) for name in subscribed
+            )
+            if "SUBSCRIBED" in selection and not info.subscribed and not childinfo:
                 continue
             if "SPECIAL-USE" in selection and info.special_use is None:
                 continue
-            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {responses.astring(info.name)}')
+            extended = ' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else ""
+            name = responses.astring(info.name)
+            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {name}{extended}')
             if status_items and info.selectable:
                 out += self._status_line(info.name, status_items, tolerate_errors=True)
         return Done(bytes(out))
@@ -265,11 +309,11 @@ class MailboxCommands:
             position += 1
         return returns, status_items
 
-    @staticmethod
-    def _attributes(info: FolderInfo, returns: set[str]) -> str:
+    def _attributes(self, info: FolderInfo, returns: set[str]) -> str:
         attributes = []
         if not info.selectable:
-            attributes.append("\\Noselect")
+            # A parent that only exists through its children: RFC 9051 7.3.1 calls it \NonExistent.
+            attributes.append("\\NonExistent" if self.rev2_enabled else "\\Noselect")
         attributes.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
         if info.special_use is not None:
             attributes.append(info.special_use.value)
@@ -279,10 +323,10 @@ class MailboxCommands:
 
     def imap_LSUB(self, command: Command) -> Done:
         reference, pattern = (as_astring(token) for token in arguments(command.args, 2, 2))
-        compiled = _pattern(reference, pattern)
+        compiled = ListPattern(reference, pattern)
         out = bytearray()
         for info in self._account().list_folders():
-            if info.subscribed and _matches(compiled, info.name):
+            if info.subscribed and compiled.matches(info.name):
                 attributes = "()" if info.selectable else "(\\Noselect)"
                 out += responses.untagged(f'LSUB {attributes} "." {responses.astring(info.name)}')
         return Done(bytes(out))
@@ -306,8 +350,20 @@ class MailboxCommands:
             "RECENT": 0,
             "SIZE": status.size_octets,
         }
+        if "DELETED" in items:
+            values["DELETED"] = self._deleted_count(name)
         pairs = " ".join(f"{item} {values[item]}" for item in items)
         return responses.untagged(f"STATUS {responses.astring(name)} ({pairs})")
+
+    def _deleted_count(self, name: str) -> int:
+        """RFC 9051 STATUS DELETED: FolderStatus does not count it, so look at the flags (rarely asked)."""
+        if self.selected is not None and self.selected.folder.name == name:
+            return sum(1 for record in self.selected.view if "\\Deleted" in record.flags)
+        folder = self._account().open_folder(name, read_only=True)
+        try:
+            return sum(1 for record in folder.messages() if "\\Deleted" in record.flags)
+        finally:
+            folder.close()
 
     def imap_APPEND(self, command: Command) -> Done:
         args = arguments(command.args, 2, 4)
@@ -325,7 +381,7 @@ class MailboxCommands:
         try:
             uidvalidity, uid = self._account().append(name, bytes(message), flags, internal_date)
         except NoSuchFolderError:
-            raise CommandRefusedError("NO", "[TRYCREATE] No such folder") from None
+            raise CommandRefusedError("NO", responses.NO_TRYCREATE) from None
         return Done(text=f"[APPENDUID {uidvalidity} {uid}] APPEND completed")
 
     def imap_GETQUOTAROOT(self, command: Command) -> Done:

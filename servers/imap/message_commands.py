@@ -16,7 +16,7 @@ from servers.imap.parser import (
 )
 from servers.imap.search import Candidate, UnsupportedCharsetError, compact_sequence_set, esearch_response, parse_search
 from servers.imap.state import CommandRefusedError, Done, SelectedFolder, fetch_flags_line
-from servers.imap.store_api import Folder, NoSuchFolderError
+from servers.imap.store_api import Folder, MessageRecord, NoSuchFolderError
 
 _STORE_MODES = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}
 _UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
@@ -39,7 +39,7 @@ class MessageCommands(MailboxCommands):
     def _writable(self) -> SelectedFolder:
         selected = self._selected()
         if selected.read_only:
-            raise CommandRefusedError("NO", "[READ-ONLY] The folder is open read-only (EXAMINE)")
+            raise CommandRefusedError("NO", responses.NO_READ_ONLY)
         return selected
 
     def imap_CHECK(self, command: Command) -> Done:
@@ -111,6 +111,8 @@ class MessageCommands(MailboxCommands):
                 data = fetch.render(render_items, record, load_message, load_header)
             except KeyError:
                 continue  # expunged by another session meanwhile (RFC 9051 7.5.1 allows leaving it out)
+            except fetch.UnknownTransferEncodingError:
+                raise CommandRefusedError("NO", responses.NO_UNKNOWN_CTE, untagged=bytes(out)) from None
             out += b"* %d FETCH " % number + data + b"\r\n"
         return Done(bytes(out))
 
@@ -155,7 +157,7 @@ class MessageCommands(MailboxCommands):
         try:
             uidvalidity, pairs = transfer(uids, target)
         except NoSuchFolderError:
-            raise CommandRefusedError("NO", "[TRYCREATE] No such folder") from None
+            raise CommandRefusedError("NO", responses.NO_TRYCREATE) from None
         copyuid = ""
         if pairs:
             sources, copies = zip(*pairs, strict=True)
@@ -172,20 +174,43 @@ class MessageCommands(MailboxCommands):
 
     def _search(self, tag: str, args: list[Token], *, by_uid: bool) -> Done:
         selected = self._selected()
+        saved = frozenset(selected.saved_uids)
         try:
-            request = parse_search(args, message_count=len(selected.view), largest_uid=selected.largest_uid())
+            request = parse_search(
+                args, message_count=len(selected.view), largest_uid=selected.largest_uid(), saved_uids=saved
+            )
         except UnsupportedCharsetError:
-            raise CommandRefusedError("NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset") from None
-        found: list[int] = []
+            raise CommandRefusedError("NO", responses.NO_BAD_CHARSET) from None
+        options = request.return_options
+        if options is not None and "SAVE" in options:
+            selected.saved_uids = []  # RFC 5182 2.1: a failed SEARCH leaves "$" empty
+        found: list[MessageRecord] = []
+        numbers: list[int] = []
         for number, record in enumerate(selected.view, start=1):
             load_message, load_header = _loaders(selected.folder, record.uid)
             try:
                 if request.predicate(Candidate(number, record, load_message, load_header)):
-                    found.append(record.uid if by_uid else number)
+                    found.append(record)
+                    numbers.append(number)
             except KeyError:
                 continue  # gone meanwhile
-        if request.return_options is not None or self.rev2_enabled:
-            return Done(
-                responses.untagged(esearch_response(tag, found, request.return_options or frozenset(), uid=by_uid))
-            )
-        return Done(responses.untagged(" ".join(["SEARCH", *map(str, found)])))
+        results = [record.uid for record in found] if by_uid else numbers
+        if options is not None and "SAVE" in options:
+            selected.saved_uids = _saved_result([record.uid for record in found], options)
+            if options == {"SAVE"}:
+                return Done()  # RFC 5182 2.1: SAVE alone returns no ESEARCH
+        if options is not None or self.rev2_enabled:
+            return Done(responses.untagged(esearch_response(tag, results, options or frozenset(), uid=by_uid)))
+        return Done(responses.untagged(" ".join(["SEARCH", *map(str, results)])))
+
+
+def _saved_result(uids: list[int], options: frozenset[str]) -> list[int]:
+    # RFC 5182 2.4: with MIN and/or MAX (and neither ALL nor COUNT), only those are saved.
+    if not uids or options & {"ALL", "COUNT"} or not options & {"MIN", "MAX"}:
+        return uids
+    chosen = set()
+    if "MIN" in options:
+        chosen.add(uids[0])
+    if "MAX" in options:
+        chosen.add(uids[-1])
+    return sorted(chosen)

@@ -11,7 +11,7 @@ GREETING = "[CAPABILITY {capabilities}] {hostname} IMAP4rev1 ready"
 BYE_LOGOUT = "IMAP4rev1 server logging out"
 BYE_AUTOLOGOUT = "Autologout; idle too long"
 BYE_TOO_MANY_FAILURES = "Too many failed sign-ins"
-OK_COMPLETED = "{name} completed"
+BYE_TOO_MANY_ERRORS = "Too many bad commands"
 BAD_UNKNOWN_COMMAND = "Unknown command"
 BAD_WRONG_STATE = "Command not valid in this state"
 NO_AUTHENTICATION_FAILED = "[AUTHENTICATIONFAILED] Authentication failed"
@@ -24,16 +24,19 @@ OK_BEGIN_TLS = "Begin TLS negotiation now"
 BAD_AUTH_CANCELLED = "Authentication cancelled"
 BAD_AUTH_MALFORMED = "Malformed authentication response"
 NO_AUTH_MECHANISM = "Unsupported authentication mechanism"
+NO_READ_ONLY = "[READ-ONLY] The folder is open read-only (EXAMINE)"
+NO_TRYCREATE = "[TRYCREATE] No such folder"
+NO_UNKNOWN_CTE = "[UNKNOWN-CTE] Cannot decode this part's transfer encoding"
 CONTINUE_LITERAL = "+ Ready for literal\r\n"
 CONTINUE_IDLE = "+ idling\r\n"
 CONTINUE_SASL = "+ \r\n"
-NO_NO_SUCH_MESSAGE = "No matching messages"
-NO_EXPUNGE_READ_ONLY = "[READ-ONLY] Folder is read-only"
-NO_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+NO_BAD_CHARSET = "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
 
 _QUOTABLE = re.compile(r"[^\x00\r\n\x80-\U0010ffff]*\Z")
 _ATOM_SAFE = re.compile(r"[!#$&\'+,\-.0-9:;<=>?@A-Z^_`a-z|}~\[]+\Z")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# RFC 3501 date-month, any case, to its number: for APPEND's date-time and SEARCH's dates.
+MONTH_NUMBERS = {name.lower(): number for number, name in enumerate(MONTHS, start=1)}
 
 
 def line(text: str) -> bytes:
@@ -65,8 +68,14 @@ def string(value: str | bytes | None) -> bytes:
 
 
 def astring(value: str) -> str:
-    """An astring for names we send back (folder names are ASCII, modified UTF-7)."""
-    return value if _ATOM_SAFE.match(value) and value.upper() != "NIL" else quoted(value)
+    """An astring for names we send back: an atom, a quoted string, or (for a name another program
+    wrote in 8-bit or with control characters, never modified UTF-7) a literal."""
+    if _ATOM_SAFE.match(value) and value.upper() != "NIL":
+        return value
+    if value.isascii() and value.isprintable():
+        return quoted(value)
+    text = value.encode("utf-8", "replace").decode("utf-8")
+    return f"{{{len(text.encode('utf-8'))}}}\r\n{text}"
 
 
 def parenthesised(items: Iterable[str]) -> str:
@@ -76,5 +85,5 @@ def parenthesised(items: Iterable[str]) -> str:
 def date_time(epoch_s: float) -> str:
     """RFC 3501 date-time, in UTC: "02-Dec-2026 14:40:08 +0000"."""
     moment = time.gmtime(epoch_s)
-    day = f"{moment.tm_mday:02d}-{_MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d}"
+    day = f"{moment.tm_mday:02d}-{MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d}"
     return f'"{day} {time.strftime("%H:%M:%S", moment)} +0000"'

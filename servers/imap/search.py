@@ -13,12 +13,14 @@ import email
 import email.utils
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 
-from servers.imap import mime
+from servers.imap import mime, responses
 from servers.imap.parser import (
+    MAX_NESTING,
     CommandSyntaxError,
     Token,
     as_astring,
@@ -32,14 +34,8 @@ from servers.imap.parser import (
 from servers.imap.store_api import MessageRecord
 
 SUPPORTED_CHARSETS = frozenset({"UTF-8", "US-ASCII"})
-RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1
-    )
-}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -60,53 +56,47 @@ class UnsupportedCharsetError(Exception):
     """SEARCH CHARSET names a charset we do not search in: NO [BADCHARSET]."""
 
 
-@dataclass
 class Candidate:
     """One message as a search key sees it; the header and body are read at most once, when needed."""
 
-    number: int
-    record: MessageRecord
-    load_message: Callable[[], bytes]
-    load_header: Callable[[], bytes]
-    _cache: dict[str, object] = field(default_factory=dict)
+    def __init__(
+        self, number: int, record: MessageRecord, load_message: Callable[[], bytes], load_header: Callable[[], bytes]
+    ) -> None:
+        self.number = number
+        self.record = record
+        self._load_message = load_message
+        self._load_header = load_header
+        self._header: bytes | None = None
+        self._parsed_header: Message | None = None
+        self._body_text: str | None = None
 
     def header(self) -> bytes:
-        if "header" not in self._cache:
-            self._cache["header"] = mime.crlf(self.load_header())
-        return self._cache["header"]  # type: ignore[return-value]
+        if self._header is None:
+            self._header = mime.crlf(self._load_header())
+        return self._header
+
+    def _fields(self) -> list[tuple[str, str]]:
+        if self._parsed_header is None:
+            self._parsed_header = _header_parser.parsebytes(self.header())
+        return [(name.lower(), _decoded(value)) for name, value in self._parsed_header.items()]
 
     def header_values(self, name: str) -> list[str]:
-        key = "parsed-header"
-        if key not in self._cache:
-            self._cache[key] = _header_parser.parsebytes(self.header())
-        parsed = self._cache[key]
-        values = []
-        for value in parsed.get_all(name, []):  # type: ignore[attr-defined]
-            try:
-                values.append(str(value))
-            except Exception:  # a malformed encoded word: search the raw text instead
-                values.append(repr(value))
-        return values
+        return [value for field_name, value in self._fields() if field_name == name]
 
     def header_text(self) -> str:
-        return "\n".join(f"{name}: {value}" for name, value in self._all_headers())
-
-    def _all_headers(self) -> list[tuple[str, str]]:
-        key = "parsed-header"
-        if key not in self._cache:
-            self._cache[key] = _header_parser.parsebytes(self.header())
-        pairs = []
-        for name, value in self._cache[key].items():  # type: ignore[attr-defined]
-            try:
-                pairs.append((name, str(value)))
-            except Exception:
-                pairs.append((name, repr(value)))
-        return pairs
+        return "\n".join(f"{name}: {value}" for name, value in self._fields())
 
     def body_text(self) -> str:
-        if "body" not in self._cache:
-            self._cache["body"] = _decoded_body(self.load_message())
-        return self._cache["body"]  # type: ignore[return-value]
+        if self._body_text is None:
+            self._body_text = _decoded_body(self._load_message())
+        return self._body_text
+
+
+def _decoded(value: object) -> str:
+    try:
+        return str(value)  # policy.default decodes RFC 2047 words here
+    except Exception:  # a malformed encoded word: search what is there
+        return repr(value)
 
 
 def _decoded_body(raw: bytes) -> str:
@@ -130,15 +120,14 @@ Predicate = Callable[[Candidate], bool]
 class SearchRequest:
     predicate: Predicate
     return_options: frozenset[str] | None  # None: a plain SEARCH response; else ESEARCH (empty set: ALL)
-    needs_text: bool
 
 
 def parse_date(token: Token) -> datetime.date:
     match = _DATE.match(as_astring(token))
-    if match is None or match.group(2).lower() not in _MONTHS:
+    if match is None or match.group(2).lower() not in responses.MONTH_NUMBERS:
         raise CommandSyntaxError("Invalid date")
     try:
-        return datetime.date(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1)))
+        return datetime.date(int(match.group(3)), responses.MONTH_NUMBERS[match.group(2).lower()], int(match.group(1)))
     except ValueError:
         raise CommandSyntaxError("Invalid date") from None
 
@@ -162,12 +151,14 @@ def _contains(haystack: str, needle: str) -> bool:
 
 
 class _KeyParser:
-    def __init__(self, tokens: Sequence[Token], *, message_count: int, largest_uid: int) -> None:
+    def __init__(
+        self, tokens: Sequence[Token], *, message_count: int, largest_uid: int, saved_uids: frozenset[int]
+    ) -> None:
         self.tokens = list(tokens)
         self.position = 0
         self.message_count = message_count
         self.largest_uid = largest_uid
-        self.needs_text = False
+        self.saved_uids = saved_uids
 
     def take(self) -> Token:
         if self.position >= len(self.tokens):
@@ -176,23 +167,28 @@ class _KeyParser:
         self.position += 1
         return token
 
-    def keys(self) -> Predicate:
+    def keys(self, depth: int = 0) -> Predicate:
         predicates = []
         while self.position < len(self.tokens):
-            predicates.append(self.key())
+            predicates.append(self.key(depth))
         if not predicates:
             raise CommandSyntaxError("Missing search key")
         return predicates[0] if len(predicates) == 1 else (lambda c: all(p(c) for p in predicates))
 
-    def key(self) -> Predicate:
+    def key(self, depth: int = 0) -> Predicate:
+        if depth > MAX_NESTING:
+            raise CommandSyntaxError("Search keys nested too deeply")
         token = self.take()
         if isinstance(token, list):
-            inner = _KeyParser(token, message_count=self.message_count, largest_uid=self.largest_uid)
-            predicate = inner.keys()
-            self.needs_text |= inner.needs_text
-            return predicate
+            inner = _KeyParser(
+                token, message_count=self.message_count, largest_uid=self.largest_uid, saved_uids=self.saved_uids
+            )
+            return inner.keys(depth + 1)
         if is_sequence_set(token):
             numbers = parse_sequence_set(token)
+            if numbers.saved:
+                saved = self.saved_uids
+                return lambda c: c.record.uid in saved
             count = self.message_count
             return lambda c: bool(numbers.select([c.number], count))
         name = as_atom(token).upper()
@@ -208,13 +204,16 @@ class _KeyParser:
             wanted = name == "KEYWORD"
             return lambda c: any(f.lower() == keyword.lower() for f in c.record.flags) == wanted
         if name == "NOT":
-            inner_predicate = self.key()
+            inner_predicate = self.key(depth + 1)
             return lambda c: not inner_predicate(c)
         if name == "OR":
-            left, right = self.key(), self.key()
+            left, right = self.key(depth + 1), self.key(depth + 1)
             return lambda c: left(c) or right(c)
         if name == "UID":
             uids = parse_sequence_set(self.take())
+            if uids.saved:
+                saved = self.saved_uids
+                return lambda c: c.record.uid in saved
             largest = self.largest_uid
             return lambda c: bool(uids.select([c.record.uid], largest))
         if name in ("LARGER", "SMALLER"):
@@ -231,7 +230,6 @@ class _KeyParser:
             return self._header_key(field_name.lower(), as_astring(self.take()))
         if name in ("BODY", "TEXT"):
             needle = as_astring(self.take())
-            self.needs_text = True
             if name == "BODY":
                 return lambda c: _contains(c.body_text(), needle)
             return lambda c: _contains(c.header_text(), needle) or _contains(c.body_text(), needle)
@@ -251,7 +249,9 @@ class _KeyParser:
         return lambda c: date_of(c) >= date
 
 
-def parse_search(args: Sequence[Token], *, message_count: int, largest_uid: int) -> SearchRequest:
+def parse_search(
+    args: Sequence[Token], *, message_count: int, largest_uid: int, saved_uids: frozenset[int] = frozenset()
+) -> SearchRequest:
     """SEARCH's arguments: [RETURN (options)] [CHARSET name] keys."""
     tokens = list(args)
     return_options: frozenset[str] | None = None
@@ -269,9 +269,9 @@ def parse_search(args: Sequence[Token], *, message_count: int, largest_uid: int)
         if as_astring(tokens[1]).upper() not in SUPPORTED_CHARSETS:
             raise UnsupportedCharsetError(as_astring(tokens[1]))
         tokens = tokens[2:]
-    parser = _KeyParser(tokens, message_count=message_count, largest_uid=largest_uid)
+    parser = _KeyParser(tokens, message_count=message_count, largest_uid=largest_uid, saved_uids=saved_uids)
     predicate = parser.keys()
-    return SearchRequest(predicate, return_options, parser.needs_text)
+    return SearchRequest(predicate, return_options)
 
 
 def compact_sequence_set(numbers: Sequence[int]) -> str:
@@ -292,7 +292,7 @@ def compact_sequence_set(numbers: Sequence[int]) -> str:
 
 def esearch_response(tag: str, found: Sequence[int], options: frozenset[str], *, uid: bool) -> str:
     """RFC 4731 `* ESEARCH (TAG "a") [UID] MIN n MAX n COUNT n ALL set` (without "* ")."""
-    options = options or frozenset({"ALL"})
+    options = (options - {"SAVE"}) or frozenset({"ALL"})
     text = f'ESEARCH (TAG "{tag}")' + (" UID" if uid else "")
     if found and "MIN" in options:
         text += f" MIN {found[0]}"

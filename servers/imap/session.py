@@ -52,9 +52,10 @@ logger = logging.getLogger(__name__)
 # Before sign-in nobody needs more than a user name and password in a literal.
 MAX_LITERAL_OCTETS_BEFORE_LOGIN = 8 * 1024
 MAX_FAILED_SIGN_INS = 3
+MAX_CONSECUTIVE_BAD = 10
 BASE_CAPABILITIES = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CHILDREN LIST-EXTENDED"
-    " LIST-STATUS UNSELECT ESEARCH QUOTA QUOTA=RES-STORAGE"
+    " LIST-STATUS UNSELECT ESEARCH SEARCHRES QUOTA QUOTA=RES-STORAGE"
 )
 SERVER_ID = '("name" "MailConsole")'
 
@@ -103,12 +104,14 @@ class ImapSession(MessageCommands):
         self.default_domain = default_domain
         self.max_literal_octets = max_literal_octets
         self.now = now
+        self.last_command_at = now()  # for the console's Current Sessions; the adapter keeps its own timer
         self.state = SessionState.NOT_AUTHENTICATED
         self.account: Account | None = None
         self._user: str | None = None
         self._mode = _Mode.COMMANDS
         self._mode_tag = ""
         self._failed_sign_ins = 0
+        self._consecutive_bad = 0
         self._ended = False
         self.rev2_enabled = False
         self._parser = CommandParser(max_literal_octets=min(max_literal_octets, MAX_LITERAL_OCTETS_BEFORE_LOGIN))
@@ -144,6 +147,7 @@ class ImapSession(MessageCommands):
         if self._mode is _Mode.AWAITING_TLS:
             # RFC 9051 11.1: nothing sent before the handshake is ever executed after it.
             return Reply()
+        self.last_command_at = self.now()
         self._parser.feed(data)
         out = bytearray()
         reply = Reply()
@@ -212,7 +216,7 @@ class ImapSession(MessageCommands):
         if isinstance(event, ContinuationNeeded):
             return Reply(responses.CONTINUE_LITERAL.encode("ascii"))
         if isinstance(event, Rejected):
-            return Reply(event.response(), close=event.close)
+            return self._counted(Reply(event.response(), close=event.close), event.status)
         return self._execute(event)
 
     def _execute(self, command: Command, handler: Callable[[Command], Done] | None = None) -> Reply:
@@ -220,42 +224,47 @@ class ImapSession(MessageCommands):
         name = command.name
         if handler is None:
             if name not in KNOWN_COMMANDS:
-                return Reply(responses.tagged(command.tag, "BAD", responses.BAD_UNKNOWN_COMMAND))
+                return self._counted(Reply(responses.tagged(command.tag, "BAD", responses.BAD_UNKNOWN_COMMAND)), "BAD")
             if name not in COMMANDS_BY_STATE[self.state]:
-                return Reply(responses.tagged(command.tag, "BAD", responses.BAD_WRONG_STATE))
+                return self._counted(Reply(responses.tagged(command.tag, "BAD", responses.BAD_WRONG_STATE)), "BAD")
             handler = getattr(self, f"imap_{name}")
             assert handler is not None
+        done = Done()
         delay_s = 0.0
-        untagged = b""
         try:
             done = handler(command)
         except CommandSyntaxError as error:
-            status, text, close = "BAD", str(error), False
+            status, text = "BAD", str(error)
         except CommandRefusedError as refusal:
-            status, text, close, delay_s, untagged = "NO", refusal.text, False, refusal.delay_s, refusal.untagged
-            status = refusal.status
+            status, text, delay_s, done.untagged = refusal.status, refusal.text, refusal.delay_s, refusal.untagged
         except StoreError as error:
-            status, text, close = "NO", f"[{error.code}] {error.text}" if error.code else error.text, False
+            status, text = "NO", f"[{error.code}] {error.text}" if error.code else error.text
         except Exception:
             logger.exception("IMAP %s failed for %s", name, self._user)
-            status, text, close = "NO", responses.NO_SERVERBUG, False
+            status, text = "NO", responses.NO_SERVERBUG
         else:
-            if self._mode is not _Mode.COMMANDS:  # IDLE or AUTHENTICATE waiting for the client
+            if self._mode is not _Mode.COMMANDS:  # IDLE or AUTHENTICATE now waits for the client
                 return Reply(done.untagged)
-            status, text, close, untagged = (
-                "OK",
-                done.text or f"{_full_name(command)} completed",
-                done.close,
-                done.untagged,
-            )
+            status, text = "OK", done.text or f"{_full_name(command)} completed"
             if done.start_tls:
                 return Reply(responses.tagged(command.tag, status, text), start_tls=True)
-        updates = b"" if close else self._updates_after(command)
-        data = untagged + updates + responses.tagged(command.tag, status, text)
-        if status != "OK" and self._failed_sign_ins >= MAX_FAILED_SIGN_INS:
-            data += responses.untagged("BYE " + responses.BYE_TOO_MANY_FAILURES)
-            close = True
-        return Reply(data, close=close, delay_s=delay_s)
+        updates = b"" if done.close else self._updates_after(command)
+        reply = Reply(
+            done.untagged + updates + responses.tagged(command.tag, status, text), close=done.close, delay_s=delay_s
+        )
+        if status == "NO" and self._failed_sign_ins >= MAX_FAILED_SIGN_INS:
+            return self._closing(reply, responses.BYE_TOO_MANY_FAILURES)
+        return self._counted(reply, status)
+
+    def _counted(self, reply: Reply, status: str) -> Reply:
+        """Close a connection that sends nothing but garbage (no legitimate client gets ten BADs in a row)."""
+        self._consecutive_bad = self._consecutive_bad + 1 if status == "BAD" else 0
+        if self._consecutive_bad >= MAX_CONSECUTIVE_BAD and not reply.close:
+            return self._closing(reply, responses.BYE_TOO_MANY_ERRORS)
+        return reply
+
+    def _closing(self, reply: Reply, text: str) -> Reply:
+        return Reply(reply.data + responses.untagged("BYE " + text), close=True, delay_s=reply.delay_s)
 
     def _updates_after(self, command: Command) -> bytes:
         if self.selected is None or self.state is not SessionState.SELECTED:
@@ -373,6 +382,6 @@ class ImapSession(MessageCommands):
 
     def imap_IDLE(self, command: Command) -> Done:
         arguments(command.args, 0, 0)
-        self._mode, self._mode_tag = _Mode.IDLE, command.tag
         updates = self.selected.updates(allow_expunge=True) if self.selected is not None else b""
+        self._mode, self._mode_tag = _Mode.IDLE, command.tag  # only once nothing can fail any more
         return Done(responses.CONTINUE_IDLE.encode("ascii") + updates)

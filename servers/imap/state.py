@@ -97,6 +97,7 @@ class SelectedFolder:
         self.folder = folder
         self.view: list[MessageRecord] = list(folder.messages())
         self.pending_expunged: set[int] = set()
+        self.saved_uids: list[int] = []  # RFC 5182: "$", empty until a SEARCH RETURN (SAVE)
         self._number_of: dict[int, int] = {}
         self._reindex()
 
@@ -115,6 +116,9 @@ class SelectedFolder:
 
     def select(self, sequence_set: SequenceSet, *, by_uid: bool) -> list[tuple[int, MessageRecord]]:
         """The (number, record) pairs a sequence set names, ascending; BAD for numbers beyond the view."""
+        if sequence_set.saved:
+            numbers = sorted(n for uid in self.saved_uids if (n := self._number_of.get(uid)) is not None)
+            return [(number, self.view[number - 1]) for number in numbers]
         if by_uid:
             uids = sequence_set.select((record.uid for record in self.view), self.largest_uid())
             return [(self._number_of[uid], self.view[self._number_of[uid] - 1]) for uid in uids]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -24,12 +23,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection as db_connection
 
+from servers.imap.session import ImapSession
 from servers.imap.store_api import Account, AuthOutcome, AuthStatus
+from servers.mailfolders import MaildirAccount
 from servers.models import ImapService
 from servers.services import signin_guard
 from servers.services.mail_signin import sign_in_mail_client
@@ -97,15 +98,9 @@ SessionFactory = Callable[..., Session]
 AccountFactory = Callable[[SignedIn, Callable[[], None]], Account]
 
 
-def imap_session_factory() -> SessionFactory:
-    """The protocol core (imported when the worker starts, so the model and services never need it)."""
-    return cast(SessionFactory, importlib.import_module("servers.imap.session").ImapSession)
-
-
 def maildir_account(signed_in: SignedIn, on_release: Callable[[], None]) -> Account:
     """The Maildir++ account of a signed-in mailbox, with its quota."""
-    maildir_account_class = importlib.import_module("servers.mailfolders").MaildirAccount
-    return maildir_account_class(
+    return MaildirAccount(
         Path(signed_in.maildir),
         signed_in.address,
         quota_octets=signed_in.quota_bytes,
@@ -132,7 +127,13 @@ class ImapConnection:
         self.folder = ""
         self.idling = False
         self.watch_paths: tuple[str, ...] = ()
+        # What each watched directory looked like just before the session last looked at its folder:
+        # a different stamp now means a change the session has not seen. A path missing here (a folder
+        # just selected) counts as changed, so the first look after SELECT costs one refresh at most.
+        self.seen_stamps: dict[str, Stamp] = {}
+        self.update_pending = False
         self.closed = False
+        self.octets_sent = 0  # what the client was sent: Current Sessions' Bytes column
 
     def session_info(self) -> dict:
         return {
@@ -146,11 +147,11 @@ class ImapConnection:
             else ("AUTHENTICATED" if self.user else "NOT AUTHENTICATED"),
             "folder": self.folder,
             "messages": 0,
-            "bytes": 0,
+            "bytes": self.octets_sent,
             "tls": self.tls,
         }
 
-    def observe(self) -> None:
+    def observe(self, stamps_before: dict[str, Stamp]) -> None:
         """Copy what the console and the watcher need from the session (in the session's thread)."""
         session = self.session
         if session is None:
@@ -159,13 +160,22 @@ class ImapConnection:
         self.folder = session.selected_folder or ""
         self.idling = bool(session.idling)
         self.watch_paths = tuple(session.watch_paths)
+        self.seen_stamps = {path: stamps_before[path] for path in self.watch_paths if path in stamps_before}
 
     def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Run one session method and observe the session afterwards (runs in a thread)."""
+        """Run one session method and observe the session afterwards (runs in a thread).
+
+        The folder is stamped before the call: a change during it is either in what the session
+        read or shows as a difference at the watcher's next look (an update that may find nothing).
+        """
+        stamps_before = stat_paths(self.watch_paths)
         try:
             return method(*args)
         finally:
-            self.observe()
+            self.observe(stamps_before)
+
+    def has_unseen_changes(self, stamps_now: dict[str, Stamp]) -> bool:
+        return any(stamps_now.get(path) != self.seen_stamps.get(path, UNSEEN) for path in self.watch_paths)
 
     def close_with(self, text: str) -> None:
         self.closed = True
@@ -174,9 +184,14 @@ class ImapConnection:
             self.writer.close()
 
 
-def stat_paths(paths: Iterable[str]) -> dict[str, tuple[int, int, int] | None]:
-    """A change stamp per directory: its mtime, ctime and inode (None if it is gone)."""
-    stamps: dict[str, tuple[int, int, int] | None] = {}
+# A directory's change stamp: its mtime, ctime and inode, or None while it does not exist.
+Stamp = tuple[int, int, int] | None
+UNSEEN = (-1, -1, -1)
+
+
+def stat_paths(paths: Iterable[str]) -> dict[str, Stamp]:
+    """The change stamp of each directory."""
+    stamps: dict[str, Stamp] = {}
     for path in paths:
         try:
             status = os.stat(path)
@@ -210,7 +225,7 @@ class IMAPWorker(SupervisedWorker):
         account_factory: AccountFactory | None = None,
     ) -> None:
         super().__init__(unit_id)
-        self.session_factory = session_factory
+        self.session_factory: SessionFactory = session_factory or ImapSession
         self.account_factory = account_factory or maildir_account
         self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
         self.credentials = VerifiedCredentials()
@@ -219,8 +234,6 @@ class IMAPWorker(SupervisedWorker):
         # Logon records are written by one thread, in order (as the POP3 worker does).
         self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imapd-logons")
         self.background: set[asyncio.Task] = set()
-        # The IDLE watcher's last look at each watched directory.
-        self.folder_stamps: dict[str, tuple[int, int, int] | None] = {}
 
     def load_snapshot(self) -> MailServiceSnapshot:
         return load_mail_service_snapshot(ImapService, self.unit_id)
@@ -230,8 +243,6 @@ class IMAPWorker(SupervisedWorker):
 
     async def before_serving(self) -> None:
         snapshot = self.snapshot
-        if self.session_factory is None:
-            self.session_factory = imap_session_factory()
         await asyncio.get_running_loop().run_in_executor(
             None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
         )
@@ -269,6 +280,12 @@ class IMAPWorker(SupervisedWorker):
             connection.close_with(SHUTTING_DOWN_BYE.format(hostname=self.snapshot.hostname))
         for task in list(self.background):
             task.cancel()
+        # Each connection's task ends its session (the account released, the Logon's last access
+        # noted) before it leaves `sessions`; give them a moment, then let the Logon writer finish.
+        deadline = time.monotonic() + 3
+        while self.control.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, self.logon_writer.shutdown)
 
     async def terminate_session(self, session: ImapConnection) -> None:
         session.close_with(TERMINATED_BYE)
@@ -318,7 +335,6 @@ class IMAPWorker(SupervisedWorker):
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else "unknown"
         connection = ImapConnection(writer, client, tls=implicit_tls)
-        assert self.session_factory is not None  # set in before_serving
         session = self.session_factory(
             hostname=snapshot.hostname,
             authenticator=self.authenticator_for(connection),
@@ -331,7 +347,9 @@ class IMAPWorker(SupervisedWorker):
         self.control.sessions.add(connection)
         loop = asyncio.get_running_loop()
         try:
-            writer.write(session.greeting())
+            greeting = session.greeting()
+            writer.write(greeting)
+            connection.octets_sent += len(greeting)
             await writer.drain()
             while not connection.closed:
                 try:
@@ -350,13 +368,15 @@ class IMAPWorker(SupervisedWorker):
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection ended: %s", client, exc)
         finally:
-            self.control.sessions.discard(connection)
             connection.closed = True
-            # Releases the account (and so the Logon's last access) and closes the selected folder.
-            async with connection.busy:
-                await loop.run_in_executor(None, connection.call, session.connection_lost)
-            with contextlib.suppress(Exception):
-                writer.close()
+            try:
+                # Releases the account (and so the Logon's last access) and closes the selected folder.
+                async with connection.busy:
+                    await loop.run_in_executor(None, connection.call, session.connection_lost)
+            finally:
+                self.control.sessions.discard(connection)
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     async def feed(self, connection: ImapConnection, reader: asyncio.StreamReader, data: bytes, peer: object) -> bool:
         """Give the session what arrived and act on its replies; False when the connection is to end."""
@@ -375,6 +395,7 @@ class IMAPWorker(SupervisedWorker):
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)  # a throttled failure: holds no thread
             connection.writer.write(reply.data)
+            connection.octets_sent += len(reply.data)
             await connection.writer.drain()
             if reply.start_tls:
                 injected = b"".join(pieces[index + 1 :]) + take_buffered(reader)
@@ -401,29 +422,30 @@ class IMAPWorker(SupervisedWorker):
 
     # -- IDLE --------------------------------------------------------------------------------
     async def watch_idle_forever(self) -> None:
-        """Every IDLE_POLL_S, stat the folders sessions have open; wake the idling ones whose folder changed."""
+        """Every IDLE_POLL_S, stat the folders idling sessions watch; wake those with unseen changes."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(IDLE_POLL_S)
-            # Every session with a folder open, idling or not: a folder's stamp is known before IDLE starts.
-            watched = {path for c in self.control.sessions for path in c.watch_paths}
+            idling = [c for c in self.control.sessions if c.idling and not c.update_pending and not c.closed]
+            watched = {path for connection in idling for path in connection.watch_paths}
             if not watched:
-                self.folder_stamps = {}
                 continue
             try:
-                now = await loop.run_in_executor(None, stat_paths, watched)
+                stamps_now = await loop.run_in_executor(None, stat_paths, watched)
             except RuntimeError:  # the executor shut down: the worker is stopping
                 return
-            before = self.folder_stamps
-            changed = {path for path, stamp in now.items() if path in before and before[path] != stamp}
-            self.folder_stamps = now
-            if not changed:
-                continue
-            for connection in list(self.control.sessions):
-                if connection.idling and changed.intersection(connection.watch_paths):
+            for connection in idling:
+                if connection.has_unseen_changes(stamps_now):
+                    connection.update_pending = True
                     self._keep(asyncio.create_task(self.send_idle_updates(connection)))
 
     async def send_idle_updates(self, connection: ImapConnection) -> None:
+        try:
+            await self._send_idle_updates(connection)
+        finally:
+            connection.update_pending = False
+
+    async def _send_idle_updates(self, connection: ImapConnection) -> None:
         session = connection.session
         if session is None:
             return
@@ -439,6 +461,7 @@ class IMAPWorker(SupervisedWorker):
         if updates and not connection.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 connection.writer.write(updates)
+                connection.octets_sent += len(updates)
                 await connection.writer.drain()
 
 
