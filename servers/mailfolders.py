@@ -494,9 +494,11 @@ class MaildirFolder:
         subdir, name = self._files[uid]
         return self.path / subdir / name
 
-    def _relocate(self, uid: int) -> Path | None:
+    def _relocate(self, uid: int, listing: uidmap.Listing | None = None) -> Path | None:
         """Where the message's file is now (another reader may have renamed it), or None if gone."""
-        where = uidmap.list_folder(self.path).get(self._records[uid].key)
+        if listing is None:
+            listing = uidmap.list_folder(self.path)
+        where = listing.get(self._records[uid].key)
         if where is None:
             return None
         self._own()
@@ -605,7 +607,8 @@ class MaildirFolder:
                 changed.append(updated)
             if not pending or attempt:
                 break
-            pending = [uid for uid in pending if self._relocate(uid) is not None]
+            now = uidmap.list_folder(self.path)  # one listing for all of them
+            pending = [uid for uid in pending if self._relocate(uid, now) is not None]
         self._messages = None
         self._wrote()
         return sorted(changed, key=lambda record: record.uid)

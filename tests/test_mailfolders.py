@@ -203,6 +203,18 @@ def test_flags_round_trip_through_file_names_and_unknown_letters_are_kept(accoun
     assert reopened.messages()[0].flags == {"\\Answered", "\\Draft"}
 
 
+def test_a_store_on_a_message_another_session_just_flagged_keeps_both_changes(account, maildir):
+    (key,) = deliver(maildir)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=False)
+    theirs.store_flags([1], frozenset({"\\Flagged"}), "add")  # renames the file under mine's view
+
+    changed = mine.store_flags([1], frozenset({"\\Seen"}), "add")
+
+    assert files_of(maildir) == [f"{key}:2,FS"]
+    assert [r.flags for r in changed] == [frozenset({"\\Flagged", "\\Seen"})]
+
+
 def test_keywords_are_stored_as_letters_with_a_dovecot_keywords_list(account, maildir):
     (key,) = deliver(maildir)
     folder = account.open_folder("INBOX", read_only=False)
