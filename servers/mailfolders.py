@@ -649,9 +649,13 @@ class MaildirFolder:
         with target_map.locked():
             made = mailstore.copy_into_folder([self._path_of(uid) for uid in sources], target_path)
             copied = [(uid, path) for uid, path in zip(sources, made, strict=True) if path is not None]
-            uidvalidity, new_uids = target_map.add(
-                [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
-            )
+            try:
+                uidvalidity, new_uids = target_map.add(
+                    [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
+                )
+            except BaseException:  # the client hears NO: take the copies back
+                mailstore.remove_message_files([path for _, path in copied])
+                raise
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(copied, new_uids, strict=True)]
 
     def _entry_for(self, uid: int) -> Entry:
@@ -913,9 +917,13 @@ class MaildirAccount:
             stored = mailstore.store_in_folder(
                 path, [message], flag_letters="".join(letters) if letters else None, mtime_ns=mtime_ns
             )
-            stat = os.stat(stored)
-            entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
-            uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            try:
+                stat = os.stat(stored)
+                entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
+                uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            except BaseException:  # the client hears NO: the message must not appear later
+                mailstore.remove_message_files([stored])
+                raise
         return uidvalidity, uid
 
     def _usage(self) -> tuple[int, int]:
