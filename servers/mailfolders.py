@@ -155,11 +155,6 @@ def _info_letters(file_name: str) -> str:
     return mailstore.flags_of(file_name)
 
 
-def _crlf_size_of_bytes(message: bytes) -> int:
-    size = len(message) + message.count(b"\n") - message.count(b"\r\n")
-    return size + 2 if message and not message.endswith(b"\n") else size
-
-
 class _Keywords:
     """A folder's `dovecot-keywords`: keyword n is the Maildir flag letter chr(ord('a') + n)."""
 
