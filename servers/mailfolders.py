@@ -155,11 +155,6 @@ def _info_letters(file_name: str) -> str:
     return mailstore.flags_of(file_name)
 
 
-def _crlf_size_of_bytes(message: bytes) -> int:
-    size = len(message) + message.count(b"\n") - message.count(b"\r\n")
-    return size + 2 if message and not message.endswith(b"\n") else size
-
-
 class _Keywords:
     """A folder's `dovecot-keywords`: keyword n is the Maildir flag letter chr(ord('a') + n)."""
 
@@ -494,9 +489,11 @@ class MaildirFolder:
         subdir, name = self._files[uid]
         return self.path / subdir / name
 
-    def _relocate(self, uid: int) -> Path | None:
+    def _relocate(self, uid: int, listing: uidmap.Listing | None = None) -> Path | None:
         """Where the message's file is now (another reader may have renamed it), or None if gone."""
-        where = uidmap.list_folder(self.path).get(self._records[uid].key)
+        if listing is None:
+            listing = uidmap.list_folder(self.path)
+        where = listing.get(self._records[uid].key)
         if where is None:
             return None
         self._own()
@@ -605,7 +602,8 @@ class MaildirFolder:
                 changed.append(updated)
             if not pending or attempt:
                 break
-            pending = [uid for uid in pending if self._relocate(uid) is not None]
+            now = uidmap.list_folder(self.path)  # one listing for all of them
+            pending = [uid for uid in pending if self._relocate(uid, now) is not None]
         self._messages = None
         self._wrote()
         return sorted(changed, key=lambda record: record.uid)
@@ -646,9 +644,13 @@ class MaildirFolder:
         with target_map.locked():
             made = mailstore.copy_into_folder([self._path_of(uid) for uid in sources], target_path)
             copied = [(uid, path) for uid, path in zip(sources, made, strict=True) if path is not None]
-            uidvalidity, new_uids = target_map.add(
-                [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
-            )
+            try:
+                uidvalidity, new_uids = target_map.add(
+                    [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
+                )
+            except BaseException:  # the client hears NO: take the copies back
+                mailstore.remove_message_files([path for _, path in copied])
+                raise
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(copied, new_uids, strict=True)]
 
     def _entry_for(self, uid: int) -> Entry:
@@ -910,9 +912,13 @@ class MaildirAccount:
             stored = mailstore.store_in_folder(
                 path, [message], flag_letters="".join(letters) if letters else None, mtime_ns=mtime_ns
             )
-            stat = os.stat(stored)
-            entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
-            uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            try:
+                stat = os.stat(stored)
+                entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
+                uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            except BaseException:  # the client hears NO: the message must not appear later
+                mailstore.remove_message_files([stored])
+                raise
         return uidvalidity, uid
 
     def _usage(self) -> tuple[int, int]:
