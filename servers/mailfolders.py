@@ -26,7 +26,7 @@ sessions only; an IMAP session never takes it. POP3's DELE+QUIT unlinks files, a
 those messages as expunged at their next refresh; POP3 sees IMAP's flag changes as nothing at all
 (a rename keeps the unique name, which is its UIDL) and IMAP's expunges as messages gone.
 
-Quota: the octets and messages of every folder together (`servers.maildir.usage` of each), against
+Quota: the octets and messages of every folder together (`servers.maildir.mailbox_usage`), against
 the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
 stored, MOVE never is (it does not grow the mailbox).
 
@@ -76,8 +76,8 @@ from servers.maildir import (
     ensure_maildir,
     exceeds_quota,
     folder_maildir,
+    mailbox_usage,
     unique_part,
-    usage,
 )
 from servers.uidmap import Entry
 
@@ -923,12 +923,7 @@ class MaildirAccount:
 
     def _usage(self) -> tuple[int, int]:
         """Octets and messages stored in every folder: the quota counts the whole mailbox."""
-        total_octets, total_messages = usage(self.maildir)
-        for name in self._folder_names():
-            octets, count = usage(self.maildir / f".{name}")
-            total_octets += octets
-            total_messages += count
-        return total_octets, total_messages
+        return mailbox_usage(self.maildir)
 
     def check_quota(self, extra_octets: int, extra_messages: int) -> None:
         """OverQuotaError if storing this much more would pass the mailbox's quota."""
