@@ -67,6 +67,7 @@ from servers.imap.store_api import (
     Quota,
     SpecialUse,
     StoreError,
+    UidValidityChangedError,
 )
 from servers.maildir import (
     USAGE_SETTLE_NS,
@@ -103,14 +104,6 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_A_KEYWORD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
 READ_ONLY_TEXT = "the folder is open read-only (EXAMINE)"
 HEADER_CHUNK_OCTETS = 16 * 1024
-
-
-class UidValidityChangedError(StoreError):
-    """The folder's UID map was rebuilt (it was corrupt or removed) while a session had it open.
-
-    Its UIDs are no longer what the client was told: the session ends (Dovecot answers such a case
-    with BYE), and the next SELECT shows the new UIDVALIDITY.
-    """
 
 
 def folder_name_problem(name: str) -> str | None:
