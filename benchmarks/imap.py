@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ import psutil
 from benchmarks import env
 from benchmarks.loadclient import LINE, ProcessMeter
 
+_LITERAL = re.compile(rb"\{([0-9]+)\+?\}\r\n")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOMAIN = "bench.test"
 
@@ -60,6 +62,7 @@ class Client:
         self.reader = reader
         self.writer = writer
         self.tag = 0
+        self.pending = bytearray()  # received after the last tagged response
 
     @classmethod
     async def connect(cls, port: int) -> Client:
@@ -71,23 +74,37 @@ class Client:
         return client
 
     async def read_until_tagged(self, tag: bytes) -> int:
-        """Read responses (following literals) up to the tagged one; return the octets read."""
-        octets = 0
+        """Read responses (skipping literals) up to the tagged one; return the octets read.
+
+        In big chunks, scanned with C-level searches rather than a readline per response: a FETCH
+        of 50,000 messages is 50,000 lines, and a Python loop over them made this client, not the
+        server, the slowest part of the `open+fetch` rows. "{n}\\r\\n" can only be a literal's
+        announcement (a quoted string holds no CRLF), so the octets after one are skipped unread.
+        """
+        buffer = self.pending
+        start = 0  # where the scan goes on
+        tagged_line = b"\r\n" + tag + b" "
         while True:
-            line = await self.reader.readline()
-            if not line:
+            literal = _LITERAL.search(buffer, start)
+            at_tag = 0 if start == 0 and buffer.startswith(tag + b" ") else buffer.find(tagged_line, max(start - 2, 0))
+            if at_tag >= 0 and (literal is None or at_tag < literal.start()):
+                tag_start = at_tag if at_tag == 0 and buffer.startswith(tag + b" ") else at_tag + 2
+                end = buffer.find(b"\r\n", tag_start)
+                if end >= 0:
+                    line = bytes(buffer[tag_start:end])
+                    self.pending = buffer[end + 2 :]
+                    if not line[len(tag) + 1 :].startswith(b"OK"):
+                        raise ImapError(line.decode("ascii", "replace"))
+                    return end + 2
+            elif literal is not None and literal.end() + int(literal.group(1)) <= len(buffer):
+                start = literal.end() + int(literal.group(1))
+                continue
+            elif literal is None:
+                start = max(len(buffer) - 32, start)  # a tagged line or "{n}" cut by the chunk end is seen again
+            chunk = await self.reader.read(2**20)
+            if not chunk:
                 raise ConnectionError("closed in the middle of a response")
-            octets += len(line)
-            while line.endswith(b"}\r\n") and b"{" in line:
-                size = int(line[line.rindex(b"{") + 1 : -3].rstrip(b"+"))
-                await self.reader.readexactly(size)
-                octets += size
-                line = await self.reader.readline()
-                octets += len(line)
-            if line.startswith(tag + b" "):
-                if not line[len(tag) + 1 :].startswith(b"OK"):
-                    raise ImapError(line.decode("ascii", "replace").strip())
-                return octets
+            buffer += chunk
 
     async def command(self, text: str) -> int:
         self.tag += 1
