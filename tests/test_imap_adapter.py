@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from servers.livestate import redis_client, sessions_key, terminate_key
-from servers.workers.imapd import PAUSED_BYE, TERMINATED_BYE, pieces_for_starttls
+from servers.workers.imapd import PAUSED_BYE, TERMINATED_BYE, ImapConnection, pieces_for_starttls
 from tests.helpers import wait_until
 from tests.imap_inprocess import HOSTNAME, LineClient, ScriptedSession, serving_imap
 
@@ -159,3 +159,14 @@ def test_current_sessions_show_the_client_and_folder_and_terminate_closes_one(tm
         assert client.line() + b"\r\n" == TERMINATED_BYE.encode()
         assert client.at_eof()
         client.close()
+
+
+def test_only_calls_that_may_leave_the_session_idling_stamp_the_watched_folders():
+    connection = ImapConnection(writer=None, client="127.0.0.1", tls=False)
+    connection.watch_paths = ("/nonexistent/new",)
+
+    assert not connection._may_idle_after((b"a1 FETCH 7 BODY.PEEK[]\r\n",))
+    assert connection._may_idle_after((b"a2 idle\r\n",))
+    assert connection._may_idle_after((b"x" * (64 * 1024 + 1),))  # too big to look through: stamped
+    connection.idling = True
+    assert connection._may_idle_after((b"DONE\r\n",))

@@ -172,11 +172,21 @@ class ImapConnection:
         The folder is stamped before the call: a change during it is either in what the session
         read or shows as a difference at the watcher's next look (an update that may find nothing).
         """
-        stamps_before = stat_paths(self.watch_paths)
+        stamps_before = stat_paths(self.watch_paths) if self._may_idle_after(args) else {}
         try:
             return method(*args)
         finally:
             self.observe(stamps_before)
+
+    def _may_idle_after(self, args: tuple[Any, ...]) -> bool:
+        """Whether the session may be idling after this call: only then does the watcher need stamps.
+
+        Without them the watcher counts the folder as changed and asks once for updates that may be
+        none, so guessing "yes" is always safe; a FETCH one message at a time saves two stats.
+        """
+        return self.idling or any(
+            isinstance(arg, bytes) and (len(arg) > 64 * 1024 or b"IDLE" in arg.upper()) for arg in args
+        )
 
     def has_unseen_changes(self, stamps_now: dict[str, Stamp]) -> bool:
         return any(stamps_now.get(path) != self.seen_stamps.get(path, UNSEEN) for path in self.watch_paths)
