@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from servers.imap import fetch, mime, responses
@@ -115,7 +116,14 @@ class MessageCommands(MailboxCommands):
         folder = selected.folder
         derived = fetch.Derived(folder.fetch_cache("ENVELOPE"), folder.fetch_cache("BODYSTRUCTURE"))
         if fetch.is_fast(items):
-            return Done(fetch.render_many(items, targets, _envelope_source(folder, derived.envelopes)))
+            envelope_of = _envelope_source(folder, derived.envelopes)
+            if any(item.name == "ENVELOPE" for item in items):
+                # The cache's values first, the response's lines after: made in between, the values that
+                # stay would pin the heap pages of megabytes of lines that go (the worker's RSS).
+                for _, record in targets:
+                    with contextlib.suppress(KeyError):  # gone meanwhile: left out below
+                        envelope_of(record)
+            return Done(fetch.render_many(items, targets, envelope_of))
         out = bytearray()
         for number, record in targets:
             load_message, load_header = _loaders(folder, record.uid)
