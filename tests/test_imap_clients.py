@@ -10,6 +10,7 @@ The workers run once for the module, without Celery; each test gets a fresh mail
 
 from __future__ import annotations
 
+import functools
 import imaplib
 import os
 import poplib
@@ -110,8 +111,10 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-def answers(port: int, greeting: bytes, process: subprocess.Popen) -> bool:
-    assert process.poll() is None, f"the worker exited with {process.returncode}: see var/log/"
+def answers(port: int, greeting: bytes, process: subprocess.Popen, log_name: str) -> bool:
+    if process.poll() is not None:
+        log_tail = (settings.VAR_DIR / "log" / log_name).read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the worker exited with {process.returncode}:\n{log_tail}")
     try:
         return read_greeting(port).startswith(greeting)
     except OSError:
@@ -136,8 +139,11 @@ def workers(django_db_blocker, child_env) -> Iterator[Workers]:
         start_worker("run_pop3d", "--service", pop3.pk, env, WORKER_LOGS[1]),
     ]
     try:
-        wait_until(lambda: answers(imap.port, b"* OK", processes[0]), timeout_s=20, message="the IMAP worker")
-        wait_until(lambda: answers(pop3.port, b"+OK", processes[1]), timeout_s=20, message="the POP3 worker")
+        for port, greeting, process, log_name in zip(
+            (imap.port, pop3.port), (b"* OK", b"+OK"), processes, WORKER_LOGS, strict=True
+        ):
+            ready = functools.partial(answers, port, greeting, process, log_name)
+            wait_until(ready, timeout_s=20, message=f"the worker logging to {log_name} to answer")
         yield Workers(imap=imap, pop3=pop3, processes=processes)
     finally:
         stop_processes(processes)
