@@ -25,7 +25,8 @@ class AdministratorCreatesAndDeletes(BasePermission):
 
 
 class OperatorChangesDomains(BasePermission):
-    """Domains: a domain administrator reads them; changing one (locking included) takes an operator of its server."""
+    """Domains: a domain administrator reads them and manages their DKIM keys; changing one (locking included)
+    takes an operator of its server."""
 
     message = "Only an operator of the domain's server can change the domain."
 
@@ -37,6 +38,8 @@ class OperatorChangesDomains(BasePermission):
             return True
         if view.action in ("lock", "unlock"):
             return permissions.can_lock_domain(request.user, obj)
+        if view.action == "dkim":
+            return permissions.can_manage_dkim_keys(request.user, obj)
         return permissions.can_change_domain(request.user, obj)
 
 

@@ -22,6 +22,7 @@ from servers.models import (
     AccessRule,
     AccessRuleKind,
     AuditEntry,
+    DkimAlgorithm,
     Domain,
     DomainType,
     GroupAddress,
@@ -301,6 +302,37 @@ class DomainUpdateSerializer(serializers.Serializer):
     relay_allowed = strict.BooleanField(required=False)
     max_mailbox_quota_mb = quota_ceiling_field()
     administrators = usernames_field(required=False)
+
+
+class DkimRecordSerializer(serializers.Serializer):
+    """The DKIM record to publish for a domain's active key; the private key is never shown."""
+
+    selector = strict.CharField(read_only=True)
+    algorithm = serializers.ChoiceField(choices=DkimAlgorithm.choices, read_only=True)
+    txt_name = strict.CharField(
+        read_only=True, help_text="Where to publish the TXT record: <selector>._domainkey.<domain>."
+    )
+    txt_value = strict.CharField(read_only=True, help_text="The TXT record's value, as one string.")
+    txt_strings = serializers.ListField(
+        child=strict.CharField(),
+        read_only=True,
+        help_text="The same value cut into strings of at most 255 octets, as a zone file needs them.",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    retired_selectors = serializers.ListField(
+        child=strict.CharField(),
+        read_only=True,
+        help_text="Selectors of retired keys whose records may stay published until they are removed.",
+    )
+
+
+class DkimGenerateSerializer(serializers.Serializer):
+    algorithm = serializers.ChoiceField(
+        choices=DkimAlgorithm.choices,
+        required=False,
+        help_text="rsa-sha256 (RSA-2048, the default for a first key) or ed25519-sha256; a rotation keeps the "
+        "current key's algorithm unless told otherwise.",
+    )
 
 
 # -- mailboxes ------------------------------------------------------------------------------------

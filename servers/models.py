@@ -323,6 +323,46 @@ class Domain(models.Model):
         return self.name
 
 
+class DkimAlgorithm(TextChoices):
+    RSA_SHA256 = "rsa-sha256", "RSA-2048 (rsa-sha256)"
+    # RFC 8463; not every receiver verifies it yet, so RSA stays the default.
+    ED25519_SHA256 = "ed25519-sha256", "Ed25519 (ed25519-sha256)"
+
+
+class DkimKeyState(TextChoices):
+    ACTIVE = "active", "Active"
+    # No longer signs; kept so its DNS record is remembered until an operator removes it.
+    RETIRED = "retired", "Retired"
+
+
+class DkimKey(models.Model):
+    """A DKIM signing key of a local domain (RFC 6376); its public half is published at
+    `<selector>._domainkey.<domain>`. Changed only through `servers.services.dkim`."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="dkim_keys")
+    selector = models.CharField(max_length=63)
+    algorithm = models.CharField(max_length=20, choices=DkimAlgorithm.choices, default=DkimAlgorithm.RSA_SHA256)
+    # The PEM (PKCS#8), concealed by `servers.stored_secrets` ("fernet:<token>"); no face shows it.
+    private_key = models.TextField()
+    # The p= tag: base64 of the DER SubjectPublicKeyInfo (RSA) or of the raw 32-byte key (Ed25519).
+    public_key = models.TextField()
+    state = models.CharField(max_length=10, choices=DkimKeyState.choices, default=DkimKeyState.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["domain__name", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "selector"], name="dkim_selector_unique_per_domain"),
+            models.UniqueConstraint(
+                fields=["domain"], condition=models.Q(state="active"), name="one_active_dkim_key_per_domain"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain.name}"
+
+
 class Pop3ServiceQuerySet(models.QuerySet):
     def on_node(self, node: Node | str) -> Pop3ServiceQuerySet:
         if isinstance(node, str):

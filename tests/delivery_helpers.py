@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from django.utils import timezone
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from servers import mailstore, tls
@@ -62,6 +62,9 @@ class _Resolver(BaseResolver):
                 rdata = MX(exchange if exchange != "." else ".", preference)
             elif rtype == "A":
                 rdata = A(value)
+            elif rtype == "TXT":
+                # One record, cut into character-strings of at most 255 octets (RFC 1035 3.3.14).
+                rdata = TXT([value[i : i + 255] for i in range(0, len(value), 255)])
             else:
                 rdata = AAAA(value)
             reply.add_answer(RR(request.q.qname, QTYPE.reverse[rtype], rdata=rdata, ttl=60))
@@ -69,7 +72,8 @@ class _Resolver(BaseResolver):
 
 
 class TestDNS:
-    """A DNS server on 127.0.0.1:<free port>; `records["domain"] = [("MX", (10, "mx.domain")), ("A", ip)]`."""
+    """A DNS server on 127.0.0.1:<free port>; `records["domain"] = [("MX", (10, "mx.domain")), ("A", ip)]`
+    (and ("TXT", value) for DKIM records)."""
 
     __test__ = False
 
@@ -96,6 +100,9 @@ class TestDNS:
 
     def add_a(self, name: str, *addresses: str) -> None:
         self.records.setdefault(name, []).extend(("A", address) for address in addresses)
+
+    def add_txt(self, name: str, value: str) -> None:
+        self.records.setdefault(name, []).append(("TXT", value))
 
     def start(self) -> TestDNS:
         self.server.start_thread()

@@ -151,6 +151,8 @@ def test_current_sessions_show_the_client_and_folder_and_terminate_closes_one(tm
             "SELECTED",
         )
         assert info["connected_at"] <= time.time() and not info["tls"]
+        greeting = ScriptedSession.made[0].greeting()
+        assert info["bytes"] == len(greeting + b"* 0 EXISTS\r\na OK [READ-WRITE] SELECT completed\r\n")
 
         redis_client().sadd(terminate_key("imap", unit_id), info["id"], uuid.uuid4().hex[:12])
         served.run(served.worker.publish_sessions_and_take_orders())

@@ -47,6 +47,15 @@ def test_fetch_bodystructure_of_a_multipart_message(selected):
     )
 
 
+def test_a_multipart_without_parts_shows_its_body_as_one_text_part(selected, store):
+    store.deliver(b"Content-Type: multipart/mixed\r\n\r\nno boundary here\r\n")
+    send(selected, "n1 NOOP")
+    assert fetch(selected, "f1 FETCH 4 (BODY BODY.PEEK[1])") == (
+        b'* 4 FETCH (BODY (("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 18 1) "MIXED") '
+        b"BODY[1] {18}\r\nno boundary here\r\n)\r\n"
+    )
+
+
 def test_fetch_body_is_the_non_extensible_structure(selected):
     assert fetch(selected, "f1 FETCH 1 BODY") == (
         b'* 1 FETCH (BODY ("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 18 1))\r\n'

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from servers.imap import responses
+from servers.imap.mailbox_commands import ListPattern
 from servers.imap.session import ImapSession, Reply
 from servers.imap.store_api import AuthOutcome, AuthStatus
 from tests.imap_session_helpers import (
@@ -67,6 +68,22 @@ def test_without_tls_login_is_disabled_and_refused(directory):
 def test_plaintext_login_is_allowed_without_tls_when_the_policy_says_so(directory):
     session = make_session(directory, tls_active=False, plaintext_requires_tls=False)
     assert last_line(send(session, f'a1 LOGIN alice "{ALICE_PASSWORD}"')).startswith(b"a1 OK")
+
+
+def test_pipelined_commands_are_answered_in_order(logged_in):
+    data = send(logged_in, b"p1 NOOP\r\np2 SELECT INBOX\r\np3 FETCH 1 UID\r\np4 UNSELECT\r\n")
+    assert [line.split(b" ")[0] for line in data.split(b"\r\n") if line and not line.startswith(b"*")] == [
+        b"p1",
+        b"p2",
+        b"p3",
+        b"p4",
+    ]
+
+
+def test_a_command_split_across_packets_waits_for_its_end(logged_in):
+    assert send(logged_in, b"n1 NO") == b""
+    assert send(logged_in, b"OP\r") == b""
+    assert send(logged_in, b"\n") == b"n1 OK NOOP completed\r\n"
 
 
 def test_unknown_commands_are_bad(session):
@@ -422,6 +439,42 @@ def test_list_patterns_match_names(logged_in, store, arguments, names):
     assert [line.rsplit(b" ", 1)[1] for line in untagged_lines(data)] == names
 
 
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("*", "a.b.c", True),
+        ("%", "a.b", False),
+        ("a.%", "a.b", True),
+        ("a.%", "a.b.c", False),
+        ("a.*", "a.b.c", True),
+        ("%.%", "a.b", True),
+        ("*b*", "abc", True),
+        ("a%c", "abc", True),
+        ("a%c", "a.c", False),
+        ("INBOX", "INBOX", True),
+        ("inbox.%", "INBOX.Sub", True),
+        ("inboxes", "INBOXES", False),
+        ("Sent", "sent", False),
+        ("", "", True),
+    ],
+)
+def test_list_patterns(pattern, name, expected):
+    assert ListPattern("", pattern).matches(name) is expected
+
+
+def test_a_crafted_list_pattern_does_not_backtrack_forever(logged_in, store):
+    store.folders["a" * 200] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" ' + "*a" * 500 + "b")
+    assert data == b"l1 OK LIST completed\r\n"
+    assert last_line(send(logged_in, 'l2 LIST "" ' + "*" * 1025)) == b"l2 BAD LIST pattern too long"
+
+
+def test_a_folder_another_program_named_in_utf8_is_listed_as_a_literal(logged_in, store):
+    store.folders["Entwürfe"] = store._new_folder()
+    data = send(logged_in, 'l1 LIST "" Entw*')
+    assert data == '* LIST (\\HasNoChildren) "." {9}\r\nEntwürfe\r\nl1 OK LIST completed\r\n'.encode()
+
+
 def test_list_with_an_empty_pattern_says_the_delimiter(logged_in):
     assert untagged_lines(send(logged_in, 'l1 LIST "" ""')) == [b'* LIST (\\Noselect) "." ""']
 
@@ -443,6 +496,17 @@ def test_list_accepts_remote_and_return_special_use(logged_in):
     ]
 
 
+def test_list_recursivematch_shows_parents_of_subscribed_folders_with_childinfo(logged_in, store):
+    store.folders["Work"] = store._new_folder()
+    store.folders["Work"].subscribed = False
+    store.folders["Work.2026"] = store._new_folder()
+    store.folders["Junk"].subscribed = False
+    data = send(logged_in, 'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" %')
+    names = [line.split(b'"." ', 1)[1] for line in untagged_lines(data)]
+    assert names == [b"INBOX", b"Archive", b"Drafts", b"Sent", b"Trash", b'Work ("CHILDINFO" ("SUBSCRIBED"))']
+    assert b'* LIST (\\HasChildren) "." Work ("CHILDINFO" ("SUBSCRIBED"))' in data
+
+
 def test_list_return_status_follows_each_folder(logged_in):
     data = send(logged_in, 'l1 LIST "" (INBOX Sent) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
     assert untagged_lines(data) == [
@@ -454,7 +518,15 @@ def test_list_return_status_follows_each_folder(logged_in):
 
 
 @pytest.mark.parametrize(
-    "arguments", ['(BOGUS) "" *', '(RECURSIVEMATCH) "" *', '"" * RETURN (BOGUS)', '"" * RETURN STATUS', '""']
+    "arguments",
+    [
+        '(BOGUS) "" *',
+        '(RECURSIVEMATCH) "" *',
+        '(REMOTE RECURSIVEMATCH) "" *',
+        '"" * RETURN (BOGUS)',
+        '"" * RETURN STATUS',
+        '""',
+    ],
 )
 def test_malformed_list_options_are_bad(logged_in, arguments):
     assert last_line(send(logged_in, f"l1 LIST {arguments}")).startswith(b"l1 BAD")
@@ -729,3 +801,23 @@ def test_imaplib_session_from_login_to_logout(session, store):
     assert client.close()[0] == "OK"
     assert client.logout()[0] == "BYE"
     assert account_of(store).release_count == 1
+
+
+def test_imaplib_login_with_the_password_as_a_literal(session, store):
+    # imaplib sends `TAG LOGIN alice {N}`, waits for the continuation, then the octets and CRLF.
+    password = 'p"a\\ss w{rd} \u00fc\r\n'
+    session.authenticator = lambda user, given: (
+        AuthOutcome(AuthStatus.OK, store.account()) if given == password else AuthOutcome(AuthStatus.BAD_CREDENTIALS)
+    )
+    client = SessionIMAP4(session)
+    client.literal = password.encode()
+    assert client._simple_command("LOGIN", "alice")[0] == "OK"
+    assert session.user == ALICE
+
+
+def test_imaplib_authenticate_plain_uses_the_continuation(session, store):
+    client = SessionIMAP4(session)
+    status, _ = client.authenticate("PLAIN", lambda _challenge: f"\0alice\0{ALICE_PASSWORD}".encode())
+    assert status == "OK"
+    assert client.namespace() == ("OK", [b'(("" ".")) NIL NIL'])
+    assert client.logout()[0] == "BYE"

@@ -16,11 +16,12 @@ from django.test import Client
 from django.urls import reverse
 
 from servers import services
-from servers.models import Domain, GroupAddress, Mailbox, VirtualServer
+from servers.models import Domain, GroupAddress, ImapService, Mailbox, VirtualServer
 from servers.services import permissions
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for, results
 from tests.factories import People, default_domain_of, make_people, make_server
+from tests.helpers import free_port
 
 OK, FORBIDDEN, NOT_FOUND = "ok", 403, 404
 
@@ -105,6 +106,10 @@ class ConsoleFace:
     def delete_server(self, server):
         return outcome(self.client.post(reverse("console:server-delete", args=[server.pk])).status_code)
 
+    def change_imap_port(self, service, port: int):
+        url = reverse("console:imap", args=[service.pk])
+        return outcome(self.client.post(url, {"ip_address": service.ip_address, "port": port}).status_code)
+
     def shown_operators(self, server) -> str:
         page = self.client.get(reverse("console:server", args=[server.pk]) + "?tab=security").content.decode()
         start = page.index('data-testid="operators"')
@@ -150,6 +155,10 @@ class ApiFace:
     def delete_server(self, server):
         return outcome(self.client.delete(f"/api/v1/servers/{server.pk}/").status_code)
 
+    def change_imap_port(self, service, port: int):
+        body = {"port": port}
+        return outcome(self.client.patch(f"/api/v1/services/imap/{service.pk}/", body, format="json").status_code)
+
     def shown_operators(self, server) -> str:
         return ", ".join(self.client.get(f"/api/v1/servers/{server.pk}/").json()["operators"])
 
@@ -188,6 +197,14 @@ def test_the_console_offers_new_servers_and_the_services_only_to_an_administrato
     assert 'data-testid="new-server"' in administrator and reverse("console:services") in administrator
     assert 'data-testid="new-server"' not in operator and reverse("console:services") not in operator
     assert "Audit log (my changes)" in operator and "Audit log (my changes)" not in administrator
+
+
+def test_only_an_administrator_sees_and_changes_the_nodes_imap_service(lab, face):
+    service = services.create_imap_service(ip_address="127.0.0.1", port=free_port(), start=False)
+    for person in (lab.people.bob, lab.people.carol, lab.people.dave):
+        assert face(person).change_imap_port(service, free_port()) == NOT_FOUND
+    assert face(lab.people.alice).change_imap_port(service, free_port()) == OK
+    assert ImapService.objects.get(pk=service.pk).config_version == 2
 
 
 # -- a domain the user sees but may not change: 403, never 404 --------------------------------------

@@ -195,3 +195,16 @@ def test_dot_files_and_names_a_map_line_cannot_hold_get_no_uid(folder):
 
     assert uids_of(folder) == {name: 1}
     assert uids_of(folder) == {name: 1}  # and the map reads back
+
+
+def test_a_map_forgotten_by_the_process_cache_reads_back_the_same_uids(tmp_path, monkeypatch):
+    monkeypatch.setattr(uidmap, "MAX_MAPS", 1)
+    first, second = ensure_maildir(tmp_path / "first"), ensure_maildir(tmp_path / "second")
+    names = {folder: deliver(folder) for folder in (first, second)}
+    before = {folder: uidmap.uid_map(folder).sync()[0] for folder in (first, second)}  # second evicts first
+
+    again = uidmap.uid_map(first)
+
+    assert again is not uidmap.uid_map(second)
+    assert again.sync()[0] == before[first]
+    assert before[first].entries[names[first]].uid == 1

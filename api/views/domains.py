@@ -4,15 +4,22 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from api.filters import Param
 from api.permissions import OperatorChangesDomains
-from api.serializers import DomainCreateSerializer, DomainSerializer, DomainUpdateSerializer
+from api.serializers import (
+    DkimGenerateSerializer,
+    DkimRecordSerializer,
+    DomainCreateSerializer,
+    DomainSerializer,
+    DomainUpdateSerializer,
+)
 from servers import services
 from servers.models import DomainType
-from servers.services import permissions
+from servers.services import dkim, permissions
 from servers.services.api_support import set_domain_administrators
 
 from .base import ServiceBackedViewSet
@@ -99,3 +106,30 @@ class DomainViewSet(ServiceBackedViewSet):
     @action(detail=True, methods=["post"])
     def unlock(self, request, pk=None):
         return self.respond(services.set_domain_lock(self.get_object(), False, actor=self.actor))
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses=DkimRecordSerializer,
+        summary="The DKIM record to publish for the key that signs the domain's mail (404 without one)",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=DkimGenerateSerializer,
+        responses={201: DkimRecordSerializer},
+        summary="Generate the domain's DKIM key, or rotate it: a new selector signs at once, the old one is "
+        "kept (retired) until removed; publish the record returned",
+    )
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])
+    def dkim(self, request, pk=None):
+        domain = self.get_object()
+        if request.method == "POST":
+            data = self.validated(DkimGenerateSerializer)
+            services.rotate_dkim_key(domain, algorithm=data.get("algorithm"), actor=self.actor)
+        record = dkim.dkim_record(domain)
+        if record is None:
+            raise NotFound("The domain has no DKIM key.")
+        created = request.method == "POST"
+        return Response(
+            DkimRecordSerializer(record).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )

@@ -7,6 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from frontend.access import actor
@@ -191,3 +193,23 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
         {"domain": domain, "form": form, "route": route},
         selected=f"server-{domain.server_id}-domains",
     )
+
+
+@login_required
+@require_POST
+def domain_dkim(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generate the domain's DKIM key, or rotate it: the new selector signs at once (publish its record)."""
+    domain = permissions.access_domain(request.user, pk)
+    if not permissions.can_manage_dkim_keys(request.user, domain):
+        raise permissions.NotAllowed(_("You may not change this domain's DKIM key."))
+    try:
+        key = services.rotate_dkim_key(domain, algorithm=request.POST.get("algorithm") or None, actor=actor(request))
+    except RefusedError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("New DKIM key %(selector)s for %(domain)s: it signs from now on; publish its TXT record below.")
+            % {"selector": key.selector, "domain": domain.name},
+        )
+    return redirect(f"{reverse('console:domain', args=[domain.pk])}#dkim")

@@ -23,8 +23,9 @@ from frontend.forms import (
 from frontend.views.base import paginate, render_console
 from frontend.views.servers import operator_candidates
 from servers import services
-from servers.models import DomainType, Mailbox
+from servers.models import DkimAlgorithm, DomainType, Mailbox
 from servers.services import RefusedError, mailbox_usage, permissions
+from servers.services.dkim import dkim_record
 
 KB = 1024
 
@@ -73,6 +74,10 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
             "can_lock_domain": permissions.can_lock_domain(request.user, domain),
             "administrators": list(domain.administrators.order_by("username")),
             "candidates": list(operator_candidates()) if can_manage_server else [],
+            "dkim": dkim_record(domain),
+            "can_manage_dkim": permissions.can_manage_dkim_keys(request.user, domain),
+            "dkim_algorithms": DkimAlgorithm.choices,
+            "alias_names": list(domain.aliases.order_by("name").values_list("name", flat=True)),
         },
         selected=f"domain-{domain.pk}",
     )

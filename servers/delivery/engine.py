@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from servers import maildir, mailstore, message_format
-from servers.delivery import dsn, routing
+from servers.delivery import dsn, routing, signing
 from servers.delivery.client import ConnectionSlots, Result, deliver, result_of
 from servers.delivery.models import (
     DeliverySettings,
@@ -35,6 +35,7 @@ from servers.delivery.models import (
     RemoteDomainRoute,
 )
 from servers.models import ServiceState, VirtualServer
+from servers.services.dkim import signing_keys_of_server
 from servers.snapshot import ServerSnapshot, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,9 @@ def attempt(
             results[recipient] = result_of(route.code, f"{route.status} {route.text}")
             continue
         groups.setdefault(route.key, (route, []))[1].append(recipient)
+    if groups:
+        # Local copies above stay as they came; what leaves for another host carries our signature.
+        message = signing.signed(message, mail_from, signing_keys_of_server(server))
     slots = ConnectionSlots(server.home_path / mailstore.TMP_DIR / "outbound-slots", config.max_outbound_connections)
     source = None if server.ip_address in ("0.0.0.0", "::") else server.ip_address
     for route, group in groups.values():

@@ -29,6 +29,7 @@ from servers.imap.store_api import (
 )
 
 _SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_ALONE = frozenset({"RECURSIVEMATCH", "REMOTE"})
 _RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "RECENT", "SIZE")
 _DATE_TIME = re.compile(
@@ -97,19 +98,51 @@ def parse_flags(token: Token) -> frozenset[str]:
     return frozenset(flags)
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    # RFC 9051 6.3.9: "*" matches anything, "%" anything but the hierarchy delimiter.
-    regex = "".join(
-        ".*" if char == "*" else "[^.]*" if char == "%" else re.escape(char) for char in reference + pattern
-    )
-    return re.compile(regex + r"\Z")
+MAX_LIST_PATTERN_LENGTH = 1024
 
 
-def _matches(pattern: re.Pattern[str], name: str) -> bool:
-    if pattern.match(name):
-        return True
-    # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
-    return name.upper().startswith(INBOX) and bool(re.compile(pattern.pattern, re.I).match(name))
+class ListPattern:
+    """A LIST mailbox pattern (RFC 9051 6.3.9): "*" matches anything, "%" anything but the delimiter.
+
+    Matched by walking the pattern's states along the name, so the cost is at most pattern x name
+    length: a regular expression of many ".*" would backtrack without bound on a crafted pattern.
+    """
+
+    def __init__(self, reference: str, pattern: str) -> None:
+        text = reference + pattern
+        if len(text) > MAX_LIST_PATTERN_LENGTH:
+            raise CommandSyntaxError("LIST pattern too long")
+        # INBOX is case-insensitive: "inbox" and "Inbox.%" find it and its children.
+        if text[: len(INBOX)].upper() == INBOX and text[len(INBOX) : len(INBOX) + 1] in ("", HIERARCHY_DELIMITER):
+            text = INBOX + text[len(INBOX) :]
+        self.text = text
+
+    def _closure(self, states: set[int]) -> set[int]:
+        pending = list(states)
+        while pending:
+            state = pending.pop()
+            if state < len(self.text) and self.text[state] in "*%" and state + 1 not in states:
+                states.add(state + 1)
+                pending.append(state + 1)
+        return states
+
+    def matches(self, name: str) -> bool:
+        text = self.text
+        states = self._closure({0})
+        for char in name:
+            following = set()
+            for state in states:
+                if state == len(text):
+                    continue
+                wanted = text[state]
+                if wanted == "*" or (wanted == "%" and char != HIERARCHY_DELIMITER):
+                    following.add(state)
+                elif wanted == char:
+                    following.add(state + 1)
+            if not following:
+                return False
+            states = self._closure(following)
+        return len(text) in states
 
 
 class MailboxCommands:
@@ -217,7 +250,8 @@ class MailboxCommands:
         selection: set[str] = set()
         if args and isinstance(args[0], list):
             selection = {as_atom(option).upper() for option in args.pop(0)}
-            if not selection <= _SELECTION_OPTIONS or selection == {"RECURSIVEMATCH"}:
+            # RFC 5258 3.1: RECURSIVEMATCH only qualifies another option (REMOTE does not count).
+            if not selection <= _SELECTION_OPTIONS or ("RECURSIVEMATCH" in selection and selection <= _ALONE):
                 raise CommandSyntaxError("Unsupported LIST selection option")
         if len(args) < 2:
             raise CommandSyntaxError("LIST needs a reference and a pattern")
@@ -229,16 +263,25 @@ class MailboxCommands:
             return Done(responses.untagged(f'LIST (\\Noselect) "{HIERARCHY_DELIMITER}" ""'))
         if "SUBSCRIBED" in selection:
             returns.add("SUBSCRIBED")
-        compiled = [_pattern(reference, pattern) for pattern in patterns]
+        compiled = [ListPattern(reference, pattern) for pattern in patterns]
+        folders = self._account().list_folders()
+        # RFC 5258 3.5: with RECURSIVEMATCH, a parent of a subscribed folder is listed with CHILDINFO.
+        childinfo_wanted = {"RECURSIVEMATCH", "SUBSCRIBED"} <= selection
+        subscribed = [info.name for info in folders if info.subscribed]
         out = bytearray()
-        for info in self._account().list_folders():
-            if not any(_matches(pattern, info.name) for pattern in compiled):
+        for info in folders:
+            if not any(pattern.matches(info.name) for pattern in compiled):
                 continue
-            if "SUBSCRIBED" in selection and not info.subscribed:
+            childinfo = childinfo_wanted and any(
+                name.startswith(info.name + HIERARCHY_DELIMITER) for name in subscribed
+            )
+            if "SUBSCRIBED" in selection and not info.subscribed and not childinfo:
                 continue
             if "SPECIAL-USE" in selection and info.special_use is None:
                 continue
-            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {responses.astring(info.name)}')
+            extended = ' ("CHILDINFO" ("SUBSCRIBED"))' if childinfo else ""
+            name = responses.astring(info.name)
+            out += responses.untagged(f'LIST {self._attributes(info, returns)} "." {name}{extended}')
             if status_items and info.selectable:
                 out += self._status_line(info.name, status_items, tolerate_errors=True)
         return Done(bytes(out))
@@ -280,10 +323,10 @@ class MailboxCommands:
 
     def imap_LSUB(self, command: Command) -> Done:
         reference, pattern = (as_astring(token) for token in arguments(command.args, 2, 2))
-        compiled = _pattern(reference, pattern)
+        compiled = ListPattern(reference, pattern)
         out = bytearray()
         for info in self._account().list_folders():
-            if info.subscribed and _matches(compiled, info.name):
+            if info.subscribed and compiled.matches(info.name):
                 attributes = "()" if info.selectable else "(\\Noselect)"
                 out += responses.untagged(f'LSUB {attributes} "." {responses.astring(info.name)}')
         return Done(bytes(out))

@@ -90,6 +90,10 @@ def parse(raw: bytes, depth: int = 0, default_type: str = "text/plain") -> MimeP
         if boundary:
             child_type = "message/rfc822" if headers.get_content_subtype() == "digest" else "text/plain"
             part.children = [parse(chunk, depth + 1, child_type) for chunk in _split_multipart(body, boundary)]
+        if not part.children:
+            # A multipart with no boundary or no parts: its body as one plain text part, which every
+            # client can show (a childless multipart has no BODYSTRUCTURE in the grammar).
+            part.children = [MimePart(b"", body, _header_parser.parsebytes(b"\r\n"))]
     elif part.content_type == "message/rfc822":
         part.embedded = parse(body, depth + 1)
     return part

@@ -68,8 +68,14 @@ def string(value: str | bytes | None) -> bytes:
 
 
 def astring(value: str) -> str:
-    """An astring for names we send back (folder names are ASCII, modified UTF-7)."""
-    return value if _ATOM_SAFE.match(value) and value.upper() != "NIL" else quoted(value)
+    """An astring for names we send back: an atom, a quoted string, or (for a name another program
+    wrote in 8-bit or with control characters, never modified UTF-7) a literal."""
+    if _ATOM_SAFE.match(value) and value.upper() != "NIL":
+        return value
+    if value.isascii() and value.isprintable():
+        return quoted(value)
+    text = value.encode("utf-8", "replace").decode("utf-8")
+    return f"{{{len(text.encode('utf-8'))}}}\r\n{text}"
 
 
 def parenthesised(items: Iterable[str]) -> str:

@@ -2,6 +2,7 @@
 
 from .api_support import set_domain_administrators, set_server_operators
 from .client_rules import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
+from .dkim import generate_dkim_key, remove_retired_dkim_keys, rotate_dkim_key
 from .domains import add_domain, change_domain_type, remove_domain, set_default_domain, set_mailbox_quota_ceiling
 from .errors import RefusedError
 from .imap import create_imap_service, set_imap_state, update_imap_service
@@ -71,6 +72,9 @@ __all__ = [
     "set_mailbox_lock",
     "update_mailbox",
     "add_domain",
+    "generate_dkim_key",
+    "remove_retired_dkim_keys",
+    "rotate_dkim_key",
     "canonical_domain_name",
     "change_domain_type",
     "create_virtual_server",

@@ -19,6 +19,11 @@ The rules, decided once:
   may not lock or unlock it: the domain lock is the hosting provider's switch to suspend a
   customer's domain, and a customer who could undo it would make it useless. A domain
   administrator locks mailboxes one by one instead. They do not see the server.
+- A domain's **DKIM keys** are managed (generated, rotated, their record shown) by whoever sees the
+  domain: its domain administrators as well as the server's operators. The record goes into the
+  customer's own DNS zone, and rotating only changes how the domain's own mail is signed. Removing
+  retired keys is the command line's (`smtpsvc dkim DOMAIN remove-retired`). No face ever shows a
+  private key.
 - Everyone signed in sees the sign-ins (logons) of the mailboxes they see, and the audit entries of
   the changes they made themselves (an administrator sees every entry).
 - A group address shows a user only the members they can see; an edit replaces those, and keeps
@@ -176,6 +181,11 @@ def can_change_domain(user, domain: Domain) -> bool:
 def can_lock_domain(user, domain: Domain) -> bool:
     """Lock or unlock the whole domain: operators, not its domain administrators (see the module's docstring)."""
     return can_change_domain(user, domain)
+
+
+def can_manage_dkim_keys(user, domain: Domain) -> bool:
+    """Generate or rotate the domain's DKIM key and see its record: whoever sees the domain."""
+    return domains_visible_to(user).filter(pk=domain.pk).exists()
 
 
 def access_domain(user, domain_id: int, *, for_change: bool = False) -> Domain:

@@ -133,6 +133,7 @@ class ImapConnection:
         self.seen_stamps: dict[str, Stamp] = {}
         self.update_pending = False
         self.closed = False
+        self.octets_sent = 0  # what the client was sent: Current Sessions' Bytes column
 
     def session_info(self) -> dict:
         return {
@@ -146,7 +147,7 @@ class ImapConnection:
             else ("AUTHENTICATED" if self.user else "NOT AUTHENTICATED"),
             "folder": self.folder,
             "messages": 0,
-            "bytes": 0,
+            "bytes": self.octets_sent,
             "tls": self.tls,
         }
 
@@ -346,7 +347,9 @@ class IMAPWorker(SupervisedWorker):
         self.control.sessions.add(connection)
         loop = asyncio.get_running_loop()
         try:
-            writer.write(session.greeting())
+            greeting = session.greeting()
+            writer.write(greeting)
+            connection.octets_sent += len(greeting)
             await writer.drain()
             while not connection.closed:
                 try:
@@ -392,6 +395,7 @@ class IMAPWorker(SupervisedWorker):
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)  # a throttled failure: holds no thread
             connection.writer.write(reply.data)
+            connection.octets_sent += len(reply.data)
             await connection.writer.drain()
             if reply.start_tls:
                 injected = b"".join(pieces[index + 1 :]) + take_buffered(reader)
@@ -457,6 +461,7 @@ class IMAPWorker(SupervisedWorker):
         if updates and not connection.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 connection.writer.write(updates)
+                connection.octets_sent += len(updates)
                 await connection.writer.drain()
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import services
-from servers.models import Domain, Node, ObservedState, ServiceState, VirtualServer
+from servers.models import DkimAlgorithm, Domain, Node, ObservedState, ServiceState, VirtualServer
 from servers.services import RefusedError
+from servers.services.dkim import DkimRecord, dkim_record
 
 ACTOR = "cli"
 WAIT_S = 20
@@ -29,6 +30,37 @@ def find_domain(server: VirtualServer, name: str) -> Domain:
     if domain is None:
         raise CommandError(f"Server {server.name!r} has no domain {name!r}.")
     return domain
+
+
+def find_node_domain(node: Node, name: str, server_ref: str | None) -> Domain:
+    """A domain of this node's servers by name (`server_ref` picks the server when several have it)."""
+    domains = Domain.objects.filter(server__node=node, name=services.canonical_domain_name(name))
+    if server_ref is not None:
+        domains = domains.filter(server=find_server(node, server_ref))
+    found = list(domains.select_related("server", "alias_of")[:2])
+    if not found:
+        raise CommandError(f"No server of node {node.name} has the domain {name!r}.")
+    if len(found) > 1:
+        raise CommandError(f"More than one server has the domain {name!r}; name one with --server.")
+    return found[0]
+
+
+def describe_dkim_record(record: DkimRecord) -> list[str]:
+    quoted = " ".join(f'"{part}"' for part in record.txt_strings)
+    lines = [
+        f"DKIM key of {record.domain}: selector {record.selector} ({record.algorithm}), "
+        f"since {record.created_at:%Y-%m-%d %H:%M} UTC",
+        "Publish this TXT record:",
+        f"  name:  {record.txt_name}",
+        f"  value: {record.txt_value}",
+        f"  zone file: {record.txt_name}. IN TXT ( {quoted} )",
+    ]
+    if record.retired_selectors:
+        lines.append(
+            f"Retired selectors: {', '.join(record.retired_selectors)} (take their records down, then "
+            f"`smtpsvc dkim {record.domain} remove-retired`)"
+        )
+    return lines
 
 
 class Command(BaseCommand):
@@ -107,6 +139,20 @@ class Command(BaseCommand):
         d_ceiling.add_argument("server")
         d_ceiling.add_argument("domain")
         d_ceiling.add_argument("megabytes", help="0 removes the ceiling")
+
+        dkim = sub.add_parser("dkim", help="a local domain's DKIM key: the TXT record to publish, generate, rotate")
+        dkim.add_argument("domain")
+        dkim.add_argument(
+            "action",
+            choices=["show", "generate", "rotate", "remove-retired"],
+            help="rotate: a new selector signs at once and the old one is kept (retired) until remove-retired",
+        )
+        dkim.add_argument("--server", help="the server, when more than one on this node has the domain")
+        dkim.add_argument(
+            "--algorithm",
+            choices=list(DkimAlgorithm.values),
+            help="for generate and rotate: rsa-sha256 (RSA-2048, the default) or ed25519-sha256",
+        )
 
     def handle(self, *args, verb: str, **options) -> None:
         self.node = services.local_node()
@@ -324,3 +370,21 @@ class Command(BaseCommand):
             )
             ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
             self.stdout.write(f"Quota ceiling of {domain.name} for its domain administrators: {ceiling}.")
+
+    def do_dkim(self, domain: str, action: str, server: str | None, algorithm: str | None, **_) -> None:
+        target = find_node_domain(self.node, domain, server)
+        if action == "generate":
+            services.generate_dkim_key(target, algorithm=algorithm or DkimAlgorithm.RSA_SHA256, actor=ACTOR)
+        elif action == "rotate":
+            services.rotate_dkim_key(target, algorithm=algorithm, actor=ACTOR)
+        elif action == "remove-retired":
+            removed = services.remove_retired_dkim_keys(target, actor=ACTOR)
+            self.stdout.write(
+                f"Removed {len(removed)} retired DKIM key(s) of {target.name}: {', '.join(removed) or '-'}"
+            )
+            return
+        record = dkim_record(target)
+        if record is None:
+            raise CommandError(f"{target.name} has no DKIM key; `smtpsvc dkim {target.name} generate` makes one.")
+        for line in describe_dkim_record(record):
+            self.stdout.write(line)
