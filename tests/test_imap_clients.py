@@ -381,7 +381,7 @@ def curl(url: str, mailbox: Mailbox, *options: str, home: Path) -> str:
     ).stdout
 
 
-def test_curl_lists_fetches_creates_a_folder_moves_flags_and_deletes(workers, mailbox, tmp_path):
+def test_curl_lists_fetches_manages_folders_moves_flags_and_deletes(workers, mailbox, tmp_path):
     deliver(mailbox, "First", "Second", "Third", "Fourth")
     plain = f"imap://127.0.0.1:{workers.imap_port}/"
     implicit_tls = f"imaps://127.0.0.1:{workers.imap.tls_port}/"
@@ -397,6 +397,9 @@ def test_curl_lists_fetches_creates_a_folder_moves_flags_and_deletes(workers, ma
     listing = curl(plain, mailbox, home=tmp_path)
     first = curl(plain + "INBOX;UID=1", mailbox, *starttls, home=tmp_path)
     command(plain, "CREATE Projects")
+    command(plain, "CREATE Drafts.Old")
+    command(plain, "RENAME Drafts.Old Projects.Old")
+    command(plain, "DELETE Projects.Old")
     flagged = command(plain + "INBOX", r"UID STORE 2 +FLAGS (\Flagged)")
     moved = command(plain + "INBOX", "UID MOVE 3 Projects")
     command(plain + "INBOX", r"UID STORE 4 +FLAGS (\Deleted)")
@@ -408,7 +411,7 @@ def test_curl_lists_fetches_creates_a_folder_moves_flags_and_deletes(workers, ma
     assert message_from_bytes(first.encode())["Subject"] == "First"
     assert flagged.strip() == "* 2 FETCH (UID 2 FLAGS (\\Flagged))"
     assert "* 3 EXPUNGE" in moved.splitlines() and "* 3 EXPUNGE" in expunged.splitlines()
-    assert folder_names(mailbox) >= {"INBOX", "Projects", "Trash"}
+    assert folder_names(mailbox) == {"INBOX", "Archive", "Drafts", "Junk", "Projects", "Sent", "Trash"}
     # curl fetched BODY[] (not BODY.PEEK[]), so the message it read is \Seen on disk too.
     assert folder_subjects(mailbox, "INBOX") == {"First": {"\\Seen"}, "Second": {"\\Flagged"}}
     assert folder_subjects(mailbox, "Projects") == {"Third": set()}
