@@ -271,6 +271,7 @@ def test_create_a_folder_move_a_message_into_it_delete_one_to_trash_and_undo(vis
     new_folder = page.locator('[data-testid="folder-tree"] [data-folder="&AMQ-rger"]')
     new_folder.wait_for()
     assert new_folder.inner_text().strip() == "Ärger"
+    shoot(page, "05-manage-folders")
 
     visit.open_message("Move me")
     page.select_option('[data-testid="target-folder"]', "&AMQ-rger")
@@ -278,12 +279,13 @@ def test_create_a_folder_move_a_message_into_it_delete_one_to_trash_and_undo(vis
     page.wait_for_url("**/mail/folder/inbox/")
     new_folder.click()
     page.wait_for_selector('[data-testid="message-link"]:has-text("Move me")')
-    shoot(page, "05-folder")
+    shoot(page, "06-folder")
 
     visit.open_message("Delete me")
     page.click('[data-testid="delete"]')
     page.wait_for_url("**/mail/folder/inbox/")
     assert page.locator('[data-testid="message-row"]').count() == 0
+    shoot(page, "07-deleted-with-undo")
     page.click('[data-testid="undo"]')
     page.wait_for_selector('[data-testid="message-link"]:has-text("Delete me")')
 
