@@ -406,6 +406,12 @@ def test_curl_lists_fetches_manages_folders_moves_flags_and_deletes(workers, mai
     command(plain + "INBOX", r"UID STORE 4 +FLAGS (\Deleted)")
     expunged = command(plain + "INBOX", "UID EXPUNGE 4")
     listing_after = curl(implicit_tls, mailbox, *verified, home=tmp_path)
+    # A 3 MB message up (APPEND with a literal far larger than one read) and back, over TLS both ways.
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"Subject: Big\r\n\r\n" + b"".join(b"%07d %s\r\n" % (n, b"x" * 70) for n in range(40_000)))
+    curl(plain + "Sent", mailbox, "--upload-file", str(big), *starttls, home=tmp_path)
+    fetched_back = tmp_path / "fetched.eml"
+    curl(implicit_tls + "Sent;UID=1", mailbox, "--output", str(fetched_back), *verified, home=tmp_path)
 
     assert '* LIST (\\HasNoChildren \\Sent) "." Sent' in listing.splitlines()
     assert "Projects" not in listing and '* LIST (\\HasNoChildren) "." Projects' in listing_after.splitlines()
@@ -416,6 +422,8 @@ def test_curl_lists_fetches_manages_folders_moves_flags_and_deletes(workers, mai
     # curl fetched BODY[] (not BODY.PEEK[]), so the message it read is \Seen on disk too.
     assert folder_subjects(mailbox, "INBOX") == {"First": {"\\Seen"}, "Second": {"\\Flagged"}}
     assert folder_subjects(mailbox, "Projects") == {"Third": set()}
+    assert fetched_back.read_bytes() == big.read_bytes()
+    assert folder_subjects(mailbox, "Sent") == {"Big": {"\\Seen"}}
 
 
 # -- fetchmail -----------------------------------------------------------------------------------------
