@@ -26,7 +26,7 @@ sessions only; an IMAP session never takes it. POP3's DELE+QUIT unlinks files, a
 those messages as expunged at their next refresh; POP3 sees IMAP's flag changes as nothing at all
 (a rename keeps the unique name, which is its UIDL) and IMAP's expunges as messages gone.
 
-Quota: the octets and messages of every folder together (`servers.maildir.usage` of each), against
+Quota: the octets and messages of every folder together (`servers.maildir.mailbox_usage`), against
 the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
 stored, MOVE never is (it does not grow the mailbox).
 
@@ -67,6 +67,7 @@ from servers.imap.store_api import (
     Quota,
     SpecialUse,
     StoreError,
+    UidValidityChangedError,
 )
 from servers.maildir import (
     USAGE_SETTLE_NS,
@@ -76,8 +77,8 @@ from servers.maildir import (
     ensure_maildir,
     exceeds_quota,
     folder_maildir,
+    mailbox_usage,
     unique_part,
-    usage,
 )
 from servers.uidmap import Entry
 
@@ -103,14 +104,6 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_A_KEYWORD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
 READ_ONLY_TEXT = "the folder is open read-only (EXAMINE)"
 HEADER_CHUNK_OCTETS = 16 * 1024
-
-
-class UidValidityChangedError(StoreError):
-    """The folder's UID map was rebuilt (it was corrupt or removed) while a session had it open.
-
-    Its UIDs are no longer what the client was told: the session ends (Dovecot answers such a case
-    with BYE), and the next SELECT shows the new UIDVALIDITY.
-    """
 
 
 def folder_name_problem(name: str) -> str | None:
@@ -153,11 +146,6 @@ def flags_of_letters(letters: str, keywords: Sequence[str] = ()) -> frozenset[st
 
 def _info_letters(file_name: str) -> str:
     return mailstore.flags_of(file_name)
-
-
-def _crlf_size_of_bytes(message: bytes) -> int:
-    size = len(message) + message.count(b"\n") - message.count(b"\r\n")
-    return size + 2 if message and not message.endswith(b"\n") else size
 
 
 class _Keywords:
@@ -494,9 +482,11 @@ class MaildirFolder:
         subdir, name = self._files[uid]
         return self.path / subdir / name
 
-    def _relocate(self, uid: int) -> Path | None:
+    def _relocate(self, uid: int, listing: uidmap.Listing | None = None) -> Path | None:
         """Where the message's file is now (another reader may have renamed it), or None if gone."""
-        where = uidmap.list_folder(self.path).get(self._records[uid].key)
+        if listing is None:
+            listing = uidmap.list_folder(self.path)
+        where = listing.get(self._records[uid].key)
         if where is None:
             return None
         self._own()
@@ -605,7 +595,8 @@ class MaildirFolder:
                 changed.append(updated)
             if not pending or attempt:
                 break
-            pending = [uid for uid in pending if self._relocate(uid) is not None]
+            now = uidmap.list_folder(self.path)  # one listing for all of them
+            pending = [uid for uid in pending if self._relocate(uid, now) is not None]
         self._messages = None
         self._wrote()
         return sorted(changed, key=lambda record: record.uid)
@@ -646,9 +637,13 @@ class MaildirFolder:
         with target_map.locked():
             made = mailstore.copy_into_folder([self._path_of(uid) for uid in sources], target_path)
             copied = [(uid, path) for uid, path in zip(sources, made, strict=True) if path is not None]
-            uidvalidity, new_uids = target_map.add(
-                [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
-            )
+            try:
+                uidvalidity, new_uids = target_map.add(
+                    [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
+                )
+            except BaseException:  # the client hears NO: take the copies back
+                mailstore.remove_message_files([path for _, path in copied])
+                raise
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(copied, new_uids, strict=True)]
 
     def _entry_for(self, uid: int) -> Entry:
@@ -910,19 +905,18 @@ class MaildirAccount:
             stored = mailstore.store_in_folder(
                 path, [message], flag_letters="".join(letters) if letters else None, mtime_ns=mtime_ns
             )
-            stat = os.stat(stored)
-            entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
-            uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            try:
+                stat = os.stat(stored)
+                entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
+                uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            except BaseException:  # the client hears NO: the message must not appear later
+                mailstore.remove_message_files([stored])
+                raise
         return uidvalidity, uid
 
     def _usage(self) -> tuple[int, int]:
         """Octets and messages stored in every folder: the quota counts the whole mailbox."""
-        total_octets, total_messages = usage(self.maildir)
-        for name in self._folder_names():
-            octets, count = usage(self.maildir / f".{name}")
-            total_octets += octets
-            total_messages += count
-        return total_octets, total_messages
+        return mailbox_usage(self.maildir)
 
     def check_quota(self, extra_octets: int, extra_messages: int) -> None:
         """OverQuotaError if storing this much more would pass the mailbox's quota."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import threading
@@ -201,6 +202,18 @@ def test_flags_round_trip_through_file_names_and_unknown_letters_are_kept(accoun
     folder.store_flags([1], frozenset({"\\Deleted"}), "remove")
     reopened = account.open_folder("INBOX", read_only=True)
     assert reopened.messages()[0].flags == {"\\Answered", "\\Draft"}
+
+
+def test_a_store_on_a_message_another_session_just_flagged_keeps_both_changes(account, maildir):
+    (key,) = deliver(maildir)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=False)
+    theirs.store_flags([1], frozenset({"\\Flagged"}), "add")  # renames the file under mine's view
+
+    changed = mine.store_flags([1], frozenset({"\\Seen"}), "add")
+
+    assert files_of(maildir) == [f"{key}:2,FS"]
+    assert [r.flags for r in changed] == [frozenset({"\\Flagged", "\\Seen"})]
 
 
 def test_keywords_are_stored_as_letters_with_a_dovecot_keywords_list(account, maildir):
@@ -438,6 +451,25 @@ def test_appends_from_threads_and_a_process_get_distinct_uids_that_the_map_keeps
     assert sorted(uids) == list(range(1, len(uids) + 1))  # none twice, none skipped
     sent = account.open_folder("Sent", read_only=True)
     assert [r.uid for r in sent.messages()] == sorted(uids)
+
+
+def test_an_append_or_copy_whose_uid_cannot_be_recorded_leaves_no_message_behind(account, maildir, monkeypatch):
+    deliver(maildir)
+    inbox = account.open_folder("INBOX", read_only=False)
+    account.open_folder("Archive", read_only=True)  # the Archive map exists: the next write is an append
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mailstore, "append_synced", disk_full)
+    with pytest.raises(OSError):
+        account.append("Archive", MESSAGE, frozenset(), None)
+    with pytest.raises(OSError):
+        inbox.copy_to([1], "Archive")
+    monkeypatch.undo()
+
+    assert files_of(maildir / ".Archive") == []
+    assert account.append("Archive", MESSAGE, frozenset(), None)[1] == 1
 
 
 def test_copy_returns_copyuid_pairs_and_keeps_flags(account, maildir):
