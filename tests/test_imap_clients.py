@@ -129,9 +129,9 @@ def workers(django_db_blocker, child_env) -> Iterator[Workers]:
     """The node's IMAP and POP3 services, their workers started here as processes (as the supervisor
     would start them) and kept for the module.
 
-    Each test runs on the transactional database, which is emptied after it: the workers read their
-    service row once, at start, and look each mailbox up at sign-in, so they serve the mailboxes every
-    test makes afresh.
+    Every test here takes a `mailbox`, and so the transactional database, which is emptied after each
+    test (the service rows made here with it): the workers read their service row once, at start, and
+    look each mailbox up at sign-in, so they serve the mailboxes every test makes afresh.
     """
     with django_db_blocker.unblock():
         imap = make_imap_service(default_domain=DOMAIN, start=False)
@@ -147,12 +147,14 @@ def workers(django_db_blocker, child_env) -> Iterator[Workers]:
         ):
             ready = functools.partial(answers, port, greeting, process, log_name)
             wait_until(ready, timeout_s=20, message=f"the worker logging to {log_name} to answer")
-        yield Workers(imap=imap, pop3=pop3, processes=processes)
-    finally:
+    except BaseException:
         stop_processes(processes)
         with django_db_blocker.unblock():
-            # Nothing for the next module, even if no test ran to empty the database.
+            # No test will run to empty the database: leave no service rows to the next module.
             call_command("flush", interactive=False, verbosity=0)
+        raise
+    yield Workers(imap=imap, pop3=pop3, processes=processes)
+    stop_processes(processes)
 
 
 @pytest.fixture(autouse=True)
