@@ -161,6 +161,12 @@ SETTING_BOUNDS: dict[str, dict] = {
     "smart_host_port": {"min_value": 1, "max_value": 65535},
     "outbound_port": {"min_value": 1, "max_value": 65535},
     "max_outbound_connections": {"min_value": 1},
+    "dnsbl_zones": {
+        "max_length": 2000,
+        "allow_blank": True,
+        "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
+    },
+    "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
 }
 
 

@@ -39,6 +39,7 @@ TABS = [
     ("access", "Access"),
     ("messages", "Messages"),
     ("delivery", "Delivery"),
+    ("antispam", "Anti-spam"),
     ("security", "Security"),
 ]
 
