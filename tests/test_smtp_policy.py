@@ -709,3 +709,51 @@ def test_a_triplet_that_passed_is_accepted_for_36_days():
     passed_until = NOW + GREYLIST_PASS_S
     assert greylisted(NOW - 3600, passed_until, after_s=GREYLIST_PASS_S - 1) == (False, False, True)
     assert greylisted(None, passed_until, after_s=GREYLIST_PASS_S) == (True, True, False)
+
+
+class ListingEverything:
+    """InboundChecks whose every zone lists every client and every triplet is new; counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def listed_zones(self, client_ip, zones, dns_server):
+        self.asked.append(f"dnsbl {client_ip}")
+        return tuple(zones)
+
+    async def greylisted(self, server_id, client_ip, sender, recipient, delay_s):
+        self.asked.append(f"greylist {recipient}")
+        return True
+
+
+def strict_handler(snapshot: ServerSnapshot, checks: ListingEverything) -> LocalDeliveryHandler:
+    return LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), None, checks)  # type: ignore[arg-type]
+
+
+def test_a_signed_in_user_is_neither_looked_up_nor_greylisted():
+    checks = ListingEverything()
+    on = strict_handler(lab(dnsbl_zones=("bl.test",), dnsbl_action="reject", greylisting=True), checks)
+    alice = FakeSession(signed_in_as="alice@lab.test", dnsbl_listed=None, session_id="s1")
+    envelope = LocalEnvelope()
+
+    assert hook(on.handle_MAIL(alice, None, envelope, "alice@lab.test", [])) == "250 2.1.0 OK"
+    assert hook(on.handle_RCPT(alice, None, envelope, "friend@elsewhere.test", [])) == replies.OK_RECIPIENT
+    assert checks.asked == []
+
+
+def test_an_anonymous_client_is_refused_at_mail_and_greylisted_at_rcpt_and_each_refusal_is_counted():
+    checks = ListingEverything()
+    on = strict_handler(lab(dnsbl_zones=("bl.test",), dnsbl_action="reject", greylisting=True), checks)
+    stranger = FakeSession(dnsbl_listed=None, session_id="s1")
+
+    reply = hook(on.handle_MAIL(stranger, None, LocalEnvelope(), "bob@far.test", []))
+    assert reply == replies.DNSBL_LISTED.format(address="127.0.0.1", zone="bl.test")
+    envelope = LocalEnvelope()
+    envelope.mail_from = "bob@far.test"
+    assert hook(on.handle_RCPT(stranger, None, envelope, "alice@lab.test", [])) == replies.GREYLISTED.format(
+        address="alice@lab.test"
+    )
+    assert hook(on.handle_RCPT(stranger, None, envelope, "nobody@lab.test", []))[:3] == "550"  # unknown first
+    assert envelope.rcpt_tos == []
+    assert on.counters.refusals == {"dnsbl": 1, "greylisted": 1}
+    assert checks.asked == ["dnsbl 127.0.0.1", "greylist alice@lab.test"]
