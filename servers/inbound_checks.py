@@ -68,7 +68,7 @@ class InboundChecks:
     def __init__(self, redis: aioredis.Redis | None, *, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.clock = clock
-        # (zone, client address) -> (listed, expires at, monotonic)
+        # (zone, client address) -> (listed, expires at on the monotonic clock)
         self._dnsbl_cache: dict[tuple[str, str], tuple[bool, float]] = {}
         self._resolvers: dict[str, dns.asyncresolver.Resolver] = {}
         self._dns_failing: set[str] = set()
@@ -99,11 +99,13 @@ class InboundChecks:
             if len(self._dnsbl_cache) > DNSBL_CACHE_MAX:
                 self._dnsbl_cache.clear()
             for zone, task in tasks.items():
-                if task in done and task.result() is not None:
+                if task not in done:
+                    self._note_dns_failure(zone, "no answer within the time limit")
+                elif task.exception() is not None:
+                    self._note_dns_failure(zone, f"{type(task.exception()).__name__}: {task.exception()}")
+                elif task.result() is not None:
                     listed[zone] = bool(task.result())
                     self._dnsbl_cache[(zone, client_ip)] = (listed[zone], now + DNSBL_CACHE_S)
-                elif task not in done:
-                    self._note_dns_failure(zone, "no answer within the time limit")
         return tuple(zone for zone in zones if listed.get(zone))
 
     async def _ask(self, resolver: dns.asyncresolver.Resolver, zone: str, name: str) -> bool | None:

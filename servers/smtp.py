@@ -714,7 +714,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return replies.RELAY_DENIED.format(address=address)
         recipient = route.address
         if route.remote:
-            if await self._greylisted(protocol, envelope, recipient):
+            # Only mail we relay for a remote domain (a backup MX) is greylisted; a client that may
+            # relay anywhere else signed in, is on the relay list or read its mail (POP before SMTP).
+            if route.domain in snapshot.relay_domains and await self._greylisted(protocol, envelope, recipient):
                 return replies.GREYLISTED.format(address=recipient)
             envelope.remote_recipients.append(recipient)
             envelope.rcpt_tos.append(recipient)
