@@ -759,7 +759,7 @@ def test_an_anonymous_client_is_refused_at_mail_and_greylisted_at_rcpt_and_each_
     assert checks.asked == ["dnsbl 127.0.0.1", "greylist alice@lab.test"]
 
 
-def test_mail_relayed_for_a_backup_mx_domain_is_greylisted_but_pop_before_smtp_relaying_is_not():
+def test_mail_relayed_for_a_backup_mx_domain_is_greylisted_but_pop_before_smtp_relaying_is_not() -> None:
     checks = ListingEverything()
     snapshot = lab(greylisting=True, pop_before_smtp_minutes=10)
 
