@@ -759,14 +759,14 @@ def test_an_anonymous_client_is_refused_at_mail_and_greylisted_at_rcpt_and_each_
     assert checks.asked == ["dnsbl 127.0.0.1", "greylist alice@lab.test"]
 
 
-def test_mail_relayed_for_a_backup_mx_domain_is_greylisted_but_pop_before_smtp_relaying_is_not() -> None:
+def test_mail_relayed_for_a_backup_mx_domain_is_greylisted_but_pop_before_smtp_relaying_is_not():
     checks = ListingEverything()
     snapshot = lab(greylisting=True, pop_before_smtp_minutes=10)
 
     async def pop_before_smtp(client_ip: str, minutes: int) -> bool:
         return True
 
-    on = LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), pop_before_smtp, checks)  # type: ignore[arg-type]
+    on = LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), pop_before_smtp, checks)
     stranger = FakeSession(dnsbl_listed=None, session_id="s1")
 
     reply = hook(on.handle_RCPT(stranger, None, LocalEnvelope(), "someone@relay.test", []))
