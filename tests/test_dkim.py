@@ -243,8 +243,7 @@ def smtpsvc_dkim(*arguments: str) -> str:
 @pytest.mark.django_db
 def test_the_command_line_generates_shows_rotates_and_removes_retired_keys():
     domain = default_domain_of(make_server(domain="lab.test"))
-    with pytest.raises(CommandError, match="has no DKIM key"):
-        smtpsvc_dkim("lab.test", "show")
+    assert "has no DKIM key" in smtpsvc_dkim("lab.test", "show")
 
     generated = smtpsvc_dkim("lab.test", "generate")
     first = DkimKey.objects.get(domain=domain)
