@@ -103,11 +103,9 @@ def password_field(**kwargs) -> serializers.CharField:
 
 
 def usernames_field(**kwargs) -> serializers.ManyRelatedField:
-    """A list of user names, each naming an active user."""
+    """A list of user names, each naming a user; the role services refuse one who may not hold a role."""
     user_model = get_user_model()
-    return UsernameField(
-        many=True, slug_field=user_model.USERNAME_FIELD, queryset=user_model.objects.filter(is_active=True), **kwargs
-    )
+    return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD, queryset=user_model.objects.all(), **kwargs)
 
 
 # -- nodes ----------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests drive as real clients, if any is missing: swaks (with
-# Net::SSLeay for its --tls), fetchmail, curl, chromium for the console's browser tests, and OpenDKIM
-# (opendkim, opendkim-tools) as the second DKIM verifier.
+# Net::SSLeay for its --tls), fetchmail, curl, neomutt, isync (mbsync), chromium for the console's browser
+# tests, and OpenDKIM (opendkim, opendkim-tools) as the second DKIM verifier.
 set -euo pipefail
-packages=(swaks libnet-ssleay-perl fetchmail curl chromium opendkim opendkim-tools)
+packages=(swaks libnet-ssleay-perl fetchmail curl neomutt isync chromium opendkim opendkim-tools)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -267,16 +267,44 @@ def usage(maildir: Path) -> tuple[int, int]:
     return counted
 
 
+def mailbox_usage(maildir: Path) -> tuple[int, int]:
+    """Octets and messages of a whole mailbox: INBOX (the Maildir itself) and every Maildir++ folder.
+
+    The one count behind every quota (SMTP's RCPT check, local delivery, IMAP's APPEND/COPY and
+    GETQUOTA, the console's figures): mail filed into Sent or Archive takes space like INBOX's.
+    Folders on their way out (`..deleted-*`) and symbolic links are not counted.
+    """
+    maildir = Path(maildir)
+    total_octets, total_messages = usage(maildir)
+    try:
+        with os.scandir(maildir) as entries:
+            folders = [
+                Path(entry.path)
+                for entry in entries
+                if entry.name.startswith(".")
+                and not entry.name.startswith("..")
+                and entry.is_dir(follow_symlinks=False)
+                and _is_maildir(Path(entry.path))
+            ]
+    except FileNotFoundError:
+        return total_octets, total_messages
+    for folder in folders:
+        octets, count = usage(folder)
+        total_octets += octets
+        total_messages += count
+    return total_octets, total_messages
+
+
 def would_exceed_quota(
     maildir: Path, quota_bytes: int | None, quota_messages: int | None, extra_octets: int, extra_messages: int
 ) -> bool:
-    """Whether the Maildir would pass its quota after taking `extra_octets` in `extra_messages` messages.
+    """Whether the mailbox would pass its quota after taking `extra_octets` in `extra_messages` messages.
 
-    No quota means nothing to count (no disk access).
+    Every folder counts (`mailbox_usage`). No quota means nothing to count (no disk access).
     """
     if quota_bytes is None and quota_messages is None:
         return False
-    return exceeds_quota(usage(maildir), quota_bytes, quota_messages, extra_octets, extra_messages)
+    return exceeds_quota(mailbox_usage(maildir), quota_bytes, quota_messages, extra_octets, extra_messages)
 
 
 def exceeds_quota(

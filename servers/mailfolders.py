@@ -26,6 +26,15 @@ sessions only; an IMAP session never takes it. POP3's DELE+QUIT unlinks files, a
 those messages as expunged at their next refresh; POP3 sees IMAP's flag changes as nothing at all
 (a rename keeps the unique name, which is its UIDL) and IMAP's expunges as messages gone.
 
+Quota: the octets and messages of every folder together (`servers.maildir.mailbox_usage`), against
+the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
+stored, MOVE never is (it does not grow the mailbox).
+
+Speed: a refresh of an unchanged folder is two stats. A look at a changed folder lists new/ (and
+cur/ only if it changed), reads only what others appended to the UID map, and makes records only
+for what changed; the records of a folder are kept once per process (`_Snapshot`) and shared by
+its sessions, so a SELECT in a warm process builds nothing.
+
 Every write goes through `servers.mailstore`; the UIDs come from `servers.uidmap`. Nothing here
 imports Django: the worker builds a `MaildirAccount` from the Mailbox row.
 """
@@ -34,12 +43,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from servers import mailstore, uidmap
@@ -57,6 +67,7 @@ from servers.imap.store_api import (
     Quota,
     SpecialUse,
     StoreError,
+    UidValidityChangedError,
 )
 from servers.maildir import (
     USAGE_SETTLE_NS,
@@ -66,8 +77,8 @@ from servers.maildir import (
     ensure_maildir,
     exceeds_quota,
     folder_maildir,
+    mailbox_usage,
     unique_part,
-    usage,
 )
 from servers.uidmap import Entry
 
@@ -92,14 +103,7 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 3501 9 atom-specials, which a keyword (an atom) cannot hold; nor can it start with a backslash.
 _NOT_A_KEYWORD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
 READ_ONLY_TEXT = "the folder is open read-only (EXAMINE)"
-
-
-class UidValidityChangedError(StoreError):
-    """The folder's UID map was rebuilt (it was corrupt or removed) while a session had it open.
-
-    Its UIDs are no longer what the client was told: the session ends (Dovecot answers such a case
-    with BYE), and the next SELECT shows the new UIDVALIDITY.
-    """
+HEADER_CHUNK_OCTETS = 16 * 1024
 
 
 def folder_name_problem(name: str) -> str | None:
@@ -142,11 +146,6 @@ def flags_of_letters(letters: str, keywords: Sequence[str] = ()) -> frozenset[st
 
 def _info_letters(file_name: str) -> str:
     return mailstore.flags_of(file_name)
-
-
-def _crlf_size_of_bytes(message: bytes) -> int:
-    size = len(message) + message.count(b"\n") - message.count(b"\r\n")
-    return size + 2 if message and not message.endswith(b"\n") else size
 
 
 class _Keywords:
@@ -209,6 +208,15 @@ class _Snapshot:
     next_uid: int
     records: dict[int, MessageRecord]  # ascending UID
     files: dict[int, tuple[str, str]]  # uid -> (subdir, file name)
+    # What the look saw, so the next one can work on the differences alone.
+    listing: uidmap.Listing = field(default_factory=dict)
+    entries: dict[str, uidmap.Entry] = field(default_factory=dict)
+    cur_listing: uidmap.Listing | None = None  # cur/ alone: reused while cur/ is unchanged and settled
+    new_listing: uidmap.Listing | None = None  # new/ alone, when the listing is the two put together
+    serial: int = 0
+    # Made from the snapshot with this serial: what changed since (for the sessions that had it).
+    base_serial: int = -1
+    delta: FolderChanges | None = None
     message_list: tuple[MessageRecord, ...] | None = None
 
     def messages(self) -> tuple[MessageRecord, ...]:
@@ -217,9 +225,10 @@ class _Snapshot:
         return self.message_list
 
 
+_serials = itertools.count(1)
 # Bounds on what a process keeps for folders no session may have open any more.
 MAX_SHARED_SNAPSHOTS = 256
-MAX_SHARED_RECORDS = 400_000
+MAX_SHARED_RECORDS = 250_000
 _shared_records = 0
 _snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
 _snapshots_lock = threading.Lock()
@@ -298,43 +307,130 @@ class MaildirFolder:
         self._looked_at_ns = time.time_ns()
 
     def _build(self, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
-        """List the folder, number what is new, and make the records (reusing those unchanged)."""
+        """List the folder, number what is new, and make the records (from the last look's, if any)."""
+        previous = _shared_snapshot(self.path)
+        # New mail changes new/ alone; cur/, where most of a big folder is, is listed again only if
+        # it changed (or changed so shortly before the last listing that it may have changed unseen).
+        cur_listing = None
+        if (
+            previous is not None
+            and previous.mtimes[1] == mtimes[1]
+            and previous.looked_at_ns - mtimes[1] > USAGE_SETTLE_NS
+        ):
+            cur_listing = previous.cur_listing
+        # new/ before cur/: a message moved from one to the other meanwhile is then seen in cur/.
+        new_listing = uidmap.list_subdir(self.path, "new")
+        if cur_listing is None:
+            cur_listing = uidmap.list_subdir(self.path, "cur")
+        composed = {**new_listing, **cur_listing}
         try:
-            view, listing = self._map.sync()
+            view, listing = self._map.sync(composed)
         except FileNotFoundError:
             if self.path.is_dir():
                 raise
             if not self.uidvalidity:  # deleted between the check and the open
                 raise NoSuchFolderError(f"no folder named {self.name[:60]!r}") from None
             view, listing = uidmap.MapView(self.uidvalidity, self._uidnext, {}), {}  # deleted under us
-        previous = _shared_snapshot(self.path)
-        if previous is None or previous.uidvalidity != view.uidvalidity:
-            reused_records, reused_files = self._records, self._files
+        # A directory changed within the same clock tick as our listing may change again unseen.
+        settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
+        snapshot = _Snapshot(
+            mtimes, settled, looked_at_ns, view.uidvalidity, view.next_uid, {}, {}, listing, view.entries
+        )
+        snapshot.serial = next(_serials)
+        # The map looked again and merged what it saw: then the next look lists cur/ anew.
+        if listing is composed:
+            snapshot.cur_listing, snapshot.new_listing = cur_listing, new_listing
+        if previous is not None and previous.uidvalidity == view.uidvalidity and previous.listing:
+            self._build_from(previous, snapshot)
         else:
-            reused_records, reused_files = previous.records, previous.files
+            self._build_all(snapshot)
+        return snapshot
+
+    def _record(self, key: str, entry: uidmap.Entry, file_name: str, keywords: Sequence[str]) -> MessageRecord:
+        flags = flags_of_letters(_info_letters(file_name), keywords)
+        return MessageRecord(entry[0], key, flags, entry[1], entry[2] / 1e9)
+
+    def _build_all(self, snapshot: _Snapshot) -> None:
+        """Every record from the listing: what a fresh process does once per folder."""
         keywords = self._keywords.names()
         flags_by_info: dict[str, frozenset[str]] = {}
-        records: dict[int, MessageRecord] = {}
-        files: dict[int, tuple[str, str]] = {}
-        # The one loop over every message a fresh process makes: kept to dict lookups where it can.
-        for key, entry in view.entries.items():
+        records, files, listing = snapshot.records, snapshot.files, snapshot.listing
+        # The one loop over every message: kept to dict lookups where it can.
+        for key, entry in snapshot.entries.items():
             where = listing.get(key)
             if where is None:
                 continue
             uid = entry[0]
             files[uid] = where
-            if reused_files.get(uid) == where:
-                records[uid] = reused_records[uid]
-                continue
             name = where[1]
             info = name[len(key) :]
             flags = flags_by_info.get(info)
             if flags is None:
                 flags = flags_by_info[info] = flags_of_letters(_info_letters(name), keywords)
             records[uid] = MessageRecord(uid, key, flags, entry[1], entry[2] / 1e9)
-        # A directory changed within the same clock tick as our listing may change again unseen.
-        settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
-        return _Snapshot(mtimes, settled, looked_at_ns, view.uidvalidity, view.next_uid, records, files)
+
+    def _build_from(self, base: _Snapshot, snapshot: _Snapshot) -> None:
+        """The records of `base` with what changed since: set differences in C, Python only per change.
+
+        A file that moved (new flags), a new file and a new or changed map entry are looked at; the
+        rest is copied. The delta is kept for the sessions whose view is exactly `base`.
+        """
+        listing, entries = snapshot.listing, snapshot.entries
+        base_new, now_new = base.new_listing, snapshot.new_listing
+        if snapshot.cur_listing is base.cur_listing is not None and base_new is not None and now_new is not None:
+            # cur/ was not listed again (unchanged): only new/ can differ, and it is the small one.
+            changed = {key for key, _ in now_new.items() - base_new.items()}
+            removed = base_new.keys() - listing.keys()
+        else:
+            changed = {key for key, _ in listing.items() - base.listing.items()}
+            removed = base.listing.keys() - listing.keys()
+        # The map only grows at its end (UIDs ascend) and loses entries: no need to compare it all.
+        added_entries = 0
+        for key, numbered in reversed(entries.items()):
+            if numbered[0] < base.next_uid:
+                break
+            changed.add(key)
+            added_entries += 1
+        if len(base.entries) + added_entries != len(entries):
+            removed |= base.entries.keys() - entries.keys()
+        records, files = dict(base.records), dict(base.files)
+        delta = FolderChanges()
+        for key in removed | changed:
+            old = base.entries.get(key)
+            if old is not None and old[0] in records and records[old[0]].key == key:
+                uid = old[0]
+                new = entries.get(key)
+                if key in removed or new is None or new[0] != uid:
+                    del records[uid], files[uid]
+                    delta.expunged.append(uid)
+        keywords = self._keywords.names()
+        fresh: list[MessageRecord] = []
+        for key in changed:
+            found, where = entries.get(key), listing.get(key)
+            if found is None or where is None:
+                continue  # not numbered yet (gone while measured): the next look numbers it
+            record = self._record(key, found, where[1], keywords)
+            previous = records.get(record.uid)
+            files[record.uid] = where
+            if previous is None:
+                fresh.append(record)
+            else:
+                records[record.uid] = record
+                if previous.flags != record.flags:
+                    delta.flags_changed.append(record)
+        fresh.sort(key=lambda record: record.uid)
+        if fresh and records and fresh[0].uid < next(reversed(records)):
+            # Never for new mail (new UIDs are larger); keep the order right whatever happened.
+            records.update((record.uid, record) for record in fresh)
+            records = dict(sorted(records.items()))
+        else:
+            records.update((record.uid, record) for record in fresh)
+        expunged = set(delta.expunged)
+        delta.added = [record for record in fresh if record.uid not in expunged]
+        delta.expunged = sorted(uid for uid in expunged if uid not in records)
+        delta.flags_changed.sort(key=lambda record: record.uid)
+        snapshot.records, snapshot.files = records, files
+        snapshot.base_serial, snapshot.delta = base.serial, delta
 
     def _look(self) -> FolderChanges:
         """Adopt the folder as it is now (another session's look if nothing changed since); return the differences."""
@@ -356,7 +452,11 @@ class MaildirFolder:
             raise UidValidityChangedError(f"the folder {self.name} was renumbered; select it again")
         changes = FolderChanges()
         old_records, records = self._records, snapshot.records
-        if self.uidvalidity and old_records is not records:  # else the first look: nothing to compare
+        delta = snapshot.delta
+        if delta is not None and self._snapshot is not None and self._snapshot.serial == snapshot.base_serial:
+            # Our view was the look this one was made from: its differences are ours.
+            changes = FolderChanges(list(delta.expunged), list(delta.added), list(delta.flags_changed))
+        elif self.uidvalidity and old_records is not records:  # else the first look: nothing to compare
             for uid, record in records.items():
                 old = old_records.get(uid)
                 if old is record:
@@ -382,9 +482,11 @@ class MaildirFolder:
         subdir, name = self._files[uid]
         return self.path / subdir / name
 
-    def _relocate(self, uid: int) -> Path | None:
+    def _relocate(self, uid: int, listing: uidmap.Listing | None = None) -> Path | None:
         """Where the message's file is now (another reader may have renamed it), or None if gone."""
-        where = uidmap.list_folder(self.path).get(self._records[uid].key)
+        if listing is None:
+            listing = uidmap.list_folder(self.path)
+        where = listing.get(self._records[uid].key)
         if where is None:
             return None
         self._own()
@@ -406,13 +508,18 @@ class MaildirFolder:
                 raise KeyError(uid) from None
 
     def read(self, uid: int) -> bytes:
-        with open(self._open(uid), "rb") as file:
-            return file.read()
+        fd = self._open(uid)
+        try:
+            return uidmap.read_all(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
     def read_header(self, uid: int) -> bytes:
-        with open(self._open(uid), "rb") as file:
-            data = b""
-            while chunk := file.read(16 * 1024):
+        # Plain descriptor reads: FETCH ENVELOPE of a whole folder reads every message's header.
+        fd = self._open(uid)
+        try:
+            data = bytearray()  # grows in place: a message with no blank line is read in linear time
+            while chunk := os.read(fd, HEADER_CHUNK_OCTETS):
                 searched_from = max(0, len(data) - 3)
                 data += chunk
                 ends = [
@@ -421,8 +528,10 @@ class MaildirFolder:
                     if i >= 0
                 ]
                 if ends:
-                    return data[: min(ends)]
-            return data
+                    return bytes(data[: min(ends)])
+            return bytes(data)
+        finally:
+            os.close(fd)
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -486,7 +595,8 @@ class MaildirFolder:
                 changed.append(updated)
             if not pending or attempt:
                 break
-            pending = [uid for uid in pending if self._relocate(uid) is not None]
+            now = uidmap.list_folder(self.path)  # one listing for all of them
+            pending = [uid for uid in pending if self._relocate(uid, now) is not None]
         self._messages = None
         self._wrote()
         return sorted(changed, key=lambda record: record.uid)
@@ -510,6 +620,8 @@ class MaildirFolder:
         # Exact paths: a file another reader renamed meanwhile had its flags changed, and stays.
         removed = mailstore.remove_message_files([self._path_of(uid) for uid in doomed])
         expunged = [uid for uid, gone in zip(doomed, removed, strict=True) if gone]
+        if expunged:
+            self._map.forget([self._records[uid].key for uid in expunged])
         self._forget(expunged)
         return expunged
 
@@ -525,9 +637,13 @@ class MaildirFolder:
         with target_map.locked():
             made = mailstore.copy_into_folder([self._path_of(uid) for uid in sources], target_path)
             copied = [(uid, path) for uid, path in zip(sources, made, strict=True) if path is not None]
-            uidvalidity, new_uids = target_map.add(
-                [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
-            )
+            try:
+                uidvalidity, new_uids = target_map.add(
+                    [(unique_part(path.name), self._entry_for(uid)) for uid, path in copied]
+                )
+            except BaseException:  # the client hears NO: take the copies back
+                mailstore.remove_message_files([path for _, path in copied])
+                raise
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(copied, new_uids, strict=True)]
 
     def _entry_for(self, uid: int) -> Entry:
@@ -551,6 +667,8 @@ class MaildirFolder:
             uidvalidity, new_uids = target_map.add(
                 [(unique_part(path.name), self._entry_for(uid)) for uid, path in done]
             )
+        if done:  # the sources are gone from this folder (in this folder too: they have new names)
+            self._map.forget([self._records[uid].key for uid, _ in done])
         self._forget([uid for uid, _ in done])
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(done, new_uids, strict=True)]
 
@@ -787,19 +905,18 @@ class MaildirAccount:
             stored = mailstore.store_in_folder(
                 path, [message], flag_letters="".join(letters) if letters else None, mtime_ns=mtime_ns
             )
-            stat = os.stat(stored)
-            entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
-            uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            try:
+                stat = os.stat(stored)
+                entry = Entry(0, _cached_crlf_size(stored, stat), stat.st_mtime_ns)
+                uidvalidity, (uid,) = target_map.add([(unique_part(stored.name), entry)])
+            except BaseException:  # the client hears NO: the message must not appear later
+                mailstore.remove_message_files([stored])
+                raise
         return uidvalidity, uid
 
     def _usage(self) -> tuple[int, int]:
         """Octets and messages stored in every folder: the quota counts the whole mailbox."""
-        total_octets, total_messages = usage(self.maildir)
-        for name in self._folder_names():
-            octets, count = usage(self.maildir / f".{name}")
-            total_octets += octets
-            total_messages += count
-        return total_octets, total_messages
+        return mailbox_usage(self.maildir)
 
     def check_quota(self, extra_octets: int, extra_messages: int) -> None:
         """OverQuotaError if storing this much more would pass the mailbox's quota."""

@@ -573,39 +573,31 @@ def move_into_folder(moves: Sequence[tuple[Path, str]], folder: Path) -> list[Pa
 
     The unique name is the source's own unless the caller needs a new one (or a file of that name is
     there already: then a new one; read the names from the returned paths); flags are kept. Each file
-    is linked into place and then unlinked from its source, so a crash in between leaves two copies,
-    never none; the targets are fsynced before the sources. Returns the new paths, None for a source
-    gone meanwhile.
+    is renamed into place, atomically: after a crash it is in one folder or the other, never both or
+    neither. Both directories are fsynced before we return. Returns the new paths, None for a source
+    gone meanwhile (another reader renamed or removed it).
     """
     folder = check_maildir(Path(folder))
     moved: list[Path | None] = []
+    touched: set[Path] = set()
     for source, unique_name in moves:
         source = Path(source)
         _, _, info = source.name.partition(INFO_SEPARATOR)
         file_name = unique_name + (INFO_SEPARATOR + info if info else "")
         target = folder / _subdir_for(file_name) / file_name
+        if os.path.lexists(target):  # rename would replace it: the message gets a new name instead
+            file_name = new_unique_name() + (INFO_SEPARATOR + info if info else "")
+            target = folder / _subdir_for(file_name) / file_name
         try:
-            try:
-                _link_or_copy(source, target, folder / "tmp")
-            except FileExistsError:  # that name is taken there already: the message gets a new one
-                file_name = new_unique_name() + (INFO_SEPARATOR + info if info else "")
-                target = folder / _subdir_for(file_name) / file_name
-                _link_or_copy(source, target, folder / "tmp")
+            os.rename(source, target)
         except FileNotFoundError:
             if not folder.is_dir():
                 raise
             moved.append(None)
             continue
         moved.append(target)
-    for directory in {path.parent for path in moved if path is not None}:
-        fsync_dir(directory)
-    emptied: set[Path] = set()
-    for (source_path, _), moved_to in zip(moves, moved, strict=True):
-        if moved_to is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(source_path)
-            emptied.add(Path(source_path).parent)
-    for directory in emptied:
+        touched.update((target.parent, source.parent))
+    for directory in touched:
         fsync_dir(directory)
     return moved
 

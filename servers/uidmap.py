@@ -47,7 +47,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -175,11 +175,16 @@ def _message_names(directory: Path) -> list[str]:
     return names
 
 
+def list_subdir(folder: Path, subdir: str) -> Listing:
+    """The message files of the folder's new/ or cur/ by unique name."""
+    return {name.partition(":")[0]: (subdir, name) for name in _message_names(folder / subdir)}
+
+
 def list_folder(folder: Path) -> Listing:
     """The message files of a folder by unique name; a file caught moving from new/ to cur/ is in cur/."""
     # new/ first: a message moved between the two listings is still seen, in cur/.
-    listing = {name.partition(":")[0]: ("new", name) for name in _message_names(folder / "new")}
-    listing.update({name.partition(":")[0]: ("cur", name) for name in _message_names(folder / "cur")})
+    listing = list_subdir(folder, "new")
+    listing.update(list_subdir(folder, "cur"))
     return listing
 
 
@@ -194,7 +199,7 @@ def _mtime_and_crlf_size(path: Path) -> tuple[int, int]:
         stat = os.fstat(fd)
         if stat.st_size > WHOLE_READ_MAX_OCTETS:
             return stat.st_mtime_ns, _cached_crlf_size(path, stat)
-        data = _read_all(fd, stat.st_size)
+        data = read_all(fd, stat.st_size)
     finally:
         os.close(fd)
     size_octets = len(data) + data.count(b"\n") - data.count(b"\r\n")
@@ -273,7 +278,7 @@ class UidMap:
             else:
                 start = state.offset
             os.lseek(fd, start, os.SEEK_SET)
-            data = _read_all(fd, stat.st_size - start)
+            data = read_all(fd, stat.st_size - start)
         finally:
             os.close(fd)
         complete = data.rfind(b"\n") + 1
@@ -323,11 +328,12 @@ class UidMap:
             if state is not None and not unknown and not maybe_gone:
                 return MapView(state.uidvalidity, state.next_uid, dict(known)), listing
             known_keys = set(known) if maybe_gone else set()
+            read_up_to = None if state is None else (state.file_id, state.offset)
         gone: set[str] = set()
         if maybe_gone:
             listing = {**listing, **list_folder(self.folder)}
             gone = known_keys.difference(listing)
-            unknown = [key for key in listing if key not in known_keys]
+            unknown = list(listing.keys() - known_keys)
         measured = measure(self.folder, listing, unknown)  # reads files: outside the lock
         with self._mutex, flocked(self.lock_path):
             state = self._catch_up(locked=True)
@@ -337,7 +343,10 @@ class UidMap:
                 entries = state.entries
                 measured_keys = {key for key, _ in measured}
                 fresh = [(key, entry) for key, entry in measured if key not in entries]
-                missing = [key for key in listing if key not in entries and key not in measured_keys]
+                # Unless others wrote meanwhile, every name the map lacks was measured already.
+                missing = []
+                if (state.file_id, state.offset) != read_up_to:
+                    missing = list(listing.keys() - entries.keys() - measured_keys)
                 if missing:  # another process dropped them meanwhile, or the map was rebuilt
                     fresh = sorted(
                         fresh + measure(self.folder, listing, missing),
@@ -360,6 +369,13 @@ class UidMap:
         state = self._append_locked(state, fresh, [])
         self._locked_state = state
         return state.uidvalidity, [state.entries[key].uid for key, _ in measured]
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop the entries of files the caller removed itself (EXPUNGE, MOVE): no listing is needed."""
+        with self._mutex, flocked(self.lock_path):
+            state = self._catch_up(locked=True)
+            if state is not None:
+                self._append_locked(state, [], [state.entries[key].uid for key in keys if key in state.entries])
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[MapView]:
@@ -458,7 +474,8 @@ class UidMap:
         return state
 
 
-def _read_all(fd: int, count: int) -> bytes:
+def read_all(fd: int, count: int) -> bytes:
+    """Up to `count` octets from the descriptor, fewer only at its end."""
     chunks = []
     while count > 0:
         chunk = os.read(fd, count)
@@ -472,6 +489,7 @@ def _read_all(fd: int, count: int) -> bytes:
 # One map per folder per process, so the threads of one process share what they read. The least
 # recently used are forgotten: two objects for one folder are as safe as two processes (the flock).
 MAX_MAPS = 512
+MAX_MAP_ENTRIES = 500_000  # over every map kept, so a few huge folders do not hold memory forever
 _maps: collections.OrderedDict[str, UidMap] = collections.OrderedDict()
 _maps_lock = threading.Lock()
 
@@ -483,8 +501,10 @@ def uid_map(folder: Path, *, uidvalidity_counter: Path | None = None) -> UidMap:
         found = _maps.get(key)
         if found is None:
             found = _maps[key] = UidMap(Path(folder), uidvalidity_counter=uidvalidity_counter)
-            while len(_maps) > MAX_MAPS:
-                _maps.popitem(last=False)
+            kept_entries = sum(len(m._state.entries) for m in _maps.values() if m._state is not None)
+            while len(_maps) > 1 and (len(_maps) > MAX_MAPS or kept_entries > MAX_MAP_ENTRIES):
+                _, evicted = _maps.popitem(last=False)  # a session still using it keeps it working
+                kept_entries -= len(evicted._state.entries) if evicted._state is not None else 0
         else:
             _maps.move_to_end(key)
             if uidvalidity_counter is not None:

@@ -184,7 +184,7 @@ def aim_body_at_seeded_objects(case, ids: dict[str, list[int]]) -> None:
             case.body[field] = [ids[resource][v % len(ids[resource])] for v in value if isinstance(v, int)]
     for field in USER_REFERENCES:
         if isinstance(case.body.get(field), list):
-            case.body[field] = ["alice"] if case.body[field] else []
+            case.body[field] = ["carol"] if case.body[field] else []  # a user who may hold a role
 
 
 def keep_home_dirs_inside_the_test_directory(case) -> None:

@@ -12,7 +12,7 @@ import pytest
 from servers.imap import responses
 from servers.imap.mailbox_commands import ListPattern
 from servers.imap.session import ImapSession, Reply
-from servers.imap.store_api import AuthOutcome, AuthStatus
+from servers.imap.store_api import AuthOutcome, AuthStatus, UidValidityChangedError
 from tests.imap_session_helpers import (
     ALICE,
     ALICE_PASSWORD,
@@ -28,6 +28,9 @@ from tests.imap_session_helpers import (
     send,
     untagged_lines,
 )
+
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
 
 # Greeting, capabilities, the not-authenticated state.
 
@@ -821,3 +824,35 @@ def test_imaplib_authenticate_plain_uses_the_continuation(session, store):
     assert status == "OK"
     assert client.namespace() == ("OK", [b'(("" ".")) NIL NIL'])
     assert client.logout()[0] == "BYE"
+
+
+def renumbered(session: ImapSession) -> None:
+    """Make the selected folder's next look find its UID map rebuilt (as after a corrupt map)."""
+
+    def refresh() -> Any:
+        raise UidValidityChangedError("the folder INBOX was renumbered; select it again")
+
+    assert session.selected is not None
+    session.selected.folder.refresh = refresh  # type: ignore[method-assign]
+
+
+def test_a_folder_renumbered_under_a_session_ends_it_with_bye_after_the_command(selected):
+    renumbered(selected)
+
+    reply = selected.receive_data(b"n1 NOOP\r\n")
+
+    assert reply.close
+    assert untagged_lines(reply.data)[-1].startswith(b"* BYE")
+    assert b"UIDVALIDITY" in reply.data
+    assert selected.account is None  # released
+
+
+def test_a_folder_renumbered_under_an_idle_session_ends_it_with_bye(selected):
+    assert send(selected, "i1 IDLE").startswith(b"+")
+    renumbered(selected)
+
+    updates = selected.idle_updates()
+
+    assert updates.startswith(b"* BYE")
+    assert not selected.idling
+    assert selected.account is None

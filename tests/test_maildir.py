@@ -282,3 +282,19 @@ def test_a_file_rewritten_in_place_is_measured_again(maildir):
     path.write_bytes(b"Subject: a\n\nmuch longer body\n")
     set_mtime(path, 1_800_000_000)
     assert list_messages(maildir)[0].size_octets == len(b"Subject: a\r\n\r\nmuch longer body\r\n")
+
+
+def test_the_quota_counts_every_folder_not_only_inbox(maildir):
+    deliver(maildir, [MESSAGE])
+    archive = ensure_maildir(maildir / ".Archive")
+    for _ in range(3):
+        deliver(archive, [MESSAGE])
+    ensure_maildir(maildir / "..deleted-Old")  # a folder on its way out is no longer counted
+    deliver(maildir / "..deleted-Old", [MESSAGE])
+
+    octets, messages = maildir_module.mailbox_usage(maildir)
+
+    assert messages == 4
+    assert octets == 4 * len(MESSAGE)
+    assert maildir_module.would_exceed_quota(maildir, None, 4, 0, 1)
+    assert not maildir_module.would_exceed_quota(maildir, None, 5, 0, 1)

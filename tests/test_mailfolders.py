@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import multiprocessing
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +24,9 @@ from servers.imap.store_api import (
 )
 from servers.maildir import MailboxLock, ensure_maildir
 from servers.mailfolders import MaildirAccount, UidValidityChangedError
+
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
 
 MESSAGE = b"From: bob@example.com\r\nSubject: hello\r\n\r\nHello Alice\r\n"
 
@@ -199,6 +207,18 @@ def test_flags_round_trip_through_file_names_and_unknown_letters_are_kept(accoun
     assert reopened.messages()[0].flags == {"\\Answered", "\\Draft"}
 
 
+def test_a_store_on_a_message_another_session_just_flagged_keeps_both_changes(account, maildir):
+    (key,) = deliver(maildir)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=False)
+    theirs.store_flags([1], frozenset({"\\Flagged"}), "add")  # renames the file under mine's view
+
+    changed = mine.store_flags([1], frozenset({"\\Seen"}), "add")
+
+    assert files_of(maildir) == [f"{key}:2,FS"]
+    assert [r.flags for r in changed] == [frozenset({"\\Flagged", "\\Seen"})]
+
+
 def test_keywords_are_stored_as_letters_with_a_dovecot_keywords_list(account, maildir):
     (key,) = deliver(maildir)
     folder = account.open_folder("INBOX", read_only=False)
@@ -271,13 +291,15 @@ def test_sessions_on_one_folder_share_one_listing_per_change(account, maildir, m
     sessions = [account.open_folder("INBOX", read_only=True) for _ in range(3)]
     (key,) = deliver(maildir)
     listings = []
-    real_list_folder = uidmap.list_folder
-    monkeypatch.setattr(uidmap, "list_folder", lambda folder: listings.append(folder) or real_list_folder(folder))
+    real_list_subdir = uidmap.list_subdir
+    monkeypatch.setattr(
+        uidmap, "list_subdir", lambda folder, subdir: listings.append(subdir) or real_list_subdir(folder, subdir)
+    )
 
     added = [[r.key for r in session.refresh().added] for session in sessions]
 
     assert added == [[key]] * 3
-    assert len(listings) == 1
+    assert sorted(listings) == ["cur", "new"]  # one listing of the folder, for all three
 
 
 def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildir):
@@ -292,6 +314,46 @@ def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildi
 
     assert not mine.refresh()
     assert mine.messages()[0].flags == {"\\Seen"}
+
+
+def settle(maildir: Path, seconds_ago: int) -> None:
+    """Give new/ and cur/ modification times long past (each call its own), as if changes had settled."""
+    past_ns = (int(time.time()) - seconds_ago) * 10**9
+    for sub in ("new", "cur"):
+        os.utime(maildir / sub, ns=(past_ns, past_ns))
+
+
+def test_new_mail_in_a_settled_folder_lists_new_alone_and_every_session_gets_the_same_answer(
+    account, maildir, monkeypatch
+):
+    keys = deliver(maildir, 3)
+    mailstore.mark_read(maildir / "new" / keys[0])
+    settle(maildir, 100)
+    mine = account.open_folder("INBOX", read_only=False)
+    theirs = account.open_folder("INBOX", read_only=True)
+    listed = []
+    real_list_subdir = uidmap.list_subdir
+    monkeypatch.setattr(
+        uidmap, "list_subdir", lambda folder, subdir: listed.append(subdir) or real_list_subdir(folder, subdir)
+    )
+
+    (fourth,) = deliver(maildir)
+    os.utime(maildir / "new", ns=((int(time.time()) - 90) * 10**9,) * 2)  # new/ changed, and settled since
+    assert [(r.uid, r.key) for r in mine.refresh().added] == [(4, fourth)]
+    assert [(r.uid, r.key) for r in theirs.refresh().added] == [(4, fourth)]
+    assert listed == ["new"]  # cur/ is unchanged: its last listing serves
+
+    mailstore.mark_read(maildir / "new" / fourth)  # as the webmail does: new/ -> cur/
+    mailstore.MaildirMailbox(maildir).commit_deletions([keys[1]])  # as POP3 does
+    settle(maildir, 80)
+    changes = mine.refresh()
+    assert [(r.uid, r.flags) for r in changes.flags_changed] == [(4, frozenset({"\\Seen"}))]
+    assert changes.expunged == [2] and changes.added == []
+    assert theirs.refresh().expunged == [2]
+
+    mailfolders._snapshots.clear()  # a fresh process's look, from scratch, agrees
+    fresh = account.open_folder("INBOX", read_only=True)
+    assert [(r.uid, r.key, r.flags) for r in fresh.messages()] == [(r.uid, r.key, r.flags) for r in mine.messages()]
 
 
 def test_a_pop3_deletion_appears_as_expunged(account, maildir):
@@ -314,6 +376,7 @@ def test_expunge_removes_only_deleted_messages_among_those_named(account, maildi
 
     assert folder.expunge([2, 3]) == [2, 3]
     assert [r.uid for r in folder.messages()] == [1]
+    assert fresh_uid_map_view(maildir) == {1}  # dropped from the map at once, not at the next look
     assert len(files_of(maildir)) == 1
     assert not folder.refresh()  # the session already knows
 
@@ -328,6 +391,16 @@ def test_read_and_read_header_follow_a_file_renamed_by_another_reader_and_refuse
     mailstore.delete_messages(maildir, [key])
     with pytest.raises(KeyError):
         folder.read(1)
+
+
+def test_the_header_of_a_message_without_a_body_is_the_whole_message(account):
+    headers_only = b"Subject: no body\r\n" + b"X-Filler: " + b"x" * 100_000 + b"\r\n"
+    account.append("Drafts", headers_only, frozenset(), None)
+    account.append("Drafts", b"Subject: bare\n\nLF line ends\n", frozenset(), None)
+    drafts = account.open_folder("Drafts", read_only=True)
+
+    assert drafts.read_header(1) == headers_only == drafts.read(1)
+    assert drafts.read_header(2) == b"Subject: bare\n\n"
 
 
 def test_append_returns_the_uid_and_keeps_flags_and_internal_date(account, maildir):
@@ -346,6 +419,60 @@ def test_append_returns_the_uid_and_keeps_flags_and_internal_date(account, maild
     assert os.listdir(maildir / ".Drafts" / "tmp") == []
     with pytest.raises(NoSuchFolderError):
         account.append("Nowhere", MESSAGE, frozenset(), None)
+
+
+def _append_many(maildir: str, count: int, results: Any) -> None:
+    """Another process: appends to the Sent folder while others do too; reports its UIDs."""
+    account = MaildirAccount(Path(maildir), "alice@example.com", quota_octets=None)
+    results.put([account.append("Sent", MESSAGE, frozenset(), None)[1] for _ in range(count)])
+
+
+def test_appends_from_threads_and_a_process_get_distinct_uids_that_the_map_keeps(account, maildir):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    other = context.Process(target=_append_many, args=(str(maildir), 15, results))
+    other.start()
+    uids: list[int] = []
+    lock = threading.Lock()
+
+    def appender() -> None:
+        mine: list[int] = []
+        while len(mine) < 10 or other.is_alive():  # until the other process is done: they overlap
+            mine.append(account.append("Sent", MESSAGE, frozenset(), None)[1])
+        with lock:
+            uids.extend(mine)
+
+    threads = [threading.Thread(target=appender) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    uids.extend(results.get(timeout=60))
+    other.join(timeout=60)
+
+    assert other.exitcode == 0
+    assert sorted(uids) == list(range(1, len(uids) + 1))  # none twice, none skipped
+    sent = account.open_folder("Sent", read_only=True)
+    assert [r.uid for r in sent.messages()] == sorted(uids)
+
+
+def test_an_append_or_copy_whose_uid_cannot_be_recorded_leaves_no_message_behind(account, maildir, monkeypatch):
+    deliver(maildir)
+    inbox = account.open_folder("INBOX", read_only=False)
+    account.open_folder("Archive", read_only=True)  # the Archive map exists: the next write is an append
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mailstore, "append_synced", disk_full)
+    with pytest.raises(OSError):
+        account.append("Archive", MESSAGE, frozenset(), None)
+    with pytest.raises(OSError):
+        inbox.copy_to([1], "Archive")
+    monkeypatch.undo()
+
+    assert files_of(maildir / ".Archive") == []
+    assert account.append("Archive", MESSAGE, frozenset(), None)[1] == 1
 
 
 def test_copy_returns_copyuid_pairs_and_keeps_flags(account, maildir):
@@ -368,6 +495,7 @@ def test_copy_returns_copyuid_pairs_and_keeps_flags(account, maildir):
 
 def test_move_returns_pairs_removes_the_sources_and_moving_back_gives_new_uids(account, maildir):
     keys = deliver(maildir, 2)
+    inodes = sorted(os.stat(maildir / "new" / key).st_ino for key in keys)
     inbox = account.open_folder("INBOX", read_only=False)
 
     _, pairs = inbox.move_to([1, 2], "Trash")
@@ -375,6 +503,7 @@ def test_move_returns_pairs_removes_the_sources_and_moving_back_gives_new_uids(a
     assert pairs == [(1, 1), (2, 2)] and list(inbox.messages()) == [] and files_of(maildir) == []
     trash = account.open_folder("Trash", read_only=False)
     assert [r.key for r in trash.messages()] == keys  # the unique name (POP3's UIDL) moved along
+    assert sorted(os.stat(maildir / ".Trash" / "new" / key).st_ino for key in keys) == inodes  # renamed, not copied
     _, back = trash.move_to([1], "INBOX")
     assert back == [(1, 3)]  # a new UID: never one the folder handed out before
     assert [r.uid for r in inbox.refresh().added] == [3]

@@ -550,6 +550,26 @@ def test_a_local_recipient_is_recorded_with_its_mailbox():
     assert envelope.rcpt_tos == ["alice@lab.test"] and list(envelope.mailbox_targets) == ["alice@lab.test"]
 
 
+# Moved here from tests/test_smtp_supervision.py, where a real worker under the Celery stack answered
+# them; the real-socket path of a relay refusal stays in tests/test_smtp_access.py.
+
+
+def test_mail_for_a_domain_the_server_does_not_serve_is_refused_as_relaying():
+    envelope = LocalEnvelope()
+    reply = hook(handler(lab()).handle_RCPT(FakeSession(), None, envelope, "victim@elsewhere.test", []))
+    assert reply == replies.RELAY_DENIED.format(address="victim@elsewhere.test")
+    assert envelope.rcpt_tos == envelope.remote_recipients == envelope.drop_recipients == []
+
+
+def test_an_alias_domain_is_accepted_and_a_bare_name_gets_the_default_domain():
+    # A server without mailboxes, as the wizard makes one: its domains' mail goes to Drop/ (IIS).
+    smtp_handler = handler(dataclasses.replace(lab(), mailboxes={}))
+    envelope = LocalEnvelope()
+    for address in ("x@alias.test", "postmaster"):
+        assert hook(smtp_handler.handle_RCPT(FakeSession(), None, envelope, address, [])) == replies.OK_RECIPIENT
+    assert envelope.rcpt_tos == envelope.drop_recipients == ["x@alias.test", "postmaster@lab.test"]
+
+
 def test_mail_over_the_per_connection_limit_hangs_up_with_421():
     session = FakeSession(messages_accepted=2)
     reply = hook(

@@ -13,6 +13,9 @@ from servers import mailstore, uidmap
 from servers.maildir import crlf_size_octets, ensure_maildir
 from servers.uidmap import UIDLIST_NAME, UidMap
 
+# No database here: the store on temporary directories; nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = b"From: bob@example.com\nSubject: hello\n\nHello Alice\n"
 
 
@@ -195,3 +198,16 @@ def test_dot_files_and_names_a_map_line_cannot_hold_get_no_uid(folder):
 
     assert uids_of(folder) == {name: 1}
     assert uids_of(folder) == {name: 1}  # and the map reads back
+
+
+def test_a_map_forgotten_by_the_process_cache_reads_back_the_same_uids(tmp_path, monkeypatch):
+    monkeypatch.setattr(uidmap, "MAX_MAPS", 1)
+    first, second = ensure_maildir(tmp_path / "first"), ensure_maildir(tmp_path / "second")
+    names = {folder: deliver(folder) for folder in (first, second)}
+    before = {folder: uidmap.uid_map(folder).sync()[0] for folder in (first, second)}  # second evicts first
+
+    again = uidmap.uid_map(first)
+
+    assert again is not uidmap.uid_map(second)
+    assert again.sync()[0] == before[first]
+    assert before[first].entries[names[first]].uid == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from servers.mailfolders import MaildirAccount
 from servers.models import ObservedState
 from tests.conftest import REPO_DIR
 from tests.factories import PASSWORD, make_pop3_service
@@ -171,7 +172,7 @@ def test_compose_with_an_attachment_to_another_mailbox_and_read_it_there(visits,
     page.wait_for_url("**/mail/folder/inbox/")
     assert "sent" in page.inner_text('[data-testid="flash"]')
     page.click('[data-testid="folder-sent"]')
-    page.wait_for_url("**/mail/folder/sent/")
+    page.wait_for_url("**/mail/folder/Sent/")
     page.wait_for_selector('[data-testid="message-link"]:has-text("Report attached")')
 
     bob = visits()
@@ -255,3 +256,42 @@ def test_inline_images_show_in_the_frame_and_remote_ones_only_after_show_images(
         timeout_s=10,
         message="the remote image to be fetched",
     )
+
+
+def test_create_a_folder_move_a_message_into_it_delete_one_to_trash_and_undo(visits, live_server, transactional_db):
+    lab = make_lab(domain=DOMAIN)
+    moving = store(lab.helena, text_message(subject="Move me"))
+    deleting = store(lab.helena, text_message(subject="Delete me"))
+    visit = visits()
+    visit.sign_in(f"helena@{DOMAIN}")
+    page = visit.page
+    page.click('[data-testid="manage-folders"]')
+    page.fill("#id_name", "Ärger")
+    page.click('[data-testid="create-folder"]')
+    new_folder = page.locator('[data-testid="folder-tree"] [data-folder="&AMQ-rger"]')
+    new_folder.wait_for()
+    assert new_folder.inner_text().strip() == "Ärger"
+    shoot(page, "05-manage-folders")
+
+    visit.open_message("Move me")
+    page.select_option('[data-testid="target-folder"]', "&AMQ-rger")
+    page.click('[data-testid="move"]')
+    page.wait_for_url("**/mail/folder/inbox/")
+    new_folder.click()
+    page.wait_for_selector('[data-testid="message-link"]:has-text("Move me")')
+    shoot(page, "06-folder")
+
+    visit.open_message("Delete me")
+    page.click('[data-testid="delete"]')
+    page.wait_for_url("**/mail/folder/inbox/")
+    assert page.locator('[data-testid="message-row"]').count() == 0
+    shoot(page, "07-deleted-with-undo")
+    page.click('[data-testid="undo"]')
+    page.wait_for_selector('[data-testid="message-link"]:has-text("Delete me")')
+
+    # What an IMAP client sees: the new folder with the moved message, the undone one back in INBOX.
+    account = MaildirAccount(lab.helena.maildir, lab.helena.address, quota_octets=None)
+    for name, expected in (("&AMQ-rger", [moving]), ("INBOX", [deleting]), ("Trash", [])):
+        opened = account.open_folder(name, read_only=True)
+        assert [record.key for record in opened.messages()] == expected, name
+        opened.close()

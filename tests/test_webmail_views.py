@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from frontend.webmail import index, mime
+from frontend.webmail import folders, index, mime
 from frontend.webmail.models import INBOX, MessageIndex
 from servers import maildir as store_module
 from servers import mailstore, services
@@ -40,16 +40,18 @@ def inbox_rows(mailbox) -> list[MessageIndex]:
 
 
 def mark_index_fresh(mailbox) -> None:
-    """Say the index matches the Maildir as it is now (for rows made in the database directly)."""
-    index.MailboxIndexState.objects.update_or_create(
-        mailbox=mailbox,
-        folder=INBOX,
-        defaults={
-            "new_mtime_ns": (mailbox.maildir / "new").stat().st_mtime_ns,
-            "cur_mtime_ns": (mailbox.maildir / "cur").stat().st_mtime_ns,
-            "scanned_at_ns": 2**62,
-        },
-    )
+    """Say the index matches every folder as it is now (for rows made in the database directly)."""
+    for info in folders.account_for(mailbox).list_folders():  # makes the special-use folders first
+        path = index.folder_path(mailbox.maildir, info.name)
+        index.MailboxIndexState.objects.update_or_create(
+            mailbox=mailbox,
+            folder=info.name,
+            defaults={
+                "new_mtime_ns": (path / "new").stat().st_mtime_ns,
+                "cur_mtime_ns": (path / "cur").stat().st_mtime_ns,
+                "scanned_at_ns": 2**62,
+            },
+        )
 
 
 def open_inbox(client: Client, **params):
@@ -408,7 +410,7 @@ def test_every_change_needs_the_csrf_token(lab):
     assert (lab.helena.maildir / "new" / uid).exists()
 
 
-def test_delete_removes_the_file_and_waits_while_a_pop3_session_holds_the_mailbox(lab):
+def test_delete_moves_to_trash_and_waits_while_a_pop3_session_holds_the_inbox(lab):
     uid = store(lab.helena, text_message())
     client = signed_in_client(lab.helena)
     pk = stored_pk(client, lab.helena, uid)
@@ -422,7 +424,8 @@ def test_delete_removes_the_file_and_waits_while_a_pop3_session_holds_the_mailbo
         lock.release()
     client.post(reverse("webmail:delete", args=[pk]))
     assert store_module.list_messages(lab.helena.maildir) == []
-    assert not MessageIndex.objects.filter(pk=pk).exists()
+    assert [m.uid for m in store_module.list_messages(lab.helena.maildir / ".Trash")] == [uid]
+    assert MessageIndex.objects.get(pk=pk).folder == "Trash"
 
 
 def test_the_password_policy_applies_and_a_change_keeps_this_session(lab):

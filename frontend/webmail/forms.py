@@ -1,4 +1,4 @@
-"""Forms of the webmail: sign-in, compose, password."""
+"""Forms of the webmail: sign-in, compose, password, folders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from email.utils import getaddresses
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils.translation import gettext, gettext_lazy
 
+from servers.imap.store_api import StoreError
 from servers.services.mailboxes import password_policy_errors
+
+from .folders import imap_name
 
 MAX_RECIPIENTS = 100
 
@@ -84,6 +88,12 @@ class ComposeForm(BootstrapForm):
     # the forwarded attachments.
     in_reply_to = forms.IntegerField(required=False, widget=forms.HiddenInput)
     forward_of = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # The draft this message continues (its id in Drafts): replaced when saved again, removed once sent.
+    draft = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, for_draft: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.for_draft = for_draft  # a draft may have no recipient yet
 
     def clean_subject(self) -> str:
         # A header is one line: a line break posted here would otherwise be a header injection attempt.
@@ -91,7 +101,7 @@ class ComposeForm(BootstrapForm):
 
     def clean(self):
         data = super().clean()
-        if not self.errors and not self.recipients():
+        if not self.errors and not self.for_draft and not self.recipients():
             raise ValidationError("Give at least one recipient.")
         return data
 
@@ -124,3 +134,39 @@ class PasswordForm(BootstrapForm):
         if data.get("new_password") and data.get("confirm_password") != data.get("new_password"):
             self.add_error("confirm_password", "The two new passwords differ.")
         return data
+
+
+def _folder_name_error(error: StoreError) -> ValidationError:
+    return ValidationError(gettext("This name cannot be used: %(reason)s.") % {"reason": error.text})
+
+
+class CreateFolderForm(BootstrapForm):
+    """A new folder: a name in any script ("." makes levels), optionally below an existing folder."""
+
+    name = forms.CharField(max_length=200, label=gettext_lazy("Folder name"))
+    parent = forms.ChoiceField(required=False, label=gettext_lazy("Inside"))
+
+    def __init__(self, *args, parents: list[tuple[str, str]] = (), **kwargs) -> None:  # type: ignore[assignment]
+        super().__init__(*args, **kwargs)
+        self.fields["parent"].choices = [("", gettext_lazy("(top level)")), *parents]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        try:
+            imap_name(name)
+        except StoreError as error:
+            raise _folder_name_error(error) from None
+        return name.strip()
+
+
+class RenameFolderForm(BootstrapForm):
+    folder = forms.CharField(max_length=1000, widget=forms.HiddenInput)
+    new_name = forms.CharField(max_length=200, label=gettext_lazy("New name"))
+
+    def clean_new_name(self) -> str:
+        name = self.cleaned_data["new_name"]
+        try:
+            imap_name(name)
+        except StoreError as error:
+            raise _folder_name_error(error) from None
+        return name.strip()

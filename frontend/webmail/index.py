@@ -25,10 +25,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from servers import mailstore
-from servers.maildir import MESSAGE_SUBDIRS, ensure_maildir, unique_part
+from servers.maildir import MESSAGE_SUBDIRS, folder_maildir, unique_part
 from servers.mailstore import SEEN_FLAG, flags_of
 
 from .models import INBOX, SENT, MailboxIndexState, MessageIndex
+
+FLAGGED_FLAG = "F"  # IMAP's \\Flagged
 
 HEADER_READ_OCTETS = 64 * 1024
 # A directory changed less than this long before the scan may change again within the same clock tick.
@@ -39,13 +41,12 @@ MAX_NEW_PER_REFRESH = 5000
 
 
 def folder_path(maildir: Path, folder: str) -> Path:
-    """The Maildir of a folder: the mailbox's own for the inbox, a Maildir++ `.Name` subfolder otherwise."""
+    """The Maildir of a folder: the mailbox's own for the inbox, a Maildir++ `.Name` subfolder otherwise.
+
+    Names come from the store's folder list; `folder_maildir` still refuses any that could leave the mailbox.
+    """
     maildir = Path(maildir)
-    return maildir if folder == INBOX else maildir / f".{folder}"
-
-
-def ensure_folder(maildir: Path, folder: str) -> Path:
-    return ensure_maildir(folder_path(maildir, folder))
+    return maildir if folder == INBOX else folder_maildir(maildir, folder)
 
 
 def _names(directory: Path) -> list[str]:
@@ -143,6 +144,14 @@ def summarize(path: Path) -> dict | None:
     }
 
 
+def _state_of(mailbox_id: int, folder: str) -> MailboxIndexState:
+    try:
+        state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
+    except IntegrityError:  # another tab's first refresh made it just now
+        state = MailboxIndexState.objects.get(mailbox_id=mailbox_id, folder=folder)
+    return state
+
+
 @dataclass(frozen=True)
 class Refresh:
     scanned: bool  # False: neither new/ nor cur/ changed, nothing was listed
@@ -150,19 +159,23 @@ class Refresh:
 
 
 def refresh(
-    mailbox_id: int, maildir: Path, folder: str = INBOX, *, force: bool = False, max_new: int = MAX_NEW_PER_REFRESH
+    mailbox_id: int,
+    maildir: Path,
+    folder: str = INBOX,
+    *,
+    force: bool = False,
+    max_new: int = MAX_NEW_PER_REFRESH,
+    known_state: MailboxIndexState | None = None,
 ) -> Refresh:
     """Bring the folder's index up to date with the disk, parsing at most `max_new` unseen messages.
 
     Unseen messages are taken newest name first (Maildir names start with the delivery time), so
-    the first look at a huge mailbox shows its latest mail at once and the rest follows.
+    the first look at a huge mailbox shows its latest mail at once and the rest follows. `known_state`,
+    if the caller read it already (`refresh_folders`), saves a query.
     """
     root = folder_path(maildir, folder)
     new_mtime, cur_mtime = _mtime_ns(root / "new"), _mtime_ns(root / "cur")
-    try:
-        state, _ = MailboxIndexState.objects.get_or_create(mailbox_id=mailbox_id, folder=folder)
-    except IntegrityError:  # another tab's first refresh made it just now
-        state = MailboxIndexState.objects.get(mailbox_id=mailbox_id, folder=folder)
+    state = known_state if known_state is not None else _state_of(mailbox_id, folder)
     # Only a subdirectory that changed since the last complete scan (or so recently that it may
     # change again within the same clock tick) is listed: new mail touches new/ alone, and the
     # read messages in cur/ are by far the most in a big mailbox.
@@ -205,7 +218,7 @@ def refresh(
                 ).delete()
             for uid, name in moved.items():
                 MessageIndex.objects.for_mailbox(mailbox_id, folder).filter(uid=uid).update(
-                    file_name=name, is_read=SEEN_FLAG in flags_of(name)
+                    file_name=name, is_read=SEEN_FLAG in flags_of(name), is_flagged=FLAGGED_FLAG in flags_of(name)
                 )
     rows = []
     for uid in fresh:
@@ -220,6 +233,7 @@ def refresh(
                 uid=uid,
                 file_name=name,
                 is_read=SEEN_FLAG in flags_of(name),
+                is_flagged=FLAGGED_FLAG in flags_of(name),
                 **summary,
             )
         )
@@ -232,6 +246,31 @@ def refresh(
             new_mtime_ns=new_mtime, cur_mtime_ns=cur_mtime, scanned_at_ns=scan_started_ns
         )
     return Refresh(scanned=True, pending=pending)
+
+
+# Unseen messages parsed per refresh of a folder that is not the one on screen (for its unread count).
+MAX_NEW_PER_SIDE_REFRESH = 500
+
+
+def refresh_folders(mailbox_id: int, maildir: Path, folders: list[str], *, current: str | None = None) -> Refresh:
+    """Refresh every folder in `folders` (the sidebar's counts); return the refresh of `current`.
+
+    One query reads every folder's state; a folder whose new/ and cur/ did not change costs two
+    stats. Folders other than `current` index at most MAX_NEW_PER_SIDE_REFRESH new messages a time.
+    """
+    states = {s.folder: s for s in MailboxIndexState.objects.filter(mailbox_id=mailbox_id, folder__in=folders)}
+    current_refresh = Refresh(scanned=False)
+    for folder in folders:
+        done = refresh(
+            mailbox_id,
+            maildir,
+            folder,
+            known_state=states.get(folder),
+            max_new=MAX_NEW_PER_REFRESH if folder == current else MAX_NEW_PER_SIDE_REFRESH,
+        )
+        if folder == current:
+            current_refresh = done
+    return current_refresh
 
 
 def locate(message: MessageIndex, maildir: Path) -> Path | None:
@@ -248,24 +287,32 @@ def locate(message: MessageIndex, maildir: Path) -> Path | None:
     return None
 
 
-def set_seen(message: MessageIndex, maildir: Path, seen: bool) -> bool:
-    """Mark a message read or unread (the store moves it into cur/ with or without the S flag)."""
+def set_flag(message: MessageIndex, maildir: Path, letter: str, on: bool) -> bool:
+    """Add or remove one Maildir flag letter (S read, F flagged), keeping the others: what IMAP sees.
+
+    The store moves the file into cur/ under the same unique name; False if the message is gone.
+    """
     path = locate(message, maildir)
     if path is None:
         return False
-    target = mailstore.mark_read(path, seen)
+    letters = set(flags_of(path.name))
+    if on:
+        letters.add(letter)
+    else:
+        letters.discard(letter)
+    target = mailstore.set_flags(path, letters)
     if target is None:
         return False
     file_name = f"cur/{target.name}"
-    MessageIndex.objects.filter(pk=message.pk).update(file_name=file_name, is_read=seen)
-    message.file_name, message.is_read = file_name, seen
+    is_read, is_flagged = SEEN_FLAG in letters, FLAGGED_FLAG in letters
+    MessageIndex.objects.filter(pk=message.pk).update(file_name=file_name, is_read=is_read, is_flagged=is_flagged)
+    message.file_name, message.is_read, message.is_flagged = file_name, is_read, is_flagged
     return True
 
 
-def delete(message: MessageIndex, maildir: Path) -> None:
-    """Remove the message's file (every copy of its unique name in new/ and cur/) and its index row."""
-    mailstore.delete_messages(folder_path(maildir, message.folder), [message.uid])
-    MessageIndex.objects.filter(pk=message.pk).delete()
+def set_seen(message: MessageIndex, maildir: Path, seen: bool) -> bool:
+    """Mark a message read or unread (the store moves it into cur/ with or without the S flag)."""
+    return set_flag(message, maildir, SEEN_FLAG, seen)
 
 
 def store_sent(mailbox_id: int, maildir: Path, message_bytes: bytes) -> str:

@@ -8,12 +8,21 @@ from servers.models import Mailbox
 
 INBOX = "INBOX"
 SENT = "Sent"
-FOLDERS = (INBOX, SENT)
+DRAFTS = "Drafts"
+TRASH = "Trash"
+# A folder's IMAP name (modified UTF-7, "." between levels) is at most 255 octets (servers.mailfolders).
+FOLDER_NAME_CHARS = 255
 
 
 class MessageIndexQuerySet(models.QuerySet):
     def for_mailbox(self, mailbox_id: int, folder: str = INBOX) -> MessageIndexQuerySet:
         return self.filter(mailbox_id=mailbox_id, folder=folder)
+
+    def in_folder_tree(self, mailbox_id: int, folder: str) -> MessageIndexQuerySet:
+        """Rows of the folder and of every folder below it ("A" holds "A.B")."""
+        return self.filter(mailbox_id=mailbox_id).filter(
+            models.Q(folder=folder) | models.Q(folder__startswith=f"{folder}.")
+        )
 
     def matching(self, text: str) -> MessageIndexQuerySet:
         """Messages whose sender, recipients or subject contain `text` (case-insensitive)."""
@@ -29,7 +38,7 @@ class MessageIndex(models.Model):
     """What the message list shows of one stored message; the file itself stays the truth."""
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
-    folder = models.CharField(max_length=20, default=INBOX)
+    folder = models.CharField(max_length=FOLDER_NAME_CHARS, default=INBOX)  # the IMAP name, as on disk
     uid = models.CharField(max_length=200)  # the Maildir unique name: the part before ':'
     file_name = models.CharField(max_length=255)  # "new/<uid>" or "cur/<uid>:2,S": where it was last seen
     sender = models.CharField(max_length=255, blank=True, default="")
@@ -40,6 +49,7 @@ class MessageIndex(models.Model):
     size_octets = models.PositiveBigIntegerField(default=0)
     has_attachments = models.BooleanField(default=False)
     is_read = models.BooleanField(default=False)
+    is_flagged = models.BooleanField(default=False)  # the Maildir F flag: IMAP's \\Flagged, the star
 
     objects = MessageIndexQuerySet.as_manager()
 
@@ -58,7 +68,7 @@ class MailboxIndexState(models.Model):
     """When a folder was last scanned, and the directory times it had: unchanged directories need no scan."""
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
-    folder = models.CharField(max_length=20, default=INBOX)
+    folder = models.CharField(max_length=FOLDER_NAME_CHARS, default=INBOX)
     new_mtime_ns = models.BigIntegerField(default=0)
     cur_mtime_ns = models.BigIntegerField(default=0)
     scanned_at_ns = models.BigIntegerField(default=0)

@@ -24,23 +24,23 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.http import content_disposition_header
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from servers.maildir import MailboxLock
+from servers.imap.store_api import INBOX, StoreError
 from servers.models import Mailbox
 from servers.services.errors import RefusedError
 from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, change_password, record_logon
 
-from . import index, mime, session
+from . import folders, index, mime, session
 from .forms import ComposeForm, PasswordForm, SignInForm
-from .models import INBOX, SENT, MessageIndex
+from .models import DRAFTS, SENT, TRASH, MessageIndex
 from .submission import SubmissionError, submit
 
 PAGE_SIZE = 50
-FOLDER_SLUGS = {"inbox": INBOX, "sent": SENT}
 FRAME_CSP = (
     "default-src 'none'; img-src data: {images}; style-src 'unsafe-inline'; font-src 'none'; "
     "form-action 'none'; base-uri 'none'; frame-src 'none'; sandbox allow-popups "
@@ -97,11 +97,15 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     return response
 
 
-# -- folders --------------------------------------------------------------------------------------
+# -- every page: the folder tree, the quota, an undo offered right after a delete --------------------
+
+
+UNDO_SESSION_KEY = "webmail_undo"
 
 
 def _quota(mailbox) -> dict:
-    totals = MessageIndex.objects.for_mailbox(mailbox.pk, INBOX).aggregate(size=Sum("size_octets"), count=Count("id"))
+    # The quota counts every folder, as the store's does (servers.mailfolders.MaildirAccount.quota).
+    totals = MessageIndex.objects.filter(mailbox_id=mailbox.pk).aggregate(size=Sum("size_octets"), count=Count("id"))
     used, count = totals["size"] or 0, totals["count"] or 0
     percent = None
     if mailbox.quota_bytes:
@@ -117,34 +121,51 @@ def _quota(mailbox) -> dict:
     }
 
 
-def _page_context(request: HttpRequest, **extra) -> dict:
+def _page_context(request: HttpRequest, *, current: str | None = None, **extra) -> dict:
+    """What every signed-in page shows: the folders with their counts (refreshed), the quota, an undo."""
     mailbox = request.mailbox
-    return {"mailbox": mailbox, "quota": _quota(mailbox), **extra}
+    tree, refreshed = folders.folder_tree(mailbox, current=current)
+    return {
+        "mailbox": mailbox,
+        "folders": tree,
+        "current_folder": current,
+        "pending": refreshed.pending,
+        "quota": _quota(mailbox),
+        "undo": request.session.pop(UNDO_SESSION_KEY, None),
+        **extra,
+    }
+
+
+def folder_slug(name: str) -> str:
+    """A folder's part of the URL: its IMAP name ("inbox" for INBOX)."""
+    return "inbox" if name == INBOX else name
 
 
 @never_cache
 @session.mailbox_required
 def folder(request: HttpRequest, slug: str) -> HttpResponse:
-    folder_name = FOLDER_SLUGS.get(slug)
-    if folder_name is None:
-        raise Http404("No such folder.")
     mailbox = request.mailbox
-    refreshed = index.refresh(mailbox.pk, mailbox.maildir, folder_name)
+    try:
+        folder_name = folders.existing_folder(mailbox, slug)
+    except StoreError:
+        raise Http404("No such folder.") from None
+    context = _page_context(request, current=folder_name)
     query = request.GET.get("q", "")[:200]
     rows = MessageIndex.objects.for_mailbox(mailbox.pk, folder_name).matching(query).order_by("-delivered_at", "-id")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "webmail/folder.html",
-        _page_context(
-            request,
-            folder=folder_name,
-            folder_title=slug.capitalize(),
-            slug=slug,
-            page=page,
-            query=query,
-            pending=refreshed.pending,
-        ),
+        {
+            **context,
+            "folder": folder_name,
+            "folder_title": folders.display_name(folder_name),
+            "slug": folder_slug(folder_name),
+            "lists_recipients": folder_name in (SENT, DRAFTS),
+            "is_trash": folder_name == TRASH,
+            "page": page,
+            "query": query,
+        },
     )
 
 
@@ -172,13 +193,15 @@ def _raw_from(maildir: Path, message: MessageIndex) -> bytes:
 
 
 def _slug_of(message: MessageIndex) -> str:
-    return "sent" if message.folder == SENT else "inbox"
+    return folder_slug(message.folder)
 
 
 @never_cache
 @session.mailbox_required
 def read(request: HttpRequest, pk: int) -> HttpResponse:
     message = _own_message(request, pk)
+    if message.folder == DRAFTS:  # opening a draft continues editing it
+        return redirect(reverse("webmail:compose") + f"?draft={message.pk}")
     parsed = mime.parse(_raw(request, message))
     if not message.is_read:
         index.set_seen(message, request.mailbox.maildir, True)
@@ -199,9 +222,11 @@ def read(request: HttpRequest, pk: int) -> HttpResponse:
         "webmail/message.html",
         _page_context(
             request,
+            current=message.folder,
             message=message,
             headers=headers,
             slug=_slug_of(message),
+            is_trash=message.folder == TRASH,
             has_html=html_part is not None,
             plain_text=mime.text_of(plain_part) if html_part is None else "",
             body_url=body_url,
@@ -313,38 +338,6 @@ def source(request: HttpRequest, pk: int) -> HttpResponse:
     return _untrusted(response)
 
 
-@require_POST
-@session.mailbox_required
-def delete(request: HttpRequest, pk: int) -> HttpResponse:
-    message = _own_message(request, pk)
-    maildir = Path(request.mailbox.maildir)
-    lock = MailboxLock(maildir)
-    if not lock.acquire():
-        messages.error(
-            request, "The mailbox is busy: a mail program is connected to it over POP3. Try again when it has finished."
-        )
-        return redirect("webmail:read", message.pk)
-    try:
-        index.delete(message, maildir)
-    finally:
-        lock.release()
-    messages.success(request, "The message was deleted.")
-    return redirect("webmail:folder", _slug_of(message))
-
-
-@require_POST
-@session.mailbox_required
-def mark(request: HttpRequest, pk: int) -> HttpResponse:
-    message = _own_message(request, pk)
-    seen = request.POST.get("seen") == "1"
-    if not index.set_seen(message, request.mailbox.maildir, seen):
-        MessageIndex.objects.filter(pk=message.pk).delete()
-        raise Http404("This message is no longer in the mailbox.")
-    if seen:
-        return redirect("webmail:read", message.pk)
-    return redirect("webmail:folder", _slug_of(message))
-
-
 # -- compose --------------------------------------------------------------------------------------
 
 
@@ -420,9 +413,19 @@ def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
         if original_id:
             message["In-Reply-To"] = original_id
             message["References"] = f"{mime.header(parsed, 'References')} {original_id}".strip()
-    if data.get("forward_of"):
-        original = _own_message(request, data["forward_of"])
+    if data.get("bcc") and getattr(form, "for_draft", False):
+        message["Bcc"] = data["bcc"]  # kept in the draft only, for whoever continues it
+    # A forwarded message's attachments, and a continued draft's, go with it.
+    for carried in (data.get("forward_of"), data.get("draft")):
+        if not carried:
+            continue
+        original = _own_message(request, carried)
         parsed = mime.parse(_raw(request, original))
+        if carried == data.get("draft") and not message["In-Reply-To"]:
+            # A continued reply keeps its threading headers, which the draft holds.
+            for name in ("In-Reply-To", "References"):
+                if mime.header(parsed, name):
+                    message[name] = mime.header(parsed, name)
         for part in mime.parts_of(parsed):
             if part.is_attachment:
                 found = mime.part_payload(parsed, part.number)
@@ -442,43 +445,97 @@ def _build_message(request: HttpRequest, form: ComposeForm) -> EmailMessage:
     return message
 
 
+def _own_draft(request: HttpRequest, pk: int | None) -> MessageIndex | None:
+    if not pk:
+        return None
+    return get_object_or_404(MessageIndex, pk=pk, mailbox_id=request.mailbox.pk, folder=DRAFTS)
+
+
+def _draft_initial(request: HttpRequest, pk: str) -> dict:
+    """The fields of a saved draft, to continue editing it."""
+    if not pk.isdigit() or len(pk) > 18:
+        raise Http404("No such draft.")
+    draft = _own_draft(request, int(pk))
+    assert draft is not None
+    parsed = mime.parse(_raw(request, draft))
+    _, plain_part = mime.body_parts(parsed)
+    return {
+        "to": mime.header(parsed, "To"),
+        "cc": mime.header(parsed, "Cc"),
+        "bcc": mime.header(parsed, "Bcc"),
+        "subject": mime.header(parsed, "Subject"),
+        "body": mime.text_of(plain_part) if plain_part is not None else "",
+        "draft": draft.pk,
+        "save_copy": True,
+    }
+
+
+def _save_draft(request: HttpRequest, form: ComposeForm) -> HttpResponse | None:
+    """Keep the message in Drafts (replacing the draft it continues); the compose page again, or None on a refusal."""
+    draft = _own_draft(request, form.cleaned_data.get("draft"))
+    message = _build_message(request, form)
+    try:
+        saved = folders.save_draft(request.mailbox, message.as_bytes(), replacing=draft)
+    except StoreError as error:
+        form.add_error(None, gettext("The draft was not saved: %(reason)s.") % {"reason": error.text})
+        return None
+    messages.success(request, gettext("The draft was saved in Drafts."))
+    if saved is None:
+        return redirect("webmail:folder", DRAFTS)
+    return redirect(reverse("webmail:compose") + f"?draft={saved.pk}")
+
+
+def _send(request: HttpRequest, form: ComposeForm) -> HttpResponse | None:
+    """Hand the message to the server, keep the Sent copy, drop the draft it came from; None on a refusal."""
+    draft = _own_draft(request, form.cleaned_data.get("draft"))
+    message = _build_message(request, form)
+    password = session.submission_password(request)
+    try:
+        if not password:
+            raise SubmissionError(
+                "Your sign-in for sending has expired: sign out, sign in again, then send the message."
+            )
+        result = submit(request.mailbox, password, message, form.recipients())
+    except SubmissionError as error:
+        form.add_error(None, str(error))
+        return None
+    if form.cleaned_data["save_copy"]:
+        index.store_sent(request.mailbox.pk, request.mailbox.maildir, message.as_bytes())
+    if draft is not None:
+        folders.discard_draft(request.mailbox, draft)
+    if result.refused:
+        messages.warning(
+            request,
+            "Sent, but these recipients were refused: "
+            + "; ".join(f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()),
+        )
+    else:
+        messages.success(request, "The message was sent.")
+    return redirect("webmail:folder", "inbox")
+
+
 @sensitive_post_parameters()
 @never_cache
 @session.mailbox_required
 def compose(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        form = ComposeForm(request.POST, request.FILES)
+        saving_draft = "save_draft" in request.POST
+        form = ComposeForm(request.POST, request.FILES, for_draft=saving_draft)
         if form.is_valid():
-            message = _build_message(request, form)
-            password = session.submission_password(request)
-            try:
-                if not password:
-                    raise SubmissionError(
-                        "Your sign-in for sending has expired: sign out, sign in again, then send the message."
-                    )
-                result = submit(request.mailbox, password, message, form.recipients())
-            except SubmissionError as error:
-                form.add_error(None, str(error))
-            else:
-                if form.cleaned_data["save_copy"]:
-                    index.store_sent(request.mailbox.pk, request.mailbox.maildir, message.as_bytes())
-                if result.refused:
-                    messages.warning(
-                        request,
-                        "Sent, but these recipients were refused: "
-                        + "; ".join(f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()),
-                    )
-                else:
-                    messages.success(request, "The message was sent.")
-                return redirect("webmail:folder", "inbox")
+            done = _save_draft(request, form) if saving_draft else _send(request, form)
+            if done is not None:
+                return done
+    elif request.GET.get("draft"):
+        form = ComposeForm(initial=_draft_initial(request, request.GET["draft"]))
     else:
         form = ComposeForm(initial=_initial_for(request))
-    forwarded = []
-    forward_of = form["forward_of"].value()
-    if forward_of and str(forward_of).isdigit():
-        original = _own_message(request, int(forward_of))
-        forwarded = [p for p in mime.parts_of(mime.parse(_raw(request, original))) if p.is_attachment]
-    return render(request, "webmail/compose.html", _page_context(request, form=form, forwarded=forwarded))
+    carried = []
+    for field in ("forward_of", "draft"):
+        original_pk = form[field].value()
+        if original_pk and str(original_pk).isdigit():
+            original = _own_message(request, int(original_pk))
+            carried += [p for p in mime.parts_of(mime.parse(_raw(request, original))) if p.is_attachment]
+    return render(request, "webmail/compose.html", _page_context(request, form=form, forwarded=carried))
 
 
 # -- settings -------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from servers.imap.state import (
     Done,
     SessionState,
 )
-from servers.imap.store_api import Account, Authenticator, AuthStatus, StoreError
+from servers.imap.store_api import Account, Authenticator, AuthStatus, StoreError, UidValidityChangedError
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,10 @@ class ImapSession(MessageCommands):
             return b""
         try:
             return self.selected.updates(allow_expunge=True)
+        except UidValidityChangedError:
+            # The client hangs up on BYE; a session that has ended is no longer idling for the adapter.
+            self._end()
+            return responses.untagged("BYE " + responses.BYE_UIDVALIDITY_CHANGED)
         except Exception:
             logger.exception("IMAP IDLE refresh failed for %s", self._user)
             return b""
@@ -237,6 +241,11 @@ class ImapSession(MessageCommands):
             status, text = "BAD", str(error)
         except CommandRefusedError as refusal:
             status, text, delay_s, done.untagged = refusal.status, refusal.text, refusal.delay_s, refusal.untagged
+        except UidValidityChangedError as error:
+            self._end()
+            return self._closing(
+                Reply(responses.tagged(command.tag, "NO", error.text)), responses.BYE_UIDVALIDITY_CHANGED
+            )
         except StoreError as error:
             status, text = "NO", f"[{error.code}] {error.text}" if error.code else error.text
         except Exception:
@@ -248,7 +257,13 @@ class ImapSession(MessageCommands):
             status, text = "OK", done.text or f"{_full_name(command)} completed"
             if done.start_tls:
                 return Reply(responses.tagged(command.tag, status, text), start_tls=True)
-        updates = b"" if done.close else self._updates_after(command)
+        try:
+            updates = b"" if done.close else self._updates_after(command)
+        except UidValidityChangedError:
+            self._end()
+            return self._closing(
+                Reply(done.untagged + responses.tagged(command.tag, status, text)), responses.BYE_UIDVALIDITY_CHANGED
+            )
         reply = Reply(
             done.untagged + updates + responses.tagged(command.tag, status, text), close=done.close, delay_s=delay_s
         )
@@ -271,6 +286,8 @@ class ImapSession(MessageCommands):
             return b""
         try:
             return self.selected.updates(allow_expunge=command.name not in NO_EXPUNGE_DURING)
+        except UidValidityChangedError:
+            raise
         except Exception:
             logger.exception("IMAP refresh failed for %s", self._user)
             return b""

@@ -68,6 +68,14 @@ class FolderInUseError(StoreError):
     code = "INUSE"
 
 
+class UidValidityChangedError(StoreError):
+    """The folder's UIDs were renumbered (its UID map was rebuilt) while a session had it selected.
+
+    What the client was told no longer holds, so the session ends with BYE (as Dovecot does); the
+    next SELECT shows the new UIDVALIDITY and the client resynchronises.
+    """
+
+
 @dataclass(frozen=True)
 class FolderInfo:
     """One folder as LIST shows it."""

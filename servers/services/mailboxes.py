@@ -514,5 +514,5 @@ class MailboxUsage:
 
 def mailbox_usage(mailbox: Mailbox) -> MailboxUsage:
     """Size and item count of a mailbox as stored (Exchange's Size and Total Items columns)."""
-    size_bytes, message_count = maildir.usage(mailbox.maildir)
+    size_bytes, message_count = maildir.mailbox_usage(mailbox.maildir)
     return MailboxUsage(size_bytes=size_bytes, message_count=message_count)

@@ -59,6 +59,7 @@ STOP_GRACE_S = 5.0
 PAUSED_BYE = "* BYE [UNAVAILABLE] {hostname} IMAP service paused, try again later\r\n"
 SHUTTING_DOWN_BYE = "* BYE [UNAVAILABLE] {hostname} IMAP service shutting down\r\n"
 TERMINATED_BYE = "* BYE [ADMINISTRATOR] Your session was closed by an administrator\r\n"
+SERVER_BUG_BYE = "* BYE [SERVERBUG] Internal error; the session is closed\r\n"
 
 
 class Reply(Protocol):
@@ -133,6 +134,7 @@ class ImapConnection:
         self.seen_stamps: dict[str, Stamp] = {}
         self.update_pending = False
         self.closed = False
+        self.octets_sent = 0  # what the client was sent: Current Sessions' Bytes column
 
     def session_info(self) -> dict:
         return {
@@ -146,7 +148,7 @@ class ImapConnection:
             else ("AUTHENTICATED" if self.user else "NOT AUTHENTICATED"),
             "folder": self.folder,
             "messages": 0,
-            "bytes": 0,
+            "bytes": self.octets_sent,
             "tls": self.tls,
         }
 
@@ -346,7 +348,9 @@ class IMAPWorker(SupervisedWorker):
         self.control.sessions.add(connection)
         loop = asyncio.get_running_loop()
         try:
-            writer.write(session.greeting())
+            greeting = session.greeting()
+            writer.write(greeting)
+            connection.octets_sent += len(greeting)
             await writer.drain()
             while not connection.closed:
                 try:
@@ -364,6 +368,12 @@ class IMAPWorker(SupervisedWorker):
                     break
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection ended: %s", client, exc)
+        except Exception:
+            # A bug must cost one connection a BYE, never the worker or a silent hang.
+            log.exception("%s: IMAP session failed", client)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(SERVER_BUG_BYE.encode())
+                connection.octets_sent += len(SERVER_BUG_BYE)
         finally:
             connection.closed = True
             try:
@@ -392,6 +402,7 @@ class IMAPWorker(SupervisedWorker):
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)  # a throttled failure: holds no thread
             connection.writer.write(reply.data)
+            connection.octets_sent += len(reply.data)
             await connection.writer.drain()
             if reply.start_tls:
                 injected = b"".join(pieces[index + 1 :]) + take_buffered(reader)
@@ -457,6 +468,7 @@ class IMAPWorker(SupervisedWorker):
         if updates and not connection.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 connection.writer.write(updates)
+                connection.octets_sent += len(updates)
                 await connection.writer.drain()
 
 
