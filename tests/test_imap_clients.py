@@ -16,6 +16,7 @@ import imaplib
 import os
 import poplib
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from imapclient import IMAPClient
 
 from servers import mailstore
 from servers.mailfolders import MaildirAccount
@@ -343,6 +345,29 @@ def test_an_idle_session_hears_of_a_delivery_and_of_a_pop3_deletion_within_a_sec
     assert expunge[0] == b"* 1 EXPUNGE\r\n" and expunge[1] < IDLE_ANNOUNCE_S
     assert folder_subjects(mailbox, "INBOX") == {"During IDLE": set()}
     assert pop3_subjects(workers, mailbox) == ["During IDLE"]
+
+
+def test_imapclient_over_starttls_lists_special_use_folders_appends_searches_and_moves(workers, mailbox):
+    deliver(mailbox, "Invoice 1", "Newsletter")
+    context = ssl.create_default_context(cafile=str(workers.certificate))
+    with IMAPClient("127.0.0.1", port=workers.imap_port, ssl=False, timeout=10) as client:
+        client.starttls(context)
+        client.login(mailbox.address, PASSWORD)
+        special_use = {name: flags for flags, _, name in client.list_folders() if b"\\Trash" in flags}
+        assert list(special_use) == ["Trash"]
+
+        client.create_folder("Receipts")
+        appended = client.append("Receipts", message_bytes("Receipt 7"), flags=[b"\\Seen"])
+        assert b"APPENDUID" in appended
+        client.select_folder("INBOX")
+        invoices = client.search(["SUBJECT", "Invoice"])
+        envelope = client.fetch(invoices, ["ENVELOPE"])[invoices[0]][b"ENVELOPE"]
+        assert envelope.subject == b"Invoice 1"
+        client.move(invoices, "Receipts")
+        assert client.folder_status("Receipts", ["MESSAGES"])[b"MESSAGES"] == 2
+
+    assert folder_subjects(mailbox, "Receipts") == {"Receipt 7": {"\\Seen"}, "Invoice 1": set()}
+    assert pop3_subjects(workers, mailbox) == ["Newsletter"]
 
 
 def folder_names(mailbox: Mailbox) -> set[str]:
