@@ -97,7 +97,7 @@ class Dovecot:
             lines.append(f"{address}:{hashed}\n")
         (self.root / "passwd").write_text("".join(lines))
         (self.root / "passwd").chmod(0o644)  # benchmark-only credentials
-        subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(self.mailbox_root)], check=True)
+        self.own_mail()
         conf = self.root / "dovecot.conf"
         conf.write_text(
             DOVECOT_CONF.format(
@@ -126,6 +126,12 @@ class Dovecot:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("dovecot did not start listening")
+
+    def own_mail(self) -> None:
+        """Give the Maildirs to Dovecot's mail user again: files another server stored meanwhile (as
+        root, mode 0600) would otherwise end a Dovecot session that meets them."""
+        nobody = pwd.getpwnam("nobody")
+        subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(self.mailbox_root)], check=True)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servers import mailstore, uidmap
+from servers.imap import fetch_cache
+from servers.imap.fetch_cache import FetchCache
 from servers.imap.store_api import (
     HIERARCHY_DELIMITER,
     INBOX,
@@ -674,6 +676,10 @@ class MaildirFolder:
 
     def watch_paths(self) -> Sequence[str]:
         return [str(self.path / "new"), str(self.path / "cur")]
+
+    def fetch_cache(self, kind: str) -> FetchCache:
+        # By path and UIDVALIDITY: a folder renumbered, renamed or made again under the name starts afresh.
+        return fetch_cache.process_caches.cache(f"{self.path}\0{self.uidvalidity}\0{kind}")
 
     def close(self) -> None:
         self._records, self._files, self._snapshot, self._messages = {}, {}, None, None

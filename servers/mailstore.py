@@ -610,21 +610,23 @@ def set_flags_of_files(changes: Sequence[tuple[Path, str]]) -> list[Path | None]
     meanwhile (deleted, or renamed by another reader: its flags changed under us).
     """
     renamed: list[Path | None] = []
-    touched: set[Path] = set()
+    touched: set[str] = set()
+    # Strings, not Path arithmetic, per file: a STORE of 1,000 messages spent more in pathlib than in rename.
     for path, letters in changes:
-        path = Path(path)
-        folder = path.parent.parent
-        target = folder / "cur" / maildir_file_name(unique_part(path.name), letters)
-        if target != path:
+        directory, name = os.path.split(os.fspath(path))
+        target_directory = os.path.join(os.path.dirname(directory), "cur")
+        target = os.path.join(target_directory, maildir_file_name(unique_part(name), letters))
+        if target != os.path.join(directory, name):
             try:
                 os.rename(path, target)
             except FileNotFoundError:
                 renamed.append(None)
                 continue
-            touched.update((path.parent, target.parent))
-        renamed.append(target)
-    for directory in touched:
-        fsync_dir(directory)
+            touched.add(directory)
+            touched.add(target_directory)
+        renamed.append(Path(target))
+    for touched_directory in touched:
+        fsync_dir(Path(touched_directory))
     return renamed
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from servers.imap.fetch_cache import FetchCache
 from servers.imap.mime import crlf, split_header
 from servers.imap.store_api import (
     HIERARCHY_DELIMITER,
@@ -55,6 +56,7 @@ class FolderData:
     subscribed: bool = True
     uidnext: int = 1
     messages: list[StoredMessage] = field(default_factory=list)
+    caches: dict[str, FetchCache] = field(default_factory=dict)  # for FETCH, shared by its sessions
 
     def add(self, content: bytes, flags: frozenset[str], internal_date: float) -> int:
         uid = self.uidnext
@@ -195,6 +197,9 @@ class FakeFolder:
         pairs = [(m.uid, destination.add(m.content, m.flags, m.internal_date)) for m in sources]
         self._remove([source for source, _ in pairs])
         return destination.uidvalidity, pairs
+
+    def fetch_cache(self, kind: str) -> FetchCache:
+        return self.data.caches.setdefault(kind, FetchCache())
 
     def watch_paths(self) -> Sequence[str]:
         return (f"/fake/{self.store.address}/{self.name}",)

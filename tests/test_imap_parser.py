@@ -312,6 +312,15 @@ def test_a_quoted_sequence_set_is_a_syntax_error():
 )
 def test_sequence_sets_select_from_candidates_without_expanding_ranges(text, largest, expected):
     assert parse_sequence_set(Atom(text)).select(range(1, largest + 1), largest) == expected
+    assert parse_sequence_set(Atom(text)).select_sorted(range(1, largest + 1), largest) == expected
+
+
+@pytest.mark.parametrize("text", ["3", "1,7:9,20:*", "5:2,4:6,30", "*", "8:*", "1:4294967295", "25,2,2"])
+def test_selecting_from_sorted_candidates_by_bisection_picks_what_a_look_at_each_picks(text):
+    uids = [2, 3, 5, 8, 9, 13, 21, 34]  # a folder's UIDs after expunges: gaps
+    sequence_set = parse_sequence_set(Atom(text))
+
+    assert sequence_set.select_sorted(uids, uids[-1]) == sequence_set.select(uids, uids[-1])
 
 
 # Token helpers.

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from servers import services
-from servers.models import Domain, GroupAddress, ImapService, Mailbox, VirtualServer
+from servers.models import DkimKey, Domain, GroupAddress, ImapService, Mailbox, VirtualServer
 from servers.services import permissions
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for, results
@@ -87,6 +87,9 @@ class ConsoleFace:
     def set_quota_ceiling(self, domain, ceiling_mb: int):
         url = reverse("console:domain-quota-ceiling", args=[domain.pk])
         return outcome(self.client.post(url, {"max_mailbox_quota_mb": str(ceiling_mb)}).status_code)
+
+    def rotate_dkim_key(self, domain):
+        return outcome(self.client.post(reverse("console:domain-dkim", args=[domain.pk])).status_code)
 
     def set_group_members(self, group, mailboxes):
         url = reverse("console:group", args=[group.pk])
@@ -156,6 +159,9 @@ class ApiFace:
     def set_quota_ceiling(self, domain, ceiling_mb: int):
         body = {"max_mailbox_quota_mb": ceiling_mb}
         return outcome(self.client.patch(f"/api/v1/domains/{domain.pk}/", body, format="json").status_code)
+
+    def rotate_dkim_key(self, domain):
+        return outcome(self.client.post(f"/api/v1/domains/{domain.pk}/dkim/", {}, format="json").status_code)
 
     def set_group_members(self, group, mailboxes):
         body = {"members": [m.pk for m in mailboxes]}
@@ -257,6 +263,18 @@ def test_a_domain_administrator_may_not_choose_the_domains_administrators(lab, f
 def test_a_domain_administrator_may_not_set_the_quota_ceiling(lab, face):
     assert face(lab.people.carol).set_quota_ceiling(lab.d2a, 5) == FORBIDDEN
     assert Domain.objects.get(pk=lab.d2a.pk).max_mailbox_quota_mb is None
+
+
+# -- DKIM keys: whoever sees the domain, its administrators included ----------------------------------
+
+
+def test_a_domain_administrator_rotates_their_domains_dkim_key_and_no_other(lab, face):
+    carol = face(lab.people.carol)
+    assert carol.rotate_dkim_key(lab.d2a) == OK
+    assert carol.rotate_dkim_key(lab.d2b) == NOT_FOUND
+    assert face(lab.people.bob).rotate_dkim_key(lab.d2a) == NOT_FOUND
+    assert face(lab.people.bob).rotate_dkim_key(lab.d1) == OK
+    assert set(DkimKey.objects.values_list("domain_id", flat=True)) == {lab.d2a.pk, lab.d1.pk}
 
 
 # -- group members: shown if visible, kept if invisible ---------------------------------------------

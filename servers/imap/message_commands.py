@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from servers.imap import fetch, mime, responses
+from servers.imap.fetch_cache import FetchCache
 from servers.imap.mailbox_commands import MailboxCommands, folder_name, parse_flags
 from servers.imap.parser import (
     Command,
@@ -24,6 +25,20 @@ _UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"
 
 def _loaders(folder: Folder, uid: int) -> tuple[Callable[[], bytes], Callable[[], bytes]]:
     return (lambda: mime.crlf(folder.read(uid))), (lambda: folder.read_header(uid))
+
+
+def _envelope_source(folder: Folder, cache: FetchCache) -> Callable[[MessageRecord], bytes]:
+    """A message's ENVELOPE: from the folder's cache, else rendered from its header (and kept)."""
+    get = cache.get
+
+    def envelope_of(record: MessageRecord) -> bytes:
+        value = get(record.uid)
+        if value is None:
+            value = mime.envelope(mime.crlf(folder.read_header(record.uid))).encode("utf-8")
+            cache.put(record.uid, value)
+        return value
+
+    return envelope_of
 
 
 def _uid_set(uids: Sequence[int]) -> str:
@@ -98,6 +113,9 @@ class MessageCommands(MailboxCommands):
         mark_seen = not selected.read_only and any(item.sets_seen for item in items)
         with_flags = [*items, fetch.FetchItem("FLAGS")] if not any(i.name == "FLAGS" for i in items) else items
         folder = selected.folder
+        derived = fetch.Derived(folder.fetch_cache("ENVELOPE"), folder.fetch_cache("BODYSTRUCTURE"))
+        if fetch.is_fast(items):
+            return Done(fetch.render_many(items, targets, _envelope_source(folder, derived.envelopes)))
         out = bytearray()
         for number, record in targets:
             load_message, load_header = _loaders(folder, record.uid)
@@ -108,7 +126,7 @@ class MessageCommands(MailboxCommands):
                     selected.adopt_flags(folder.store_flags([record.uid], frozenset({"\\Seen"}), "add"))
                     record = selected.view[number - 1]
                     render_items = with_flags
-                data = fetch.render(render_items, record, load_message, load_header)
+                data = fetch.render(render_items, record, load_message, load_header, derived)
             except KeyError:
                 continue  # expunged by another session meanwhile (RFC 9051 7.5.1 allows leaving it out)
             except fetch.UnknownTransferEncodingError:

@@ -421,18 +421,32 @@ class SequenceSet:
             resolved.append((min(low, high), max(low, high)))
         return resolved
 
-    def select(self, candidates: Iterable[int], largest: int) -> list[int]:
-        """The candidates inside the set, in their order (never expands a range like 1:4294967295).
-
-        The ranges are merged and searched by bisection: a 64 KiB set of single numbers against a large
-        folder costs a log factor, not a product.
-        """
+    def _merged(self, largest: int) -> list[list[int]]:
         merged: list[list[int]] = []
         for low, high in sorted(self.bounds(largest)):
             if merged and low <= merged[-1][1] + 1:
                 merged[-1][1] = max(merged[-1][1], high)
             else:
                 merged.append([low, high])
+        return merged
+
+    def select_sorted(self, candidates: Sequence[int], largest: int) -> list[int]:
+        """The ascending `candidates` inside the set, ascending: two bisections per merged range, so
+        `FETCH 7` in a folder of 50,000 costs a few steps, not a look at every message."""
+        chosen: list[int] = []
+        for low, high in self._merged(largest):
+            start = bisect.bisect_left(candidates, low)
+            end = bisect.bisect_right(candidates, high, start)
+            chosen.extend(candidates[start:end])
+        return chosen
+
+    def select(self, candidates: Iterable[int], largest: int) -> list[int]:
+        """The candidates inside the set, in their order (never expands a range like 1:4294967295).
+
+        The ranges are merged and searched by bisection: a 64 KiB set of single numbers against a large
+        folder costs a log factor, not a product.
+        """
+        merged = self._merged(largest)
         lows = [low for low, _ in merged]
         chosen = []
         for number in candidates:

@@ -138,7 +138,7 @@ class ImapSession(MessageCommands):
 
     @property
     def watch_paths(self) -> Sequence[str]:
-        return tuple(self.selected.folder.watch_paths()) if self.selected is not None else ()
+        return self.selected.watch_paths if self.selected is not None else ()
 
     def receive_data(self, data: bytes) -> Reply:
         """Handle received bytes: every complete command in them, in order."""
@@ -149,7 +149,7 @@ class ImapSession(MessageCommands):
             return Reply()
         self.last_command_at = self.now()
         self._parser.feed(data)
-        out = bytearray()
+        out: list[bytes] = []  # joined once at the end: a FETCH of 50,000 messages is megabytes
         reply = Reply()
         while not (reply.close or reply.start_tls):
             if self._mode is _Mode.COMMANDS:
@@ -162,7 +162,7 @@ class ImapSession(MessageCommands):
                 if line is None:
                     break
                 step = self._on_line(line)
-            out += step.data
+            out.append(step.data)
             reply.delay_s += step.delay_s
             reply.close, reply.start_tls = step.close, step.start_tls
         if reply.start_tls:
@@ -170,7 +170,7 @@ class ImapSession(MessageCommands):
             self._parser.clear()  # pipelined commands after STARTTLS are dropped, never run
         if reply.close:
             self._end()
-        reply.data = bytes(out)
+        reply.data = out[0] if len(out) == 1 else b"".join(out)
         return reply
 
     def tls_started(self) -> None:
@@ -265,7 +265,9 @@ class ImapSession(MessageCommands):
                 Reply(done.untagged + responses.tagged(command.tag, status, text)), responses.BYE_UIDVALIDITY_CHANGED
             )
         reply = Reply(
-            done.untagged + updates + responses.tagged(command.tag, status, text), close=done.close, delay_s=delay_s
+            b"".join((done.untagged, updates, responses.tagged(command.tag, status, text))),
+            close=done.close,
+            delay_s=delay_s,
         )
         if status == "NO" and self._failed_sign_ins >= MAX_FAILED_SIGN_INS:
             return self._closing(reply, responses.BYE_TOO_MANY_FAILURES)

@@ -95,10 +95,13 @@ class SelectedFolder:
 
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
+        # Asked after every command (the adapter's IDLE watcher): a folder's directories do not move.
+        self.watch_paths = tuple(folder.watch_paths())
         self.view: list[MessageRecord] = list(folder.messages())
         self.pending_expunged: set[int] = set()
         self.saved_uids: list[int] = []  # RFC 5182: "$", empty until a SEARCH RETURN (SAVE)
         self._number_of: dict[int, int] = {}
+        self._uids: list[int] = []
         self._reindex()
 
     @property
@@ -106,7 +109,8 @@ class SelectedFolder:
         return self.folder.read_only
 
     def _reindex(self) -> None:
-        self._number_of = {record.uid: number for number, record in enumerate(self.view, start=1)}
+        self._uids = [record.uid for record in self.view]  # ascending, as the view is
+        self._number_of = {uid: number for number, uid in enumerate(self._uids, start=1)}
 
     def number_of(self, uid: int) -> int | None:
         return self._number_of.get(uid)
@@ -119,15 +123,17 @@ class SelectedFolder:
         if sequence_set.saved:
             numbers = sorted(n for uid in self.saved_uids if (n := self._number_of.get(uid)) is not None)
             return [(number, self.view[number - 1]) for number in numbers]
+        view = self.view
         if by_uid:
-            uids = sequence_set.select((record.uid for record in self.view), self.largest_uid())
-            return [(self._number_of[uid], self.view[self._number_of[uid] - 1]) for uid in uids]
-        count = len(self.view)
+            number_of = self._number_of
+            uids = sequence_set.select_sorted(self._uids, self.largest_uid())
+            return [(number_of[uid], view[number_of[uid] - 1]) for uid in uids]
+        count = len(view)
         for first, last in sequence_set.ranges:
             if first is not None and last is not None and max(first, last) > count:
                 raise CommandSyntaxError("Invalid message sequence number")
-        numbers = sequence_set.select(range(1, count + 1), count)
-        return [(number, self.view[number - 1]) for number in numbers]
+        numbers = sequence_set.select_sorted(range(1, count + 1), count)
+        return list(zip(numbers, (view[number - 1] for number in numbers), strict=True))
 
     def adopt_flags(self, records: Sequence[MessageRecord]) -> None:
         """Take our own STORE's results into the view."""

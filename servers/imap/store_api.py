@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from servers.imap.fetch_cache import FetchCache
+
 HIERARCHY_DELIMITER = "."
 INBOX = "INBOX"
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
@@ -88,9 +90,10 @@ class FolderInfo:
     has_children: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageRecord:
-    """One message of a folder as the session's snapshot holds it."""
+    """One message of a folder as the session's snapshot holds it (slots: a process holds one per
+    message of every folder its sessions have open, 50,000 for one big folder)."""
 
     uid: int
     key: str  # the Maildir unique name (POP3 UIDL)
@@ -178,6 +181,11 @@ class Folder(Protocol):
 
     def move_to(self, uids: Sequence[int], target: str) -> tuple[int, list[tuple[int, int]]]:
         """Like copy_to, then the sources are removed (without needing \\Deleted)."""
+        ...
+
+    def fetch_cache(self, kind: str) -> FetchCache:
+        """Where FETCH keeps what it renders from this folder's messages (`kind`: "ENVELOPE",
+        "BODYSTRUCTURE"), by UID: shared by every session while the folder's UIDVALIDITY holds."""
         ...
 
     def watch_paths(self) -> Sequence[str]:
