@@ -3,7 +3,8 @@
 The decisions are tested at their boundaries without sockets in tests/test_smtp_policy.py; here the
 adapter asks the loopback DNS server (tests/delivery_helpers.TestDNS) and the test Redis, on a real
 socket (tests/smtp_inprocess.py: the worker's session and handler in this process), with an
-injected clock for greylisting.
+injected clock for greylisting. Those need no database, so they run on SQLite only; the supervised
+worker's own path is in tests/test_smtp_access.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def client(port: int) -> smtplib.SMTP:
     return smtp
 
 
+@pytest.mark.backend_independent
 def test_a_listed_client_is_refused_at_mail_with_554_naming_the_zone_and_its_address(tmp_path, dns):
     list_loopback(dns)
     snapshot = lab_snapshot(tmp_path, dnsbl_zones=(ZONE,), dnsbl_action="reject", dns_server=dns.address)
@@ -61,6 +63,7 @@ def test_a_listed_client_is_refused_at_mail_with_554_naming_the_zone_and_its_add
     assert stored_messages(tmp_path) == []
 
 
+@pytest.mark.backend_independent
 def test_in_tag_mode_a_listed_clients_message_is_stored_with_an_x_dnsbl_header(tmp_path, dns):
     list_loopback(dns)
     dns.add_a("1.0.0.127.clean.test", "127.255.255.254")  # an error code of the list, not a listing
@@ -73,6 +76,7 @@ def test_in_tag_mode_a_listed_clients_message_is_stored_with_an_x_dnsbl_header(t
     assert message_from_bytes(stored).get_all("X-DNSBL") == [f"{ZONE} listed 127.0.0.1"]
 
 
+@pytest.mark.backend_independent
 def test_relay_list_clients_are_not_asked_about(tmp_path, dns):
     list_loopback(dns)
     snapshot = lab_snapshot(
@@ -96,6 +100,7 @@ def redis_checks() -> Iterator[tuple[InboundChecks, list[float]]]:
     yield InboundChecks(aioredis.Redis.from_url(settings.REDIS_URL), clock=lambda: now[0]), now
 
 
+@pytest.mark.backend_independent
 def test_greylisting_defers_an_unknown_triplet_and_accepts_the_retry_after_the_delay(tmp_path, redis_checks):
     checks, now = redis_checks
     snapshot = lab_snapshot(tmp_path, greylisting=True, greylisting_delay_s=300)
@@ -121,6 +126,7 @@ def test_greylisting_defers_an_unknown_triplet_and_accepts_the_retry_after_the_d
     assert len(stored_messages(tmp_path)) == 2
 
 
+@pytest.mark.backend_independent
 def test_greylisting_accepts_when_redis_is_down_and_says_so_once(tmp_path, caplog):
     down = InboundChecks(aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1))
     snapshot = lab_snapshot(tmp_path, greylisting=True)
@@ -137,6 +143,7 @@ def test_greylisting_accepts_when_redis_is_down_and_says_so_once(tmp_path, caplo
     assert "Redis unavailable" in caplog.records[0].message
 
 
+@pytest.mark.backend_independent
 def test_dnsbl_lookups_that_fail_or_time_out_list_nobody_and_are_logged_once(dns, monkeypatch, caplog):
     monkeypatch.setattr(inbound_checks, "DNSBL_TIMEOUT_S", 0.3)
     dns.servfail.add("1.0.0.127.broken.test")
