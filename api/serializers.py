@@ -103,11 +103,9 @@ def password_field(**kwargs) -> serializers.CharField:
 
 
 def usernames_field(**kwargs) -> serializers.ManyRelatedField:
-    """A list of user names, each naming an active user."""
+    """A list of user names, each naming a user; the role services refuse one who may not hold a role."""
     user_model = get_user_model()
-    return UsernameField(
-        many=True, slug_field=user_model.USERNAME_FIELD, queryset=user_model.objects.filter(is_active=True), **kwargs
-    )
+    return UsernameField(many=True, slug_field=user_model.USERNAME_FIELD, queryset=user_model.objects.all(), **kwargs)
 
 
 # -- nodes ----------------------------------------------------------------------------------------
@@ -163,6 +161,12 @@ SETTING_BOUNDS: dict[str, dict] = {
     "smart_host_port": {"min_value": 1, "max_value": 65535},
     "outbound_port": {"min_value": 1, "max_value": 65535},
     "max_outbound_connections": {"min_value": 1},
+    "dnsbl_zones": {
+        "max_length": 2000,
+        "allow_blank": True,
+        "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
+    },
+    "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
 }
 
 

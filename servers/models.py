@@ -177,6 +177,18 @@ class VirtualServer(SupervisedProcess):
     max_auth_failures_per_connection = models.PositiveIntegerField(default=3)
     max_auth_failures_per_client_per_hour = models.PositiveIntegerField(default=20)
 
+    # Anti-spam tab, off by default; never applied to signed-in users or relay-list clients.
+    # DNS blocklist zones (canonical names, one a line) asked about every client before its MAIL.
+    dnsbl_zones = models.TextField(blank=True, default="")
+    dnsbl_action = models.CharField(
+        max_length=6,
+        default="tag",
+        choices=[("tag", "Add an X-DNSBL header"), ("reject", "Refuse the mail (554 5.7.1)")],
+    )
+    # Unknown (client network, sender, recipient) triplets are deferred (451 4.7.1) for this long.
+    greylisting = models.BooleanField(default=False)
+    greylisting_delay_s = models.PositiveIntegerField(default=300)
+
     # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
     operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")
 

@@ -50,6 +50,10 @@ LOCAL_SENDER_MUST_AUTHENTICATE = "530 5.7.0 <{address}>: Sender in a local domai
 RATE_LIMITED = "450 4.7.1 Message rate limit exceeded, try again later"
 HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing connection"
 
+# Anti-spam tab.
+DNSBL_LISTED = "554 5.7.1 Service unavailable; client [{address}] listed by {zone}"
+GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try again later"
+
 # Protocol hygiene: what may appear in a command line (RFC 5321 2.4, RFC 6531 3.3).
 CONTROL_CHARACTER_IN_COMMAND = "501 5.5.2 Syntax error: control characters (NUL, ...) are not allowed in commands"
 EIGHT_BIT_IN_COMMAND = "501 5.5.2 Syntax error: commands are ASCII (8-bit only in addresses with SMTPUTF8)"

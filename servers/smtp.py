@@ -18,11 +18,12 @@ import itertools
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -33,6 +34,7 @@ from servers.services.names import canonical_client_address
 from servers.smtp_policy import (
     MAX_COMMAND_ERRORS,
     Recipient,
+    antispam_exempt,
     auth_failure_reply,
     auth_requires_tls,
     client_refusal,
@@ -40,6 +42,8 @@ from servers.smtp_policy import (
     command_refusal,
     connect_refusal,
     data_refusal,
+    dnsbl_header,
+    dnsbl_refusal,
     ehlo_lines,
     harvest_penalty,
     is_command_error,
@@ -50,6 +54,9 @@ from servers.smtp_policy import (
     route_recipient,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
+
+if TYPE_CHECKING:
+    from servers.inbound_checks import InboundChecks
 from servers.storage import unique_message_name
 
 log = logging.getLogger(__name__)
@@ -144,6 +151,13 @@ class WorkerCounters:
         self.connections_by_client: dict[str, int] = {}
         self._events: dict[str, list[float]] = {}
         self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
+        # Anti-spam refusals by reason ("dnsbl", "greylisted") since the worker started.
+        self.refusals: Counter[str] = Counter()
+
+    def count_refusal(self, reason: str, session_id: str, client_ip: str, detail: str) -> None:
+        """Count one refusal and log it, with its reason, in one line."""
+        self.refusals[reason] += 1
+        log.info("SMTP %s %s: refused (%s): %s", session_id, client_ip, reason, detail)
 
     def count_recent(self, key: str, window_s: float = 3600) -> int:
         cutoff = time.monotonic() - window_s
@@ -227,6 +241,8 @@ class MailConsoleSMTP(_ProtocolNamesOnly, SMTP):
         self.unknown_recipients = 0
         self.command_errors = 0
         self.signed_in_as: str | None = None
+        # The DNSBL zones that list this client (None: not asked yet, or exempt).
+        self.dnsbl_listed: tuple[str, ...] | None = None
         self.last_command = ""
         self.client_ip = ""
         self._counted_client = False
@@ -594,9 +610,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         snapshot_getter: Callable[[], ServerSnapshot],
         counters: WorkerCounters,
         relay_check: Callable[[str, int], Awaitable[bool]] | None = None,
+        checks: InboundChecks | None = None,
     ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
+        # DNSBL lookups and the greylist (servers.inbound_checks); None: the Anti-spam tab is not applied.
+        self.checks = checks
         # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
         self._pop_before_smtp = relay_check
 
@@ -631,9 +650,45 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
                 await protocol.close_with(refusal)
                 return refusal.format(hostname=protocol.hostname)
             return refusal
+        refusal = await self._dnsbl_refusal(protocol)
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
+
+    async def _dnsbl_refusal(self, protocol: MailConsoleSMTP) -> str | None:
+        """Ask the DNSBL zones about the client once per session, lazily at its first MAIL (after AUTH)."""
+        policy = self._snapshot().policy
+        if not policy.dnsbl_zones or self.checks is None:
+            return None
+        if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            protocol.dnsbl_listed = None
+            return None
+        if protocol.dnsbl_listed is None:
+            protocol.dnsbl_listed = await self.checks.listed_zones(
+                protocol.client_ip, policy.dnsbl_zones, policy.dns_server
+            )
+        refusal = dnsbl_refusal(policy, protocol.client_ip, protocol.dnsbl_listed)
+        if refusal is not None:
+            self.counters.count_refusal("dnsbl", protocol.session_id, protocol.client_ip, refusal)
+        return refusal
+
+    async def _greylisted(self, protocol: MailConsoleSMTP, envelope: Envelope, recipient: str) -> bool:
+        policy = self._snapshot().policy
+        if not policy.greylisting or self.checks is None:
+            return False
+        if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return False
+        sender = envelope.mail_from or ""
+        deferred = await self.checks.greylisted(
+            self._snapshot().server_id, protocol.client_ip, sender, recipient, policy.greylisting_delay_s
+        )
+        if deferred:
+            self.counters.count_refusal(
+                "greylisted", protocol.session_id, protocol.client_ip, f"<{sender}> -> <{recipient}>"
+            )
+        return deferred
 
     async def may_relay(self, protocol: MailConsoleSMTP, domain: str) -> bool:
         snapshot = self._snapshot()
@@ -659,6 +714,10 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return replies.RELAY_DENIED.format(address=address)
         recipient = route.address
         if route.remote:
+            # Only mail we relay for a remote domain (a backup MX) is greylisted; a client that may
+            # relay anywhere else signed in, is on the relay list or read its mail (POP before SMTP).
+            if route.domain in snapshot.relay_domains and await self._greylisted(protocol, envelope, recipient):
+                return replies.GREYLISTED.format(address=recipient)
             envelope.remote_recipients.append(recipient)
             envelope.rcpt_tos.append(recipient)
             envelope.rcpt_options.extend(rcpt_options)
@@ -673,6 +732,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             if hang_up:
                 await protocol.close_with(replies.HARVEST_LIMIT)
             return replies.UNKNOWN_USER.format(address=recipient)
+        if await self._greylisted(protocol, envelope, recipient):
+            return replies.GREYLISTED.format(address=recipient)
         loop = asyncio.get_running_loop()
         for entry in destination.mailboxes:
             # A mailbox that is already full refuses at RCPT, so the other recipients still get the mail.
@@ -705,6 +766,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return refusal
         message_id = unique_message_name("")
         received = received_header(snapshot, session, message_id, tls=protocol.tls_active, user=protocol.signed_in_as)
+        if protocol.dnsbl_listed:
+            received = dnsbl_header(policy, protocol.client_ip, protocol.dnsbl_listed) + received
         loop = asyncio.get_running_loop()
         try:
             # Disk work leaves the event loop; the 250 goes out only once every copy is durable.

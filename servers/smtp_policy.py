@@ -13,8 +13,9 @@ The path of one session, and the function that decides each step:
     connect    connect_refusal, needs_client_name, client_refusal   (and the dispatcher: server_full_refusal)
     EHLO       ehlo_lines
     AUTH       auth_requires_tls, auth_failure_reply   (the password and the guesses: services.signin_guard)
-    MAIL       mail_refusal (may_send_as)
-    RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty
+    MAIL       mail_refusal (may_send_as), dnsbl_query_name, dnsbl_answer_lists, dnsbl_refusal, dnsbl_header
+    RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty,
+               greylist_triplet, greylist_decision
     DATA       message_rate_keys, data_refusal (message_format.hop_count)
     any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
     sweep      sweep_reply
@@ -23,7 +24,8 @@ The path of one session, and the function that decides each step:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -289,6 +291,124 @@ def mail_refusal(
     elif policy.require_auth_for_local_senders and snapshot.accepts_domain(sender.rpartition("@")[2].lower()):
         return replies.LOCAL_SENDER_MUST_AUTHENTICATE.format(address=sender)
     return None
+
+
+# -- the Anti-spam tab (MAIL and RCPT) -----------------------------------------------------------------
+
+
+def antispam_exempt(policy: SmtpPolicy, *, signed_in_as: str | None, client_ip: str) -> bool:
+    """Signed-in users and relay-list clients (our own users, the trusted LAN) skip DNSBL and greylisting."""
+    return bool(signed_in_as) or policy.relay_list.matches(client_ip)
+
+
+def split_zone_list(text: str) -> list[str]:
+    """The zone names of a DNSBL setting: one a line, or separated by commas or spaces."""
+    return [word for word in re.split(r"[\s,]+", text or "") if word]
+
+
+def dnsbl_query_name(client_ip: str, zone: str) -> str | None:
+    """The name to look up in `zone` for this client (RFC 5782 2.1 for IPv4, 2.4 for IPv6), or None.
+
+    IPv4 is its octets reversed (192.0.2.1 -> 1.2.0.192.zone); IPv6 its 32 nibbles reversed; an
+    IPv4-mapped IPv6 address is asked as the IPv4 address it is.
+    """
+    try:
+        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        reversed_part = ".".join(reversed(str(address).split(".")))
+    else:
+        reversed_part = ".".join(reversed(address.exploded.replace(":", "")))
+    return f"{reversed_part}.{zone}"
+
+
+# RFC 5782 2.3: a listing is an A record in 127.0.0.0/8; 127.0.0.1 and 127.255.255.0/24 are the
+# lists' error codes (Spamhaus: "you asked through a public resolver", "over quota"), not listings.
+_DNSBL_ERROR_CODES = ipaddress.ip_network("127.255.255.0/24")
+_LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
+
+
+def dnsbl_answer_lists(addresses: Iterable[str]) -> bool:
+    """Whether a zone's A records for a client say it is listed."""
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if (
+            isinstance(address, ipaddress.IPv4Address)
+            and address in _LOOPBACK_NET
+            and address not in _DNSBL_ERROR_CODES
+            and str(address) != "127.0.0.1"
+        ):
+            return True
+    return False
+
+
+def dnsbl_refusal(policy: SmtpPolicy, client_ip: str, listed_zones: Sequence[str]) -> str | None:
+    """DNSBL_LISTED naming the first zone that lists the client, when the action is reject.
+
+    Asked at MAIL, not at connect: AUTH comes after the greeting, and signed-in users are exempt
+    (`antispam_exempt`); a refusal before the greeting would also reach clients that never get
+    to say who they are. A lookup that failed is not a listing (fail open).
+    """
+    if policy.dnsbl_action != "reject" or not listed_zones:
+        return None
+    return replies.DNSBL_LISTED.format(address=client_ip, zone=listed_zones[0])
+
+
+def dnsbl_header(policy: SmtpPolicy, client_ip: str, listed_zones: Sequence[str]) -> bytes:
+    """The X-DNSBL header lines the tag action adds to an accepted message (empty when not listed)."""
+    if policy.dnsbl_action != "tag":
+        return b""
+    return b"".join(f"X-DNSBL: {zone} listed {client_ip}\r\n".encode("ascii") for zone in listed_zones)
+
+
+# Greylisting (Harris, "The next step in the spam control war", 2003, as postgrey does it).
+GREYLIST_RETRY_WINDOW_S = 24 * 3600  # a retry must come within this long of the first attempt
+GREYLIST_PASS_S = 36 * 24 * 3600  # a triplet that passed is let through this long
+
+
+def greylist_triplet(client_ip: str, sender: str, recipient: str) -> str:
+    """The (client network, sender, recipient) key: IPv4 by its /24, IPv6 by its /64, addresses lower-cased.
+
+    Big senders retry from another address of the same pool; a network, not an address, is what
+    stays the same between attempts.
+    """
+    try:
+        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        network = client_ip.strip().lower() or "unknown"
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        prefix = 24 if isinstance(address, ipaddress.IPv4Address) else 64
+        network = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return f"{network} {sender.lower()} {recipient.lower()}"
+
+
+class GreylistDecision(NamedTuple):
+    """What to answer one greylisted RCPT, and what the adapter must remember in Redis."""
+
+    deferred: bool  # answer GREYLISTED
+    record_first_seen: bool  # `now` is the first attempt (a new triplet, or one whose window ran out)
+    record_pass: bool  # let the triplet through until now + GREYLIST_PASS_S
+
+
+def greylist_decision(
+    first_seen: float | None, passed_until: float | None, *, now: float, delay_s: int
+) -> GreylistDecision:
+    """Greylisting of one triplet, given when it was first seen and until when it may pass (epoch seconds)."""
+    if passed_until is not None and now < passed_until:
+        return GreylistDecision(False, False, True)  # known good: accepted, and its 36 days start again
+    if first_seen is None or now - first_seen > GREYLIST_RETRY_WINDOW_S:
+        return GreylistDecision(True, True, False)
+    if now - first_seen < delay_s:
+        return GreylistDecision(True, False, False)  # too early: the first attempt's time stands
+    return GreylistDecision(False, False, True)
 
 
 # -- RCPT -------------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from servers.delivery.models import DeliverySettings
 from servers.maildir import has_own_folder
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.smtp_policy import ClientList
+from servers.smtp_policy import ClientList, split_zone_list
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,20 @@ class SmtpPolicy:
     max_auth_failures_per_connection: int = 3
     max_auth_failures_per_client_per_hour: int = 20
     worker_processes: int = 1
+    # Anti-spam tab.
+    dnsbl_zones: tuple[str, ...] = ()
+    dnsbl_action: str = "tag"
+    greylisting: bool = False
+    greylisting_delay_s: int = 300
+    # The resolver inbound checks ask: the Delivery tab's DNS server, else MAILCONSOLE_DNS_SERVER,
+    # else the system's ("" here).
+    dns_server: str = ""
 
 
 # Fields of SmtpPolicy computed from other settings rather than copied from one.
-_COMPUTED_POLICY_FIELDS = frozenset({"max_session_size_bytes", "access_list", "relay_list"})
+_COMPUTED_POLICY_FIELDS = frozenset(
+    {"max_session_size_bytes", "access_list", "relay_list", "dnsbl_zones", "dns_server"}
+)
 # VirtualServer settings the SMTP session reads, copied into the snapshot under the same names: every
 # other field of SmtpPolicy, so a new setting is declared once in SERVER_SETTINGS
 # (servers/services/virtual_servers.py) and once here, as a typed field with its default.
@@ -192,6 +203,12 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
             max_session_size_bytes=server.max_session_size_kb * 1024,
             access_list=ClientList.from_rules(server.access_rules.values_list("kind", "value")),
             relay_list=ClientList.from_rules(server.relay_rules.values_list("kind", "value")),
+            dnsbl_zones=tuple(split_zone_list(server.dnsbl_zones)),
+            dns_server=(
+                DeliverySettings.objects.filter(server=server).values_list("dns_server", flat=True).first()
+                or settings.DELIVERY_DNS_SERVER
+                or ""
+            ),
         ),
         cert_path=server.cert_path,
         key_path=server.key_path,

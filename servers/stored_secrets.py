@@ -1,8 +1,9 @@
-"""Secrets MailConsole must send to someone else (smart-host passwords), encrypted at rest.
+"""Secrets MailConsole must use on someone else's behalf (smart-host passwords, DKIM private keys),
+encrypted at rest.
 
 They are stored as `fernet:<token>` under `settings.SECRETS_KEYS` (the first encrypts; every one
 decrypts, so a key can be rotated) and decrypted only where they are used: the delivery client, just
-before AUTH. Nothing shows them back.
+before AUTH, and the delivery engine's DKIM signing. Nothing shows them back.
 """
 
 from __future__ import annotations

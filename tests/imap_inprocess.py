@@ -117,6 +117,8 @@ class ScriptedSession:
             elif command == "IDLE":
                 self._idling, self._idle_tag = True, tag
                 out += b"+ idling\r\n"
+            elif command == "CRASH":
+                raise RuntimeError("a bug in the session")
             elif command == "LOGOUT":
                 return ScriptedReply(out + f"* BYE bye\r\n{tag} OK LOGOUT completed\r\n".encode(), close=True)
             else:

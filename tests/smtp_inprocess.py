@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from servers import maildir
+from servers.inbound_checks import InboundChecks
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters
 from servers.snapshot import MailboxEntry, ServerSnapshot, SmtpPolicy
 from servers.tls import ensure_self_signed_certificate, server_context
@@ -50,11 +51,15 @@ def lab_snapshot(home: Path, **policy) -> ServerSnapshot:
 
 
 @contextmanager
-def serving(snapshot: ServerSnapshot) -> Iterator[int]:
-    """Listen on a free loopback port with sessions built as the worker builds them; yield the port."""
+def serving(snapshot: ServerSnapshot, *, checks: InboundChecks | None = None) -> Iterator[int]:
+    """Listen on a free loopback port with sessions built as the worker builds them; yield the port.
+
+    `checks` are the Anti-spam tab's lookups (the worker passes its own); its Redis client, if any,
+    is closed here.
+    """
     loop = asyncio.new_event_loop()
     counters, control = WorkerCounters(), WorkerControl()
-    handler = LocalDeliveryHandler(lambda: snapshot, counters, None)
+    handler = LocalDeliveryHandler(lambda: snapshot, counters, None, checks)
     assert snapshot.cert_path is not None and snapshot.key_path is not None  # lab_snapshot names both
     tls_context = server_context(snapshot.cert_path, snapshot.key_path)
     policy = snapshot.policy
@@ -88,6 +93,8 @@ def serving(snapshot: ServerSnapshot) -> Iterator[int]:
         for task in asyncio.all_tasks(loop):
             task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
+        if checks is not None and checks.redis is not None:
+            loop.run_until_complete(checks.redis.aclose())
         loop.close()
 
 

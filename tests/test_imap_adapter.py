@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from servers.livestate import redis_client, sessions_key, terminate_key
-from servers.workers.imapd import PAUSED_BYE, TERMINATED_BYE, ImapConnection, pieces_for_starttls
+from servers.workers.imapd import PAUSED_BYE, SERVER_BUG_BYE, TERMINATED_BYE, ImapConnection, pieces_for_starttls
 from tests.helpers import wait_until
 from tests.imap_inprocess import HOSTNAME, LineClient, ScriptedSession, serving_imap
 
@@ -159,6 +159,23 @@ def test_current_sessions_show_the_client_and_folder_and_terminate_closes_one(tm
         assert client.line() + b"\r\n" == TERMINATED_BYE.encode()
         assert client.at_eof()
         client.close()
+
+
+def test_a_failing_session_costs_its_client_a_bye_and_nobody_else_anything(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="mailconsole.imapd")
+    with serving_imap(tmp_path) as served:
+        other = LineClient(served.port)
+        other.line()
+        client = LineClient(served.port)
+        client.line()
+        client.send(b"a CRASH\r\n")
+        assert client.line() + b"\r\n" == SERVER_BUG_BYE.encode()
+        assert client.at_eof()
+        client.close()
+        assert other.command("b NOOP") == [b"b OK NOOP completed"]
+        other.close()
+    assert [r for r in caplog.records if "IMAP session failed" in r.getMessage()]
+    wait_until(lambda: ScriptedSession.made[1].lost, timeout_s=5, message="connection_lost")
 
 
 def test_only_calls_that_may_leave_the_session_idling_stamp_the_watched_folders():

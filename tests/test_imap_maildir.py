@@ -14,6 +14,9 @@ from servers.imap.store_api import AuthOutcome, AuthStatus
 from servers.maildir import ensure_maildir
 from servers.mailfolders import MaildirAccount
 
+# No database here: the store on temporary directories; nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = b"From: bob@example.com\r\nSubject: hello\r\n\r\nHello Alice\r\n"
 
 

@@ -15,6 +15,9 @@ from tests.imap_session_helpers import (
     untagged_lines,
 )
 
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 # FETCH.
 
 

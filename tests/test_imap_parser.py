@@ -22,6 +22,9 @@ from servers.imap.parser import (
     parse_sequence_set,
 )
 
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def events(data: bytes, **limits: int) -> list[ParserEvent]:
     parser = CommandParser(**limits)

@@ -29,6 +29,9 @@ from tests.imap_session_helpers import (
     untagged_lines,
 )
 
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 # Greeting, capabilities, the not-authenticated state.
 
 

@@ -19,7 +19,8 @@ from servers.workers.imapd import PAUSED_BYE
 from tests.factories import PASSWORD, make_imap_service, make_mailbox, make_server
 from tests.helpers import port_is_closed, wait_for_state, wait_until
 
-pytestmark = pytest.mark.usefixtures("supervised")
+# Worker processes and sockets, like the SMTP session processes: run on SQLite only.
+pytestmark = [pytest.mark.usefixtures("supervised"), pytest.mark.backend_independent]
 
 
 @pytest.fixture

@@ -25,6 +25,9 @@ from servers.imap.store_api import (
 from servers.maildir import MailboxLock, ensure_maildir
 from servers.mailfolders import MaildirAccount, UidValidityChangedError
 
+# No database here: nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = b"From: bob@example.com\r\nSubject: hello\r\n\r\nHello Alice\r\n"
 
 

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from servers import services
-from servers.models import Mailbox, VirtualServer
+from servers.models import DkimKey, Mailbox, VirtualServer
 from tests.conftest import REPO_DIR
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port
 from tests.panel_helpers import PASSWORD, clear_login_throttle, make_cast, make_user
@@ -236,3 +236,19 @@ def test_csv_import_dry_run_shows_row_errors(page, transactional_db, tmp_path):
     shoot(page, "12-services")
     page.goto("/console/audit/")
     shoot(page, "13-audit")
+
+
+def test_domain_administrator_generates_a_dkim_key_and_copies_the_record(page, transactional_db):
+    cast = make_cast()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, cast.dora.username)
+    page.wait_for_url("**/console/")
+    page.goto(f"/console/domains/{cast.domain.pk}/")
+    page.click('[data-testid="dkim-form"] button')
+    page.wait_for_selector('[data-testid="dkim-record"]')
+    key = DkimKey.objects.get(domain=cast.domain)
+    assert page.input_value("#dkim-name") == f"{key.selector}._domainkey.{cast.domain.name}"
+    page.click('button[data-copy="dkim-value"]')
+    page.wait_for_function("document.querySelector('[data-copy=\"dkim-value\"]').textContent === '✓'")
+    assert page.evaluate("navigator.clipboard.readText()") == f"v=DKIM1; k=rsa; p={key.public_key}"
+    shoot(page, "11-domain-dkim")

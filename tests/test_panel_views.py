@@ -258,7 +258,8 @@ def test_every_setting_the_domain_layer_accepts_is_on_some_tab(cast):
     client = client_for(cast.alice)
     url = reverse("console:server", args=[cast.server.pk])
     pages = "".join(
-        client.get(f"{url}?tab={tab}").content.decode() for tab in ("general", "access", "messages", "delivery")
+        client.get(f"{url}?tab={tab}").content.decode()
+        for tab in ("general", "access", "messages", "delivery", "antispam")
     )
     for name in EDITABLE_FIELDS:
         assert f'name="{name}"' in pages
@@ -659,3 +660,20 @@ def test_remote_domain_gets_its_own_route_and_keeps_the_password_when_left_empty
     client.post(url, {"smart_host": "", "port": "", "username": "", "password": ""})
     assert not RemoteDomainRoute.objects.filter(domain=partner).exists()
     assert client.get(reverse("console:domain-route", args=[cast.domain.pk])).status_code == 404
+
+
+def test_anti_spam_tab_saves_zone_names_and_shows_a_bad_one_next_to_its_field(cast):
+    client = client_for(cast.alice)
+    url = reverse("console:server", args=[cast.server.pk]) + "?tab=antispam"
+    data = {"form": "server", "dnsbl_action": "reject", "greylisting": "on", "greylisting_delay_s": "120"}
+
+    page = client.post(url, {**data, "dnsbl_zones": "bad_zone.test"}).content.decode()
+    assert "is not a valid domain name" in page
+
+    client.post(url, {**data, "dnsbl_zones": "zen.example.test\r\nbl.test"})
+    cast.server.refresh_from_db()
+    assert (cast.server.dnsbl_zones, cast.server.dnsbl_action, cast.server.greylisting) == (
+        "zen.example.test\nbl.test",
+        "reject",
+        True,
+    )

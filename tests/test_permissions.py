@@ -12,15 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.messages import constants as message_levels
+from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from servers import services
-from servers.models import Domain, GroupAddress, ImapService, Mailbox, VirtualServer
+from servers.models import DkimKey, Domain, GroupAddress, ImapService, Mailbox, VirtualServer
 from servers.services import permissions
 from servers.services.api_support import set_domain_administrators, set_server_operators
 from tests.api_factories import GOOD_PASSWORD, client_for, results
-from tests.factories import People, default_domain_of, make_people, make_server
+from tests.factories import People, default_domain_of, make_people, make_server, make_user
 from tests.helpers import free_port
 
 OK, FORBIDDEN, NOT_FOUND = "ok", 403, 404
@@ -84,6 +88,9 @@ class ConsoleFace:
         url = reverse("console:domain-quota-ceiling", args=[domain.pk])
         return outcome(self.client.post(url, {"max_mailbox_quota_mb": str(ceiling_mb)}).status_code)
 
+    def rotate_dkim_key(self, domain):
+        return outcome(self.client.post(reverse("console:domain-dkim", args=[domain.pk])).status_code)
+
     def set_group_members(self, group, mailboxes):
         url = reverse("console:group", args=[group.pk])
         return outcome(self.client.post(url, {"members": [m.pk for m in mailboxes]}).status_code)
@@ -115,6 +122,23 @@ class ConsoleFace:
         start = page.index('data-testid="operators"')
         return page[start : page.index("</p>", start)]
 
+    def _refusals(self, url: str, data: dict) -> list[str]:
+        """The errors a form's post gets: back to the form's page (302), each error shown on it."""
+        response = self.client.post(url, data)
+        assert response.status_code == 302, response.status_code
+        refusals = [m.message for m in get_messages(response.wsgi_request) if m.level == message_levels.ERROR]
+        page = self.client.get(response["Location"]).content.decode()
+        assert all(escape(refusal) in page for refusal in refusals), page
+        return refusals
+
+    def operator_refusals(self, server, users) -> list[str]:
+        url = reverse("console:server", args=[server.pk]) + "?tab=security"
+        return self._refusals(url, {"operators": [u.pk for u in users]})
+
+    def domain_administrator_refusals(self, domain, users) -> list[str]:
+        url = reverse("console:domain-administrators", args=[domain.pk])
+        return self._refusals(url, {"administrators": [u.pk for u in users]})
+
 
 class ApiFace:
     """/api/v1/ with the user's token."""
@@ -135,6 +159,9 @@ class ApiFace:
     def set_quota_ceiling(self, domain, ceiling_mb: int):
         body = {"max_mailbox_quota_mb": ceiling_mb}
         return outcome(self.client.patch(f"/api/v1/domains/{domain.pk}/", body, format="json").status_code)
+
+    def rotate_dkim_key(self, domain):
+        return outcome(self.client.post(f"/api/v1/domains/{domain.pk}/dkim/", {}, format="json").status_code)
 
     def set_group_members(self, group, mailboxes):
         body = {"members": [m.pk for m in mailboxes]}
@@ -161,6 +188,18 @@ class ApiFace:
 
     def shown_operators(self, server) -> str:
         return ", ".join(self.client.get(f"/api/v1/servers/{server.pk}/").json()["operators"])
+
+    def _refusals(self, url: str, field: str, users) -> list[str]:
+        """The messages on `field` of a 400 (an accepted change has none)."""
+        response = self.client.patch(url, {field: [u.get_username() for u in users]}, format="json")
+        assert response.status_code in (200, 400), response.status_code
+        return response.json()[field] if response.status_code == 400 else []
+
+    def operator_refusals(self, server, users) -> list[str]:
+        return self._refusals(f"/api/v1/servers/{server.pk}/", "operators", users)
+
+    def domain_administrator_refusals(self, domain, users) -> list[str]:
+        return self._refusals(f"/api/v1/domains/{domain.pk}/", "administrators", users)
 
 
 @pytest.fixture(params=["console", "api"])
@@ -226,6 +265,18 @@ def test_a_domain_administrator_may_not_set_the_quota_ceiling(lab, face):
     assert Domain.objects.get(pk=lab.d2a.pk).max_mailbox_quota_mb is None
 
 
+# -- DKIM keys: whoever sees the domain, its administrators included ----------------------------------
+
+
+def test_a_domain_administrator_rotates_their_domains_dkim_key_and_no_other(lab, face):
+    carol = face(lab.people.carol)
+    assert carol.rotate_dkim_key(lab.d2a) == OK
+    assert carol.rotate_dkim_key(lab.d2b) == NOT_FOUND
+    assert face(lab.people.bob).rotate_dkim_key(lab.d2a) == NOT_FOUND
+    assert face(lab.people.bob).rotate_dkim_key(lab.d1) == OK
+    assert set(DkimKey.objects.values_list("domain_id", flat=True)) == {lab.d2a.pk, lab.d1.pk}
+
+
 # -- group members: shown if visible, kept if invisible ---------------------------------------------
 
 
@@ -268,6 +319,29 @@ def test_only_an_administrator_deletes_a_server_and_an_unseen_one_is_not_found(l
 
 def test_an_operator_sees_who_else_operates_their_server(lab, face):
     assert "dave" in face(lab.people.bob).shown_operators(lab.one)
+
+
+# -- who can be given a role: active users who are not administrators -------------------------------
+
+
+@pytest.mark.parametrize("who", ["an administrator", "an inactive user"])
+def test_a_role_is_refused_to_an_administrator_or_an_inactive_user_with_a_message_on_the_field(lab, face, who):
+    if who == "an administrator":
+        user = lab.people.alice
+    else:
+        user = make_user("erin")
+        get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+        user.refresh_from_db()
+    refusal = permissions.role_refusal(user)
+    assert refusal is not None and user.get_username() in refusal
+    alice = face(lab.people.alice)
+
+    assert alice.operator_refusals(lab.one, [lab.people.carol, user]) == [refusal]
+    assert alice.domain_administrator_refusals(lab.d2a, [user]) == [refusal]
+
+    assert set(VirtualServer.objects.get(pk=lab.one.pk).operators.all()) == {lab.people.bob, lab.people.dave}
+    assert list(Domain.objects.get(pk=lab.d2a.pk).administrators.all()) == [lab.people.carol]
+    assert alice.domain_administrator_refusals(lab.d2a, [lab.people.dave]) == []  # an active user is taken
 
 
 # -- the module itself ------------------------------------------------------------------------------

@@ -14,14 +14,19 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from servers import replies, services
 from servers.delivery.models import DeliverySettings
+from servers.delivery.services import update_delivery_settings
+from servers.inbound_checks import greylist_keys
 from servers.livestate import pop_login_key, redis_client
 from servers.models import ObservedState, VirtualServer
+from servers.smtp_policy import greylist_triplet
 from servers.tls import ensure_self_signed_certificate
 from tests.factories import PASSWORD, make_mailbox, make_pop3_service, make_server
 from tests.helpers import free_port, read_greeting, wait_until, worker_running
@@ -365,3 +370,28 @@ def test_an_empty_message_and_dot_stuffing_survive_the_block_reader(server):
     # Each file: Return-Path, the three lines of our Received: header, then what the client sent.
     bodies = sorted(p.read_bytes().split(b"\r\n", 4)[4] for p in (mailbox.maildir / "new").iterdir())
     assert bodies == [b"", b".one\r\n..two\r\n"]
+
+
+def test_a_client_a_dnsbl_lists_is_refused_by_the_worker_through_the_servers_resolver(server, dns):
+    dns.add_a("1.0.0.127.bl.test", "127.0.0.2")  # the zone lists 127.0.0.1, the test client
+    update_delivery_settings(server, dns_server=dns.address)
+    configure(server, dnsbl_zones="bl.test", dnsbl_action="reject")
+
+    with connect(server) as client:
+        code, text = client.mail("spammer@far.test")
+
+    assert (code, text.decode()) == (554, replies.DNSBL_LISTED.format(address="127.0.0.1", zone="bl.test")[4:])
+
+
+def test_greylisting_in_the_worker_defers_a_new_triplet_and_accepts_it_once_its_delay_has_passed(server):
+    configure(server, greylisting=True)
+    sender = f"bob-{uuid.uuid4().hex[:8]}@far.test"
+    with connect(server) as client:
+        client.mail(sender)
+        assert client.rcpt("alice@lab.test")[0] == 451
+    # The clock moved on: the first attempt is now more than the delay (300 s) ago.
+    seen_key, _ = greylist_keys(server.pk, greylist_triplet("127.0.0.1", sender, "alice@lab.test"))
+    redis_client().set(seen_key, repr(time.time() - 301), ex=3600)
+
+    with connect(server) as client:
+        assert client.sendmail(sender, ["alice@lab.test"], MESSAGE) == {}

@@ -16,10 +16,13 @@ from servers import replies
 from servers.message_format import hop_count
 from servers.smtp import LocalDeliveryHandler, LocalEnvelope, WorkerCounters
 from servers.smtp_policy import (
+    GREYLIST_PASS_S,
+    GREYLIST_RETRY_WINDOW_S,
     RATE_GRACE_S,
     ClientList,
     Recipient,
     RuleError,
+    antispam_exempt,
     auth_failure_reply,
     auth_requires_tls,
     client_refusal,
@@ -28,7 +31,13 @@ from servers.smtp_policy import (
     connect_refusal,
     connection_allowed,
     data_refusal,
+    dnsbl_answer_lists,
+    dnsbl_header,
+    dnsbl_query_name,
+    dnsbl_refusal,
     ehlo_lines,
+    greylist_decision,
+    greylist_triplet,
     harvest_penalty,
     is_command_error,
     is_relay_trick,
@@ -41,6 +50,7 @@ from servers.smtp_policy import (
     route_recipient,
     server_full_refusal,
     split_recipient,
+    split_zone_list,
     sweep_reply,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot, SmtpPolicy
@@ -602,3 +612,164 @@ def test_a_refused_message_is_not_stored_and_not_counted():
     reply = hook(handler(lab(max_hop_count=2)).handle_DATA(session, Session(loop=None), envelope))
     assert reply == replies.TOO_MANY_HOPS
     assert session.messages_accepted == 0 and session.bytes_accepted == 0
+
+
+# -- the Anti-spam tab: DNSBL and greylisting ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client_ip", "name"),
+    [
+        ("192.0.2.1", "1.2.0.192.bl.test"),
+        ("::ffff:192.0.2.1", "1.2.0.192.bl.test"),
+        ("2001:db8::1", "1." + "0." * 23 + "8.b.d.0.1.0.0.2.bl.test"),
+        ("not an address", None),
+    ],
+)
+def test_dnsbl_names_are_the_reversed_octets_or_nibbles_in_the_zone(client_ip, name):
+    assert dnsbl_query_name(client_ip, "bl.test") == name
+
+
+def test_only_127_answers_other_than_the_lists_error_codes_are_listings():
+    assert dnsbl_answer_lists(["127.0.0.2"]) and dnsbl_answer_lists(["127.0.0.11", "10.0.0.1"])
+    assert not dnsbl_answer_lists(["127.255.255.254"])  # Spamhaus: asked through a public resolver
+    assert not dnsbl_answer_lists(["127.0.0.1", "10.0.0.2", "garbage"])
+    assert not dnsbl_answer_lists([])
+
+
+def test_a_listed_client_is_refused_naming_the_zone_and_its_address_only_in_reject_mode():
+    reject, tag = SmtpPolicy(dnsbl_action="reject"), SmtpPolicy(dnsbl_action="tag")
+
+    assert dnsbl_refusal(reject, "192.0.2.1", ("bl.test",)) == replies.DNSBL_LISTED.format(
+        address="192.0.2.1", zone="bl.test"
+    )
+    assert "bl.test" in replies.DNSBL_LISTED.format(address="192.0.2.1", zone="bl.test")
+    assert replies.DNSBL_LISTED.startswith("554 5.7.1")
+    assert dnsbl_refusal(reject, "192.0.2.1", ()) is None  # unlisted, or every lookup failed (fail open)
+    assert dnsbl_refusal(tag, "192.0.2.1", ("bl.test",)) is None
+
+
+def test_the_tag_action_adds_one_header_per_listing_zone():
+    tag = SmtpPolicy(dnsbl_action="tag")
+
+    assert dnsbl_header(tag, "192.0.2.1", ("a.test", "b.test")) == (
+        b"X-DNSBL: a.test listed 192.0.2.1\r\nX-DNSBL: b.test listed 192.0.2.1\r\n"
+    )
+    assert dnsbl_header(tag, "192.0.2.1", ()) == b""
+    assert dnsbl_header(SmtpPolicy(dnsbl_action="reject"), "192.0.2.1", ("a.test",)) == b""
+
+
+def test_signed_in_users_and_relay_list_clients_are_exempt_from_the_anti_spam_checks():
+    policy = SmtpPolicy(relay_list=ClientList.from_rules([("network", "10.0.0.0/8")]))
+
+    assert antispam_exempt(policy, signed_in_as="alice@lab.test", client_ip="192.0.2.1")
+    assert antispam_exempt(policy, signed_in_as=None, client_ip="10.1.2.3")
+    assert not antispam_exempt(policy, signed_in_as=None, client_ip="192.0.2.1")
+
+
+def test_zone_lists_are_split_on_lines_commas_and_spaces():
+    assert split_zone_list("a.test, b.test\nc.test  d.test,") == ["a.test", "b.test", "c.test", "d.test"]
+    assert split_zone_list("") == []
+
+
+def test_greylist_triplets_take_the_client_network_and_lower_cased_addresses():
+    assert greylist_triplet("192.0.2.1", "Bob@Far.Test", "Alice@Lab.Test") == "192.0.2.0/24 bob@far.test alice@lab.test"
+    assert greylist_triplet("192.0.2.200", "", "a@lab.test") == greylist_triplet("::ffff:192.0.2.9", "", "A@lab.test")
+    assert greylist_triplet("2001:db8::1", "b@x", "a@y") == greylist_triplet("2001:db8::ffff:1", "B@X", "a@y")
+    assert greylist_triplet("2001:db8::1", "b@x", "a@y").startswith("2001:db8::/64 ")
+    assert greylist_triplet("2001:db8:0:1::1", "b@x", "a@y") != greylist_triplet("2001:db8::1", "b@x", "a@y")
+
+
+NOW = 1_000_000_000.0
+DELAY_S = 300
+
+
+def greylisted(first_seen=None, passed_until=None, *, after_s: float) -> tuple[bool, bool, bool]:
+    return tuple(greylist_decision(first_seen, passed_until, now=NOW + after_s, delay_s=DELAY_S))  # type: ignore[return-value]
+
+
+def test_an_unknown_triplet_is_deferred_and_its_first_attempt_recorded():
+    assert greylisted(after_s=0) == (True, True, False)
+
+
+def test_a_retry_before_the_delay_is_deferred_without_moving_the_first_attempt():
+    assert greylisted(NOW, after_s=DELAY_S - 1) == (True, False, False)
+
+
+def test_a_retry_after_the_delay_is_accepted_and_the_triplet_remembered():
+    assert greylisted(NOW, after_s=DELAY_S) == (False, False, True)
+    assert greylisted(NOW, after_s=GREYLIST_RETRY_WINDOW_S) == (False, False, True)
+
+
+def test_a_retry_after_24_hours_starts_over():
+    assert greylisted(NOW, after_s=GREYLIST_RETRY_WINDOW_S + 1) == (True, True, False)
+
+
+def test_a_triplet_that_passed_is_accepted_for_36_days():
+    passed_until = NOW + GREYLIST_PASS_S
+    assert greylisted(NOW - 3600, passed_until, after_s=GREYLIST_PASS_S - 1) == (False, False, True)
+    assert greylisted(None, passed_until, after_s=GREYLIST_PASS_S) == (True, True, False)
+
+
+class ListingEverything:
+    """InboundChecks whose every zone lists every client and every triplet is new; counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def listed_zones(self, client_ip, zones, dns_server):
+        self.asked.append(f"dnsbl {client_ip}")
+        return tuple(zones)
+
+    async def greylisted(self, server_id, client_ip, sender, recipient, delay_s):
+        self.asked.append(f"greylist {recipient}")
+        return True
+
+
+def strict_handler(snapshot: ServerSnapshot, checks: ListingEverything) -> LocalDeliveryHandler:
+    return LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), None, checks)  # type: ignore[arg-type]
+
+
+def test_a_signed_in_user_is_neither_looked_up_nor_greylisted():
+    checks = ListingEverything()
+    on = strict_handler(lab(dnsbl_zones=("bl.test",), dnsbl_action="reject", greylisting=True), checks)
+    alice = FakeSession(signed_in_as="alice@lab.test", dnsbl_listed=None, session_id="s1")
+    envelope = LocalEnvelope()
+
+    assert hook(on.handle_MAIL(alice, None, envelope, "alice@lab.test", [])) == "250 2.1.0 OK"
+    assert hook(on.handle_RCPT(alice, None, envelope, "friend@elsewhere.test", [])) == replies.OK_RECIPIENT
+    assert checks.asked == []
+
+
+def test_an_anonymous_client_is_refused_at_mail_and_greylisted_at_rcpt_and_each_refusal_is_counted():
+    checks = ListingEverything()
+    on = strict_handler(lab(dnsbl_zones=("bl.test",), dnsbl_action="reject", greylisting=True), checks)
+    stranger = FakeSession(dnsbl_listed=None, session_id="s1")
+
+    reply = hook(on.handle_MAIL(stranger, None, LocalEnvelope(), "bob@far.test", []))
+    assert reply == replies.DNSBL_LISTED.format(address="127.0.0.1", zone="bl.test")
+    envelope = LocalEnvelope()
+    envelope.mail_from = "bob@far.test"
+    assert hook(on.handle_RCPT(stranger, None, envelope, "alice@lab.test", [])) == replies.GREYLISTED.format(
+        address="alice@lab.test"
+    )
+    assert hook(on.handle_RCPT(stranger, None, envelope, "nobody@lab.test", []))[:3] == "550"  # unknown first
+    assert envelope.rcpt_tos == []
+    assert on.counters.refusals == {"dnsbl": 1, "greylisted": 1}
+    assert checks.asked == ["dnsbl 127.0.0.1", "greylist alice@lab.test"]
+
+
+def test_mail_relayed_for_a_backup_mx_domain_is_greylisted_but_pop_before_smtp_relaying_is_not():
+    checks = ListingEverything()
+    snapshot = lab(greylisting=True, pop_before_smtp_minutes=10)
+
+    async def pop_before_smtp(client_ip: str, minutes: int) -> bool:
+        return True
+
+    on = LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), pop_before_smtp, checks)
+    stranger = FakeSession(dnsbl_listed=None, session_id="s1")
+
+    reply = hook(on.handle_RCPT(stranger, None, LocalEnvelope(), "someone@relay.test", []))
+    assert reply == replies.GREYLISTED.format(address="someone@relay.test")
+    assert hook(on.handle_RCPT(stranger, None, LocalEnvelope(), "friend@elsewhere.test", [])) == replies.OK_RECIPIENT
+    assert checks.asked == ["greylist someone@relay.test"]

@@ -13,6 +13,9 @@ from servers import mailstore, uidmap
 from servers.maildir import crlf_size_octets, ensure_maildir
 from servers.uidmap import UIDLIST_NAME, UidMap
 
+# No database here: the store on temporary directories; nothing to prove on a second backend.
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = b"From: bob@example.com\nSubject: hello\n\nHello Alice\n"
 
 

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from frontend.access import actor
 from frontend.forms import AddDomainForm, RouteForm, add_refusal
 from frontend.views.base import paginate, render_console
-from frontend.views.servers import operator_candidates
+from frontend.views.servers import posted_users
 from servers import services
 from servers.models import DomainType
 from servers.services import RefusedError, permissions
@@ -123,8 +123,12 @@ def pop3_domains(request: HttpRequest) -> HttpResponse:
 def domain_administrators(request: HttpRequest, pk: int) -> HttpResponse:
     """Choose a domain's delegated administrators: for the server's operators and administrators."""
     domain = permissions.access_domain(request.user, pk, for_change=True)
-    chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("administrators")))
-    set_domain_administrators(domain, chosen, actor=actor(request))
+    chosen = posted_users(request, "administrators")
+    try:
+        set_domain_administrators(domain, chosen, actor=actor(request))
+    except RefusedError as exc:
+        messages.error(request, exc.message)
+        return redirect("console:domain", pk=domain.pk)
     names = ", ".join(u.get_username() for u in chosen) or "nobody"
     messages.success(request, f"Administrators of {domain.name}: {names}.")
     return redirect("console:domain", pk=domain.pk)

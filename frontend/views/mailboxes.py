@@ -21,7 +21,6 @@ from frontend.forms import (
     add_refusal,
 )
 from frontend.views.base import paginate, render_console
-from frontend.views.servers import operator_candidates
 from servers import services
 from servers.models import DkimAlgorithm, DomainType, Mailbox
 from servers.services import RefusedError, mailbox_usage, permissions
@@ -73,7 +72,7 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
             "can_manage_server": can_manage_server,
             "can_lock_domain": permissions.can_lock_domain(request.user, domain),
             "administrators": list(domain.administrators.order_by("username")),
-            "candidates": list(operator_candidates()) if can_manage_server else [],
+            "candidates": list(permissions.role_candidates()) if can_manage_server else [],
             "dkim": dkim_record(domain),
             "can_manage_dkim": permissions.can_manage_dkim_keys(request.user, domain),
             "dkim_algorithms": DkimAlgorithm.choices,

@@ -39,6 +39,7 @@ TABS = [
     ("access", "Access"),
     ("messages", "Messages"),
     ("delivery", "Delivery"),
+    ("antispam", "Anti-spam"),
     ("security", "Security"),
 ]
 
@@ -176,9 +177,10 @@ def _as_data(form, answers: dict) -> dict:
 # -- property sheet -----------------------------------------------------------------------------
 
 
-def operator_candidates():
-    """Users who can be given a role: active accounts that are not administrators already."""
-    return get_user_model().objects.filter(is_active=True, is_superuser=False).order_by("username")
+def posted_users(request: HttpRequest, field: str) -> list:
+    """The users a role form names by id; an id naming no one is ignored, the role services judge the rest."""
+    ids = [value for value in request.POST.getlist(field) if value.isdigit()]
+    return list(get_user_model().objects.filter(pk__in=ids).order_by("username"))
 
 
 def _save_tab(request: HttpRequest, form: ServerTabForm, obj, tab_url: str, save) -> HttpResponse | None:
@@ -223,8 +225,12 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
     may_change_operators = permissions.can_change_operators(request.user, server)
     if request.method == "POST" and tab == "security":
         permissions.check_can_change_operators(request.user, server)
-        chosen = list(operator_candidates().filter(pk__in=request.POST.getlist("operators")))
-        set_server_operators(server, chosen, actor=actor(request))
+        chosen = posted_users(request, "operators")
+        try:
+            set_server_operators(server, chosen, actor=actor(request))
+        except RefusedError as exc:
+            messages.error(request, exc.message)
+            return redirect(tab_url)
         names = ", ".join(u.get_username() for u in chosen) or "nobody"
         messages.success(request, f"Saved. Operators: {names}.")
         return redirect(tab_url)
@@ -269,7 +275,7 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("this tab has nothing to save")
     roles_available = hasattr(server, "operators")
     operators = list(server.operators.order_by("username")) if tab == "security" and roles_available else []
-    candidates = list(operator_candidates()) if tab == "security" and may_change_operators else []
+    candidates = list(permissions.role_candidates()) if tab == "security" and may_change_operators else []
     rule_lists = []
     if tab == "access":
         rule_lists = [

@@ -293,6 +293,13 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
     for field, value in changed.items():
         setattr(config, field, value)
     config.save(update_fields=list(changed))
+    if "dns_server" in changed:
+        # The SMTP worker's DNSBL lookups ask this resolver too: it must reload.
+        from servers.services.nodes import request_reconcile
+        from servers.services.virtual_servers import bump_config_version
+
+        bump_config_version(server)
+        request_reconcile(server.node)
     record_change(
         actor=actor,
         action="update_delivery_settings",

@@ -16,18 +16,30 @@ import logging
 from servers import dkim_signing
 from servers.delivery.client import LINE_ENDINGS
 from servers.services.dkim import SigningKey
+from servers.services.errors import RefusedError
+from servers.services.names import canonical_domain_name
 
 log = logging.getLogger(__name__)
+
+
+def _a_label(domain: str) -> str:
+    """The domain as our keys are named (A-labels): an internationalised From: (RFC 6532) may use U-labels."""
+    if domain.isascii():
+        return domain
+    try:
+        return canonical_domain_name(domain)
+    except RefusedError:
+        return domain
 
 
 def signing_key_for(
     parsed: dkim_signing.ParsedMessage, mail_from: str, keys: dict[str, SigningKey]
 ) -> SigningKey | None:
     author = dkim_signing.author_domain(parsed)
-    if author and author in keys:
-        return keys[author]
+    if author and _a_label(author) in keys:
+        return keys[_a_label(author)]
     sender_domain = mail_from.rpartition("@")[2].lower().rstrip(".") if "@" in mail_from else ""
-    return keys.get(sender_domain)
+    return keys.get(_a_label(sender_domain)) if sender_domain else None
 
 
 def signed(message: bytes, mail_from: str, keys: dict[str, SigningKey]) -> bytes:

@@ -29,6 +29,10 @@ The rules, decided once:
 - A group address shows a user only the members they can see; an edit replaces those, and keeps
   the members the editor cannot see (another domain's mailboxes on the same server).
 - The operators of a server and the administrators of a domain are shown to whoever sees it.
+- A role (server operator, domain administrator) is given only to an active user who is not an
+  administrator: an administrator manages everything already and needs no role, and an inactive
+  account cannot sign in. The console offers only `role_candidates()`; the role services refuse
+  anyone else with `role_refusal`'s sentence, on the field that named them.
 
 How a refusal reads, on every face: an object the user may not see does not exist for them
 (`NotVisible`, a 404); an object they see but may not change this way is a `NotAllowed` (403).
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
@@ -81,6 +86,22 @@ def operates(user, server: VirtualServer | int) -> bool:
 
 def operates_any_server(user) -> bool:
     return servers_visible_to(user).exists()
+
+
+def role_candidates() -> QuerySet:
+    """The users who may be given a role: active accounts that are not administrators."""
+    user_model = get_user_model()
+    return user_model.objects.filter(is_active=True, is_superuser=False).order_by(user_model.USERNAME_FIELD)
+
+
+def role_refusal(user) -> str | None:
+    """Why `user` may not be made a server operator or a domain administrator, or None if they may."""
+    name = user.get_username()
+    if user.is_superuser:
+        return f"{name} is an administrator, who manages everything already and needs no role."
+    if not user.is_active:
+        return f"{name} is an inactive account: activate it before giving it a role."
+    return None
 
 
 def acts_only_as_domain_administrator(user, domain: Domain) -> bool:

@@ -25,6 +25,7 @@ from servers.models import (
     SupervisedProcess,
     VirtualServer,
 )
+from servers.smtp_policy import split_zone_list
 from servers.storage import write_durably
 
 from .audit import record_change, snapshot_of
@@ -71,6 +72,10 @@ SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("max_messages_per_connection", "messages", "positive"),
     ("max_recipients_per_message", "messages", "positive"),
     ("max_hop_count", "delivery", "positive"),
+    ("dnsbl_zones", "antispam", "own"),
+    ("dnsbl_action", "antispam", "own"),
+    ("greylisting", "antispam", "flag"),
+    ("greylisting_delay_s", "antispam", "own"),
 )
 
 
@@ -84,6 +89,10 @@ COUNT_FIELDS = _checked_as("count")  # 0 allowed
 FLAG_FIELDS = _checked_as("flag")
 EDITABLE_FIELDS = tuple(name for name, _, _ in SERVER_SETTINGS)
 MAX_WORKER_PROCESSES = 16
+MAX_GREYLISTING_DELAY_S = 86400
+MAX_DNSBL_ZONES = 10
+# A DNS name's labels (RFC 1035 2.3.1, letters, digits and hyphens), after IDNA encoding.
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def default_home_dir(name: str) -> Path:
@@ -176,6 +185,17 @@ def _clean_setting(field: str, value: Any) -> object:
         if processes > MAX_WORKER_PROCESSES:
             raise RefusedError(f"The value must be at most {MAX_WORKER_PROCESSES}.", field=field)
         return processes
+    if field == "dnsbl_zones":
+        return _clean_dnsbl_zones(value)
+    if field == "dnsbl_action":
+        if value not in ("tag", "reject"):
+            raise RefusedError("Choose tag or reject.", field=field)
+        return value
+    if field == "greylisting_delay_s":
+        delay_s = _clean_number(value, field, minimum=1)
+        if delay_s > MAX_GREYLISTING_DELAY_S:
+            raise RefusedError(f"The value must be at most {MAX_GREYLISTING_DELAY_S} (a day).", field=field)
+        return delay_s
     if field in OPTIONAL_LIMIT_FIELDS:
         return None if value in (None, "") else _clean_number(value, field, minimum=1)
     if field in POSITIVE_FIELDS:
@@ -185,6 +205,30 @@ def _clean_setting(field: str, value: Any) -> object:
     if field in FLAG_FIELDS:
         return _clean_flag(value, field)
     raise RefusedError(f"{field} cannot be changed here.", field=field)
+
+
+def _clean_dnsbl_zones(raw: object) -> str:
+    """DNSBL zone names (a list, or text with one a line or comma-separated) as canonical names, one a line."""
+    field = "dnsbl_zones"
+    if raw is None:
+        return ""
+    if isinstance(raw, list | tuple):
+        words = [str(word) for word in raw]
+    elif isinstance(raw, str):
+        words = split_zone_list(raw)
+    else:
+        raise RefusedError(f"{raw!r} is not a list of zone names.", field=field)
+    zones: list[str] = []
+    for word in words:
+        zone = canonical_domain_name(word, field=field)
+        labels = zone.split(".")
+        if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+            raise RefusedError(f"{word!r} is not a DNS zone name (like zen.spamhaus.org).", field=field)
+        if zone not in zones:
+            zones.append(zone)
+    if len(zones) > MAX_DNSBL_ZONES:
+        raise RefusedError(f"At most {MAX_DNSBL_ZONES} zones: each one is a lookup per client.", field=field)
+    return "\n".join(zones)
 
 
 def _is_within(inner: Path, outer: Path) -> bool:

@@ -63,6 +63,7 @@ STOP_GRACE_S = 5.0
 PAUSED_BYE = "* BYE [UNAVAILABLE] {hostname} IMAP service paused, try again later\r\n"
 SHUTTING_DOWN_BYE = "* BYE [UNAVAILABLE] {hostname} IMAP service shutting down\r\n"
 TERMINATED_BYE = "* BYE [ADMINISTRATOR] Your session was closed by an administrator\r\n"
+SERVER_BUG_BYE = "* BYE [SERVERBUG] Internal error; the session is closed\r\n"
 
 
 class Reply(Protocol):
@@ -382,6 +383,12 @@ class IMAPWorker(SupervisedWorker):
                     break
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection ended: %s", client, exc)
+        except Exception:
+            # A bug must cost one connection a BYE, never the worker or a silent hang.
+            log.exception("%s: IMAP session failed", client)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(SERVER_BUG_BYE.encode())
+                connection.octets_sent += len(SERVER_BUG_BYE)
         finally:
             connection.closed = True
             try:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 
 from servers import replies
+from servers.inbound_checks import InboundChecks
 from servers.livestate import pop_login_key
 from servers.models import ServiceState
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters, protocol_log
@@ -167,7 +168,9 @@ class SMTPWorker(SupervisedWorker):
     async def serve(self, sockets: list[socket.socket]) -> list:
         if self.snapshot.policy.worker_processes > 1:
             return self.serve_through_session_processes(sockets)
-        self.handler = LocalDeliveryHandler(lambda: self.snapshot, self.counters, self.pop_before_smtp)
+        self.handler = LocalDeliveryHandler(
+            lambda: self.snapshot, self.counters, self.pop_before_smtp, InboundChecks(self.redis)
+        )
         loop = asyncio.get_running_loop()
         servers = [await loop.create_server(lambda: self.session_factory(implicit_tls=False), sock=sockets[0])]
         if len(sockets) > 1:
@@ -225,7 +228,9 @@ class SMTPWorker(SupervisedWorker):
             return EXIT_NO_CONFIGURATION
         self.control.paused = self.snapshot.desired_state == ServiceState.PAUSED
         await self.before_serving()
-        self.handler = LocalDeliveryHandler(lambda: self.snapshot, self.counters, self.pop_before_smtp)
+        self.handler = LocalDeliveryHandler(
+            lambda: self.snapshot, self.counters, self.pop_before_smtp, InboundChecks(self.redis)
+        )
         assert self.session_channel is not None
         self.receiver = ConnectionReceiver(
             self.session_channel, self.adopt_connection, lambda: len(self.control.sessions), self.stop_requested.set
