@@ -23,7 +23,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,17 +34,11 @@ from servers.imap.session import ImapSession
 from servers.imap.store_api import Account, AuthOutcome, AuthStatus
 from servers.mailfolders import MaildirAccount
 from servers.models import ImapService
-from servers.services import signin_guard
 from servers.services.mail_signin import sign_in_mail_client
-from servers.services.mailboxes import SignedIn, VerifiedCredentials, record_logon, touch_logon
-from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
-from servers.workers.base import SupervisedWorker, run_worker
-from servers.workers.mail_service import (
-    MailServiceSnapshot,
-    listening_pairs,
-    load_mail_service_snapshot,
-    take_buffered,
-)
+from servers.services.mailboxes import SignedIn, record_logon, touch_logon
+from servers.tls import describe_tls_failure, format_peer
+from servers.workers.base import run_worker
+from servers.workers.mail_service import MailServiceWorker, take_buffered
 
 log = logging.getLogger("mailconsole.imapd")
 
@@ -54,8 +48,6 @@ READ_CHUNK_OCTETS = 64 * 1024
 BIG_REPLY_OCTETS = 1024 * 1024
 # How often the IDLE watcher looks at the watched folders (a delivery shows within twice this).
 IDLE_POLL_S = 0.5
-# Password checks one client address may have running at once (as POP3 and SMTP AUTH).
-SIGN_INS_PER_CLIENT = 2
 # How long a stopping worker lets a command in progress (an APPEND, a COPY) finish.
 STOP_GRACE_S = 5.0
 
@@ -228,9 +220,9 @@ def pieces_for_starttls(data: bytes) -> list[bytes]:
     return data.splitlines(keepends=True)
 
 
-class IMAPWorker(SupervisedWorker):
+class IMAPWorker(MailServiceWorker):
     kind = "imap"
-    snapshot: MailServiceSnapshot
+    service_model = ImapService
 
     def __init__(
         self,
@@ -242,27 +234,9 @@ class IMAPWorker(SupervisedWorker):
         super().__init__(unit_id)
         self.session_factory: SessionFactory = session_factory or ImapSession
         self.account_factory = account_factory or maildir_account
-        self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
-        self.credentials = VerifiedCredentials()
-        self.tls_context: ssl.SSLContext | None = None
         self.autologout_s = settings.IMAP_AUTOLOGOUT_S
-        # Logon records are written by one thread, in order (as the POP3 worker does).
-        self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imapd-logons")
         self.background: set[asyncio.Task] = set()
         self.heap_trimmer = HeapTrimmer()
-
-    def load_snapshot(self) -> MailServiceSnapshot:
-        return load_mail_service_snapshot(ImapService, self.unit_id)
-
-    def addresses(self, snapshot: MailServiceSnapshot) -> list[tuple[str, int]]:
-        return listening_pairs(snapshot)
-
-    async def before_serving(self) -> None:
-        snapshot = self.snapshot
-        await asyncio.get_running_loop().run_in_executor(
-            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
-        )
-        self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
 
     async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
         servers = [

@@ -1,14 +1,25 @@
-"""What the POP3 and IMAP workers share: their configuration snapshot and the STARTTLS buffer rule."""
+"""What the POP3 and IMAP workers share: their configuration snapshot, the worker steps that read it,
+and the STARTTLS buffer rule."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
 from servers.models import ImapService, Pop3Service
+from servers.services import signin_guard
+from servers.services.mailboxes import VerifiedCredentials
+from servers.tls import ensure_self_signed_certificate, server_context
+from servers.workers.base import SupervisedWorker
+
+# Password checks one client address may have running at once: the thread pool is shared by every
+# connection, so one address guessing in parallel must not take all of it (as SMTP AUTH).
+SIGN_INS_PER_CLIENT = 2
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,36 @@ def listening_pairs(snapshot: MailServiceSnapshot) -> list[tuple[str, int]]:
     if snapshot.tls_port:
         pairs.append((snapshot.ip_address, snapshot.tls_port))
     return pairs
+
+
+class MailServiceWorker(SupervisedWorker):
+    """A node's mail-reading service (POP3, IMAP): its service row, addresses and certificate, the
+    per-client sign-in slots, the verified-credentials cache and the ordered Logon writer."""
+
+    service_model: type[Pop3Service] | type[ImapService]
+    snapshot: MailServiceSnapshot
+
+    def __init__(self, unit_id: int) -> None:
+        super().__init__(unit_id)
+        self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
+        self.credentials = VerifiedCredentials()
+        self.tls_context: ssl.SSLContext | None = None
+        # Logon records are written by one thread, in order. Concurrent sign-ins then queue here
+        # instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
+        self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.kind}d-logons")
+
+    def load_snapshot(self) -> MailServiceSnapshot:
+        return load_mail_service_snapshot(self.service_model, self.unit_id)
+
+    def addresses(self, snapshot: MailServiceSnapshot) -> list[tuple[str, int]]:
+        return listening_pairs(snapshot)
+
+    async def before_serving(self) -> None:
+        snapshot = self.snapshot
+        await asyncio.get_running_loop().run_in_executor(
+            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
+        )
+        self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
 
 
 def take_buffered(reader: asyncio.StreamReader) -> bytes:

@@ -16,7 +16,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
@@ -27,25 +26,16 @@ from servers.maildir import MailboxLock
 from servers.mailstore import MaildirMailbox
 from servers.models import Pop3Service
 from servers.pop3 import AuthOutcome, AuthStatus, POP3Session, SessionState
-from servers.services import signin_guard
 from servers.services.mail_signin import sign_in_mail_client
-from servers.services.mailboxes import VerifiedCredentials, record_logon, touch_logon
-from servers.tls import describe_tls_failure, ensure_self_signed_certificate, format_peer, server_context
-from servers.workers.base import SupervisedWorker, run_worker
-from servers.workers.mail_service import (
-    MailServiceSnapshot,
-    listening_pairs,
-    load_mail_service_snapshot,
-    take_buffered,
-)
+from servers.services.mailboxes import record_logon, touch_logon
+from servers.tls import describe_tls_failure, format_peer
+from servers.workers.base import run_worker
+from servers.workers.mail_service import MailServiceWorker, take_buffered
 
 log = logging.getLogger("mailconsole.pop3d")
 
 IDLE_TIMEOUT_S = 600  # RFC 1939 section 3: at least 10 minutes
 MAX_LINE_OCTETS = 1000
-# Password checks one client address may have running at once: the thread pool is shared by
-# every connection, so one address guessing in parallel must not take all of it.
-SIGN_INS_PER_CLIENT = 2
 
 
 class Pop3Connection:
@@ -79,31 +69,9 @@ class Pop3Connection:
             self.writer.close()
 
 
-class POP3Worker(SupervisedWorker):
+class POP3Worker(MailServiceWorker):
     kind = "pop3"
-    snapshot: MailServiceSnapshot
-
-    def __init__(self, unit_id: int) -> None:
-        super().__init__(unit_id)
-        self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
-        self.credentials = VerifiedCredentials()
-        self.tls_context: ssl.SSLContext | None = None
-        # Logon records are written by one thread, in order. Concurrent sign-ins then queue here
-        # instead of in SQLite's busy handler, which sleeps up to 100 ms between tries.
-        self.logon_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pop3d-logons")
-
-    def load_snapshot(self) -> MailServiceSnapshot:
-        return load_mail_service_snapshot(Pop3Service, self.unit_id)
-
-    def addresses(self, snapshot: MailServiceSnapshot) -> list[tuple[str, int]]:
-        return listening_pairs(snapshot)
-
-    async def before_serving(self) -> None:
-        snapshot = self.snapshot
-        await asyncio.get_running_loop().run_in_executor(
-            None, ensure_self_signed_certificate, snapshot.cert_path, snapshot.key_path, snapshot.hostname
-        )
-        self.tls_context = server_context(snapshot.cert_path, snapshot.key_path)
+    service_model = Pop3Service
 
     async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
         plain = await asyncio.start_server(
