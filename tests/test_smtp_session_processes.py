@@ -17,6 +17,7 @@ from contextlib import ExitStack, closing
 
 import psutil
 import pytest
+from django.conf import settings
 
 from servers import replies, services
 from servers.models import ObservedState, VirtualServer
@@ -35,7 +36,11 @@ CLIENT_ADDRESSES = [f"127.0.0.{n}" for n in range(1, 9)]
 def server() -> VirtualServer:
     srv = worker_running(make_server(domain="lab.test", start=True))
     make_mailbox(srv, "alice")
-    return configure(srv, worker_processes=2)
+    configure(srv, worker_processes=2)
+    # Connections go only to session processes that are ready (servers.workers.dispatch): a test that
+    # counts where clients land must not start while one of them is still importing Django.
+    wait_until(lambda: ready_session_processes(srv), message="two ready session processes")
+    return srv
 
 
 def session_processes(server: VirtualServer) -> list[psutil.Process]:
@@ -44,6 +49,15 @@ def session_processes(server: VirtualServer) -> list[psutil.Process]:
         return [p for p in psutil.Process(server.pid).children() if "--session-process" in p.cmdline()]
     except psutil.NoSuchProcess:
         return []
+
+
+def ready_session_processes(server: VirtualServer) -> list[psutil.Process]:
+    """The two session processes, once each has said in the worker's log that it serves (else [])."""
+    children = session_processes(server)
+    log_file = settings.VAR_DIR / "log" / f"smtpd-{server.pk}.log"
+    log_text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    ready = [child for child in children if f" of smtp {server.pk}, pid {child.pid}" in log_text]
+    return ready if len(ready) == 2 else []
 
 
 def send_from(server: VirtualServer, address: str) -> None:
@@ -58,9 +72,7 @@ def delivering_pids(server: VirtualServer) -> set[int]:
 
 
 def test_clients_are_spread_over_the_session_processes_and_all_mail_is_delivered(server):
-    children = wait_until(
-        lambda: len(session_processes(server)) == 2 and session_processes(server), message="two session processes"
-    )
+    children = wait_until(lambda: ready_session_processes(server), message="two ready session processes")
 
     for address in CLIENT_ADDRESSES:
         send_from(server, address)
