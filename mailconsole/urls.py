@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from frontend.views.language import set_language
 from servers.admin import admin_login
 
 
@@ -13,6 +14,7 @@ urlpatterns = [
     path("admin/login/", admin_login),  # before the admin's own: its sign-in is throttled as the console's
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("language/", set_language, name="set-language"),
     path("api/v1/", include("api.urls")),
     path("mail/", include("frontend.webmail.urls")),
     path("", include("frontend.urls")),

@@ -29,6 +29,13 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.delivery_helpers", "tests.imap_session_helpers"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The pages are rendered in Russian too: the catalogues must be compiled from the .po files in the tree.
+    from mailconsole.catalogues import compile_catalogues
+
+    compile_catalogues()
+
+
 def database_url_of(settings_dict: dict) -> str:
     """A DATABASE_URL that points a child process at the database the tests use."""
     if settings_dict["ENGINE"].endswith("sqlite3"):

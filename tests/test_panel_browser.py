@@ -71,7 +71,7 @@ def sign_in(page, username: str, password: str = PASSWORD) -> None:
     page.goto("/console/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    page.click("[data-testid=login-form] button[type=submit]")
 
 
 def expect_state(page, server_pk: int, state: str) -> None:

@@ -24,12 +24,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.http import content_disposition_header
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from frontend import language
 from servers.imap.store_api import INBOX, StoreError
 from servers.models import Mailbox
 from servers.services.errors import RefusedError
@@ -67,7 +68,16 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         client = request.META.get("REMOTE_ADDR", "")
         attempt = session.reserve_sign_in(client, address)
         if not attempt.allowed:
-            form.add_error(None, f"Too many failed sign-ins. Try again in {session.lockout_minutes()} minutes.")
+            minutes = session.lockout_minutes()
+            form.add_error(
+                None,
+                ngettext(
+                    "Too many failed sign-ins. Try again in %(minutes)d minute.",
+                    "Too many failed sign-ins. Try again in %(minutes)d minutes.",
+                    minutes,
+                )
+                % {"minutes": minutes},
+            )
             status = 429
         else:
             try:
@@ -75,18 +85,19 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             except LoginRefusedError as refusal:
                 if refusal.reason == "locked":
                     attempt.succeeded()  # the password was right: not a guess
-                    form.add_error(None, "This mailbox is locked. Ask your administrator.")
+                    form.add_error(None, gettext("This mailbox is locked. Ask your administrator."))
                     status = 403
                 else:
                     attempt.failed()
-                    form.add_error(None, "The address or password is incorrect.")
+                    form.add_error(None, gettext("The address or password is incorrect."))
                     status = 401
             else:
                 attempt.succeeded()
                 mailbox = Mailbox.objects.select_related("domain__server").get(pk=signed_in.mailbox_id)
                 session.sign_in(request, mailbox, form.cleaned_data["password"])
                 record_logon(mailbox.pk, client, "WEBMAIL")
-                return session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
+                response = session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
+                return language.restore_at_sign_in(request, response, language.mailbox_owner(mailbox.pk))
     return session.with_page_policy(render(request, "webmail/sign_in.html", {"form": form}, status=status))
 
 
@@ -570,5 +581,6 @@ def password(request: HttpRequest) -> HttpResponse:
             else:
                 session.password_changed(request, updated, form.cleaned_data["new_password"])
                 messages.success(request, "Your password was changed.")
-                return session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
+                response = session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
+                return language.restore_at_sign_in(request, response, language.mailbox_owner(mailbox.pk))
     return render(request, "webmail/password.html", _page_context(request, form=form))
