@@ -485,13 +485,102 @@ def test_import_after_a_clean_dry_run_creates_every_row(cast):
     assert sorted(Mailbox.objects.filter(domain=cast.domain).values_list("local_part", flat=True)) == ["ann", "ben"]
 
 
-def test_export_lists_the_domains_mailboxes_as_csv(cast):
+def test_export_lists_the_domains_mailboxes_as_csv_without_passwords(cast):
     services.add_mailbox(cast.domain, "ann", PASSWORD, display_name="Ann", actor="test")
     response = client_for(cast.alice).get(reverse("console:domain-export", args=[cast.domain.pk]))
-    assert response["Content-Type"].startswith("text/csv")
-    lines = response.content.decode().splitlines()
-    assert lines[0].startswith("address,local_part,display_name")
-    assert lines[1].startswith("ann@dora.example.test,ann,Ann")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response.content.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
+    lines = response.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("local_part,password,display_name,quota_kb,quota_messages,is_locked,")
+    assert lines[1].startswith("ann,,Ann,") and "ann@dora.example.test" in lines[1]
+    assert PASSWORD not in response.content.decode("utf-8-sig")
+
+
+def excel_1251_file(rows: list[str]) -> bytes:
+    """What Russian Excel's "CSV (разделители — запятые)" writes: Windows-1251, semicolons, CRLF."""
+    return "\r\n".join(["local_part;password;display_name;quota_kb", *rows, ""]).encode("cp1251")
+
+
+def test_an_excel_windows_1251_semicolon_file_imports_and_the_dry_run_says_how_it_was_read(cast):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    raw = excel_1251_file(["ivanov;Good-Pass-1;Иванов Иван;2048", "petrova;Good-Pass-2;Петрова Анна;"])
+    client = client_for(cast.alice)
+    url = reverse("console:domain-import", args=[cast.domain.pk])
+    response = client.post(url, {"csv_file": SimpleUploadedFile("boxes.csv", raw), "dry_run": "on"})
+    html = response.content.decode()
+    assert "Read as Windows-1251, columns separated by semicolons." in html
+    assert "Иванов Иван" in html and "2 rows, 0 with errors" in html
+    client.post(url, {"confirm": "1"})
+    imported = Mailbox.objects.get(domain=cast.domain, local_part="ivanov")
+    assert imported.display_name == "Иванов Иван" and imported.quota_bytes == 2048 * 1024
+    assert Mailbox.objects.get(domain=cast.domain, local_part="petrova").display_name == "Петрова Анна"
+
+
+@pytest.mark.parametrize(
+    ("raw", "described"),
+    [
+        (
+            "local_part,password,display_name\nann,Good-Pass-1,Анна\n".encode(),
+            "Read as UTF-8, columns separated by commas.",
+        ),
+        (
+            "\ufefflocal_part;password;display_name\nann;Good-Pass-1;Анна\n".encode(),
+            "Read as UTF-8 with a byte-order mark, columns separated by semicolons.",
+        ),
+    ],
+)
+def test_utf8_files_with_or_without_a_bom_and_either_separator_import(cast, raw, described):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    url = reverse("console:domain-import", args=[cast.domain.pk])
+    html = (
+        client_for(cast.alice)
+        .post(url, {"csv_file": SimpleUploadedFile("boxes.csv", raw), "dry_run": "on"})
+        .content.decode()
+    )
+    assert described in html and "Анна" in html and "1 row, 0 with errors" in html
+
+
+@pytest.mark.parametrize("export_format", ["excel", "utf8"])
+def test_an_export_in_either_format_imports_again_unchanged_into_another_domain(cast, export_format):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    services.add_mailbox(
+        cast.domain, "ann", PASSWORD, display_name="Анна Сергеевна", quota_bytes=4096 * 1024, actor="t"
+    )
+    services.add_mailbox(cast.domain, "ben", PASSWORD, display_name="Ben", quota_messages=500, actor="t")
+    services.set_mailbox_lock(Mailbox.objects.get(domain=cast.domain, local_part="ben"), True)
+    client = client_for(cast.alice)
+    exported = client.get(reverse("console:domain-export", args=[cast.domain.pk]), {"format": export_format}).content
+    if export_format == "excel":
+        assert b";" in exported.splitlines()[0] and "Анна".encode("cp1251") in exported
+
+    target = services.add_domain(cast.server, "copy.example.test", actor="t")
+    url = reverse("console:domain-import", args=[target.pk])
+    response = client.post(url, {"csv_file": SimpleUploadedFile("export.csv", exported), "dry_run": "on"})
+    assert "2 rows, 0 with errors" in response.content.decode()
+    assert response.content.decode().count('data-testid="password-generated"') == 2
+    client.post(url, {"confirm": "1"})
+
+    def settings_of(domain):
+        return sorted(
+            Mailbox.objects.filter(domain=domain).values_list(
+                "local_part", "display_name", "quota_bytes", "quota_messages", "is_locked"
+            )
+        )
+
+    assert settings_of(target) == settings_of(cast.domain)
+    # No password travels in an export: the copy has a random one until an administrator sets it.
+    from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox
+
+    with pytest.raises(LoginRefusedError):
+        authenticate_mailbox(f"ann@{target.name}", PASSWORD)
+
+
+def test_an_unknown_export_format_is_a_400(cast):
+    response = client_for(cast.alice).get(reverse("console:domain-export", args=[cast.domain.pk]), {"format": "xls"})
+    assert response.status_code == 400
 
 
 # -- logs and overview --------------------------------------------------------------------------------
