@@ -22,6 +22,11 @@ os.environ.setdefault("MAILCONSOLE_STOP_GRACE", "5")
 # Throttled sign-in failures still wait, but briefly: tests guess many passwords on purpose.
 os.environ.setdefault("MAILCONSOLE_SIGNIN_MAX_DELAY_MS", "400")
 os.environ.setdefault("MAILCONSOLE_HOSTNAME", "mx.test.invalid")
+# The command-line tools speak the shell's language (servers.management.language); the tests expect
+# English unless they ask for another, whatever the machine's locale.
+if any(os.environ.get(name, "C")[:1] not in ("C", "P", "e") for name in ("LC_ALL", "LC_MESSAGES", "LANG")):
+    os.environ.pop("LC_MESSAGES", None)
+    os.environ["LC_ALL"] = "C.UTF-8"
 os.environ.setdefault("MAILCONSOLE_SECRET_KEY", "tests-only-secret-key-not-for-production-use-0123456789")
 # var/secrets_key, as manage.py generates it on a first start (the settings only read it).
 ensure_var_dir()

@@ -143,3 +143,50 @@ def test_help_and_errors_exit_as_a_shell_expects(server, child_env):
     )
     assert result.returncode == 1
     assert "There is no mailbox nobody@first.test" in result.stderr
+
+
+# -- language -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "language"),
+    [
+        ({"LANG": "ru_RU.UTF-8"}, "ru"),
+        ({"LANG": "en_US.UTF-8", "LC_MESSAGES": "ru_RU.UTF-8"}, "ru"),
+        ({"LC_ALL": "C.UTF-8", "LANG": "ru_RU.UTF-8"}, "en"),
+        ({"LANG": "de_DE.UTF-8"}, "en"),
+        ({}, "en"),
+    ],
+)
+def test_the_shell_locale_chooses_the_language_as_posix_orders_the_variables(environ, language):
+    from servers.management.language import shell_language
+
+    assert shell_language(environ) == language
+
+
+def run_winpop(child_env: dict, *arguments: str, **environ: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in child_env.items() if key not in ("LC_ALL", "LC_MESSAGES", "LANG")}
+    return subprocess.run(
+        [sys.executable, "manage.py", "winpop", *arguments],
+        cwd=REPO_DIR,
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_and_a_refusal_are_in_russian_under_a_russian_locale(server, child_env):
+    help_run = run_winpop(child_env, "help", LANG="ru_RU.UTF-8")
+    assert "winpop add ИМЯ@ДОМЕН /createuser ПАРОЛЬ        почтовый ящик" in help_run.stdout
+    refused = run_winpop(child_env, "frobnicate", LANG="ru_RU.UTF-8")
+    assert refused.returncode == 1 and "Неизвестная команда 'frobnicate'" in refused.stderr
+    missing = run_winpop(child_env, "group", "delete", "nobody@first.test", LANG="ru_RU.UTF-8")
+    assert missing.returncode == 1 and "Группы nobody@first.test нет." in missing.stderr
+
+
+def test_the_language_option_wins_over_the_locale(server, child_env):
+    english = run_winpop(child_env, "--language", "en", "help", LANG="ru_RU.UTF-8")
+    assert "winpop add USER@DOMAIN /createuser PASSWORD" in english.stdout
+    russian = winpop("--language", "ru", "add", "study003.local")
+    assert russian.strip() == "Домен study003.local добавлен."

@@ -1,4 +1,25 @@
-"""`manage.py winpop`: the Windows POP3 service's command, verb for verb.
+"""`manage.py winpop`: the Windows POP3 service's command, verb for verb (HELP lists the verbs)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from django.core.management.base import CommandError, CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop, ngettext
+
+from servers import maildir, services
+from servers.management.language import TranslatedCommand
+from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
+from servers.services import RefusedError
+from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
+from servers.storage import UnsafePathError
+
+ACTOR = "winpop"
+# What `winpop help` prints, translated when it runs.
+HELP = gettext_noop("""\
+`manage.py winpop`: the Windows POP3 service's command, verb for verb.
 
     winpop add DOMAIN                              a local domain (on --server, default: the first server)
     winpop add USER@DOMAIN /createuser PASSWORD    a mailbox
@@ -17,29 +38,14 @@ MailConsole additions:
     winpop group add ADDRESS [MEMBER@DOMAIN ...]   a group address delivering to several mailboxes
     winpop group delete ADDRESS
     winpop group list [DOMAIN]
-"""
-
-from __future__ import annotations
-
-import os
-import pwd
-
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
-from servers import maildir, services
-from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.services import RefusedError
-from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
-from servers.storage import UnsafePathError
-
-ACTOR = "winpop"
+""")
 
 
 def is_address(argument: str) -> bool:
     return "@" in argument
 
 
-class Command(BaseCommand):
+class Command(TranslatedCommand):
     help = "Manage POP3 domains and mailboxes with the Windows `winpop` syntax (see `winpop help`)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -51,62 +57,70 @@ class Command(BaseCommand):
         self.server_ref = server
         handler = getattr(self, f"do_{verb.lower()}", None)
         if handler is None:
-            raise CommandError(f"Unknown verb {verb!r}. Run `winpop help`.")
+            raise CommandError(_("Unknown verb %(verb)s. Run `winpop help`.") % {"verb": repr(verb)})
         try:
             handler(*arguments)
         except TypeError:
-            raise CommandError(f"Wrong arguments for `winpop {verb}`. Run `winpop help`.") from None
+            raise CommandError(
+                _("Wrong arguments for `winpop %(verb)s`. Run `winpop help`.") % {"verb": verb}
+            ) from None
         except RefusedError as exc:
             raise CommandError(exc.message) from None
 
     # -- the Windows verbs -------------------------------------------------------------------
     def do_help(self) -> None:
-        self.stdout.write(__doc__.strip())
+        self.stdout.write(_(HELP).strip())
 
     def do_add(self, target: str, *rest: str) -> None:
         if not is_address(target):
             if rest:
-                raise CommandError("Usage: winpop add DOMAIN")
+                raise CommandError(_("Usage: winpop add DOMAIN"))
             domain = services.add_domain(self.target_server(), target, type=DomainType.LOCAL, actor=ACTOR)
-            self.stdout.write(f"Added domain {domain.name}.")
+            self.stdout.write(_("Added domain %(domain)s.") % {"domain": domain.name})
             return
         if len(rest) != 2 or rest[0].lower() != "/createuser":
             raise CommandError(
-                "Usage: winpop add USER@DOMAIN /createuser PASSWORD (a mailbox needs a password to log in)"
+                _("Usage: winpop add USER@DOMAIN /createuser PASSWORD (a mailbox needs a password to log in)")
             )
         local_part, domain_name = split_address(target)
         domain = services.find_local_domain(domain_name)
         mailbox = services.add_mailbox(domain, local_part, rest[1], actor=ACTOR)
-        self.stdout.write(f"Added mailbox {mailbox.address}.")
+        self.stdout.write(_("Added mailbox %(address)s.") % {"address": mailbox.address})
 
     def do_delete(self, target: str, *flags: str) -> None:
         unknown = [f for f in flags if f.lower() != "/deleteuser"]
         if unknown:
-            raise CommandError(f"Unknown option {unknown[0]!r}.")
+            raise CommandError(_("Unknown option %(option)s.") % {"option": repr(unknown[0])})
         if is_address(target):
             mailbox = services.find_mailbox(target)
             services.delete_mailbox(mailbox, remove_mail=bool(flags), actor=ACTOR)
-            kept = "" if flags else f" Its stored mail was kept in {mailbox.maildir}."
-            self.stdout.write(f"Deleted mailbox {mailbox.address}.{kept}")
+            if flags:
+                self.stdout.write(_("Deleted mailbox %(address)s.") % {"address": mailbox.address})
+            else:
+                self.stdout.write(
+                    _("Deleted mailbox %(address)s. Its stored mail was kept in %(folder)s.")
+                    % {"address": mailbox.address, "folder": mailbox.maildir}
+                )
             return
         domain = self.find_domain(target)
         for mailbox in domain.mailboxes.all():
             services.delete_mailbox(mailbox, remove_mail=bool(flags), actor=ACTOR)
         services.remove_domain(domain, actor=ACTOR)
-        self.stdout.write(f"Deleted domain {domain.name}.")
+        self.stdout.write(_("Deleted domain %(domain)s.") % {"domain": domain.name})
 
     def do_list(self, domain_name: str | None = None) -> None:
         if domain_name is None:
             domains = Domain.objects.filter(type=DomainType.LOCAL).select_related("server")
-            self.stdout.write(f"{'DOMAIN':<40} {'SERVER':<30} {'MAILBOXES':>9}  STATE")
+            heads = (_("DOMAIN"), _("SERVER"), _("MAILBOXES"), _("STATE"))
+            self.stdout.write(f"{heads[0]:<40} {heads[1]:<30} {heads[2]:>9}  {heads[3]}")
             for domain in domains:
-                state = "locked" if domain.is_locked else "unlocked"
+                state = _("locked") if domain.is_locked else _("unlocked")
                 self.stdout.write(f"{domain.name:<40} {domain.server.name:<30} {domain.mailboxes.count():>9}  {state}")
             return
         domain = self.find_domain(domain_name)
-        self.stdout.write(f"Mailboxes of {domain.name}:")
+        self.stdout.write(_("Mailboxes of %(domain)s:") % {"domain": domain.name})
         for mailbox in domain.mailboxes.order_by("local_part"):
-            notes = [n for n, on in (("locked", mailbox.is_locked), ("catch-all", mailbox.is_catch_all)) if on]
+            notes = [n for n, on in ((_("locked"), mailbox.is_locked), (_("catch-all"), mailbox.is_catch_all)) if on]
             self.stdout.write(f"  {mailbox.address:<50} {' '.join(notes)}")
 
     def do_lock(self, target: str) -> None:
@@ -116,17 +130,19 @@ class Command(BaseCommand):
         self._set_lock(target, False)
 
     def _set_lock(self, target: str, locked: bool) -> None:
-        word = "Locked" if locked else "Unlocked"
         if is_address(target):
             mailbox = services.set_mailbox_lock(services.find_mailbox(target), locked, actor=ACTOR)
-            self.stdout.write(f"{word} mailbox {mailbox.address}.")
+            done = _("Locked mailbox %(name)s.") if locked else _("Unlocked mailbox %(name)s.")
+            self.stdout.write(done % {"name": mailbox.address})
         else:
             domain = services.set_domain_lock(self.find_domain(target), locked, actor=ACTOR)
-            self.stdout.write(f"{word} domain {domain.name}.")
+            done = _("Locked domain %(name)s.") if locked else _("Unlocked domain %(name)s.")
+            self.stdout.write(done % {"name": domain.name})
 
     def do_stat(self, domain_name: str | None = None) -> None:
         domains = [self.find_domain(domain_name)] if domain_name else list(Domain.objects.filter(type=DomainType.LOCAL))
-        self.stdout.write(f"{'DOMAIN':<40} {'MAILBOXES':>9} {'MESSAGES':>9} {'SIZE (KB)':>10}")
+        heads = (_("DOMAIN"), _("MAILBOXES"), _("MESSAGES"), _("SIZE (KB)"))
+        self.stdout.write(f"{heads[0]:<40} {heads[1]:>9} {heads[2]:>9} {heads[3]:>10}")
         totals = [0, 0, 0]
         for domain in domains:
             mailboxes = list(domain.mailboxes.select_related("domain__server"))
@@ -135,47 +151,64 @@ class Command(BaseCommand):
             totals = [a + b for a, b in zip(totals, row, strict=True)]
             self.stdout.write(f"{domain.name:<40} {row[0]:>9} {row[1]:>9} {row[2] / 1024:>10.1f}")
         if len(domains) > 1:
-            self.stdout.write(f"{'Total':<40} {totals[0]:>9} {totals[1]:>9} {totals[2] / 1024:>10.1f}")
+            total = _("Total")
+            self.stdout.write(f"{total:<40} {totals[0]:>9} {totals[1]:>9} {totals[2] / 1024:>10.1f}")
 
     def do_changepwd(self, address: str, new_password: str) -> None:
         mailbox = services.change_password(services.find_mailbox(address), new_password, actor=ACTOR)
-        self.stdout.write(f"Changed the password of {mailbox.address}.")
+        self.stdout.write(_("Changed the password of %(address)s.") % {"address": mailbox.address})
 
     def do_createquotafile(self, address: str, *flags: str) -> None:
         mailbox = services.find_mailbox(address)
         owner = None
         for flag in flags:
             if not flag.lower().startswith("/user:"):
-                raise CommandError(f"Unknown option {flag!r}; use /user:NAME.")
+                raise CommandError(_("Unknown option %(option)s; use /user:NAME.") % {"option": repr(flag)})
             name = flag.split(":", 1)[1]
             try:
                 owner = pwd.getpwnam(name)
             except KeyError:
-                raise CommandError(f"There is no user {name!r} on this system.") from None
+                raise CommandError(_("There is no user %(name)s on this system.") % {"name": repr(name)}) from None
         try:
             path = write_maildirsize(mailbox)
         except UnsafePathError as error:
-            raise CommandError(f"{mailbox.address}: {error.strerror}; its mail folder is not written to.") from None
+            raise CommandError(
+                _("%(address)s: %(reason)s; its mail folder is not written to.")
+                % {"address": mailbox.address, "reason": error.strerror}
+            ) from None
         if owner is not None:
             os.chown(path, owner.pw_uid, owner.pw_gid)
-        self.stdout.write(f"Wrote the quota file {path}" + (f", owned by {owner.pw_name}." if owner else "."))
+        if owner is not None:
+            self.stdout.write(
+                _("Wrote the quota file %(path)s, owned by %(user)s.") % {"path": path, "user": owner.pw_name}
+            )
+        else:
+            self.stdout.write(_("Wrote the quota file %(path)s.") % {"path": path})
 
     # -- MailConsole additions ---------------------------------------------------------------
     def do_setquota(self, address: str, quota_bytes: str, quota_messages: str = "0") -> None:
         mailbox = services.update_mailbox(
             services.find_mailbox(address), quota_bytes=quota_bytes, quota_messages=quota_messages, actor=ACTOR
         )
+        unlimited = _("unlimited")
         self.stdout.write(
-            f"Quota of {mailbox.address}: {mailbox.quota_bytes or 'unlimited'} bytes, "
-            f"{mailbox.quota_messages or 'unlimited'} messages."
+            _("Quota of %(address)s: %(bytes)s bytes, %(messages)s messages.")
+            % {
+                "address": mailbox.address,
+                "bytes": mailbox.quota_bytes or unlimited,
+                "messages": mailbox.quota_messages or unlimited,
+            }
         )
 
     def do_catchall(self, address: str, switch: str = "on") -> None:
         if switch not in ("on", "off"):
-            raise CommandError("Usage: winpop catchall USER@DOMAIN [off]")
+            raise CommandError(_("Usage: winpop catchall USER@DOMAIN [off]"))
         mailbox = services.set_catch_all(services.find_mailbox(address), switch == "on", actor=ACTOR)
-        state = "now receives" if mailbox.is_catch_all else "no longer receives"
-        self.stdout.write(f"{mailbox.address} {state} mail for unknown addresses of {mailbox.domain.name}.")
+        if mailbox.is_catch_all:
+            done = _("%(address)s now receives mail for unknown addresses of %(domain)s.")
+        else:
+            done = _("%(address)s no longer receives mail for unknown addresses of %(domain)s.")
+        self.stdout.write(done % {"address": mailbox.address, "domain": mailbox.domain.name})
 
     def do_group(self, action: str, *arguments: str) -> None:
         if action == "list":
@@ -183,24 +216,31 @@ class Command(BaseCommand):
             if arguments:
                 groups = groups.filter(domain=self.find_domain(arguments[0]))
             for group in groups:
-                addresses = ", ".join(m.address for m in group.members.all()) or "(the Drop folder)"
+                addresses = ", ".join(m.address for m in group.members.all()) or _("(the Drop folder)")
                 self.stdout.write(f"  {group!s:<40} -> {addresses}")
         elif action == "add" and arguments:
             local_part, domain_name = split_address(arguments[0])
             members = [services.find_mailbox(a, field="members") for a in arguments[1:]]
             group = services.add_group(services.find_local_domain(domain_name), local_part, members, actor=ACTOR)
-            self.stdout.write(f"Added group {group} with {len(members)} member(s).")
+            self.stdout.write(
+                ngettext(
+                    "Added group %(group)s with %(count)d member.",
+                    "Added group %(group)s with %(count)d members.",
+                    len(members),
+                )
+                % {"group": group, "count": len(members)}
+            )
         elif action == "delete" and len(arguments) == 1:
             local_part, domain_name = split_address(arguments[0])
             group = GroupAddress.objects.filter(
                 local_part=canonical_local_part(local_part), domain__name=domain_name
             ).first()
             if group is None:
-                raise CommandError(f"There is no group {arguments[0]}.")
+                raise CommandError(_("There is no group %(group)s.") % {"group": arguments[0]})
             services.remove_group(group, actor=ACTOR)
-            self.stdout.write(f"Deleted group {arguments[0]}.")
+            self.stdout.write(_("Deleted group %(group)s.") % {"group": arguments[0]})
         else:
-            raise CommandError("Usage: winpop group add ADDRESS [MEMBER...] | delete ADDRESS | list [DOMAIN]")
+            raise CommandError(_("Usage: winpop group add ADDRESS [MEMBER...] | delete ADDRESS | list [DOMAIN]"))
 
     # -- lookups -----------------------------------------------------------------------------
     def find_domain(self, name: str) -> Domain:
@@ -214,7 +254,7 @@ class Command(BaseCommand):
         else:
             server = servers.first()
         if server is None:
-            raise CommandError("No virtual server to add the domain to; create one with `smtpsvc create`.")
+            raise CommandError(_("No virtual server to add the domain to; create one with `smtpsvc create`."))
         return server
 
 
