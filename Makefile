@@ -6,7 +6,6 @@ setup:
 	@scripts/setup-venv.sh requirements.txt
 	@.venv/bin/python -m mailconsole.catalogues
 	@.venv/bin/python manage.py migrate --noinput -v0
-	@.venv/bin/python manage.py bootstrap
 
 run: setup
 	@.venv/bin/python manage.py runstack

@@ -1,8 +1,10 @@
 """The Celery app: supervision and (later) delivery tasks, routed to each node's own queue."""
 
+import logging
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailconsole.settings")
 
@@ -12,6 +14,18 @@ TEMP_SWEEP_INTERVAL_S = 3600
 app = Celery("mailconsole")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# Each periodic task (several a second) would log "received" and "succeeded" at INFO and bury what a
+# person needs: the banner, state changes, warnings. They show with MAILCONSOLE_LOG_LEVEL=DEBUG.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+
+@after_setup_logger.connect
+def quiet_per_task_lines(**kwargs) -> None:
+    if os.environ.get("MAILCONSOLE_LOG_LEVEL", "INFO").upper() != "DEBUG":
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.on_after_configure.connect

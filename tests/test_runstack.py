@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 from tests.helpers import free_port, port_is_closed, read_greeting, wait_until
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+# Each test makes a fresh installation of its own on SQLite, whatever database the suite uses.
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture
@@ -104,3 +108,60 @@ def test_the_stack_runs_mail_in_and_stops_cleanly_on_one_ctrl_c(fresh_install, t
         assert code == 0, (tmp_path / "stack.log").read_text()
         for port in (http_port, smtp_port, redis_port):
             assert port_is_closed(port), f"port {port} still open after Ctrl-C\n" + (tmp_path / "stack.log").read_text()
+
+
+def test_the_first_start_ends_with_a_banner_showing_where_to_sign_in_and_the_password(fresh_install, tmp_path):
+    assert manage(fresh_install, "migrate", "--noinput").returncode == 0
+    http_port = int(fresh_install["MAILCONSOLE_HTTP_PORT"])
+    log_path = tmp_path / "stack.log"
+    stack = start_stack(fresh_install, log_path)
+    try:
+        wait_until(lambda: "MailConsole is running." in log_path.read_text(), timeout_s=60, message="the banner")
+        wait_until(lambda: "Stop:" in log_path.read_text(), timeout_s=10, message="the whole banner")
+        banner = log_path.read_text().split("MailConsole is running.", 1)[1]
+        assert f"Console:  http://127.0.0.1:{http_port}/ " in banner
+        match = re.search(r"Sign in:  admin / (\S+)   \(shown only now", banner)
+        assert match, banner
+        assert f"SMTP 127.0.0.1:{fresh_install['MAILCONSOLE_SMTP_PORT']}" in banner
+        # The password works; the periodic tasks (a reconcile every second here) log nothing at INFO.
+        password = match.group(1)
+        status = sign_in_status(http_port, "admin", password)
+        assert status == 302
+    finally:
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=60) == 0, log_path.read_text()
+    log = log_path.read_text()
+    assert " succeeded in " not in log and "Sending due task" not in log, log[-3000:]
+
+    again = tmp_path / "again.log"
+    stack = start_stack(fresh_install, again)
+    try:
+        wait_until(lambda: "Stop:" in again.read_text(), timeout_s=60, message="the second banner")
+        assert "lost the password? .venv/bin/python manage.py changepassword admin" in again.read_text()
+        assert password not in again.read_text()
+    finally:
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=60) == 0, again.read_text()
+
+
+def sign_in_status(port: int, username: str, password: str) -> int:
+    """POST the console's sign-in form as a browser does (CSRF cookie and token); the status without redirects."""
+    import http.cookiejar
+    import urllib.parse
+
+    jar = http.cookiejar.CookieJar()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    url = f"http://127.0.0.1:{port}/console/login/"
+    opener.open(url, timeout=10).read()
+    token = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token})
+    request = urllib.request.Request(url, data=body.encode(), headers={"Referer": url})
+    try:
+        return opener.open(request, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -1,7 +1,9 @@
 """`manage.py runstack`: the whole node in the foreground; one Ctrl-C stops it in order.
 
-Starts the embedded Redis (when REDIS_URL is unset), gunicorn, a Celery worker on this node's
-queue and Celery beat. The SMTP workers are started by the worker's reconcile, not from here.
+Does the first-run set-up (servers.first_run), starts the embedded Redis (when REDIS_URL is unset),
+gunicorn, a Celery worker on this node's queue and Celery beat, then prints a banner with the
+console's address and how to sign in (the administrator's password on the first run). The SMTP,
+POP3 and IMAP workers are started by the worker's reconcile, not from here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import redis
@@ -17,6 +20,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from servers.embedded_redis import redis_server_argv
+from servers.first_run import ADMIN_USERNAME, FirstRun, set_up
+from servers.models import ImapService, Pop3Service, VirtualServer
 from servers.services import request_reconcile
 from servers.supervision import stop_node_workers
 
@@ -50,6 +55,43 @@ def redis_answers(timeout_s: float) -> bool:
             time.sleep(0.1)
 
 
+def web_answers(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def banner(first_run: FirstRun, console_url: str) -> str:
+    """What a person looks for once everything has started: where to go and how to sign in."""
+    if first_run.admin_password:
+        sign_in = f"{ADMIN_USERNAME} / {first_run.admin_password}   (shown only now: change it in the console)"
+    elif first_run.admin_created:
+        sign_in = f"{ADMIN_USERNAME} / the password in MAILCONSOLE_ADMIN_PASSWORD"
+    else:
+        sign_in = f"{ADMIN_USERNAME} (lost the password? .venv/bin/python manage.py changepassword {ADMIN_USERNAME})"
+    node = settings.NODE_NAME
+    services = [f"SMTP {s.ip_address}:{s.port}" for s in VirtualServer.objects.on_node(node).order_by("pk")[:5]]
+    services += [f"POP3 {s.ip_address}:{s.port}" for s in Pop3Service.objects.filter(node__name=node)]
+    services += [f"IMAP {s.ip_address}:{s.port}" for s in ImapService.objects.filter(node__name=node)]
+    rule = "=" * 78
+    lines = [
+        rule,
+        "MailConsole is running.",
+        f"  Console:  {console_url}          webmail: {console_url}mail/",
+        f"  Sign in:  {sign_in}",
+        f"  Mail:     {'  '.join(services)}",
+        f"  Logs:     here (web, Celery); SMTP/POP3/IMAP workers in {settings.VAR_DIR / 'log'}/",
+        "  Stop:     Ctrl-C (once) stops everything in order.",
+        rule,
+    ]
+    return "\n".join(lines)
+
+
 class Command(BaseCommand):
     help = "Run web, Celery worker and beat (and the embedded Redis) in the foreground."
 
@@ -65,6 +107,7 @@ class Command(BaseCommand):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[Child] = []
         self.redis_child: Child | None = None
+        first_run = set_up()
 
         if settings.EMBEDDED_REDIS:
             if redis_answers(0.2):
@@ -141,8 +184,9 @@ class Command(BaseCommand):
         for child in self.children:
             self.start(child)
         request_reconcile(node)
-        self.log(f"MailConsole is running: web http://{bind}/admin/  node {node}  Redis {settings.REDIS_URL}")
-        self.log("Press Ctrl-C to stop everything.")
+        web_answers(f"http://{bind}/healthz", timeout_s=30)
+        self.stdout.write(banner(first_run, f"http://{bind}/"))
+        self.stdout.flush()
 
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
