@@ -266,7 +266,9 @@ def test_the_readmes_document_commands_and_every_long_running_one_is_named():
 
 
 @pytest.mark.parametrize("example", RUNNABLE, ids=str)
-def test_the_readme_example_runs(example: Example, installation_for, db):
+def test_the_readme_example_runs(example: Example, installation_for, db, monkeypatch):
+    # `changepassword` asks twice on the terminal: the same new password both times.
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="Password: ", stream=None: "Reset-pw-123")
     argv = installation_for(example)
     outcome = run_like_manage_py(argv)
     expected = EXPECTED_EXIT_STATUS.get(example.text, 0)
