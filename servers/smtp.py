@@ -707,11 +707,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return None
         if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
             return None
+        sender = "" if address in ("<>", None) else address  # aiosmtpd hands the null sender over as "<>"
         envelope.spf, envelope.spf_identity = await self.checks.auth.spf(
-            protocol.client_ip, address or "", session.host_name or "", policy.dns_server, protocol.auth_budget
+            protocol.client_ip, sender, session.host_name or "", policy.dns_server, protocol.auth_budget
         )
         refusal = spf_refusal(
-            policy, envelope.spf.result, address=address or "", domain=envelope.spf.domain, client_ip=protocol.client_ip
+            policy, envelope.spf.result, address=sender, domain=envelope.spf.domain, client_ip=protocol.client_ip
         )
         if refusal is not None:
             self.counters.count_refusal("spf", protocol.session_id, protocol.client_ip, refusal)
@@ -742,7 +743,7 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             snapshot.hostname,
             spf=envelope.spf,
             spf_identity=envelope.spf_identity,
-            spf_sender=envelope.mail_from or "",
+            spf_sender="" if envelope.mail_from == "<>" else envelope.mail_from or "",
             dkim=dkim_results,
             dmarc=dmarc,
         )

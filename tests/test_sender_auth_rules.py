@@ -210,9 +210,7 @@ def test_macros_expand_as_rfc_7208_section_7_4_shows(macro, expanded):
     # The examples of RFC 7208 7.4 (sender strong-bad@email.example.com, client 192.0.2.3).
     dns = FakeDns().txt("email.example.com", f"v=spf1 exists:{macro}.x -all")
     asyncio.run(
-        check_host(
-            "192.0.2.3", "email.example.com", "strong-bad@email.example.com", helo="mx.helo.example", lookup=dns
-        )
+        check_host("192.0.2.3", "email.example.com", "strong-bad@email.example.com", helo="mx.helo.example", lookup=dns)
     )
     assert (f"{expanded}.x".lower(), "A") in dns.asked
 
@@ -297,7 +295,7 @@ def test_organisational_domains_come_from_the_bundled_public_suffix_list():
 
 def test_from_domain_needs_exactly_one_author():
     assert from_domain(b"From: Bob <Bob@Far.TEST>\r\nSubject: x\r\n\r\nFrom: body@x.test\r\n") == "far.test"
-    assert from_domain(b"From:\r\n \"Bob, Jr.\" <bob@far.test>\r\n\r\n") == "far.test"
+    assert from_domain(b'From:\r\n "Bob, Jr." <bob@far.test>\r\n\r\n') == "far.test"
     assert from_domain(b"From: a@one.test, b@two.test\r\n\r\n") is None
     assert from_domain(b"From: a@one.test\r\nFrom: b@two.test\r\n\r\n") is None
     assert from_domain(b"Subject: no author\r\n\r\n") is None
@@ -348,7 +346,12 @@ def test_the_header_lists_spf_dkim_and_dmarc_and_reads_back_in_plain_words():
     text = header.decode()
     assert text.startswith("Authentication-Results: mx.lab.test;") and text.endswith("\r\n")
     unfolded = " ".join(text.split())
-    for part in ("spf=pass", "smtp.mailfrom=bob@far.test", "dkim=pass header.d=far.test", "dmarc=pass header.from=far.test"):
+    for part in (
+        "spf=pass",
+        "smtp.mailfrom=bob@far.test",
+        "dkim=pass header.d=far.test",
+        "dmarc=pass header.from=far.test",
+    ):
         assert part in unfolded
     value = text.split(":", 1)[1]
     check = sender_check([value], "MX.lab.test")
