@@ -309,3 +309,103 @@ def test_the_worker_exempts_a_signed_in_user_and_says_smtp_auth(server, dns):
     [stored] = [path.read_bytes() for path in (server.mailbox.maildir / "new").iterdir()]
     assert results_of(stored) == f"{HOSTNAME}; auth=pass smtp.auth={ALICE}"
     assert not any(name.endswith("lab.test") for name, _ in dns.queries)
+
+
+# -- the settings on every face, and what webmail shows ------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_checks_are_off_by_default_and_each_face_sets_them():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from servers import services
+    from servers.snapshot import load_snapshot
+
+    server = make_server()
+    assert (server.spf_action, server.dmarc_action) == ("none", "none")
+
+    call_command("smtpsvc", "set", str(server.pk), "spf_action=reject", "dmarc_action=honour", stdout=StringIO())
+    policy = load_snapshot(server.pk).policy
+    assert (policy.spf_action, policy.dmarc_action) == ("reject", "honour")
+
+    with pytest.raises(services.RefusedError, match="none, tag or reject"):
+        services.update_virtual_server(server, spf_action="quarantine")
+
+
+def test_the_api_takes_the_actions_and_refuses_unknown_ones(admin):
+    server = make_server()
+    url = f"/api/v1/servers/{server.pk}/"
+
+    response = admin.patch(url, {"spf_action": "tag", "dmarc_action": "honour"}, format="json")
+    assert response.status_code == 200, response.content
+    assert (response.json()["spf_action"], response.json()["dmarc_action"]) == ("tag", "honour")
+    for body, field in [({"spf_action": "drop"}, "spf_action"), ({"dmarc_action": "reject"}, "dmarc_action")]:
+        response = admin.patch(url, body, format="json")
+        assert response.status_code == 400 and field in response.json(), (body, response.content)
+
+
+@pytest.mark.django_db
+def test_the_anti_spam_tab_shows_and_saves_the_actions(fast_hashing):
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.panel_helpers import make_cast
+
+    cast = make_cast()
+    client = Client()
+    client.force_login(cast.alice)
+    url = reverse("console:server", args=[cast.server.pk]) + "?tab=antispam"
+    page = client.get(url).content.decode()
+    assert 'name="spf_action"' in page and 'name="dmarc_action"' in page
+
+    data = {"form": "server", "dnsbl_action": "tag", "greylisting_delay_s": "300", "dnsbl_zones": ""}
+    client.post(url, {**data, "spf_action": "reject", "dmarc_action": "honour"})
+    cast.server.refresh_from_db()
+    assert (cast.server.spf_action, cast.server.dmarc_action) == ("reject", "honour")
+
+
+@pytest.mark.django_db
+def test_webmail_says_in_plain_words_whether_the_sender_was_verified(fast_hashing, settings):
+    from django.urls import reverse
+
+    from frontend.webmail.models import MessageIndex
+    from servers.message_auth import DkimResult, authentication_results, dmarc_outcome, parse_dmarc_record
+    from servers.spf import SpfResult
+    from tests.webmail_helpers import make_lab, signed_in_client, store, text_message
+
+    lab = make_lab()
+    record = parse_dmarc_record(["v=DMARC1; p=none"])
+    passed = authentication_results(
+        settings.MAIL_HOSTNAME,
+        spf=SpfResult("pass", "outside.test"),
+        dkim=[DkimResult("pass", "outside.test", "sel")],
+        dmarc=dmarc_outcome(
+            "outside.test", record, record_at_org=False, spf=SpfResult("pass", "outside.test"), dkim=[]
+        ),
+    )
+    failed = authentication_results(
+        settings.MAIL_HOSTNAME,
+        spf=SpfResult("fail", "outside.test"),
+        dmarc=dmarc_outcome(
+            "outside.test", record, record_at_org=False, spf=SpfResult("fail", "outside.test"), dkim=[]
+        ),
+    )
+    forged = b"Authentication-Results: elsewhere.test; spf=pass smtp.mailfrom=carol@outside.test\r\n"
+    uids = {
+        name: store(lab.helena, header + text_message(subject=name).as_bytes().replace(b"\n", b"\r\n"))
+        for name, header in (("passed", passed), ("failed", failed), ("other", forged))
+    }
+    client = signed_in_client(lab.helena)
+    client.get(reverse("webmail:folder", args=["inbox"]))
+
+    def verdict(name: str) -> str:
+        pk = MessageIndex.objects.get(mailbox=lab.helena, uid=uids[name]).pk
+        page = client.get(reverse("webmail:read", args=[pk])).content.decode()
+        start = page.find('data-testid="sender-verdict">')
+        return "" if start < 0 else page[start:].split(">", 1)[1].split("<", 1)[0]
+
+    assert verdict("passed") == "Sender verified: outside.test (SPF pass, DKIM pass, DMARC pass)"
+    assert verdict("failed").startswith("Warning: the sender could not be verified as outside.test (SPF fail")
+    assert verdict("other") == ""
