@@ -10,10 +10,15 @@ The rules (README, "Anti-spam"):
   asyncresolver; nothing blocks the event loop. dkimpy is synchronous: the keys of a message's
   signatures are fetched first, asynchronously, and dkimpy gets a lookup function that only reads
   those answers; it runs in a thread (hashing a large body takes time).
-- Answers are cached in the worker (their TTL, at most 5 minutes; a missing name 1 minute).
-- Time box: one session spends at most AUTH_TIMEOUT_S waiting for these lookups in all (the budget
-  starts at its first lookup), so a dead DNS server delays a session by at most that much. What
-  has not answered by then is a temperror.
+- Answers are cached in the worker (their TTL, at most 5 minutes; a missing name 1 minute; a
+  failed lookup TEMPERROR_CACHE_S, so the next messages of a session do not wait for it again).
+- Time box: each of the two steps waits at most AUTH_TIMEOUT_S for DNS: SPF at MAIL, and at the end
+  of DATA the DKIM keys and the DMARC records (of the From: domain and of its organisational
+  domain), asked all at once. What has not answered by then is a temperror. So a dead DNS server
+  delays a message by at most 2 x AUTH_TIMEOUT_S, and the further messages of its session hardly
+  at all (the failures are cached). Why not one box for the whole session: a sender whose own
+  SPF record answers slowly would spend it at MAIL, and a forged From: of a p=reject domain would
+  then get dmarc=temperror and pass; with a box of its own, DMARC always gets its full time.
 - Fail open: temperror never refuses mail. SPF temperror is accepted (even with spf_action=reject),
   a DKIM key that could not be fetched is dkim=temperror, a DMARC record that could not be fetched
   (or an SPF/DKIM temperror when nothing aligned passed) is dmarc=temperror and no policy is
@@ -24,11 +29,8 @@ The rules (README, "Anti-spam"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import dkim
 import dkim.util
@@ -48,24 +50,13 @@ from servers.spf import Lookup, SpfResult, SpfTempError, check_host
 
 log = logging.getLogger(__name__)
 
-# All SPF, DKIM-key and DMARC lookups of one session together wait at most this long.
-AUTH_TIMEOUT_S = 3.0
+# SPF (at MAIL) waits at most this long for DNS; DKIM keys and DMARC records (after DATA) as well.
+AUTH_TIMEOUT_S = 2.0
 ANSWER_CACHE_MAX_S = 300
 MISSING_CACHE_S = 60
+TEMPERROR_CACHE_S = 15
 CACHE_MAX_ENTRIES = 20000
 MAX_SIGNATURES = 5  # signatures verified per message; more is a cost, not a help
-
-
-@dataclass
-class SessionBudget:
-    """The time one session may still wait for authentication lookups (monotonic deadline)."""
-
-    deadline: float | None = None
-
-    def remaining(self, clock: Callable[[], float] = time.monotonic) -> float:
-        if self.deadline is None:
-            self.deadline = clock() + AUTH_TIMEOUT_S
-        return self.deadline - clock()
 
 
 def _record_texts(answer: dns.resolver.Answer, rdtype: str) -> list[str]:
@@ -87,25 +78,32 @@ class InboundAuth:
 
     def __init__(self) -> None:
         self._resolvers: dict[str, dns.asyncresolver.Resolver] = {}
-        # (dns server, name, rdtype) -> (records, expires at, monotonic)
-        self._cache: dict[tuple[str, str, str], tuple[list[str], float]] = {}
+        # (dns server, name, rdtype) -> (records, or the reason it failed; expires at, monotonic)
+        self._cache: dict[tuple[str, str, str], tuple[list[str] | str, float]] = {}
         self._failing: set[str] = set()
 
     # -- DNS -----------------------------------------------------------------------------------------
-    def lookup_for(self, dns_server: str, budget: SessionBudget) -> Lookup:
-        """A lookup function for the evaluators: cached answers, else the resolver within the budget."""
+    def lookup_for(self, dns_server: str) -> Lookup:
+        """A lookup function for one step: cached answers, else the resolver until AUTH_TIMEOUT_S from now."""
+        deadline = time.monotonic() + AUTH_TIMEOUT_S
 
         async def lookup(name: str, rdtype: str) -> list[str]:
             key = (dns_server, name.lower(), rdtype)
             cached = self._cache.get(key)
             if cached is not None and cached[1] > time.monotonic():
+                if isinstance(cached[0], str):
+                    raise SpfTempError(cached[0])
                 return cached[0]
-            remaining = budget.remaining()
-            if remaining <= 0:
-                raise SpfTempError(f"{rdtype} {name}: no time left for DNS in this session")
-            records, ttl = await self._resolve(dns_server, name, rdtype, remaining)
             if len(self._cache) > CACHE_MAX_ENTRIES:
                 self._cache.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SpfTempError(f"{rdtype} {name}: no time left")
+            try:
+                records, ttl = await self._resolve(dns_server, name, rdtype, remaining)
+            except SpfTempError as error:
+                self._cache[key] = (str(error), time.monotonic() + TEMPERROR_CACHE_S)
+                raise
             self._cache[key] = (records, time.monotonic() + ttl)
             return records
 
@@ -141,75 +139,64 @@ class InboundAuth:
         self._failing.discard(dns_server)
 
     # -- SPF ---------------------------------------------------------------------------------------------
-    async def spf(
-        self, client_ip: str, mail_from: str, helo: str, dns_server: str, budget: SessionBudget
-    ) -> tuple[SpfResult, str]:
+    async def spf(self, client_ip: str, mail_from: str, helo: str, dns_server: str) -> tuple[SpfResult, str]:
         """check_host of MAIL FROM, or of the HELO name for the null sender; and which identity it was."""
-        lookup = self.lookup_for(dns_server, budget)
+        lookup = self.lookup_for(dns_server)
         if mail_from:
             domain = mail_from.rpartition("@")[2]
             return await check_host(client_ip, domain, mail_from, helo=helo, lookup=lookup), "mailfrom"
         helo_name = helo.strip().strip("[]")
         return await check_host(client_ip, helo_name, f"postmaster@{helo_name}", helo=helo, lookup=lookup), "helo"
 
-    # -- DKIM ---------------------------------------------------------------------------------------------
-    async def dkim(self, message: bytes, dns_server: str, budget: SessionBudget) -> list[DkimResult]:
-        """Every DKIM signature's result (up to MAX_SIGNATURES): keys fetched here, dkimpy in a thread."""
-        signatures = _signatures(message)
-        if not signatures:
-            return []
-        lookup = self.lookup_for(dns_server, budget)
-        names = {f"{selector}._domainkey.{domain}" for domain, selector in signatures if domain and selector}
-        answers = await asyncio.gather(*(lookup(name, "TXT") for name in names), return_exceptions=True)
-        keys: dict[str, list[str] | BaseException] = dict(zip(names, answers, strict=True))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _verify_signatures, message, signatures, keys)
-
-    # -- DMARC --------------------------------------------------------------------------------------------
-    async def dmarc(
-        self,
-        message: bytes,
-        spf: SpfResult | None,
-        dkim_results: Sequence[DkimResult],
-        dns_server: str,
-        budget: SessionBudget,
-        *,
-        sample: int,
-    ) -> DmarcOutcome:
-        """The message's DMARC outcome: the From: domain's record, else its organisational domain's."""
-        author = from_domain(message)
-        if author is None:
-            return dmarc_outcome(None, None, record_at_org=False, spf=spf, dkim=dkim_results)
-        lookup = self.lookup_for(dns_server, budget)
-        try:
-            record = parse_dmarc_record(await lookup(f"_dmarc.{author}", "TXT"))
-            at_org = False
-            organisation = organizational_domain(author)
-            if record is None and organisation != author:
-                record = parse_dmarc_record(await lookup(f"_dmarc.{organisation}", "TXT"))
-                at_org = True
-        except SpfTempError:
-            return dmarc_outcome(author, None, record_at_org=False, spf=spf, dkim=dkim_results, lookup_failed=True)
-        return dmarc_outcome(author, record, record_at_org=at_org, spf=spf, dkim=dkim_results, sample=sample)
-
+    # -- DKIM and DMARC, after DATA -----------------------------------------------------------------------
     async def dkim_and_dmarc(
-        self, message: bytes, spf: SpfResult | None, dns_server: str, budget: SessionBudget, *, sample: int
+        self, message: bytes, spf: SpfResult | None, dns_server: str, *, sample: int
     ) -> tuple[list[DkimResult], DmarcOutcome]:
-        """DKIM, then DMARC; the DMARC record is fetched while the signatures are checked."""
+        """Every DKIM signature's result (up to MAX_SIGNATURES) and the message's DMARC outcome.
+
+        The signatures' keys and the DMARC records of the From: domain and of its organisational
+        domain are asked all at once, in one time box; dkimpy then runs in a thread on those answers.
+        """
+        lookup = self.lookup_for(dns_server)
+        signatures = _signatures(message)
+        key_names = sorted(
+            {f"{selector}._domainkey.{domain}" for domain, selector in signatures if domain and selector}
+        )
         author = from_domain(message)
-        prefetch = None
+        dmarc_names: list[str] = []
         if author is not None:
-            lookup = self.lookup_for(dns_server, budget)
-            prefetch = asyncio.ensure_future(_quietly(lookup(f"_dmarc.{author}", "TXT")))
-        dkim_results = await self.dkim(message, dns_server, budget)
-        if prefetch is not None:
-            await prefetch  # now in the cache (or failed, which DMARC will find out at once)
-        return dkim_results, await self.dmarc(message, spf, dkim_results, dns_server, budget, sample=sample)
+            dmarc_names.append(f"_dmarc.{author}")
+            organisation = organizational_domain(author)
+            if organisation != author:
+                dmarc_names.append(f"_dmarc.{organisation}")
+        names = key_names + dmarc_names
+        answers = await asyncio.gather(*(lookup(name, "TXT") for name in names), return_exceptions=True)
+        found: dict[str, list[str] | BaseException] = dict(zip(names, answers, strict=True))
+        dkim_results: list[DkimResult] = []
+        if signatures:
+            loop = asyncio.get_running_loop()
+            dkim_results = await loop.run_in_executor(None, _verify_signatures, message, signatures, found)
+        return dkim_results, _dmarc_of(author, dmarc_names, found, spf, dkim_results, sample)
 
 
-async def _quietly(awaitable: Awaitable[list[str]]) -> None:
-    with contextlib.suppress(SpfTempError):
-        await awaitable
+def _dmarc_of(
+    author: str | None,
+    names: list[str],
+    found: dict[str, list[str] | BaseException],
+    spf: SpfResult | None,
+    dkim_results: list[DkimResult],
+    sample: int,
+) -> DmarcOutcome:
+    """DMARC from the fetched records: the From: domain's, else its organisational domain's (RFC 7489 6.6.3)."""
+    for position, name in enumerate(names):
+        answer = found[name]
+        if isinstance(answer, BaseException):
+            return dmarc_outcome(author, None, record_at_org=False, spf=spf, dkim=dkim_results, lookup_failed=True)
+        record = parse_dmarc_record(answer)
+        if record is not None:
+            at_org = position > 0
+            return dmarc_outcome(author, record, record_at_org=at_org, spf=spf, dkim=dkim_results, sample=sample)
+    return dmarc_outcome(author, None, record_at_org=False, spf=spf, dkim=dkim_results)
 
 
 def _signatures(message: bytes) -> list[tuple[str, str]]:

@@ -152,8 +152,9 @@ def dmarc_outcome(
 
     `record_at_org`: the record came from the organisational domain, so sp= applies. `sample`
     (0..99) is compared with pct=: a message outside the percentage gets the next milder policy
-    (6.6.4). Fail open: when nothing aligned passed but an SPF or DKIM check could not tell
-    (temperror), or the record lookup failed, the result is temperror and nothing is done.
+    (6.6.4). Fail open: when nothing aligned passed but an SPF or DKIM check of an aligned domain
+    could not tell (temperror), or the record lookup failed, the result is temperror and nothing is
+    done. A temperror of a domain that does not align changes nothing (it could not have passed).
     """
     if author_domain is None:
         return DmarcOutcome("permerror", "")
@@ -166,7 +167,10 @@ def dmarc_outcome(
     dkim_aligned = any(r.result == "pass" and aligned(r.domain, author_domain, record.adkim) for r in dkim)
     if spf_aligned or dkim_aligned:
         return DmarcOutcome("pass", author_domain, published)
-    could_not_tell = (spf is not None and spf.result == TEMPORARY) or any(r.result == TEMPORARY for r in dkim)
+    # Only a check that could have aligned may hold the verdict back: a forger's own slow domain must not.
+    could_not_tell = (
+        spf is not None and spf.result == TEMPORARY and aligned(spf.domain, author_domain, record.aspf)
+    ) or any(r.result == TEMPORARY and aligned(r.domain, author_domain, record.adkim) for r in dkim)
     if could_not_tell:
         return DmarcOutcome(TEMPORARY, author_domain, published)
     action = published

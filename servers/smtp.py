@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, mailstore, replies
-from servers.inbound_auth import SessionBudget, dmarc_sample
+from servers.inbound_auth import dmarc_sample
 from servers.message_auth import authentication_results, strip_our_results
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
@@ -252,8 +252,6 @@ class MailConsoleSMTP(_ProtocolNamesOnly, SMTP):
         self.signed_in_as: str | None = None
         # The DNSBL zones that list this client (None: not asked yet, or exempt).
         self.dnsbl_listed: tuple[str, ...] | None = None
-        # The time this session may still wait for SPF/DKIM/DMARC lookups (servers.inbound_auth).
-        self.auth_budget = SessionBudget()
         self.last_command = ""
         self.client_ip = ""
         self._counted_client = False
@@ -709,7 +707,7 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             return None
         sender = "" if address in ("<>", None) else address  # aiosmtpd hands the null sender over as "<>"
         envelope.spf, envelope.spf_identity = await self.checks.auth.spf(
-            protocol.client_ip, sender, session.host_name or "", policy.dns_server, protocol.auth_budget
+            protocol.client_ip, sender, session.host_name or "", policy.dns_server
         )
         refusal = spf_refusal(
             policy, envelope.spf.result, address=sender, domain=envelope.spf.domain, client_ip=protocol.client_ip
@@ -733,7 +731,7 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
             return authentication_results(snapshot.hostname, signed_in_as=protocol.signed_in_as), None
         dkim_results, dmarc = await self.checks.auth.dkim_and_dmarc(
-            content, envelope.spf, policy.dns_server, protocol.auth_budget, sample=dmarc_sample()
+            content, envelope.spf, policy.dns_server, sample=dmarc_sample()
         )
         refusal = dmarc_refusal(policy, dmarc.action, dmarc.domain)
         if refusal is not None:

@@ -318,6 +318,10 @@ def test_dmarc_fails_open_on_temporary_errors():
     temp = SpfResult("temperror", "far.test")
     assert dmarc_outcome("far.test", REJECT, record_at_org=False, spf=temp, dkim=[]).action == "none"
     assert dmarc_outcome("far.test", REJECT, record_at_org=False, spf=temp, dkim=[]).result == "temperror"
+    unaligned = SpfResult("temperror", "slow.test")
+    assert dmarc_outcome("far.test", REJECT, record_at_org=False, spf=unaligned, dkim=[]).action == "reject"
+    key_failed = DkimResult("temperror", "mail.far.test")
+    assert dmarc_outcome("far.test", REJECT, record_at_org=False, spf=None, dkim=[key_failed]).action == "none"
     failed_lookup = dmarc_outcome("far.test", None, record_at_org=False, spf=None, dkim=[], lookup_failed=True)
     assert (failed_lookup.result, failed_lookup.action) == ("temperror", "none")
 
