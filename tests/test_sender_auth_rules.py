@@ -408,3 +408,73 @@ def test_incoming_results_naming_our_host_are_removed_and_others_kept():
     )
     untouched = b"Subject: x\r\n\r\nbody\r\n"
     assert strip_our_results(untouched, "mx.lab.test") is untouched
+
+
+# -- the adapter's wiring, with the lookups faked -------------------------------------------------------------
+
+
+class FakeAuth:
+    """InboundAuth answering fixed results; records who was asked."""
+
+    def __init__(self, spf_result: SpfResult, dmarc_action: str = "none") -> None:
+        self.spf_result = spf_result
+        self.dmarc_action = dmarc_action
+        self.asked: list[str] = []
+
+    async def spf(self, client_ip, mail_from, helo, dns_server):
+        self.asked.append(f"spf {mail_from or helo}")
+        return self.spf_result, "mailfrom" if mail_from else "helo"
+
+    async def dkim_and_dmarc(self, message, spf, dns_server, *, sample):
+        self.asked.append("dkim+dmarc")
+        published = "reject" if self.dmarc_action != "none" else "none"
+        return [], dmarc_outcome_of("far.test", self.dmarc_action, published)
+
+
+def dmarc_outcome_of(domain: str, action: str, published: str):
+    from servers.message_auth import DmarcOutcome
+
+    return DmarcOutcome("fail", domain, published, action)
+
+
+class FakeChecks:
+    def __init__(self, auth: FakeAuth) -> None:
+        self.auth = auth
+
+
+def test_the_adapter_counts_and_logs_each_refusal_by_reason_and_exempts_signed_in_users(caplog):
+    from servers.smtp import LocalDeliveryHandler, LocalEnvelope, WorkerCounters
+    from tests.test_smtp_policy import FakeSession, hook, lab
+
+    auth = FakeAuth(SpfResult("fail", "far.test"), dmarc_action="reject")
+    on = LocalDeliveryHandler(
+        lambda: lab(spf_action="reject", dmarc_action="honour"),
+        WorkerCounters(),
+        None,
+        FakeChecks(auth),
+    )
+    session = type("Session", (), {"host_name": "mail.far.test"})()
+    stranger = FakeSession(session_id="s1")
+
+    with caplog.at_level("INFO", logger="servers.smtp"):
+        reply = hook(on.handle_MAIL(stranger, session, LocalEnvelope(), "bob@far.test", []))
+        envelope = LocalEnvelope()
+        envelope.original_content = b"From: bob@far.test\r\n\r\nhi\r\n"
+        header, refusal = hook(on._sender_auth(stranger, envelope))
+
+    assert reply[:10] == "550 5.7.23" and refusal == replies.DMARC_REJECTED.format(domain="far.test")
+    assert header == b""
+    assert on.counters.refusals == {"spf": 1, "dmarc": 1}
+    assert [r.message.split(": ", 1)[1][:20] for r in caplog.records] == [
+        "refused (spf): 550 5",
+        "refused (dmarc): 550",
+    ]
+
+    alice = FakeSession(session_id="s2", signed_in_as="alice@lab.test")
+    asked_before = list(auth.asked)
+    assert hook(on.handle_MAIL(alice, session, LocalEnvelope(), "alice@lab.test", [])) == "250 2.1.0 OK"
+    envelope = LocalEnvelope()
+    envelope.original_content = b"From: alice@lab.test\r\n\r\nhi\r\n"
+    header, refusal = hook(on._sender_auth(alice, envelope))
+    assert refusal is None and b"smtp.auth=alice@lab.test" in header
+    assert auth.asked == asked_before
