@@ -206,7 +206,7 @@ def authentication_results(
         else:
             results.append(
                 authres.SPFAuthenticationResult(
-                    result=spf.result, smtp_mailfrom=spf_sender or spf.domain, result_comment=spf.reason or None
+                    result=spf.result, smtp_mailfrom=spf_sender or spf.domain, result_comment=_comment(spf.reason)
                 )
             )
     if spf is not None or dmarc is not None:
@@ -218,7 +218,7 @@ def authentication_results(
                     result=signature.result,
                     header_d=signature.domain or None,
                     header_s=signature.selector or None,
-                    result_comment=signature.reason or None,
+                    result_comment=_comment(signature.reason),
                 )
             )
     if dmarc is not None:
@@ -231,6 +231,15 @@ def authentication_results(
         )
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return _folded(str(header)).encode("utf-8", "surrogateescape") + b"\r\n"
+
+
+_UNSAFE_IN_COMMENT = re.compile(r"[^A-Za-z0-9 .,:/_@=+'-]")
+
+
+def _comment(reason: str) -> str | None:
+    """A reason as a header comment: it may quote a sender's DNS record, so only plain characters."""
+    text = _UNSAFE_IN_COMMENT.sub("?", reason)[:100].strip()
+    return text or None
 
 
 def _folded(line: str) -> str:

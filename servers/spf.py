@@ -86,9 +86,12 @@ def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def valid_domain(domain: str) -> bool:
-    """Whether check_host may look the name up (4.3): a multi-label name, labels of 1 to 63 octets."""
+    """Whether check_host may look the name up (4.3): a multi-label name, labels of 1 to 63 octets,
+    not an address."""
     labels = domain.rstrip(".").split(".")
-    return len(labels) > 1 and len(domain) <= 253 and all(0 < len(label) <= 63 for label in labels)
+    if len(labels) < 2 or len(domain) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        return False
+    return not labels[-1].isdigit()  # an address literal (a HELO of [192.0.2.1]) is not a domain
 
 
 def spf_records(texts: list[str]) -> list[str]:

@@ -238,6 +238,7 @@ def test_ptr_matches_a_validated_reverse_name_in_the_domain():
 def test_a_name_that_is_not_a_domain_is_none_without_a_lookup():
     dns = FakeDns()
     assert asyncio.run(check_host("192.0.2.1", "localhost", "x@localhost", helo="h", lookup=dns)).result == "none"
+    assert asyncio.run(check_host("192.0.2.1", "192.0.2.1", "x@[192.0.2.1]", helo="h", lookup=dns)).result == "none"
     assert dns.asked == []
 
 
@@ -384,6 +385,12 @@ def test_a_failing_or_missing_check_reads_as_a_warning_or_as_nothing():
     check = sender_check([none.split(":", 1)[1]], "mx.lab.test")
     assert check is not None and check.verified is None
     assert sender_check([" other.example; spf=pass smtp.mailfrom=a@far.test"], "mx.lab.test") is None
+
+
+def test_a_reason_quoting_a_senders_record_cannot_break_the_header():
+    reason = "redirect to a(b);c\r\nX-Injected: 1"
+    header = authentication_results("mx.lab.test", spf=SpfResult("permerror", "far.test", reason)).decode()
+    assert "X-Injected: 1\r\n" not in header and "(redirect to a?b??c??X-Injected: 1)" in header
 
 
 def test_a_signed_in_sender_is_recorded_as_smtp_auth():
