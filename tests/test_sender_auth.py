@@ -430,3 +430,18 @@ def test_webmail_says_in_plain_words_whether_the_sender_was_verified(fast_hashin
     assert verdict("passed") == "Sender verified: outside.test (SPF pass, DKIM pass, DMARC pass)"
     assert verdict("failed").startswith("Warning: the sender could not be verified as outside.test (SPF fail")
     assert verdict("other") == ""
+
+
+def test_the_worker_files_a_dmarc_quarantined_message_into_the_junk_folder(server, dns):
+    from frontend.webmail.folders import account_for
+
+    account_for(server.mailbox)  # the first sign-in (IMAP or webmail) makes Junk
+    publish(dns, spf="v=spf1 ?all", dmarc="v=DMARC1; p=quarantine")  # SPF neutral: passes MAIL, not DMARC
+
+    result = swaks(server, "--from", "bob@far.test", "--header", "Subject: quarantined")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list((server.mailbox.maildir / "new").iterdir()) == []
+    [junk] = [path.read_bytes() for path in (server.mailbox.maildir / ".Junk" / "new").iterdir()]
+    assert b"Subject: quarantined" in junk and b"X-Spam-Flag: YES" in junk
+    assert "dmarc=fail header.from=far.test policy.dmarc=quarantine" in results_of(junk)
