@@ -15,7 +15,6 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.utils import getaddresses
 from typing import Any
 
@@ -346,11 +345,3 @@ def sender_check(header_values: Iterable[str], authserv_id: str) -> SenderCheck 
             verified = None
         return SenderCheck(verified, domain, spf, dkim, dmarc, signed_in_as)
     return None
-
-
-def address_domain(address: str) -> str:
-    """The domain of an envelope address ("" for the null sender)."""
-    try:
-        return Address(addr_spec=address).domain.lower() if address else ""
-    except (ValueError, IndexError):
-        return address.rpartition("@")[2].lower()

@@ -8,10 +8,12 @@ no records (a "void lookup", RFC 7208 4.6.4), and raises `SpfTempError` for a ti
 Covered: every mechanism (all, include, a, mx, ptr, ip4, ip6, exists), the redirect modifier (exp=
 is parsed and ignored: we never send the explanation), the limits of 4.6.4 (10 DNS-querying terms,
 10 MX or PTR names each, 2 void lookups), and the macros of section 7 that check_host needs
-(%{s l o d i h v p}, with digits, "r" and delimiters; %{p} is "unknown", as 7.3 allows).
+(%{s l o d i h v p}, with digits, "r" and delimiters; %{p} is "unknown", as 7.3 allows; an
+upper-case macro letter is expanded like a lower-case one, without URL-encoding, which only exp=
+text needs).
 
 Why not pyspf: it resolves through a module-wide synchronous DNS function, so per-server
-resolvers, asyncio and a time box would each need monkey-patching; this evaluator is ~300 lines.
+resolvers, asyncio and a time box would each need monkey-patching; this evaluator is ~330 lines.
 """
 
 from __future__ import annotations
