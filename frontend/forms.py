@@ -119,6 +119,8 @@ SERVER_FIELD_LABELS = {
     "dnsbl_action": "When a blocklist lists the client",
     "greylisting": "Greylisting (defer unknown senders once)",
     "greylisting_delay_s": "Greylisting delay (seconds)",
+    "spf_action": "SPF check of the envelope sender",
+    "dmarc_action": "DMARC policy of the From: domain",
     "first_retry_interval_s": "First retry interval (seconds)",
     "second_retry_interval_s": "Second retry interval (seconds)",
     "third_retry_interval_s": "Third retry interval (seconds)",

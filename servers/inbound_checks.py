@@ -19,6 +19,7 @@ import dns.resolver
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from servers.inbound_auth import InboundAuth
 from servers.smtp_policy import (
     GREYLIST_PASS_S,
     GREYLIST_RETRY_WINDOW_S,
@@ -73,6 +74,8 @@ class InboundChecks:
         self._resolvers: dict[str, dns.asyncresolver.Resolver] = {}
         self._dns_failing: set[str] = set()
         self._redis_down_logged = False
+        # SPF, DKIM and DMARC lookups (their cache and resolvers).
+        self.auth = InboundAuth()
 
     # -- DNSBL ------------------------------------------------------------------------------------
     async def listed_zones(self, client_ip: str, zones: Sequence[str], dns_server: str) -> tuple[str, ...]:

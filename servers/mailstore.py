@@ -236,6 +236,7 @@ def store_message(
     drop_recipients: Sequence[str] = (),
     remote_recipients: Sequence[str] = (),
     create_dirs: bool = False,
+    junk: bool = False,
 ) -> None:
     """Store an accepted message for every kind of recipient, or for none of them.
 
@@ -244,8 +245,12 @@ def store_message(
     written last, so a failure takes back the Maildir and Drop/ copies already stored and the
     sender's retry stores the message once. `create_dirs` makes missing Maildirs and Drop/ first
     (the SMTP path needs none: its destinations come from a snapshot of existing mailboxes).
+    `junk` files the Maildir copies into each mailbox's Junk folder where it has one (DMARC
+    quarantine), else into its inbox.
     """
     home = Path(home_dir)
+    if junk:
+        maildirs = [junk_folder_of(Path(maildir)) for maildir in maildirs]
     stored: list[Path] = []
     try:
         if maildirs:
@@ -267,6 +272,12 @@ def store_message(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         raise
+
+
+def junk_folder_of(maildir: Path) -> Path:
+    """The mailbox's Junk folder (Maildir++ `.Junk`, made at its first sign-in), else the inbox itself."""
+    junk = maildir / ".Junk"
+    return junk if (junk / "new").is_dir() and (junk / "tmp").is_dir() else maildir
 
 
 def stored_size_octets(mail_from: str, chunks: Iterable[bytes]) -> int:

@@ -188,6 +188,22 @@ class VirtualServer(SupervisedProcess):
     # Unknown (client network, sender, recipient) triplets are deferred (451 4.7.1) for this long.
     greylisting = models.BooleanField(default=False)
     greylisting_delay_s = models.PositiveIntegerField(default=300)
+    # SPF (RFC 7208) of MAIL FROM (of the HELO name for the null sender), asked at MAIL.
+    spf_action = models.CharField(
+        max_length=6,
+        default="none",
+        choices=[
+            ("none", "Do not check"),
+            ("tag", "Check and record the result"),
+            ("reject", "Refuse a fail (550 5.7.23)"),
+        ],
+    )
+    # DMARC (RFC 7489) of the From: domain, after DATA: p=reject refuses, p=quarantine files into Junk.
+    dmarc_action = models.CharField(
+        max_length=6,
+        default="none",
+        choices=[("none", "Do not check"), ("honour", "Honour the sender domain's policy")],
+    )
 
     # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
     operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")

@@ -54,6 +54,10 @@ HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing conne
 DNSBL_LISTED = "554 5.7.1 Service unavailable; client [{address}] listed by {zone}"
 GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try again later"
 
+# Anti-spam tab: sender authentication (RFC 7372 2.2 names 5.7.23 for an SPF failure).
+SPF_FAILED = "550 5.7.23 <{address}>: SPF validation failed: {domain} does not permit [{client}] to send its mail"
+DMARC_REJECTED = "550 5.7.1 Message rejected: the DMARC policy of {domain} (p=reject) refuses unauthenticated mail"
+
 # Protocol hygiene: what may appear in a command line (RFC 5321 2.4, RFC 6531 3.3).
 CONTROL_CHARACTER_IN_COMMAND = "501 5.5.2 Syntax error: control characters (NUL, ...) are not allowed in commands"
 EIGHT_BIT_IN_COMMAND = "501 5.5.2 Syntax error: commands are ASCII (8-bit only in addresses with SMTPUTF8)"

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, mailstore, replies
+from servers.inbound_auth import dmarc_sample
+from servers.message_auth import authentication_results, strip_our_results
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
@@ -42,6 +44,8 @@ from servers.smtp_policy import (
     command_refusal,
     connect_refusal,
     data_refusal,
+    dmarc_quarantines,
+    dmarc_refusal,
     dnsbl_header,
     dnsbl_refusal,
     ehlo_lines,
@@ -52,11 +56,14 @@ from servers.smtp_policy import (
     needs_client_name,
     relay_permitted,
     route_recipient,
+    sender_auth_applies,
+    spf_refusal,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
 
 if TYPE_CHECKING:
     from servers.inbound_checks import InboundChecks
+    from servers.spf import SpfResult
 from servers.storage import unique_message_name
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,8 @@ SIGN_INS_PER_CLIENT = 2
 DATA_END = b"\r\n.\r\n"
 # Not ASCII, so aiosmtpd answers it "500 Error: bad syntax" (see RecordingReader.readuntil).
 BARE_LINE_ENDING = b"\xff\r\n"
+# Added to a message DMARC quarantines (p=quarantine): it goes into Junk where the mailbox has one.
+QUARANTINE_HEADER = b"X-Spam-Flag: YES\r\n"
 
 
 # -- Shims for aiosmtpd 1.4.6 (pinned in requirements.txt) --------------------------------------
@@ -596,6 +605,10 @@ class LocalEnvelope(Envelope):
         self.mailbox_targets: dict[str, MailboxEntry] = {}
         self.drop_recipients: list[str] = []
         self.remote_recipients: list[str] = []
+        # Sender authentication: the SPF result at MAIL, and whether DMARC sent the message to Junk.
+        self.spf: SpfResult | None = None
+        self.spf_identity = "mailfrom"
+        self.quarantine = False
 
 
 class LocalDeliveryHandler(_ProtocolNamesOnly):
@@ -635,7 +648,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
     handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_MAIL(
-        self, protocol: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        protocol: MailConsoleSMTP,
+        session: Session,
+        envelope: LocalEnvelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         refusal = mail_refusal(
             self._snapshot(),
@@ -651,6 +669,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
                 return refusal.format(hostname=protocol.hostname)
             return refusal
         refusal = await self._dnsbl_refusal(protocol)
+        if refusal is not None:
+            return refusal
+        refusal = await self._spf_refusal(protocol, session, envelope, address)
         if refusal is not None:
             return refusal
         envelope.mail_from = address
@@ -673,6 +694,67 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if refusal is not None:
             self.counters.count_refusal("dnsbl", protocol.session_id, protocol.client_ip, refusal)
         return refusal
+
+    async def _spf_refusal(
+        self, protocol: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, address: str
+    ) -> str | None:
+        """SPF of MAIL FROM (of the HELO name for <>) once per transaction, unless the client is exempt."""
+        envelope.spf = None
+        policy = self._snapshot().policy
+        if not sender_auth_applies(policy) or self.checks is None:
+            return None
+        if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return None
+        sender = "" if address in ("<>", None) else address  # aiosmtpd hands the null sender over as "<>"
+        envelope.spf, envelope.spf_identity = await self.checks.auth.spf(
+            protocol.client_ip, sender, session.host_name or "", policy.dns_server
+        )
+        refusal = spf_refusal(
+            policy, envelope.spf.result, address=sender, domain=envelope.spf.domain, client_ip=protocol.client_ip
+        )
+        if refusal is not None:
+            self.counters.count_refusal("spf", protocol.session_id, protocol.client_ip, refusal)
+        return refusal
+
+    async def _sender_auth(self, protocol: MailConsoleSMTP, envelope: LocalEnvelope) -> tuple[bytes, str | None]:
+        """DKIM and DMARC after DATA: the Authentication-Results header to add, or DMARC's refusal.
+
+        Incoming Authentication-Results naming our host are removed whatever the settings (RFC 8601 5).
+        Signed-in users get `auth=pass smtp.auth=...`, relay-list clients `none`: neither is checked.
+        """
+        snapshot = self._snapshot()
+        policy = snapshot.policy
+        content = envelope.original_content or b""
+        envelope.original_content = strip_our_results(content, snapshot.hostname)
+        if not sender_auth_applies(policy) or self.checks is None:
+            return b"", None
+        if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return authentication_results(snapshot.hostname, signed_in_as=protocol.signed_in_as), None
+        dkim_results, dmarc = await self.checks.auth.dkim_and_dmarc(
+            content, envelope.spf, policy.dns_server, sample=dmarc_sample()
+        )
+        refusal = dmarc_refusal(policy, dmarc.action, dmarc.domain)
+        if refusal is not None:
+            self.counters.count_refusal("dmarc", protocol.session_id, protocol.client_ip, refusal)
+            return b"", refusal
+        header = authentication_results(
+            snapshot.hostname,
+            spf=envelope.spf,
+            spf_identity=envelope.spf_identity,
+            spf_sender="" if envelope.mail_from == "<>" else envelope.mail_from or "",
+            dkim=dkim_results,
+            dmarc=dmarc,
+        )
+        envelope.quarantine = dmarc_quarantines(policy, dmarc.action)
+        if envelope.quarantine:
+            log.info(
+                "SMTP %s %s: quarantined (dmarc): %s p=quarantine, to Junk",
+                protocol.session_id,
+                protocol.client_ip,
+                dmarc.domain,
+            )
+            header += QUARANTINE_HEADER
+        return header, None
 
     async def _greylisted(self, protocol: MailConsoleSMTP, envelope: Envelope, recipient: str) -> bool:
         policy = self._snapshot().policy
@@ -764,10 +846,14 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         )
         if refusal is not None:
             return refusal
+        auth_header, refusal = await self._sender_auth(protocol, envelope)
+        if refusal is not None:
+            return refusal
         message_id = unique_message_name("")
         received = received_header(snapshot, session, message_id, tls=protocol.tls_active, user=protocol.signed_in_as)
         if protocol.dnsbl_listed:
             received = dnsbl_header(policy, protocol.client_ip, protocol.dnsbl_listed) + received
+        received = auth_header + received
         loop = asyncio.get_running_loop()
         try:
             # Disk work leaves the event loop; the 250 goes out only once every copy is durable.
@@ -800,5 +886,6 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             maildirs=[entry.maildir for entry in targets],
             drop_recipients=envelope.drop_recipients,
             remote_recipients=envelope.remote_recipients,
+            junk=envelope.quarantine,
         )
         return None

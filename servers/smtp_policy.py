@@ -16,7 +16,9 @@ The path of one session, and the function that decides each step:
     MAIL       mail_refusal (may_send_as), dnsbl_query_name, dnsbl_answer_lists, dnsbl_refusal, dnsbl_header
     RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty,
                greylist_triplet, greylist_decision
-    DATA       message_rate_keys, data_refusal (message_format.hop_count)
+               spf_applies, spf_refusal   (the SPF evaluation itself: servers.spf)
+    DATA       message_rate_keys, data_refusal (message_format.hop_count),
+               dmarc_refusal, dmarc_quarantines   (DMARC and the header: servers.message_auth)
     any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
     sweep      sweep_reply
 """
@@ -409,6 +411,40 @@ def greylist_decision(
     if now - first_seen < delay_s:
         return GreylistDecision(True, False, False)  # too early: the first attempt's time stands
     return GreylistDecision(False, False, True)
+
+
+# -- SPF (MAIL) and DMARC (DATA) -------------------------------------------------------------------
+
+
+def sender_auth_applies(policy: SmtpPolicy) -> bool:
+    """Whether the server checks SPF, DKIM and DMARC and adds Authentication-Results at all."""
+    return policy.spf_action != "none" or policy.dmarc_action != "none"
+
+
+def spf_refusal(policy: SmtpPolicy, spf_result: str, *, address: str, domain: str, client_ip: str) -> str | None:
+    """SPF_FAILED for an SPF fail when spf_action is reject (RFC 7208 8.4), else None.
+
+    Asked at MAIL: SPF depends only on the client's address, its HELO name and MAIL FROM, all known
+    then, and AUTH (which exempts) comes before MAIL; refusing there spares the RCPT and DATA round
+    trips, and a refused MAIL leaves the session free for a next, honest transaction. softfail,
+    neutral, none, and temperror (fail open) and permerror (a broken record is the sender's
+    problem, not proof of forgery) are accepted; the header records them.
+    """
+    if policy.spf_action != "reject" or spf_result != "fail":
+        return None
+    return replies.SPF_FAILED.format(address=address, domain=domain, client=client_ip)
+
+
+def dmarc_refusal(policy: SmtpPolicy, action: str, domain: str) -> str | None:
+    """DMARC_REJECTED after DATA when the From: domain's policy (after pct=) says reject and we honour it."""
+    if policy.dmarc_action != "honour" or action != "reject":
+        return None
+    return replies.DMARC_REJECTED.format(domain=domain)
+
+
+def dmarc_quarantines(policy: SmtpPolicy, action: str) -> bool:
+    """Whether the message goes to the recipients' Junk folders (p=quarantine, honoured)."""
+    return policy.dmarc_action == "honour" and action == "quarantine"
 
 
 # -- RCPT -------------------------------------------------------------------------------------------

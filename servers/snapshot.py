@@ -54,6 +54,8 @@ class SmtpPolicy:
     dnsbl_action: str = "tag"
     greylisting: bool = False
     greylisting_delay_s: int = 300
+    spf_action: str = "none"
+    dmarc_action: str = "none"
     # The resolver inbound checks ask: the Delivery tab's DNS server, else MAILCONSOLE_DNS_SERVER,
     # else the system's ("" here).
     dns_server: str = ""

@@ -755,6 +755,7 @@ def test_anti_spam_tab_saves_zone_names_and_shows_a_bad_one_next_to_its_field(ca
     client = client_for(cast.alice)
     url = reverse("console:server", args=[cast.server.pk]) + "?tab=antispam"
     data = {"form": "server", "dnsbl_action": "reject", "greylisting": "on", "greylisting_delay_s": "120"}
+    data |= {"spf_action": "none", "dmarc_action": "none"}  # every select of the tab, as a browser posts it
 
     page = client.post(url, {**data, "dnsbl_zones": "bad_zone.test"}).content.decode()
     assert "is not a valid domain name" in page

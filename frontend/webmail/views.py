@@ -14,6 +14,7 @@ from email.utils import formataddr, getaddresses, make_msgid
 from pathlib import Path
 
 import nh3
+from django.conf import settings
 from django.contrib import messages
 from django.core import signing
 from django.core.paginator import Paginator
@@ -32,6 +33,7 @@ from django.views.decorators.http import require_POST
 
 from frontend import language
 from servers.imap.store_api import INBOX, StoreError
+from servers.message_auth import sender_check
 from servers.models import Mailbox
 from servers.services.errors import RefusedError
 from servers.services.mailboxes import LoginRefusedError, authenticate_mailbox, change_password, record_logon
@@ -243,8 +245,45 @@ def read(request: HttpRequest, pk: int) -> HttpResponse:
             body_url=body_url,
             remote_images=remote_images and not show_images,
             attachments=[p for p in mime.parts_of(parsed) if p.is_attachment],
+            sender_verdict=sender_verdict(parsed),
         ),
     )
+
+
+def sender_verdict(parsed: EmailMessage) -> dict[str, str] | None:
+    """What our Authentication-Results header says of the sender, in plain words (None: nothing).
+
+    Only the header naming this host counts: the SMTP server removes incoming ones that claim to be
+    ours, so another one is the sender's own word.
+    """
+    values = (str(value) for value in parsed.get_all("Authentication-Results") or ())
+    check = sender_check(values, settings.MAIL_HOSTNAME)  # our authserv-id: the SMTP servers' host name
+    if check is None:
+        return None
+    if check.signed_in_as:
+        return {
+            "level": "success",
+            "text": gettext("Sent by a signed-in user: %(user)s") % {"user": check.signed_in_as},
+        }
+    if check.spf == "none" and check.dkim == "none" and check.dmarc == "none":
+        return None
+    details = {
+        "domain": check.domain or gettext("unknown domain"),
+        "spf": check.spf,
+        "dkim": check.dkim,
+        "dmarc": check.dmarc,
+    }
+    if check.verified:
+        text = gettext("Sender verified: %(domain)s (SPF %(spf)s, DKIM %(dkim)s, DMARC %(dmarc)s)")
+        return {"level": "success", "text": text % details}
+    if check.verified is False:
+        text = gettext(
+            "Warning: the sender could not be verified as %(domain)s (SPF %(spf)s, DKIM %(dkim)s, DMARC %(dmarc)s); "
+            "it may be forged."
+        )
+        return {"level": "warning", "text": text % details}
+    text = gettext("Sender not verified: %(domain)s (SPF %(spf)s, DKIM %(dkim)s, DMARC %(dmarc)s)")
+    return {"level": "secondary", "text": text % details}
 
 
 def _untrusted(response: HttpResponseBase, csp: str = DOWNLOAD_CSP) -> HttpResponseBase:

@@ -76,6 +76,8 @@ SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("dnsbl_action", "antispam", "own"),
     ("greylisting", "antispam", "flag"),
     ("greylisting_delay_s", "antispam", "own"),
+    ("spf_action", "antispam", "own"),
+    ("dmarc_action", "antispam", "own"),
 )
 
 
@@ -190,6 +192,14 @@ def _clean_setting(field: str, value: Any) -> object:
     if field == "dnsbl_action":
         if value not in ("tag", "reject"):
             raise RefusedError("Choose tag or reject.", field=field)
+        return value
+    if field == "spf_action":
+        if value not in ("none", "tag", "reject"):
+            raise RefusedError("Choose none, tag or reject.", field=field)
+        return value
+    if field == "dmarc_action":
+        if value not in ("none", "honour"):
+            raise RefusedError("Choose none or honour.", field=field)
         return value
     if field == "greylisting_delay_s":
         delay_s = _clean_number(value, field, minimum=1)
