@@ -339,7 +339,7 @@ def test_unanswered_lookups_read_could_not_ask_dns_on_every_check():
     checks = evaluate(SETUP, {}).checks
 
     assert {check.status for check in checks} == {UNKNOWN}
-    assert all("could not ask DNS: timeout" in check.explanation for check in checks)
+    assert all(check.explanation.startswith("could not ask DNS: timeout") for check in checks)
 
 
 def test_a_servfail_is_reported_as_such():

@@ -368,7 +368,7 @@ def check_ptr(setup: DomainSetup, lookups: _Lookups) -> Check:
         found += [f"{address} → {name}" for name in answer.records]
         record = ZoneRecord(_fqdn(reverse), TTL_S, "PTR", _fqdn(hostname))
         if answer.error:
-            outcome, note = UNKNOWN, f"{address}: {_dns_failure(answer.error)}"
+            outcome, note = UNKNOWN, f"{_dns_failure(answer.error)} ({address})"
         elif not answer.records:
             outcome, note = MISSING, _("%(address)s has no PTR record.") % {"address": address}
             publish.append(record)
@@ -392,7 +392,7 @@ def check_ptr(setup: DomainSetup, lookups: _Lookups) -> Check:
                     },
                 )
             elif error and not forward:
-                outcome, note = UNKNOWN, f"{hostname}: {_dns_failure(error)}"
+                outcome, note = UNKNOWN, f"{_dns_failure(error)} ({hostname})"
             else:
                 outcome = WRONG
                 note = _("%(address)s is named %(hostname)s, but %(hostname)s does not resolve to it.") % {
@@ -1090,16 +1090,15 @@ def domain_setup(domain) -> DomainSetup:
     from django.conf import settings
     from django.utils import timezone
 
-    from servers.models import DkimKeyState, ImapService, Pop3Service, ServiceState
+    from servers.models import DkimKeyState, ImapService, Pop3Service
 
     server = domain.server
     node = server.node
 
     def listener(service_model) -> Listener | None:
+        # A stopped service still counts: its records describe the configuration, and a stop may be maintenance.
         service = service_model.objects.filter(node=node).first()
-        if service is None or service.desired_state == ServiceState.STOPPED:
-            return None
-        return Listener(service.ip_address, service.port, service.tls_port)
+        return Listener(service.ip_address, service.port, service.tls_port) if service else None
 
     keys = list(domain.dkim_keys.order_by("-created_at", "-id"))
     active = next((key for key in keys if key.state == DkimKeyState.ACTIVE), None)
