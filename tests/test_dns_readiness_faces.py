@@ -4,6 +4,7 @@ and against one that never answers."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -16,7 +17,9 @@ from dnslib.server import BaseResolver
 
 from servers import services
 from servers.delivery.models import DeliverySettings
+from servers.inbound_checks import make_resolver
 from servers.models import Domain
+from servers.services import dns_readiness
 from servers.services.dkim import dkim_record
 from tests.api_factories import client_for
 from tests.delivery_helpers import TestDNS
@@ -268,3 +271,27 @@ def test_the_command_prints_the_table_and_fails_when_something_is_not_ok(cast, z
     out = capsys.readouterr().out
     assert "missing  MTA-STS" in out
     assert f'publish: _mta-sts.{DOMAIN}. 3600 IN TXT "v=STSv1; id=' in out
+
+
+@pytest.mark.backend_independent
+def test_a_port_where_no_dns_server_listens_fails_each_check_within_the_time_box():
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    setup = dns_readiness.DomainSetup(
+        domain="example.test",
+        hostname="mail.example.test",
+        node="n",
+        smtp=dns_readiness.Listener("127.0.0.1", 25),
+        node_addresses=None,
+    )
+    started = time.monotonic()
+
+    checks = asyncio.run(dns_readiness.run_checks(setup, make_resolver(f"127.0.0.1:{port}", timeout_s=3), timeout_s=1))
+
+    assert time.monotonic() - started < 2
+    asked = [check for check in checks if check.key != "dkim"]  # no key: nothing to ask
+    assert [
+        check.explanation for check in asked if not check.explanation.startswith("could not ask DNS: timeout")
+    ] == []
