@@ -252,11 +252,12 @@ def check_mx(setup: DomainSetup, lookups: Lookups) -> Check:
             unknown_node = unknown_node or listening is None
     if matched and setup.smtp.port != 25:
         explanation = _(
-            "%(hosts)s reach this node, but the server listens on port %(port)s: other hosts deliver to port 25."
+            "The MX leads to this node (%(hosts)s), but the server listens on port %(port)s: other hosts deliver "
+            "to port 25."
         )
         return row(WRONG, explanation % {"hosts": ", ".join(matched), "port": setup.smtp.port}, (), found)
     if matched:
-        return row(OK, _("%(hosts)s reach this server.") % {"hosts": ", ".join(matched)}, (), found)
+        return row(OK, _("The MX leads to this server: %(hosts)s.") % {"hosts": ", ".join(matched)}, (), found)
     if unknown_node:
         explanation = _(
             "The MX hosts resolve to %(addresses)s. The server listens on every address of node %(node)s, "
