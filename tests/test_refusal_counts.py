@@ -24,8 +24,10 @@ def test_a_session_process_report_carries_its_refusals_and_an_older_report_still
     assert parse_report(report) == (3, 17, {"dnsbl": 2, "greylisted": 5})
     assert parse_report(format_report(0, 4, {})) == (0, 4, {})
     assert parse_report(b"1 2") == (1, 2, {})
+    assert parse_report(format_report(1, 2, {"sender limit": 3, "a=b,c": 1})) == (1, 2, {"a_b_c": 1, "sender_limit": 3})
+    assert parse_report(b"1 2 dnsbl=x,greylisted=4 junk") == (1, 2, {"greylisted": 4})
     with pytest.raises(ValueError):
-        parse_report(b"1 2 3 4")
+        parse_report(b"1 x")
 
 
 @pytest.mark.backend_independent

@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -63,19 +64,22 @@ REPORT_MAX_BYTES = 1024
 def format_report(open_sessions: int, received: int, refusals: Mapping[str, int]) -> bytes:
     """What a session process tells the accepting one (see the module's docstring)."""
     text = f"{open_sessions} {received}"
-    counted = ",".join(f"{reason}={count}" for reason, count in sorted(refusals.items()) if count)
+    counted = ",".join(
+        f"{re.sub(r'[^A-Za-z0-9_.-]', '_', reason)}={count}" for reason, count in sorted(refusals.items()) if count
+    )
     return f"{text} {counted}".encode() if counted else text.encode()
 
 
 def parse_report(report: bytes) -> tuple[int, int, dict[str, int]]:
-    """`format_report`'s numbers back; ValueError for anything else."""
-    parts = report.decode("ascii").split()
-    if len(parts) not in (2, 3):
+    """`format_report`'s numbers back (ValueError if the first two are not numbers); a refusal count that
+    does not parse is left out rather than costing the session counts."""
+    parts = report.decode("ascii", "replace").split()
+    if len(parts) < 2:
         raise ValueError(f"not a report: {report[:80]!r}")
     refusals = {}
-    if len(parts) == 3:
-        for item in parts[2].split(","):
-            reason, _sep, count = item.partition("=")
+    for item in ",".join(parts[2:]).split(","):
+        reason, _sep, count = item.partition("=")
+        if reason and count.isdigit():
             refusals[reason] = int(count)
     return int(parts[0]), int(parts[1]), refusals
 
