@@ -295,3 +295,15 @@ def test_a_port_where_no_dns_server_listens_fails_each_check_within_the_time_box
     assert [
         check.explanation for check in asked if not check.explanation.startswith("could not ask DNS: timeout")
     ] == []
+
+
+def test_a_dns_server_setting_that_is_no_address_makes_every_check_say_so_instead_of_failing(cast, settings):
+    DeliverySettings.objects.filter(server=cast.server).update(dns_server="")
+    settings.DELIVERY_DNS_SERVER = "dns.example.test"  # a name: it would need a resolver to resolve the resolver
+
+    response = client_for(cast.dora).get(f"/api/v1/domains/{cast.domain.pk}/dns-check/")
+
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert {check["status"] for check in checks} == {"unknown"}
+    assert all(check["explanation"].startswith("could not ask DNS: ") for check in checks)
