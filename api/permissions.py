@@ -40,6 +40,8 @@ class OperatorChangesDomains(BasePermission):
             return permissions.can_lock_domain(request.user, obj)
         if view.action == "dkim":
             return permissions.can_manage_dkim_keys(request.user, obj)
+        if view.action == "dns_check":
+            return permissions.can_check_dns_readiness(request.user, obj)
         return permissions.can_change_domain(request.user, obj)
 
 

@@ -33,7 +33,7 @@ from servers.models import (
     RelayRule,
     VirtualServer,
 )
-from servers.services import mailbox_usage
+from servers.services import dns_readiness, mailbox_usage
 from servers.services.virtual_servers import (
     EDITABLE_FIELDS,
     MAX_WORKER_PROCESSES,
@@ -328,6 +328,43 @@ class DkimRecordSerializer(serializers.Serializer):
         read_only=True,
         help_text="Selectors of retired keys whose records may stay published until they are removed.",
     )
+
+
+class ZoneRecordSerializer(serializers.Serializer):
+    """One record to publish."""
+
+    name = strict.CharField(read_only=True, help_text="The owner name, fully qualified (with the final dot).")
+    ttl = serializers.IntegerField(read_only=True)
+    type = strict.CharField(read_only=True, help_text="MX, TXT, PTR, A, AAAA, CNAME or SRV.")
+    value = strict.CharField(read_only=True, help_text="The record's data as a DNS provider's form takes it.")
+    zone_line = strict.CharField(read_only=True, help_text="The whole record as a zone-file line.")
+
+
+class DnsCheckSerializer(serializers.Serializer):
+    """One DNS readiness check."""
+
+    key = strict.CharField(read_only=True, help_text="mx, ptr, spf, dkim, dkim-retired-<selector>, dmarc, …")
+    label = strict.CharField(read_only=True)
+    status = serializers.ChoiceField(
+        choices=[(status, status) for status in dns_readiness.STATUSES],
+        read_only=True,
+        help_text="ok, missing, wrong, pending (a rotated DKIM key not published yet) or unknown (DNS did not "
+        "answer: the explanation says why).",
+    )
+    explanation = strict.CharField(read_only=True)
+    publish = ZoneRecordSerializer(many=True, read_only=True, help_text="What to publish (empty when ok).")
+    found = serializers.ListField(child=strict.CharField(), read_only=True, help_text="What DNS answered.")
+
+
+class DnsReadinessSerializer(serializers.Serializer):
+    """Whether the records a local domain needs are published, as its server's resolver answers."""
+
+    domain = strict.CharField(read_only=True)
+    resolver = strict.CharField(read_only=True, help_text="The DNS server asked.")
+    ok = serializers.BooleanField(read_only=True, help_text="Every check is ok.")
+    problems = serializers.IntegerField(read_only=True, help_text="How many checks are not ok.")
+    elapsed_s = serializers.FloatField(read_only=True)
+    checks = DnsCheckSerializer(many=True, read_only=True)
 
 
 class DkimGenerateSerializer(serializers.Serializer):

@@ -80,6 +80,8 @@ class ServerStatus:
     observed: str
     sessions: int | None
     settling: bool
+    # Anti-spam refusals by reason since the worker started (None: no heartbeat, so not known).
+    refusals: dict[str, int] | None = None
 
     @property
     def badge(self) -> str:
@@ -96,6 +98,7 @@ def server_status(server: VirtualServer, beat: Heartbeat | None = None) -> Serve
         observed=observed,
         sessions=beat.sessions if beat is not None else None,
         settling=observed != effective,
+        refusals=beat.refusals if beat is not None else None,
     )
 
 

@@ -23,6 +23,7 @@ console_patterns = [
     path("domains/<int:pk>/quota-ceiling/", domains.domain_quota_ceiling, name="domain-quota-ceiling"),
     path("domains/<int:pk>/route/", domains.remote_domain_route, name="domain-route"),
     path("domains/<int:pk>/dkim/", domains.domain_dkim, name="domain-dkim"),
+    path("domains/<int:pk>/dns/", domains.domain_dns, name="domain-dns"),
     path("pop3/", domains.pop3_domains, name="pop3"),
     path("imap/<int:pk>/", imap.imap_properties, name="imap"),
     path("imap/<int:pk>/sessions/", imap.imap_sessions, name="imap-sessions"),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
@@ -53,6 +54,8 @@ class Heartbeat:
     error: str = ""
     sessions: int = 0
     node: str = ""
+    # SMTP: anti-spam refusals by reason ("dnsbl", "greylisted", …) since the worker started.
+    refusals: dict[str, int] = field(default_factory=dict)
 
     @property
     def age_s(self) -> float:
@@ -70,9 +73,21 @@ class Heartbeat:
                 error=data.get("error", ""),
                 sessions=int(data.get("sessions") or 0),
                 node=data.get("node", ""),
+                refusals=_counts(data.get("refusals", "")),
             )
         except (KeyError, ValueError):
             return None
+
+
+def _counts(text: str) -> dict[str, int]:
+    """A JSON object of counts; anything else (an older worker, a broken field) counts nothing."""
+    try:
+        counts = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(counts, dict):
+        return {}
+    return {str(key): value for key, value in counts.items() if isinstance(value, int)}
 
 
 def read_heartbeats(client: redis.Redis, kind: str, unit_ids: list[int]) -> dict[int, Heartbeat]:

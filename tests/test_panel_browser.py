@@ -252,3 +252,25 @@ def test_domain_administrator_generates_a_dkim_key_and_copies_the_record(page, t
     page.wait_for_function("document.querySelector('[data-copy=\"dkim-value\"]').textContent === '✓'")
     assert page.evaluate("navigator.clipboard.readText()") == f"v=DKIM1; k=rsa; p={key.public_key}"
     shoot(page, "11-domain-dkim")
+
+
+def test_domain_administrator_checks_the_dns_records_and_copies_the_line_to_publish(
+    page, transactional_db, dns, settings
+):
+    settings.DELIVERY_DNS_SERVER = dns.address  # publishes nothing for the cast's domains
+    settings.MAIL_HOSTNAME = "mail.lab.example.test"
+    cast = make_cast()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, cast.dora.username)
+    page.wait_for_url("**/console/")
+    page.goto(f"/console/domains/{cast.domain.pk}/")
+
+    page.click('[data-testid="dns-check-link"]')
+
+    page.wait_for_selector('[data-testid="dns-checks"]')
+    assert page.get_attribute('tr[data-check="mx"]', "data-status") == "missing"
+    page.click('button[data-copy="dns-mx-1"]')
+    page.wait_for_function("document.querySelector('[data-copy=\"dns-mx-1\"]').textContent === '✓'")
+    line = f"{cast.domain.name}. 3600 IN MX 10 mail.lab.example.test."
+    assert page.evaluate("navigator.clipboard.readText()") == line
+    shoot(page, "14-domain-dns")

@@ -91,6 +91,9 @@ class ConsoleFace:
     def rotate_dkim_key(self, domain):
         return outcome(self.client.post(reverse("console:domain-dkim", args=[domain.pk])).status_code)
 
+    def check_dns(self, domain):
+        return outcome(self.client.get(reverse("console:domain-dns", args=[domain.pk])).status_code)
+
     def set_group_members(self, group, mailboxes):
         url = reverse("console:group", args=[group.pk])
         return outcome(self.client.post(url, {"members": [m.pk for m in mailboxes]}).status_code)
@@ -162,6 +165,9 @@ class ApiFace:
 
     def rotate_dkim_key(self, domain):
         return outcome(self.client.post(f"/api/v1/domains/{domain.pk}/dkim/", {}, format="json").status_code)
+
+    def check_dns(self, domain):
+        return outcome(self.client.get(f"/api/v1/domains/{domain.pk}/dns-check/").status_code)
 
     def set_group_members(self, group, mailboxes):
         body = {"members": [m.pk for m in mailboxes]}
@@ -275,6 +281,17 @@ def test_a_domain_administrator_rotates_their_domains_dkim_key_and_no_other(lab,
     assert face(lab.people.bob).rotate_dkim_key(lab.d2a) == NOT_FOUND
     assert face(lab.people.bob).rotate_dkim_key(lab.d1) == OK
     assert set(DkimKey.objects.values_list("domain_id", flat=True)) == {lab.d2a.pk, lab.d1.pk}
+
+
+def test_dns_readiness_is_shown_to_whoever_sees_the_domain_and_is_404_for_everyone_else(lab, face, dns, settings):
+    settings.DELIVERY_DNS_SERVER = dns.address  # answers "no such name" at once
+    carol, bob = face(lab.people.carol), face(lab.people.bob)
+    assert carol.check_dns(lab.d2a) == OK
+    assert carol.check_dns(lab.d2b) == NOT_FOUND  # another domain of the same server
+    assert carol.check_dns(lab.d1) == NOT_FOUND
+    assert bob.check_dns(lab.d1) == OK
+    assert bob.check_dns(lab.d2a) == NOT_FOUND
+    assert face(lab.people.alice).check_dns(lab.d2b) == OK
 
 
 # -- group members: shown if visible, kept if invisible ---------------------------------------------

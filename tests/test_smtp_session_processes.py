@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import zlib
 from contextlib import ExitStack, closing
 
 import psutil
@@ -20,6 +21,7 @@ import pytest
 from django.conf import settings
 
 from servers import replies, services
+from servers.livestate import read_heartbeats, redis_client
 from servers.models import ObservedState, VirtualServer
 from tests.factories import PASSWORD, default_domain_of, make_mailbox, make_server
 from tests.helpers import port_is_closed, read_greeting, wait_until, worker_running
@@ -104,6 +106,25 @@ def test_a_client_always_meets_its_own_limit_in_its_own_process(server):
         greeting = read_greeting_from(server, "127.0.0.3")
         assert greeting == replies.TOO_MANY_FROM_CLIENT.format(hostname="mx.test.invalid")
     first.quit()
+
+
+def test_the_heartbeat_counts_the_refusals_of_every_session_process(server):
+    configure(server, greylisting=True)
+    clients = CLIENT_ADDRESSES[:4]
+    # The dispatcher picks crc32(address) % 2: these clients meet both session processes.
+    assert {zlib.crc32(address.encode()) % 2 for address in clients} == {0, 1}
+
+    for address in clients:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10, source_address=(address, 0)) as client:
+            client.ehlo("client.test")
+            assert client.mail("x@sender.test")[0] == 250
+            assert client.rcpt("alice@lab.test")[0] == 451
+
+    def greylisted() -> int:
+        beat = read_heartbeats(redis_client(), "smtp", [server.pk]).get(server.pk)
+        return beat.refusals.get("greylisted", 0) if beat is not None else 0
+
+    wait_until(lambda: greylisted() == len(clients), message="four greylisted refusals in the heartbeat")
 
 
 def read_greeting_from(server: VirtualServer, address: str) -> str:

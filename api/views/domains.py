@@ -13,13 +13,14 @@ from api.permissions import OperatorChangesDomains
 from api.serializers import (
     DkimGenerateSerializer,
     DkimRecordSerializer,
+    DnsReadinessSerializer,
     DomainCreateSerializer,
     DomainSerializer,
     DomainUpdateSerializer,
 )
 from servers import services
 from servers.models import DomainType
-from servers.services import dkim, permissions
+from servers.services import dkim, dns_readiness, permissions
 from servers.services.api_support import set_domain_administrators
 
 from .base import ServiceBackedViewSet
@@ -133,3 +134,14 @@ class DomainViewSet(ServiceBackedViewSet):
         return Response(
             DkimRecordSerializer(record).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
+
+    @extend_schema(
+        request=None,
+        responses=DnsReadinessSerializer,
+        summary="DNS readiness of a local domain: MX, PTR, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, autoconfig and "
+        "SRV records, each ok, missing or wrong, with the record to publish (asked within a few seconds)",
+    )
+    @action(detail=True, methods=["get"], url_path="dns-check", pagination_class=None, filter_backends=[])
+    def dns_check(self, request, pk=None):
+        domain = self.get_object()
+        return Response(DnsReadinessSerializer(dns_readiness.check_domain(domain)).data)

@@ -17,7 +17,7 @@ from frontend.views.base import paginate, render_console
 from frontend.views.servers import posted_users
 from servers import services
 from servers.models import DomainType
-from servers.services import RefusedError, permissions
+from servers.services import RefusedError, dns_readiness, permissions
 from servers.services.api_support import set_domain_administrators
 
 
@@ -217,3 +217,19 @@ def domain_dkim(request: HttpRequest, pk: int) -> HttpResponse:
             % {"selector": key.selector, "domain": domain.name},
         )
     return redirect(f"{reverse('console:domain', args=[domain.pk])}#dkim")
+
+
+@login_required
+def domain_dns(request: HttpRequest, pk: int) -> HttpResponse:
+    """DNS readiness of a local domain: each record ok, missing or wrong, and the zone lines to publish."""
+    domain = permissions.access_domain(request.user, pk)
+    if domain.type != DomainType.LOCAL or not permissions.can_check_dns_readiness(request.user, domain):
+        raise permissions.NotVisible(_("Only a local domain has DNS records to check."))
+    report = dns_readiness.check_domain(domain)
+    to_publish = [record.zone_line for check in report.checks for record in check.publish]
+    return render_console(
+        request,
+        "console/domain_dns.html",
+        {"domain": domain, "report": report, "to_publish": "\n".join(to_publish)},
+        selected=f"domain-{domain.pk}",
+    )

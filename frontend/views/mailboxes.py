@@ -76,6 +76,7 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
             "dkim": dkim_record(domain),
             "can_manage_dkim": permissions.can_manage_dkim_keys(request.user, domain),
             "dkim_algorithms": DkimAlgorithm.choices,
+            "can_check_dns": permissions.can_check_dns_readiness(request.user, domain),
             "alias_names": list(domain.aliases.order_by("name").values_list("name", flat=True)),
         },
         selected=f"domain-{domain.pk}",

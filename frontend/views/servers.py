@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from frontend import queries
@@ -42,6 +43,19 @@ TABS = [
     ("antispam", "Anti-spam"),
     ("security", "Security"),
 ]
+# What the SMTP worker's refusal reasons (`WorkerCounters.count_refusal`) mean; others show as named.
+REFUSAL_REASONS = {
+    "dnsbl": gettext_lazy("Listed by a DNS blocklist (554 5.7.1 at MAIL)"),
+    "greylisted": gettext_lazy("Greylisted: deferred until a retry (451 4.7.1 at RCPT)"),
+}
+
+
+def refusal_rows(refusals: dict[str, int] | None) -> list[tuple[str, str, int]] | None:
+    """(reason, what it means, count) for the Anti-spam tab, known reasons first; None when not known."""
+    if refusals is None:
+        return None
+    reasons = [*REFUSAL_REASONS, *sorted(set(refusals) - set(REFUSAL_REASONS))]
+    return [(reason, str(REFUSAL_REASONS.get(reason, reason)), refusals.get(reason, 0)) for reason in reasons]
 
 
 @login_required
@@ -292,11 +306,13 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
                 list(server.relay_rules.all()),
             ),
         ]
+    status = queries.server_status(server, queries.server_heartbeats([server]).get(server.pk))
     return render_console(
         request,
         "console/server_properties.html",
         {
             "server": server,
+            "refusal_rows": refusal_rows(status.refusals) if tab == "antispam" else None,
             "tab": tab,
             "tabs": TABS,
             "form": form,
@@ -310,7 +326,7 @@ def server_properties(request: HttpRequest, pk: int) -> HttpResponse:
             "delivery_form": delivery_form,
             "operator_ids": {u.pk for u in operators},
             "home_dir": server.home_dir,
-            "status": queries.server_status(server, queries.server_heartbeats([server]).get(server.pk)),
+            "status": status,
         },
         selected=f"server-{server.pk}",
     )

@@ -24,6 +24,9 @@ The rules, decided once:
   customer's own DNS zone, and rotating only changes how the domain's own mail is signed. Removing
   retired keys is the command line's (`smtpsvc dkim DOMAIN remove-retired`). No face ever shows a
   private key.
+- A domain's **DNS readiness** (are its MX, PTR, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, autoconfig and
+  SRV records published, and what to publish) is shown to the same people as its DKIM record:
+  whoever sees the domain.
 - Everyone signed in sees the sign-ins (logons) of the mailboxes they see, and the audit entries of
   the changes they made themselves (an administrator sees every entry).
 - A group address shows a user only the members they can see; an edit replaces those, and keeps
@@ -207,6 +210,11 @@ def can_lock_domain(user, domain: Domain) -> bool:
 def can_manage_dkim_keys(user, domain: Domain) -> bool:
     """Generate or rotate the domain's DKIM key and see its record: whoever sees the domain."""
     return domains_visible_to(user).filter(pk=domain.pk).exists()
+
+
+def can_check_dns_readiness(user, domain: Domain) -> bool:
+    """See the domain's DNS readiness (its records as DNS answers them): whoever sees the domain, as DKIM."""
+    return can_manage_dkim_keys(user, domain)
 
 
 def access_domain(user, domain_id: int, *, for_change: bool = False) -> Domain:

@@ -81,6 +81,10 @@ class SupervisedWorker:
     def session_count(self) -> int:
         return len(self.control.sessions)
 
+    def heartbeat_fields(self) -> dict[str, str]:
+        """More live state for the heartbeat (the SMTP worker's refusal counts)."""
+        return {}
+
     async def serve(self, sockets: list[socket.socket]) -> list[asyncio.Server]:
         raise NotImplementedError
 
@@ -123,6 +127,7 @@ class SupervisedWorker:
             "error": error,
             "sessions": self.session_count(),
             "node": settings.NODE_NAME,
+            **self.heartbeat_fields(),
         }
         key = heartbeat_key(self.kind, self.unit_id)
         try:

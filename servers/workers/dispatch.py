@@ -21,8 +21,9 @@ that fails while starting (a database error, a bad certificate) must never hold 
 
 Messages on the channel (SOCK_SEQPACKET, one per send):
   accepting -> session process: TAG_PLAIN or TAG_IMPLICIT_TLS, with one file descriptor;
-  session process -> accepting: b"<open sessions> <connections received so far>", when ready and
-  then every REPORT_INTERVAL_S if it changed.
+  session process -> accepting: b"<open sessions> <connections received so far>[ <reason>=<n>,…]", when
+  ready and then every REPORT_INTERVAL_S if it changed; the optional third field is its anti-spam
+  refusals by reason since it started, which the accepting process adds to its own for the heartbeat.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 import zlib
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger("mailconsole.worker")
@@ -55,6 +57,31 @@ MAX_BACKLOG = 2048
 ACCEPT_PAUSE_S = 0.1
 # A flood of 421s is logged once per this many seconds, with a count.
 UNAVAILABLE_LOG_INTERVAL_S = 5.0
+# A report is a few numbers and a short list of refusal reasons; a longer one is cut (and ignored).
+REPORT_MAX_BYTES = 1024
+
+
+def format_report(open_sessions: int, received: int, refusals: Mapping[str, int]) -> bytes:
+    """What a session process tells the accepting one (see the module's docstring)."""
+    text = f"{open_sessions} {received}"
+    counted = ",".join(
+        f"{re.sub(r'[^A-Za-z0-9_.-]', '_', reason)}={count}" for reason, count in sorted(refusals.items()) if count
+    )
+    return f"{text} {counted}".encode() if counted else text.encode()
+
+
+def parse_report(report: bytes) -> tuple[int, int, dict[str, int]]:
+    """`format_report`'s numbers back (ValueError if the first two are not numbers); a refusal count that
+    does not parse is left out rather than costing the session counts."""
+    parts = report.decode("ascii", "replace").split()
+    if len(parts) < 2:
+        raise ValueError(f"not a report: {report[:80]!r}")
+    refusals = {}
+    for item in ",".join(parts[2:]).split(","):
+        reason, _sep, count = item.partition("=")
+        if reason and count.isdigit():
+            refusals[reason] = int(count)
+    return int(parts[0]), int(parts[1]), refusals
 
 
 @dataclass
@@ -82,6 +109,7 @@ class SessionProcess:
     open_sessions: int = 0
     sent: int = 0
     received: int = 0  # as last reported by the process
+    refusals: dict[str, int] = field(default_factory=dict)  # as last reported by the process
     down_since: float = 0.0
     # Until its first report a process cannot take signals (their default action kills it).
     ready: bool = False
@@ -130,10 +158,23 @@ class Dispatcher:
         self._watch_task: asyncio.Task | None = None
         self._unavailable_count = 0
         self._unavailable_logged_at = 0.0
+        # What session processes that were replaced had reported: the counts cover the worker's life.
+        self._earlier_refusals: Counter[str] = Counter()
 
     @property
     def open_sessions(self) -> int:
         return sum(child.estimated_sessions for child in self.children)
+
+    def refusal_counts(self) -> Counter[str]:
+        """Anti-spam refusals by reason of every session process, past and present, since the worker started."""
+        total = Counter(self._earlier_refusals)
+        for child in self.children:
+            total.update(child.refusals)
+        return total
+
+    def _keep_refusals(self, child: SessionProcess) -> None:
+        self._earlier_refusals.update(child.refusals)
+        child.refusals = {}
 
     def start(self) -> None:
         for child in self.children:
@@ -154,6 +195,7 @@ class Dispatcher:
         ours.setblocking(False)
         child.channel = ours
         child.open_sessions = child.sent = child.received = 0
+        self._keep_refusals(child)
         child.ready = child.missed_signal = False
         asyncio.get_running_loop().add_reader(ours.fileno(), self._read_reports, child)
         log.info("session process %d started, pid %d", child.index, child.process.pid)
@@ -162,7 +204,7 @@ class Dispatcher:
         channel = child.channel
         while channel is not None:
             try:
-                report = channel.recv(64)
+                report = channel.recv(REPORT_MAX_BYTES)
             except BlockingIOError:
                 return
             except OSError:
@@ -171,8 +213,8 @@ class Dispatcher:
                 self._forget_channel(child)
                 return
             with contextlib.suppress(ValueError):
-                open_sessions, received = (int(n) for n in report.split())
-                child.open_sessions, child.received = open_sessions, received
+                open_sessions, received, refusals = parse_report(report)
+                child.open_sessions, child.received, child.refusals = open_sessions, received, refusals
             if not child.ready:
                 child.ready = True
                 if child.backlog and child.channel is not None:
@@ -375,13 +417,15 @@ class ConnectionReceiver:
         adopt: Callable[[socket.socket, bool], None],
         open_sessions: Callable[[], int],
         on_parent_gone: Callable[[], None],
+        refusals: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.channel = channel
         self._adopt = adopt
         self._open_sessions = open_sessions
         self._on_parent_gone = on_parent_gone
         self.received = 0
-        self._last_report: tuple[int, int] | None = None
+        self._refusals = refusals
+        self._last_report: bytes | None = None
 
     def start(self) -> None:
         """Start taking connections; the first report tells the accepting process we are ready."""
@@ -411,11 +455,11 @@ class ConnectionReceiver:
         # No report here: the accepting side counts what it sent, and the periodic report catches up.
 
     def report(self, *, force: bool = False) -> None:
-        current = (self._open_sessions(), self.received)
+        current = format_report(self._open_sessions(), self.received, self._refusals())
         if current == self._last_report and not force:
             return
         with contextlib.suppress(BlockingIOError, OSError):
-            self.channel.send(f"{current[0]} {current[1]}".encode())
+            self.channel.send(current)
             self._last_report = current
 
     async def report_forever(self) -> None:

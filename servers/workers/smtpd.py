@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import logging.handlers
 import os
@@ -11,6 +12,7 @@ import socket
 import ssl
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.smtp import TLSSetupException
@@ -87,6 +89,16 @@ class SMTPWorker(SupervisedWorker):
         if self.dispatcher is not None:
             return self.dispatcher.open_sessions
         return len(self.control.sessions)
+
+    def refusal_counts(self) -> Counter[str]:
+        """Anti-spam refusals by reason since the worker started, its session processes' included."""
+        total = Counter(self.counters.refusals)
+        if self.dispatcher is not None:
+            total.update(self.dispatcher.refusal_counts())
+        return total
+
+    def heartbeat_fields(self) -> dict[str, str]:
+        return {"refusals": json.dumps(dict(sorted(self.refusal_counts().items())))}
 
     async def before_serving(self) -> None:
         snapshot = self.snapshot
@@ -233,7 +245,11 @@ class SMTPWorker(SupervisedWorker):
         )
         assert self.session_channel is not None
         self.receiver = ConnectionReceiver(
-            self.session_channel, self.adopt_connection, lambda: len(self.control.sessions), self.stop_requested.set
+            self.session_channel,
+            self.adopt_connection,
+            lambda: len(self.control.sessions),
+            self.stop_requested.set,
+            refusals=lambda: self.counters.refusals,
         )
         self.install_signal_handlers()
         self.receiver.start()

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import services
 from servers.models import DkimAlgorithm, Domain, Node, ObservedState, ServiceState, VirtualServer
-from servers.services import RefusedError
+from servers.services import RefusedError, dns_readiness
 from servers.services.dkim import DkimRecord, dkim_record
 
 ACTOR = "cli"
@@ -60,6 +60,18 @@ def describe_dkim_record(record: DkimRecord) -> list[str]:
             f"Retired selectors: {', '.join(record.retired_selectors)} (take their records down, then "
             f"`smtpsvc dkim {record.domain} remove-retired`)"
         )
+    return lines
+
+
+def describe_dns_report(report: dns_readiness.Report) -> list[str]:
+    """The checks as a table, each not-ok one followed by the zone-file lines to publish."""
+    width = max(len(check.label) for check in report.checks)
+    lines = [f"DNS records of {report.domain} (asked {report.resolver}, {report.elapsed_s:.1f} s)"]
+    lines.append(f"{'STATUS':<8} {'RECORD':<{width}}  EXPLANATION")
+    for check in report.checks:
+        lines.append(f"{check.status:<8} {check.label:<{width}}  {check.explanation}")
+        lines += [f"{'':<8} {'':<{width}}  found:   {value}" for value in check.found if not check.ok]
+        lines += [f"{'':<8} {'':<{width}}  publish: {record.zone_line}" for record in check.publish]
     return lines
 
 
@@ -154,10 +166,18 @@ class Command(BaseCommand):
             help="for generate and rotate: rsa-sha256 (RSA-2048, the default) or ed25519-sha256",
         )
 
+        dns_check = sub.add_parser(
+            "dns-check",
+            help="a local domain's DNS records (MX, PTR, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, autoconfig, SRV): "
+            "ok, missing or wrong, and what to publish; exit code 1 unless all are ok",
+        )
+        dns_check.add_argument("domain")
+        dns_check.add_argument("--server", help="the server, when more than one on this node has the domain")
+
     def handle(self, *args, verb: str, **options) -> None:
         self.node = services.local_node()
         try:
-            getattr(self, f"do_{verb}")(**options)
+            getattr(self, f"do_{verb.replace('-', '_')}")(**options)
         except RefusedError as exc:
             raise CommandError(exc.message) from None
 
@@ -389,3 +409,10 @@ class Command(BaseCommand):
             return
         for line in describe_dkim_record(record):
             self.stdout.write(line)
+
+    def do_dns_check(self, domain: str, server: str | None, **_) -> None:
+        report = dns_readiness.check_domain(find_node_domain(self.node, domain, server))
+        for line in describe_dns_report(report):
+            self.stdout.write(line)
+        if not report.ok:
+            raise CommandError(f"{report.problems} of {len(report.checks)} DNS checks are not ok.", returncode=1)
