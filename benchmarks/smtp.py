@@ -1,6 +1,10 @@
 """SMTP throughput, accept latency, CPU and memory of MailConsole, against bare aiosmtpd (and Postfix).
 
-    python -m benchmarks.smtp [--messages N] [--concurrency C] [--compare-postfix] [--profile]
+    python -m benchmarks.smtp [--messages N] [--concurrency C] [--compare-postfix] [--profile] [--with-checks]
+
+--with-checks adds a second MailConsole server with every inbound check of the Anti-spam tab on
+(DNSBL, greylisting, SPF reject, DMARC honour, …), answered by a DNS server on loopback, and prints its
+accepted rate as a ratio of the same server with the checks off, measured in the same run.
 
 MailConsole's server is created with `services.create_virtual_server` and started by an in-process
 `supervision.reconcile_node(NODE_NAME)` (the Celery task's body, without Celery), so the worker is
@@ -142,18 +146,52 @@ async def idle_sessions_rss(port: int, pid: int, count: int) -> dict:
     }
 
 
-def start_mailconsole(var_dir: Path, worker_processes: int) -> tuple[Target, list[str]]:
+# The sender the load client uses (bench@client.test, From: the same) and its published records.
+SENDER_DOMAIN = "client.test"
+DNSBL_ZONE = "bl.bench.test"
+
+
+def every_check() -> dict[str, object]:
+    """The Anti-spam tab with every inbound check on, in its strictest mode, against the loopback DNS."""
+    return {
+        "dnsbl_zones": DNSBL_ZONE,
+        "dnsbl_action": "reject",
+        "greylisting": True,
+        "greylisting_delay_s": 1,
+        "spf_action": "reject",
+        "dmarc_action": "honour",
+    }
+
+
+def start_bench_dns():
+    """A DNS server on loopback publishing what a well-configured sender has: SPF, DMARC, MX and A.
+    DNSBL lookups for the client addresses get NXDOMAIN (not listed)."""
+    from tests.delivery_helpers import TestDNS
+
+    dns = TestDNS()
+    dns.add_txt(SENDER_DOMAIN, "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.add_txt(f"_dmarc.{SENDER_DOMAIN}", "v=DMARC1; p=reject")
+    dns.add_mx(SENDER_DOMAIN, (10, f"mx.{SENDER_DOMAIN}"))
+    dns.add_a(f"mx.{SENDER_DOMAIN}", "127.0.0.1")
+    dns.add_a(SENDER_DOMAIN, "127.0.0.1")
+    return dns.start()
+
+
+def start_mailconsole(
+    var_dir: Path, worker_processes: int, *, name: str = "bench", checks: dict[str, object] | None = None
+) -> tuple[Target, list[str]]:
     from django.conf import settings
 
     from servers import services, supervision
+    from servers.delivery.services import update_delivery_settings
     from servers.models import VirtualServer
 
     server = services.create_virtual_server(
-        name="bench",
-        default_domain=DOMAIN,
+        name=name,
+        default_domain=DOMAIN if checks is None else f"checks.{DOMAIN}",
         ip_address="127.0.0.1",
         port=env.free_port(),
-        home_dir=var_dir / "homes" / "bench",
+        home_dir=var_dir / "homes" / name,
         start=False,
     )
     mailboxes = [
@@ -161,13 +199,19 @@ def start_mailconsole(var_dir: Path, worker_processes: int) -> tuple[Target, lis
     ]
     if worker_processes > 1:
         services.update_virtual_server(server, worker_processes=worker_processes)
+    if checks is not None:
+        dns_address = str(checks.pop("dns_server"))
+        update_delivery_settings(server, dns_server=dns_address)
+        services.update_virtual_server(server, **checks)
     services.start_server(server)
     supervision.reconcile_node(settings.NODE_NAME)
     server = VirtualServer.objects.get(pk=server.pk)
     if server.state != "running":
         raise RuntimeError(f"the MailConsole worker did not start: {server.state} {server.last_error}")
     maildirs = [Path(m.maildir) for m in mailboxes]
-    target = Target("mailconsole", server.port, maildirs, lambda: [server.pid])
+    target = Target(
+        "mailconsole" if checks is None else "mailconsole-checks", server.port, maildirs, lambda: [server.pid]
+    )
     if worker_processes > 1:
         wait_for_session_processes(server.pid, worker_processes)
     return target, [m.address for m in mailboxes]
@@ -265,11 +309,15 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
-def ratios(rows: list[dict], against: str) -> list[dict]:
+def domain_of(target: Target) -> str:
+    return f"checks.{DOMAIN}" if target.name == "mailconsole-checks" else DOMAIN
+
+
+def ratios(rows: list[dict], against: str, ours: str = "mailconsole") -> list[dict]:
     by_key = {(r["server"], r["size_kib"], r["concurrency"], r["per_connection"]): r for r in rows}
     out = []
     for r in rows:
-        if r["server"] != "mailconsole":
+        if r["server"] != ours:
             continue
         other = by_key.get((against, r["size_kib"], r["concurrency"], r["per_connection"]))
         if not other or not other["accepted_per_s"]:
@@ -297,6 +345,16 @@ def start_targets(args: argparse.Namespace) -> tuple[list[Target], list[str], li
     local_parts = [a.partition("@")[0] for a in addresses]
     targets = [ours]
     cleanups: list[Callable[[], None]] = []
+    if args.with_checks:
+        dns = start_bench_dns()
+        cleanups.append(dns.stop)
+        checked, _ = start_mailconsole(
+            var_dir,
+            args.worker_processes,
+            name="bench-checks",
+            checks={**every_check(), "dns_server": dns.address},
+        )
+        targets.append(checked)
     try:
         for mode in ("sink", "maildir"):
             target, process = start_baseline(mode, var_dir / f"baseline-{mode}")
@@ -330,24 +388,29 @@ async def main_async(
     try:
         # On the fresh worker, before any load has grown its heap.
         idle = await idle_sessions_rss(ours.port, ours.pids()[0], args.idle_sessions)
-        # Warm up every server (first connections, thread pools, Postfix's process pool).
-        for target in targets:
-            await run_load(
-                "127.0.0.1",
-                target.port,
-                [f"{u}@{DOMAIN}" for u in local_parts],
-                messages=100,
-                size_octets=1024,
-                concurrency=10,
-                per_connection=5,
-                source_addresses=sources,
-            )
+        # Warm up every server (first connections, thread pools, Postfix's process pool). With the
+        # checks on, the first round also meets greylisting (every triplet deferred once); the second,
+        # after the delay, passes and records the triplets as known, as a day of real traffic would.
+        for warm_up in range(2 if any(t.name == "mailconsole-checks" for t in targets) else 1):
+            if warm_up:
+                await asyncio.sleep(1.5)
+            for target in targets:
+                await run_load(
+                    "127.0.0.1",
+                    target.port,
+                    [f"{u}@{domain_of(target)}" for u in local_parts],
+                    messages=100,
+                    size_octets=1024,
+                    concurrency=10,
+                    per_connection=5,
+                    source_addresses=sources,
+                )
         for size_kib in args.sizes:
             messages = args.messages if size_kib < 100 else max(args.messages // 2, 1)
             for per_connection in args.per_connection:
                 # Interleave the servers, so that background noise hits each of them alike.
                 for target in targets:
-                    rcpts = [f"{u}@{DOMAIN}" for u in local_parts]
+                    rcpts = [f"{u}@{domain_of(target)}" for u in local_parts]
                     spy = None
                     if (
                         args.profile
@@ -385,6 +448,7 @@ async def main_async(
         },
         "rows": rows,
         "ratios": ratios(rows, "aiosmtpd-sink") + ratios(rows, "aiosmtpd-maildir") + ratios(rows, "postfix"),
+        "checks_ratios": ratios(rows, "mailconsole", ours="mailconsole-checks"),
         "idle_sessions": idle,
     }
     if profile is not None and profile.exists():
@@ -401,6 +465,9 @@ def main() -> None:
     parser.add_argument("--idle-sessions", type=int, default=IDLE_SESSIONS)
     parser.add_argument("--compare-postfix", action="store_true", help="also measure Postfix (root, apt)")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during one scenario")
+    parser.add_argument(
+        "--with-checks", action="store_true", help="also a server with every Anti-spam check on (loopback DNS)"
+    )
     parser.add_argument("--profile-size", type=int, default=10, help="KiB of the profiled scenario")
     parser.add_argument("--profile-per-connection", type=int, default=1, help="of the profiled scenario")
     parser.add_argument("--keep", action="store_true", help="keep the temporary var/ directory")
@@ -429,6 +496,13 @@ def main() -> None:
             f"{'-' if r['delivered_ratio'] is None else format(r['delivered_ratio'], '.2f') + 'x'}  "
             f"p99 {r['p99_ratio']:.2f}x  CPU/msg {r['cpu_ratio']:.2f}x"
         )
+    if report["checks_ratios"]:
+        print("\nEvery inbound check on, as a ratio of the same server with the checks off (target >= 0.8x):")
+        for r in report["checks_ratios"]:
+            print(
+                f"  {r['size_kib']:>4} KiB, {r['per_connection']:>2}/conn: accepted {r['accepted_ratio']:.2f}x  "
+                f"p99 {r['p99_ratio']:.2f}x  CPU/msg {r['cpu_ratio']:.2f}x"
+            )
     idle = report["idle_sessions"]
     holder = "worker" if idle["holder_is_worker"] else "session process holding them"
     print(
