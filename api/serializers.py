@@ -167,6 +167,21 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
     },
     "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
+    "forbidden_extensions": {
+        "max_length": 4000,
+        "allow_blank": True,
+        "help_text": "File name extensions (without the dot), one a line or comma-separated.",
+    },
+    "forbidden_mime_types": {
+        "max_length": 4000,
+        "allow_blank": True,
+        "help_text": "MIME types (or type/*), one a line or comma-separated.",
+    },
+    "virus_scanner": {"help_text": "clamd: tcp://host:port or unix:/path; empty: no virus scanning."},
+    "rspamd_url": {"help_text": "rspamd's http:// URL; empty: the RSPAMD_URL setting."},
+    "spam_tag_score": {"min_value": -1000, "max_value": 1000},
+    "spam_junk_score": {"min_value": -1000, "max_value": 1000},
+    "spam_refuse_score": {"min_value": -1000, "max_value": 1000},
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,31 @@ def pop_login_key(client_ip: str) -> str:
     """When this address last signed in to POP3 (epoch seconds): POP3 writes it, SMTP reads it
     for POP-before-SMTP relaying."""
     return f"{POP_AUTH_PREFIX}{client_ip}"
+
+
+def scanner_key(kind: str, address: str) -> str:
+    """What a content scanner ("clamd", "rspamd") at `address` last answered a worker: JSON with
+    reachable, error (the last one) and checked_at (epoch seconds)."""
+    return f"mailconsole:scanner:{kind}:{address}"
+
+
+@dataclass(frozen=True)
+class ScannerState:
+    reachable: bool
+    error: str
+    checked_at: float
+
+
+def read_scanner_state(client: redis.Redis, kind: str, address: str) -> ScannerState | None:
+    """The state the workers last wrote for a scanner, or None if none has used it lately."""
+    raw = client.get(scanner_key(kind, address))
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return ScannerState(bool(data["reachable"]), str(data.get("error", "")), float(data["checked_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def redis_client() -> redis.Redis:

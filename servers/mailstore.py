@@ -44,6 +44,8 @@ QUEUE_DIR = "Queue"
 BADMAIL_DIR = "BadMail"
 PICKUP_DIR = "Pickup"
 DROP_DIR = "Drop"
+# The special-use folder (RFC 6154 Junk) spam goes to; servers.mailfolders lists it as such.
+JUNK_FOLDER = "Junk"
 TMP_DIR = SERVER_TMP_DIR
 SUFFIX = ".eml"
 # Envelope lines are short; a file whose head runs longer than this has no envelope.
@@ -236,6 +238,7 @@ def store_message(
     drop_recipients: Sequence[str] = (),
     remote_recipients: Sequence[str] = (),
     create_dirs: bool = False,
+    folder: str | None = None,
 ) -> None:
     """Store an accepted message for every kind of recipient, or for none of them.
 
@@ -244,10 +247,14 @@ def store_message(
     written last, so a failure takes back the Maildir and Drop/ copies already stored and the
     sender's retry stores the message once. `create_dirs` makes missing Maildirs and Drop/ first
     (the SMTP path needs none: its destinations come from a snapshot of existing mailboxes).
+    `folder` files the Maildir copies in that folder of each mailbox (Maildir++ `.<folder>`, made
+    if missing; JUNK_FOLDER for mail the spam score sends there) instead of INBOX.
     """
     home = Path(home_dir)
     stored: list[Path] = []
     try:
+        if maildirs and folder is not None:
+            maildirs = [ensure_maildir(Path(maildir) / f".{folder}") for maildir in maildirs]
         if maildirs:
             if create_dirs:
                 for maildir in maildirs:

@@ -54,6 +54,12 @@ HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing conne
 DNSBL_LISTED = "554 5.7.1 Service unavailable; client [{address}] listed by {zone}"
 GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try again later"
 
+# Filters tab (end of DATA).
+ATTACHMENT_REFUSED = '554 5.7.1 Message refused: attachment "{filename}" {reason}'
+VIRUS_FOUND = "554 5.7.1 Message refused: virus found: {signature}"
+VIRUS_SCANNER_UNAVAILABLE = "451 4.7.1 Virus scanner unavailable, try again later"
+SPAM_REFUSED = "554 5.7.1 Message refused as spam (score {score})"
+
 # Protocol hygiene: what may appear in a command line (RFC 5321 2.4, RFC 6531 3.3).
 CONTROL_CHARACTER_IN_COMMAND = "501 5.5.2 Syntax error: control characters (NUL, ...) are not allowed in commands"
 EIGHT_BIT_IN_COMMAND = "501 5.5.2 Syntax error: commands are ASCII (8-bit only in addresses with SMTPUTF8)"

@@ -40,6 +40,7 @@ TABS = [
     ("messages", "Messages"),
     ("delivery", "Delivery"),
     ("antispam", "Anti-spam"),
+    ("filters", "Filters"),
     ("security", "Security"),
 ]
 
