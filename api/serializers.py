@@ -167,18 +167,6 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
     },
     "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
-    "forbidden_extensions": {
-        "max_length": 4000,
-        "allow_blank": True,
-        "help_text": "File name extensions (without the dot), one a line or comma-separated.",
-    },
-    "forbidden_mime_types": {
-        "max_length": 4000,
-        "allow_blank": True,
-        "help_text": "MIME types (or type/*), one a line or comma-separated.",
-    },
-    "virus_scanner": {"help_text": "clamd: tcp://host:port or unix:/path; empty: no virus scanning."},
-    "rspamd_url": {"help_text": "rspamd's http:// URL; empty: the RSPAMD_URL setting."},
     "spam_tag_score": {"min_value": -1000, "max_value": 1000},
     "spam_junk_score": {"min_value": -1000, "max_value": 1000},
     "spam_refuse_score": {"min_value": -1000, "max_value": 1000},
@@ -216,6 +204,39 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     )
     port = strict.IntegerField(min_value=1, max_value=65535, required=False)
     max_message_size_kb = strict.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    forbidden_extensions = checked_text(
+        patterns.FILE_EXTENSIONS,
+        "Enter file name extensions (like exe), separated by commas or new lines.",
+        max_length=4000,
+        required=False,
+        allow_blank=True,
+    )
+    forbidden_mime_types = checked_text(
+        patterns.MIME_TYPES,
+        "Enter MIME types (like application/x-msdownload, or video/*), separated by commas or new lines.",
+        max_length=4000,
+        required=False,
+        allow_blank=True,
+    )
+    virus_scanner = checked_text(
+        patterns.VIRUS_SCANNER,
+        "Enter tcp://host:port or unix:/path/to/clamd.socket, or nothing.",
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="clamd (INSTREAM): tcp://host:port or unix:/path; empty: no virus scanning.",
+    )
+    rspamd_url = checked_text(
+        patterns.RSPAMD_URL,
+        "Enter rspamd's http:// URL (like http://127.0.0.1:11333), or nothing.",
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="rspamd's normal worker; empty: the RSPAMD_URL setting (both empty: no spam scoring).",
+    )
+    spam_subject_prefix = checked_text(
+        patterns.SUBJECT_PREFIX, "At most 40 printable ASCII characters.", required=False, allow_blank=True
+    )
 
     class Meta:
         model = VirtualServer

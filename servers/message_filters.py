@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
+from email.header import Header
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 
@@ -294,7 +295,12 @@ def with_spam_headers(raw: bytes, header_lines: bytes, subject_prefix: str = "")
     fields = _header_fields(header_block)
     separator = header_block[sum(len(field) for field in fields) :]
     kept = []
-    prefix = subject_prefix.encode("utf-8")
+    # A prefix beyond ASCII goes as an encoded word (RFC 2047), which may stand before plain text.
+    prefix = (
+        subject_prefix.encode("ascii")
+        if subject_prefix.isascii()
+        else Header(subject_prefix, "utf-8").encode().encode()
+    )
     subject_seen = False
     for field in fields:
         name = field.split(b":", 1)[0].strip().lower()

@@ -343,7 +343,10 @@ def _check_spam_thresholds(server: VirtualServer) -> None:
         if value is None:
             continue
         if previous is not None and value < previous[1]:
-            raise RefusedError(f"The value must be at least {previous[0]} ({previous[1]:g}).", field=field)
+            raise RefusedError(
+                f"Must be at least {previous[0]} ({previous[1]:g}): spam is marked, then filed in Junk, then refused.",
+                field=field,
+            )
         previous = (field, value)
 
 
