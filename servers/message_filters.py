@@ -14,14 +14,15 @@ into.
 
 from __future__ import annotations
 
+import binascii
 import quopri
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.header import Header
-from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesHeaderParser
+from typing import Any
 
 # Executables and scripts that run when opened on Windows (and Java archives anywhere): the
 # default list of the Filters tab's forbidden extensions.
@@ -42,13 +43,12 @@ DEFAULT_FORBIDDEN_MIME_TYPES = "\n".join(
         "application/x-ms-installer",
     ]
 )
-# How deep nested multiparts and attached messages are walked, and how many parts at most; past
-# that the rest of the message is one part (it is still scanned and scored as a whole).
+# How deep nested multiparts and attached messages are walked (deeper, an entity is one leaf), and
+# how many leaves at most: a message with more is refused by an attachment filter (`walk_message`).
 MAX_DEPTH = 20
 MAX_PARTS = 1000
 
 _HEADER_PARSER = BytesHeaderParser(policy=email_policy.default)
-_PARSER = BytesParser(policy=email_policy.default)
 _HEADERS_END = re.compile(rb"\r?\n\r?\n")
 # Characters that change how a name is shown, not what it is (bidi overrides, zero-width marks).
 _INVISIBLE = dict.fromkeys(
@@ -107,10 +107,19 @@ def split_words(text: str) -> list[str]:
 
 
 def mime_parts(raw: bytes) -> list[MimePart]:
-    """Every leaf part of the message, in order."""
+    """Every leaf part of the message, in order (the first MAX_PARTS of them)."""
+    return walk_message(raw)[0]
+
+
+def walk_message(raw: bytes) -> tuple[list[MimePart], bool]:
+    """The message's leaf parts, and whether that is all of them (not more than MAX_PARTS).
+
+    Reading a part's header fields with policy=default costs about half a millisecond: a message
+    of many tiny parts must not hold a thread for minutes, so the walk stops after MAX_PARTS.
+    """
     parts: list[MimePart] = []
-    _walk(raw, 0, len(raw), 0, parts)
-    return parts
+    complete = _walk(raw, 0, len(raw), 0, "text/plain", parts)
+    return parts, complete
 
 
 def _body_start(raw: bytes, start: int, end: int) -> int:
@@ -123,24 +132,62 @@ def _body_start(raw: bytes, start: int, end: int) -> int:
     return end if match is None else match.end()
 
 
-def _walk(raw: bytes, start: int, end: int, depth: int, parts: list[MimePart]) -> None:
+def _walk(raw: bytes, start: int, end: int, depth: int, default_type: str, parts: list[MimePart]) -> bool:
+    """Add the leaves of the entity at [start, end) to `parts`; False once MAX_PARTS is passed."""
+    if len(parts) >= MAX_PARTS:
+        return False
     body_start = _body_start(raw, start, end)
     headers = _HEADER_PARSER.parsebytes(raw[start:body_start])
-    content_type = headers.get_content_type()
-    encoding = str(headers.get("Content-Transfer-Encoding", "")).strip().lower()
-    nested = depth < MAX_DEPTH and len(parts) < MAX_PARTS
-    if nested and headers.get_content_maintype() == "multipart":
-        boundary = headers.get_boundary()
+    # Each field is parsed when read: read each once (RFC 2045 5.2: a missing or broken type is text/plain).
+    type_field: Any = headers["Content-Type"]  # a ContentTypeHeader (policy=default)
+    content_type = default_type if type_field is None else str(type_field.content_type).lower()
+    if content_type.count("/") != 1:
+        content_type = "text/plain"
+    type_params = dict(type_field.params) if type_field is not None else {}
+    encoding_field = headers["Content-Transfer-Encoding"]
+    encoding = "" if encoding_field is None else str(encoding_field).strip().lower()
+    if depth < MAX_DEPTH:
+        boundary = type_params.get("boundary") if content_type.startswith("multipart/") else None
         if boundary:
-            children = _multipart_children(raw, body_start, end, boundary)
+            children = _multipart_children(raw, body_start, end, str(boundary))
             if children:
-                for child_start, child_end in children:
-                    _walk(raw, child_start, child_end, depth + 1, parts)
-                return
-    if nested and content_type == "message/rfc822" and encoding not in ("base64", "quoted-printable"):
-        _walk(raw, body_start, end, depth + 1, parts)
-        return
-    parts.append(_leaf(raw, start, body_start, end, headers))
+                # RFC 2046 5.1.5: in a digest, a part without a type is a message.
+                child_default = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+                return all(
+                    _walk(raw, child_start, child_end, depth + 1, child_default, parts)
+                    for child_start, child_end in children
+                )
+        if content_type == "message/rfc822" and encoding not in ("base64", "quoted-printable"):
+            return _walk(raw, body_start, end, depth + 1, "text/plain", parts)
+    disposition_field: Any = headers["Content-Disposition"]
+    disposition = "" if disposition_field is None else str(disposition_field.content_disposition or "").lower()
+    filename = (dict(disposition_field.params) if disposition_field is not None else {}).get("filename")
+    if not filename:
+        filename = type_params.get("name") or ""
+    parts.append(
+        MimePart(
+            start=start,
+            body_start=body_start,
+            end=end,
+            content_type=content_type,
+            filename=str(filename),
+            size=_decoded_size(raw[body_start:end], encoding),
+            is_attachment=disposition == "attachment" or bool(filename),
+        )
+    )
+    return True
+
+
+def _decoded_size(body: bytes, encoding: str) -> int:
+    """The octets a body decodes to; a broken base64 body is judged by what it would hold."""
+    if encoding == "base64":
+        try:
+            return len(binascii.a2b_base64(body))  # skips line breaks and other non-alphabet bytes
+        except binascii.Error:
+            return len(body) * 3 // 4
+    if encoding == "quoted-printable":
+        return len(binascii.a2b_qp(body))
+    return len(body)
 
 
 def _multipart_children(raw: bytes, body_start: int, end: int, boundary: str) -> list[tuple[int, int]]:
@@ -166,25 +213,6 @@ def _multipart_children(raw: bytes, body_start: int, end: int, boundary: str) ->
     if part_start is not None and part_start < end:
         children.append((part_start, end))  # no close delimiter: the last part runs to the end
     return children
-
-
-def _leaf(raw: bytes, start: int, body_start: int, end: int, headers: Message) -> MimePart:
-    filename = headers.get_filename() or ""
-    disposition = headers.get_content_disposition()
-    try:
-        payload = _PARSER.parsebytes(raw[start:end]).get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else end - body_start
-    except Exception:  # a broken encoding: judge it by its encoded size
-        size = end - body_start
-    return MimePart(
-        start=start,
-        body_start=body_start,
-        end=end,
-        content_type=headers.get_content_type(),
-        filename=str(filename),
-        size=size,
-        is_attachment=disposition == "attachment" or bool(filename),
-    )
 
 
 # -- judging attachments -------------------------------------------------------------------------

@@ -56,6 +56,7 @@ GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try
 
 # Filters tab (end of DATA).
 ATTACHMENT_REFUSED = '554 5.7.1 Message refused: attachment "{filename}" {reason}'
+TOO_MANY_PARTS = "554 5.7.1 Message refused: more than {limit} MIME parts to check"
 VIRUS_FOUND = "554 5.7.1 Message refused: virus found: {signature}"
 VIRUS_SCANNER_UNAVAILABLE = "451 4.7.1 Virus scanner unavailable, try again later"
 SPAM_REFUSED = "554 5.7.1 Message refused as spam (score {score})"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, mailstore, replies
-from servers.message_filters import mime_parts, removal_notice, strip_parts, with_spam_headers
+from servers.message_filters import removal_notice, strip_parts, walk_message, with_spam_headers
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
@@ -833,8 +833,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if snapshot.policy.attachment_filter == "off":
             return content, None
         loop = asyncio.get_running_loop()
-        parts = await loop.run_in_executor(None, mime_parts, content)  # parsing is CPU work
-        verdict = attachment_verdict(snapshot.policy, parts)
+        parts, complete = await loop.run_in_executor(None, walk_message, content)  # parsing is CPU work
+        verdict = attachment_verdict(snapshot.policy, parts, complete=complete)
         if verdict.refusal is not None:
             self.counters.count_refusal("attachment", protocol.session_id, protocol.client_ip, verdict.refusal)
             return content, verdict.refusal

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from servers import replies
+from servers import message_filters, replies
 from servers.message_filters import Finding, MimePart, forbidden_parts
 from servers.message_format import hop_count
 from servers.models import AccessRuleKind
@@ -546,14 +546,17 @@ class AttachmentVerdict(NamedTuple):
     to_strip: tuple[Finding, ...] = ()
 
 
-def attachment_verdict(policy: SmtpPolicy, parts: Sequence[MimePart]) -> AttachmentVerdict:
-    """The attachment filter's answer for a message's leaf parts (`message_filters.mime_parts`).
+def attachment_verdict(policy: SmtpPolicy, parts: Sequence[MimePart], *, complete: bool = True) -> AttachmentVerdict:
+    """The attachment filter's answer for a message's leaf parts (`message_filters.walk_message`).
 
     refuse: ATTACHMENT_REFUSED naming the first forbidden file; strip: the forbidden parts, replaced
-    by a notice and the message kept; off: nothing.
+    by a notice and the message kept; off: nothing. A message with more parts than were walked
+    (`complete` false) cannot be checked: refused in either mode.
     """
     if policy.attachment_filter == "off":
         return AttachmentVerdict(None)
+    if not complete:
+        return AttachmentVerdict(replies.TOO_MANY_PARTS.format(limit=message_filters.MAX_PARTS))
     findings = forbidden_parts(parts, policy.attachment_rules)
     if not findings:
         return AttachmentVerdict(None)

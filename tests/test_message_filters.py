@@ -8,7 +8,7 @@ from email import policy as email_policy
 
 import pytest
 
-from servers import replies
+from servers import message_filters, replies
 from servers.content_checks import clamd_result, parse_http_url, parse_scanner_address
 from servers.message_filters import (
     DEFAULT_FORBIDDEN_EXTENSIONS,
@@ -19,6 +19,7 @@ from servers.message_filters import (
     mime_parts,
     removal_notice,
     strip_parts,
+    walk_message,
     with_spam_headers,
 )
 from servers.smtp_policy import (
@@ -212,6 +213,20 @@ def test_refuse_names_the_first_forbidden_file_strip_lists_them_all_and_off_look
     assert refused.refusal.startswith("554 5.7.1 ")
     assert stripped.refusal is None and [f.name for f in stripped.to_strip] == ["one.exe", "two.js"]
     assert attachment_verdict(policy, parts) == (None, ())
+
+
+def test_a_message_with_more_parts_than_are_walked_is_refused_by_either_mode(monkeypatch):
+    monkeypatch.setattr(message_filters, "MAX_PARTS", 3)
+    policy = SmtpPolicy(attachment_rules=DEFAULT_RULES, attachment_filter="strip")
+
+    three = walk_message(multipart(TEXT, TEXT, TEXT))
+    four = walk_message(multipart(TEXT, TEXT, TEXT, TEXT))
+
+    assert (len(three[0]), three[1], len(four[0]), four[1]) == (3, True, 3, False)
+    assert attachment_verdict(policy, four[0], complete=four[1]).refusal == (
+        "554 5.7.1 Message refused: more than 3 MIME parts to check"
+    )
+    assert attachment_verdict(policy, three[0], complete=three[1]) == (None, ())
 
 
 def test_a_file_name_in_a_reply_is_printable_ascii_on_one_line():
