@@ -53,7 +53,11 @@ def lab_snapshot(home: Path, **policy) -> ServerSnapshot:
 
 @contextmanager
 def serving(
-    snapshot: ServerSnapshot, *, checks: InboundChecks | None = None, content_checks: ContentChecks | None = None
+    snapshot: ServerSnapshot,
+    *,
+    checks: InboundChecks | None = None,
+    content_checks: ContentChecks | None = None,
+    counters: WorkerCounters | None = None,
 ) -> Iterator[int]:
     """Listen on a free loopback port with sessions built as the worker builds them; yield the port.
 
@@ -61,7 +65,7 @@ def serving(
     is closed here. `content_checks` are the Filters tab's scanners (the worker passes its own).
     """
     loop = asyncio.new_event_loop()
-    counters, control = WorkerCounters(), WorkerControl()
+    counters, control = counters or WorkerCounters(), WorkerControl()
     handler = LocalDeliveryHandler(lambda: snapshot, counters, None, checks, content_checks)
     assert snapshot.cert_path is not None and snapshot.key_path is not None  # lab_snapshot names both
     tls_context = server_context(snapshot.cert_path, snapshot.key_path)

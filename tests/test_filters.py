@@ -22,6 +22,7 @@ import pytest
 from servers import content_checks, replies
 from servers.content_checks import ContentChecks
 from servers.message_filters import DEFAULT_FORBIDDEN_EXTENSIONS, DEFAULT_FORBIDDEN_MIME_TYPES, AttachmentRules
+from servers.smtp import WorkerCounters
 from servers.smtp_policy import ClientList
 from tests.filter_helpers import EICAR, EICAR_SIGNATURE, FakeClamd, FakeRspamd, real_rspamd, rspamd_missing_reason
 from tests.smtp_inprocess import lab_snapshot, serving
@@ -118,6 +119,26 @@ def test_relay_list_clients_are_not_filtered(tmp_path):
 
     with serving(snapshot) as port:
         assert send(port, with_attachment("run.bat"))[0] == 250
+
+
+def test_every_refusal_and_every_change_is_counted_by_its_reason(tmp_path):
+    counters = WorkerCounters()
+    with FakeClamd() as clamd, FakeRspamd() as rspamd:
+        snapshot = lab_snapshot(
+            tmp_path,
+            attachment_filter="strip",
+            attachment_rules=RULES,
+            virus_scanner=clamd.address,
+            rspamd_url=rspamd.url,
+        )
+        with serving(snapshot, content_checks=ContentChecks(), counters=counters) as port:
+            send(port, with_attachment("a.exe"))
+            send(port, with_attachment("eicar.txt", EICAR, "7bit"))
+            send(port, scored(12))
+            send(port, scored(30))
+
+    assert counters.refusals == {"virus": 1}  # the default thresholds: 6 marks, 10 files in Junk, none refuses
+    assert counters.filtered == {"attachment_stripped": 1, "junk": 2}
 
 
 # -- the virus scanner -----------------------------------------------------------------------------
