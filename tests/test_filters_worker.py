@@ -124,3 +124,14 @@ def test_signed_in_users_are_not_filtered(server, tmp_path):
     )
     assert "250 2.0.0" in result.stdout, result.stdout
     assert len(alice_folder()) == 1  # stored before the 250
+
+
+def test_session_processes_scan_too(server):
+    with FakeClamd() as clamd:
+        configure(server, worker_processes=2, virus_scanner=clamd.address)
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:
+            client.ehlo("client.test")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                client.sendmail("bob@far.test", ["alice@lab.test"], b"Subject: t\r\n\r\n" + EICAR + b"\r\n")
+
+    assert refused.value.smtp_code == 554 and EICAR_SIGNATURE in refused.value.smtp_error.decode()
