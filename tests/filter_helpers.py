@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 # The EICAR anti-virus test file (eicar.org), in two halves so that this source is no test file itself.
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -182,19 +182,19 @@ def real_rspamd(home: Path) -> Iterator[str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            log = (home / "rspamd.log").read_text() if (home / "rspamd.log").exists() else ""
+            raise RuntimeError(f"rspamd exited ({process.returncode}): {log[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
+                return answer.read().strip() == b"pong"
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=1) as answer:
-                    if answer.read().strip() == b"pong":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = (home / "rspamd.log").read_text() if (home / "rspamd.log").exists() else ""
-                raise RuntimeError(f"rspamd did not start (exit {process.poll()}): {log[-2000:]}")
-            time.sleep(0.2)
+        wait_until(answers, timeout_s=60, interval_s=0.2, message="rspamd to answer /ping")
         yield url
     finally:
         # rspamd's main process and its workers: the process group this test started.

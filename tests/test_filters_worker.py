@@ -2,13 +2,15 @@
 
 One real-process test per action: attachment refused and stripped, a virus refused (a clamd of our
 own, tests/filter_helpers.FakeClamd: ClamAV's signatures cannot be downloaded here), spam filed in
-Junk and refused at its thresholds (a fake rspamd), and signed-in users left alone.
+Junk and refused at its thresholds (a fake rspamd, and Debian's rspamd run on loopback), and
+signed-in users left alone.
 """
 
 from __future__ import annotations
 
 import smtplib
 import subprocess
+from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
 
@@ -18,7 +20,14 @@ from servers import replies, services
 from servers.livestate import read_scanner_state, redis_client
 from servers.models import Mailbox, VirtualServer
 from tests.factories import PASSWORD, make_mailbox, make_server
-from tests.filter_helpers import EICAR, EICAR_SIGNATURE, FakeClamd, FakeRspamd
+from tests.filter_helpers import (
+    EICAR,
+    EICAR_SIGNATURE,
+    FakeClamd,
+    FakeRspamd,
+    real_rspamd,
+    rspamd_missing_reason,
+)
 from tests.helpers import worker_running
 
 pytestmark = pytest.mark.usefixtures("supervised")
@@ -135,3 +144,25 @@ def test_session_processes_scan_too(server):
                 client.sendmail("bob@far.test", ["alice@lab.test"], b"Subject: t\r\n\r\n" + EICAR + b"\r\n")
 
     assert refused.value.smtp_code == 554 and EICAR_SIGNATURE in refused.value.smtp_error.decode()
+
+
+@pytest.fixture
+def rspamd_url(tmp_path_factory) -> Iterator[str]:
+    reason = rspamd_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with real_rspamd(tmp_path_factory.mktemp("rspamd")) as url:
+        yield url
+
+
+def test_the_worker_asks_a_real_rspamd_and_refuses_gtube(server, rspamd_url):
+    configure(server, rspamd_url=rspamd_url, spam_refuse_score=15)
+    gtube = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*" + b"GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+    spam = swaks(server, "--header", "Subject: gtube", "--body", gtube.decode())
+    ham = swaks(server, "--header", "Subject: lunch", "--body", "Lunch at noon?")
+
+    assert replies.SPAM_REFUSED.format(score="15.00") in spam.stdout, spam.stdout
+    assert "250 2.0.0" in ham.stdout, ham.stdout
+    [stored] = alice_folder()
+    assert message_from_bytes(stored)["X-Spam-Status"].startswith("No, score=")
