@@ -13,6 +13,7 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from servers.content_checks import scanner_answers
 from servers.livestate import Heartbeat, read_heartbeats, read_scanner_state, redis_client
 from servers.models import (
     AuditEntry,
@@ -64,7 +65,6 @@ BADGE_COLOURS = {
     "not installed": "secondary",
     "reachable": "success",
     "unreachable": "danger",
-    "not checked yet": "secondary",
 }
 
 
@@ -270,7 +270,8 @@ def node_services(node: Node) -> list[ServiceRow]:
 
 
 def scanner_rows(servers: list[VirtualServer]) -> list[ServiceRow]:
-    """A row for each content scanner the node's servers use (Filters tab): what the workers last heard."""
+    """A row for each content scanner the node's servers use (Filters tab): whether it answers a ping
+    now, and what the workers last heard from it."""
     scanners: dict[tuple[str, str], list[str]] = {}
     for server in servers:
         if server.virus_scanner:
@@ -279,25 +280,28 @@ def scanner_rows(servers: list[VirtualServer]) -> list[ServiceRow]:
             scanners.setdefault(("rspamd", server.rspamd_url or settings.RSPAMD_URL), []).append(server.name)
     rows = []
     for (kind, address), names in sorted(scanners.items()):
+        reachable, error = scanner_answers(kind, address)
         try:
             state = read_scanner_state(redis_client(), kind, address)
         except Exception:
             state = None
+        details = [address]
+        if not reachable:
+            details.append(f"now: {error}")
         if state is None:
-            label, detail = "Not checked yet", address
+            details.append("not used by a worker lately")
         else:
             checked = timezone.localtime(datetime.fromtimestamp(state.checked_at, tz=UTC))
-            label = "Reachable" if state.reachable else "Unreachable"
-            detail = f"{address}; last check {checked:%Y-%m-%d %H:%M:%S}"
+            details.append(f"last check by a worker {checked:%Y-%m-%d %H:%M:%S}")
             if state.error:
-                detail += f"; last error: {state.error}"
+                details.append(f"last error: {state.error}")
         rows.append(
             ServiceRow(
                 name="Virus scanner (clamd)" if kind == "clamd" else "Spam scoring (rspamd)",
                 description=f"Filters tab of {', '.join(names)}: asked about each message before the 250.",
-                state=label,
+                state="Reachable" if reachable else "Unreachable",
                 startup_type="External",
-                detail=detail,
+                detail="; ".join(details),
             )
         )
     return rows

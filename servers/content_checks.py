@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -194,6 +195,38 @@ async def rspamd_score(url: str, data: bytes, headers: Sequence[tuple[str, str]]
     if isinstance(score, bool) or not isinstance(score, int | float):
         raise ValueError(f"an answer without a score: {body[:200]!r}")
     return float(score)
+
+
+def scanner_answers(kind: str, address: str, *, timeout_s: float = 1.0) -> tuple[bool, str]:
+    """Whether a scanner answers its ping now (clamd: zPING -> PONG; rspamd: GET /ping -> pong), and
+    what went wrong if not. Blocking, for the console's Services view; the workers never call it."""
+    try:
+        if kind == "clamd":
+            family, host, port = parse_scanner_address(address)
+            if family == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout_s)
+                sock.connect(host)
+            else:
+                sock = socket.create_connection((host, port), timeout=timeout_s)
+            with sock:
+                sock.sendall(b"zPING\0")
+                answer = sock.recv(64)
+            expected = b"PONG"
+        else:
+            host, port, base = parse_http_url(address)
+            with socket.create_connection((host, port), timeout=timeout_s) as sock:
+                sock.sendall(f"GET {base}ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            answer = answer.partition(b"\r\n\r\n")[2]
+            expected = b"pong"
+    except (OSError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if answer.rstrip(b"\0\r\n").strip() != expected:
+        return False, f"unexpected answer {answer[:60]!r}"
+    return True, ""
 
 
 class ContentChecks:

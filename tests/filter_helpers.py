@@ -97,7 +97,7 @@ _SCORE = re.compile(rb"SCORE=(-?[0-9.]+)")
 
 
 class FakeRspamd:
-    """rspamd's /checkv2 on loopback: the score is the message's "SCORE=n" (0 without one)."""
+    """rspamd's /checkv2 (and /ping) on loopback: the score is the message's "SCORE=n" (0 without one)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, list[str]], bytes]] = []
@@ -117,6 +117,13 @@ class FakeRspamd:
                 answer = json.dumps({"score": score, "required_score": 15.0, "action": "no action"}).encode()
                 self.send_response(200 if self.path == "/checkv2" else 404)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def do_GET(self) -> None:
+                answer = b"pong\r\n" if self.path == "/ping" else b"not found\r\n"
+                self.send_response(200 if self.path == "/ping" else 404)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)

@@ -18,6 +18,7 @@ from servers.livestate import redis_client, scanner_key
 from servers.message_filters import DEFAULT_FORBIDDEN_EXTENSIONS
 from servers.snapshot import load_snapshot
 from tests.factories import make_server
+from tests.filter_helpers import FakeClamd, FakeRspamd
 from tests.panel_helpers import clear_login_throttle, make_cast
 
 pytestmark = pytest.mark.django_db
@@ -157,19 +158,23 @@ def test_the_filters_tab_saves_its_settings_and_shows_a_bad_one_next_to_its_fiel
     )
 
 
-def test_the_services_view_shows_what_the_workers_last_heard_from_each_scanner(cast, settings):
-    settings.RSPAMD_URL = ""
-    services.update_virtual_server(cast.server, virus_scanner="tcp://127.0.0.1:3310", rspamd_url="http://127.0.0.1:1")
-    redis = redis_client()
-    redis.set(
-        scanner_key("clamd", "tcp://127.0.0.1:3310"),
-        json.dumps({"reachable": False, "error": "ConnectionRefusedError: refused", "checked_at": time.time()}),
-        ex=60,
-    )
-    redis.delete(scanner_key("rspamd", "http://127.0.0.1:1"))
+def test_the_services_view_pings_each_scanner_and_shows_what_the_workers_last_heard(cast, settings):
+    with FakeClamd() as clamd, FakeRspamd() as rspamd:
+        settings.RSPAMD_URL = rspamd.url  # the environment's, for every server without its own
+        services.update_virtual_server(cast.server, virus_scanner=clamd.address)
+        redis = redis_client()
+        redis.set(
+            scanner_key("clamd", clamd.address),
+            json.dumps({"reachable": False, "error": "ConnectionRefusedError: refused", "checked_at": time.time()}),
+            ex=60,
+        )
+        redis.delete(scanner_key("rspamd", rspamd.url))
+        page = client_for(cast.alice).get(reverse("console:services")).content.decode()
+    services.update_virtual_server(cast.server, virus_scanner="tcp://127.0.0.1:1")
+    down = client_for(cast.alice).get(reverse("console:services")).content.decode()
 
-    page = client_for(cast.alice).get(reverse("console:services")).content.decode()
-
-    assert "Virus scanner (clamd)" in page and "Unreachable" in page
-    assert "last error: ConnectionRefusedError: refused" in page
-    assert "Spam scoring (rspamd)" in page and "Not checked yet" in page
+    clamd_row, rspamd_row = (row for row in page.split("<tr>") if "(clamd)" in row or "(rspamd)" in row)
+    assert "Reachable" in clamd_row and "last error: ConnectionRefusedError: refused" in clamd_row
+    assert "Reachable" in rspamd_row and "not used by a worker lately" in rspamd_row
+    [down_row] = (row for row in down.split("<tr>") if "(clamd)" in row)
+    assert "Unreachable" in down_row and "now: ConnectionRefusedError" in down_row
