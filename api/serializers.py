@@ -167,9 +167,22 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
     },
     "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
-    "spam_tag_score": {"min_value": -1000, "max_value": 1000},
-    "spam_junk_score": {"min_value": -1000, "max_value": 1000},
-    "spam_refuse_score": {"min_value": -1000, "max_value": 1000},
+    "spam_tag_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this rspamd score on: X-Spam-Flag and the subject prefix; null: never.",
+    },
+    "spam_junk_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this score on (at least spam_tag_score): filed in the Junk folder; null: never.",
+    },
+    "spam_refuse_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this score on (at least spam_junk_score): refused, 554 5.7.1; null: never.",
+    },
+    "max_attachment_size_kb": {"min_value": 1, "help_text": "Largest attachment (decoded); null: no limit."},
 }
 
 
