@@ -70,6 +70,20 @@ DNS_SERVER = f"^(?:{_IPV4}{_PORT}|{_IPV6}|\\[(?:{_IPV4}|{_IPV6})\\]{_PORT})$"
 # A copy of every non-delivery report goes here: a mail address, or nothing.
 NDR_COPY_ADDRESS = "^[^\\u0000\\s@]+@[^\\u0000\\s@]+$"
 
+# The Filters tab. Lists: entries separated by commas or white space (the services split on either).
+_SEPARATOR = "[ \\t\\r\\n,]"
+FILE_EXTENSIONS = f"^{_SEPARATOR}*(?:\\.?[A-Za-z0-9_+~-]{{1,20}}(?:{_SEPARATOR}+|$))*$"
+_MIME_NAME = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MIME_TYPES = f"^{_SEPARATOR}*(?:{_MIME_NAME}/(?:{_MIME_NAME}|\\*)(?:{_SEPARATOR}+|$))*$"
+_TCP_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_SOCKET_HOST = "(?:[^\\u0000\\s/\\[\\]:]+|\\[[0-9A-Fa-f:.]+\\])"
+# clamd: tcp://host:port or unix:/absolute/path; empty: no virus scanning.
+VIRUS_SCANNER = f"^(?:tcp://{_SOCKET_HOST}:{_TCP_PORT}/?|unix:/{_TEXT}*)?$"
+# rspamd: an http:// URL; empty: the RSPAMD_URL setting.
+RSPAMD_URL = f"^(?:http://{_SOCKET_HOST}(?::{_TCP_PORT})?(?:/[^\\u0000\\s]*)?)?$"
+# ASCII here; the console takes any printable text (sent as an encoded word).
+SUBJECT_PREFIX = "^[ -~]{0,40}$"
+
 
 def pattern_validator(pattern: str, message: str) -> RegexValidator:
     return RegexValidator(pattern, message)

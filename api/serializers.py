@@ -167,6 +167,22 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
     },
     "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
+    "spam_tag_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this rspamd score on: X-Spam-Flag and the subject prefix; null: never.",
+    },
+    "spam_junk_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this score on (at least spam_tag_score): filed in the Junk folder; null: never.",
+    },
+    "spam_refuse_score": {
+        "min_value": -1000,
+        "max_value": 1000,
+        "help_text": "From this score on (at least spam_junk_score): refused, 554 5.7.1; null: never.",
+    },
+    "max_attachment_size_kb": {"min_value": 1, "help_text": "Largest attachment (decoded); null: no limit."},
 }
 
 
@@ -201,6 +217,39 @@ class VirtualServerSettingsSerializer(serializers.ModelSerializer):
     )
     port = strict.IntegerField(min_value=1, max_value=65535, required=False)
     max_message_size_kb = strict.IntegerField(min_value=1, max_value=MAX_INT, required=False)
+    forbidden_extensions = checked_text(
+        patterns.FILE_EXTENSIONS,
+        "Enter file name extensions (like exe), separated by commas or new lines.",
+        max_length=4000,
+        required=False,
+        allow_blank=True,
+    )
+    forbidden_mime_types = checked_text(
+        patterns.MIME_TYPES,
+        "Enter MIME types (like application/x-msdownload, or video/*), separated by commas or new lines.",
+        max_length=4000,
+        required=False,
+        allow_blank=True,
+    )
+    virus_scanner = checked_text(
+        patterns.VIRUS_SCANNER,
+        "Enter tcp://host:port or unix:/path/to/clamd.socket, or nothing.",
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="clamd (INSTREAM): tcp://host:port or unix:/path; empty: no virus scanning.",
+    )
+    rspamd_url = checked_text(
+        patterns.RSPAMD_URL,
+        "Enter rspamd's http:// URL (like http://127.0.0.1:11333), or nothing.",
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="rspamd's normal worker; empty: the RSPAMD_URL setting (both empty: no spam scoring).",
+    )
+    spam_subject_prefix = checked_text(
+        patterns.SUBJECT_PREFIX, "At most 40 printable ASCII characters.", required=False, allow_blank=True
+    )
 
     class Meta:
         model = VirtualServer

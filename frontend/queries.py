@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import psutil
 from django.conf import settings
@@ -13,7 +13,8 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from servers.livestate import Heartbeat, read_heartbeats, redis_client
+from servers.content_checks import scanner_answers
+from servers.livestate import Heartbeat, read_heartbeats, read_scanner_state, redis_client
 from servers.models import (
     AuditEntry,
     Domain,
@@ -62,6 +63,8 @@ BADGE_COLOURS = {
     "stopped": "secondary",
     "error": "danger",
     "not installed": "secondary",
+    "reachable": "success",
+    "unreachable": "danger",
 }
 
 
@@ -236,6 +239,7 @@ def node_services(node: Node) -> list[ServiceRow]:
             detail=f"last reconcile {timezone.localtime(seen):%Y-%m-%d %H:%M:%S}" if seen else "never reconciled",
         )
     )
+    rows += scanner_rows(servers)
     try:
         redis_client().ping()
         redis_state = "Running"
@@ -265,4 +269,42 @@ def node_services(node: Node) -> list[ServiceRow]:
             detail=connection.vendor,
         )
     )
+    return rows
+
+
+def scanner_rows(servers: list[VirtualServer]) -> list[ServiceRow]:
+    """A row for each content scanner the node's servers use (Filters tab): whether it answers a ping
+    now, and what the workers last heard from it."""
+    scanners: dict[tuple[str, str], list[str]] = {}
+    for server in servers:
+        if server.virus_scanner:
+            scanners.setdefault(("clamd", server.virus_scanner), []).append(server.name)
+        if server.rspamd_url or settings.RSPAMD_URL:
+            scanners.setdefault(("rspamd", server.rspamd_url or settings.RSPAMD_URL), []).append(server.name)
+    rows = []
+    for (kind, address), names in sorted(scanners.items()):
+        reachable, error = scanner_answers(kind, address)
+        try:
+            state = read_scanner_state(redis_client(), kind, address)
+        except Exception:
+            state = None
+        details = [address]
+        if not reachable:
+            details.append(f"now: {error}")
+        if state is None:
+            details.append("not used by a worker lately")
+        else:
+            checked = timezone.localtime(datetime.fromtimestamp(state.checked_at, tz=UTC))
+            details.append(f"last check by a worker {checked:%Y-%m-%d %H:%M:%S}")
+            if state.error:
+                details.append(f"last error: {state.error}")
+        rows.append(
+            ServiceRow(
+                name="Virus scanner (clamd)" if kind == "clamd" else "Spam scoring (rspamd)",
+                description=f"Filters tab of {', '.join(names)}: asked about each message before the 250.",
+                state="Reachable" if reachable else "Unreachable",
+                startup_type="External",
+                detail="; ".join(details),
+            )
+        )
     return rows

@@ -286,6 +286,13 @@ SPECTACULAR_SETTINGS = {
 # A server's Delivery tab may name its own.
 DELIVERY_DNS_SERVER = envstr("MAILCONSOLE_DNS_SERVER")
 DELIVERY_DNS_TIMEOUT_S = envint("MAILCONSOLE_DNS_TIMEOUT", 5)
+
+# --- Filters tab: content scoring ---
+# rspamd's normal worker ("http://127.0.0.1:11333"); empty: no spam scoring, unless a server names
+# its own (rspamd_url on its Filters tab).
+RSPAMD_URL = envstr("RSPAMD_URL").strip()
+if RSPAMD_URL and not RSPAMD_URL.startswith("http://"):
+    raise SettingError(f"RSPAMD_URL must be an http:// URL (rspamd's normal worker), got {RSPAMD_URL!r}")
 # Upper bound on any one SMTP command's wait, whatever a server's outbound time-out says.
 DELIVERY_SMTP_TIMEOUT_S = envint("MAILCONSOLE_SMTP_CLIENT_TIMEOUT", 300)
 # How often the node indexes Queue/, sends due messages to its workers, and takes Pickup/ files.

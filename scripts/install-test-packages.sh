@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests drive as real clients, if any is missing: swaks (with
 # Net::SSLeay for its --tls), fetchmail, curl, neomutt, isync (mbsync), chromium for the console's browser
-# tests, and OpenDKIM (opendkim, opendkim-tools) as the second DKIM verifier.
+# tests, OpenDKIM (opendkim, opendkim-tools) as the second DKIM verifier, and rspamd, which the Filters
+# tab's tests run on loopback with a configuration of their own (its packaged service is not used).
 set -euo pipefail
-packages=(swaks libnet-ssleay-perl fetchmail curl neomutt isync chromium opendkim opendkim-tools)
+packages=(swaks libnet-ssleay-perl fetchmail curl neomutt isync chromium opendkim opendkim-tools rspamd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

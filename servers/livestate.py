@@ -38,6 +38,31 @@ def pop_login_key(client_ip: str) -> str:
     return f"{POP_AUTH_PREFIX}{client_ip}"
 
 
+def scanner_key(kind: str, address: str) -> str:
+    """What a content scanner ("clamd", "rspamd") at `address` last answered a worker: JSON with
+    reachable, error (the last one) and checked_at (epoch seconds)."""
+    return f"mailconsole:scanner:{kind}:{address}"
+
+
+@dataclass(frozen=True)
+class ScannerState:
+    reachable: bool
+    error: str
+    checked_at: float
+
+
+def read_scanner_state(client: redis.Redis, kind: str, address: str) -> ScannerState | None:
+    """The state the workers last wrote for a scanner, or None if none has used it lately."""
+    raw = client.get(scanner_key(kind, address))
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return ScannerState(bool(data["reachable"]), str(data.get("error", "")), float(data["checked_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 

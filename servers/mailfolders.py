@@ -783,6 +783,9 @@ class MaildirAccount:
         if created or not (self.maildir / SUBSCRIPTIONS_NAME).exists():
             with uidmap.flocked(self.maildir / SUBSCRIPTIONS_LOCK_NAME):
                 names = self._subscriptions()
+                if not (self.maildir / SUBSCRIPTIONS_NAME).exists():
+                    # The first sign-in: a folder made before it (Junk, by delivery) is subscribed too.
+                    created = list(SPECIAL_FOLDERS)
                 wanted = [n for n in [INBOX, *created] if n not in names]
                 if wanted or not (self.maildir / SUBSCRIPTIONS_NAME).exists():
                     self._write_subscriptions([*names, *wanted])

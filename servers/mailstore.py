@@ -44,6 +44,8 @@ QUEUE_DIR = "Queue"
 BADMAIL_DIR = "BadMail"
 PICKUP_DIR = "Pickup"
 DROP_DIR = "Drop"
+# The special-use folder (RFC 6154 Junk) spam goes to; servers.mailfolders lists it as such.
+JUNK_FOLDER = "Junk"
 TMP_DIR = SERVER_TMP_DIR
 SUFFIX = ".eml"
 # Envelope lines are short; a file whose head runs longer than this has no envelope.
@@ -236,7 +238,7 @@ def store_message(
     drop_recipients: Sequence[str] = (),
     remote_recipients: Sequence[str] = (),
     create_dirs: bool = False,
-    junk: bool = False,
+    folder: str | None = None,
 ) -> None:
     """Store an accepted message for every kind of recipient, or for none of them.
 
@@ -245,14 +247,15 @@ def store_message(
     written last, so a failure takes back the Maildir and Drop/ copies already stored and the
     sender's retry stores the message once. `create_dirs` makes missing Maildirs and Drop/ first
     (the SMTP path needs none: its destinations come from a snapshot of existing mailboxes).
-    `junk` files the Maildir copies into each mailbox's Junk folder where it has one (DMARC
-    quarantine), else into its inbox.
+    `folder` files the Maildir copies in that folder of each mailbox (Maildir++ `.<folder>`, made
+    if missing; JUNK_FOLDER for mail a spam score or an honoured DMARC quarantine sends there)
+    instead of INBOX.
     """
     home = Path(home_dir)
-    if junk:
-        maildirs = [junk_folder_of(Path(maildir)) for maildir in maildirs]
     stored: list[Path] = []
     try:
+        if maildirs and folder is not None:
+            maildirs = [ensure_maildir(Path(maildir) / f".{folder}") for maildir in maildirs]
         if maildirs:
             if create_dirs:
                 for maildir in maildirs:
@@ -272,12 +275,6 @@ def store_message(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         raise
-
-
-def junk_folder_of(maildir: Path) -> Path:
-    """The mailbox's Junk folder (Maildir++ `.Junk`, made at its first sign-in), else the inbox itself."""
-    junk = maildir / ".Junk"
-    return junk if (junk / "new").is_dir() and (junk / "tmp").is_dir() else maildir
 
 
 def stored_size_octets(mail_from: str, chunks: Iterable[bytes]) -> int:

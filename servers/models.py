@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 
 from servers.choices import TextChoices
+from servers.message_filters import DEFAULT_FORBIDDEN_EXTENSIONS, DEFAULT_FORBIDDEN_MIME_TYPES
 
 
 class ServiceState(TextChoices):
@@ -204,6 +205,39 @@ class VirtualServer(SupervisedProcess):
         default="none",
         choices=[("none", "Do not check"), ("honour", "Honour the sender domain's policy")],
     )
+
+    # Filters tab, off by default; never applied to signed-in users or relay-list clients.
+    # Attachments: off, refuse the message (554 5.7.1 naming the file), or strip the file and say so.
+    attachment_filter = models.CharField(
+        max_length=6,
+        default="off",
+        choices=[
+            ("off", "Off"),
+            ("refuse", "Refuse the message (554 5.7.1)"),
+            ("strip", "Remove the attachment and say so in its place"),
+        ],
+    )
+    # File name extensions (without the dot) and MIME types, one a line.
+    forbidden_extensions = models.TextField(blank=True, default=DEFAULT_FORBIDDEN_EXTENSIONS)
+    forbidden_mime_types = models.TextField(blank=True, default=DEFAULT_FORBIDDEN_MIME_TYPES)
+    # Empty: no limit on one attachment's (decoded) size.
+    max_attachment_size_kb = models.PositiveIntegerField(null=True, blank=True, default=None)
+    # clamd (INSTREAM): "tcp://host:port" or "unix:/path"; empty: no virus scanning.
+    virus_scanner = models.CharField(max_length=255, blank=True, default="")
+    virus_scanner_failure = models.CharField(
+        max_length=6,
+        default="open",
+        choices=[
+            ("open", "Accept the mail unscanned"),
+            ("closed", "Defer the mail (451 4.7.1)"),
+        ],
+    )
+    # rspamd's score thresholds (RSPAMD_URL, or this server's own rspamd_url); empty: that step is off.
+    rspamd_url = models.CharField(max_length=255, blank=True, default="")
+    spam_tag_score = models.FloatField(null=True, blank=True, default=6.0)
+    spam_subject_prefix = models.CharField(max_length=40, blank=True, default="[SPAM]")
+    spam_junk_score = models.FloatField(null=True, blank=True, default=10.0)
+    spam_refuse_score = models.FloatField(null=True, blank=True, default=None)
 
     # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
     operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")

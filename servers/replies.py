@@ -57,6 +57,12 @@ GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try
 # Anti-spam tab: sender authentication (RFC 7372 2.2 names 5.7.23 for an SPF failure).
 SPF_FAILED = "550 5.7.23 <{address}>: SPF validation failed: {domain} does not permit [{client}] to send its mail"
 DMARC_REJECTED = "550 5.7.1 Message rejected: the DMARC policy of {domain} (p=reject) refuses unauthenticated mail"
+# Filters tab (end of DATA).
+ATTACHMENT_REFUSED = '554 5.7.1 Message refused: attachment "{filename}" {reason}'
+TOO_MANY_PARTS = "554 5.7.1 Message refused: more than {limit} MIME parts to check"
+VIRUS_FOUND = "554 5.7.1 Message refused: virus found: {signature}"
+VIRUS_SCANNER_UNAVAILABLE = "451 4.7.1 Virus scanner unavailable, try again later"
+SPAM_REFUSED = "554 5.7.1 Message refused as spam (score {score})"
 
 # Protocol hygiene: what may appear in a command line (RFC 5321 2.4, RFC 6531 3.3).
 CONTROL_CHARACTER_IN_COMMAND = "501 5.5.2 Syntax error: control characters (NUL, ...) are not allowed in commands"

@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable
 from email._header_value_parser import AddrSpec, AngleAddr, get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from servers import maildir, mailstore, replies
 from servers.inbound_auth import dmarc_sample
 from servers.message_auth import authentication_results, strip_our_results
+from servers.message_filters import removal_notice, strip_parts, walk_message, with_spam_headers
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
@@ -37,6 +38,7 @@ from servers.smtp_policy import (
     MAX_COMMAND_ERRORS,
     Recipient,
     antispam_exempt,
+    attachment_verdict,
     auth_failure_reply,
     auth_requires_tls,
     client_refusal,
@@ -57,11 +59,15 @@ from servers.smtp_policy import (
     relay_permitted,
     route_recipient,
     sender_auth_applies,
+    spam_headers,
+    spam_verdict,
     spf_refusal,
+    virus_reply,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
 
 if TYPE_CHECKING:
+    from servers.content_checks import ContentChecks
     from servers.inbound_checks import InboundChecks
     from servers.spf import SpfResult
 from servers.storage import unique_message_name
@@ -162,11 +168,18 @@ class WorkerCounters:
         self.sign_in_slots = signin_guard.ClientSlots(SIGN_INS_PER_CLIENT)
         # Anti-spam refusals by reason ("dnsbl", "greylisted") since the worker started.
         self.refusals: Counter[str] = Counter()
+        # Filters tab actions that keep the message ("attachment_stripped", "junk"), by action.
+        self.filtered: Counter[str] = Counter()
 
     def count_refusal(self, reason: str, session_id: str, client_ip: str, detail: str) -> None:
         """Count one refusal and log it, with its reason, in one line."""
         self.refusals[reason] += 1
         log.info("SMTP %s %s: refused (%s): %s", session_id, client_ip, reason, detail)
+
+    def count_filtered(self, action: str, session_id: str, client_ip: str, detail: str) -> None:
+        """Count one message a filter changed or filed, and log it, with its reason, in one line."""
+        self.filtered[action] += 1
+        log.info("SMTP %s %s: accepted (%s): %s", session_id, client_ip, action, detail)
 
     def count_recent(self, key: str, window_s: float = 3600) -> int:
         cutoff = time.monotonic() - window_s
@@ -597,6 +610,14 @@ def over_quota(entry: MailboxEntry, extra_octets: int, extra_messages: int) -> b
     )
 
 
+class Filtered(NamedTuple):
+    """A message as the Filters tab leaves it: its bytes, a refusal, or whether it goes to Junk."""
+
+    content: bytes
+    refusal: str | None = None
+    junk: bool = False
+
+
 class LocalEnvelope(Envelope):
     """aiosmtpd's envelope plus where each accepted recipient's copy goes."""
 
@@ -624,9 +645,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         counters: WorkerCounters,
         relay_check: Callable[[str, int], Awaitable[bool]] | None = None,
         checks: InboundChecks | None = None,
+        content_checks: ContentChecks | None = None,
     ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
+        # The virus scanner and rspamd (servers.content_checks); None: neither is asked.
+        self.content_checks = content_checks
         # DNSBL lookups and the greylist (servers.inbound_checks); None: the Anti-spam tab is not applied.
         self.checks = checks
         # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
@@ -849,7 +873,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         auth_header, refusal = await self._sender_auth(protocol, envelope)
         if refusal is not None:
             return refusal
+        # Without the Authentication-Results naming our host that the sender may have forged.
+        content = envelope.original_content or b""
         message_id = unique_message_name("")
+        filtered = await self._content_filters(protocol, session, envelope, content, message_id)
+        if filtered.refusal is not None:
+            return filtered.refusal
         received = received_header(snapshot, session, message_id, tls=protocol.tls_active, user=protocol.signed_in_as)
         if protocol.dnsbl_listed:
             received = dnsbl_header(policy, protocol.client_ip, protocol.dnsbl_listed) + received
@@ -857,7 +886,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         loop = asyncio.get_running_loop()
         try:
             # Disk work leaves the event loop; the 250 goes out only once every copy is durable.
-            refusal = await loop.run_in_executor(None, self._store, snapshot, envelope, received)
+            refusal = await loop.run_in_executor(
+                None, self._store, snapshot, envelope, received, filtered.content, filtered.junk
+            )
         except OSError:
             log.exception("could not store message %s", message_id)
             return replies.LOCAL_ERROR
@@ -869,10 +900,99 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             self.counters.record(key)
         return replies.OK_QUEUED.format(message_id=message_id)
 
+    # -- the Filters tab, at the end of DATA (attachments, virus scan, spam score) ----------------
+    async def _content_filters(
+        self, protocol: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, content: bytes, message_id: str
+    ) -> Filtered:
+        """The message as the Filters tab leaves it, or its refusal; signed-in users and relay-list
+        clients pass untouched (`antispam_exempt`)."""
+        policy = self._snapshot().policy
+        if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return Filtered(content)
+        content, refusal = await self._attachment_filter(protocol, content)
+        if refusal is None:
+            refusal = await self._virus_scan(protocol, content)
+        if refusal is not None:
+            return Filtered(content, refusal)
+        return await self._spam_score(protocol, session, envelope, content, message_id)
+
+    async def _attachment_filter(self, protocol: MailConsoleSMTP, content: bytes) -> tuple[bytes, str | None]:
+        snapshot = self._snapshot()
+        if snapshot.policy.attachment_filter == "off":
+            return content, None
+        loop = asyncio.get_running_loop()
+        parts, complete = await loop.run_in_executor(None, walk_message, content)  # parsing is CPU work
+        verdict = attachment_verdict(snapshot.policy, parts, complete=complete)
+        if verdict.refusal is not None:
+            self.counters.count_refusal("attachment", protocol.session_id, protocol.client_ip, verdict.refusal)
+            return content, verdict.refusal
+        if verdict.to_strip:
+            notices = [(finding.part, removal_notice(finding, snapshot.hostname)) for finding in verdict.to_strip]
+            content = await loop.run_in_executor(None, strip_parts, content, notices)
+            for finding in verdict.to_strip:
+                detail = f"removed attachment {finding.name!r}: it {finding.reason}"
+                self.counters.count_filtered("attachment_stripped", protocol.session_id, protocol.client_ip, detail)
+        return content, None
+
+    async def _virus_scan(self, protocol: MailConsoleSMTP, content: bytes) -> str | None:
+        policy = self._snapshot().policy
+        if not policy.virus_scanner or self.content_checks is None:
+            return None
+        result = await self.content_checks.scan(policy.virus_scanner, content)
+        refusal = virus_reply(policy, result)
+        if refusal is not None:
+            reason = "virus" if result.signature else "virus_scanner_unavailable"
+            self.counters.count_refusal(reason, protocol.session_id, protocol.client_ip, refusal)
+        elif result.error:
+            self.counters.count_filtered(
+                "virus_scan_skipped", protocol.session_id, protocol.client_ip, f"scanner failed: {result.error}"
+            )
+        return refusal
+
+    async def _spam_score(
+        self, protocol: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, content: bytes, message_id: str
+    ) -> Filtered:
+        snapshot = self._snapshot()
+        policy = snapshot.policy
+        if not policy.rspamd_url or self.content_checks is None:
+            return Filtered(content)
+        headers = [
+            ("From", envelope.mail_from or ""),
+            *(("Rcpt", recipient) for recipient in envelope.rcpt_tos),
+            ("IP", protocol.client_ip),
+            ("Helo", session.host_name or ""),
+            ("Queue-Id", message_id),
+            ("MTA-Name", snapshot.hostname),
+        ]
+        if protocol.signed_in_as:
+            headers.append(("User", protocol.signed_in_as))
+        score = await self.content_checks.spam_score(policy.rspamd_url, content, headers)
+        if score is None:
+            return Filtered(content)  # fail open: logged once by ContentChecks
+        verdict = spam_verdict(policy, score)
+        if verdict.refusal is not None:
+            self.counters.count_refusal("spam", protocol.session_id, protocol.client_ip, verdict.refusal)
+            return Filtered(content, verdict.refusal)
+        prefix = policy.spam_subject_prefix if verdict.spam else ""
+        content = with_spam_headers(content, spam_headers(policy, score, verdict), prefix)
+        if verdict.junk and envelope.mailbox_targets:
+            self.counters.count_filtered(
+                "junk", protocol.session_id, protocol.client_ip, f"score {score:.2f}: filed in Junk ({message_id})"
+            )
+        return Filtered(content, junk=verdict.junk)
+
     @staticmethod
-    def _store(snapshot: ServerSnapshot, envelope: LocalEnvelope, received: bytes) -> str | None:
+    def _store(
+        snapshot: ServerSnapshot,
+        envelope: LocalEnvelope,
+        received: bytes,
+        content: bytes | None = None,
+        junk: bool = False,
+    ) -> str | None:
         mail_from = envelope.mail_from or ""
-        chunks = [received, envelope.original_content or b""]
+        if content is None:
+            content = envelope.original_content or b""
+        chunks = [received, content]
         targets = list(envelope.mailbox_targets.values())
         if targets:
             size_octets = mailstore.stored_size_octets(mail_from, chunks)
@@ -884,8 +1004,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             mail_from=mail_from,
             chunks=chunks,
             maildirs=[entry.maildir for entry in targets],
+            # The spam score or an honoured DMARC quarantine: the mailboxes' Junk folder.
+            folder=mailstore.JUNK_FOLDER if junk or envelope.quarantine else None,
             drop_recipients=envelope.drop_recipients,
             remote_recipients=envelope.remote_recipients,
-            junk=envelope.quarantine,
         )
         return None

@@ -19,6 +19,7 @@ The path of one session, and the function that decides each step:
                spf_applies, spf_refusal   (the SPF evaluation itself: servers.spf)
     DATA       message_rate_keys, data_refusal (message_format.hop_count),
                dmarc_refusal, dmarc_quarantines   (DMARC and the header: servers.message_auth)
+    end of DATA  (the Filters tab) attachment_verdict (message_filters), virus_reply, spam_verdict, spam_headers
     any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
     sweep      sweep_reply
 """
@@ -31,7 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from servers import replies
+from servers import message_filters, replies
+from servers.message_filters import Finding, MimePart, forbidden_parts
 from servers.message_format import hop_count
 from servers.models import AccessRuleKind
 
@@ -558,6 +560,91 @@ def data_refusal(
     if any(count >= limit for count, limit in recent_counts):
         return replies.RATE_LIMITED
     return None
+
+
+# -- the Filters tab (end of DATA) ---------------------------------------------------------------
+# Applied to neither signed-in users nor relay-list clients (`antispam_exempt`), like the Anti-spam
+# tab: the issue's rule, and an outbound scan would need its own setting (see docs/architecture.md).
+
+
+def reply_safe(text: str, limit: int = 120) -> str:
+    """Text a sender chose (a file name, a signature), made fit for one SMTP reply line: printable
+    ASCII (others as \\x.. escapes), no quotes, at most `limit` characters."""
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    cleaned = "".join(char if 32 <= ord(char) < 127 and char != '"' else "?" for char in escaped)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+class AttachmentVerdict(NamedTuple):
+    """What the attachment filter does with one message: refuse it, or strip `to_strip` (or nothing)."""
+
+    refusal: str | None
+    to_strip: tuple[Finding, ...] = ()
+
+
+def attachment_verdict(policy: SmtpPolicy, parts: Sequence[MimePart], *, complete: bool = True) -> AttachmentVerdict:
+    """The attachment filter's answer for a message's leaf parts (`message_filters.walk_message`).
+
+    refuse: ATTACHMENT_REFUSED naming the first forbidden file; strip: the forbidden parts, replaced
+    by a notice and the message kept; off: nothing. A message with more parts than were walked
+    (`complete` false) cannot be checked: refused in either mode.
+    """
+    if policy.attachment_filter == "off":
+        return AttachmentVerdict(None)
+    if not complete:
+        return AttachmentVerdict(replies.TOO_MANY_PARTS.format(limit=message_filters.MAX_PARTS))
+    findings = forbidden_parts(parts, policy.attachment_rules)
+    if not findings:
+        return AttachmentVerdict(None)
+    if policy.attachment_filter == "refuse":
+        first = findings[0]
+        return AttachmentVerdict(
+            replies.ATTACHMENT_REFUSED.format(filename=reply_safe(first.name), reason=first.reason)
+        )
+    return AttachmentVerdict(None, tuple(findings))
+
+
+class ScanResult(NamedTuple):
+    """What the virus scanner said: a signature it found, or an error (it could not tell), or neither."""
+
+    signature: str = ""
+    error: str = ""
+
+
+def virus_reply(policy: SmtpPolicy, result: ScanResult) -> str | None:
+    """VIRUS_FOUND naming the signature; a scanner that could not tell defers (closed) or lets pass (open)."""
+    if result.signature:
+        return replies.VIRUS_FOUND.format(signature=reply_safe(result.signature))
+    if result.error and policy.virus_scanner_failure == "closed":
+        return replies.VIRUS_SCANNER_UNAVAILABLE
+    return None
+
+
+class SpamVerdict(NamedTuple):
+    """What a spam score leads to: mark it (headers, subject prefix), file it in Junk, or refuse it."""
+
+    spam: bool
+    junk: bool
+    refusal: str | None
+
+
+def _reached(score: float, threshold: float | None) -> bool:
+    return threshold is not None and score >= threshold
+
+
+def spam_verdict(policy: SmtpPolicy, score: float) -> SpamVerdict:
+    """The three thresholds of the Filters tab, each reached at its value or above (rspamd's rule)."""
+    refusal = replies.SPAM_REFUSED.format(score=f"{score:.2f}") if _reached(score, policy.spam_refuse_score) else None
+    return SpamVerdict(_reached(score, policy.spam_tag_score), _reached(score, policy.spam_junk_score), refusal)
+
+
+def spam_headers(policy: SmtpPolicy, score: float, verdict: SpamVerdict) -> bytes:
+    """X-Spam-Flag (spam only), X-Spam-Score and X-Spam-Status, as SpamAssassin writes them."""
+    required = "" if policy.spam_tag_score is None else f" required={policy.spam_tag_score:.2f}"
+    lines = ["X-Spam-Flag: YES\r\n"] if verdict.spam else []
+    lines.append(f"X-Spam-Score: {score:.2f}\r\n")
+    lines.append(f"X-Spam-Status: {'Yes' if verdict.spam else 'No'}, score={score:.2f}{required}\r\n")
+    return "".join(lines).encode("ascii")
 
 
 # -- the worker's sweep -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from servers.delivery.models import DeliverySettings
 from servers.maildir import has_own_folder
+from servers.message_filters import AttachmentRules
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
 from servers.smtp_policy import ClientList, split_zone_list
 
@@ -59,11 +60,30 @@ class SmtpPolicy:
     # The resolver inbound checks ask: the Delivery tab's DNS server, else MAILCONSOLE_DNS_SERVER,
     # else the system's ("" here).
     dns_server: str = ""
+    # Filters tab (end of DATA).
+    attachment_filter: str = "off"
+    attachment_rules: AttachmentRules = field(default_factory=AttachmentRules)
+    virus_scanner: str = ""
+    virus_scanner_failure: str = "open"
+    # The server's own rspamd_url, else RSPAMD_URL; empty: no spam scoring.
+    rspamd_url: str = ""
+    spam_tag_score: float | None = 6.0
+    spam_subject_prefix: str = "[SPAM]"
+    spam_junk_score: float | None = 10.0
+    spam_refuse_score: float | None = None
 
 
 # Fields of SmtpPolicy computed from other settings rather than copied from one.
 _COMPUTED_POLICY_FIELDS = frozenset(
-    {"max_session_size_bytes", "access_list", "relay_list", "dnsbl_zones", "dns_server"}
+    {
+        "max_session_size_bytes",
+        "access_list",
+        "relay_list",
+        "dnsbl_zones",
+        "dns_server",
+        "attachment_rules",
+        "rspamd_url",
+    }
 )
 # VirtualServer settings the SMTP session reads, copied into the snapshot under the same names: every
 # other field of SmtpPolicy, so a new setting is declared once in SERVER_SETTINGS
@@ -211,6 +231,10 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
                 or settings.DELIVERY_DNS_SERVER
                 or ""
             ),
+            attachment_rules=AttachmentRules.from_settings(
+                server.forbidden_extensions, server.forbidden_mime_types, server.max_attachment_size_kb
+            ),
+            rspamd_url=server.rspamd_url or settings.RSPAMD_URL,
         ),
         cert_path=server.cert_path,
         key_path=server.key_path,

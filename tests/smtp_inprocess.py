@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from servers import maildir
+from servers.content_checks import ContentChecks
 from servers.inbound_checks import InboundChecks
 from servers.smtp import LocalDeliveryHandler, MailConsoleSMTP, WorkerCounters
 from servers.snapshot import MailboxEntry, ServerSnapshot, SmtpPolicy
@@ -51,15 +52,21 @@ def lab_snapshot(home: Path, **policy) -> ServerSnapshot:
 
 
 @contextmanager
-def serving(snapshot: ServerSnapshot, *, checks: InboundChecks | None = None) -> Iterator[int]:
+def serving(
+    snapshot: ServerSnapshot,
+    *,
+    checks: InboundChecks | None = None,
+    content_checks: ContentChecks | None = None,
+    counters: WorkerCounters | None = None,
+) -> Iterator[int]:
     """Listen on a free loopback port with sessions built as the worker builds them; yield the port.
 
     `checks` are the Anti-spam tab's lookups (the worker passes its own); its Redis client, if any,
-    is closed here.
+    is closed here. `content_checks` are the Filters tab's scanners (the worker passes its own).
     """
     loop = asyncio.new_event_loop()
-    counters, control = WorkerCounters(), WorkerControl()
-    handler = LocalDeliveryHandler(lambda: snapshot, counters, None, checks)
+    counters, control = counters or WorkerCounters(), WorkerControl()
+    handler = LocalDeliveryHandler(lambda: snapshot, counters, None, checks, content_checks)
     assert snapshot.cert_path is not None and snapshot.key_path is not None  # lab_snapshot names both
     tls_context = server_context(snapshot.cert_path, snapshot.key_path)
     policy = snapshot.policy

@@ -570,3 +570,19 @@ def test_release_runs_the_callback_once(maildir):
     account.release()
 
     assert calls == [1]
+
+
+def test_a_junk_folder_made_by_delivery_before_the_first_sign_in_is_subscribed_as_junk(maildir):
+    mailstore.store_message(
+        home_dir=maildir.parent.parent.parent,
+        mail_from="spammer@far.test",
+        chunks=[MESSAGE],
+        maildirs=[maildir],
+        folder=mailstore.JUNK_FOLDER,
+    )
+
+    folders = {f.name: f for f in MaildirAccount(maildir, "alice@example.com", quota_octets=None).list_folders()}
+
+    assert folders["Junk"].special_use is SpecialUse.JUNK and folders["Junk"].subscribed
+    assert all(f.subscribed for f in folders.values())
+    assert len(files_of(maildir / ".Junk")) == 1 and files_of(maildir) == []

@@ -41,6 +41,7 @@ TABS = [
     ("messages", "Messages"),
     ("delivery", "Delivery"),
     ("antispam", "Anti-spam"),
+    ("filters", "Filters"),
     ("security", "Security"),
 ]
 # What the SMTP worker's refusal reasons (`WorkerCounters.count_refusal`) mean; others show as named.

@@ -14,6 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from mailconsole.words import parse_bool
+from servers.content_checks import parse_http_url, parse_scanner_address
+from servers.message_filters import split_words
 from servers.models import (
     Domain,
     DomainType,
@@ -78,6 +80,17 @@ SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("greylisting_delay_s", "antispam", "own"),
     ("spf_action", "antispam", "own"),
     ("dmarc_action", "antispam", "own"),
+    ("attachment_filter", "filters", "own"),
+    ("forbidden_extensions", "filters", "own"),
+    ("forbidden_mime_types", "filters", "own"),
+    ("max_attachment_size_kb", "filters", "optional_limit"),
+    ("virus_scanner", "filters", "own"),
+    ("virus_scanner_failure", "filters", "own"),
+    ("rspamd_url", "filters", "own"),
+    ("spam_tag_score", "filters", "own"),
+    ("spam_subject_prefix", "filters", "own"),
+    ("spam_junk_score", "filters", "own"),
+    ("spam_refuse_score", "filters", "own"),
 )
 
 
@@ -95,6 +108,9 @@ MAX_GREYLISTING_DELAY_S = 86400
 MAX_DNSBL_ZONES = 10
 # A DNS name's labels (RFC 1035 2.3.1, letters, digits and hyphens), after IDNA encoding.
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_EXTENSION = re.compile(r"^[a-z0-9_+~-]{1,20}$")
+# RFC 6838 4.2 type and subtype names, or "type/*".
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/([a-z0-9][a-z0-9!#$&^_.+-]{0,126}|\*)$")
 
 
 def default_home_dir(name: str) -> Path:
@@ -206,6 +222,8 @@ def _clean_setting(field: str, value: Any) -> object:
         if delay_s > MAX_GREYLISTING_DELAY_S:
             raise RefusedError(f"The value must be at most {MAX_GREYLISTING_DELAY_S} (a day).", field=field)
         return delay_s
+    if field in FILTER_CHECKS:
+        return FILTER_CHECKS[field](value, field)
     if field in OPTIONAL_LIMIT_FIELDS:
         return None if value in (None, "") else _clean_number(value, field, minimum=1)
     if field in POSITIVE_FIELDS:
@@ -239,6 +257,121 @@ def _clean_dnsbl_zones(raw: object) -> str:
     if len(zones) > MAX_DNSBL_ZONES:
         raise RefusedError(f"At most {MAX_DNSBL_ZONES} zones: each one is a lookup per client.", field=field)
     return "\n".join(zones)
+
+
+def _clean_choice(choices: tuple[str, ...]):
+    def clean(value: object, field: str) -> str:
+        if value not in choices:
+            raise RefusedError(f"Choose {' or '.join(choices)}.", field=field)
+        return str(value)
+
+    return clean
+
+
+def _words(raw: object, field: str, what: str) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, list | tuple):
+        return [str(word).strip() for word in raw if str(word).strip()]
+    if isinstance(raw, str):
+        return split_words(raw)
+    raise RefusedError(f"{raw!r} is not a list of {what}.", field=field)
+
+
+def _clean_extensions(raw: object, field: str) -> str:
+    """File name extensions (".exe" or "exe"), lower case, one a line."""
+    extensions: list[str] = []
+    for word in _words(raw, field, "file name extensions"):
+        extension = word.lstrip(".").lower()
+        if not _EXTENSION.match(extension):
+            raise RefusedError(f"{word!r} is not a file name extension (like exe).", field=field)
+        if extension not in extensions:
+            extensions.append(extension)
+    return "\n".join(extensions)
+
+
+def _clean_mime_types(raw: object, field: str) -> str:
+    """MIME types ("application/x-msdownload", or "application/*" for a whole top-level type), one a line."""
+    types: list[str] = []
+    for word in _words(raw, field, "MIME types"):
+        mime_type = word.lower()
+        if not _MIME_TYPE.match(mime_type):
+            raise RefusedError(f"{word!r} is not a MIME type (like application/x-msdownload).", field=field)
+        if mime_type not in types:
+            types.append(mime_type)
+    return "\n".join(types)
+
+
+def _clean_virus_scanner(raw: object, field: str) -> str:
+    text = str(raw or "").strip()
+    if text:
+        try:
+            parse_scanner_address(text)
+        except ValueError as exc:
+            raise RefusedError(str(exc), field=field) from None
+    return text
+
+
+def _clean_rspamd_url(raw: object, field: str) -> str:
+    text = str(raw or "").strip()
+    if text:
+        try:
+            parse_http_url(text)
+        except ValueError as exc:
+            raise RefusedError(str(exc), field=field) from None
+    return text
+
+
+def _clean_score(raw: object, field: str) -> float | None:
+    """A spam score threshold; empty: that step is off."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, bool):
+        raise RefusedError(f"{raw!r} is not a number.", field=field)
+    try:
+        score = float(str(raw).strip())
+    except ValueError:
+        raise RefusedError(f"{raw!r} is not a number.", field=field) from None
+    if not -1000 <= score <= 1000:
+        raise RefusedError("A score is between -1000 and 1000.", field=field)
+    return score
+
+
+def _clean_subject_prefix(raw: object, field: str) -> str:
+    text = str(raw or "").strip()
+    if len(text) > 40 or not all(char.isprintable() for char in text):
+        raise RefusedError("At most 40 printable characters.", field=field)
+    return text
+
+
+def _check_spam_thresholds(server: VirtualServer) -> None:
+    """Marking comes before filing in Junk, which comes before refusing: each set threshold is at
+    least the one before it."""
+    previous: tuple[str, float] | None = None
+    for field in ("spam_tag_score", "spam_junk_score", "spam_refuse_score"):
+        value = getattr(server, field)
+        if value is None:
+            continue
+        if previous is not None and value < previous[1]:
+            raise RefusedError(
+                f"Must be at least {previous[0]} ({previous[1]:g}): spam is marked, then filed in Junk, then refused.",
+                field=field,
+            )
+        previous = (field, value)
+
+
+FILTER_CHECKS = {
+    "attachment_filter": _clean_choice(("off", "refuse", "strip")),
+    "forbidden_extensions": _clean_extensions,
+    "forbidden_mime_types": _clean_mime_types,
+    "virus_scanner": _clean_virus_scanner,
+    "virus_scanner_failure": _clean_choice(("open", "closed")),
+    "rspamd_url": _clean_rspamd_url,
+    "spam_tag_score": _clean_score,
+    "spam_junk_score": _clean_score,
+    "spam_refuse_score": _clean_score,
+    "spam_subject_prefix": _clean_subject_prefix,
+}
 
 
 def _is_within(inner: Path, outer: Path) -> bool:
@@ -392,6 +525,7 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
     before = snapshot_of(server)
     for field, value in changes.items():
         setattr(server, field, _clean_setting(field, value))
+    _check_spam_thresholds(server)
     if server.tls_port is not None and server.tls_port == server.port:
         raise RefusedError("The implicit-TLS port must differ from the SMTP port.", field="tls_port")
     if "name" in changes and (

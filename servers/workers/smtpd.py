@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 
 from servers import replies
+from servers.content_checks import ContentChecks
 from servers.inbound_checks import InboundChecks
 from servers.livestate import pop_login_key
 from servers.models import ServiceState
@@ -181,7 +182,11 @@ class SMTPWorker(SupervisedWorker):
         if self.snapshot.policy.worker_processes > 1:
             return self.serve_through_session_processes(sockets)
         self.handler = LocalDeliveryHandler(
-            lambda: self.snapshot, self.counters, self.pop_before_smtp, InboundChecks(self.redis)
+            lambda: self.snapshot,
+            self.counters,
+            self.pop_before_smtp,
+            InboundChecks(self.redis),
+            ContentChecks(self.redis),
         )
         loop = asyncio.get_running_loop()
         servers = [await loop.create_server(lambda: self.session_factory(implicit_tls=False), sock=sockets[0])]
@@ -241,7 +246,11 @@ class SMTPWorker(SupervisedWorker):
         self.control.paused = self.snapshot.desired_state == ServiceState.PAUSED
         await self.before_serving()
         self.handler = LocalDeliveryHandler(
-            lambda: self.snapshot, self.counters, self.pop_before_smtp, InboundChecks(self.redis)
+            lambda: self.snapshot,
+            self.counters,
+            self.pop_before_smtp,
+            InboundChecks(self.redis),
+            ContentChecks(self.redis),
         )
         assert self.session_channel is not None
         self.receiver = ConnectionReceiver(
