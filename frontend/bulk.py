@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from servers import services
 from servers.models import Domain, GroupAddress, Mailbox
@@ -46,13 +47,16 @@ def parse_csv(text: str) -> list[ImportRow]:
     fields = [name.strip().lower() for name in reader.fieldnames or []]
     if "local_part" not in fields or "password" not in fields:
         raise RefusedError(
-            "The first line must name the columns: local_part, password, display_name, quota_kb.", field="csv_file"
+            gettext("The first line must name the columns: local_part, password, display_name, quota_kb."),
+            field="csv_file",
         )
     reader.fieldnames = fields
     rows: list[ImportRow] = []
     for number, record in enumerate(reader, start=2):
         if len(rows) >= MAX_ROWS:
-            raise RefusedError(f"At most {MAX_ROWS} rows can be imported at once.", field="csv_file")
+            raise RefusedError(
+                gettext("At most %(count)d rows can be imported at once.") % {"count": MAX_ROWS}, field="csv_file"
+            )
         if not any((value or "").strip() for value in record.values() if isinstance(value, str)):
             continue
         errors = []
@@ -64,7 +68,7 @@ def parse_csv(text: str) -> list[ImportRow]:
                 if quota < 0:
                     raise ValueError
             except ValueError:
-                errors.append(f"quota_kb {raw_quota!r} is not a whole number of KB.")
+                errors.append(gettext("quota_kb %(value)s is not a whole number of KB.") % {"value": repr(raw_quota)})
                 quota = None
         rows.append(
             ImportRow(
@@ -91,9 +95,11 @@ def check_rows(domain: Domain, rows: list[ImportRow], *, acting_user=None) -> li
             row.errors.insert(0, exc.message)
         else:
             if local_part in taken:
-                row.errors.append(f"{local_part}@{domain.name} already exists.")
+                row.errors.append(gettext("%(address)s already exists.") % {"address": f"{local_part}@{domain.name}"})
             elif local_part in seen:
-                row.errors.append(f"{local_part} is also on line {seen[local_part]}.")
+                row.errors.append(
+                    gettext("%(name)s is also on line %(line)d.") % {"name": local_part, "line": seen[local_part]}
+                )
             seen.setdefault(local_part, row.line)
         row.errors.extend(services.password_policy_errors(row.password))
         try:

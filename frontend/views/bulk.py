@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.translation import gettext, ngettext
 
 from frontend.access import actor
 from frontend.bulk import ImportRow, check_rows, export_csv, import_rows, parse_csv
@@ -14,6 +15,12 @@ from frontend.views.base import render_console
 from servers.services import RefusedError, permissions
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+
+
+def _created_message(created: int, domain_name: str) -> str:
+    return ngettext(
+        "%(count)d mailbox was created in %(domain)s.", "%(count)d mailboxes were created in %(domain)s.", created
+    ) % {"count": created, "domain": domain_name}
 
 
 @login_required
@@ -28,12 +35,14 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if any(row.errors for row in rows):
-                raise RefusedError("The rows changed since the dry run; check the file again.", field="csv_file")
+                raise RefusedError(
+                    gettext("The rows changed since the dry run; check the file again."), field="csv_file"
+                )
             created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
         except RefusedError as exc:
             messages.error(request, exc.message)
             return redirect("console:domain-import", pk=domain.pk)
-        messages.success(request, f"{created} mailboxes were created in {domain.name}.")
+        messages.success(request, _created_message(created, domain.name))
         return redirect("console:domain", pk=domain.pk)
     form = ImportForm(request.POST or None, request.FILES or None)
     rows = None
@@ -42,11 +51,11 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         upload = form.cleaned_data["csv_file"]
         try:
             if upload.size > MAX_UPLOAD_BYTES:
-                raise RefusedError("The file is larger than 2 MB.", field="csv_file")
+                raise RefusedError(gettext("The file is larger than 2 MB."), field="csv_file")
             try:
                 text = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
-                raise RefusedError("The file is not UTF-8 text.", field="csv_file") from None
+                raise RefusedError(gettext("The file is not UTF-8 text."), field="csv_file") from None
             rows = check_rows(domain, parse_csv(text), acting_user=request.user)
             if form.cleaned_data["dry_run"]:
                 can_confirm = bool(rows) and not any(row.errors for row in rows)
@@ -54,10 +63,10 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
                     request.session[session_key] = text
             else:
                 if any(row.errors for row in rows):
-                    form.add_error(None, "Nothing was created: fix the rows marked below first.")
+                    form.add_error(None, gettext("Nothing was created: fix the rows marked below first."))
                 else:
                     created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
-                    messages.success(request, f"{created} mailboxes were created in {domain.name}.")
+                    messages.success(request, _created_message(created, domain.name))
                     return redirect("console:domain", pk=domain.pk)
         except RefusedError as exc:
             add_refusal(form, exc)
