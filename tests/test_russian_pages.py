@@ -114,6 +114,7 @@ def test_the_queue_and_the_current_sessions_are_russian(cast):
     for russian in ("Очередь", "Отправитель", "Получатели", "Повторить", "Заморозить", "Удалить (NDR)"):
         assert russian in queue
     assert "Удалить это сообщение без уведомления?" in queue  # the confirmation too
+    assert 'bob@remote.example <span class="text-body-secondary">(ожидает)</span>' in queue
     assert not english_left(
         queue,
         [

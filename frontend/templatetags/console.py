@@ -15,6 +15,12 @@ STATE_LABELS = {
     "stopped": pgettext_lazy("state", "Stopped"),
     "error": pgettext_lazy("state", "Error"),
 }
+# A queued message's recipients (servers.delivery.models.RecipientState).
+RECIPIENT_STATE_LABELS = {
+    "pending": pgettext_lazy("recipient state", "pending"),
+    "delivered": pgettext_lazy("recipient state", "delivered"),
+    "failed": pgettext_lazy("recipient state", "failed"),
+}
 
 
 @register.filter
@@ -54,3 +60,9 @@ def audit_changes(entry) -> list[tuple[str, object, object]]:
 def state_label(state: str) -> str:
     """A server's or service's state in the interface's language ("running" -> Running / Работает)."""
     return str(STATE_LABELS.get(str(state), state))
+
+
+@register.filter
+def recipient_state_label(state: str) -> str:
+    """A queued recipient's state in the interface's language ("pending" -> pending / ожидает)."""
+    return str(RECIPIENT_STATE_LABELS.get(str(state), state))
