@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from servers import inbound_auth, maildir, replies
+from servers import inbound_auth, replies
 from servers.delivery.services import update_delivery_settings
 from servers.inbound_checks import InboundChecks
 from servers.message_auth import sender_check

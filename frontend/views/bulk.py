@@ -17,6 +17,12 @@ from servers.services import RefusedError, permissions
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
 
+def _created_message(created: int, domain_name: str) -> str:
+    return ngettext(
+        "%(count)d mailbox was created in %(domain)s.", "%(count)d mailboxes were created in %(domain)s.", created
+    ) % {"count": created, "domain": domain_name}
+
+
 @login_required
 def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload a CSV: a dry run lists every row with its errors; a real run creates all rows or none."""
@@ -36,7 +42,7 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             messages.error(request, exc.message)
             return redirect("console:domain-import", pk=domain.pk)
-        messages.success(request, created_message(created, domain.name))
+        messages.success(request, _created_message(created, domain.name))
         return redirect("console:domain", pk=domain.pk)
     form = ImportForm(request.POST or None, request.FILES or None)
     rows = None
@@ -59,7 +65,7 @@ def mailbox_import(request: HttpRequest, pk: int) -> HttpResponse:
                     form.add_error(None, gettext("Nothing was created: fix the rows marked below first."))
                 else:
                     created = import_rows(domain, rows, actor=actor(request), acting_user=request.user)
-                    messages.success(request, created_message(created, domain.name))
+                    messages.success(request, _created_message(created, domain.name))
                     return redirect("console:domain", pk=domain.pk)
         except RefusedError as exc:
             add_refusal(form, exc)
@@ -95,9 +101,3 @@ def mailbox_export(request: HttpRequest, pk: int) -> HttpResponse:
     response = HttpResponse(export_csv(mailboxes, export_format), content_type=f"text/csv; charset={charset}")
     response["Content-Disposition"] = f'attachment; filename="{domain.name}-mailboxes.csv"'
     return response
-
-
-def created_message(created: int, domain_name: str) -> str:
-    return ngettext(
-        "%(count)d mailbox was created in %(domain)s.", "%(count)d mailboxes were created in %(domain)s.", created
-    ) % {"count": created, "domain": domain_name}

@@ -11,10 +11,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.dateparse import parse_date
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST
 
 from frontend import queries
 from frontend.access import actor, permitted_by
+from frontend.templatetags.console import state_label
 from frontend.views.base import paginate, render_console
 from servers import services
 from servers.counts import object_counts
@@ -139,6 +141,10 @@ def service_state(request: HttpRequest, service: str) -> HttpResponse:
     except RefusedError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"The {service.upper()} service of {node.name} is set to {desired.label.lower()}.")
+        messages.success(
+            request,
+            gettext("The %(service)s service of %(node)s is set to %(state)s.")
+            % {"service": service.upper(), "node": node.name, "state": state_label(desired).lower()},
+        )
     back = request.POST.get("next", "")
     return redirect(back if back.startswith("/console/") else "console:services")

@@ -8,6 +8,7 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -185,11 +186,15 @@ def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             add_refusal(form, exc)
         else:
-            messages.success(
-                request,
-                f"Mail for {domain.name} now goes "
-                + (f"through {saved.smart_host}:{saved.port}." if saved else "to its MX hosts."),
-            )
+            if saved:
+                text = gettext("Mail for %(domain)s now goes through %(host)s:%(port)s.") % {
+                    "domain": domain.name,
+                    "host": saved.smart_host,
+                    "port": saved.port,
+                }
+            else:
+                text = gettext("Mail for %(domain)s now goes to its MX hosts.") % {"domain": domain.name}
+            messages.success(request, text)
             return redirect("console:server-domains", pk=domain.server_id)
     return render_console(
         request,

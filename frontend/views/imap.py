@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 
 from frontend.access import actor, login_required_partial
 from frontend.forms import ImapServiceForm, add_refusal
@@ -25,14 +26,14 @@ def imap_properties(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         changes = {name: value for name, value in form.cleaned_data.items() if value != initial[name]}
         if not changes:
-            messages.info(request, "Nothing changed.")
+            messages.info(request, gettext("Nothing changed."))
             return redirect("console:imap", pk=service.pk)
         try:
             services.update_imap_service(service, actor=actor(request), **changes)
         except RefusedError as exc:
             add_refusal(form, exc)
         else:
-            messages.success(request, "Saved. The IMAP service applies it within seconds.")
+            messages.success(request, gettext("Saved. The IMAP service applies it within seconds."))
             return redirect("console:imap", pk=service.pk)
     return render_console(
         request,
@@ -53,7 +54,7 @@ def imap_sessions(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, "The session is being closed.")
+            messages.success(request, gettext("The session is being closed."))
         return redirect("console:imap-sessions", pk=service.pk)
     context = {"rows": session_rows(service), "sessions_url": request.path, "show_folder": True}
     if request.htmx:

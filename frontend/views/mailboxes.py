@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -105,7 +106,7 @@ def mailbox_new(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             add_refusal(form, exc, {"quota_bytes": "quota_kb"})
         else:
-            messages.success(request, f"Mailbox {mailbox.address} was created.")
+            messages.success(request, gettext("Mailbox %(address)s was created.") % {"address": mailbox.address})
             return redirect("console:domain", pk=domain.pk)
     return render_console(
         request,
@@ -213,10 +214,12 @@ def group_new(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Group address {group} was created; choose its members.")
+            messages.success(
+                request, gettext("Group address %(group)s was created; choose its members.") % {"group": group}
+            )
             return redirect("console:group", pk=group.pk)
     else:
-        messages.error(request, "Enter the group's address.")
+        messages.error(request, gettext("Enter the group's address."))
     return redirect("console:domain", pk=domain.pk)
 
 
@@ -236,7 +239,7 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
             except RefusedError as exc:
                 messages.error(request, exc.message)
                 return redirect("console:group", pk=group.pk)
-            messages.success(request, f"Group address {group} was removed.")
+            messages.success(request, gettext("Group address %(group)s was removed.") % {"group": group})
             return redirect("console:domain", pk=group.domain_id)
         chosen = candidates.filter(pk__in=request.POST.getlist("members"))
         members = permissions.keep_invisible_members_on_edit(request.user, group, chosen)
@@ -245,7 +248,9 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Members of {group} saved ({len(members)}).")
+            messages.success(
+                request, gettext("Members of %(group)s saved (%(count)d).") % {"group": group, "count": len(members)}
+            )
         return redirect("console:group", pk=group.pk)
     member_ids = set(permissions.visible_members(request.user, group).values_list("pk", flat=True))
     return render_console(

@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.http import require_POST
 
 from frontend import queries
@@ -24,6 +24,7 @@ from frontend.forms import (
     add_refusal,
     server_tab_fields,
 )
+from frontend.templatetags.console import state_label
 from frontend.views.base import render_console
 from servers import services
 from servers.delivery import services as delivery_services
@@ -103,7 +104,11 @@ def node_service_state(request: HttpRequest) -> HttpResponse:
     if desired is None:
         raise Http404("no such action")
     node = services.set_node_service_state(services.local_node(), desired, actor=actor(request))
-    messages.success(request, f"The SMTP service of {node.name} is now set to {desired.label.lower()}.")
+    messages.success(
+        request,
+        gettext("The SMTP service of %(node)s is now set to %(state)s.")
+        % {"node": node.name, "state": state_label(desired).lower()},
+    )
     return redirect("console:servers")
 
 
@@ -160,7 +165,9 @@ def server_wizard(request: HttpRequest) -> HttpResponse:
                         add_refusal(form, exc)
                     else:
                         request.session.pop("server_wizard", None)
-                        messages.success(request, f"Virtual server {server.name!r} was created.")
+                        messages.success(
+                            request, gettext("Virtual server %(name)s was created.") % {"name": repr(server.name)}
+                        )
                         return redirect("console:server", pk=server.pk)
     return render_console(
         request,
@@ -375,7 +382,7 @@ def server_sessions(request: HttpRequest, pk: int) -> HttpResponse:
         except RefusedError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, "The session is being closed.")
+            messages.success(request, gettext("The session is being closed."))
         return redirect("console:server-sessions", pk=server.pk)
     context = {
         "server": server,
@@ -449,11 +456,11 @@ def server_queue(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(
                 request,
                 {
-                    "retry": "The message will be retried now.",
-                    "freeze": "The message is frozen.",
-                    "unfreeze": "The message is no longer frozen.",
-                    "delete": "The message was deleted.",
-                    "delete_ndr": "The message was deleted; its sender gets a non-delivery report.",
+                    "retry": gettext("The message will be retried now."),
+                    "freeze": gettext("The message is frozen."),
+                    "unfreeze": gettext("The message is no longer frozen."),
+                    "delete": gettext("The message was deleted."),
+                    "delete_ndr": gettext("The message was deleted; its sender gets a non-delivery report."),
                 }[action],
             )
         return redirect("console:server-queue", pk=server.pk)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Count, Q
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from servers import uidmap
 from servers.imap import mutf7
@@ -84,7 +84,7 @@ def imap_name(typed: str) -> str:
     """The IMAP name of a name typed in Unicode; BadFolderNameError if the store could not use it."""
     typed = typed.strip()
     if not typed:
-        raise BadFolderNameError("the folder name is empty")
+        raise BadFolderNameError(gettext("the folder name is empty"))
     return canonical_folder_name(mutf7.encode(typed))
 
 
@@ -201,7 +201,7 @@ def rename_folder(mailbox: Mailbox, old: str, typed: str) -> str:
     """Rename a user folder (and the folders below it) to the Unicode name `typed`; return the new name."""
     old = canonical_folder_name(old)
     if is_fixed(old):
-        raise StoreError(f"{display_name(old)} cannot be renamed")
+        raise StoreError(gettext("%(folder)s cannot be renamed") % {"folder": display_name(old)})
     new = imap_name(typed)
     account = account_for(mailbox)
     account.rename_folder(old, new)
@@ -224,7 +224,7 @@ def delete_folder(mailbox: Mailbox, name: str) -> None:
     """Delete a user folder and its messages (the folders below it stay, as IMAP's DELETE leaves them)."""
     name = canonical_folder_name(name)
     if is_fixed(name):
-        raise StoreError(f"{display_name(name)} cannot be deleted")
+        raise StoreError(gettext("%(folder)s cannot be deleted") % {"folder": display_name(name)})
     account = account_for(mailbox)
     account.delete_folder(name)
     account.subscribe(name, False)
@@ -273,7 +273,7 @@ def _transfer(mailbox: Mailbox, rows: Sequence[MessageIndex], target: str, *, co
     maildir = Path(mailbox.maildir)
     lock = MailboxLock(maildir) if source == INBOX and not copy else None
     if lock is not None and not lock.acquire():
-        raise MailboxBusyError("a mail program is connected to this mailbox over POP3")
+        raise MailboxBusyError(gettext("a mail program is connected to this mailbox over POP3"))
     try:
         for row in rows:
             index.locate(row, maildir)  # where each file is now: its flags decide where its copy goes

@@ -7,7 +7,7 @@ from email.utils import getaddresses
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from servers.imap.store_api import StoreError
 from servers.services.mailboxes import password_policy_errors
@@ -46,10 +46,15 @@ def parse_addresses(value: str) -> list[str]:
         try:
             validate_email(address)
         except ValidationError:
-            raise ValidationError(f"{address!r} is not a mail address.") from None
+            raise ValidationError(gettext("%(address)s is not a mail address.") % {"address": repr(address)}) from None
         addresses.append(address)
     if len(addresses) > MAX_RECIPIENTS:
-        raise ValidationError(f"At most {MAX_RECIPIENTS} recipients per message.")
+        raise ValidationError(
+            ngettext(
+                "At most %(count)d recipient per message.", "At most %(count)d recipients per message.", MAX_RECIPIENTS
+            )
+            % {"count": MAX_RECIPIENTS}
+        )
     return addresses
 
 
@@ -77,13 +82,15 @@ class MultipleFileField(forms.FileField):
 
 
 class ComposeForm(BootstrapForm):
-    to = AddressListField(max_length=5000, required=False)
-    cc = AddressListField(max_length=5000, required=False, label="Cc")
-    bcc = AddressListField(max_length=5000, required=False, label="Bcc")
-    subject = forms.CharField(max_length=500, required=False)
-    body = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 14}))
-    attachments = MultipleFileField(required=False)
-    save_copy = forms.BooleanField(required=False, initial=True, label="Keep a copy in Sent")
+    to = AddressListField(max_length=5000, required=False, label=gettext_lazy("To"))
+    cc = AddressListField(max_length=5000, required=False, label=gettext_lazy("Cc"))
+    bcc = AddressListField(max_length=5000, required=False, label=gettext_lazy("Bcc"))
+    subject = forms.CharField(max_length=500, required=False, label=gettext_lazy("Subject"))
+    body = forms.CharField(
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 14}), label=gettext_lazy("Body")
+    )
+    attachments = MultipleFileField(required=False, label=gettext_lazy("Attachments"))
+    save_copy = forms.BooleanField(required=False, initial=True, label=gettext_lazy("Keep a copy in Sent"))
     # The message answered or forwarded (its id in this mailbox's index), for threading headers and
     # the forwarded attachments.
     in_reply_to = forms.IntegerField(required=False, widget=forms.HiddenInput)
@@ -102,7 +109,7 @@ class ComposeForm(BootstrapForm):
     def clean(self):
         data = super().clean()
         if not self.errors and not self.for_draft and not self.recipients():
-            raise ValidationError("Give at least one recipient.")
+            raise ValidationError(gettext("Give at least one recipient."))
         return data
 
     def recipients(self) -> list[str]:
@@ -117,10 +124,20 @@ class ComposeForm(BootstrapForm):
 
 class PasswordForm(BootstrapForm):
     current_password = forms.CharField(
-        strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        label=gettext_lazy("Current password"),
     )
-    new_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
-    confirm_password = forms.CharField(strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    new_password = forms.CharField(
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        label=gettext_lazy("New password"),
+    )
+    confirm_password = forms.CharField(
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        label=gettext_lazy("Confirm password"),
+    )
 
     def clean_new_password(self):
         password = self.cleaned_data["new_password"]
@@ -132,7 +149,7 @@ class PasswordForm(BootstrapForm):
     def clean(self):
         data = super().clean()
         if data.get("new_password") and data.get("confirm_password") != data.get("new_password"):
-            self.add_error("confirm_password", "The two new passwords differ.")
+            self.add_error("confirm_password", gettext("The two new passwords differ."))
         return data
 
 

@@ -12,6 +12,8 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from django.utils.translation import gettext
+
 from servers.models import Mailbox
 
 SUBMIT_TIMEOUT_S = 30
@@ -48,8 +50,10 @@ def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: l
                 client.ehlo()
             if not client.has_extn("auth"):
                 raise SubmissionError(
-                    "The mail server does not accept sign-ins for sending (no AUTH), "
-                    "so the webmail cannot send through it. Ask your administrator."
+                    gettext(
+                        "The mail server does not accept sign-ins for sending (no AUTH), "
+                        "so the webmail cannot send through it. Ask your administrator."
+                    )
                 )
             client.login(mailbox.address, password)
             refused = client.send_message(message, from_addr=mailbox.address, to_addrs=recipients)
@@ -57,30 +61,37 @@ def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: l
         raise
     except smtplib.SMTPAuthenticationError as error:
         raise SubmissionError(
-            "The mail server did not accept your sign-in for sending "
-            f"({_reply_text(error.smtp_code, error.smtp_error)})."
+            gettext("The mail server did not accept your sign-in for sending (%(reply)s).")
+            % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
         ) from None
     except smtplib.SMTPRecipientsRefused as error:
         reasons = "; ".join(f"{rcpt}: {_reply_text(code, reply)}" for rcpt, (code, reply) in error.recipients.items())
-        raise SubmissionError(f"Nothing was sent: every recipient was refused ({reasons}).") from None
+        raise SubmissionError(
+            gettext("Nothing was sent: every recipient was refused (%(reasons)s).") % {"reasons": reasons}
+        ) from None
     except smtplib.SMTPSenderRefused as error:
         raise SubmissionError(
-            f"The mail server refused you as the sender ({_reply_text(error.smtp_code, error.smtp_error)})."
+            gettext("The mail server refused you as the sender (%(reply)s).")
+            % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
         ) from None
     except smtplib.SMTPDataError as error:
         raise SubmissionError(
-            f"The mail server refused the message ({_reply_text(error.smtp_code, error.smtp_error)})."
+            gettext("The mail server refused the message (%(reply)s).")
+            % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
         ) from None
     except smtplib.SMTPServerDisconnected:
         raise SubmissionError(
-            "The mail server closed the connection; it may be paused or busy. Try again in a moment."
+            gettext("The mail server closed the connection; it may be paused or busy. Try again in a moment.")
         ) from None
     except smtplib.SMTPResponseException as error:
-        raise SubmissionError(f"The mail server answered {_reply_text(error.smtp_code, error.smtp_error)}.") from None
+        raise SubmissionError(
+            gettext("The mail server answered %(reply)s.") % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
+        ) from None
     except (ConnectionRefusedError, TimeoutError):
         raise SubmissionError(
-            f"The mail server ({host}:{server.port}) is not answering; it may be stopped. Try again later."
+            gettext("The mail server (%(address)s) is not answering; it may be stopped. Try again later.")
+            % {"address": f"{host}:{server.port}"}
         ) from None
     except (OSError, smtplib.SMTPException) as error:
-        raise SubmissionError(f"The message could not be sent: {error}.") from None
+        raise SubmissionError(gettext("The message could not be sent: %(error)s.") % {"error": error}) from None
     return SubmissionResult(refused={rcpt: _reply_text(code, reply) for rcpt, (code, reply) in refused.items()})

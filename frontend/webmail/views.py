@@ -543,7 +543,7 @@ def _send(request: HttpRequest, form: ComposeForm) -> HttpResponse | None:
     try:
         if not password:
             raise SubmissionError(
-                "Your sign-in for sending has expired: sign out, sign in again, then send the message."
+                gettext("Your sign-in for sending has expired: sign out, sign in again, then send the message.")
             )
         result = submit(request.mailbox, password, message, form.recipients())
     except SubmissionError as error:
@@ -556,11 +556,11 @@ def _send(request: HttpRequest, form: ComposeForm) -> HttpResponse | None:
     if result.refused:
         messages.warning(
             request,
-            "Sent, but these recipients were refused: "
-            + "; ".join(f"{rcpt} ({reason})" for rcpt, reason in result.refused.items()),
+            gettext("Sent, but these recipients were refused: %(refused)s")
+            % {"refused": "; ".join(f"{rcpt} ({reason})" for rcpt, reason in result.refused.items())},
         )
     else:
-        messages.success(request, "The message was sent.")
+        messages.success(request, gettext("The message was sent."))
     return redirect("webmail:folder", "inbox")
 
 
@@ -602,13 +602,22 @@ def password(request: HttpRequest) -> HttpResponse:
         # A session left open must not become a way to guess the password: the sign-in throttle counts here too.
         attempt = session.reserve_sign_in(client, mailbox.address)
         if not attempt.allowed:
-            form.add_error(None, f"Too many wrong passwords. Try again in {session.lockout_minutes()} minutes.")
+            minutes = session.lockout_minutes()
+            form.add_error(
+                None,
+                ngettext(
+                    "Too many wrong passwords. Try again in %(minutes)d minute.",
+                    "Too many wrong passwords. Try again in %(minutes)d minutes.",
+                    minutes,
+                )
+                % {"minutes": minutes},
+            )
             return render(request, "webmail/password.html", _page_context(request, form=form), status=429)
         try:
             authenticate_mailbox(mailbox.address, form.cleaned_data["current_password"])
         except LoginRefusedError:
             attempt.failed()
-            form.add_error("current_password", "This is not your current password.")
+            form.add_error("current_password", gettext("This is not your current password."))
         else:
             attempt.succeeded()
             try:
@@ -619,7 +628,7 @@ def password(request: HttpRequest) -> HttpResponse:
                 form.add_error("new_password", error.message)
             else:
                 session.password_changed(request, updated, form.cleaned_data["new_password"])
-                messages.success(request, "Your password was changed.")
+                messages.success(request, gettext("Your password was changed."))
                 response = session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
                 return language.restore_at_sign_in(request, response, language.mailbox_owner(mailbox.pk))
     return render(request, "webmail/password.html", _page_context(request, form=form))
