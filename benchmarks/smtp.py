@@ -414,12 +414,12 @@ async def main_async(
                     spy = None
                     if (
                         args.profile
-                        and target is ours
+                        and target.name == args.profile_server
                         and size_kib == args.profile_size
                         and per_connection == args.profile_per_connection
                     ):
                         profile = RESULTS_DIR / f"profile-smtp-{int(time.time())}.txt"
-                        spy = profile_worker(ours.pids()[0], 600, profile)
+                        spy = profile_worker(target.pids()[0], 600, profile)
                         await asyncio.sleep(1)
                     row = await measure(
                         target,
@@ -469,6 +469,9 @@ def main() -> None:
         "--with-checks", action="store_true", help="also a server with every Anti-spam check on (loopback DNS)"
     )
     parser.add_argument("--profile-size", type=int, default=10, help="KiB of the profiled scenario")
+    parser.add_argument(
+        "--profile-server", default="mailconsole", help="which server to profile (mailconsole-checks: the checks on)"
+    )
     parser.add_argument("--profile-per-connection", type=int, default=1, help="of the profiled scenario")
     parser.add_argument("--keep", action="store_true", help="keep the temporary var/ directory")
     parser.add_argument(

@@ -38,6 +38,9 @@ DNSBL_TIMEOUT_S = 2.0
 DNSBL_CACHE_S = 300
 DNSBL_CACHE_MAX = 10000
 GREYLIST_PREFIX = "mailconsole:greylist:"
+# How long a worker remembers a passed triplet without asking Redis again, and how many it remembers.
+GREYLIST_KNOWN_S = 300
+GREYLIST_KNOWN_MAX = 50000
 
 
 def greylist_keys(server_id: int, triplet: str) -> tuple[str, str]:
@@ -74,6 +77,8 @@ class InboundChecks:
         self._resolvers: dict[str, dns.asyncresolver.Resolver] = {}
         self._dns_failing: set[str] = set()
         self._redis_down_logged = False
+        # pass key -> until when (on `clock`) this worker trusts that the triplet passed
+        self._known_passes: dict[str, float] = {}
         # SPF, DKIM and DMARC lookups (their cache and resolvers).
         self.auth = InboundAuth()
 
@@ -136,6 +141,10 @@ class InboundChecks:
             return False
         seen_key, pass_key = greylist_keys(server_id, greylist_triplet(client_ip, sender, recipient))
         now = self.clock()
+        # A known triplet (passed for 36 days) is answered from memory for a while: no Redis round
+        # trip for every RCPT of a regular correspondent.
+        if self._known_passes.get(pass_key, 0.0) > now:
+            return False
         try:
             first_seen, passed_until = await self.redis.mget(seen_key, pass_key)
             decision = greylist_decision(
@@ -153,6 +162,10 @@ class InboundChecks:
                     await self.redis.set(seen_key, repr(now), ex=window_s)
             if decision.record_pass:
                 await self.redis.set(pass_key, repr(now + GREYLIST_PASS_S), ex=GREYLIST_PASS_S)
+            if not decision.deferred:
+                if len(self._known_passes) > GREYLIST_KNOWN_MAX:
+                    self._known_passes.clear()
+                self._known_passes[pass_key] = now + GREYLIST_KNOWN_S
         except (RedisError, OSError, ValueError) as exc:
             if not self._redis_down_logged:
                 self._redis_down_logged = True

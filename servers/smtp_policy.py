@@ -103,6 +103,8 @@ class ClientList:
 
     def matches(self, client_ip: str, confirmed_name: str | None = None) -> bool:
         """Whether the client is on the list; `confirmed_name` is its forward-confirmed PTR name."""
+        if not self:
+            return False  # most lists are empty: no address to parse (asked at every check of a message)
         try:
             address = ipaddress.ip_address(client_ip)
         except ValueError:

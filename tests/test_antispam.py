@@ -127,6 +127,32 @@ def test_greylisting_defers_an_unknown_triplet_and_accepts_the_retry_after_the_d
 
 
 @pytest.mark.backend_independent
+def test_a_passed_triplet_is_answered_from_memory_for_a_while_then_asked_again():
+    asked = []
+
+    class CountingRedis:
+        """Redis as the greylist sees it, counting the reads: the triplet passed long ago."""
+
+        async def mget(self, *keys):
+            asked.append(keys)
+            return [b"1.0", repr(now[0] + 30 * 24 * 3600).encode()]
+
+        async def set(self, *args, **kwargs):
+            return True
+
+    now = [1_000_000.0]
+    checks = InboundChecks(CountingRedis(), clock=lambda: now[0])
+
+    def greylisted() -> bool:
+        return asyncio.run(checks.greylisted(1, "192.0.2.7", "bob@far.test", "alice@lab.test", 300))
+
+    assert greylisted() is False and len(asked) == 1
+    assert greylisted() is False and len(asked) == 1  # remembered: no round trip
+    now[0] += inbound_checks.GREYLIST_KNOWN_S + 1
+    assert greylisted() is False and len(asked) == 2
+
+
+@pytest.mark.backend_independent
 def test_greylisting_accepts_when_redis_is_down_and_says_so_once(tmp_path, caplog):
     down = InboundChecks(aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1))
     snapshot = lab_snapshot(tmp_path, greylisting=True)
