@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models
 from drf_spectacular.utils import extend_schema_field
@@ -319,6 +320,7 @@ class DomainSerializer(serializers.ModelSerializer):
             "is_locked",
             "max_mailbox_quota_mb",
             "administrators",
+            "language",
             "created_at",
         ]
         read_only_fields = fields
@@ -355,6 +357,12 @@ class DomainUpdateSerializer(serializers.Serializer):
     relay_allowed = strict.BooleanField(required=False)
     max_mailbox_quota_mb = quota_ceiling_field()
     administrators = usernames_field(required=False)
+    language = serializers.ChoiceField(
+        choices=[("", "the installation's"), *settings.LANGUAGES],
+        required=False,
+        allow_blank=True,
+        help_text="The language of the reports (DSNs) to the domain's people; empty: the installation's.",
+    )
 
 
 class DkimRecordSerializer(serializers.Serializer):

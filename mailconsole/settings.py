@@ -152,6 +152,8 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 LANGUAGE_COOKIE_NAME = "mailconsole_language"
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 LANGUAGE_COOKIE_SAMESITE = "Lax"
+# The language of generated mail (non-delivery and delay reports) for a domain without its own.
+MAIL_LANGUAGE = envstr("MAILCONSOLE_MAIL_LANGUAGE", "en")
 TIME_ZONE = envstr("MAILCONSOLE_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -366,6 +366,9 @@ class Domain(models.Model):
     max_mailbox_quota_mb = models.PositiveIntegerField(null=True, blank=True)
     # Delegated administrators (as in Kerio): they manage only this domain's mailboxes and groups.
     administrators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="administered_domains")
+    # The language of the mail the server writes to this domain's people (non-delivery and delay
+    # reports); empty: the installation's (MAILCONSOLE_MAIL_LANGUAGE, else English).
+    language = models.CharField(max_length=8, blank=True, default="", choices=[("", "—"), *settings.LANGUAGES])
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()

@@ -6,6 +6,7 @@ delivers their mail behind the test's back; the tests drive `engine.process_mess
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from servers import mailstore, services, stored_secrets
 from servers.delivery import engine
 from servers.delivery import services as queue_services
 from servers.delivery.models import DeliverySettings, QueuedMessage, RecipientState
-from servers.models import AuditEntry, DomainType
+from servers.models import AuditEntry, Domain, DomainType
 from servers.services import RefusedError
 from tests.delivery_helpers import (
     MESSAGE,
@@ -125,6 +126,38 @@ def test_null_mx_bounces_at_once_with_a_dsn_a_copy_to_the_ndr_address_and_badmai
     assert (badmail / row.name).read_bytes().endswith(MESSAGE)
     assert "bob@nomail.test" in (badmail / row.name.replace(".eml", ".bdr")).read_text()
     assert "5.1.10" in (badmail / row.name.replace(".eml", ".bdr")).read_text()
+
+
+def test_a_report_to_a_russian_language_domain_explains_in_russian_and_keeps_the_machine_part(server, dns):
+    Domain.objects.filter(name="lab.test").update(language="ru")
+    dns.add_mx("nomail.test", (0, "."))
+    russian_subject = "=?utf-8?b?" + base64.b64encode("Отчёт за квартал".encode()).decode() + "?="
+    send(
+        server,
+        ["bob@nomail.test"],
+        message=MESSAGE.replace(b"Subject: Quarterly report", f"Subject: {russian_subject}".encode()),
+    )
+    run_until_empty(server)
+
+    [report] = mailbox_messages(server, "alice")
+    assert report["Subject"] == "Недоставлено: Отчёт за квартал"
+    human = list(report.iter_parts())[0]
+    assert human["Content-Transfer-Encoding"] == "quoted-printable"
+    text = human.get_content()
+    assert "Не удалось доставить ваше сообщение получателям, указанным ниже." in text
+    assert "Тема вашего сообщения: Отчёт за квартал" in text
+    status = delivery_status(report)  # the machine-readable part is the same in every language
+    assert "Action: failed" in status and "Status: 5.1.10" in status
+    assert "Final-Recipient: rfc822; bob@nomail.test" in status
+
+
+def test_a_report_to_a_domain_without_a_language_is_in_the_installations(server, dns, settings):
+    settings.MAIL_LANGUAGE = "ru"
+    dns.add_mx("nomail.test", (0, "."))
+    send(server, ["bob@nomail.test"])
+    run_until_empty(server)
+    [report] = mailbox_messages(server, "alice")
+    assert report["Subject"] == "Недоставлено: Quarterly report"
 
 
 def test_nxdomain_is_permanent_and_servfail_is_temporary(server, dns):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -103,3 +104,35 @@ def test_russian_counts_take_the_right_plural_form(count, words):
 
     with translation.override("ru"):
         assert ngettext("%(counter)s message", "%(counter)s messages", count) % {"counter": count} == words
+
+
+def test_a_domains_report_language_is_set_on_every_face_by_those_who_manage_its_server(people):
+    from django.core.management import call_command
+
+    from servers import services
+    from servers.models import Domain
+    from tests.api_factories import client_for as api_client_for
+    from tests.factories import make_server
+
+    server = make_server(domain="report.test")
+    services.add_domain(server, "other.test")
+    domain = Domain.objects.get(name="report.test")
+
+    browser = Client()
+    sign_in_console(browser, "alice")
+    browser.post(reverse("console:domain-language", args=[domain.pk]), {"language": "ru"})
+    assert Domain.objects.get(pk=domain.pk).language == "ru"
+    assert browser.post(reverse("console:domain-language", args=[domain.pk]), {"language": "xx"}).status_code == 302
+    assert Domain.objects.get(pk=domain.pk).language == "ru"  # refused with a message, unchanged
+
+    api = api_client_for(people.alice)
+    response = api.patch(f"/api/v1/domains/{domain.pk}/", {"language": ""}, format="json")
+    assert response.status_code == 200 and response.json()["language"] == ""
+    assert api.patch(f"/api/v1/domains/{domain.pk}/", {"language": "de"}, format="json").status_code == 400
+
+    call_command("smtpsvc", "domain", "language", server.name, "other.test", "ru", stdout=io.StringIO())
+    assert Domain.objects.get(name="other.test").language == "ru"
+
+    stranger = Client()
+    sign_in_console(stranger, "dave")
+    assert stranger.post(reverse("console:domain-language", args=[domain.pk]), {"language": "en"}).status_code == 404

@@ -61,11 +61,14 @@ class DomainViewSet(ServiceBackedViewSet):
 
     @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def update(self, request, pk=None, partial=False):
-        """Change the type (with alias target and relaying), quota ceiling or administrators; names are fixed."""
+        """Change the type (with alias target and relaying), quota ceiling, administrators or language; not the name."""
         domain = self.get_object()
         data = self.validated(partial=True)
         administrators = data.pop("administrators", None)
+        language = data.pop("language", None)
         with transaction.atomic():
+            if language is not None:
+                domain = services.set_domain_language(domain, language, actor=self.actor)
             if "max_mailbox_quota_mb" in data:
                 domain = services.set_mailbox_quota_ceiling(
                     domain, data.pop("max_mailbox_quota_mb"), actor=self.actor, acting_user=request.user

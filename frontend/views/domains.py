@@ -153,6 +153,29 @@ def domain_quota_ceiling(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def domain_language(request: HttpRequest, pk: int) -> HttpResponse:
+    """The language of the reports the server writes to the domain's people: for operators and administrators."""
+    domain = permissions.access_domain(request.user, pk, for_change=True)
+    try:
+        domain = services.set_domain_language(domain, request.POST.get("language", ""), actor=actor(request))
+    except RefusedError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            gettext("Reports to %(domain)s are now written in: %(language)s.")
+            % {
+                "domain": domain.name,
+                "language": domain.get_language_display()
+                if domain.language
+                else gettext("the installation's language"),
+            },
+        )
+    return redirect("console:domain", pk=domain.pk)
+
+
+@login_required
 def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
     """A remote domain's own route: a smart host instead of its MX hosts (empty host: use MX)."""
     domain = permissions.access_domain(request.user, pk, for_change=True)

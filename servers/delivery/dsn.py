@@ -1,17 +1,23 @@
 """Delivery status notifications (RFC 3464, RFC 6522): the report sent back to a message's sender.
 
 A report is multipart/report; report-type=delivery-status with three parts: a human-readable
-explanation, the machine-readable message/delivery-status, and the original headers
+explanation (in the language of the sender's domain: `Domain.language`), the machine-readable
+message/delivery-status (always the same English fields), and the original headers
 (text/rfc822-headers).
 """
 
 from __future__ import annotations
 
+import email.header
 import email.utils
+import quopri
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+from django.utils import translation
+from django.utils.translation import gettext as _
 
 from servers.delivery.client import Result
 
@@ -65,27 +71,16 @@ def build_report(
     recipients: Sequence[RecipientReport],
     now: datetime,
     queue_id: str = "",
+    language: str = "en",
 ) -> bytes:
-    """The whole DSN message, ready to queue with the null sender `<>`."""
+    """The whole DSN message, ready to queue with the null sender `<>`; `language` is the human part's."""
     headers = original_headers(original)
-    subject = _header_value(headers, "Subject")
+    subject = _decoded(_header_value(headers, "Subject"))
     delayed = all(r.action == DELAYED for r in recipients)
-    title = "Delivery delayed" if delayed else "Undeliverable"
     boundary = f"=_report_{uuid.uuid4().hex}"
     message_id = email.utils.make_msgid(domain=reporting_mta)
-
-    human = [f"This is the mail system at {reporting_mta}.", ""]
-    if delayed:
-        human += [
-            "Your message has not been delivered yet to the recipients below.",
-            "The mail system will keep trying; you do not need to send it again.",
-            "",
-        ]
-    else:
-        human += ["Your message could not be delivered to the recipients below.", ""]
-    for report in recipients:
-        human.append(f"  <{report.address}>: {report.result.reply}")
-    human += ["", f"Subject of your message: {subject}" if subject else "Your message had no subject."]
+    with translation.override(language):
+        title, human = _human_part(reporting_mta, recipients, subject, delayed)
 
     per_message = [f"Reporting-MTA: dns; {reporting_mta}"]
     if queue_id:
@@ -108,10 +103,11 @@ def build_report(
             fields.append(f"Will-Retry-Until: {_date(report.will_retry_until)}")
         blocks.append("\r\n".join(fields))
 
+    human_text = "\r\n".join(human)
     parts = [
         f"From: Mail Delivery System <{postmaster}>",
         f"To: <{to}>",
-        f"Subject: {title}: {subject}" if subject else f"Subject: {title}",
+        f"Subject: {_encoded_header(f'{title}: {subject}' if subject else title)}",
         f"Date: {email.utils.format_datetime(now)}",
         f"Message-ID: {message_id}",
         "Auto-Submitted: auto-replied",
@@ -123,8 +119,7 @@ def build_report(
         f"--{boundary}",
         "Content-Type: text/plain; charset=utf-8",
         "Content-Description: Notification",
-        "",
-        *human,
+        *_body_lines(human_text),
         "",
         f"--{boundary}",
         "Content-Type: message/delivery-status",
@@ -139,3 +134,52 @@ def build_report(
     ]
     text = "\r\n".join(parts).encode("utf-8") + b"\r\n"
     return text + headers + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _human_part(
+    reporting_mta: str, recipients: Sequence[RecipientReport], subject: str, delayed: bool
+) -> tuple[str, list[str]]:
+    """The Subject word and the explanation a person reads, in the active language."""
+    title = _("Delivery delayed") if delayed else _("Undeliverable")
+    human = [_("This is the mail system at %(host)s.") % {"host": reporting_mta}, ""]
+    if delayed:
+        human += [
+            _("Your message has not been delivered yet to the recipients below."),
+            _("The mail system will keep trying; you do not need to send it again."),
+            "",
+        ]
+    else:
+        human += [_("Your message could not be delivered to the recipients below."), ""]
+    for report in recipients:
+        human.append(f"  <{report.address}>: {report.result.reply}")
+    human += [
+        "",
+        _("Subject of your message: %(subject)s") % {"subject": subject}
+        if subject
+        else _("Your message had no subject."),
+    ]
+    return title, human
+
+
+def _decoded(value: str) -> str:
+    """A header value with its RFC 2047 encoded words decoded (as it is shown to a person)."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (LookupError, UnicodeDecodeError, ValueError):
+        return value
+
+
+def _encoded_header(value: str) -> str:
+    """A header value as it may travel: ASCII as it is, anything else as RFC 2047 encoded words."""
+    if value.isascii():
+        return value
+    return email.header.Header(value, "utf-8", maxlinelen=998).encode()
+
+
+def _body_lines(text: str) -> list[str]:
+    """The explanation's transfer encoding and body: 7bit when ASCII, else quoted-printable, so the
+    report crosses hosts without 8BITMIME."""
+    if text.isascii():
+        return ["Content-Transfer-Encoding: 7bit", "", text]
+    encoded = quopri.encodestring(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    return ["Content-Transfer-Encoding: quoted-printable", "", encoded.rstrip("\r\n")]

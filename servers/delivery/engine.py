@@ -34,8 +34,10 @@ from servers.delivery.models import (
     RecipientState,
     RemoteDomainRoute,
 )
-from servers.models import ServiceState, VirtualServer
+from servers.models import Domain, ServiceState, VirtualServer
 from servers.services.dkim import signing_keys_of_server
+from servers.services.errors import RefusedError
+from servers.services.names import canonical_domain_name
 from servers.snapshot import ServerSnapshot, load_snapshot
 
 log = logging.getLogger(__name__)
@@ -389,8 +391,19 @@ def _send_report(
         recipients=reports,
         now=now,
         queue_id=message.name,
+        language=report_language(message.mail_from),
     )
     submit(server, "", report_to, report)
+
+
+def report_language(sender: str) -> str:
+    """The language of a report to `sender`: its local domain's setting, else the installation's."""
+    try:
+        domain = canonical_domain_name(sender.rpartition("@")[2])
+    except RefusedError:
+        return settings.MAIL_LANGUAGE
+    chosen = Domain.objects.filter(name=domain).exclude(language="").values_list("language", flat=True).first()
+    return chosen or settings.MAIL_LANGUAGE
 
 
 def report_delay(

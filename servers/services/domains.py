@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext
 
 from servers.models import Domain, DomainType, VirtualServer
 
@@ -159,6 +161,27 @@ MAX_QUOTA_CEILING_MB = 2**31 - 1
 
 
 @transaction.atomic
+def set_domain_language(domain: Domain, language: str, *, actor: str = "system") -> Domain:
+    """The language of the reports the server writes to the domain's people ("" : the installation's)."""
+    language = (language or "").strip().lower()
+    if language and language not in dict(settings.LANGUAGES):
+        choices = ", ".join(code for code, _ in settings.LANGUAGES)
+        raise RefusedError(
+            gettext("%(language)s is not a language of MailConsole (%(choices)s, or empty).")
+            % {"language": repr(language), "choices": choices},
+            field="language",
+        )
+    domain = Domain.objects.select_for_update().get(pk=domain.pk)
+    if language != domain.language:
+        before = {"language": domain.language}
+        domain.language = language
+        domain.save(update_fields=["language"])
+        record_change(
+            actor=actor, action="set_domain_language", obj=domain, before=before, after={"language": language}
+        )
+    return domain
+
+
 def set_mailbox_quota_ceiling(
     domain: Domain, ceiling_mb: int | str | None, *, actor: str = "system", acting_user=None
 ) -> Domain:

@@ -151,6 +151,10 @@ class Command(BaseCommand):
         d_ceiling.add_argument("server")
         d_ceiling.add_argument("domain")
         d_ceiling.add_argument("megabytes", help="0 removes the ceiling")
+        d_language = domain_sub.add_parser("language", help="the language of the reports to the domain's people")
+        d_language.add_argument("server")
+        d_language.add_argument("domain")
+        d_language.add_argument("language", help="en, ru, or - for the installation's (MAILCONSOLE_MAIL_LANGUAGE)")
 
         dkim = sub.add_parser("dkim", help="a local domain's DKIM key: the TXT record to publish, generate, rotate")
         dkim.add_argument("domain")
@@ -390,6 +394,12 @@ class Command(BaseCommand):
             )
             ceiling = f"{domain.max_mailbox_quota_mb} MB" if domain.max_mailbox_quota_mb else "none"
             self.stdout.write(f"Quota ceiling of {domain.name} for its domain administrators: {ceiling}.")
+        elif domain_verb == "language":
+            language = "" if options["language"] == "-" else options["language"]
+            domain = services.set_domain_language(find_domain(srv, options["domain"]), language, actor=ACTOR)
+            self.stdout.write(
+                f"Reports to {domain.name} are written in: {domain.language or 'the installation language'}."
+            )
 
     def do_dkim(self, domain: str, action: str, server: str | None, algorithm: str | None, **_) -> None:
         target = find_node_domain(self.node, domain, server)
