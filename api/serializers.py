@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.relations import MANY_RELATION_KWARGS
@@ -594,7 +595,7 @@ class RuleCreateSerializer(serializers.Serializer):
     def validate_value(self, value: str) -> str:
         # Stored lower-cased; a few characters grow when lower-cased, and the column holds 300.
         if len(value.lower()) > 300:
-            raise serializers.ValidationError("Ensure this field has no more than 300 characters.")
+            raise serializers.ValidationError(gettext("Ensure this field has no more than 300 characters."))
         return value
 
 

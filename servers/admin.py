@@ -10,6 +10,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.forms.forms import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.translation import ngettext
 
 from frontend.throttle import LoginThrottle, lockout_minutes
 from servers import services
@@ -26,8 +27,15 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
             return super().clean()
         throttle = LoginThrottle(client_address=self.request.META.get("REMOTE_ADDR", ""), username=username)
         if throttle.is_locked_out():
+            minutes = lockout_minutes()
             raise ValidationError(
-                f"Too many failed sign-ins. Try again in {lockout_minutes()} minutes.", code="throttled"
+                ngettext(
+                    "Too many failed sign-ins. Try again in %(minutes)d minute.",
+                    "Too many failed sign-ins. Try again in %(minutes)d minutes.",
+                    minutes,
+                )
+                % {"minutes": minutes},
+                code="throttled",
             )
         try:
             cleaned = super().clean()

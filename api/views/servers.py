@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -56,7 +57,9 @@ class VirtualServerViewSet(ServiceBackedViewSet):
                 server = services.create_virtual_server(actor=self.actor, **wizard)
             except (OSError, RuntimeError) as exc:
                 # The home directory could not be made (permissions, a bad path): nothing was saved.
-                raise RefusedError(f"The home directory cannot be created: {exc}", field="home_dir") from None
+                raise RefusedError(
+                    gettext("The home directory cannot be created: %(reason)s") % {"reason": exc}, field="home_dir"
+                ) from None
             if data:  # the other settings, as the property sheet would set them right after the wizard
                 server = services.update_virtual_server(server, actor=self.actor, **data)
             if operators is not None:

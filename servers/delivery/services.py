@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from servers import mailstore, stored_secrets
 from servers.delivery import engine, routing
@@ -104,8 +105,8 @@ def _claimed(message: QueuedMessage | int) -> QueuedMessage:
     claimed = engine.claim(message_id, frozen_ok=True)
     if claimed is None:
         if not QueuedMessage.objects.filter(pk=message_id).exists():
-            raise RefusedError("The message has already left the queue.")
-        raise RefusedError("The message is being delivered right now; try again in a moment.")
+            raise RefusedError(gettext("The message has already left the queue."))
+        raise RefusedError(gettext("The message is being delivered right now; try again in a moment."))
     return claimed
 
 
@@ -131,7 +132,7 @@ def unfreeze(message: QueuedMessage | int, *, actor: str) -> QueuedMessage:
     message_id = message if isinstance(message, int) else message.pk
     updated = QueuedMessage.objects.filter(pk=message_id).update(frozen=False, dispatched_at=None)
     if not updated:
-        raise RefusedError("The message has already left the queue.")
+        raise RefusedError(gettext("The message has already left the queue."))
     unfrozen = QueuedMessage.objects.get(pk=message_id)
     _audit(actor, "unfreeze_queued_message", unfrozen, frozen=False)
     _wake(unfrozen)
@@ -199,10 +200,16 @@ def _clean_int(value, field: str, *, minimum: int, maximum: int | None = None) -
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise RefusedError("Enter a whole number.", field=field) from None
+        raise RefusedError(gettext("Enter a whole number."), field=field) from None
     if number < minimum or (maximum is not None and number > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise RefusedError(f"Enter a number {bound}.", field=field)
+        if maximum is not None:
+            text = gettext("Enter a number between %(minimum)d and %(maximum)d.") % {
+                "minimum": minimum,
+                "maximum": maximum,
+            }
+        else:
+            text = gettext("Enter a number of at least %(minimum)d.") % {"minimum": minimum}
+        raise RefusedError(text, field=field)
     return number
 
 
@@ -217,7 +224,7 @@ def clean_smart_host(value: str, field: str = "smart_host") -> str:
     except ValueError:
         pass
     if not HOST_NAME.match(host):
-        raise RefusedError("Enter a host name or an IP address.", field=field)
+        raise RefusedError(gettext("Enter a host name or an IP address."), field=field)
     return host
 
 
@@ -234,12 +241,12 @@ def _clean_delivery_field(field: str, value):
         return clean_smart_host(value)
     if field == "attempt_direct_before_smart_host":
         if not isinstance(value, bool):
-            raise RefusedError("Choose true or false.", field=field)
+            raise RefusedError(gettext("Choose true or false."), field=field)
         return value
     if field == "ndr_copy_address":
         address = (value or "").strip()
         if address and ("@" not in address or " " in address):
-            raise RefusedError("Enter an e-mail address, or nothing.", field=field)
+            raise RefusedError(gettext("Enter an e-mail address, or nothing."), field=field)
         return address
     if field == "dns_server":
         text = (value or "").strip()
@@ -247,19 +254,21 @@ def _clean_delivery_field(field: str, value):
             try:
                 routing.parse_dns_server(text)
             except ValueError:
-                raise RefusedError("Enter an IP address, optionally with :port.", field=field) from None
+                raise RefusedError(gettext("Enter an IP address, optionally with :port."), field=field) from None
         return text
     if field == "smart_host_username":
         return str(value or "")
     if field == "smart_host_password":
         return _clean_password(value, field)
-    raise RefusedError(f"{field} cannot be changed here.", field=field)
+    raise RefusedError(gettext("%(field)s cannot be changed here.") % {"field": field}, field=field)
 
 
 def _clean_password(value, field: str) -> str:
     password = str(value or "")
     if len(password) > stored_secrets.MAX_SECRET_LENGTH:
-        raise RefusedError(f"Enter at most {stored_secrets.MAX_SECRET_LENGTH} characters.", field=field)
+        raise RefusedError(
+            gettext("Enter at most %(count)d characters.") % {"count": stored_secrets.MAX_SECRET_LENGTH}, field=field
+        )
     return password
 
 
@@ -280,7 +289,7 @@ def update_delivery_settings(server: VirtualServer, *, actor: str = "system", **
     if cleaned.get("smart_host_username", config.smart_host_username) and not cleaned.get(
         "smart_host", config.smart_host
     ):
-        raise RefusedError("Name a smart host before giving credentials for it.", field="smart_host")
+        raise RefusedError(gettext("Name a smart host before giving credentials for it."), field="smart_host")
     if "smart_host_password" in cleaned:
         cleaned["smart_host_password"] = stored_secrets.conceal(cleaned["smart_host_password"])
     if "smart_host_username" in cleaned and not cleaned["smart_host_username"]:
@@ -325,7 +334,7 @@ def set_remote_domain_route(
     `password=None` keeps the stored password (encrypted, never shown back); "" removes it.
     """
     if domain.type != DomainType.REMOTE:
-        raise RefusedError("Only a remote domain can have its own route.", field="smart_host")
+        raise RefusedError(gettext("Only a remote domain can have its own route."), field="smart_host")
     host = clean_smart_host(smart_host)
     existing = RemoteDomainRoute.objects.filter(domain=domain).first()
     before = _redacted(snapshot_of(existing, ["smart_host", "port", "username", "password"])) if existing else None

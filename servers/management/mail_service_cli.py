@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext
 
 from servers import services
 from servers.models import ImapService, Pop3Service, ServiceState
@@ -72,7 +73,8 @@ class MailServiceCommand(BaseCommand):
             if service is None:
                 command_name = f"{self.protocol.lower()}svc"
                 raise CommandError(
-                    f"Node {node.name} has no {self.protocol} service; create it with `{command_name} create`."
+                    gettext("Node %(node)s has no %(protocol)s service; create it with `%(command)s create`.")
+                    % {"node": node.name, "protocol": self.protocol, "command": command_name}
                 )
             if verb == "status":
                 self.show(service)
@@ -87,14 +89,14 @@ class MailServiceCommand(BaseCommand):
                 if options["require_tls"]:
                     changes["plaintext_requires_tls"] = options["require_tls"] == "yes"
                 if not changes:
-                    raise CommandError("Nothing to change: give at least one option.")
+                    raise CommandError(gettext("Nothing to change: give at least one option."))
                 self.show(command.update_service(service, actor=ACTOR, **changes))
             else:
                 command.set_state(service, DESIRED[verb], actor=ACTOR)
                 self.stdout.write(f"{self.protocol} service of node {node.name}: {DESIRED[verb].value} requested")
         except RefusedError as exc:
             where = f"{exc.field.replace('_', '-')}: " if exc.field else ""
-            raise CommandError(f"{where}{exc.message}") from None
+            raise CommandError(where + exc.message) from None  # an option name, then the refusal
 
     def show(self, service: Pop3Service | ImapService) -> None:
         tls = f", {self.implicit_tls_name} on {service.tls_port}" if service.tls_port else ""

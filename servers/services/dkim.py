@@ -22,6 +22,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from servers import dkim_signing, stored_secrets
 from servers.models import DkimAlgorithm, DkimKey, DkimKeyState, Domain, DomainType, VirtualServer
@@ -68,7 +69,7 @@ def _key_domain(domain: Domain) -> Domain:
 def _check_local(domain: Domain) -> None:
     if domain.type != DomainType.LOCAL:
         raise RefusedError(
-            "Only a local domain has DKIM keys (an alias domain signs with its target's key).", field="domain"
+            gettext("Only a local domain has DKIM keys (an alias domain signs with its target's key)."), field="domain"
         )
 
 
@@ -77,7 +78,11 @@ def _algorithm(algorithm: str) -> str:
         return DkimAlgorithm(algorithm).value
     except ValueError:
         choices = ", ".join(DkimAlgorithm.values)
-        raise RefusedError(f"{algorithm!r} is not a DKIM algorithm ({choices}).", field="algorithm") from None
+        raise RefusedError(
+            gettext("%(algorithm)s is not a DKIM algorithm (%(choices)s).")
+            % {"algorithm": repr(algorithm), "choices": choices},
+            field="algorithm",
+        ) from None
 
 
 def next_selector(domain: Domain, now: datetime | None = None) -> str:
@@ -89,7 +94,9 @@ def next_selector(domain: Domain, now: datetime | None = None) -> str:
     for suffix in [*"bcdefghijklmnopqrstuvwxyz", *(str(n) for n in range(27, 1000))]:
         if base + suffix not in taken:
             return base + suffix
-    raise RefusedError(f"{domain.name} has run out of DKIM selectors for today.", field="selector")
+    raise RefusedError(
+        gettext("%(domain)s has run out of DKIM selectors for today.") % {"domain": domain.name}, field="selector"
+    )
 
 
 def _new_key(domain: Domain, algorithm: str) -> DkimKey:
@@ -115,7 +122,10 @@ def generate_dkim_key(domain: Domain, *, algorithm: str = DkimAlgorithm.RSA_SHA2
     _check_local(domain)
     algorithm = _algorithm(algorithm)
     if domain.dkim_keys.filter(state=DkimKeyState.ACTIVE).exists():
-        raise RefusedError(f"{domain.name} already has an active DKIM key; rotate it instead.", field="domain")
+        raise RefusedError(
+            gettext("%(domain)s already has an active DKIM key; rotate it instead.") % {"domain": domain.name},
+            field="domain",
+        )
     key = _new_key(domain, algorithm)
     record_change(actor=actor, action="generate_dkim_key", obj=key, after=_audit(key))
     return key

@@ -11,6 +11,7 @@ from typing import TypeVar
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils.translation import gettext
 
 from servers.models import ImapService, Node, Pop3Service, ServiceState
 from servers.tls import ensure_self_signed_certificate
@@ -28,7 +29,11 @@ MailService = TypeVar("MailService", Pop3Service, ImapService)
 
 def _check_ports(service: Pop3Service | ImapService, protocol: str, implicit_tls_name: str) -> None:
     if service.tls_port == service.port:
-        raise RefusedError(f"The {implicit_tls_name} port must differ from the {protocol} port.", field="tls_port")
+        raise RefusedError(
+            gettext("The %(tls_port)s port must differ from the %(protocol)s port.")
+            % {"tls_port": implicit_tls_name, "protocol": protocol},
+            field="tls_port",
+        )
 
 
 @transaction.atomic
@@ -56,7 +61,10 @@ def create_mail_service(
     if plaintext_requires_tls is None:
         plaintext_requires_tls = passwords_need_tls_by_default(ip_address)
     if model.objects.filter(node=node).exists():
-        raise RefusedError(f"Node {node.name} already has its {protocol} service.", field="node")
+        raise RefusedError(
+            gettext("Node %(node)s already has its %(protocol)s service.") % {"node": node.name, "protocol": protocol},
+            field="node",
+        )
     service = model(
         node=node,
         ip_address=ip_address,
@@ -94,7 +102,7 @@ def update_mail_service(
         unknown = set(changes) - set(EDITABLE_FIELDS)
         if unknown:
             field = sorted(unknown)[0]
-            raise RefusedError(f"{field} cannot be changed here.", field=field)
+            raise RefusedError(gettext("%(field)s cannot be changed here.") % {"field": field}, field=field)
         before = snapshot_of(service)
         for field, value in changes.items():
             if field == "ip_address":

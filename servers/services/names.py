@@ -8,6 +8,7 @@ and `user@xn--...` are one identity with one failure counter.
 import ipaddress
 
 import idna
+from django.utils.translation import gettext
 
 from .errors import RefusedError
 
@@ -20,18 +21,22 @@ def canonical_domain_name(raw: str, *, field: str = "name") -> str:
     """
     name = (raw or "").strip()
     if not name:
-        raise RefusedError("Enter a domain name.", field=field)
+        raise RefusedError(gettext("Enter a domain name."), field=field)
     try:
         # UTS #46 maps case, full-width letters and ideographic full stops before encoding.
         canonical = idna.encode(name, uts46=True).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:
-        raise RefusedError(f"{raw!r} is not a valid domain name: {exc}", field=field) from None
+        raise RefusedError(
+            gettext("%(name)s is not a valid domain name: %(reason)s") % {"name": repr(raw), "reason": exc}, field=field
+        ) from None
     if canonical.endswith("."):
         canonical = canonical[:-1]
     if not canonical or canonical.startswith(".") or canonical.endswith(".") or ".." in canonical:
-        raise RefusedError(f"{raw!r} is not a valid domain name: empty label.", field=field)
+        raise RefusedError(
+            gettext("%(name)s is not a valid domain name: empty label.") % {"name": repr(raw)}, field=field
+        )
     if len(canonical) > 253:
-        raise RefusedError("A domain name is at most 253 characters long.", field=field)
+        raise RefusedError(gettext("A domain name is at most 253 characters long."), field=field)
     return canonical
 
 
@@ -72,6 +77,6 @@ def check_home_dir_text(raw: object, *, field: str = "home_dir") -> None:
 
     text = str(raw)
     if re.search(r"[\x00-\x1f\x7f]", text):
-        raise RefusedError("A home directory cannot contain control characters.", field=field)
+        raise RefusedError(gettext("A home directory cannot contain control characters."), field=field)
     if ".." in PurePath(text).parts:
-        raise RefusedError("A home directory cannot contain '..' components.", field=field)
+        raise RefusedError(gettext("A home directory cannot contain '..' components."), field=field)

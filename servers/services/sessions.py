@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import redis
+from django.utils.translation import gettext
 
 from servers.livestate import redis_client, sessions_key, terminate_key
 from servers.models import SupervisedProcess
@@ -37,11 +38,13 @@ def list_sessions(unit: SupervisedProcess) -> list[dict]:
 def terminate_session(unit: SupervisedProcess, session_id: str, *, actor: str = "system") -> None:
     """Ask the worker to close a session (the client gets a 421 / -ERR) within a second or two."""
     if not any(s["id"] == session_id for s in list_sessions(unit)):
-        raise RefusedError("There is no such session (it may have ended already).", field="session")
+        raise RefusedError(gettext("There is no such session (it may have ended already)."), field="session")
     try:
         client = redis_client()
         client.sadd(terminate_key(unit.process_kind, unit.pk), session_id)
         client.expire(terminate_key(unit.process_kind, unit.pk), 60)
     except (redis.RedisError, OSError) as exc:
-        raise RefusedError(f"Cannot reach the worker's live state: {exc}", field="session") from None
+        raise RefusedError(
+            gettext("Cannot reach the worker's live state: %(reason)s") % {"reason": exc}, field="session"
+        ) from None
     record_change(actor=actor, action="terminate_session", obj=unit, after={"session": session_id})

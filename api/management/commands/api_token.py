@@ -2,6 +2,7 @@
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext
 
 from api.models import ApiToken
 
@@ -19,13 +20,13 @@ class Command(BaseCommand):
         try:
             owner = user_model.objects.get(**{user_model.USERNAME_FIELD: user})
         except user_model.DoesNotExist:
-            raise CommandError(f"There is no user {user!r}.") from None
+            raise CommandError(gettext("There is no user %(user)s.") % {"user": repr(user)}) from None
         if not owner.is_active:
-            raise CommandError(f"User {user!r} is inactive; a token would not work.")
+            raise CommandError(gettext("User %(user)s is inactive; a token would not work.") % {"user": repr(user)})
         if expires_in_days is not None and expires_in_days < 1:
-            raise CommandError("--expires-in-days must be at least 1.")
+            raise CommandError(gettext("--expires-in-days must be at least 1."))
         if len(name) > 100:
-            raise CommandError("--name is at most 100 characters long.")
+            raise CommandError(gettext("--name is at most 100 characters long."))
         token, key = ApiToken.issue(owner, name=name, expires_in_days=expires_in_days)
         expiry = f"expires {token.expires_at:%Y-%m-%d %H:%M %Z}" if token.expires_at else "does not expire"
         self.stderr.write(f"Token for {owner.get_username()} ({expiry}); store it now, it is not shown again:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext
 
 from mailconsole.words import parse_bool
 from servers import services
@@ -56,7 +57,10 @@ class Command(BaseCommand):
         message = messages.filter(pk=int(ref)).first() if ref.isdigit() else None
         message = message or messages.filter(name__in=[ref, f"{ref}.eml"]).first()
         if message is None:
-            raise CommandError(f"No queued message {ref!r} on {self.server.name!r}. See `smtpqueue list`.")
+            raise CommandError(
+                gettext("No queued message %(message)s on %(server)s. See `smtpqueue list`.")
+                % {"message": repr(ref), "server": repr(self.server.name)}
+            )
         return message
 
     def do_list(self, **_) -> None:
@@ -97,9 +101,14 @@ class Command(BaseCommand):
         for setting in assignments:
             name, sep, value = setting.partition("=")
             if not sep:
-                raise CommandError(f"Write settings as NAME=VALUE, not {setting!r}.")
+                raise CommandError(
+                    gettext("Write settings as NAME=VALUE, not %(setting)s.") % {"setting": repr(setting)}
+                )
             if name not in delivery.EDITABLE_DELIVERY_FIELDS:
-                raise CommandError(f"{name} is not a Delivery setting: {', '.join(delivery.EDITABLE_DELIVERY_FIELDS)}")
+                raise CommandError(
+                    gettext("%(name)s is not a Delivery setting: %(settings)s")
+                    % {"name": name, "settings": ", ".join(delivery.EDITABLE_DELIVERY_FIELDS)}
+                )
             flag = parse_bool(value) if name.startswith("attempt_") else None
             changes[name] = value if flag is None else flag  # a word that is neither is refused by the service
         config = (
