@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext
 
 from servers import services
+from servers.management.language import TranslatedCommand
 from servers.models import ImapService, Pop3Service, ServiceState
 from servers.services import RefusedError
 
@@ -16,7 +17,7 @@ ACTOR = "cli"
 DESIRED = {"start": ServiceState.RUNNING, "pause": ServiceState.PAUSED, "stop": ServiceState.STOPPED}
 
 
-class MailServiceCommand(BaseCommand):
+class MailServiceCommand(TranslatedCommand):
     """Subclasses name the model, the words of the protocol and the service functions."""
 
     model: type[Pop3Service] | type[ImapService]

@@ -1,13 +1,14 @@
 """Issue an API token for a user and print its key once."""
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext
 
 from api.models import ApiToken
+from servers.management.language import TranslatedCommand
 
 
-class Command(BaseCommand):
+class Command(TranslatedCommand):
     help = "Create an API token for USER and print its key (shown only this once)."
 
     def add_arguments(self, parser) -> None:

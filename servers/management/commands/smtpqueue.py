@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext
 
 from mailconsole.words import parse_bool
@@ -10,12 +10,13 @@ from servers import services
 from servers.delivery import services as delivery
 from servers.delivery.models import QueuedMessage
 from servers.management.commands.smtpsvc import find_domain, find_server
+from servers.management.language import TranslatedCommand
 from servers.services import RefusedError
 
 ACTOR = "cli"
 
 
-class Command(BaseCommand):
+class Command(TranslatedCommand):
     help = "Show and act on a virtual server's outbound queue; show and change its Delivery tab."
 
     def add_arguments(self, parser: CommandParser) -> None:

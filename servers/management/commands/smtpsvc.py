@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from servers import services
+from servers.management.language import TranslatedCommand
 from servers.models import DkimAlgorithm, Domain, Node, ObservedState, ServiceState, VirtualServer
 from servers.services import RefusedError, dns_readiness
 from servers.services.dkim import DkimRecord, dkim_record
@@ -75,7 +76,7 @@ def describe_dns_report(report: dns_readiness.Report) -> list[str]:
     return lines
 
 
-class Command(BaseCommand):
+class Command(TranslatedCommand):
     help = "Create, change, start, pause and stop virtual SMTP servers and their domains."
 
     def add_arguments(self, parser: CommandParser) -> None:
