@@ -2,12 +2,13 @@
 
 from django.urls import include, path
 
-from frontend.views import auth, bulk, console, domains, imap, mailboxes, servers
+from frontend.views import account, auth, bulk, console, domains, imap, mailboxes, servers
 
 console_patterns = [
     path("", console.dashboard, name="dashboard"),
     path("login/", auth.login_view, name="login"),
     path("logout/", auth.logout_view, name="logout"),
+    path("account/", account.my_account, name="account"),
     path("servers/", servers.server_list, name="servers"),
     path("servers/new/", servers.server_wizard, name="server-new"),
     path("servers/service-state/", servers.node_service_state, name="node-service-state"),

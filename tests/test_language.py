@@ -136,3 +136,74 @@ def test_a_domains_report_language_is_set_on_every_face_by_those_who_manage_its_
     stranger = Client()
     sign_in_console(stranger, "dave")
     assert stranger.post(reverse("console:domain-language", args=[domain.pk]), {"language": "en"}).status_code == 404
+
+
+# -- my account and the time zone -------------------------------------------------------------------
+
+
+def test_a_console_user_changes_their_own_password_on_my_account(people):
+    browser = Client()
+    sign_in_console(browser, "bob")
+    url = reverse("console:account")
+    assert browser.get(url).status_code == 200
+    wrong = browser.post(
+        url,
+        {
+            "form": "password",
+            "old_password": "nope",
+            "new_password1": "N3w-Pass-word",
+            "new_password2": "N3w-Pass-word",
+        },
+    )
+    assert wrong.status_code == 400 and 'data-field="old_password"' in wrong.content.decode()
+    done = browser.post(
+        url,
+        {
+            "form": "password",
+            "old_password": USER_PASSWORD,
+            "new_password1": "N3w-Pass-word",
+            "new_password2": "N3w-Pass-word",
+        },
+    )
+    assert done.status_code == 302
+    assert browser.get(reverse("console:dashboard")).status_code == 200  # this session stays signed in
+    people.bob.refresh_from_db()
+    assert people.bob.check_password("N3w-Pass-word") and not people.bob.check_password(USER_PASSWORD)
+    from servers.models import AuditEntry
+
+    assert AuditEntry.objects.filter(action="change_own_password", actor="bob").exists()
+
+
+def test_times_follow_the_users_time_zone_and_it_is_kept_for_the_next_sign_in(people):
+    import datetime as dt
+
+    from servers.models import AuditEntry
+
+    entry = AuditEntry.objects.create(actor="alice", action="probe_time_zone", object_type="node", object_repr="probe")
+    AuditEntry.objects.filter(pk=entry.pk).update(at=dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC))
+    browser = Client()
+    sign_in_console(browser, "alice")
+    audit = reverse("console:audit") + "?user=alice"
+    assert "2026-01-15 12:00:00" in browser.get(audit).content.decode()  # the server's zone (UTC in the tests)
+
+    browser.post(reverse("console:account"), {"form": "time_zone", "time_zone": "Asia/Vladivostok"})
+    assert "2026-01-15 22:00:00" in browser.get(audit).content.decode()
+    assert (
+        browser.post(reverse("console:account"), {"form": "time_zone", "time_zone": "Mars/Olympus"}).status_code == 400
+    )
+
+    another_browser = Client()
+    sign_in_console(another_browser, "alice")
+    assert "2026-01-15 22:00:00" in another_browser.get(audit).content.decode()
+
+
+def test_a_mailbox_owner_chooses_the_time_zone_of_webmail(fast_hashing):
+    from frontend.language import saved_time_zone
+
+    lab = make_lab()
+    browser = signed_in_client(lab.helena)
+    response = browser.post(reverse("webmail:time_zone"), {"time_zone": "Europe/Moscow"})
+    assert response.status_code == 302
+    assert saved_time_zone(mailbox_owner(lab.helena.pk)) == "Europe/Moscow"
+    assert 'value="Europe/Moscow" selected' in browser.get(reverse("webmail:password")).content.decode()
+    assert browser.post(reverse("webmail:time_zone"), {"time_zone": "Nowhere/Land"}).status_code == 400

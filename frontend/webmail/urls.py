@@ -27,4 +27,5 @@ urlpatterns = [
     path("m/<int:pk>/mark/", folder_views.mark, name="mark"),
     path("compose/", views.compose, name="compose"),
     path("password/", views.password, name="password"),
+    path("time-zone/", views.time_zone, name="time_zone"),
 ]

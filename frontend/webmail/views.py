@@ -32,6 +32,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from frontend import language
+from frontend.account_forms import TimeZoneForm
 from servers.imap.store_api import INBOX, StoreError
 from servers.message_auth import sender_check
 from servers.models import Mailbox
@@ -631,4 +632,28 @@ def password(request: HttpRequest) -> HttpResponse:
                 messages.success(request, gettext("Your password was changed."))
                 response = session.set_key_cookie(request, redirect("webmail:folder", "inbox"))
                 return language.restore_at_sign_in(request, response, language.mailbox_owner(mailbox.pk))
-    return render(request, "webmail/password.html", _page_context(request, form=form))
+    return render(request, "webmail/password.html", _page_context(request, form=form, zone_form=_zone_form(request)))
+
+
+def _zone_form(request: HttpRequest, data=None) -> TimeZoneForm:
+    owner = language.mailbox_owner(request.mailbox.pk)
+    return TimeZoneForm(data, initial={"time_zone": language.saved_time_zone(owner)})
+
+
+@never_cache
+@require_POST
+@session.mailbox_required
+def time_zone(request: HttpRequest) -> HttpResponse:
+    """The zone the webmail shows dates in, remembered for the mailbox."""
+    form = _zone_form(request, request.POST)
+    if not form.is_valid():
+        return render(
+            request, "webmail/password.html", _page_context(request, form=PasswordForm(), zone_form=form), status=400
+        )
+    language.save_time_zone(request, language.mailbox_owner(request.mailbox.pk), form.cleaned_data["time_zone"])
+    messages.success(
+        request,
+        gettext("Dates are now shown in: %(zone)s.")
+        % {"zone": form.cleaned_data["time_zone"] or gettext("the server's time zone")},
+    )
+    return redirect("webmail:password")
