@@ -187,6 +187,22 @@ def supervised(celery_stack, node) -> Iterator[Node]:
     yield node
 
 
+# Fixtures through which a test reaches the database (pytest-django's, and what requests them).
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that never reaches the database proves nothing new on a second backend: it runs once, on
+    SQLite (scripts/run-tests.sh deselects `backend_independent` on PostgreSQL). Runs before `-m`."""
+    for item in items:
+        reaches_database = item.get_closest_marker("django_db") is not None or bool(
+            DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        if not reaches_database:
+            item.add_marker(pytest.mark.backend_independent)
+
+
 # The worker processes a test starts log to var/log/; a failed socket test is hard to read without
 # them (a session process that died while starting looked like "Connection unexpectedly closed").
 WORKER_LOG_TAIL_LINES = 60
