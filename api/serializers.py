@@ -167,6 +167,14 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "DNSBL zone names, one a line or comma-separated; empty: no lookups.",
     },
     "greylisting_delay_s": {"min_value": 1, "max_value": 86400},
+    **{
+        name: {
+            "max_length": 100000,
+            "allow_blank": True,
+            "help_text": "Sender addresses or domains (a domain matches its subdomains), one a line.",
+        }
+        for name in ("sender_allow", "sender_deny")
+    },
 }
 
 

@@ -188,6 +188,20 @@ class VirtualServer(SupervisedProcess):
     # Unknown (client network, sender, recipient) triplets are deferred (451 4.7.1) for this long.
     greylisting = models.BooleanField(default=False)
     greylisting_delay_s = models.PositiveIntegerField(default=300)
+    # MAIL FROM's domain must have an MX or an address record (550 5.1.8); a DNS timeout accepts.
+    require_sender_domain = models.BooleanField(default=False)
+    # The client's forward-confirmed PTR name must lie in MAIL FROM's domain (550 5.7.1).
+    ptr_matches_sender = models.BooleanField(default=False)
+    # Senders (addresses, or domains with their subdomains), one a line: deny refuses at MAIL,
+    # allow skips the anti-spam checks (DNSBL, greylisting, the sender checks above).
+    sender_allow = models.TextField(blank=True, default="")
+    sender_deny = models.TextField(blank=True, default="")
+
+    # Outbound abuse limits for mail a signed-in mailbox sends (0 = off); a mailbox may override them.
+    # Over a limit, the mailbox is blocked from sending and its queued mail is held until released.
+    outbound_max_messages_per_hour = models.PositiveIntegerField(default=0)
+    outbound_max_messages_per_day = models.PositiveIntegerField(default=0)
+    outbound_max_new_recipients_per_day = models.PositiveIntegerField(default=0)
 
     # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
     operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")
@@ -316,6 +330,10 @@ class Domain(models.Model):
     max_mailbox_quota_mb = models.PositiveIntegerField(null=True, blank=True)
     # Delegated administrators (as in Kerio): they manage only this domain's mailboxes and groups.
     administrators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="administered_domains")
+    # Senders allowed (anti-spam checks skipped) or denied (550 at RCPT) for this domain's recipients;
+    # addresses or domains (with their subdomains), one a line.
+    sender_allow = models.TextField(blank=True, default="")
+    sender_deny = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -488,6 +506,13 @@ class Mailbox(models.Model):
     is_catch_all = models.BooleanField(default=False)
     last_logon_at = models.DateTimeField(null=True, blank=True)
     last_logon_from = models.CharField(max_length=100, blank=True, default="")
+    # The server's outbound limits for this mailbox (empty: the server's; 0: off).
+    outbound_max_messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    outbound_max_messages_per_day = models.PositiveIntegerField(null=True, blank=True)
+    outbound_max_new_recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
+    # Set when the mailbox passed an outbound limit: it may not send, its queued mail is held.
+    sending_blocked_at = models.DateTimeField(null=True, blank=True)
+    sending_blocked_reason = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = MailboxQuerySet.as_manager()

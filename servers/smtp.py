@@ -35,6 +35,7 @@ from servers.smtp_policy import (
     MAX_COMMAND_ERRORS,
     Recipient,
     antispam_exempt,
+    any_domain_allows_sender,
     auth_failure_reply,
     auth_requires_tls,
     client_refusal,
@@ -44,19 +45,31 @@ from servers.smtp_policy import (
     data_refusal,
     dnsbl_header,
     dnsbl_refusal,
+    domain_allows_sender,
+    domain_sender_refusal,
+    effective_outbound_limits,
     ehlo_lines,
     harvest_penalty,
     is_command_error,
     mail_refusal,
     message_rate_keys,
     needs_client_name,
+    outbound_limit_exceeded,
+    ptr_sender_refusal,
     relay_permitted,
     route_recipient,
+    sender_allowed,
+    sender_deny_refusal,
+    sender_domain,
+    sender_domain_refusal,
+    sending_blocked_refusal,
 )
 from servers.snapshot import MailboxEntry, ServerSnapshot
 
 if TYPE_CHECKING:
     from servers.inbound_checks import InboundChecks
+from servers.outbound_counters import OutboundCounters
+from servers.sender_checks import SenderChecks
 from servers.storage import unique_message_name
 
 log = logging.getLogger(__name__)
@@ -596,6 +609,9 @@ class LocalEnvelope(Envelope):
         self.mailbox_targets: dict[str, MailboxEntry] = {}
         self.drop_recipients: list[str] = []
         self.remote_recipients: list[str] = []
+        # A MAIL-stage anti-spam refusal (reason, reply) kept for RCPT, because a local domain's
+        # allow list has the sender: it applies to the recipients of the other domains only.
+        self.deferred_refusal: tuple[str, str] | None = None
 
 
 class LocalDeliveryHandler(_ProtocolNamesOnly):
@@ -611,11 +627,21 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         counters: WorkerCounters,
         relay_check: Callable[[str, int], Awaitable[bool]] | None = None,
         checks: InboundChecks | None = None,
+        *,
+        sender_checks: SenderChecks | None = None,
+        outbound: OutboundCounters | None = None,
     ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
         # DNSBL lookups and the greylist (servers.inbound_checks); None: the Anti-spam tab is not applied.
         self.checks = checks
+        # The sender checks' DNS and the outbound limits' counters come with the Anti-spam tab's I/O.
+        if sender_checks is None and checks is not None:
+            sender_checks = SenderChecks()
+        if outbound is None and checks is not None:
+            outbound = OutboundCounters(getattr(checks, "redis", None))
+        self.sender_checks = sender_checks
+        self.outbound = outbound
         # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
         self._pop_before_smtp = relay_check
 
@@ -635,7 +661,12 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
     handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_MAIL(
-        self, protocol: MailConsoleSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        protocol: MailConsoleSMTP,
+        session: Session,
+        envelope: LocalEnvelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         refusal = mail_refusal(
             self._snapshot(),
@@ -650,12 +681,138 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
                 await protocol.close_with(refusal)
                 return refusal.format(hostname=protocol.hostname)
             return refusal
-        refusal = await self._dnsbl_refusal(protocol)
+        refusal = await self._sending_blocked_refusal(protocol)
+        if refusal is not None:
+            return refusal
+        refusal = self._sender_deny_refusal(protocol, address)
+        if refusal is not None:
+            return refusal
+        refusal = await self._mail_antispam_refusal(protocol, envelope, address)
         if refusal is not None:
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
+
+    async def _mail_antispam_refusal(
+        self, protocol: MailConsoleSMTP, envelope: LocalEnvelope, sender: str
+    ) -> str | None:
+        """The MAIL-stage anti-spam checks (DNSBL, sender domain, PTR), skipped for an allowed sender.
+
+        When a local domain's allow list has the sender, a refusal waits for RCPT
+        (`envelope.deferred_refusal`) and applies only to the other domains' recipients.
+        """
+        snapshot = self._snapshot()
+        envelope.deferred_refusal = None
+        if sender_allowed(snapshot.policy, sender):
+            protocol.dnsbl_listed = None
+            return None
+        found = await self._dnsbl_refusal(protocol)
+        refusal = ("dnsbl", found) if found is not None else None
+        if refusal is None:
+            refusal = await self._sender_checks_refusal(protocol, sender)
+        if refusal is None:
+            return None
+        if any_domain_allows_sender(snapshot, sender):
+            envelope.deferred_refusal = refusal
+            return None
+        reason, reply = refusal
+        self.counters.count_refusal(reason, protocol.session_id, protocol.client_ip, reply)
+        return reply
+
+    def _sender_deny_refusal(self, protocol: MailConsoleSMTP, sender: str) -> str | None:
+        """The server's sender deny list, at MAIL (not for signed-in users and relay-list clients)."""
+        policy = self._snapshot().policy
+        if not policy.sender_deny or antispam_exempt(
+            policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip
+        ):
+            return None
+        refusal = sender_deny_refusal(policy, sender)
+        if refusal is not None:
+            self.counters.count_refusal("sender_denied", protocol.session_id, protocol.client_ip, refusal)
+        return refusal
+
+    async def _sender_checks_refusal(self, protocol: MailConsoleSMTP, sender: str) -> tuple[str, str] | None:
+        """require_sender_domain and ptr_matches_sender: (reason, reply) of the first that refuses."""
+        policy = self._snapshot().policy
+        if not (policy.require_sender_domain or policy.ptr_matches_sender) or self.sender_checks is None:
+            return None
+        domain = sender_domain(sender)
+        if domain is None or antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return None
+        if policy.require_sender_domain:
+            lookup = await self.sender_checks.sender_domain(domain, policy.dns_server)
+            refusal = sender_domain_refusal(sender, lookup)
+            if refusal is not None:
+                return "sender_domain", refusal
+        if policy.ptr_matches_sender:
+            names, failed = await self.sender_checks.client_names(protocol.client_ip, policy.dns_server)
+            refusal = ptr_sender_refusal(sender, names, lookup_failed=failed)
+            if refusal is not None:
+                return "ptr_mismatch", refusal
+        return None
+
+    async def _sending_blocked_refusal(self, protocol: MailConsoleSMTP) -> str | None:
+        """A signed-in mailbox blocked by an outbound limit may not send until it is released."""
+        user = protocol.signed_in_as
+        if not user or self.outbound is None or not self.outbound.enabled:
+            return None
+        from servers.services.outbound_limits import sending_block_reason
+
+        loop = asyncio.get_running_loop()
+        reason = await loop.run_in_executor(None, sending_block_reason, user)
+        if reason is None:
+            return None
+        refusal = sending_blocked_refusal(user, reason)
+        self.counters.count_refusal("sending_blocked", protocol.session_id, protocol.client_ip, refusal)
+        return refusal
+
+    async def _outbound_limit_refusal(self, protocol: MailConsoleSMTP, envelope: LocalEnvelope) -> str | None:
+        """Count a signed-in mailbox's message; over a limit, block the mailbox and refuse the message."""
+        user = protocol.signed_in_as
+        if not user or self.outbound is None or not self.outbound.enabled:
+            return None
+        snapshot = self._snapshot()
+        entry = snapshot.mailboxes.get(user.lower())
+        limits = effective_outbound_limits(snapshot.policy, entry.outbound_overrides if entry else (None, None, None))
+        if not limits:
+            return None
+        sent = await self.outbound.count_message(snapshot.server_id, user, envelope.rcpt_tos)
+        if sent is None:
+            return None
+        reason = outbound_limit_exceeded(
+            limits,
+            messages_this_hour=sent.messages_this_hour,
+            messages_today=sent.messages_today,
+            new_recipients_today=sent.new_recipients_today,
+        )
+        if reason is None:
+            return None
+        from servers.services.outbound_limits import block_sending
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, block_sending, snapshot.server_id, user, reason)
+        refusal = sending_blocked_refusal(user, reason)
+        self.counters.count_refusal("outbound_limit", protocol.session_id, protocol.client_ip, refusal)
+        return refusal
+
+    def _recipient_sender_refusal(
+        self, protocol: MailConsoleSMTP, envelope: LocalEnvelope, domain: str, recipient: str
+    ) -> str | None:
+        """At RCPT: the recipient domain's deny list, then a MAIL-stage refusal its allow list does not lift."""
+        snapshot = self._snapshot()
+        if antispam_exempt(snapshot.policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
+            return None
+        sender = envelope.mail_from or ""
+        refusal = domain_sender_refusal(snapshot, domain, sender, recipient)
+        if refusal is not None:
+            self.counters.count_refusal("sender_denied", protocol.session_id, protocol.client_ip, refusal)
+            return refusal
+        if envelope.deferred_refusal is not None and not domain_allows_sender(snapshot, domain, sender):
+            reason, reply = envelope.deferred_refusal
+            self.counters.count_refusal(reason, protocol.session_id, protocol.client_ip, f"{reply} (<{recipient}>)")
+            return reply
+        return None
 
     async def _dnsbl_refusal(self, protocol: MailConsoleSMTP) -> str | None:
         """Ask the DNSBL zones about the client once per session, lazily at its first MAIL (after AUTH)."""
@@ -669,10 +826,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             protocol.dnsbl_listed = await self.checks.listed_zones(
                 protocol.client_ip, policy.dnsbl_zones, policy.dns_server
             )
-        refusal = dnsbl_refusal(policy, protocol.client_ip, protocol.dnsbl_listed)
-        if refusal is not None:
-            self.counters.count_refusal("dnsbl", protocol.session_id, protocol.client_ip, refusal)
-        return refusal
+        # Counted by the caller, which may keep it for RCPT (`_mail_antispam_refusal`).
+        return dnsbl_refusal(policy, protocol.client_ip, protocol.dnsbl_listed)
 
     async def _greylisted(self, protocol: MailConsoleSMTP, envelope: Envelope, recipient: str) -> bool:
         policy = self._snapshot().policy
@@ -681,6 +836,10 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
             return False
         sender = envelope.mail_from or ""
+        if sender_allowed(policy, sender) or domain_allows_sender(
+            self._snapshot(), recipient.rpartition("@")[2], sender
+        ):
+            return False
         deferred = await self.checks.greylisted(
             self._snapshot().server_id, protocol.client_ip, sender, recipient, policy.greylisting_delay_s
         )
@@ -713,6 +872,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if route.needs_relay and not await self.may_relay(protocol, route.domain):
             return replies.RELAY_DENIED.format(address=address)
         recipient = route.address
+        refusal = self._recipient_sender_refusal(protocol, envelope, route.domain, recipient)
+        if refusal is not None:
+            return refusal
         if route.remote:
             # Only mail we relay for a remote domain (a backup MX) is greylisted; a client that may
             # relay anywhere else signed in, is on the relay list or read its mail (POP before SMTP).
@@ -762,6 +924,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             bytes_accepted=protocol.bytes_accepted,
             recent_counts=((count_recent(key), limit) for key, limit in rate_keys),
         )
+        if refusal is not None:
+            return refusal
+        refusal = await self._outbound_limit_refusal(protocol, envelope)
         if refusal is not None:
             return refusal
         message_id = unique_message_name("")
