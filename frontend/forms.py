@@ -245,6 +245,27 @@ class MailboxPropertiesForm(ConsoleForm):
     quota_kb = forms.IntegerField(required=False, min_value=0, label="Quota (KB)", help_text="Empty: no limit.")
     quota_messages = forms.IntegerField(required=False, min_value=0, label="Quota (messages)")
     is_catch_all = forms.BooleanField(required=False, label="Catch-all: receives mail for unknown addresses")
+    outbound_max_messages_per_hour = forms.IntegerField(
+        required=False, min_value=0, label="Outbound: messages per hour", help_text="Empty: the server's; 0: no limit."
+    )
+    outbound_max_messages_per_day = forms.IntegerField(
+        required=False, min_value=0, label="Outbound: messages per day", help_text="Empty: the server's; 0: no limit."
+    )
+    outbound_max_new_recipients_per_day = forms.IntegerField(
+        required=False,
+        min_value=0,
+        label="Outbound: new recipients per day",
+        help_text="Empty: the server's; 0: no limit.",
+    )
+
+
+class ReleaseSendingForm(ConsoleForm):
+    held_mail = forms.ChoiceField(
+        choices=[("send", "Let the held mail go"), ("delete", "Delete the held mail")],
+        widget=forms.RadioSelect,
+        initial="send",
+        label="Held mail",
+    )
 
 
 class ChangePasswordForm(ConsoleForm):

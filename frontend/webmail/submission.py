@@ -32,6 +32,12 @@ def _reply_text(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
+def _sending_blocked(reply: bytes | str) -> bool:
+    """Whether a refusal is the outbound limits' SENDING_BLOCKED (servers.replies)."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return "sending blocked" in text
+
+
 def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: list[str]) -> SubmissionResult:
     """Hand `message` to the mailbox's virtual server for `recipients`; raise SubmissionError when it refuses."""
     server = mailbox.domain.server
@@ -63,13 +69,19 @@ def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: l
     except smtplib.SMTPRecipientsRefused as error:
         reasons = "; ".join(f"{rcpt}: {_reply_text(code, reply)}" for rcpt, (code, reply) in error.recipients.items())
         raise SubmissionError(f"Nothing was sent: every recipient was refused ({reasons}).") from None
-    except smtplib.SMTPSenderRefused as error:
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+        if _sending_blocked(error.smtp_error):
+            raise SubmissionError(
+                "Your mailbox is blocked from sending: it passed an outbound limit "
+                f"({_reply_text(error.smtp_code, error.smtp_error)}). Mail you had waiting is held, not lost; "
+                "ask your administrator to release the mailbox."
+            ) from None
+        if isinstance(error, smtplib.SMTPDataError):
+            raise SubmissionError(
+                f"The mail server refused the message ({_reply_text(error.smtp_code, error.smtp_error)})."
+            ) from None
         raise SubmissionError(
             f"The mail server refused you as the sender ({_reply_text(error.smtp_code, error.smtp_error)})."
-        ) from None
-    except smtplib.SMTPDataError as error:
-        raise SubmissionError(
-            f"The mail server refused the message ({_reply_text(error.smtp_code, error.smtp_error)})."
         ) from None
     except smtplib.SMTPServerDisconnected:
         raise SubmissionError(

@@ -3,7 +3,14 @@
 from .api_support import set_domain_administrators, set_server_operators
 from .client_rules import add_access_rule, add_relay_rule, remove_access_rule, remove_relay_rule
 from .dkim import generate_dkim_key, remove_retired_dkim_keys, rotate_dkim_key
-from .domains import add_domain, change_domain_type, remove_domain, set_default_domain, set_mailbox_quota_ceiling
+from .domains import (
+    add_domain,
+    change_domain_type,
+    remove_domain,
+    set_default_domain,
+    set_domain_sender_lists,
+    set_mailbox_quota_ceiling,
+)
 from .errors import RefusedError
 from .imap import create_imap_service, set_imap_state, update_imap_service
 from .mailboxes import (
@@ -85,6 +92,7 @@ __all__ = [
     "request_reconcile",
     "set_default_domain",
     "set_mailbox_quota_ceiling",
+    "set_domain_sender_lists",
     "set_node_service_state",
     "set_domain_administrators",
     "set_server_certificate",

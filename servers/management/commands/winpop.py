@@ -17,6 +17,9 @@ MailConsole additions:
     winpop group add ADDRESS [MEMBER@DOMAIN ...]   a group address delivering to several mailboxes
     winpop group delete ADDRESS
     winpop group list [DOMAIN]
+    winpop blocked                                 mailboxes blocked from sending by an outbound limit
+    winpop release USER@DOMAIN [/deleteheld]       let it send again; its held mail goes (or is deleted)
+    winpop sendlimits USER@DOMAIN HOUR DAY NEWRCPT the mailbox's own outbound limits ("-": the server's; 0: none)
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from servers import maildir, services
 from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.services import RefusedError
-from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
+from servers.services import RefusedError, outbound_limits
+from servers.services.mailboxes import OUTBOUND_LIMIT_FIELDS, canonical_local_part, own_maildir, split_address
 from servers.storage import UnsafePathError
 
 ACTOR = "winpop"
@@ -106,7 +109,15 @@ class Command(BaseCommand):
         domain = self.find_domain(domain_name)
         self.stdout.write(f"Mailboxes of {domain.name}:")
         for mailbox in domain.mailboxes.order_by("local_part"):
-            notes = [n for n, on in (("locked", mailbox.is_locked), ("catch-all", mailbox.is_catch_all)) if on]
+            notes = [
+                n
+                for n, on in (
+                    ("locked", mailbox.is_locked),
+                    ("catch-all", mailbox.is_catch_all),
+                    ("sending-blocked", mailbox.sending_blocked_at is not None),
+                )
+                if on
+            ]
             self.stdout.write(f"  {mailbox.address:<50} {' '.join(notes)}")
 
     def do_lock(self, target: str) -> None:
@@ -123,6 +134,33 @@ class Command(BaseCommand):
         else:
             domain = services.set_domain_lock(self.find_domain(target), locked, actor=ACTOR)
             self.stdout.write(f"{word} domain {domain.name}.")
+
+    def do_blocked(self) -> None:
+        blocked = outbound_limits.blocked_mailboxes(Mailbox.objects.all())
+        self.stdout.write(f"{'MAILBOX':<50} {'SINCE':<17} {'HELD':>5}  REASON")
+        for mailbox in blocked:
+            since = mailbox.sending_blocked_at.strftime("%Y-%m-%d %H:%M") if mailbox.sending_blocked_at else ""
+            held = outbound_limits.held_count(mailbox)
+            self.stdout.write(f"{mailbox.address:<50} {since:<17} {held:>5}  {mailbox.sending_blocked_reason}")
+
+    def do_release(self, address: str, *flags: str) -> None:
+        unknown = [f for f in flags if f.lower() != "/deleteheld"]
+        if unknown:
+            raise CommandError(f"Unknown option {unknown[0]!r}.")
+        mailbox = services.find_mailbox(address)
+        if mailbox.sending_blocked_at is None and not outbound_limits.held_count(mailbox):
+            raise CommandError(f"{mailbox.address} is not blocked from sending.")
+        count = outbound_limits.release_sending(mailbox, delete_held=bool(flags), actor=ACTOR)
+        what = "deleted" if flags else "sent on"
+        self.stdout.write(f"Released {mailbox.address}: it may send again; {count} held message(s) {what}.")
+
+    def do_sendlimits(self, address: str, per_hour: str, per_day: str, new_per_day: str) -> None:
+        mailbox = services.find_mailbox(address)
+        values = [None if value == "-" else value for value in (per_hour, per_day, new_per_day)]
+        mailbox = services.update_mailbox(mailbox, actor=ACTOR, **dict(zip(OUTBOUND_LIMIT_FIELDS, values, strict=True)))
+        limits = {field.removeprefix("outbound_max_"): getattr(mailbox, field) for field in OUTBOUND_LIMIT_FIELDS}
+        shown = ", ".join(f"{name}={'server' if value is None else value}" for name, value in limits.items())
+        self.stdout.write(f"Outbound limits of {mailbox.address}: {shown}.")
 
     def do_stat(self, domain_name: str | None = None) -> None:
         domains = [self.find_domain(domain_name)] if domain_name else list(Domain.objects.filter(type=DomainType.LOCAL))
