@@ -249,7 +249,7 @@ def test_signed_in_users_are_not_checked_and_each_refusal_is_counted_with_its_re
     handler = LocalDeliveryHandler(lambda: snapshot, WorkerCounters(), None, sender_checks=checks)
 
     async def mail(session: FakeSession, sender: str) -> str:
-        return await handler.handle_MAIL(session, None, LocalEnvelope(), sender, [])  # type: ignore[arg-type]
+        return await handler.handle_MAIL(session, None, LocalEnvelope(), sender, [])
 
     # lab.test has no MX and no name in these checks' DNS: a signed-in user is not asked about.
     assert asyncio.run(mail(FakeSession(signed_in_as="alice@lab.test"), "alice@lab.test")) == "250 2.1.0 OK"
