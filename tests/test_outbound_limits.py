@@ -26,7 +26,7 @@ from servers.delivery import engine
 from servers.delivery.models import QueuedMessage
 from servers.livestate import redis_client
 from servers.models import AuditEntry, Mailbox
-from servers.outbound_counters import OutboundCounters
+from servers.outbound_counters import OutboundCounters, Sent
 from servers.services import outbound_limits
 from tests.api_factories import client_for
 from tests.delivery_helpers import mailbox_messages, run_queue, run_until_empty, send
@@ -50,30 +50,31 @@ def test_messages_are_counted_per_hour_and_day_and_a_recipient_is_new_only_the_f
     now = [1_000_000 * 86400.0 + 3600 * 5]  # 05:00 on some day
     address = f"alice-{uuid.uuid4().hex[:8]}@lab.test"
 
-    async def run() -> list[tuple[int, int, int]]:
-        counters = OutboundCounters(aioredis.Redis.from_url(settings.REDIS_URL), clock=lambda: now[0])
+    async def run() -> list[Sent | None]:
+        redis = aioredis.Redis.from_url(settings.REDIS_URL)
+        counters = OutboundCounters(redis, clock=lambda: now[0])
         try:
-            figures = [tuple(await counters.count_message(7, address, ["a@far.test", "b@far.test"]))]
-            figures.append(tuple(await counters.count_message(7, address, ["A@far.test", "c@far.test"])))
+            figures = [await counters.count_message(7, address, ["a@far.test", "b@far.test"])]
+            figures.append(await counters.count_message(7, address, ["A@far.test", "c@far.test"]))
             now[0] += 3600  # the next hour: the hour's count starts again, the day's goes on
-            figures.append(tuple(await counters.count_message(7, address, ["b@far.test"])))
+            figures.append(await counters.count_message(7, address, ["b@far.test"]))
             now[0] += 86400  # the next day: new recipients are counted from zero, known ones stay known
-            figures.append(tuple(await counters.count_message(7, address, ["c@far.test", "d@far.test"])))
+            figures.append(await counters.count_message(7, address, ["c@far.test", "d@far.test"]))
             return figures
         finally:
-            await counters.redis.aclose()
+            await redis.aclose()
 
     assert asyncio.run(run()) == [(1, 1, 2), (2, 2, 3), (1, 3, 3), (1, 1, 1)]
 
 
 @pytest.mark.backend_independent
 def test_without_redis_nothing_is_counted_and_nothing_blocked():
-    async def run():
-        down = OutboundCounters(aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1))
+    async def run() -> Sent | None:
+        redis = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
         try:
-            return await down.count_message(1, "alice@lab.test", ["a@far.test"])
+            return await OutboundCounters(redis).count_message(1, "alice@lab.test", ["a@far.test"])
         finally:
-            await down.redis.aclose()
+            await redis.aclose()
 
     assert asyncio.run(run()) is None
 
