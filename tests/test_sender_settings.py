@@ -147,3 +147,30 @@ def test_the_worker_refuses_unknown_sender_domains_and_impostors_but_not_signed_
     with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
         client.login("alice@lab.test", PASSWORD)  # lab.test is in no DNS here: signed in, not checked
         assert client.sendmail("alice@lab.test", ["alice@lab.test"], b"Subject: me\r\n\r\nok\r\n") == {}
+
+
+@pytest.mark.django_db
+def test_the_console_anti_spam_and_outbound_tabs_save_the_settings_and_show_a_bad_entry_at_its_field(fast_hashing):
+    server = make_server()
+    browser = Client()
+    browser.force_login(make_user("root", superuser=True))
+    antispam = reverse("console:server", args=[server.pk]) + "?tab=antispam"
+    data = {"form": "server", "dnsbl_action": "tag", "greylisting_delay_s": "300", "ptr_matches_sender": "on"}
+
+    page = browser.post(antispam, {**data, "sender_deny": "spam.test\nuser@"}).content.decode()
+    assert "not a domain name" in page
+    browser.post(antispam, {**data, "sender_deny": "@Spam.test", "require_sender_domain": "on"})
+    outbound = reverse("console:server", args=[server.pk]) + "?tab=outbound"
+    browser.post(
+        outbound,
+        {
+            "form": "server",
+            "outbound_max_messages_per_hour": "50",
+            "outbound_max_messages_per_day": "200",
+            "outbound_max_new_recipients_per_day": "0",
+        },
+    )
+
+    server.refresh_from_db()
+    assert (server.sender_deny, server.require_sender_domain, server.ptr_matches_sender) == ("spam.test", True, True)
+    assert (server.outbound_max_messages_per_hour, server.outbound_max_messages_per_day) == (50, 200)

@@ -40,6 +40,7 @@ TABS = [
     ("messages", "Messages"),
     ("delivery", "Delivery"),
     ("antispam", "Anti-spam"),
+    ("outbound", "Outbound limits"),
     ("security", "Security"),
 ]
 

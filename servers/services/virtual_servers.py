@@ -80,9 +80,9 @@ SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("ptr_matches_sender", "antispam", "flag"),
     ("sender_allow", "antispam", "own"),
     ("sender_deny", "antispam", "own"),
-    ("outbound_max_messages_per_hour", "antispam", "count"),
-    ("outbound_max_messages_per_day", "antispam", "count"),
-    ("outbound_max_new_recipients_per_day", "antispam", "count"),
+    ("outbound_max_messages_per_hour", "outbound", "count"),
+    ("outbound_max_messages_per_day", "outbound", "count"),
+    ("outbound_max_new_recipients_per_day", "outbound", "count"),
 )
 
 
