@@ -656,6 +656,10 @@ class QueueEntrySerializer(serializers.Serializer):
     next_retry_at = serializers.DateTimeField(allow_null=True)
     frozen = strict.BooleanField()
     in_delivery = strict.BooleanField(help_text="A worker holds the message now; actions wait for it.")
+    held = strict.BooleanField(
+        help_text="Its sender's mailbox passed an outbound limit: held until the mailbox is released "
+        "(POST /mailboxes/<id>/release-sending/)."
+    )
 
 
 # -- the Delivery tab -----------------------------------------------------------------------------

@@ -280,3 +280,13 @@ def test_the_worker_blocks_a_signed_in_mailbox_over_its_hourly_limit_until_it_is
     with session() as client:
         assert client.sendmail("alice@lab.test", ["carol@lab.test"], b"Subject: again\r\n\r\nhi\r\n") == {}
     forget_counters(server.pk)
+
+
+def test_the_queue_shows_held_messages_as_held_on_the_api(blocked):
+    alice, _, _ = blocked
+    entries = client_for(make_user("root", superuser=True)).get("/api/v1/queue/").json()["results"]
+
+    [held] = [entry for entry in entries if entry["sender"] == alice.address]
+    [notice] = [entry for entry in entries if entry["sender"] == ""]  # the notice: never held
+    assert held["held"] and held["next_retry_at"] is None
+    assert not notice["held"]
