@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import uuid
+from email.message import EmailMessage
 from io import StringIO
 
 import pytest
@@ -21,6 +22,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from frontend.webmail.submission import SubmissionError, submit
 from servers import mailstore, replies
 from servers.delivery import engine
 from servers.delivery.models import QueuedMessage
@@ -274,6 +276,13 @@ def test_the_worker_blocks_a_signed_in_mailbox_over_its_hourly_limit_until_it_is
         timeout_s=30,
         message="the notice in alice's mailbox",
     )
+
+    # The webmail sends through the same SMTP AUTH and says why in plain words.
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "alice@lab.test", "carol@lab.test", "webmail"
+    message.set_content("hi")
+    with pytest.raises(SubmissionError, match="blocked from sending.*held, not lost"):
+        submit(alice, PASSWORD, message, ["carol@lab.test"])
 
     call_command("winpop", "release", "alice@lab.test", stdout=StringIO())
 
