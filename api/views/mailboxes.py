@@ -114,6 +114,8 @@ class MailboxViewSet(ServiceBackedViewSet):
     @action(detail=True, methods=["post"], url_path="release-sending")
     def release_sending(self, request, pk=None):
         mailbox = self.get_object()
+        if not permissions.can_release_sending(request.user, mailbox):
+            raise permissions.NotAllowed("You may not release this mailbox.")
         data = self.validated(ReleaseSendingSerializer)
         count = outbound_limits.release_sending(mailbox, delete_held=data.get("delete_held", False), actor=self.actor)
         mailbox.refresh_from_db()

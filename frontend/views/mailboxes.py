@@ -182,6 +182,8 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"The password of {mailbox.address} was changed.")
             return redirect("console:mailbox", pk=mailbox.pk)
     elif form_name == "release_sending":
+        if not permissions.can_release_sending(request.user, mailbox):
+            raise permissions.NotAllowed("You may not release this mailbox.")
         release = ReleaseSendingForm(request.POST)
         if not release.is_valid():
             raise Http404("no such choice")
