@@ -299,3 +299,18 @@ def test_the_queue_shows_held_messages_as_held_on_the_api(blocked):
     [notice] = [entry for entry in entries if entry["sender"] == ""]  # the notice: never held
     assert held["held"] and held["next_retry_at"] is None
     assert not notice["held"]
+
+
+def test_the_webmail_tells_a_blocked_user_before_they_write(db, fast_hashing):
+    from tests.webmail_helpers import make_lab, signed_in_client
+
+    lab = make_lab()
+    client = signed_in_client(lab.helena)
+    assert b'data-testid="sending-blocked"' not in client.get(reverse("webmail:compose")).content
+    Mailbox.objects.filter(pk=lab.helena.pk).update(
+        sending_blocked_at="2026-01-01T00:00:00Z", sending_blocked_reason=REASON
+    )
+
+    page = client.get(reverse("webmail:compose")).content.decode()
+
+    assert 'data-testid="sending-blocked"' in page and REASON in page
