@@ -35,7 +35,6 @@ from servers.smtp_policy import (
     MAX_COMMAND_ERRORS,
     Recipient,
     antispam_exempt,
-    any_domain_allows_sender,
     auth_failure_reply,
     auth_requires_tls,
     client_refusal,
@@ -46,24 +45,17 @@ from servers.smtp_policy import (
     dnsbl_header,
     dnsbl_refusal,
     domain_allows_sender,
-    domain_sender_refusal,
-    effective_outbound_limits,
     ehlo_lines,
     harvest_penalty,
     is_command_error,
     mail_refusal,
     message_rate_keys,
     needs_client_name,
-    outbound_limit_exceeded,
-    ptr_sender_refusal,
     relay_permitted,
     route_recipient,
     sender_allowed,
-    sender_deny_refusal,
-    sender_domain,
-    sender_domain_refusal,
-    sending_blocked_refusal,
 )
+from servers.smtp_sender_rules import SenderRules
 from servers.snapshot import MailboxEntry, ServerSnapshot
 
 if TYPE_CHECKING:
@@ -614,7 +606,7 @@ class LocalEnvelope(Envelope):
         self.deferred_refusal: tuple[str, str] | None = None
 
 
-class LocalDeliveryHandler(_ProtocolNamesOnly):
+class LocalDeliveryHandler(SenderRules, _ProtocolNamesOnly):
     """The policy hooks of a session, and delivery before the 250.
 
     aiosmtpd passes each hook the session's protocol object (`MailConsoleSMTP`) first; it is named
@@ -693,126 +685,6 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
-
-    async def _mail_antispam_refusal(
-        self, protocol: MailConsoleSMTP, envelope: LocalEnvelope, sender: str
-    ) -> str | None:
-        """The MAIL-stage anti-spam checks (DNSBL, sender domain, PTR), skipped for an allowed sender.
-
-        When a local domain's allow list has the sender, a refusal waits for RCPT
-        (`envelope.deferred_refusal`) and applies only to the other domains' recipients.
-        """
-        snapshot = self._snapshot()
-        envelope.deferred_refusal = None
-        if sender_allowed(snapshot.policy, sender):
-            protocol.dnsbl_listed = None
-            return None
-        found = await self._dnsbl_refusal(protocol)
-        refusal = ("dnsbl", found) if found is not None else None
-        if refusal is None:
-            refusal = await self._sender_checks_refusal(protocol, sender)
-        if refusal is None:
-            return None
-        if any_domain_allows_sender(snapshot, sender):
-            envelope.deferred_refusal = refusal
-            return None
-        reason, reply = refusal
-        self.counters.count_refusal(reason, protocol.session_id, protocol.client_ip, reply)
-        return reply
-
-    def _sender_deny_refusal(self, protocol: MailConsoleSMTP, sender: str) -> str | None:
-        """The server's sender deny list, at MAIL (not for signed-in users and relay-list clients)."""
-        policy = self._snapshot().policy
-        if not policy.sender_deny or antispam_exempt(
-            policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip
-        ):
-            return None
-        refusal = sender_deny_refusal(policy, sender)
-        if refusal is not None:
-            self.counters.count_refusal("sender_denied", protocol.session_id, protocol.client_ip, refusal)
-        return refusal
-
-    async def _sender_checks_refusal(self, protocol: MailConsoleSMTP, sender: str) -> tuple[str, str] | None:
-        """require_sender_domain and ptr_matches_sender: (reason, reply) of the first that refuses."""
-        policy = self._snapshot().policy
-        if not (policy.require_sender_domain or policy.ptr_matches_sender) or self.sender_checks is None:
-            return None
-        domain = sender_domain(sender)
-        if domain is None or antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
-            return None
-        if policy.require_sender_domain:
-            lookup = await self.sender_checks.sender_domain(domain, policy.dns_server)
-            refusal = sender_domain_refusal(sender, lookup)
-            if refusal is not None:
-                return "sender_domain", refusal
-        if policy.ptr_matches_sender:
-            names, failed = await self.sender_checks.client_names(protocol.client_ip, policy.dns_server)
-            refusal = ptr_sender_refusal(sender, names, lookup_failed=failed)
-            if refusal is not None:
-                return "ptr_mismatch", refusal
-        return None
-
-    async def _sending_blocked_refusal(self, protocol: MailConsoleSMTP) -> str | None:
-        """A signed-in mailbox blocked by an outbound limit may not send until it is released."""
-        user = protocol.signed_in_as
-        if not user or self.outbound is None or not self.outbound.enabled:
-            return None
-        from servers.services.outbound_limits import sending_block_reason
-
-        loop = asyncio.get_running_loop()
-        reason = await loop.run_in_executor(None, sending_block_reason, user)
-        if reason is None:
-            return None
-        refusal = sending_blocked_refusal(user, reason)
-        self.counters.count_refusal("sending_blocked", protocol.session_id, protocol.client_ip, refusal)
-        return refusal
-
-    async def _outbound_limit_refusal(self, protocol: MailConsoleSMTP, envelope: LocalEnvelope) -> str | None:
-        """Count a signed-in mailbox's message; over a limit, block the mailbox and refuse the message."""
-        user = protocol.signed_in_as
-        if not user or self.outbound is None or not self.outbound.enabled:
-            return None
-        snapshot = self._snapshot()
-        entry = snapshot.mailboxes.get(user.lower())
-        limits = effective_outbound_limits(snapshot.policy, entry.outbound_overrides if entry else (None, None, None))
-        if not limits:
-            return None
-        sent = await self.outbound.count_message(snapshot.server_id, user, envelope.rcpt_tos)
-        if sent is None:
-            return None
-        reason = outbound_limit_exceeded(
-            limits,
-            messages_this_hour=sent.messages_this_hour,
-            messages_today=sent.messages_today,
-            new_recipients_today=sent.new_recipients_today,
-        )
-        if reason is None:
-            return None
-        from servers.services.outbound_limits import block_sending
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, block_sending, snapshot.server_id, user, reason)
-        refusal = sending_blocked_refusal(user, reason)
-        self.counters.count_refusal("outbound_limit", protocol.session_id, protocol.client_ip, refusal)
-        return refusal
-
-    def _recipient_sender_refusal(
-        self, protocol: MailConsoleSMTP, envelope: LocalEnvelope, domain: str, recipient: str
-    ) -> str | None:
-        """At RCPT: the recipient domain's deny list, then a MAIL-stage refusal its allow list does not lift."""
-        snapshot = self._snapshot()
-        if antispam_exempt(snapshot.policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
-            return None
-        sender = envelope.mail_from or ""
-        refusal = domain_sender_refusal(snapshot, domain, sender, recipient)
-        if refusal is not None:
-            self.counters.count_refusal("sender_denied", protocol.session_id, protocol.client_ip, refusal)
-            return refusal
-        if envelope.deferred_refusal is not None and not domain_allows_sender(snapshot, domain, sender):
-            reason, reply = envelope.deferred_refusal
-            self.counters.count_refusal(reason, protocol.session_id, protocol.client_ip, f"{reply} (<{recipient}>)")
-            return reply
-        return None
 
     async def _dnsbl_refusal(self, protocol: MailConsoleSMTP) -> str | None:
         """Ask the DNSBL zones about the client once per session, lazily at its first MAIL (after AUTH)."""

@@ -13,6 +13,7 @@ deletes it.
 from __future__ import annotations
 
 import logging
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -20,11 +21,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from servers.delivery import engine
 from servers.delivery import services as delivery_services
 from servers.delivery.models import QueuedMessage
+from servers.livestate import redis_client
 from servers.models import Mailbox, VirtualServer
+from servers.outbound_counters import counter_keys
 
 from .audit import record_change
 
@@ -120,15 +124,10 @@ def _notify(server: VirtualServer, mailbox: Mailbox, reason: str, held: int) -> 
 
 def reset_counters(mailbox: Mailbox) -> None:
     """Forget what the mailbox sent in the current hour and day (the set of known recipients stays)."""
-    import time
-
-    from servers.livestate import redis_client
-    from servers.outbound_counters import counter_keys
-
     hour_key, day_key, new_key, _ = counter_keys(mailbox.domain.server_id, mailbox.address, time.time())
     try:
         redis_client().delete(hour_key, day_key, new_key)
-    except Exception as exc:  # Redis down: the counters expire with their window anyway
+    except (RedisError, OSError) as exc:  # Redis down: the counters expire with their window anyway
         log.warning("mailbox %s: could not reset the outbound counters (%s)", mailbox.address, exc)
 
 
