@@ -299,6 +299,9 @@ def test_the_queue_shows_held_messages_as_held_on_the_api(blocked):
     [notice] = [entry for entry in entries if entry["sender"] == ""]  # the notice: never held
     assert held["held"] and held["next_retry_at"] is None
     assert not notice["held"]
+    out = StringIO()
+    call_command("smtpqueue", "list", str(alice.domain.server_id), stdout=out)
+    assert "held (sender blocked" in out.getvalue()
 
 
 def test_the_webmail_tells_a_blocked_user_before_they_write(db, fast_hashing):
