@@ -70,6 +70,14 @@ DNS_SERVER = f"^(?:{_IPV4}{_PORT}|{_IPV6}|\\[(?:{_IPV4}|{_IPV6})\\]{_PORT})$"
 # A copy of every non-delivery report goes here: a mail address, or nothing.
 NDR_COPY_ADDRESS = "^[^\\u0000\\s@]+@[^\\u0000\\s@]+$"
 
+# A sender allow or deny list: addresses ("user@example.org") and domains ("example.org" or
+# "@example.org"), separated by line breaks, spaces, commas or semicolons; empty for none.
+_SENDER_DOMAIN = f"{_DOMAIN_LABEL}(?:\\.{_DOMAIN_LABEL})+\\.?"
+_SENDER_ENTRY = f"(?:(?:{_ATOM}(?:\\.{_ATOM})*)?@)?{_SENDER_DOMAIN}"
+_SENDER_SEPARATOR = "[ \\t\\r\\n,;]"
+SENDER_LIST = f"^{_SENDER_SEPARATOR}*(?:{_SENDER_ENTRY}(?:{_SENDER_SEPARATOR}+{_SENDER_ENTRY})*{_SENDER_SEPARATOR}*)?$"
+SENDER_LIST_HELP = "Addresses or domains (example.org or @example.org), one a line."
+
 
 def pattern_validator(pattern: str, message: str) -> RegexValidator:
     return RegexValidator(pattern, message)

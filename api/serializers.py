@@ -171,6 +171,8 @@ SETTING_BOUNDS: dict[str, dict] = {
         name: {
             "max_length": 100000,
             "allow_blank": True,
+            "trim_whitespace": False,
+            "validators": [patterns.pattern_validator(patterns.SENDER_LIST, patterns.SENDER_LIST_HELP)],
             "help_text": "Sender addresses or domains (a domain matches its subdomains), one a line.",
         }
         for name in ("sender_allow", "sender_deny")
@@ -311,11 +313,12 @@ class DomainCreateSerializer(serializers.Serializer):
 
 
 def sender_list_field() -> serializers.CharField:
-    return strict.CharField(
+    return checked_text(
+        patterns.SENDER_LIST,
+        patterns.SENDER_LIST_HELP,
         required=False,
         allow_blank=True,
         max_length=100000,
-        trim_whitespace=False,
         help_text="Sender addresses or domains (a domain matches its subdomains), one a line; "
         "allow: the anti-spam checks are skipped for this domain's recipients, deny: refused at RCPT.",
     )

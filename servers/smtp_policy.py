@@ -497,7 +497,7 @@ def canonical_sender_entry(raw: str) -> str:
         raise RuleError(f"{raw!r} is not an address or a domain (one a line).")
     domain = normalized_domain(domain_text)
     if domain is None or "." not in domain or not all(_SENDER_LABEL.match(label) for label in domain.split(".")):
-        raise RuleError(f"{raw!r}: {domain_text or text!r} is not a domain name (like example.org).")
+        raise RuleError(f"{raw!r}: {domain_text or text!r} is not a valid domain name (like example.org).")
     return f"{local_part.lower()}@{domain}" if local_part else domain
 
 

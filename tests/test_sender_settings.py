@@ -72,7 +72,7 @@ def test_smtpsvc_set_changes_the_sender_settings_and_refuses_a_bad_entry():
     server.refresh_from_db()
     assert server.ptr_matches_sender and server.sender_deny == "spam.test\nx@far.test"
 
-    with pytest.raises(CommandError, match="not a domain"):
+    with pytest.raises(CommandError, match="not a valid domain name"):
         call_command("smtpsvc", "set", str(server.pk), "sender_deny=user@", stdout=StringIO())
 
 
@@ -103,7 +103,7 @@ def test_the_console_domain_page_edits_the_sender_lists_and_shows_field_errors(f
     refused = browser.post(url, {"sender_allow": "partner.test", "sender_deny": "user@"})
     assert refused.status_code == 400
     page = refused.content.decode()
-    assert "is-invalid" in page and "not a domain name" in page and "partner.test" in page  # what was typed stays
+    assert "is-invalid" in page and "not a valid domain name" in page and "partner.test" in page  # what was typed stays
     assert Domain.objects.get(pk=domain.pk).sender_allow == ""  # nothing saved when one field is wrong
 
     assert browser.post(url, {"sender_allow": "@Partner.test", "sender_deny": "pest.test"}).status_code == 302
@@ -158,7 +158,7 @@ def test_the_console_anti_spam_and_outbound_tabs_save_the_settings_and_show_a_ba
     data = {"form": "server", "dnsbl_action": "tag", "greylisting_delay_s": "300", "ptr_matches_sender": "on"}
 
     page = browser.post(antispam, {**data, "sender_deny": "spam.test\nuser@"}).content.decode()
-    assert "not a domain name" in page
+    assert "not a valid domain name" in page
     browser.post(antispam, {**data, "sender_deny": "@Spam.test", "require_sender_domain": "on"})
     outbound = reverse("console:server", args=[server.pk]) + "?tab=outbound"
     browser.post(
