@@ -83,6 +83,13 @@ VIRUS_SCANNER = f"^(?:tcp://{_SOCKET_HOST}:{_TCP_PORT}/?|unix:/{_TEXT}*)?$"
 RSPAMD_URL = f"^(?:http://{_SOCKET_HOST}(?::{_TCP_PORT})?(?:/[^\\u0000\\s]*)?)?$"
 # ASCII here; the console takes any printable text (sent as an encoded word).
 SUBJECT_PREFIX = "^[ -~]{0,40}$"
+# A sender allow or deny list: addresses ("user@example.org") and domains ("example.org" or
+# "@example.org"), separated by line breaks, spaces, commas or semicolons; empty for none.
+_SENDER_DOMAIN = f"{_DOMAIN_LABEL}(?:\\.{_DOMAIN_LABEL})+\\.?"
+_SENDER_ENTRY = f"(?:(?:{_ATOM}(?:\\.{_ATOM})*)?@)?{_SENDER_DOMAIN}"
+_SENDER_SEPARATOR = "[ \\t\\r\\n,;]"
+SENDER_LIST = f"^{_SENDER_SEPARATOR}*(?:{_SENDER_ENTRY}(?:{_SENDER_SEPARATOR}+{_SENDER_ENTRY})*{_SENDER_SEPARATOR}*)?$"
+SENDER_LIST_HELP = "Addresses or domains (example.org or @example.org), one a line."
 
 
 def pattern_validator(pattern: str, message: str) -> RegexValidator:

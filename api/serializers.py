@@ -185,6 +185,16 @@ SETTING_BOUNDS: dict[str, dict] = {
         "help_text": "From this score on (at least spam_junk_score): refused, 554 5.7.1; null: never.",
     },
     "max_attachment_size_kb": {"min_value": 1, "help_text": "Largest attachment (decoded); null: no limit."},
+    **{
+        name: {
+            "max_length": 100000,
+            "allow_blank": True,
+            "trim_whitespace": False,
+            "validators": [patterns.pattern_validator(patterns.SENDER_LIST, patterns.SENDER_LIST_HELP)],
+            "help_text": "Sender addresses or domains (a domain matches its subdomains), one a line.",
+        }
+        for name in ("sender_allow", "sender_deny")
+    },
 }
 
 
@@ -320,6 +330,8 @@ class DomainSerializer(serializers.ModelSerializer):
             "is_default",
             "is_locked",
             "max_mailbox_quota_mb",
+            "sender_allow",
+            "sender_deny",
             "administrators",
             "language",
             "created_at",
@@ -352,11 +364,25 @@ class DomainCreateSerializer(serializers.Serializer):
     administrators = usernames_field(required=False)
 
 
+def sender_list_field() -> serializers.CharField:
+    return checked_text(
+        patterns.SENDER_LIST,
+        patterns.SENDER_LIST_HELP,
+        required=False,
+        allow_blank=True,
+        max_length=100000,
+        help_text="Sender addresses or domains (a domain matches its subdomains), one a line; "
+        "allow: the anti-spam checks are skipped for this domain's recipients, deny: refused at RCPT.",
+    )
+
+
 class DomainUpdateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=DomainType.choices, required=False)
     alias_of = ScopedPrimaryKeyRelatedField(queryset=Domain.objects.all(), required=False, allow_null=True)
     relay_allowed = strict.BooleanField(required=False)
     max_mailbox_quota_mb = quota_ceiling_field()
+    sender_allow = sender_list_field()
+    sender_deny = sender_list_field()
     administrators = usernames_field(required=False)
     language = serializers.ChoiceField(
         choices=[("", "the installation's"), *settings.LANGUAGES],
@@ -458,6 +484,11 @@ class MailboxSerializer(serializers.ModelSerializer):
             "message_count",
             "last_logon_at",
             "last_logon_from",
+            "outbound_max_messages_per_hour",
+            "outbound_max_messages_per_day",
+            "outbound_max_new_recipients_per_day",
+            "sending_blocked_at",
+            "sending_blocked_reason",
             "created_at",
         ]
         read_only_fields = fields
@@ -491,6 +522,34 @@ class MailboxUpdateSerializer(serializers.Serializer):
     quota_bytes = strict.IntegerField(min_value=0, max_value=MAX_BIGINT, required=False, allow_null=True)
     quota_messages = strict.IntegerField(min_value=0, max_value=MAX_INT, required=False, allow_null=True)
     is_catch_all = strict.BooleanField(required=False)
+    outbound_max_messages_per_hour = strict.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="This mailbox's own limit; null: the server's, 0: none. Operators and administrators only.",
+    )
+    outbound_max_messages_per_day = strict.IntegerField(
+        min_value=0, max_value=MAX_INT, required=False, allow_null=True, help_text="As the hourly limit, per day."
+    )
+    outbound_max_new_recipients_per_day = strict.IntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="Recipients the mailbox never wrote to before, per day; null: the server's, 0: none.",
+    )
+
+
+class ReleaseSendingSerializer(serializers.Serializer):
+    delete_held = strict.BooleanField(
+        required=False, default=False, help_text="Delete the held queued mail instead of letting it go."
+    )
+
+
+class ReleaseSendingResultSerializer(serializers.Serializer):
+    mailbox = MailboxSerializer(read_only=True)
+    held_messages = strict.IntegerField(read_only=True, help_text="Held messages let go (or deleted).")
 
 
 class PasswordSerializer(serializers.Serializer):
@@ -695,6 +754,10 @@ class QueueEntrySerializer(serializers.Serializer):
     next_retry_at = serializers.DateTimeField(allow_null=True)
     frozen = strict.BooleanField()
     in_delivery = strict.BooleanField(help_text="A worker holds the message now; actions wait for it.")
+    held = strict.BooleanField(
+        help_text="Its sender's mailbox passed an outbound limit: held until the mailbox is released "
+        "(POST /mailboxes/<id>/release-sending/)."
+    )
 
 
 # -- the Delivery tab -----------------------------------------------------------------------------

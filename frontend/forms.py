@@ -132,6 +132,13 @@ SERVER_FIELD_LABELS = {
     "spam_subject_prefix": "Subject prefix for spam",
     "spam_junk_score": "File in Junk from score (empty: off)",
     "spam_refuse_score": "Refuse (554 5.7.1) from score (empty: off)",
+    "require_sender_domain": "Sender's domain must exist (MX or address record)",
+    "ptr_matches_sender": "Client's reverse-DNS name must be in the sender's domain",
+    "sender_allow": "Allowed senders (skip anti-spam checks; addresses or domains, one a line)",
+    "sender_deny": "Denied senders (refused at MAIL; addresses or domains, one a line)",
+    "outbound_max_messages_per_hour": "Outbound: messages per hour a mailbox may send (0 = no limit)",
+    "outbound_max_messages_per_day": "Outbound: messages per day a mailbox may send (0 = no limit)",
+    "outbound_max_new_recipients_per_day": "Outbound: new recipients per day a mailbox may write to (0 = no limit)",
     "first_retry_interval_s": "First retry interval (seconds)",
     "second_retry_interval_s": "Second retry interval (seconds)",
     "third_retry_interval_s": "Third retry interval (seconds)",
@@ -251,6 +258,27 @@ class MailboxPropertiesForm(ConsoleForm):
     quota_kb = forms.IntegerField(required=False, min_value=0, label="Quota (KB)", help_text="Empty: no limit.")
     quota_messages = forms.IntegerField(required=False, min_value=0, label="Quota (messages)")
     is_catch_all = forms.BooleanField(required=False, label="Catch-all: receives mail for unknown addresses")
+    outbound_max_messages_per_hour = forms.IntegerField(
+        required=False, min_value=0, label="Outbound: messages per hour", help_text="Empty: the server's; 0: no limit."
+    )
+    outbound_max_messages_per_day = forms.IntegerField(
+        required=False, min_value=0, label="Outbound: messages per day", help_text="Empty: the server's; 0: no limit."
+    )
+    outbound_max_new_recipients_per_day = forms.IntegerField(
+        required=False,
+        min_value=0,
+        label="Outbound: new recipients per day",
+        help_text="Empty: the server's; 0: no limit.",
+    )
+
+
+class ReleaseSendingForm(ConsoleForm):
+    held_mail = forms.ChoiceField(
+        choices=[("send", "Let the held mail go"), ("delete", "Delete the held mail")],
+        widget=forms.RadioSelect,
+        initial="send",
+        label="Held mail",
+    )
 
 
 class ChangePasswordForm(ConsoleForm):

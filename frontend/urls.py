@@ -23,6 +23,7 @@ console_patterns = [
     path("domains/<int:pk>/administrators/", domains.domain_administrators, name="domain-administrators"),
     path("domains/<int:pk>/quota-ceiling/", domains.domain_quota_ceiling, name="domain-quota-ceiling"),
     path("domains/<int:pk>/language/", domains.domain_language, name="domain-language"),
+    path("domains/<int:pk>/sender-lists/", domains.domain_sender_lists, name="domain-sender-lists"),
     path("domains/<int:pk>/route/", domains.remote_domain_route, name="domain-route"),
     path("domains/<int:pk>/dkim/", domains.domain_dkim, name="domain-dkim"),
     path("domains/<int:pk>/dns/", domains.domain_dns, name="domain-dns"),

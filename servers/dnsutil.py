@@ -22,20 +22,36 @@ def make_async_resolver() -> dns.asyncresolver.Resolver:
     return resolver
 
 
-async def forward_confirmed_name(client_ip: str) -> str | None:
-    """The client's PTR name if that name resolves back to the client's address (FCrDNS), else None."""
-    resolver = make_async_resolver()
+async def forward_confirmed_names(resolver: dns.asyncresolver.Resolver, client_ip: str) -> tuple[list[str], bool]:
+    """The client's PTR names that resolve back to its address (FCrDNS), and whether a lookup failed.
+
+    "Failed" is a timeout or a server failure, not an answer: NXDOMAIN and NoAnswer are answers
+    (no name), so callers that fail open can tell "no name" from "DNS did not say".
+    """
     try:
         answer = await resolver.resolve(dns.reversename.from_address(client_ip), "PTR")
-    except (dns.exception.DNSException, ValueError):
-        return None
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, ValueError):
+        return [], False
+    except (dns.exception.DNSException, OSError):
+        return [], True
     family = "AAAA" if ":" in client_ip else "A"
+    names: list[str] = []
+    failed = False
     for record in answer:
         name = record.target.to_text().rstrip(".")
         try:
             addresses = await resolver.resolve(name, family)
-        except dns.exception.DNSException:
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except (dns.exception.DNSException, OSError):
+            failed = True
             continue
         if any(a.to_text() == client_ip for a in addresses):
-            return name
-    return None
+            names.append(name)
+    return names, failed and not names
+
+
+async def forward_confirmed_name(client_ip: str) -> str | None:
+    """The client's PTR name if that name resolves back to the client's address (FCrDNS), else None."""
+    names, _ = await forward_confirmed_names(make_async_resolver(), client_ip)
+    return names[0] if names else None

@@ -238,6 +238,20 @@ class VirtualServer(SupervisedProcess):
     spam_subject_prefix = models.CharField(max_length=40, blank=True, default="[SPAM]")
     spam_junk_score = models.FloatField(null=True, blank=True, default=10.0)
     spam_refuse_score = models.FloatField(null=True, blank=True, default=None)
+    # MAIL FROM's domain must have an MX or an address record (550 5.1.8); a DNS timeout accepts.
+    require_sender_domain = models.BooleanField(default=False)
+    # The client's forward-confirmed PTR name must lie in MAIL FROM's domain (550 5.7.1).
+    ptr_matches_sender = models.BooleanField(default=False)
+    # Senders (addresses, or domains with their subdomains), one a line: deny refuses at MAIL,
+    # allow skips the anti-spam checks (DNSBL, greylisting, the sender checks above).
+    sender_allow = models.TextField(blank=True, default="")
+    sender_deny = models.TextField(blank=True, default="")
+
+    # Outbound abuse limits for mail a signed-in mailbox sends (0 = off); a mailbox may override them.
+    # Over a limit, the mailbox is blocked from sending and its queued mail is held until released.
+    outbound_max_messages_per_hour = models.PositiveIntegerField(default=0)
+    outbound_max_messages_per_day = models.PositiveIntegerField(default=0)
+    outbound_max_new_recipients_per_day = models.PositiveIntegerField(default=0)
 
     # The IIS Security tab's "Operators": users who manage this server, its domains and mailboxes.
     operators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="operated_servers")
@@ -369,6 +383,10 @@ class Domain(models.Model):
     # The language of the mail the server writes to this domain's people (non-delivery and delay
     # reports); empty: the installation's (MAILCONSOLE_MAIL_LANGUAGE, else English).
     language = models.CharField(max_length=8, blank=True, default="", choices=[("", "—"), *settings.LANGUAGES])
+    # Senders allowed (anti-spam checks skipped) or denied (550 at RCPT) for this domain's recipients;
+    # addresses or domains (with their subdomains), one a line.
+    sender_allow = models.TextField(blank=True, default="")
+    sender_deny = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = DomainQuerySet.as_manager()
@@ -541,6 +559,13 @@ class Mailbox(models.Model):
     is_catch_all = models.BooleanField(default=False)
     last_logon_at = models.DateTimeField(null=True, blank=True)
     last_logon_from = models.CharField(max_length=100, blank=True, default="")
+    # The server's outbound limits for this mailbox (empty: the server's; 0: off).
+    outbound_max_messages_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    outbound_max_messages_per_day = models.PositiveIntegerField(null=True, blank=True)
+    outbound_max_new_recipients_per_day = models.PositiveIntegerField(null=True, blank=True)
+    # Set when the mailbox passed an outbound limit: it may not send, its queued mail is held.
+    sending_blocked_at = models.DateTimeField(null=True, blank=True)
+    sending_blocked_reason = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = MailboxQuerySet.as_manager()

@@ -53,6 +53,15 @@ HARVEST_LIMIT = "421 4.7.0 {hostname} Too many unknown recipients, closing conne
 # Anti-spam tab.
 DNSBL_LISTED = "554 5.7.1 Service unavailable; client [{address}] listed by {zone}"
 GREYLISTED = "451 4.7.1 <{address}>: Recipient address rejected: greylisted, try again later"
+# Sender checks (RFC 3463 5.1.8: bad sender's system address).
+SENDER_DOMAIN_UNKNOWN = "550 5.1.8 <{address}>: Sender address rejected: domain {domain} has no MX or address record"
+PTR_NOT_IN_SENDER_DOMAIN = (
+    "550 5.7.1 <{address}>: Sender address rejected: your host name ({name}) is not in the sender's domain {domain}"
+)
+SENDER_DENIED = "550 5.7.1 <{address}>: Sender address rejected: denied by this server's sender list"
+SENDER_DENIED_FOR_DOMAIN = "550 5.7.1 <{recipient}>: Sender <{address}> is denied by the recipient domain's sender list"
+# Outbound abuse limits of a signed-in mailbox.
+SENDING_BLOCKED = "550 5.7.1 <{user}>: sending blocked: {reason}; ask your administrator to release the mailbox"
 
 # Anti-spam tab: sender authentication (RFC 7372 2.2 names 5.7.23 for an SPF failure).
 SPF_FAILED = "550 5.7.23 <{address}>: SPF validation failed: {domain} does not permit [{client}] to send its mail"

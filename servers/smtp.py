@@ -31,6 +31,8 @@ from servers import maildir, mailstore, replies
 from servers.inbound_auth import dmarc_sample
 from servers.message_auth import authentication_results, strip_our_results
 from servers.message_filters import removal_notice, strip_parts, walk_message, with_spam_headers
+from servers.outbound_counters import OutboundCounters
+from servers.sender_checks import SenderChecks
 from servers.services import signin_guard
 from servers.services.mailboxes import LoginRefusedError, VerifiedCredentials, authenticate_mailbox
 from servers.services.names import canonical_client_address
@@ -50,6 +52,7 @@ from servers.smtp_policy import (
     dmarc_refusal,
     dnsbl_header,
     dnsbl_refusal,
+    domain_allows_sender,
     ehlo_lines,
     harvest_penalty,
     is_command_error,
@@ -58,12 +61,14 @@ from servers.smtp_policy import (
     needs_client_name,
     relay_permitted,
     route_recipient,
+    sender_allowed,
     sender_auth_applies,
     spam_headers,
     spam_verdict,
     spf_refusal,
     virus_reply,
 )
+from servers.smtp_sender_rules import SenderRules
 from servers.snapshot import MailboxEntry, ServerSnapshot
 
 if TYPE_CHECKING:
@@ -630,9 +635,12 @@ class LocalEnvelope(Envelope):
         self.spf: SpfResult | None = None
         self.spf_identity = "mailfrom"
         self.quarantine = False
+        # A MAIL-stage anti-spam refusal (reason, reply) kept for RCPT, because a local domain's
+        # allow list has the sender: it applies to the recipients of the other domains only.
+        self.deferred_refusal: tuple[str, str] | None = None
 
 
-class LocalDeliveryHandler(_ProtocolNamesOnly):
+class LocalDeliveryHandler(SenderRules, _ProtocolNamesOnly):
     """The policy hooks of a session, and delivery before the 250.
 
     aiosmtpd passes each hook the session's protocol object (`MailConsoleSMTP`) first; it is named
@@ -646,6 +654,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         relay_check: Callable[[str, int], Awaitable[bool]] | None = None,
         checks: InboundChecks | None = None,
         content_checks: ContentChecks | None = None,
+        sender_checks: SenderChecks | None = None,
+        outbound: OutboundCounters | None = None,
     ) -> None:
         self._snapshot = snapshot_getter
         self.counters = counters
@@ -653,6 +663,13 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         self.content_checks = content_checks
         # DNSBL lookups and the greylist (servers.inbound_checks); None: the Anti-spam tab is not applied.
         self.checks = checks
+        # The sender checks' DNS and the outbound limits' counters come with the Anti-spam tab's I/O.
+        if sender_checks is None and checks is not None:
+            sender_checks = SenderChecks()
+        if outbound is None and checks is not None:
+            outbound = OutboundCounters(getattr(checks, "redis", None))
+        self.sender_checks = sender_checks
+        self.outbound = outbound
         # Async callable: did this client address log in to POP3 recently? (POP-before-SMTP)
         self._pop_before_smtp = relay_check
 
@@ -692,7 +709,13 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
                 await protocol.close_with(refusal)
                 return refusal.format(hostname=protocol.hostname)
             return refusal
-        refusal = await self._dnsbl_refusal(protocol)
+        refusal = await self._sending_blocked_refusal(protocol)
+        if refusal is not None:
+            return refusal
+        refusal = self._sender_deny_refusal(protocol, address)
+        if refusal is not None:
+            return refusal
+        refusal = await self._mail_antispam_refusal(protocol, envelope, address)
         if refusal is not None:
             return refusal
         refusal = await self._spf_refusal(protocol, session, envelope, address)
@@ -714,10 +737,8 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             protocol.dnsbl_listed = await self.checks.listed_zones(
                 protocol.client_ip, policy.dnsbl_zones, policy.dns_server
             )
-        refusal = dnsbl_refusal(policy, protocol.client_ip, protocol.dnsbl_listed)
-        if refusal is not None:
-            self.counters.count_refusal("dnsbl", protocol.session_id, protocol.client_ip, refusal)
-        return refusal
+        # Counted by the caller, which may keep it for RCPT (`_mail_antispam_refusal`).
+        return dnsbl_refusal(policy, protocol.client_ip, protocol.dnsbl_listed)
 
     async def _spf_refusal(
         self, protocol: MailConsoleSMTP, session: Session, envelope: LocalEnvelope, address: str
@@ -787,6 +808,10 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if antispam_exempt(policy, signed_in_as=protocol.signed_in_as, client_ip=protocol.client_ip):
             return False
         sender = envelope.mail_from or ""
+        if sender_allowed(policy, sender) or domain_allows_sender(
+            self._snapshot(), recipient.rpartition("@")[2], sender
+        ):
+            return False
         deferred = await self.checks.greylisted(
             self._snapshot().server_id, protocol.client_ip, sender, recipient, policy.greylisting_delay_s
         )
@@ -819,6 +844,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
         if route.needs_relay and not await self.may_relay(protocol, route.domain):
             return replies.RELAY_DENIED.format(address=address)
         recipient = route.address
+        refusal = self._recipient_sender_refusal(protocol, envelope, route.domain, recipient)
+        if refusal is not None:
+            return refusal
         if route.remote:
             # Only mail we relay for a remote domain (a backup MX) is greylisted; a client that may
             # relay anywhere else signed in, is on the relay list or read its mail (POP before SMTP).
@@ -868,6 +896,9 @@ class LocalDeliveryHandler(_ProtocolNamesOnly):
             bytes_accepted=protocol.bytes_accepted,
             recent_counts=((count_recent(key), limit) for key, limit in rate_keys),
         )
+        if refusal is not None:
+            return refusal
+        refusal = await self._outbound_limit_refusal(protocol, envelope)
         if refusal is not None:
             return refusal
         auth_header, refusal = await self._sender_auth(protocol, envelope)

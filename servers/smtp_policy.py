@@ -13,13 +13,16 @@ The path of one session, and the function that decides each step:
     connect    connect_refusal, needs_client_name, client_refusal   (and the dispatcher: server_full_refusal)
     EHLO       ehlo_lines
     AUTH       auth_requires_tls, auth_failure_reply   (the password and the guesses: services.signin_guard)
-    MAIL       mail_refusal (may_send_as), dnsbl_query_name, dnsbl_answer_lists, dnsbl_refusal, dnsbl_header
+    MAIL       mail_refusal (may_send_as), dnsbl_query_name, dnsbl_answer_lists, dnsbl_refusal, dnsbl_header,
+               sender_deny_refusal, sender_allowed, sender_domain_refusal, ptr_sender_refusal,
+               any_domain_allows_sender, sending_blocked_refusal
     RCPT       route_recipient (split_recipient, is_relay_trick), relay_permitted, harvest_penalty,
-               greylist_triplet, greylist_decision
+               greylist_triplet, greylist_decision, domain_sender_refusal, domain_allows_sender
                spf_applies, spf_refusal   (the SPF evaluation itself: servers.spf)
     DATA       message_rate_keys, data_refusal (message_format.hop_count),
                dmarc_refusal, dmarc_quarantines   (DMARC and the header: servers.message_auth)
     end of DATA  (the Filters tab) attachment_verdict (message_filters), virus_reply, spam_verdict, spam_headers
+               effective_outbound_limits, outbound_limit_exceeded
     any line   command_refusal, is_command_error, MAX_COMMAND_ERRORS
     sweep      sweep_reply
 """
@@ -31,6 +34,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
+
+import idna
 
 from servers import message_filters, replies
 from servers.message_filters import Finding, MimePart, forbidden_parts
@@ -449,6 +454,229 @@ def dmarc_refusal(policy: SmtpPolicy, action: str, domain: str) -> str | None:
 def dmarc_quarantines(policy: SmtpPolicy, action: str) -> bool:
     """Whether the message goes to the recipients' Junk folders (p=quarantine, honoured)."""
     return policy.dmarc_action == "honour" and action == "quarantine"
+
+
+# -- sender checks: the sender's domain, the client's name, the sender lists -----------------------
+
+
+def normalized_domain(name: str) -> str | None:
+    """A domain name compared as DNS compares it: IDNA A-label, lower case, no trailing dot (None if invalid)."""
+    name = (name or "").strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or name.startswith("[") or ".." in name:
+        return None
+    try:
+        return idna.encode(name, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        try:  # underscores and other names IDNA refuses but DNS carries (_dmarc, old hosts)
+            ascii_name = name.encode("ascii").decode("ascii").lower()
+        except UnicodeError:
+            return None
+        return ascii_name or None
+
+
+def sender_domain(sender: str) -> str | None:
+    """The normalised domain of MAIL FROM (None for <>, a bare name or an address literal)."""
+    _, at, domain = (sender or "").rpartition("@")
+    return normalized_domain(domain) if at else None
+
+
+def in_domain(name: str, domain: str) -> bool:
+    """Whether `name` is `domain` or one of its subdomains; both already normalised."""
+    return name == domain or name.endswith("." + domain)
+
+
+class SenderDomainLookup(NamedTuple):
+    """What DNS said about a sender's domain: `failed` when it did not answer in time (or SERVFAIL)."""
+
+    exists: bool  # the name has an MX, A or AAAA record
+    failed: bool = False
+
+
+def sender_domain_refusal(sender: str, lookup: SenderDomainLookup) -> str | None:
+    """SENDER_DOMAIN_UNKNOWN when the sender's domain has no MX and no address (NXDOMAIN included).
+
+    A lookup that failed (timeout, SERVFAIL) accepts: the rule is fail-open, like DNSBL, because a
+    slow resolver must not turn into refused mail; the adapter logs the failure once.
+    """
+    domain = sender_domain(sender)
+    if domain is None or lookup.failed or lookup.exists:
+        return None
+    return replies.SENDER_DOMAIN_UNKNOWN.format(address=sender, domain=domain)
+
+
+def ptr_sender_refusal(sender: str, confirmed_names: Sequence[str], *, lookup_failed: bool = False) -> str | None:
+    """PTR_NOT_IN_SENDER_DOMAIN unless a forward-confirmed PTR name of the client lies in the sender's domain.
+
+    `confirmed_names` are the client's PTR names whose A/AAAA records include its address (FCrDNS).
+    spam.com's host posing as example.com: its name mail.spam.com is not in example.com, refused.
+    A failed lookup (timeout) accepts, as `sender_domain_refusal` does.
+    """
+    domain = sender_domain(sender)
+    if domain is None or lookup_failed:
+        return None
+    normalised = [name for name in (normalized_domain(n) for n in confirmed_names) if name]
+    if any(in_domain(name, domain) for name in normalised):
+        return None
+    shown = normalised[0] if normalised else "none"
+    return replies.PTR_NOT_IN_SENDER_DOMAIN.format(address=sender, name=shown, domain=domain)
+
+
+def canonical_sender_entry(raw: str) -> str:
+    """One line of a sender list in its canonical form: "user@example.org", or "example.org" for a domain.
+
+    "@example.org" and "example.org" are the same domain entry (it matches its subdomains too);
+    domains are IDNA A-labels without a trailing dot, addresses lower-cased. Raises RuleError.
+    """
+    text = (raw or "").strip()
+    local_part, at, domain_text = text.rpartition("@")
+    if not text or any(char.isspace() for char in text) or "," in text or ";" in text:
+        raise RuleError(f"{raw!r} is not an address or a domain (one a line).")
+    if at and (local_part.count("@") or '"' in local_part or "<" in text or ">" in text):
+        raise RuleError(f"{raw!r} is not an address or a domain (one a line).")
+    domain = normalized_domain(domain_text)
+    if domain is None or "." not in domain or not all(_SENDER_LABEL.match(label) for label in domain.split(".")):
+        raise RuleError(f"{raw!r}: {domain_text or text!r} is not a valid domain name (like example.org).")
+    return f"{local_part.lower()}@{domain}" if local_part else domain
+
+
+_SENDER_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+MAX_SENDER_LIST_ENTRIES = 1000
+
+
+def parse_sender_list(text: str) -> list[str]:
+    """The canonical entries of a sender list (one a line; commas and spaces also separate). Raises RuleError."""
+    entries: list[str] = []
+    for word in re.split(r"[\s,;]+", text or ""):
+        if word:
+            entry = canonical_sender_entry(word)
+            if entry not in entries:
+                entries.append(entry)
+    if len(entries) > MAX_SENDER_LIST_ENTRIES:
+        raise RuleError(f"At most {MAX_SENDER_LIST_ENTRIES} entries.")
+    return entries
+
+
+@dataclass(frozen=True)
+class SenderList:
+    """Sender addresses and domains (a domain entry also matches its subdomains)."""
+
+    addresses: frozenset[str] = frozenset()
+    domains: tuple[str, ...] = ()
+
+    @classmethod
+    def from_text(cls, text: str) -> SenderList:
+        """The list of a stored setting (already canonical); an entry that no longer parses is skipped."""
+        addresses, domains = set(), []
+        for word in re.split(r"[\s,;]+", text or ""):
+            try:
+                entry = canonical_sender_entry(word) if word else ""
+            except RuleError:
+                continue
+            if "@" in entry:
+                addresses.add(entry)
+            elif entry:
+                domains.append(entry)
+        return cls(frozenset(addresses), tuple(domains))
+
+    def __bool__(self) -> bool:
+        return bool(self.addresses or self.domains)
+
+    def matches(self, sender: str) -> bool:
+        """Whether MAIL FROM is on the list; the null sender <> never is."""
+        if not self or not sender:
+            return False
+        domain = sender_domain(sender)
+        if domain is None:
+            return False
+        if f"{sender.rpartition('@')[0].lower()}@{domain}" in self.addresses:
+            return True
+        return any(in_domain(domain, entry) for entry in self.domains)
+
+
+def sender_allowed(policy: SmtpPolicy, sender: str) -> bool:
+    """The server's allow list: the sender skips the anti-spam checks (DNSBL, greylisting, sender checks)."""
+    return policy.sender_allow.matches(sender)
+
+
+def sender_deny_refusal(policy: SmtpPolicy, sender: str) -> str | None:
+    """SENDER_DENIED at MAIL when the server's deny list has the sender (the allow list does not override it)."""
+    if policy.sender_deny.matches(sender):
+        return replies.SENDER_DENIED.format(address=sender)
+    return None
+
+
+def domain_sender_lists(snapshot: ServerSnapshot, recipient_domain: str) -> tuple[SenderList, SenderList]:
+    """The (allow, deny) sender lists of the local domain a recipient is in (an alias domain: its target's)."""
+    domain = snapshot.alias_targets.get(recipient_domain, recipient_domain)
+    return snapshot.domain_sender_lists.get(domain, (SenderList(), SenderList()))
+
+
+def domain_sender_refusal(snapshot: ServerSnapshot, recipient_domain: str, sender: str, recipient: str) -> str | None:
+    """SENDER_DENIED_FOR_DOMAIN at RCPT when the recipient's domain denies the sender."""
+    _, deny = domain_sender_lists(snapshot, recipient_domain)
+    if deny.matches(sender):
+        return replies.SENDER_DENIED_FOR_DOMAIN.format(address=sender, recipient=recipient)
+    return None
+
+
+def domain_allows_sender(snapshot: ServerSnapshot, recipient_domain: str, sender: str) -> bool:
+    """Whether the recipient's domain's allow list lets this sender skip the anti-spam checks."""
+    allow, _ = domain_sender_lists(snapshot, recipient_domain)
+    return allow.matches(sender)
+
+
+def any_domain_allows_sender(snapshot: ServerSnapshot, sender: str) -> bool:
+    """Whether some local domain allows the sender: then a MAIL-stage anti-spam refusal waits for RCPT,
+    where it applies only to recipients of the domains that do not allow the sender."""
+    return bool(sender) and any(allow.matches(sender) for allow, _ in snapshot.domain_sender_lists.values())
+
+
+# -- outbound abuse limits of a signed-in mailbox ----------------------------------------------------
+
+
+class OutboundLimits(NamedTuple):
+    """A mailbox's limits on what it sends (0: no limit)."""
+
+    messages_per_hour: int = 0
+    messages_per_day: int = 0
+    new_recipients_per_day: int = 0
+
+    def __bool__(self) -> bool:
+        return any(self)
+
+
+def effective_outbound_limits(
+    policy: SmtpPolicy, overrides: tuple[int | None, int | None, int | None] = (None, None, None)
+) -> OutboundLimits:
+    """The server's limits, each replaced by the mailbox's own when it has one (0 there: off for it)."""
+    server = (
+        policy.outbound_max_messages_per_hour,
+        policy.outbound_max_messages_per_day,
+        policy.outbound_max_new_recipients_per_day,
+    )
+    return OutboundLimits(
+        *(own if own is not None else default for own, default in zip(overrides, server, strict=True))
+    )
+
+
+def outbound_limit_exceeded(
+    limits: OutboundLimits, *, messages_this_hour: int, messages_today: int, new_recipients_today: int
+) -> str | None:
+    """Why one more message (counted in the figures, this one included) passes a limit, or None."""
+    if limits.messages_per_hour and messages_this_hour > limits.messages_per_hour:
+        return f"more than {limits.messages_per_hour} messages in an hour"
+    if limits.messages_per_day and messages_today > limits.messages_per_day:
+        return f"more than {limits.messages_per_day} messages in a day"
+    if limits.new_recipients_per_day and new_recipients_today > limits.new_recipients_per_day:
+        return f"more than {limits.new_recipients_per_day} new recipients in a day"
+    return None
+
+
+def sending_blocked_refusal(user: str, reason: str) -> str:
+    """The reply to MAIL from a signed-in mailbox that is blocked from sending."""
+    return replies.SENDING_BLOCKED.format(user=user, reason=reason or "an outbound limit was passed")
 
 
 # -- RCPT -------------------------------------------------------------------------------------------

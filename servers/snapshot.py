@@ -16,7 +16,7 @@ from servers.delivery.models import DeliverySettings
 from servers.maildir import has_own_folder
 from servers.message_filters import AttachmentRules
 from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.smtp_policy import ClientList, split_zone_list
+from servers.smtp_policy import ClientList, SenderList, split_zone_list
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,14 @@ class SmtpPolicy:
     greylisting_delay_s: int = 300
     spf_action: str = "none"
     dmarc_action: str = "none"
+    require_sender_domain: bool = False
+    ptr_matches_sender: bool = False
+    sender_allow: SenderList = field(default_factory=SenderList)
+    sender_deny: SenderList = field(default_factory=SenderList)
+    # Outbound abuse limits of signed-in mailboxes (0 = off); MailboxEntry.outbound_overrides.
+    outbound_max_messages_per_hour: int = 0
+    outbound_max_messages_per_day: int = 0
+    outbound_max_new_recipients_per_day: int = 0
     # The resolver inbound checks ask: the Delivery tab's DNS server, else MAILCONSOLE_DNS_SERVER,
     # else the system's ("" here).
     dns_server: str = ""
@@ -83,6 +91,8 @@ _COMPUTED_POLICY_FIELDS = frozenset(
         "dns_server",
         "attachment_rules",
         "rspamd_url",
+        "sender_allow",
+        "sender_deny",
     }
 )
 # VirtualServer settings the SMTP session reads, copied into the snapshot under the same names: every
@@ -99,6 +109,8 @@ class MailboxEntry:
     maildir: Path
     quota_bytes: int | None
     quota_messages: int | None
+    # The mailbox's own outbound limits per hour, per day, new recipients per day (None: the server's).
+    outbound_overrides: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ class ServerSnapshot:
     catch_all: dict[str, str] = field(default_factory=dict)
     # remote domains with "allow incoming mail to be relayed to this domain"
     relay_domains: frozenset[str] = field(default_factory=frozenset)
+    # local domain -> its (allow, deny) sender lists, for domains that have one
+    domain_sender_lists: dict[str, tuple[SenderList, SenderList]] = field(default_factory=dict)
     policy: SmtpPolicy = field(default_factory=SmtpPolicy)
     cert_path: Path | None = None
     key_path: Path | None = None
@@ -179,7 +193,17 @@ def _mail_routes(server: VirtualServer) -> dict:
     for mailbox in Mailbox.objects.filter(domain__server=server).select_related("domain"):
         if not has_own_folder(mailbox.domain.name, mailbox.local_part):
             continue  # a name from before names were checked: its folder may be another mailbox's
-        entry = MailboxEntry(mailbox.address, mailbox.maildir, mailbox.quota_bytes, mailbox.quota_messages)
+        entry = MailboxEntry(
+            mailbox.address,
+            mailbox.maildir,
+            mailbox.quota_bytes,
+            mailbox.quota_messages,
+            (
+                mailbox.outbound_max_messages_per_hour,
+                mailbox.outbound_max_messages_per_day,
+                mailbox.outbound_max_new_recipients_per_day,
+            ),
+        )
         mailboxes[entry.address] = entry
         if mailbox.is_catch_all:
             catch_all[mailbox.domain.name] = entry.address
@@ -226,6 +250,8 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
             access_list=ClientList.from_rules(server.access_rules.values_list("kind", "value")),
             relay_list=ClientList.from_rules(server.relay_rules.values_list("kind", "value")),
             dnsbl_zones=tuple(split_zone_list(server.dnsbl_zones)),
+            sender_allow=SenderList.from_text(server.sender_allow),
+            sender_deny=SenderList.from_text(server.sender_deny),
             dns_server=(
                 DeliverySettings.objects.filter(server=server).values_list("dns_server", flat=True).first()
                 or settings.DELIVERY_DNS_SERVER
@@ -236,6 +262,12 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
             ),
             rspamd_url=server.rspamd_url or settings.RSPAMD_URL,
         ),
+        domain_sender_lists={
+            name: (SenderList.from_text(allow), SenderList.from_text(deny))
+            for name, allow, deny in server.domains.filter(type=DomainType.LOCAL)
+            .exclude(sender_allow="", sender_deny="")
+            .values_list("name", "sender_allow", "sender_deny")
+        },
         cert_path=server.cert_path,
         key_path=server.key_path,
         **_mail_routes(server),

@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from django.utils import timezone
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from servers import mailstore, tls
@@ -62,6 +62,8 @@ class _Resolver(BaseResolver):
                 rdata = MX(exchange if exchange != "." else ".", preference)
             elif rtype == "A":
                 rdata = A(value)
+            elif rtype == "PTR":
+                rdata = PTR(value)
             elif rtype == "TXT":
                 # One record, cut into character-strings of at most 255 octets (RFC 1035 3.3.14).
                 rdata = TXT([value[i : i + 255] for i in range(0, len(value), 255)])
@@ -100,6 +102,13 @@ class TestDNS:
 
     def add_a(self, name: str, *addresses: str) -> None:
         self.records.setdefault(name, []).extend(("A", address) for address in addresses)
+
+    def add_ptr(self, address: str, name: str) -> None:
+        """The reverse-DNS name of an address (in-addr.arpa / ip6.arpa)."""
+        import dns.reversename
+
+        reverse = dns.reversename.from_address(address).to_text().rstrip(".").lower()
+        self.records.setdefault(reverse, []).append(("PTR", name))
 
     def add_txt(self, name: str, value: str) -> None:
         self.records.setdefault(name, []).append(("TXT", value))

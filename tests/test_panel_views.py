@@ -259,7 +259,7 @@ def test_every_setting_the_domain_layer_accepts_is_on_some_tab(cast):
     url = reverse("console:server", args=[cast.server.pk])
     pages = "".join(
         client.get(f"{url}?tab={tab}").content.decode()
-        for tab in ("general", "access", "messages", "delivery", "antispam", "filters")
+        for tab in ("general", "access", "messages", "delivery", "antispam", "filters", "outbound")
     )
     for name in EDITABLE_FIELDS:
         assert f'name="{name}"' in pages

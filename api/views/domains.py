@@ -61,7 +61,8 @@ class DomainViewSet(ServiceBackedViewSet):
 
     @extend_schema(request=DomainUpdateSerializer, responses=DomainSerializer)
     def update(self, request, pk=None, partial=False):
-        """Change the type (with alias target and relaying), quota ceiling, administrators or language; not the name."""
+        """Change the type (with alias target and relaying), quota ceiling, sender lists, administrators or
+        language; names are fixed."""
         domain = self.get_object()
         data = self.validated(partial=True)
         administrators = data.pop("administrators", None)
@@ -72,6 +73,14 @@ class DomainViewSet(ServiceBackedViewSet):
             if "max_mailbox_quota_mb" in data:
                 domain = services.set_mailbox_quota_ceiling(
                     domain, data.pop("max_mailbox_quota_mb"), actor=self.actor, acting_user=request.user
+                )
+            if "sender_allow" in data or "sender_deny" in data:
+                domain = services.set_domain_sender_lists(
+                    domain,
+                    sender_allow=data.pop("sender_allow", None),
+                    sender_deny=data.pop("sender_deny", None),
+                    actor=self.actor,
+                    acting_user=request.user,
                 )
             if data:
                 new_type = data.get("type", domain.type)

@@ -18,9 +18,11 @@ from api.serializers import (
     MailboxSerializer,
     MailboxUpdateSerializer,
     PasswordSerializer,
+    ReleaseSendingResultSerializer,
+    ReleaseSendingSerializer,
 )
 from servers import services
-from servers.services import permissions
+from servers.services import outbound_limits, permissions
 
 from .base import ServiceBackedViewSet
 
@@ -102,6 +104,22 @@ class MailboxViewSet(ServiceBackedViewSet):
         mailbox = self.get_object()
         data = self.validated(PasswordSerializer)
         return self.respond(services.change_password(mailbox, data["password"], actor=self.actor))
+
+    @extend_schema(
+        request=ReleaseSendingSerializer,
+        responses=ReleaseSendingResultSerializer,
+        summary="Release a mailbox blocked by an outbound limit: it may send again, its held mail goes "
+        "(or is deleted with delete_held)",
+    )
+    @action(detail=True, methods=["post"], url_path="release-sending")
+    def release_sending(self, request, pk=None):
+        mailbox = self.get_object()
+        if not permissions.can_release_sending(request.user, mailbox):
+            raise permissions.NotAllowed("You may not release this mailbox.")
+        data = self.validated(ReleaseSendingSerializer)
+        count = outbound_limits.release_sending(mailbox, delete_held=data.get("delete_held", False), actor=self.actor)
+        mailbox.refresh_from_db()
+        return Response({"mailbox": MailboxSerializer(mailbox).data, "held_messages": count})
 
 
 class GroupAddressViewSet(ServiceBackedViewSet):

@@ -21,7 +21,7 @@ from frontend.views.base import paginate, render_console
 from servers import services
 from servers.counts import object_counts
 from servers.models import ImapService, Pop3Service, ServiceState
-from servers.services import RefusedError, local_node, permissions
+from servers.services import RefusedError, local_node, outbound_limits, permissions
 
 ADMINISTRATOR_ONLY = "Only an administrator can do this."
 
@@ -48,6 +48,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 ("Group addresses", counts["groups"]),
                 ("Sign-ins (24 h)", counts["logons_24h"]),
             ],
+            "blocked_mailboxes": list(
+                outbound_limits.blocked_mailboxes(permissions.mailboxes_visible_to(request.user))[:50]
+            ),
             "chart_data": {
                 "mailboxes": queries.mailboxes_per_domain(request.user),
                 "logons": queries.logons_per_day(request.user),

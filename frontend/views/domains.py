@@ -176,6 +176,34 @@ def domain_language(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def domain_sender_lists(request: HttpRequest, pk: int) -> HttpResponse:
+    """A local domain's sender allow and deny lists: for operators and administrators."""
+    from frontend.views.mailboxes import render_domain_page
+    from servers.services.virtual_servers import clean_sender_list
+
+    domain = permissions.access_domain(request.user, pk, for_change=True)
+    values = {field: request.POST.get(field, "") for field in ("sender_allow", "sender_deny")}
+    errors = {}
+    for field, value in values.items():  # check both first, so each field shows its own error
+        try:
+            clean_sender_list(value, field)
+        except RefusedError as exc:
+            errors[field] = exc.message
+    if not errors:
+        try:
+            services.set_domain_sender_lists(domain, actor=actor(request), acting_user=request.user, **values)
+        except RefusedError as exc:
+            errors[exc.field or "sender_allow"] = exc.message
+    if errors:
+        response = render_domain_page(request, domain, sender_list_values=values, sender_list_errors=errors)
+        response.status_code = 400
+        return response
+    messages.success(request, _("Sender lists of %(domain)s saved.") % {"domain": domain.name})
+    return redirect(reverse("console:domain", kwargs={"pk": domain.pk}) + "#sender-lists")
+
+
+@login_required
 def remote_domain_route(request: HttpRequest, pk: int) -> HttpResponse:
     """A remote domain's own route: a smart host instead of its MX hosts (empty host: use MX)."""
     domain = permissions.access_domain(request.user, pk, for_change=True)

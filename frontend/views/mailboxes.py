@@ -19,13 +19,15 @@ from frontend.forms import (
     ChangePasswordForm,
     DeleteMailboxForm,
     MailboxPropertiesForm,
+    ReleaseSendingForm,
     add_refusal,
 )
 from frontend.views.base import paginate, render_console
 from servers import services
 from servers.models import DkimAlgorithm, DomainType, Mailbox
-from servers.services import RefusedError, mailbox_usage, permissions
+from servers.services import RefusedError, mailbox_usage, outbound_limits, permissions
 from servers.services.dkim import dkim_record
+from servers.services.mailboxes import OUTBOUND_LIMIT_FIELDS
 
 KB = 1024
 
@@ -47,6 +49,13 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
     domain = permissions.access_domain(request.user, pk)
     if domain.type != DomainType.LOCAL:
         raise Http404("only local domains have mailboxes")
+    return render_domain_page(request, domain)
+
+
+def render_domain_page(
+    request: HttpRequest, domain, *, sender_list_values: dict | None = None, sender_list_errors: dict | None = None
+) -> HttpResponse:
+    """The domain's page; after a refused sender-list edit, with what was typed and the field errors."""
     mailboxes = permissions.mailboxes_visible_to(request.user).filter(domain=domain).select_related("domain__server")
     query = request.GET.get("q", "").strip()
     if query:
@@ -79,6 +88,9 @@ def domain_mailboxes(request: HttpRequest, pk: int) -> HttpResponse:
             "dkim_algorithms": DkimAlgorithm.choices,
             "can_check_dns": permissions.can_check_dns_readiness(request.user, domain),
             "alias_names": list(domain.aliases.order_by("name").values_list("name", flat=True)),
+            "sender_list_values": sender_list_values
+            or {"sender_allow": domain.sender_allow, "sender_deny": domain.sender_deny},
+            "sender_list_errors": sender_list_errors or {},
         },
         selected=f"domain-{domain.pk}",
     )
@@ -122,6 +134,7 @@ def _properties_initial(mailbox: Mailbox) -> dict:
         "quota_kb": mailbox.quota_bytes // KB if mailbox.quota_bytes else None,
         "quota_messages": mailbox.quota_messages,
         "is_catch_all": mailbox.is_catch_all,
+        **{field: getattr(mailbox, field) for field in OUTBOUND_LIMIT_FIELDS},
     }
 
 
@@ -147,6 +160,7 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 quota_bytes=kb_to_bytes(data["quota_kb"]),
                 quota_messages=data["quota_messages"],
                 is_catch_all=data["is_catch_all"],
+                **{field: data[field] for field in OUTBOUND_LIMIT_FIELDS},
                 actor=who,
                 acting_user=request.user,
             )
@@ -169,6 +183,17 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"The password of {mailbox.address} was changed.")
             return redirect("console:mailbox", pk=mailbox.pk)
+    elif form_name == "release_sending":
+        if not permissions.can_release_sending(request.user, mailbox):
+            raise permissions.NotAllowed("You may not release this mailbox.")
+        release = ReleaseSendingForm(request.POST)
+        if not release.is_valid():
+            raise Http404("no such choice")
+        delete_held = release.cleaned_data["held_mail"] == "delete"
+        count = outbound_limits.release_sending(mailbox, delete_held=delete_held, actor=who)
+        what = "deleted" if delete_held else "sent on"
+        messages.success(request, f"{mailbox.address} may send again; {count} held message(s) {what}.")
+        return redirect("console:mailbox", pk=mailbox.pk)
     elif form_name in ("lock", "unlock"):
         services.set_mailbox_lock(mailbox, form_name == "lock", actor=who)
         messages.success(request, f"{mailbox.address} is {form_name}ed.")
@@ -198,6 +223,8 @@ def mailbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "delete": delete,
             "password_rule": PASSWORD_RULE,
             "logons": mailbox.logons.all()[:10],
+            "release": ReleaseSendingForm(),
+            "held_count": outbound_limits.held_count(mailbox) if mailbox.sending_blocked_at else 0,
         },
         selected=f"domain-{mailbox.domain_id}",
     )

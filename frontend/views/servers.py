@@ -43,6 +43,7 @@ TABS = [
     ("delivery", "Delivery"),
     ("antispam", "Anti-spam"),
     ("filters", "Filters"),
+    ("outbound", "Outbound limits"),
     ("security", "Security"),
 ]
 # What the SMTP worker's refusal reasons (`WorkerCounters.count_refusal`) mean; others show as named.

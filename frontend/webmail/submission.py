@@ -34,6 +34,12 @@ def _reply_text(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
+def _sending_blocked(reply: bytes | str) -> bool:
+    """Whether a refusal is the outbound limits' SENDING_BLOCKED (servers.replies)."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return "sending blocked" in text
+
+
 def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: list[str]) -> SubmissionResult:
     """Hand `message` to the mailbox's virtual server for `recipients`; raise SubmissionError when it refuses."""
     server = mailbox.domain.server
@@ -69,14 +75,22 @@ def submit(mailbox: Mailbox, password: str, message: EmailMessage, recipients: l
         raise SubmissionError(
             gettext("Nothing was sent: every recipient was refused (%(reasons)s).") % {"reasons": reasons}
         ) from None
-    except smtplib.SMTPSenderRefused as error:
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
+        if _sending_blocked(error.smtp_error):
+            raise SubmissionError(
+                gettext(
+                    "Your mailbox is blocked from sending: it passed an outbound limit (%(reply)s). "
+                    "Mail you had waiting is held, not lost; ask your administrator to release the mailbox."
+                )
+                % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
+            ) from None
+        if isinstance(error, smtplib.SMTPDataError):
+            raise SubmissionError(
+                gettext("The mail server refused the message (%(reply)s).")
+                % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
+            ) from None
         raise SubmissionError(
             gettext("The mail server refused you as the sender (%(reply)s).")
-            % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
-        ) from None
-    except smtplib.SMTPDataError as error:
-        raise SubmissionError(
-            gettext("The mail server refused the message (%(reply)s).")
             % {"reply": _reply_text(error.smtp_code, error.smtp_error)}
         ) from None
     except smtplib.SMTPServerDisconnected:

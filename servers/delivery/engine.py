@@ -34,7 +34,7 @@ from servers.delivery.models import (
     RecipientState,
     RemoteDomainRoute,
 )
-from servers.models import Domain, ServiceState, VirtualServer
+from servers.models import Domain, Mailbox, ServiceState, VirtualServer
 from servers.services.dkim import signing_keys_of_server
 from servers.services.errors import RefusedError
 from servers.services.names import canonical_domain_name
@@ -75,7 +75,7 @@ def claim_is_alive(claimed_by: str, claimed_at: datetime | None, now: datetime) 
 
 def claim(message_id: int, *, frozen_ok: bool = False) -> QueuedMessage | None:
     """Take a message for this process, or None if it is gone, a live process has it, or it is frozen
-    (unless `frozen_ok`: an administrator's action on a frozen message)."""
+    or held (unless `frozen_ok`: an administrator's action on a frozen or held message)."""
     now = timezone.now()
     me = claimant()
     message = QueuedMessage.objects.filter(pk=message_id).only("claimed_by", "claimed_at").first()
@@ -85,7 +85,7 @@ def claim(message_id: int, *, frozen_ok: bool = False) -> QueuedMessage | None:
         return None
     candidates = QueuedMessage.objects.filter(pk=message_id, claimed_by=message.claimed_by)
     if not frozen_ok:
-        candidates = candidates.filter(frozen=False)
+        candidates = candidates.filter(frozen=False, held=False)
     taken = candidates.update(claimed_by=me, claimed_at=now)
     if not taken:
         return None
@@ -130,6 +130,7 @@ def index_file(server: VirtualServer, name: str, *, now: datetime | None = None)
                     "size_octets": stat.st_size - parsed.body_offset,
                     "queued_at": min(queued_at, now),
                     "next_attempt_at": now,
+                    "held": sender_blocked(server.pk, parsed.mail_from),
                 },
             )
             if created:
@@ -139,6 +140,19 @@ def index_file(server: VirtualServer, name: str, *, now: datetime | None = None)
     except IntegrityError:
         return QueuedMessage.objects.filter(server=server, name=name).first()
     return message
+
+
+def sender_blocked(server_id: int, mail_from: str) -> bool:
+    """Whether MAIL FROM is a mailbox of this server (in its domain or an alias of it) blocked from
+    sending by an outbound limit (services.outbound_limits): its queued mail is held."""
+    local_part, at, domain = (mail_from or "").lower().rpartition("@")
+    if not at:
+        return False
+    return (
+        Mailbox.objects.filter(domain__server_id=server_id, local_part=local_part, sending_blocked_at__isnull=False)
+        .filter(Q(domain__name=domain) | Q(domain__aliases__name=domain))
+        .exists()
+    )
 
 
 def reconcile_queue(server: VirtualServer) -> tuple[int, int]:
@@ -464,6 +478,10 @@ def process_message(message_id: int, *, now: datetime | None = None) -> str:
     try:
         if server.effective_desired_state not in ACTIVE_STATES:
             return "server stopped"
+        if sender_blocked(server.pk, message.mail_from):
+            # Blocked after this row was indexed and before the block reached it: hold it now.
+            QueuedMessage.objects.filter(pk=message.pk).update(held=True)
+            return "held"
         path = queue_dir(server) / message.name
         try:
             raw_file = path.read_bytes()

@@ -78,7 +78,7 @@ class RemoteDomainRoute(models.Model):
 
 class QueuedMessageQuerySet(models.QuerySet):
     def due(self, now) -> QueuedMessageQuerySet:
-        return self.filter(frozen=False, next_attempt_at__lte=now)
+        return self.filter(frozen=False, held=False, next_attempt_at__lte=now)
 
 
 class QueuedMessage(models.Model):
@@ -98,6 +98,9 @@ class QueuedMessage(models.Model):
     next_attempt_at = models.DateTimeField(db_index=True)
     last_reply = models.TextField(blank=True, default="")
     frozen = models.BooleanField(default=False)
+    # Its sender's mailbox passed an outbound limit (services.outbound_limits): no attempt, no
+    # expiry, until the mailbox is released.
+    held = models.BooleanField(default=False)
     delay_notified = models.BooleanField(default=False)
     # "host:pid:start-time" of the process delivering it now; a dead claimant's claim is void.
     claimed_by = models.CharField(max_length=100, blank=True, default="")

@@ -60,6 +60,8 @@ class QueueEntry:
     next_retry_at: datetime | None
     frozen: bool
     in_delivery: bool
+    # Its sender's mailbox is blocked by an outbound limit: released with the mailbox, not here.
+    held: bool = False
 
 
 def reconcile_and_list_queue(server: VirtualServer) -> list[QueueEntry]:
@@ -83,9 +85,10 @@ def reconcile_and_list_queue(server: VirtualServer) -> list[QueueEntry]:
                 queued_at=message.queued_at,
                 attempts=message.attempts,
                 last_reply=message.last_reply,
-                next_retry_at=None if message.frozen else message.next_attempt_at,
+                next_retry_at=None if message.frozen or message.held else message.next_attempt_at,
                 frozen=message.frozen,
                 in_delivery=engine.claim_is_alive(message.claimed_by, message.claimed_at, now),
+                held=message.held,
             )
         )
     return entries

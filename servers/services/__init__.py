@@ -9,6 +9,7 @@ from .domains import (
     remove_domain,
     set_default_domain,
     set_domain_language,
+    set_domain_sender_lists,
     set_mailbox_quota_ceiling,
 )
 from .errors import RefusedError
@@ -93,6 +94,7 @@ __all__ = [
     "set_default_domain",
     "set_domain_language",
     "set_mailbox_quota_ceiling",
+    "set_domain_sender_lists",
     "set_node_service_state",
     "set_domain_administrators",
     "set_server_certificate",

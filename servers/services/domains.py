@@ -219,3 +219,41 @@ def set_mailbox_quota_ceiling(
             after={"max_mailbox_quota_mb": value},
         )
     return domain
+
+
+@transaction.atomic
+def set_domain_sender_lists(
+    domain: Domain,
+    *,
+    sender_allow: object = None,
+    sender_deny: object = None,
+    actor: str = "system",
+    acting_user=None,
+) -> Domain:
+    """Set a local domain's sender allow and deny lists (None: keep that one); each is checked, one entry a line.
+
+    Allowed senders skip the anti-spam checks for the domain's recipients; denied ones are refused
+    at RCPT for them. Operators of the server change them (the domain itself is theirs to change).
+    """
+    from .virtual_servers import clean_sender_list
+
+    domain = Domain.objects.select_related("server__node").select_for_update().get(pk=domain.pk)
+    if acts_only_as_domain_administrator(acting_user, domain):
+        raise RefusedError("Only an administrator or an operator of the server can change the sender lists.")
+    changes = {}
+    for field, value in (("sender_allow", sender_allow), ("sender_deny", sender_deny)):
+        if value is None:
+            continue
+        cleaned = clean_sender_list(value, field)
+        if cleaned and domain.type != DomainType.LOCAL:
+            raise RefusedError("Only a local domain has sender lists (an alias domain uses its target's).", field=field)
+        if cleaned != getattr(domain, field):
+            changes[field] = cleaned
+    if changes:
+        before = {field: getattr(domain, field) for field in changes}
+        for field, value in changes.items():
+            setattr(domain, field, value)
+        domain.save(update_fields=list(changes))
+        record_change(actor=actor, action="set_domain_sender_lists", obj=domain, before=before, after=changes)
+        _changed(domain.server)
+    return domain

@@ -38,7 +38,17 @@ log = logging.getLogger("mailconsole.services")
 MIN_PASSWORD_LENGTH = 8
 # RFC 5321 dot-atom local parts, kept to what mail clients type: letters, digits and . _ + -
 LOCAL_PART_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-MAILBOX_AUDIT_FIELDS = ["local_part", "display_name", "quota_bytes", "quota_messages", "is_locked", "is_catch_all"]
+MAILBOX_AUDIT_FIELDS = [
+    "local_part",
+    "display_name",
+    "quota_bytes",
+    "quota_messages",
+    "is_locked",
+    "is_catch_all",
+    "outbound_max_messages_per_hour",
+    "outbound_max_messages_per_day",
+    "outbound_max_new_recipients_per_day",
+]
 
 
 def password_policy_errors(password: str) -> list[str]:
@@ -285,9 +295,28 @@ def set_domain_lock(domain: Domain, locked: bool, *, actor: str = "system") -> D
     return domain
 
 
+# The server's outbound abuse limits, overridden for one mailbox (None: the server's; 0: none for it).
+OUTBOUND_LIMIT_FIELDS = (
+    "outbound_max_messages_per_hour",
+    "outbound_max_messages_per_day",
+    "outbound_max_new_recipients_per_day",
+)
+
+
+def _clean_outbound_limit(value: object, field: str) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise RefusedError(f"{value!r} is not a whole number.", field=field) from None
+    if not 0 <= number <= 2**31 - 1:
+        raise RefusedError("Enter 0 (no limit) or a positive number.", field=field)
+    return number
+
+
 @transaction.atomic
 def update_mailbox(mailbox: Mailbox, *, actor: str = "system", acting_user=None, **changes) -> Mailbox:
-    """Change display name, quotas or the catch-all flag (a domain administrator under the quota ceiling)."""
+    """Change display name, quotas, outbound limits or the catch-all flag (a domain administrator under the
+    quota ceiling, and not the outbound limits)."""
     mailbox = Mailbox.objects.select_related("domain__server__node").select_for_update().get(pk=mailbox.pk)
     before = snapshot_of(mailbox, MAILBOX_AUDIT_FIELDS)
     for field, value in changes.items():
@@ -300,6 +329,14 @@ def update_mailbox(mailbox: Mailbox, *, actor: str = "system", acting_user=None,
             mailbox.quota_bytes = quota_bytes
         elif field == "quota_messages":
             mailbox.quota_messages = _clean_quota(value, field)
+        elif field in OUTBOUND_LIMIT_FIELDS:
+            limit = None if value in (None, "") else _clean_outbound_limit(value, field)
+            if limit != getattr(mailbox, field) and acts_only_as_domain_administrator(acting_user, mailbox.domain):
+                raise RefusedError(
+                    "Only an administrator or an operator of the server can change a mailbox's outbound limits.",
+                    field=field,
+                )
+            setattr(mailbox, field, limit)
         elif field == "is_catch_all":
             if value:
                 Mailbox.objects.filter(domain=mailbox.domain, is_catch_all=True).exclude(pk=mailbox.pk).update(

@@ -32,6 +32,13 @@ The rules, decided once:
 - A group address shows a user only the members they can see; an edit replaces those, and keeps
   the members the editor cannot see (another domain's mailboxes on the same server).
 - The operators of a server and the administrators of a domain are shown to whoever sees it.
+- A mailbox blocked from sending by an outbound limit is released (its held mail let go or deleted)
+  by whoever sees the mailbox: administrators, the server's operators and the domain's
+  administrators (a compromised account is the domain's customer's emergency too). Its own
+  outbound limits, and a domain's sender allow and deny lists, are changed by operators only
+  (`acts_only_as_domain_administrator` refuses a domain administrator): raising a limit or
+  allowing a sender loosens the server's protection for everyone on it. The mailbox's user sees
+  only their own state (the webmail's refusal says why and that the mail is held).
 - A role (server operator, domain administrator) is given only to an active user who is not an
   administrator: an administrator manages everything already and needs no role, and an inactive
   account cannot sign in. The console offers only `role_candidates()`; the role services refuse
@@ -232,6 +239,11 @@ def access_domain(user, domain_id: int, *, for_change: bool = False) -> Domain:
 
 def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
     return Mailbox.objects.for_user(user)
+
+
+def can_release_sending(user, mailbox: Mailbox) -> bool:
+    """Release a mailbox blocked by an outbound limit: whoever sees it (see the module's docstring)."""
+    return mailboxes_visible_to(user).filter(pk=mailbox.pk).exists()
 
 
 def access_mailbox(user, mailbox_id: int) -> Mailbox:

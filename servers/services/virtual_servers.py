@@ -27,7 +27,7 @@ from servers.models import (
     SupervisedProcess,
     VirtualServer,
 )
-from servers.smtp_policy import split_zone_list
+from servers.smtp_policy import RuleError, parse_sender_list, split_zone_list
 from servers.storage import write_durably
 
 from .audit import record_change, snapshot_of
@@ -91,6 +91,13 @@ SERVER_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("spam_subject_prefix", "filters", "own"),
     ("spam_junk_score", "filters", "own"),
     ("spam_refuse_score", "filters", "own"),
+    ("require_sender_domain", "antispam", "flag"),
+    ("ptr_matches_sender", "antispam", "flag"),
+    ("sender_allow", "antispam", "own"),
+    ("sender_deny", "antispam", "own"),
+    ("outbound_max_messages_per_hour", "outbound", "count"),
+    ("outbound_max_messages_per_day", "outbound", "count"),
+    ("outbound_max_new_recipients_per_day", "outbound", "count"),
 )
 
 
@@ -217,6 +224,8 @@ def _clean_setting(field: str, value: Any) -> object:
         if value not in ("none", "honour"):
             raise RefusedError("Choose none or honour.", field=field)
         return value
+    if field in ("sender_allow", "sender_deny"):
+        return clean_sender_list(value, field)
     if field == "greylisting_delay_s":
         delay_s = _clean_number(value, field, minimum=1)
         if delay_s > MAX_GREYLISTING_DELAY_S:
@@ -233,6 +242,20 @@ def _clean_setting(field: str, value: Any) -> object:
     if field in FLAG_FIELDS:
         return _clean_flag(value, field)
     raise RefusedError(f"{field} cannot be changed here.", field=field)
+
+
+def clean_sender_list(raw: object, field: str) -> str:
+    """A sender allow or deny list (text, one a line, or a list) as canonical entries, one a line."""
+    if raw is None:
+        return ""
+    if isinstance(raw, list | tuple):
+        raw = "\n".join(str(word) for word in raw)
+    if not isinstance(raw, str):
+        raise RefusedError(f"{raw!r} is not a list of addresses and domains.", field=field)
+    try:
+        return "\n".join(parse_sender_list(raw))
+    except RuleError as error:
+        raise RefusedError(str(error), field=field) from None
 
 
 def _clean_dnsbl_zones(raw: object) -> str:

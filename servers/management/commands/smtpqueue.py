@@ -69,11 +69,14 @@ class Command(TranslatedCommand):
         if not entries:
             self.stdout.write("The queue is empty.")
         for entry in entries:
-            state = (
-                "frozen"
-                if entry.frozen
-                else ("delivering" if entry.in_delivery else f"next retry {entry.next_retry_at:%Y-%m-%d %H:%M:%S}")
-            )
+            if entry.held:
+                state = "held (sender blocked; winpop release)"
+            elif entry.frozen:
+                state = "frozen"
+            elif entry.in_delivery or entry.next_retry_at is None:
+                state = "delivering"
+            else:
+                state = f"next retry {entry.next_retry_at:%Y-%m-%d %H:%M:%S}"
             self.stdout.write(
                 f"{entry.id}  {entry.name}  <{entry.sender}>  {entry.size_octets} octets  "
                 f"queued {entry.queued_at:%Y-%m-%d %H:%M:%S}  attempts {entry.attempts}  {state}"

@@ -12,8 +12,8 @@ from django.utils.translation import gettext_noop, ngettext
 from servers import maildir, services
 from servers.management.language import TranslatedCommand
 from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
-from servers.services import RefusedError
-from servers.services.mailboxes import canonical_local_part, own_maildir, split_address
+from servers.services import RefusedError, outbound_limits
+from servers.services.mailboxes import OUTBOUND_LIMIT_FIELDS, canonical_local_part, own_maildir, split_address
 from servers.storage import UnsafePathError
 
 ACTOR = "winpop"
@@ -38,6 +38,9 @@ MailConsole additions:
     winpop group add ADDRESS [MEMBER@DOMAIN ...]   a group address delivering to several mailboxes
     winpop group delete ADDRESS
     winpop group list [DOMAIN]
+    winpop blocked                                 mailboxes blocked from sending by an outbound limit
+    winpop release USER@DOMAIN [/deleteheld]       let it send again; its held mail goes (or is deleted)
+    winpop sendlimits USER@DOMAIN HOUR DAY NEWRCPT the mailbox's own outbound limits ("-": the server's; 0: none)
 """)
 
 
@@ -120,7 +123,15 @@ class Command(TranslatedCommand):
         domain = self.find_domain(domain_name)
         self.stdout.write(_("Mailboxes of %(domain)s:") % {"domain": domain.name})
         for mailbox in domain.mailboxes.order_by("local_part"):
-            notes = [n for n, on in ((_("locked"), mailbox.is_locked), (_("catch-all"), mailbox.is_catch_all)) if on]
+            notes = [
+                n
+                for n, on in (
+                    (_("locked"), mailbox.is_locked),
+                    (_("catch-all"), mailbox.is_catch_all),
+                    (_("sending-blocked"), mailbox.sending_blocked_at is not None),
+                )
+                if on
+            ]
             self.stdout.write(f"  {mailbox.address:<50} {' '.join(notes)}")
 
     def do_lock(self, target: str) -> None:
@@ -138,6 +149,48 @@ class Command(TranslatedCommand):
             domain = services.set_domain_lock(self.find_domain(target), locked, actor=ACTOR)
             done = _("Locked domain %(name)s.") if locked else _("Unlocked domain %(name)s.")
             self.stdout.write(done % {"name": domain.name})
+
+    def do_blocked(self) -> None:
+        blocked = outbound_limits.blocked_mailboxes(Mailbox.objects.all())
+        heads = (_("MAILBOX"), _("SINCE"), _("HELD"), _("REASON"))
+        self.stdout.write(f"{heads[0]:<50} {heads[1]:<17} {heads[2]:>5}  {heads[3]}")
+        for mailbox in blocked:
+            since = mailbox.sending_blocked_at.strftime("%Y-%m-%d %H:%M") if mailbox.sending_blocked_at else ""
+            held = outbound_limits.held_count(mailbox)
+            self.stdout.write(f"{mailbox.address:<50} {since:<17} {held:>5}  {mailbox.sending_blocked_reason}")
+
+    def do_release(self, address: str, *flags: str) -> None:
+        unknown = [f for f in flags if f.lower() != "/deleteheld"]
+        if unknown:
+            raise CommandError(_("Unknown option %(option)s.") % {"option": repr(unknown[0])})
+        mailbox = services.find_mailbox(address)
+        if mailbox.sending_blocked_at is None and not outbound_limits.held_count(mailbox):
+            raise CommandError(_("%(address)s is not blocked from sending.") % {"address": mailbox.address})
+        count = outbound_limits.release_sending(mailbox, delete_held=bool(flags), actor=ACTOR)
+        if flags:
+            done = ngettext(
+                "Released %(address)s: it may send again; %(count)d held message deleted.",
+                "Released %(address)s: it may send again; %(count)d held messages deleted.",
+                count,
+            )
+        else:
+            done = ngettext(
+                "Released %(address)s: it may send again; %(count)d held message sent on.",
+                "Released %(address)s: it may send again; %(count)d held messages sent on.",
+                count,
+            )
+        self.stdout.write(done % {"address": mailbox.address, "count": count})
+
+    def do_sendlimits(self, address: str, per_hour: str, per_day: str, new_per_day: str) -> None:
+        mailbox = services.find_mailbox(address)
+        values = [None if value == "-" else value for value in (per_hour, per_day, new_per_day)]
+        mailbox = services.update_mailbox(mailbox, actor=ACTOR, **dict(zip(OUTBOUND_LIMIT_FIELDS, values, strict=True)))
+        limits = {field.removeprefix("outbound_max_"): getattr(mailbox, field) for field in OUTBOUND_LIMIT_FIELDS}
+        server_word = _("server")
+        shown = ", ".join(f"{name}={server_word if value is None else value}" for name, value in limits.items())
+        self.stdout.write(
+            _("Outbound limits of %(address)s: %(limits)s.") % {"address": mailbox.address, "limits": shown}
+        )
 
     def do_stat(self, domain_name: str | None = None) -> None:
         domains = [self.find_domain(domain_name)] if domain_name else list(Domain.objects.filter(type=DomainType.LOCAL))
