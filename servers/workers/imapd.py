@@ -344,7 +344,9 @@ class IMAPWorker(MailServiceWorker):
             await writer.drain()
             while not connection.closed:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK_OCTETS), self.autologout_s)
+                    # asyncio.timeout, not wait_for: wait_for makes a Task for every read.
+                    async with asyncio.timeout(self.autologout_s):
+                        data = await reader.read(READ_CHUNK_OCTETS)
                 except TimeoutError:
                     # RFC 9051 5.4: the autologout timer is at least 30 minutes, IDLE included.
                     async with connection.busy:
