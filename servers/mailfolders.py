@@ -30,7 +30,9 @@ Quota: the octets and messages of every folder together (`servers.maildir.mailbo
 the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
 stored, MOVE never is (it does not grow the mailbox).
 
-Speed: a refresh of an unchanged folder is two stats. A look at a changed folder lists new/ (and
+Speed: a refresh of an unchanged folder is two stats; right after the session's own STORE or
+EXPUNGE, three (the folder's change stamp too, `servers.mailstore.CHANGE_STAMP_NAME`: see
+`MaildirFolder._after_own_write`), instead of a listing of cur/. A look at a changed folder lists new/ (and
 cur/ only if it changed), reads only what others appended to the UID map, and makes records only
 for what changed; the records of a folder are kept once per process (`_Snapshot`) and shared by
 its sessions, so a SELECT in a warm process builds nothing.
