@@ -231,7 +231,8 @@ async def idle_sessions(target: ImapTarget, users: list[tuple[str, str]], count:
             return client
 
     clients = list(await asyncio.gather(*(open_one(n) for n in range(count))))
-    rss = sum(psutil.Process(pid).memory_info().rss for pid in target.pids()) / 2**20
+    rss_by_process = [psutil.Process(pid).memory_info().rss / 2**20 for pid in target.pids()]
+    rss = sum(rss_by_process)
     # A delivery to the first user's INBOX: the first session (of that user) must hear EXISTS.
     watcher = clients[0]
     from servers import mailstore
@@ -247,7 +248,13 @@ async def idle_sessions(target: ImapTarget, users: list[tuple[str, str]], count:
     latency_ms = (time.perf_counter() - started) * 1000
     for client in clients:
         client.writer.close()
-    return {"sessions": count, "rss_mib": rss, "exists_after_ms": latency_ms}
+    largest = sorted(rss_by_process, reverse=True)[:3]
+    return {
+        "sessions": count,
+        "rss_mib": rss,
+        "largest_rss_mib": [round(r, 1) for r in largest],
+        "exists_after_ms": latency_ms,
+    }
 
 
 def service_pids(pid: int | None) -> list[int]:

@@ -30,7 +30,9 @@ Quota: the octets and messages of every folder together (`servers.maildir.mailbo
 the limits the account was made with; APPEND and COPY that would pass them are refused with nothing
 stored, MOVE never is (it does not grow the mailbox).
 
-Speed: a refresh of an unchanged folder is two stats. A look at a changed folder lists new/ (and
+Speed: a refresh of an unchanged folder is two stats; right after the session's own STORE or
+EXPUNGE, three (the folder's change stamp too, `servers.mailstore.CHANGE_STAMP_NAME`: see
+`MaildirFolder._after_own_write`), instead of a listing of cur/. A look at a changed folder lists new/ (and
 cur/ only if it changed), reads only what others appended to the UID map, and makes records only
 for what changed; the records of a folder are kept once per process (`_Snapshot`) and shared by
 its sessions, so a SELECT in a warm process builds nothing.
@@ -204,6 +206,7 @@ class _Snapshot:
     """
 
     mtimes: tuple[int, int]  # of new/ and cur/, taken before the listing
+    stamp: tuple[int, int] | None  # the folder's change stamp (`mailstore.change_stamp`), taken before those
     settled: bool  # False: a directory changed within the settle time of the look, look again
     looked_at_ns: int  # when the listing began
     uidvalidity: int
@@ -270,9 +273,13 @@ class MaildirFolder:
         self._records: dict[int, MessageRecord] = {}
         self._files: dict[int, tuple[str, str]] = {}  # uid -> (subdir, file name) as last seen
         self._snapshot: _Snapshot | None = None  # while _records and _files are that snapshot's
-        self._flags_by_letters: dict[str, frozenset[str]] = {}
+        self._flags_by_letters: dict[str, frozenset[str]] = {}  # by a file name's info part
         self._messages: Sequence[MessageRecord] | None = None
         self._looked_at_mtimes: tuple[int, int] | None = None
+        self._seen_stamp: tuple[int, int] | None = None  # the change stamp when _looked_at_mtimes were taken
+        # Until then, a refresh that finds the directories and the change stamp as our own last write
+        # left them has nothing to look at (see `_after_own_write`).
+        self._exact_until_ns = 0
         self._settled = False
         self._looked_at_ns = 0
         self._uidnext = 1
@@ -292,10 +299,11 @@ class MaildirFolder:
         return self._messages
 
     def _flags(self, file_name: str) -> frozenset[str]:
-        letters = _info_letters(file_name)
-        flags = self._flags_by_letters.get(letters)
+        at = file_name.find(":")
+        info = file_name[at:] if at >= 0 else ""  # by the whole info part: one slice, one lookup
+        flags = self._flags_by_letters.get(info)
         if flags is None:
-            flags = self._flags_by_letters[letters] = flags_of_letters(letters, self._keywords.names())
+            flags = self._flags_by_letters[info] = flags_of_letters(_info_letters(file_name), self._keywords.names())
         return flags
 
     def _own(self) -> None:
@@ -308,7 +316,7 @@ class MaildirFolder:
         """Our view now holds our own change: only a look made after it may replace the view."""
         self._looked_at_ns = time.time_ns()
 
-    def _build(self, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
+    def _build(self, stamp: tuple[int, int] | None, mtimes: tuple[int, int], looked_at_ns: int) -> _Snapshot:
         """List the folder, number what is new, and make the records (from the last look's, if any)."""
         previous = _shared_snapshot(self.path)
         # New mail changes new/ alone; cur/, where most of a big folder is, is listed again only if
@@ -336,7 +344,7 @@ class MaildirFolder:
         # A directory changed within the same clock tick as our listing may change again unseen.
         settled = looked_at_ns - max(mtimes) > USAGE_SETTLE_NS
         snapshot = _Snapshot(
-            mtimes, settled, looked_at_ns, view.uidvalidity, view.next_uid, {}, {}, listing, view.entries
+            mtimes, stamp, settled, looked_at_ns, view.uidvalidity, view.next_uid, {}, {}, listing, view.entries
         )
         snapshot.serial = next(_serials)
         # The map looked again and merged what it saw: then the next look lists cur/ anew.
@@ -436,6 +444,7 @@ class MaildirFolder:
 
     def _look(self) -> FolderChanges:
         """Adopt the folder as it is now (another session's look if nothing changed since); return the differences."""
+        stamp = mailstore.change_stamp(self.path)
         mtimes = _folder_mtimes_ns(self.path)  # before the listing: a change after it shows next time
         snapshot = _shared_snapshot(self.path)
         # Another session's look serves if the directories are as it saw them, and it is settled or
@@ -448,7 +457,7 @@ class MaildirFolder:
             or snapshot.mtimes != mtimes
             or not (snapshot.settled or snapshot.looked_at_ns > self._looked_at_ns)
         ):
-            snapshot = self._build(mtimes, time.time_ns())
+            snapshot = self._build(stamp, mtimes, time.time_ns())
             _share_snapshot(self.path, snapshot)
         if self.uidvalidity and snapshot.uidvalidity != self.uidvalidity:
             raise UidValidityChangedError(f"the folder {self.name} was renumbered; select it again")
@@ -472,13 +481,51 @@ class MaildirFolder:
         self._flags_by_letters = {}  # the keyword list may have grown
         self.uidvalidity, self._uidnext = snapshot.uidvalidity, snapshot.next_uid
         self._looked_at_mtimes, self._settled = snapshot.mtimes, snapshot.settled
+        self._seen_stamp, self._exact_until_ns = snapshot.stamp, 0
         self._looked_at_ns = snapshot.looked_at_ns
         return changes
 
     def refresh(self) -> FolderChanges:
-        if self._settled and _folder_mtimes_ns(self.path) == self._looked_at_mtimes:
-            return FolderChanges()  # nothing arrived, moved or went: two stats
+        if _folder_mtimes_ns(self.path) == self._looked_at_mtimes:
+            if self._settled:
+                return FolderChanges()  # nothing arrived, moved or went: two stats
+            if time.time_ns() < self._exact_until_ns and mailstore.change_stamp(self.path) == self._seen_stamp:
+                return FolderChanges()  # as our own write left it, and no writer of ours came since
         return self._look()
+
+    def _change_state(self) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        stamp = mailstore.change_stamp(self.path)
+        return _folder_mtimes_ns(self.path), stamp
+
+    def _after_own_write(
+        self, before: tuple[tuple[int, int], tuple[int, int] | None], *, exact: bool, stamped: bool
+    ) -> None:
+        """Our view now holds our own write (STORE, EXPUNGE); spare the next refreshes a listing if we can.
+
+        Every writer of ours (`servers.mailstore`) appends to the folder's change stamp after its
+        change. If the directories and the stamp were as our view saw them just before the write
+        (`before`, and `exact`: we changed every file we meant to), and afterwards the stamp grew by
+        our own octet alone, nobody else changed the folder in between: our view is the folder as it
+        is now, and a refresh that finds these directory times and this stamp again has nothing to
+        look at. That holds within the settle time of the directories' times; after it one look
+        confirms the view, which also catches a change by a program that is not ours (it does not
+        stamp) made within the same clock tick as ours.
+        """
+        self._messages = None
+        self._wrote()
+        if not exact or before != (self._looked_at_mtimes, self._seen_stamp):
+            return
+        mtimes, stamp = self._change_state()
+        old = before[1]
+        if not stamped:
+            expected_ok = stamp == old
+        elif old is None:
+            expected_ok = stamp is not None and stamp[1] == 1
+        else:
+            expected_ok = stamp == (old[0], old[1] + 1)
+        if expected_ok:
+            self._looked_at_mtimes, self._seen_stamp, self._settled = mtimes, stamp, False
+            self._exact_until_ns = max(mtimes) + USAGE_SETTLE_NS
 
     def _path_of(self, uid: int) -> Path:
         subdir, name = self._files[uid]
@@ -541,14 +588,11 @@ class MaildirFolder:
         if self.read_only:
             raise StoreError(READ_ONLY_TEXT)
 
-    def _letters_for(self, file_name: str, flags: frozenset[str], keyword_letters: dict[str, str]) -> str:
-        """The new info letters: ours from `flags`, and every letter we do not manage kept as it was."""
-        managed = set(FLAG_LETTERS.values()) | set(keyword_letters.values())
-        managed.update(chr(ord("a") + n) for n in range(len(self._keywords.names())))
+    @staticmethod
+    def _letters_for(file_name: str, ours: str, managed: frozenset[str]) -> str:
+        """The new info letters: `ours`, and every letter we do not manage kept as it was."""
         kept = [letter for letter in _info_letters(file_name) if letter not in managed]
-        ours = [FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS]
-        ours += [keyword_letters[f] for f in flags if f in keyword_letters]
-        return "".join(sorted(set(kept + ours)))
+        return "".join(sorted(set(kept).union(ours)))
 
     def store_flags(self, uids: Sequence[int], flags: frozenset[str], mode: str) -> list[MessageRecord]:
         self._check_writable()
@@ -557,20 +601,29 @@ class MaildirFolder:
         flags = frozenset(f for f in flags if f != RECENT_FLAG and (f in FLAG_LETTERS or _is_keyword(f)))
         keywords = [f for f in flags if f not in FLAG_LETTERS]
         keyword_letters = self._keywords.letters_for(keywords) if keywords and mode != "remove" else {}
+        names = self._keywords.names()  # one look at the keyword list for the whole STORE
         if mode == "remove":
-            names = self._keywords.names()
             keyword_letters = {k: chr(ord("a") + names.index(k)) for k in keywords if k in names}
         flags = frozenset(f for f in flags if f in FLAG_LETTERS or f in keyword_letters)
+        managed = frozenset(
+            {*FLAG_LETTERS.values(), *keyword_letters.values(), *(chr(ord("a") + n) for n in range(len(names)))}
+        )
         self._flags_by_letters = {}
         self._own()
+        before = self._change_state()
+        stamped = False
+        exact = True
+        records, files = self._records, self._files
+        letters_by_flags: dict[frozenset[str], str] = {}
         changed: list[MessageRecord] = []
-        pending = [uid for uid in dict.fromkeys(uids) if uid in self._records]
+        pending = [uid for uid in dict.fromkeys(uids) if uid in records]
         for attempt in range(2):
-            changes: list[tuple[Path, str]] = []
-            targets: list[tuple[int, frozenset[str]]] = []
+            changes: list[tuple[str, str, str]] = []
+            targets: list[int] = []
             for uid in pending:
-                record = self._records[uid]
-                current = self._flags(self._files[uid][1])
+                record = records[uid]
+                subdir, name = files[uid]
+                current = self._flags(name)
                 if mode == "set":
                     # \Recent and keywords past z are not stored; other keywords are replaced too.
                     wanted = flags
@@ -580,27 +633,34 @@ class MaildirFolder:
                     wanted = current - flags
                 if wanted == current and record.flags == current:
                     continue
-                changes.append((self._path_of(uid), self._letters_for(self._files[uid][1], wanted, keyword_letters)))
-                targets.append((uid, wanted))
-            results = mailstore.set_flags_of_files(changes)
+                ours = letters_by_flags.get(wanted)
+                if ours is None:
+                    ours = letters_by_flags[wanted] = "".join(
+                        [FLAG_LETTERS[f] for f in wanted if f in FLAG_LETTERS]
+                        + [keyword_letters[f] for f in wanted if f in keyword_letters]
+                    )
+                changes.append((subdir, name, self._letters_for(name, ours, managed)))
+                targets.append(uid)
+            results = mailstore.set_flags_of_files(self.path, changes)
             pending = []
-            for (uid, _), new_path in zip(targets, results, strict=True):
-                if new_path is None:
+            for uid, (subdir, name, _), new_name in zip(targets, changes, results, strict=True):
+                if new_name is None:
                     pending.append(uid)  # renamed by another reader meanwhile: again from where it is now
                     continue
-                self._files[uid] = (new_path.parent.name, new_path.name)
-                record = self._records[uid]
+                stamped = stamped or subdir != "cur" or new_name != name
+                files[uid] = ("cur", new_name)
+                record = records[uid]
                 updated = MessageRecord(
-                    record.uid, record.key, self._flags(new_path.name), record.size_octets, record.internal_date
+                    record.uid, record.key, self._flags(new_name), record.size_octets, record.internal_date
                 )
-                self._records[uid] = updated
+                records[uid] = updated
                 changed.append(updated)
             if not pending or attempt:
                 break
+            exact = False
             now = uidmap.list_folder(self.path)  # one listing for all of them
             pending = [uid for uid in pending if self._relocate(uid, now) is not None]
-        self._messages = None
-        self._wrote()
+        self._after_own_write(before, exact=exact and not pending, stamped=stamped)
         return sorted(changed, key=lambda record: record.uid)
 
     def _forget(self, uids: Sequence[int]) -> None:
@@ -619,12 +679,14 @@ class MaildirFolder:
             for uid, record in self._records.items()
             if DELETED_FLAG in record.flags and (wanted is None or uid in wanted)
         ]
+        before = self._change_state()
         # Exact paths: a file another reader renamed meanwhile had its flags changed, and stays.
         removed = mailstore.remove_message_files([self._path_of(uid) for uid in doomed])
         expunged = [uid for uid, gone in zip(doomed, removed, strict=True) if gone]
         if expunged:
             self._map.forget([self._records[uid].key for uid in expunged])
         self._forget(expunged)
+        self._after_own_write(before, exact=len(expunged) == len(doomed), stamped=bool(expunged))
         return expunged
 
     def _sources(self, uids: Sequence[int]) -> list[int]:
@@ -675,7 +737,8 @@ class MaildirFolder:
         return uidvalidity, [(uid, new_uid) for (uid, _), new_uid in zip(done, new_uids, strict=True)]
 
     def watch_paths(self) -> Sequence[str]:
-        return [str(self.path / "new"), str(self.path / "cur")]
+        # The change stamp too: two changes within one clock tick leave a directory's times as they were.
+        return [str(self.path / "new"), str(self.path / "cur"), mailstore.change_stamp_path(self.path)]
 
     def fetch_cache(self, kind: str) -> FetchCache:
         # By path and UIDVALIDITY: a folder renumbered, renamed or made again under the name starts afresh.

@@ -166,6 +166,8 @@ def deliver_to_mailboxes(maildirs: Collection[Path], chunks: Iterable[bytes]) ->
             published.append(new_path)
         for directory in {p.parent for p in published}:
             fsync_dir(directory)
+        for maildir in maildirs:
+            note_folder_changed(maildir)
     except BaseException:
         # The caller will report failure, so the sender retries: keep no copy anywhere.
         for new_path in published:
@@ -364,6 +366,7 @@ def set_flags(path: Path, flags: Iterable[str]) -> Path | None:
         fsync_dir(target.parent)
         if path.parent != target.parent:
             fsync_dir(path.parent)
+        note_folder_changed(folder)
     return target
 
 
@@ -403,6 +406,8 @@ def delete_messages(maildir: Path, uids: Collection[str]) -> int:
         if removed_here:
             fsync_dir(directory)
         removed_count += removed_here
+    if removed_count:
+        note_folder_changed(maildir)
     return removed_count
 
 
@@ -436,6 +441,52 @@ class MaildirMailbox:
 
 
 # --- IMAP: small state files in a Maildir ----------------------------------------------------------
+
+# A folder's change stamp: every writer here that adds, renames or removes a message file of a
+# folder appends one octet to it afterwards. Its (inode, size) then tells a reader whether anything
+# changed since it looked, where a directory's mtime cannot: two changes within one clock tick give
+# the same mtime (see `servers.mailfolders`, which reads it after its own STORE and EXPUNGE). Not
+# fsynced: only live processes read it, and after a restart everyone looks afresh. Replaced by an
+# empty file (a new inode, so every reader sees a change) when it reaches its bound.
+CHANGE_STAMP_NAME = ".mailconsole-changes"
+CHANGE_STAMP_MAX_OCTETS = 64 * 1024
+
+
+def change_stamp_path(folder: Path | str) -> str:
+    return os.path.join(os.fspath(folder), CHANGE_STAMP_NAME)
+
+
+def change_stamp(folder: Path | str) -> tuple[int, int] | None:
+    """(inode, size) of the folder's change stamp, None if it has none yet."""
+    try:
+        stat = os.stat(change_stamp_path(folder))
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size
+
+
+def note_folder_changed(folder: Path | str) -> None:
+    """Tell readers of the Maildir folder `folder` that its messages changed (after the change)."""
+    path = change_stamp_path(folder)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return  # the folder itself is gone (or not ours to write): its directories' times still tell
+    try:
+        os.write(fd, b".")
+        size = os.fstat(fd).st_size
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if size >= CHANGE_STAMP_MAX_OCTETS:
+        fresh = os.path.join(os.fspath(folder), f"{CHANGE_STAMP_NAME}.{os.getpid()}.{new_unique_name()}")
+        try:
+            os.close(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.rename(fresh, path)
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fresh)
 
 
 def replace_file_durably(path: Path, data: bytes) -> os.stat_result:
@@ -516,6 +567,7 @@ def store_in_folder(
         write_synced(tmp_path, chunks, mode=0o600, mtime_ns=mtime_ns)
         os.link(tmp_path, target)
         fsync_dir(target.parent)
+        note_folder_changed(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
@@ -567,6 +619,8 @@ def copy_into_folder(sources: Sequence[Path], folder: Path) -> list[Path | None]
             made.append(target)
         for directory in {path.parent for path in made if path is not None}:
             fsync_dir(directory)
+        if any(path is not None for path in made):
+            note_folder_changed(folder)
     except BaseException:
         for path in made:
             if path is not None:
@@ -607,34 +661,38 @@ def move_into_folder(moves: Sequence[tuple[Path, str]], folder: Path) -> list[Pa
         touched.update((target.parent, source.parent))
     for directory in touched:
         fsync_dir(directory)
+    for changed_folder in {directory.parent for directory in touched}:
+        note_folder_changed(changed_folder)
     return moved
 
 
-def set_flags_of_files(changes: Sequence[tuple[Path, str]]) -> list[Path | None]:
-    """Give each message file exactly these flag letters (IMAP STORE); return the new paths.
+def set_flags_of_files(folder: Path | str, changes: Sequence[tuple[str, str, str]]) -> list[str | None]:
+    """Give message files of the Maildir `folder` exactly these flag letters (IMAP STORE).
 
-    Like `set_flags` for many files at once: each moves into cur/ as `<unique name>:2,<letters>`
-    (the unique name stays) and each directory involved is fsynced once. None for a file gone
-    meanwhile (deleted, or renamed by another reader: its flags changed under us).
+    Each change is (subdir, file name, letters); returns each file's new name (in cur/). Like
+    `set_flags` for many files at once: each moves into cur/ as `<unique name>:2,<letters>` (the
+    unique name stays) and each directory involved is fsynced once. None for a file gone meanwhile
+    (deleted, or renamed by another reader: its flags changed under us).
     """
-    renamed: list[Path | None] = []
+    renamed: list[str | None] = []
     touched: set[str] = set()
+    root = os.fspath(folder)
+    cur = os.path.join(root, "cur")
     # Strings, not Path arithmetic, per file: a STORE of 1,000 messages spent more in pathlib than in rename.
-    for path, letters in changes:
-        directory, name = os.path.split(os.fspath(path))
-        target_directory = os.path.join(os.path.dirname(directory), "cur")
-        target = os.path.join(target_directory, maildir_file_name(unique_part(name), letters))
-        if target != os.path.join(directory, name):
+    for subdir, name, letters in changes:
+        new_name = f"{name.partition(INFO_SEPARATOR)[0]}{INFO_SEPARATOR}{INFO_PREFIX}{''.join(sorted(set(letters)))}"
+        if subdir != "cur" or new_name != name:
             try:
-                os.rename(path, target)
+                os.rename(f"{root}/{subdir}/{name}", f"{cur}/{new_name}")
             except FileNotFoundError:
                 renamed.append(None)
                 continue
-            touched.add(directory)
-            touched.add(target_directory)
-        renamed.append(Path(target))
-    for touched_directory in touched:
-        fsync_dir(Path(touched_directory))
+            touched.add(subdir)
+        renamed.append(new_name)
+    if touched:
+        for touched_subdir in {"cur", *touched}:
+            fsync_dir(Path(root, touched_subdir))
+        note_folder_changed(root)
     return renamed
 
 
@@ -656,6 +714,8 @@ def remove_message_files(paths: Sequence[Path]) -> list[bool]:
         touched.add(Path(path).parent)
     for directory in touched:
         fsync_dir(directory)
+    for changed_folder in {directory.parent for directory in touched}:
+        note_folder_changed(changed_folder)
     return removed
 
 

@@ -316,6 +316,88 @@ def test_a_session_never_takes_an_older_look_over_its_own_change(account, maildi
     assert mine.messages()[0].flags == {"\\Seen"}
 
 
+def _count_listings(monkeypatch) -> list[str]:
+    listed: list[str] = []
+    real_list_subdir = uidmap.list_subdir
+
+    def counted(folder: Path, subdir: str) -> uidmap.Listing:
+        listed.append(subdir)
+        return real_list_subdir(folder, subdir)
+
+    monkeypatch.setattr(uidmap, "list_subdir", counted)
+    return listed
+
+
+def _as_within_the_same_clock_tick(maildir: Path, times: list[int]) -> None:
+    for sub, mtime_ns in zip(("new", "cur"), times, strict=True):
+        os.utime(maildir / sub, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_refresh_after_our_own_store_and_expunge_lists_nothing(account, maildir, monkeypatch):
+    deliver(maildir, 3)
+    folder = account.open_folder("INBOX", read_only=False)
+    listed = _count_listings(monkeypatch)
+
+    folder.store_flags([1, 2], frozenset({"\\Deleted"}), "add")
+    assert not folder.refresh()
+    folder.store_flags([3], frozenset({"\\Flagged"}), "add")
+    assert folder.expunge() == [1, 2]
+    assert not folder.refresh()
+
+    assert listed == []  # our view already is the folder: no directory was read again
+    mailfolders._snapshots.clear()  # and a fresh look agrees with it
+    fresh = account.open_folder("INBOX", read_only=True)
+    assert [(r.uid, r.flags) for r in fresh.messages()] == [(3, frozenset({"\\Flagged"}))]
+
+
+def test_a_change_by_another_writer_within_the_tick_of_our_store_still_shows(account, maildir):
+    keys = deliver(maildir, 3)
+    mine = account.open_folder("INBOX", read_only=False)
+    mine.store_flags([1], frozenset({"\\Seen"}), "add")
+    times = [(maildir / sub).stat().st_mtime_ns for sub in ("new", "cur")]
+
+    mailstore.mark_read(maildir / "new" / keys[1])  # the webmail, within the same clock tick
+    mailstore.MaildirMailbox(maildir).commit_deletions([keys[2]])  # and POP3
+    (fourth,) = deliver(maildir)
+    _as_within_the_same_clock_tick(maildir, times)
+
+    changes = mine.refresh()
+    assert [(r.uid, r.flags) for r in changes.flags_changed] == [(2, frozenset({"\\Seen"}))]
+    assert changes.expunged == [3]
+    assert [(r.uid, r.key) for r in changes.added] == [(4, fourth)]
+
+
+def test_a_store_racing_another_writer_is_not_taken_as_the_whole_change(account, maildir, monkeypatch):
+    keys = deliver(maildir, 2)
+    mine = account.open_folder("INBOX", read_only=False)
+    real_set_flags_of_files = mailstore.set_flags_of_files
+
+    def and_the_webmail_meanwhile(folder, changes):
+        mailstore.mark_read(maildir / "new" / keys[1])
+        return real_set_flags_of_files(folder, changes)
+
+    monkeypatch.setattr(mailstore, "set_flags_of_files", and_the_webmail_meanwhile)
+    mine.store_flags([1], frozenset({"\\Flagged"}), "add")
+    times = [(maildir / sub).stat().st_mtime_ns for sub in ("new", "cur")]
+    _as_within_the_same_clock_tick(maildir, times)
+
+    assert [(r.uid, r.flags) for r in mine.refresh().flags_changed] == [(2, frozenset({"\\Seen"}))]
+
+
+def test_a_change_by_a_program_that_does_not_stamp_shows_once_the_directories_settle(account, maildir, monkeypatch):
+    keys = deliver(maildir, 2)
+    mine = account.open_folder("INBOX", read_only=False)
+    mine.store_flags([1], frozenset({"\\Seen"}), "add")
+    times = [(maildir / sub).stat().st_mtime_ns for sub in ("new", "cur")]
+    os.rename(maildir / "new" / keys[1], maildir / "cur" / f"{keys[1]}:2,F")  # no change stamp
+    _as_within_the_same_clock_tick(maildir, times)
+    assert not mine.refresh()  # within the settle time, as our own write left it
+
+    monkeypatch.setattr(mailfolders, "USAGE_SETTLE_NS", 0)
+    mine.store_flags([1], frozenset({"\\Answered"}), "add")  # the window now ends at once
+    assert [(r.uid, r.flags) for r in mine.refresh().flags_changed] == [(2, frozenset({"\\Flagged"}))]
+
+
 def settle(maildir: Path, seconds_ago: int) -> None:
     """Give new/ and cur/ modification times long past (each call its own), as if changes had settled."""
     past_ns = (int(time.time()) - seconds_ago) * 10**9
@@ -556,10 +638,14 @@ def test_a_map_rebuilt_under_an_open_folder_ends_the_selection(account, maildir)
         folder.refresh()
 
 
-def test_watch_paths_are_the_folders_new_and_cur(account, maildir):
+def test_watch_paths_are_the_folders_new_and_cur_and_its_change_stamp(account, maildir):
     folder = account.open_folder("Sent", read_only=True)
 
-    assert folder.watch_paths() == [str(maildir / ".Sent" / "new"), str(maildir / ".Sent" / "cur")]
+    assert folder.watch_paths() == [
+        str(maildir / ".Sent" / "new"),
+        str(maildir / ".Sent" / "cur"),
+        str(maildir / ".Sent" / ".mailconsole-changes"),
+    ]
 
 
 def test_release_runs_the_callback_once(maildir):

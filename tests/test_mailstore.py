@@ -296,3 +296,38 @@ def test_the_sent_copy_lands_read_in_a_folder_made_for_it(home):
 
     assert files_in(alice / ".Sent" / "cur") == [f"{uid}:2,S"] and files_in(alice / ".Sent" / "new") == []
     assert (alice / ".Sent" / "cur" / f"{uid}:2,S").read_bytes() == MESSAGE
+
+
+@pytest.mark.backend_independent
+def test_every_change_to_a_folders_messages_grows_its_change_stamp(tmp_path):
+    maildir = ensure_maildir(tmp_path / "alice")
+    assert mailstore.change_stamp(maildir) is None
+
+    key = mailstore.deliver(maildir, [b"Subject: a\r\n\r\nx\r\n"])
+    after_delivery = mailstore.change_stamp(maildir)
+    mailstore.mark_read(maildir / "new" / key)
+    after_read = mailstore.change_stamp(maildir)
+    mailstore.delete_messages(maildir, [key])
+    after_deletion = mailstore.change_stamp(maildir)
+
+    assert after_delivery is not None and after_read is not None and after_deletion is not None
+    assert [after_delivery[1], after_read[1], after_deletion[1]] == [1, 2, 3]
+    assert after_delivery[0] == after_read[0] == after_deletion[0]
+
+
+@pytest.mark.backend_independent
+def test_a_full_change_stamp_is_replaced_by_a_new_empty_file(tmp_path, monkeypatch):
+    maildir = ensure_maildir(tmp_path / "alice")
+    monkeypatch.setattr(mailstore, "CHANGE_STAMP_MAX_OCTETS", 3)
+    mailstore.note_folder_changed(maildir)
+    mailstore.note_folder_changed(maildir)
+    before = mailstore.change_stamp(maildir)
+
+    mailstore.note_folder_changed(maildir)
+
+    after = mailstore.change_stamp(maildir)
+    assert before is not None and after is not None
+    assert after[1] == 0 and after != before
+    assert sorted(p.name for p in maildir.iterdir() if p.name.startswith(".mailconsole-changes")) == [
+        ".mailconsole-changes"
+    ]

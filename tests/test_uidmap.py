@@ -211,3 +211,20 @@ def test_a_map_forgotten_by_the_process_cache_reads_back_the_same_uids(tmp_path,
     assert again is not uidmap.uid_map(second)
     assert again.sync()[0] == before[first]
     assert before[first].entries[names[first]].uid == 1
+
+
+def test_a_map_read_from_its_file_keeps_one_copy_of_each_name_and_still_drops_by_uid(folder):
+    first, second, third = (deliver(folder, 1_000_000_000 + n) for n in range(3))
+    fresh_map(folder).sync()
+    reader = fresh_map(folder)  # reads the file: its names come from the file, then from the listing
+    listing = uidmap.list_folder(folder)
+    view, _ = reader.sync(listing)
+    assert all(key is next(k for k in listing if k == key) for key in view.entries)
+
+    mailstore.delete_messages(folder, [second])
+    fresh_map(folder).sync()  # another process drops it: a drop line the reader has not seen
+    mailstore.delete_messages(folder, [first])
+    view, _ = reader.sync()  # reads the drop line, then drops the other itself
+
+    assert {key: entry.uid for key, entry in view.entries.items()} == {third: 3}
+    assert uids_of(folder) == {third: 3}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import operator
 import quopri
 import re
 from collections.abc import Callable, Iterable
@@ -356,13 +357,14 @@ def is_fast(items: list[FetchItem]) -> bool:
     return all(item.name in _FAST_ITEMS for item in items)
 
 
-# Each item's value in `render_many`'s template, by name from the values made for every message.
+# Each item's value in `render_many`'s template, and where it is in the values made for every message:
+# (number, uid, flags, size, date, envelope). Positional formatting is twice as fast as by name.
 _FAST_FORMATS = {
-    "UID": b"UID %(uid)d",
-    "FLAGS": b"FLAGS %(flags)s",
-    "RFC822.SIZE": b"RFC822.SIZE %(size)d",
-    "INTERNALDATE": b"INTERNALDATE %(date)s",
-    "ENVELOPE": b"ENVELOPE %(envelope)s",
+    "UID": (b"UID %d", 1),
+    "FLAGS": (b"FLAGS %s", 2),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", 3),
+    "INTERNALDATE": (b"INTERNALDATE %s", 4),
+    "ENVELOPE": (b"ENVELOPE %s", 5),
 }
 
 
@@ -377,7 +379,8 @@ def render_many(
     `render` callers do (RFC 9051 7.5.1 allows it).
     """
     names = [item.name for item in items]
-    template = b"* %(number)d FETCH (" + b" ".join(_FAST_FORMATS[name] for name in names) + b")\r\n"
+    template = b"* %d FETCH (" + b" ".join(_FAST_FORMATS[name][0] for name in names) + b")\r\n"
+    pick = operator.itemgetter(0, *(_FAST_FORMATS[name][1] for name in names))
     want_envelope, want_date = "ENVELOPE" in names, "INTERNALDATE" in names
     known_flags = _flags_bytes
     lines: list[bytes] = []
@@ -392,15 +395,5 @@ def render_many(
                 continue
         if want_date:
             date = responses.date_time(record.internal_date).encode("ascii")
-        append(
-            template
-            % {
-                b"number": number,
-                b"uid": record.uid,
-                b"flags": flags,
-                b"size": record.size_octets,
-                b"date": date,
-                b"envelope": envelope,
-            }
-        )
+        append(template % pick((number, record.uid, flags, record.size_octets, date, envelope)))
     return b"".join(lines)

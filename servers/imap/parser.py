@@ -440,6 +440,16 @@ class SequenceSet:
             chosen.extend(candidates[start:end])
         return chosen
 
+    def select_sorted_slices(self, candidates: Sequence[int], largest: int) -> list[tuple[int, int]]:
+        """Like `select_sorted`, as (start, end) slices of `candidates`, ascending and disjoint."""
+        slices: list[tuple[int, int]] = []
+        for low, high in self._merged(largest):
+            start = bisect.bisect_left(candidates, low)
+            end = bisect.bisect_right(candidates, high, start)
+            if end > start:
+                slices.append((start, end))
+        return slices
+
     def select(self, candidates: Iterable[int], largest: int) -> list[int]:
         """The candidates inside the set, in their order (never expands a range like 1:4294967295).
 

@@ -8,6 +8,7 @@ that may report them.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ class SelectedFolder:
         self.view: list[MessageRecord] = list(folder.messages())
         self.pending_expunged: set[int] = set()
         self.saved_uids: list[int] = []  # RFC 5182: "$", empty until a SEARCH RETURN (SAVE)
-        self._number_of: dict[int, int] = {}
+        # The view's UIDs, ascending: a message's number is found by bisection, not kept in a dict
+        # (a dict of numbers cost 9 KiB per session on a 200-message folder, 1,000 IDLE sessions 9 MiB).
         self._uids: list[int] = []
         self._reindex()
 
@@ -110,10 +112,11 @@ class SelectedFolder:
 
     def _reindex(self) -> None:
         self._uids = [record.uid for record in self.view]  # ascending, as the view is
-        self._number_of = {uid: number for number, uid in enumerate(self._uids, start=1)}
 
     def number_of(self, uid: int) -> int | None:
-        return self._number_of.get(uid)
+        uids = self._uids
+        index = bisect.bisect_left(uids, uid)
+        return index + 1 if index < len(uids) and uids[index] == uid else None
 
     def largest_uid(self) -> int:
         return self.view[-1].uid if self.view else 0
@@ -121,13 +124,14 @@ class SelectedFolder:
     def select(self, sequence_set: SequenceSet, *, by_uid: bool) -> list[tuple[int, MessageRecord]]:
         """The (number, record) pairs a sequence set names, ascending; BAD for numbers beyond the view."""
         if sequence_set.saved:
-            numbers = sorted(n for uid in self.saved_uids if (n := self._number_of.get(uid)) is not None)
+            numbers = sorted(n for uid in self.saved_uids if (n := self.number_of(uid)) is not None)
             return [(number, self.view[number - 1]) for number in numbers]
         view = self.view
         if by_uid:
-            number_of = self._number_of
-            uids = sequence_set.select_sorted(self._uids, self.largest_uid())
-            return [(number_of[uid], view[number_of[uid] - 1]) for uid in uids]
+            chosen: list[tuple[int, MessageRecord]] = []
+            for start, end in sequence_set.select_sorted_slices(self._uids, self.largest_uid()):
+                chosen.extend(zip(range(start + 1, end + 1), view[start:end], strict=True))
+            return chosen
         count = len(view)
         for first, last in sequence_set.ranges:
             if first is not None and last is not None and max(first, last) > count:
@@ -138,12 +142,12 @@ class SelectedFolder:
     def adopt_flags(self, records: Sequence[MessageRecord]) -> None:
         """Take our own STORE's results into the view."""
         for record in records:
-            number = self._number_of.get(record.uid)
+            number = self.number_of(record.uid)
             if number is not None:
                 self.view[number - 1] = record
 
     def note_expunged(self, uids: Sequence[int]) -> None:
-        self.pending_expunged.update(uid for uid in uids if uid in self._number_of)
+        self.pending_expunged.update(uid for uid in uids if self.number_of(uid) is not None)
 
     def updates(self, *, allow_expunge: bool) -> bytes:
         """Look at the store again; the untagged EXPUNGE/EXISTS/FETCH responses for what changed."""
@@ -154,13 +158,13 @@ class SelectedFolder:
         self.note_expunged(changes.expunged)
         if allow_expunge and self.pending_expunged:
             out += self.flush_expunged()
-        new = sorted((r for r in changes.added if r.uid not in self._number_of), key=lambda r: r.uid)
+        new = sorted((r for r in changes.added if self.number_of(r.uid) is None), key=lambda r: r.uid)
         if new:
             self.view.extend(new)
             self._reindex()
             out += responses.untagged(f"{len(self.view)} EXISTS")
         for record in changes.flags_changed:
-            number = self._number_of.get(record.uid)
+            number = self.number_of(record.uid)
             if number is not None and self.view[number - 1].flags != record.flags:
                 self.view[number - 1] = record
                 out += fetch_flags_line(number, record)

@@ -191,13 +191,14 @@ class ImapConnection:
             self.writer.close()
 
 
-# A directory's change stamp: its mtime, ctime and inode, or None while it does not exist.
-Stamp = tuple[int, int, int] | None
-UNSEEN = (-1, -1, -1)
+# A watched path's change stamp: its mtime, ctime, inode and size (a folder's change stamp file
+# grows by an octet per change, within a clock tick too), or None while it does not exist.
+Stamp = tuple[int, int, int, int] | None
+UNSEEN = (-1, -1, -1, -1)
 
 
 def stat_paths(paths: Iterable[str]) -> dict[str, Stamp]:
-    """The change stamp of each directory."""
+    """The change stamp of each watched path."""
     stamps: dict[str, Stamp] = {}
     for path in paths:
         try:
@@ -205,7 +206,7 @@ def stat_paths(paths: Iterable[str]) -> dict[str, Stamp]:
         except OSError:
             stamps[path] = None
         else:
-            stamps[path] = (status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+            stamps[path] = (status.st_mtime_ns, status.st_ctime_ns, status.st_ino, status.st_size)
     return stamps
 
 
@@ -343,7 +344,9 @@ class IMAPWorker(MailServiceWorker):
             await writer.drain()
             while not connection.closed:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK_OCTETS), self.autologout_s)
+                    # asyncio.timeout, not wait_for: wait_for makes a Task for every read.
+                    async with asyncio.timeout(self.autologout_s):
+                        data = await reader.read(READ_CHUNK_OCTETS)
                 except TimeoutError:
                     # RFC 9051 5.4: the autologout timer is at least 30 minutes, IDLE included.
                     async with connection.busy:

@@ -160,7 +160,9 @@ class POP3Worker(MailServiceWorker):
             await writer.drain()
             while True:
                 try:
-                    line = await asyncio.wait_for(read_command_line(reader), IDLE_TIMEOUT_S)
+                    # asyncio.timeout, not wait_for: wait_for makes a Task for every line read.
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                        line = await read_command_line(reader)
                 except TimeoutError:
                     writer.write(f"{pop3_replies.IDLE_TIMEOUT}\r\n".encode())
                     break
