@@ -74,6 +74,9 @@ SECRETS_KEYS = _secrets_keys()
 
 DEBUG = envbool("MAILCONSOLE_DEBUG", False)
 WHITENOISE_USE_FINDERS = True
+# Without autorefresh WhiteNoise scans every static file each time a handler is built (50 ms): once
+# per process in production, but once per test client in the tests, which set this.
+WHITENOISE_AUTOREFRESH = envbool("MAILCONSOLE_STATIC_AUTOREFRESH", DEBUG)
 ALLOWED_HOSTS = [h for h in envstr("MAILCONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 
 INSTALLED_APPS = [

@@ -22,6 +22,8 @@ os.environ.setdefault("MAILCONSOLE_STOP_GRACE", "5")
 # Throttled sign-in failures still wait, but briefly: tests guess many passwords on purpose.
 os.environ.setdefault("MAILCONSOLE_SIGNIN_MAX_DELAY_MS", "400")
 os.environ.setdefault("MAILCONSOLE_HOSTNAME", "mx.test.invalid")
+# Static files looked up when asked for, not scanned for every test client (mailconsole.settings).
+os.environ.setdefault("MAILCONSOLE_STATIC_AUTOREFRESH", "1")
 # The command-line tools speak the shell's language (servers.management.language); the tests expect
 # English unless they ask for another, whatever the machine's locale.
 if any(os.environ.get(name, "C")[:1] not in ("C", "P", "e") for name in ("LC_ALL", "LC_MESSAGES", "LANG")):
