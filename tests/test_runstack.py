@@ -230,7 +230,9 @@ def test_a_mail_client_configured_only_from_the_autoconfig_answer_sends_and_read
                 subjects = []
                 for number in data[0].split():
                     _, parts = client.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                    subjects.append(parts[0][1].strip())
+                    first = parts[0]
+                    assert isinstance(first, tuple)
+                    subjects.append(first[1].strip())
                 return subjects
             finally:
                 client.logout()
