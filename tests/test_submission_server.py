@@ -78,3 +78,40 @@ def test_the_console_shows_the_submission_server(older_installation):
     assert client.get(reverse("console:servers")).status_code == 200
     assert client.get(reverse("console:server", args=[submission.pk])).status_code == 200
     assert Domain.objects.filter(server=submission).count() == 0
+
+
+def test_the_wizard_creates_a_submission_server_without_a_domain(fast_hashing, settings):
+    client = Client()
+    client.force_login(make_user("wizard-admin", superuser=True))
+    port = free_port()
+
+    def step(number: int, **fields):
+        data = {"step": number, **{f"step{number}-{k}": v for k, v in fields.items()}}
+        return client.post(reverse("console:server-new"), data)
+
+    step(0, name="Mail programs", kind="submission")
+    step(1, ip_address="127.0.0.1", port=port)
+    step(2, home_dir=str(settings.VAR_DIR / "homes" / "wizard-submission"))
+    response = step(3, default_domain="")
+    server = VirtualServer.objects.get(name="Mail programs")
+    assert response["Location"] == reverse("console:server", args=[server.pk])
+    assert server.is_submission and not server.allow_anonymous and server.port == port
+    assert not server.domains.exists()
+
+
+def test_the_wizard_still_needs_a_domain_for_a_mail_server(fast_hashing, settings):
+    client = Client()
+    client.force_login(make_user("wizard-admin", superuser=True))
+    for number, fields in enumerate(
+        [
+            {"name": "Needs a domain"},
+            {"ip_address": "127.0.0.1", "port": free_port()},
+            {"home_dir": str(settings.VAR_DIR / "homes" / "wizard-needs-domain")},
+            {"default_domain": ""},
+        ]
+    ):
+        response = client.post(
+            reverse("console:server-new"), {"step": number, **{f"step{number}-{k}": v for k, v in fields.items()}}
+        )
+    assert response.status_code == 200
+    assert not VirtualServer.objects.filter(name="Needs a domain").exists()
