@@ -115,3 +115,15 @@ def test_the_wizard_still_needs_a_domain_for_a_mail_server(fast_hashing, setting
         )
     assert response.status_code == 200
     assert not VirtualServer.objects.filter(name="Needs a domain").exists()
+
+
+def test_a_submission_server_off_loopback_takes_passwords_only_after_starttls(fast_hashing, settings):
+    server = services.create_submission_server(
+        name="Public submission",
+        ip_address="0.0.0.0",
+        port=free_port(),
+        home_dir=settings.VAR_DIR / "homes" / "public-submission",
+        start=False,
+    )
+    snapshot = load_snapshot(server.pk)
+    assert snapshot.policy.auth_requires_tls and not snapshot.policy.allow_anonymous
