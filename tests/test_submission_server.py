@@ -127,3 +127,10 @@ def test_a_submission_server_off_loopback_takes_passwords_only_after_starttls(fa
     )
     snapshot = load_snapshot(server.pk)
     assert snapshot.policy.auth_requires_tls and not snapshot.policy.allow_anonymous
+
+
+def test_a_submission_server_takes_no_domain_of_its_own(older_installation):
+    first_run.set_up()
+    submission = VirtualServer.objects.get(is_submission=True)
+    with pytest.raises(services.RefusedError, match="holds no domains"):
+        services.add_domain(submission, "extra.test")
