@@ -221,3 +221,14 @@ def test_a_stopped_imap_service_is_not_offered(installation):
     services.set_imap_state(imap, "stopped", actor="test")
     root = ET.fromstring(thunderbird_config(Client(), "helena@autoconf.test").content)
     assert [s.get("type") for s in root.find("emailProvider").findall("incomingServer")] == ["pop3", "pop3"]
+
+
+def test_an_alias_domain_address_is_told_to_sign_in_as_the_local_domain_mailbox(installation):
+    server = installation[0]
+    services.add_domain(server, "alias.autoconf.test", type="alias", alias_of="autoconf.test")
+    response = thunderbird_config(Client(), "helena@alias.autoconf.test")
+    assert response.status_code == 200
+    root = ET.fromstring(response.content)
+    usernames = {s.findtext("username") for s in root.find("emailProvider")}
+    usernames.discard(None)
+    assert usernames == {"helena@autoconf.test"}

@@ -92,6 +92,24 @@ def client_settings(endpoints: list[Endpoint], *, address: str, default_hostname
     return result
 
 
+def local_domain_for(domain_name: str) -> str | None:
+    """The local domain whose mailboxes `domain_name` reaches: itself, the local domain an alias
+    domain stands for, or None for a domain that is not ours."""
+    from servers.models import Domain, DomainType
+
+    domain = (
+        Domain.objects.filter(name=domain_name, type__in=[DomainType.LOCAL, DomainType.ALIAS])
+        .select_related("alias_of")
+        .order_by("-type")  # a local domain of that name first ("local" > "alias")
+        .first()
+    )
+    if domain is None:
+        return None
+    if domain.type == DomainType.ALIAS:
+        return domain.alias_of.name if domain.alias_of else None
+    return domain.name
+
+
 def configured_endpoints(domain_name: str) -> list[Endpoint]:
     """The services that serve `domain_name`'s mailboxes now: the node's IMAP and POP3 services and
     the SMTP servers a signed-in user of that domain can send through (submission servers of the node,
@@ -129,8 +147,12 @@ def settings_for_address(address: str) -> list[ClientSetting] | None:
     answer reveals nothing about mailboxes); None for a domain that is not local here."""
     from django.conf import settings
 
-    local_part, at, domain = address.strip().lower().rpartition("@")
-    if not at or not local_part or not domain:
+    local_part, at, given_domain = address.strip().lower().rpartition("@")
+    if not at or not local_part or not given_domain:
+        return None
+    # An alias domain's address signs in as the mailbox of the local domain it stands for.
+    domain = local_domain_for(given_domain)
+    if domain is None:
         return None
     endpoints = configured_endpoints(domain)
     if not endpoints:
