@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django import forms
+from django.utils.translation import gettext_lazy
 
 from servers.models import DomainType
 from servers.services import RefusedError
@@ -48,9 +49,21 @@ class LoginForm(ConsoleForm):
 # -- the New SMTP Virtual Server wizard -----------------------------------------------------------
 
 
+SERVER_KIND_MX, SERVER_KIND_SUBMISSION = "mx", "submission"
+
+
 class WizardNameForm(ConsoleForm):
     name = forms.CharField(
         max_length=100, label="Name", help_text="A name for the virtual server, e.g. \u201cLab server\u201d."
+    )
+    kind = forms.ChoiceField(
+        label=gettext_lazy("Kind"),
+        required=False,
+        initial=SERVER_KIND_MX,
+        choices=[
+            (SERVER_KIND_MX, gettext_lazy("Mail server for its own domains")),
+            (SERVER_KIND_SUBMISSION, gettext_lazy("Submission: mail programs of signed-in users send through it")),
+        ],
     )
 
 
@@ -71,7 +84,10 @@ class WizardHomeForm(ConsoleForm):
 
 class WizardDomainForm(ConsoleForm):
     default_domain = forms.CharField(
-        max_length=253, label="Default domain", help_text="A local domain, e.g. study003.local."
+        max_length=253,
+        required=False,
+        label="Default domain",
+        help_text=gettext_lazy("A local domain, e.g. study003.local. A submission server takes none."),
     )
     start = forms.BooleanField(required=False, initial=True, label="Start the server when it is created")
 

@@ -203,6 +203,7 @@ DEFAULT_SMTP_HOST = envstr("MAILCONSOLE_SMTP_HOST", "127.0.0.1")
 DEFAULT_SMTP_PORT = envint("MAILCONSOLE_SMTP_PORT", 2525)
 DEFAULT_POP3_PORT = envint("MAILCONSOLE_POP3_PORT", 1110)
 DEFAULT_IMAP_PORT = envint("MAILCONSOLE_IMAP_PORT", 1143)
+DEFAULT_SUBMISSION_PORT = envint("MAILCONSOLE_SUBMISSION_PORT", 1587)
 # RFC 9051 section 5.4: an IMAP session without a command this long (IDLE included) is logged out.
 IMAP_AUTOLOGOUT_S = envint("MAILCONSOLE_IMAP_AUTOLOGOUT_S", 1800)
 # The name the SMTP servers give in their greeting and Received: headers.

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from frontend import autoconfig
 from frontend.views.language import set_language
 from servers.admin import admin_login
 
@@ -16,6 +17,13 @@ urlpatterns = [
     path("healthz", healthz),
     path("language/", set_language, name="set-language"),
     path("api/v1/", include("api.urls")),
+    # Mail program autoconfiguration (machine endpoints; Thunderbird asks both places, Outlook either case).
+    path(".well-known/autoconfig/mail/config-v1.1.xml", autoconfig.thunderbird, name="autoconfig-thunderbird"),
+    path("mail/config-v1.1.xml", autoconfig.thunderbird),
+    path("autodiscover/autodiscover.xml", autoconfig.outlook, name="autodiscover"),
+    path("Autodiscover/Autodiscover.xml", autoconfig.outlook),
+    path("mail/settings/", autoconfig.settings_page, name="webmail-client-settings"),
+    path("mail/settings/profile.mobileconfig", autoconfig.apple_profile, name="webmail-apple-profile"),
     path("mail/", include("frontend.webmail.urls")),
     path("", include("frontend.urls")),
 ]

@@ -1,6 +1,7 @@
-"""The first start of an installation: the administrator, the Default SMTP Virtual Server, and the
-node's POP3 and IMAP services. Safe to repeat: what exists is left alone (`manage.py bootstrap`,
-and `manage.py runstack` before it starts anything, which then shows the password in its banner)."""
+"""The first start of an installation: the administrator, the Default SMTP Virtual Server, the
+Submission server for mail programs, and the node's POP3 and IMAP services. Safe to repeat: what
+exists is left alone (`manage.py bootstrap`, and `manage.py runstack` before it starts anything, which
+then shows the password in its banner)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from servers.models import ImapService, Pop3Service
-from servers.services import create_imap_service, create_pop3_service, create_virtual_server, local_node
+from servers.models import ImapService, Pop3Service, VirtualServer
+from servers.services import (
+    create_imap_service,
+    create_pop3_service,
+    create_submission_server,
+    create_virtual_server,
+    local_node,
+)
 from servers.services.virtual_servers import default_home_dir
 
 DEFAULT_SERVER_NAME = "Default SMTP Virtual Server"
+SUBMISSION_SERVER_NAME = "Submission"
 ADMIN_USERNAME = "admin"
 
 
@@ -56,6 +64,7 @@ def set_up() -> FirstRun:
         result.created.append(f"IMAP service: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_IMAP_PORT}")
     user_model = get_user_model()
     if user_model.objects.filter(is_superuser=True).exists():
+        _set_up_submission(result, node)
         return result
     given = os.environ.get("MAILCONSOLE_ADMIN_PASSWORD")
     password = given or secrets.token_urlsafe(12)
@@ -76,4 +85,24 @@ def set_up() -> FirstRun:
         f"{DEFAULT_SERVER_NAME}: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_SMTP_PORT}, "
         f"domain {settings.DEFAULT_MAIL_DOMAIN}"
     )
+    _set_up_submission(result, node)
     return result
+
+
+def _set_up_submission(result: FirstRun, node) -> None:
+    """The submission server for mail programs; also for installations made before it existed."""
+    if VirtualServer.objects.filter(node=node, is_submission=True).exists():
+        return
+    if VirtualServer.objects.filter(node=node, name=SUBMISSION_SERVER_NAME).exists():
+        return  # an administrator's own server of that name: leave it alone
+    create_submission_server(
+        name=SUBMISSION_SERVER_NAME,
+        ip_address=settings.DEFAULT_SMTP_HOST,
+        port=settings.DEFAULT_SUBMISSION_PORT,
+        home_dir=default_home_dir("submission"),
+        node=node,
+        actor="bootstrap",
+    )
+    result.created.append(
+        f"{SUBMISSION_SERVER_NAME} server: {settings.DEFAULT_SMTP_HOST}:{settings.DEFAULT_SUBMISSION_PORT}"
+    )

@@ -149,6 +149,9 @@ class VirtualServer(SupervisedProcess):
 
     # Access tab: authentication and TLS.
     allow_anonymous = models.BooleanField(default=True)
+    # A submission server (RFC 6409): it owns no domain, takes mail from signed-in users only, and
+    # delivers to every local mailbox of its node (its snapshot spans the node's domains) or relays.
+    is_submission = models.BooleanField(default=False)
     # "Basic authentication": AUTH PLAIN and AUTH LOGIN against mailbox credentials.
     allow_basic_auth = models.BooleanField(default=True)
     # AUTH and MAIL only after STARTTLS (or on the implicit-TLS port).

@@ -15,7 +15,7 @@ from django.conf import settings
 from servers.delivery.models import DeliverySettings
 from servers.maildir import has_own_folder
 from servers.message_filters import AttachmentRules
-from servers.models import DomainType, GroupAddress, Mailbox, VirtualServer
+from servers.models import Domain, DomainType, GroupAddress, Mailbox, VirtualServer
 from servers.smtp_policy import ClientList, SenderList, split_zone_list
 
 
@@ -187,10 +187,17 @@ class ServerSnapshot:
         return None
 
 
+def _domain_scope(server: VirtualServer) -> dict:
+    """The lookup that selects the domains whose mail this server delivers: its own, or for a
+    submission server every domain of its node (it owns none)."""
+    return {"server__node_id": server.node_id} if server.is_submission else {"server": server}
+
+
 def _mail_routes(server: VirtualServer) -> dict:
     mailboxes = {}
     catch_all = {}
-    for mailbox in Mailbox.objects.filter(domain__server=server).select_related("domain"):
+    scope = _domain_scope(server)
+    for mailbox in Mailbox.objects.filter(**{f"domain__{k}": v for k, v in scope.items()}).select_related("domain"):
         if not has_own_folder(mailbox.domain.name, mailbox.local_part):
             continue  # a name from before names were checked: its folder may be another mailbox's
         entry = MailboxEntry(
@@ -208,9 +215,11 @@ def _mail_routes(server: VirtualServer) -> dict:
         if mailbox.is_catch_all:
             catch_all[mailbox.domain.name] = entry.address
     groups: dict[str, list[str]] = {}
-    for group in GroupAddress.objects.filter(domain__server=server).select_related("domain"):
+    for group in GroupAddress.objects.filter(**{f"domain__{k}": v for k, v in scope.items()}).select_related("domain"):
         groups[str(group)] = []
-    memberships = GroupAddress.members.through.objects.filter(groupaddress__domain__server=server).values_list(
+    memberships = GroupAddress.members.through.objects.filter(
+        **{f"groupaddress__domain__{k}": v for k, v in scope.items()}
+    ).values_list(
         "groupaddress__local_part", "groupaddress__domain__name", "mailbox__local_part", "mailbox__domain__name"
     )
     for local_part, domain, member_local_part, member_domain in memberships:
@@ -225,7 +234,12 @@ def _mail_routes(server: VirtualServer) -> dict:
 def load_snapshot(server_id: int) -> ServerSnapshot:
     """Read one server's configuration; raises VirtualServer.DoesNotExist if it was deleted."""
     server = VirtualServer.objects.select_related("node").get(pk=server_id)
-    domains = list(server.domains.values_list("name", "type", "is_default"))
+    scoped = Domain.objects.filter(**_domain_scope(server))
+    domains = list(scoped.values_list("name", "type", "is_default"))
+    if server.is_submission:
+        # Bare names complete with the default domain of the node's first server.
+        first = scoped.filter(is_default=True).order_by("server_id").values_list("name", flat=True).first()
+        domains = [(name, kind, name == first) for name, kind, _ in domains]
     snapshot = ServerSnapshot(
         server_id=server.pk,
         name=server.name,
@@ -239,7 +253,7 @@ def load_snapshot(server_id: int) -> ServerSnapshot:
         default_domain=next((name for name, _, is_default in domains if is_default), ""),
         local_domains=frozenset(name for name, kind, _ in domains if kind == DomainType.LOCAL),
         alias_targets=dict(
-            server.domains.filter(type=DomainType.ALIAS, alias_of__isnull=False).values_list("name", "alias_of__name")
+            scoped.filter(type=DomainType.ALIAS, alias_of__isnull=False).values_list("name", "alias_of__name")
         ),
         relay_domains=frozenset(
             server.domains.filter(type=DomainType.REMOTE, relay_allowed=True).values_list("name", flat=True)

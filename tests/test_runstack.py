@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import imaplib
 import os
 import re
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,9 @@ def fresh_install(tmp_path) -> dict[str, str]:
         MAILCONSOLE_SMTP_PORT=str(free_port()),
         MAILCONSOLE_POP3_PORT=str(free_port()),
         MAILCONSOLE_IMAP_PORT=str(free_port()),
+        MAILCONSOLE_SUBMISSION_PORT=str(free_port()),
         MAILCONSOLE_DOMAIN="firstrun.test",
+        MAILCONSOLE_HOSTNAME="localhost",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -74,9 +79,12 @@ def test_first_run_creates_the_admin_and_default_server_once(fresh_install):
     assert "Administrator: admin / " in first.stdout
     assert "Default SMTP Virtual Server" in first.stdout
     assert f"IMAP service: 127.0.0.1:{fresh_install['MAILCONSOLE_IMAP_PORT']}" in first.stdout
+    assert f"Submission server: 127.0.0.1:{fresh_install['MAILCONSOLE_SUBMISSION_PORT']}" in first.stdout
     assert second.stdout == ""
     listing = manage(fresh_install, "smtpsvc", "list").stdout
     assert listing.count("Default SMTP Virtual Server") == 1
+    assert listing.count("Submission") == 1
+    assert f"127.0.0.1:{fresh_install['MAILCONSOLE_SUBMISSION_PORT']}" in listing
     assert f"127.0.0.1:{fresh_install['MAILCONSOLE_SMTP_PORT']}" in listing
 
 
@@ -165,3 +173,71 @@ def sign_in_status(port: int, username: str, password: str) -> int:
         return opener.open(request, timeout=10).status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_a_mail_client_configured_only_from_the_autoconfig_answer_sends_and_reads_mail(fresh_install, tmp_path):
+    assert manage(fresh_install, "migrate", "--noinput").returncode == 0
+    assert manage(fresh_install, "bootstrap").returncode == 0
+    added = manage(fresh_install, "winpop", "add", "helena@firstrun.test", "/createuser", "Autoconf123")
+    assert added.returncode == 0, added.stderr
+    http_port = int(fresh_install["MAILCONSOLE_HTTP_PORT"])
+    log_path = tmp_path / "stack.log"
+    stack = start_stack(fresh_install, log_path)
+    try:
+        wait_until(lambda: http_ok(http_port, "/healthz"), timeout_s=40, message="the web app")
+        url = f"http://127.0.0.1:{http_port}/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=helena@firstrun.test"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            provider = ET.fromstring(response.read()).find("emailProvider")
+        incoming = next(s for s in provider.findall("incomingServer") if s.get("type") == "imap")
+        outgoing = provider.find("outgoingServer")
+        # The submission server is listed first: it is the one that requires sign-in.
+        assert int(outgoing.findtext("port")) == int(fresh_install["MAILCONSOLE_SUBMISSION_PORT"])
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE  # self-signed certificates
+
+        def smtp_client() -> smtplib.SMTP:
+            host, port = outgoing.findtext("hostname"), int(outgoing.findtext("port"))
+            if outgoing.findtext("socketType") == "SSL":
+                return smtplib.SMTP_SSL(host, port, timeout=10, context=insecure)
+            client = smtplib.SMTP(host, port, timeout=10)
+            client.starttls(context=insecure)
+            return client
+
+        def imap_client() -> imaplib.IMAP4:
+            host, port = incoming.findtext("hostname"), int(incoming.findtext("port"))
+            if incoming.findtext("socketType") == "SSL":
+                return imaplib.IMAP4_SSL(host, port, ssl_context=insecure, timeout=10)
+            client = imaplib.IMAP4(host, port, timeout=10)
+            client.starttls(ssl_context=insecure)
+            return client
+
+        wait_until(
+            lambda: not port_is_closed(int(outgoing.findtext("port"))), timeout_s=40, message="the submission server"
+        )
+        wait_until(lambda: not port_is_closed(int(incoming.findtext("port"))), timeout_s=40, message="IMAP")
+        with smtp_client() as smtp:
+            with pytest.raises(smtplib.SMTPSenderRefused):
+                smtp.sendmail("helena@firstrun.test", ["helena@firstrun.test"], b"Subject: anonymous\r\n\r\nno\r\n")
+            smtp.login(outgoing.findtext("username"), "Autoconf123")
+            smtp.sendmail("helena@firstrun.test", ["helena@firstrun.test"], b"Subject: via autoconfig\r\n\r\nhello\r\n")
+
+        def inbox_subjects() -> list[bytes]:
+            client = imap_client()
+            try:
+                client.login(incoming.findtext("username"), "Autoconf123")
+                client.select("INBOX")
+                _, data = client.search(None, "ALL")
+                subjects = []
+                for number in data[0].split():
+                    _, parts = client.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                    first = parts[0]
+                    assert isinstance(first, tuple)
+                    subjects.append(first[1].strip())
+                return subjects
+            finally:
+                client.logout()
+
+        wait_until(lambda: b"Subject: via autoconfig" in inbox_subjects(), timeout_s=30, message="the message in IMAP")
+    finally:
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=60) == 0, log_path.read_text()

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from frontend import queries
 from frontend.access import actor, login_required_partial, permitted_by
 from frontend.forms import (
+    SERVER_KIND_SUBMISSION,
     WIZARD_FIELD_STEP,
     WIZARD_STEPS,
     ServerTabForm,
@@ -150,15 +151,25 @@ def server_wizard(request: HttpRequest) -> HttpResponse:
                     form = _wizard_form(index, initial=initial)
                 else:
                     try:
-                        server = services.create_virtual_server(
-                            name=answers["name"],
-                            ip_address=answers["ip_address"],
-                            port=answers["port"],
-                            home_dir=answers["home_dir"],
-                            default_domain=answers["default_domain"],
-                            start=answers.get("start", False),
-                            actor=actor(request),
-                        )
+                        if answers.get("kind") == SERVER_KIND_SUBMISSION:
+                            server = services.create_submission_server(
+                                name=answers["name"],
+                                ip_address=answers["ip_address"],
+                                port=answers["port"],
+                                home_dir=answers["home_dir"],
+                                start=answers.get("start", False),
+                                actor=actor(request),
+                            )
+                        else:
+                            server = services.create_virtual_server(
+                                name=answers["name"],
+                                ip_address=answers["ip_address"],
+                                port=answers["port"],
+                                home_dir=answers["home_dir"],
+                                default_domain=answers["default_domain"],
+                                start=answers.get("start", False),
+                                actor=actor(request),
+                            )
                     except RefusedError as exc:
                         index = WIZARD_FIELD_STEP.get(exc.field or "", index)
                         form = _wizard_form(index, data=_as_data(_wizard_form(index), answers))

@@ -38,6 +38,7 @@ from .nodes import local_node, request_reconcile, set_node_service_state
 from .pop3 import create_pop3_service, set_pop3_state, update_pop3_service
 from .sessions import list_sessions, terminate_session
 from .virtual_servers import (
+    create_submission_server,
     create_virtual_server,
     delete_virtual_server,
     pause_server,
@@ -85,6 +86,7 @@ __all__ = [
     "rotate_dkim_key",
     "canonical_domain_name",
     "change_domain_type",
+    "create_submission_server",
     "create_virtual_server",
     "delete_virtual_server",
     "local_node",

@@ -47,6 +47,9 @@ def add_domain(
     actor: str = "system",
 ) -> Domain:
     """Add a local, alias or remote domain to a server."""
+    if server.is_submission:
+        # It delivers for every domain of its node already; a domain of its own would split one.
+        raise RefusedError("A submission server holds no domains; add the domain to a mail server.", field="name")
     try:
         domain_type = DomainType(type)
     except ValueError:

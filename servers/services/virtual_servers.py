@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from mailconsole.words import parse_bool
 from servers.content_checks import parse_http_url, parse_scanner_address
@@ -527,6 +527,57 @@ def create_virtual_server(
 
 
 @transaction.atomic
+def create_submission_server(
+    *,
+    name: str,
+    ip_address: str | None,
+    port: int | str,
+    node: Node | None = None,
+    home_dir: str | Path | None = None,
+    start: bool = True,
+    actor: str = "system",
+) -> VirtualServer:
+    """A submission server (RFC 6409): AUTH before MAIL, relaying for signed-in users only.
+
+    It owns no domain, so no domain's mailboxes move to it: its snapshot spans every domain of its
+    node, so mail from a signed-in user to a local mailbox of any server goes to that mailbox's
+    Maildir through the same store, and other mail is queued for delivery. Off loopback it takes
+    AUTH only after STARTTLS.
+    """
+    node = node or local_node()
+    name = _clean_name(name)
+    if VirtualServer.objects.filter(node=node, name=name).exists():
+        raise RefusedError(f"Node {node.name} already has a server named {name!r}.", field="name")
+    ip_address = _clean_ip(ip_address)
+    server = VirtualServer(
+        node=node,
+        name=name,
+        ip_address=ip_address,
+        port=_clean_port(port),
+        home_dir=str(_clean_home_dir(home_dir, name)),
+        allow_anonymous=False,
+        is_submission=True,
+        auth_requires_tls=passwords_need_tls_by_default(ip_address),
+        desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
+    )
+    if start:
+        _check_unique_address(server)
+    try:
+        server.save()
+    except IntegrityError:
+        raise RefusedError("Another server already uses this home directory.", field="home_dir") from None
+    try:
+        create_home_dirs(server.home_path)
+    except OSError as exc:
+        raise RefusedError(
+            f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}", field="home_dir"
+        ) from None
+    record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
+    request_reconcile(node)
+    return server
+
+
+@transaction.atomic
 def update_virtual_server(server: VirtualServer, *, actor: str = "system", **changes) -> VirtualServer:
     """Change a server's settings; the home directory can never change."""
     server = VirtualServer.objects.select_for_update().select_related("node").get(pk=server.pk)
@@ -569,7 +620,10 @@ def update_virtual_server(server: VirtualServer, *, actor: str = "system", **cha
 
 def bump_config_version(server: VirtualServer) -> None:
     """Tell the server's running worker that its configuration changed."""
-    VirtualServer.objects.filter(pk=server.pk).update(config_version=F("config_version") + 1)
+    # The node's submission servers deliver to every server's mailboxes: they hold them too.
+    VirtualServer.objects.filter(Q(pk=server.pk) | Q(node_id=server.node_id, is_submission=True)).update(
+        config_version=F("config_version") + 1
+    )
 
 
 STATE_VERBS = {ServiceState.RUNNING: "start", ServiceState.PAUSED: "pause", ServiceState.STOPPED: "stop"}

@@ -44,7 +44,7 @@ def load_mail_service_snapshot(model: type[Pop3Service] | type[ImapService], ser
     default_domain = service.default_domain
     if not default_domain:
         # Like IIS: the default domain of the node's first virtual server.
-        default = service.node.servers.order_by("pk").first()
+        default = service.node.servers.filter(is_submission=False).order_by("pk").first()
         default_domain = default.default_domain.name if default and default.default_domain else ""
     return MailServiceSnapshot(
         service_id=service.pk,

@@ -305,7 +305,7 @@ class Command(TranslatedCommand):
             ref = self.server_ref
             server = servers.filter(pk=int(ref)).first() if ref.isdigit() else servers.filter(name=ref).first()
         else:
-            server = servers.first()
+            server = servers.filter(is_submission=False).first()  # a submission server holds no domain
         if server is None:
             raise CommandError(_("No virtual server to add the domain to; create one with `smtpsvc create`."))
         return server
