@@ -62,6 +62,7 @@ STATE_AND_CROSS_FIELD_REFUSALS = [
         r"is not a valid (single address|address|network|address range|domain name)",  # a rule's value, by kind
         r"^The password must (be at least|contain) ",  # letter classes in any script: no ECMA pattern says it
         r"^Must be at least spam_[a-z]+_score ",  # the Filters tab's thresholds, in their order
+        r"^Only a local domain has sender lists",  # sender lists with the domain's type
     )
 ]
 
