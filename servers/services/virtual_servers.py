@@ -6,6 +6,7 @@ import ipaddress
 import re
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -507,14 +508,26 @@ def create_virtual_server(
         home_dir=str(_clean_home_dir(home_dir, name)),
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
     )
+
+    def add_default_domain(saved: VirtualServer) -> None:
+        default = Domain.objects.create(server=saved, name=domain_name, type=DomainType.LOCAL, is_default=True)
+        ensure_postmaster(default)
+
+    return _save_new_server(server, start=start, actor=actor, then=add_default_domain)
+
+
+def _save_new_server(
+    server: VirtualServer, *, start: bool, actor: str, then: Callable[[VirtualServer], None] | None = None
+) -> VirtualServer:
+    """Save a new server (its address free if it starts), run `then` on it, make its home, audit, reconcile."""
     if start:
         _check_unique_address(server)
     try:
         server.save()
     except IntegrityError:
         raise RefusedError("Another server already uses this home directory.", field="home_dir") from None
-    default = Domain.objects.create(server=server, name=domain_name, type=DomainType.LOCAL, is_default=True)
-    ensure_postmaster(default)
+    if then is not None:
+        then(server)
     try:
         create_home_dirs(server.home_path)
     except OSError as exc:
@@ -522,7 +535,7 @@ def create_virtual_server(
             f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}", field="home_dir"
         ) from None
     record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
-    request_reconcile(node)
+    request_reconcile(server.node)
     return server
 
 
@@ -560,21 +573,7 @@ def create_submission_server(
         auth_requires_tls=passwords_need_tls_by_default(ip_address),
         desired_state=ServiceState.RUNNING if start else ServiceState.STOPPED,
     )
-    if start:
-        _check_unique_address(server)
-    try:
-        server.save()
-    except IntegrityError:
-        raise RefusedError("Another server already uses this home directory.", field="home_dir") from None
-    try:
-        create_home_dirs(server.home_path)
-    except OSError as exc:
-        raise RefusedError(
-            f"Cannot create the home directory {server.home_path}: {exc.strerror or exc}", field="home_dir"
-        ) from None
-    record_change(actor=actor, action="create_virtual_server", obj=server, after=snapshot_of(server))
-    request_reconcile(node)
-    return server
+    return _save_new_server(server, start=start, actor=actor)
 
 
 @transaction.atomic
